@@ -1,0 +1,271 @@
+// SIMD bodies of the matmul kernels (included once per Highway target by matmul.cc).
+//
+// Two kernels:
+//  * Stream (few tokens, i.e. decode): weights are decoded in registers group by group and
+//    used once. For quantized formats the raw codes are multiplied with x first and the
+//    group's scale is applied once per group: y = sum_g s_g * (q_g . x_g) + sum_g m_g * xsum_g,
+//    with xsum_g = sum of x over the group computed once per call.
+//  * Panel (many tokens, i.e. prefill): kPanelRows rows are dequantized to fp32 once per
+//    block of kTokenBlock tokens; x of the block is packed transposed ([cols][tokens]) so the
+//    micro-kernel broadcasts one weight and multiplies it with 2 vectors of tokens
+//    (outer-product form: no horizontal sums, 12 FMAs per 8 loads).
+#if defined(SLIMKV_OPS_MATMUL_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef SLIMKV_OPS_MATMUL_INL_H_
+#undef SLIMKV_OPS_MATMUL_INL_H_
+#else
+#define SLIMKV_OPS_MATMUL_INL_H_
+#endif
+
+#include <algorithm>
+#include <cstring>
+
+#include "hwy/highway.h"
+#include "ops/weights.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace slimkv::ops::HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+using DF = hn::ScalableTag<float>;
+using VF = hn::Vec<DF>;
+
+// Columns per decode step of a format: the scale group for quantized formats, 16 columns
+// for plain floats (every matrix has cols % 16 == 0).
+template <WeightFormat kFormat, int kGroup>
+struct Codes {
+  static constexpr bool kQuant = kFormat == WeightFormat::kQ4 || kFormat == WeightFormat::kQ8;
+  static constexpr int kCols = kQuant ? kGroup : 16;
+  // Byte offset of group g within a row.
+  static constexpr size_t GroupOffset(int64_t g) {
+    if constexpr (kFormat == WeightFormat::kQ4) return g * (kCols / 2);
+    if constexpr (kFormat == WeightFormat::kQ8) return g * kCols;
+    if constexpr (kFormat == WeightFormat::kF16) return g * kCols * 2;
+    return g * kCols * 4;
+  }
+  // Decodes the kCols columns of one group into kCols/N vectors of raw values (codes as
+  // float for quantized formats, the weights themselves for float formats).
+  static HWY_INLINE void Decode(DF d, const uint8_t* p, VF* out) {
+    const size_t N = hn::Lanes(d);
+    if constexpr (kFormat == WeightFormat::kF32) {
+      for (size_t v = 0; v * N < kCols; ++v) out[v] = hn::LoadU(d, reinterpret_cast<const float*>(p) + v * N);
+    } else if constexpr (kFormat == WeightFormat::kF16) {
+      const hn::Rebind<hwy::float16_t, DF> dh;
+      for (size_t v = 0; v * N < kCols; ++v)
+        out[v] = hn::PromoteTo(d, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(p) + v * N));
+    } else if constexpr (kFormat == WeightFormat::kQ4) {
+      // 16 bytes: byte j = column j (low nibble) | column j+16 (high nibble).
+      const hn::Rebind<uint8_t, DF> d8;
+      const hn::Rebind<uint32_t, DF> du;
+      const hn::Rebind<int32_t, DF> di;
+      const size_t half = 16 / N;  // vectors per 16 columns
+      for (size_t v = 0; v < half; ++v) {
+        const auto b = hn::PromoteTo(du, hn::LoadU(d8, p + v * N));
+        out[v] = hn::ConvertTo(d, hn::BitCast(di, hn::And(b, hn::Set(du, 15u))));
+        out[v + half] = hn::ConvertTo(d, hn::BitCast(di, hn::ShiftRight<4>(b)));
+      }
+    } else {
+      const hn::Rebind<int8_t, DF> d8;
+      const hn::Rebind<int32_t, DF> di;
+      for (size_t v = 0; v * N < kCols; ++v)
+        out[v] = hn::ConvertTo(d, hn::PromoteTo(di, hn::LoadU(d8, reinterpret_cast<const int8_t*>(p) + v * N)));
+    }
+  }
+};
+
+// Upper bound of vectors per group (group 32 / 1 lane on the scalar target).
+inline constexpr int kMaxVecPerGroup = 32;
+
+// ---------------------------------------------------------------- stream kernel
+template <WeightFormat kFormat, int kGroup, int kRows, int kTokens>
+HWY_INLINE void StreamTile(const WeightMatrix& w, int64_t r0, const float* x, int64_t ldx,
+                           const float* xsum, float* y, int64_t ldy) {
+  using C = Codes<kFormat, kGroup>;
+  const DF d;
+  const size_t N = hn::Lanes(d);
+  const size_t vpg = C::kCols / N;  // vectors per group
+  const int64_t ng = w.cols / C::kCols;
+  const size_t row_bytes = w.code_bytes_per_row();
+  const uint8_t* codes = w.codes.data() + r0 * row_bytes;
+  VF acc[kRows][kTokens];
+  for (int i = 0; i < kRows; ++i)
+    for (int t = 0; t < kTokens; ++t) acc[i][t] = hn::Zero(d);
+  for (int64_t g = 0; g < ng; ++g) {
+    const int64_t c0 = g * C::kCols;
+    for (int i = 0; i < kRows; ++i) {
+      VF q[kMaxVecPerGroup];
+      C::Decode(d, codes + i * row_bytes + C::GroupOffset(g), q);
+      if constexpr (C::kQuant) {
+        const VF s = hn::Set(d, w.scales[(r0 + i) * ng + g]);
+        for (int t = 0; t < kTokens; ++t) {
+          VF part = hn::Mul(q[0], hn::LoadU(d, x + t * ldx + c0));
+          for (size_t v = 1; v < vpg; ++v) part = hn::MulAdd(q[v], hn::LoadU(d, x + t * ldx + c0 + v * N), part);
+          acc[i][t] = hn::MulAdd(part, s, acc[i][t]);
+        }
+      } else {
+        for (int t = 0; t < kTokens; ++t)
+          for (size_t v = 0; v < vpg; ++v) acc[i][t] = hn::MulAdd(q[v], hn::LoadU(d, x + t * ldx + c0 + v * N), acc[i][t]);
+      }
+    }
+  }
+  for (int i = 0; i < kRows; ++i) {
+    for (int t = 0; t < kTokens; ++t) {
+      float sum = hn::GetLane(hn::SumOfLanes(d, acc[i][t]));
+      if (C::kQuant && w.has_min) {  // + sum_g m_g * xsum_g
+        const float* m = w.mins.data() + (r0 + i) * ng;
+        for (int64_t g = 0; g < ng; ++g) sum += m[g] * xsum[t * ng + g];
+      }
+      y[t * ldy + r0 + i] = sum;
+    }
+  }
+}
+
+template <WeightFormat kFormat, int kGroup, int kTokens>
+HWY_NOINLINE void StreamRows(const WeightMatrix& w, int64_t r_begin, int64_t r_end,
+                             const float* x, int64_t ldx, const float* xsum, float* y, int64_t ldy) {
+  constexpr int kRows = kTokens == 1 ? 4 : (kTokens == 2 ? 2 : 1);
+  int64_t r = r_begin;
+  for (; r + kRows <= r_end; r += kRows)
+    StreamTile<kFormat, kGroup, kRows, kTokens>(w, r, x, ldx, xsum, y, ldy);
+  for (; r < r_end; ++r) StreamTile<kFormat, kGroup, 1, kTokens>(w, r, x, ldx, xsum, y, ldy);
+}
+
+template <WeightFormat kFormat, int kGroup>
+void StreamAll(const WeightMatrix& w, int64_t r_begin, int64_t r_end, const float* x,
+               int64_t ldx, int64_t n_tokens, float* y, int64_t ldy, float* scratch) {
+  using C = Codes<kFormat, kGroup>;
+  const int64_t ng = w.cols / C::kCols;
+  float* xsum = scratch;  // [n_tokens, ng]
+  if (C::kQuant && w.has_min) {
+    for (int64_t t = 0; t < n_tokens; ++t)
+      for (int64_t g = 0; g < ng; ++g) {
+        float s = 0;
+        for (int j = 0; j < C::kCols; ++j) s += x[t * ldx + g * C::kCols + j];
+        xsum[t * ng + g] = s;
+      }
+  }
+  for (int64_t t = 0; t < n_tokens; t += 4) {
+    const float* xt = x + t * ldx;
+    const float* st = xsum + t * ng;
+    float* yt = y + t * ldy;
+    switch (std::min<int64_t>(4, n_tokens - t)) {
+      case 4: StreamRows<kFormat, kGroup, 4>(w, r_begin, r_end, xt, ldx, st, yt, ldy); break;
+      case 3: StreamRows<kFormat, kGroup, 3>(w, r_begin, r_end, xt, ldx, st, yt, ldy); break;
+      case 2: StreamRows<kFormat, kGroup, 2>(w, r_begin, r_end, xt, ldx, st, yt, ldy); break;
+      default: StreamRows<kFormat, kGroup, 1>(w, r_begin, r_end, xt, ldx, st, yt, ldy); break;
+    }
+  }
+}
+
+// ---------------------------------------------------------------- panel kernel
+inline constexpr int kPanelRows = 6;
+inline constexpr int64_t kTokenBlock = 64;
+
+// Floats of scratch the panel kernel needs for a matrix of `cols` columns.
+inline size_t PanelScratchFloats(int64_t cols) {
+  return static_cast<size_t>(kPanelRows + kTokenBlock) * cols + 64;
+}
+
+// acc[6 rows][2 token vectors] over all columns; panel is [kPanelRows][cols] row-major,
+// xt is x of the block packed as [cols][ldt] (ldt = tokens in block rounded up to 2N).
+HWY_INLINE void PanelMicro(const float* panel, int64_t cols, const float* xt, int64_t ldt,
+                           float* out /* [kPanelRows][2N] */) {
+  const DF d;
+  const size_t N = hn::Lanes(d);
+  VF a0[kPanelRows], a1[kPanelRows];
+  for (int i = 0; i < kPanelRows; ++i) a0[i] = a1[i] = hn::Zero(d);
+  for (int64_t c = 0; c < cols; ++c) {
+    const VF x0 = hn::Load(d, xt + c * ldt);
+    const VF x1 = hn::Load(d, xt + c * ldt + N);
+    for (int i = 0; i < kPanelRows; ++i) {
+      const VF wv = hn::Set(d, panel[i * cols + c]);
+      a0[i] = hn::MulAdd(wv, x0, a0[i]);
+      a1[i] = hn::MulAdd(wv, x1, a1[i]);
+    }
+  }
+  for (int i = 0; i < kPanelRows; ++i) {
+    hn::Store(a0[i], d, out + i * 2 * N);
+    hn::Store(a1[i], d, out + i * 2 * N + N);
+  }
+}
+
+template <WeightFormat kFormat, int kGroup>
+void PanelAll(const WeightMatrix& w, int64_t r_begin, int64_t r_end, const float* x,
+              int64_t ldx, int64_t n_tokens, float* y, int64_t ldy, float* scratch) {
+  using C = Codes<kFormat, kGroup>;
+  const DF d;
+  const size_t N = hn::Lanes(d);
+  const int64_t cols = w.cols, ng = cols / C::kCols;
+  const size_t vpg = C::kCols / N;
+  float* panel = scratch;                                   // [kPanelRows][cols]
+  float* xt = scratch + kPanelRows * cols;                  // [cols][ldt]
+  HWY_ALIGN float out[kPanelRows * 2 * hn::MaxLanes(d)];
+  const size_t row_bytes = w.code_bytes_per_row();
+  for (int64_t t0 = 0; t0 < n_tokens; t0 += kTokenBlock) {
+    const int64_t nt = std::min(kTokenBlock, n_tokens - t0);
+    const int64_t ldt = (nt + 2 * N - 1) / (2 * N) * (2 * N);
+    for (int64_t c = 0; c < cols; ++c) {  // pack x transposed, zero padding
+      for (int64_t t = 0; t < nt; ++t) xt[c * ldt + t] = x[(t0 + t) * ldx + c];
+      for (int64_t t = nt; t < ldt; ++t) xt[c * ldt + t] = 0.0f;
+    }
+    for (int64_t r = r_begin; r < r_end; r += kPanelRows) {
+      const int rows = static_cast<int>(std::min<int64_t>(kPanelRows, r_end - r));
+      for (int i = 0; i < kPanelRows; ++i) {
+        float* prow = panel + i * cols;
+        if (i >= rows) {
+          std::memset(prow, 0, cols * sizeof(float));
+          continue;
+        }
+        const uint8_t* codes = w.codes.data() + (r + i) * row_bytes;
+        for (int64_t g = 0; g < ng; ++g) {
+          VF q[kMaxVecPerGroup];
+          C::Decode(d, codes + C::GroupOffset(g), q);
+          if constexpr (C::kQuant) {
+            const VF s = hn::Set(d, w.scales[(r + i) * ng + g]);
+            const VF m = hn::Set(d, w.has_min ? w.mins[(r + i) * ng + g] : 0.0f);
+            for (size_t v = 0; v < vpg; ++v) hn::StoreU(hn::MulAdd(q[v], s, m), d, prow + g * C::kCols + v * N);
+          } else {
+            for (size_t v = 0; v < vpg; ++v) hn::StoreU(q[v], d, prow + g * C::kCols + v * N);
+          }
+        }
+      }
+      for (int64_t tt = 0; tt < nt; tt += 2 * N) {
+        PanelMicro(panel, cols, xt + tt, ldt, out);
+        const int64_t ntt = std::min<int64_t>(2 * N, nt - tt);
+        for (int i = 0; i < rows; ++i)
+          for (int64_t t = 0; t < ntt; ++t) y[(t0 + tt + t) * ldy + r + i] = out[i * 2 * N + t];
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------- entry
+template <WeightFormat kFormat, int kGroup>
+void MatMulRowsT(const WeightMatrix& w, int64_t r_begin, int64_t r_end, const float* x,
+                 int64_t ldx, int64_t n_tokens, float* y, int64_t ldy, float* scratch) {
+  if (n_tokens <= kMatMulStreamMaxTokens) {
+    StreamAll<kFormat, kGroup>(w, r_begin, r_end, x, ldx, n_tokens, y, ldy, scratch);
+  } else {
+    PanelAll<kFormat, kGroup>(w, r_begin, r_end, x, ldx, n_tokens, y, ldy, scratch);
+  }
+}
+
+inline void MatMulRows(const WeightMatrix& w, int64_t r_begin, int64_t r_end, const float* x,
+                       int64_t ldx, int64_t n_tokens, float* y, int64_t ldy, float* scratch) {
+  switch (w.format) {
+    case WeightFormat::kF32:
+      return MatMulRowsT<WeightFormat::kF32, 16>(w, r_begin, r_end, x, ldx, n_tokens, y, ldy, scratch);
+    case WeightFormat::kF16:
+      return MatMulRowsT<WeightFormat::kF16, 16>(w, r_begin, r_end, x, ldx, n_tokens, y, ldy, scratch);
+    case WeightFormat::kQ4:
+      return MatMulRowsT<WeightFormat::kQ4, 32>(w, r_begin, r_end, x, ldx, n_tokens, y, ldy, scratch);
+    case WeightFormat::kQ8:
+      if (w.group == 16)
+        return MatMulRowsT<WeightFormat::kQ8, 16>(w, r_begin, r_end, x, ldx, n_tokens, y, ldy, scratch);
+      return MatMulRowsT<WeightFormat::kQ8, 32>(w, r_begin, r_end, x, ldx, n_tokens, y, ldy, scratch);
+  }
+}
+
+}  // namespace slimkv::ops::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#endif  // per-target include guard

@@ -1,0 +1,37 @@
+// Matrix multiplication of activations by weight matrices: y[n, r] = sum_c x[n, c] * W[r, c].
+//
+// One call computes several outputs that share the same input (Q, K and V; gate and up) in
+// one parallel region, because on a small model per-region synchronisation, not arithmetic,
+// is the cost to fight. Small batches (decode) dequantize weights in registers and stream
+// them once; large batches (prefill) dequantize a panel of rows to fp32 once per block of
+// tokens and run a register-tiled fp32 kernel on it.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "base/thread_pool.h"
+#include "ops/weights.h"
+
+namespace slimkv::ops {
+
+struct MatMulOutput {
+  const WeightMatrix* w;  // [rows, cols]
+  float* y;               // [n_tokens, ldy], columns [0, w->rows) written
+  int64_t ldy;
+};
+
+// x: [n_tokens, ldx] fp32 with at least w->cols valid columns; every w in `outs` has the same
+// cols. Splits the rows of all outputs over the pool's threads.
+void MatMul(ThreadPool& pool, const float* x, int64_t ldx, int64_t n_tokens,
+            std::span<const MatMulOutput> outs);
+
+// Scalar reference with the same contract (single-threaded, obviously right).
+void MatMulReference(const float* x, int64_t ldx, int64_t n_tokens,
+                     std::span<const MatMulOutput> outs);
+
+// Batches up to this many tokens use the register-dequantizing kernel (chosen by
+// bench/bench_matmul.cc; see docs/BENCHMARKS.md).
+inline constexpr int64_t kMatMulStreamMaxTokens = 4;
+
+}  // namespace slimkv::ops

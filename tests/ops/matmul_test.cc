@@ -1,0 +1,113 @@
+#include "ops/matmul.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "base/half.h"
+#include "ops/target_util.h"
+#include "test_util.h"
+
+namespace slimkv::ops {
+namespace {
+
+// fp32 accumulation over `cols` products: the kernel's error is bounded by about
+// cols * eps * sum|w*x| (it sums in a different order than the double reference); use
+// a quarter of that worst case, which real rounding never approaches.
+constexpr float kEps = 1.1920929e-7f;
+
+WeightMatrix RandomMatrix(WeightFormat f, int64_t rows, int64_t cols, int group, bool has_min,
+                          uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int> byte(0, 255);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  WeightMatrix m = WeightMatrix::Allocate(f, rows, cols, group, has_min);
+  if (f == WeightFormat::kF32) {
+    auto* p = reinterpret_cast<float*>(m.codes.data());
+    for (int64_t i = 0; i < rows * cols; ++i) p[i] = nd(rng);
+  } else if (f == WeightFormat::kF16) {
+    auto* p = reinterpret_cast<uint16_t*>(m.codes.data());
+    for (int64_t i = 0; i < rows * cols; ++i) p[i] = FloatToHalf(nd(rng));
+  } else {
+    for (size_t i = 0; i < m.codes.size(); ++i) m.codes[i] = static_cast<uint8_t>(byte(rng));
+    for (size_t i = 0; i < m.scales.size(); ++i) m.scales[i] = 0.01f + std::abs(nd(rng)) * 0.05f;
+    for (size_t i = 0; i < m.mins.size(); ++i) m.mins[i] = nd(rng) * 0.1f;
+  }
+  return m;
+}
+
+struct Case {
+  WeightFormat format;
+  int group;
+  bool has_min;
+};
+
+class MatMulTest : public ::testing::TestWithParam<Case> {};
+
+TEST_P(MatMulTest, MatchesReferenceOnOddShapes) {
+  const Case c = GetParam();
+  ThreadPool pool(2);
+  for (int64_t rows : {1, 3, 5, 17, 97}) {
+    for (int64_t cols : {32, 96, 576}) {
+      if (c.group && cols % c.group) continue;
+      for (int64_t tokens : {1, 2, 3, 4, 5, 17, 70}) {
+        SCOPED_TRACE(::testing::Message() << rows << "x" << cols << " tokens " << tokens);
+        WeightMatrix w = RandomMatrix(c.format, rows, cols, c.group, c.has_min, rows * 131 + cols);
+        const int64_t ldx = cols + 3;  // misaligned rows of x
+        std::vector<float> x = std::vector<float>(tokens * ldx + 1);
+        std::mt19937_64 rng(tokens);
+        std::normal_distribution<float> nd(0.0f, 1.0f);
+        for (auto& v : x) v = nd(rng);
+        // Outlier channels, as real activations have.
+        for (int64_t t = 0; t < tokens; ++t) x[t * ldx + (cols / 3)] *= 50.0f;
+        const float* xp = x.data() + 1;
+        const int64_t ldy = rows + 2;
+        std::vector<float> want(tokens * ldy), got(tokens * ldy);
+        const MatMulOutput ref{&w, want.data(), ldy};
+        MatMulReference(xp, ldx, tokens, {&ref, 1});
+        std::vector<float> row(cols);
+        slimkv::testing::ForEachTarget([&](int64_t) {
+          std::fill(got.begin(), got.end(), 0.0f);
+          const MatMulOutput out{&w, got.data(), ldy};
+          MatMul(pool, xp, ldx, tokens, {&out, 1});
+          for (int64_t r = 0; r < rows; ++r) {
+            w.DequantizeRow(r, row.data());
+            for (int64_t t = 0; t < tokens; ++t) {
+              double mag = 0;
+              for (int64_t k = 0; k < cols; ++k) mag += std::abs(row[k] * xp[t * ldx + k]);
+              const double tol = 0.25 * cols * kEps * mag + 1e-6;
+              ASSERT_NEAR(got[t * ldy + r], want[t * ldy + r], tol) << "row " << r << " token " << t;
+            }
+          }
+        });
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Formats, MatMulTest,
+                         ::testing::Values(Case{WeightFormat::kF32, 0, false},
+                                           Case{WeightFormat::kF16, 0, false},
+                                           Case{WeightFormat::kQ4, 32, true},
+                                           Case{WeightFormat::kQ4, 32, false},
+                                           Case{WeightFormat::kQ8, 32, true},
+                                           Case{WeightFormat::kQ8, 16, false}));
+
+TEST(MatMulTest, SeveralOutputsShareOneRegion) {
+  ThreadPool pool(2);
+  WeightMatrix a = RandomMatrix(WeightFormat::kQ4, 37, 64, 32, true, 1);
+  WeightMatrix b = RandomMatrix(WeightFormat::kQ8, 11, 64, 16, false, 2);
+  std::vector<float> x = slimkv::testing::RandomNormal(3 * 64, 7);
+  std::vector<float> ya(3 * 37), yb(3 * 11), ra(3 * 37), rb(3 * 11);
+  const MatMulOutput outs[] = {{&a, ya.data(), 37}, {&b, yb.data(), 11}};
+  const MatMulOutput refs[] = {{&a, ra.data(), 37}, {&b, rb.data(), 11}};
+  MatMul(pool, x.data(), 64, 3, outs);
+  MatMulReference(x.data(), 64, 3, refs);
+  for (size_t i = 0; i < ya.size(); ++i) EXPECT_NEAR(ya[i], ra[i], 1e-3);
+  for (size_t i = 0; i < yb.size(); ++i) EXPECT_NEAR(yb[i], rb[i], 1e-3);
+}
+
+}  // namespace
+}  // namespace slimkv::ops
