@@ -1,0 +1,98 @@
+#include "kv/attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "base/check.h"
+#include "kv/codec.h"
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kv/attention.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+#include "kv/attention-inl.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace slimkv::kv::HWY_NAMESPACE {
+void RunAttnTaskEntry(const AttnTask& task, AttnPartial out) { AttnTaskImpl(task, out); }
+}  // namespace slimkv::kv::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace slimkv::kv {
+HWY_EXPORT(RunAttnTaskEntry);
+
+namespace {
+void CheckTask(const AttnTask& t) {
+  CHECK(t.n_q_tokens * t.group <= kMaxAttnTaskRows, "task rows {}", t.n_q_tokens * t.group);
+  CHECK(t.block_tokens % 16 == 0 && t.block_tokens <= kMaxAttnBlockTokens, "block_tokens {}",
+        t.block_tokens);
+  CHECK(t.head_dim % 16 == 0 && t.head_dim <= kMaxAttnHeadDim, "head_dim {}", t.head_dim);
+}
+}  // namespace
+
+void RunAttnTask(const AttnTask& task, AttnPartial out) {
+  CheckTask(task);
+  HWY_DYNAMIC_DISPATCH(RunAttnTaskEntry)(task, out);
+}
+
+void RunAttnTaskReference(const AttnTask& t, AttnPartial out) {
+  CheckTask(t);
+  const int rows = t.n_q_tokens * t.group, hd = t.head_dim;
+  const KvFormat kf{t.k_type}, vf{t.v_type};
+  std::vector<float> k(hd), v(hd);
+  for (int r = 0; r < rows; ++r) {
+    const int i = r / t.group;
+    const float* q = t.q + i * t.ldq + (r % t.group) * hd;
+    const int slot = t.first_q_slot + i;
+    const int lo = std::max(t.key_begin, t.window > 0 ? slot - t.window + 1 : 0);
+    const int hi = std::min(t.key_end, slot + 1);
+    std::vector<double> s;
+    double m = -std::numeric_limits<double>::infinity();
+    for (int j = lo; j < hi; ++j) {
+      DecodeK(kf, t.block_tokens, hd, j % t.block_tokens, t.blocks[j / t.block_tokens], k.data());
+      double dot = 0;
+      for (int x = 0; x < hd; ++x) dot += static_cast<double>(q[x]) * t.scale * k[x];
+      s.push_back(dot);
+      m = std::max(m, dot);
+    }
+    double l = 0;
+    std::vector<double> acc(hd, 0.0);
+    for (int j = lo; j < hi; ++j) {
+      const double p = std::exp(s[j - lo] - m);
+      l += p;
+      const uint8_t* block = t.blocks[j / t.block_tokens];
+      DecodeV(vf, t.block_tokens, hd, j % t.block_tokens, block + t.v_offset, v.data());
+      for (int x = 0; x < hd; ++x) acc[x] += p * v[x];
+    }
+    out.m[r] = hi > lo ? static_cast<float>(m) : -std::numeric_limits<float>::infinity();
+    out.l[r] = static_cast<float>(l);
+    for (int x = 0; x < hd; ++x) out.acc[r * hd + x] = static_cast<float>(acc[x]);
+  }
+}
+
+void MergePartials(const AttnPartial* parts, int n_parts, int rows, int group, int head_dim,
+                   float* out, int64_t ldo) {
+  for (int r = 0; r < rows; ++r) {
+    float m = -std::numeric_limits<float>::infinity();
+    for (int p = 0; p < n_parts; ++p) m = std::max(m, parts[p].m[r]);
+    float* o = out + (r / group) * ldo + (r % group) * head_dim;
+    std::fill(o, o + head_dim, 0.0f);
+    if (m == -std::numeric_limits<float>::infinity()) continue;  // no visible key
+    float l = 0;
+    for (int p = 0; p < n_parts; ++p) {
+      if (parts[p].l[r] == 0.0f) continue;
+      const float w = std::exp(parts[p].m[r] - m);
+      l += w * parts[p].l[r];
+      const float* a = parts[p].acc + r * head_dim;
+      for (int x = 0; x < head_dim; ++x) o[x] += w * a[x];
+    }
+    const float inv = 1.0f / l;
+    for (int x = 0; x < head_dim; ++x) o[x] *= inv;
+  }
+}
+
+}  // namespace slimkv::kv
+#endif  // HWY_ONCE

@@ -1,0 +1,18 @@
+// What the model tells the KV cache about itself.
+#pragma once
+
+#include <vector>
+
+namespace slimkv::kv {
+
+struct KvSpec {
+  int n_layers = 0;
+  int n_kv_heads = 0;  // KV heads per layer; MHA, GQA and MQA are all n_kv_heads <= n_q_heads
+  int n_q_heads = 0;   // query heads per layer; a multiple of n_kv_heads
+  int head_dim = 0;    // elements per head vector (K and V)
+  int max_context = 0; // tokens the model was trained for (informative; the cache does not cap)
+
+  int group_size() const { return n_q_heads / n_kv_heads; }  // query heads per KV head
+};
+
+}  // namespace slimkv::kv
