@@ -1,17 +1,26 @@
-// Reference (scalar) dequantizers of GGML tensor types to fp32.
+// Reference (scalar) dequantizers of GGML tensor types to fp32, bit-exact with ggml's
+// dequantize_row_* and gguf-py's numpy dequantization (tests/gguf/dequant_golden_test.cc).
 //
-// Block layouts (little-endian; d/m/dmin are fp16 unless stated):
+// Block layouts (little-endian, in byte order; d/m/dmin are fp16 unless stated):
 //   Q4_0  32 elems, 18 B: d, qs[16]; x[j] = d*((qs[j]&15)-8), x[j+16] = d*((qs[j]>>4)-8)
 //   Q4_1  32 elems, 20 B: d, m, qs[16]; x = d*q + m, same nibble order as Q4_0
 //   Q5_0  32 elems, 22 B: d, qh[4] (u32, bit j = 5th bit of x[j]), qs[16]; x = d*(q-16)
 //   Q5_1  32 elems, 24 B: d, m, qh[4], qs[16]; x = d*q + m
 //   Q8_0  32 elems, 34 B: d, qs[32] int8; x = d*q
-//   Q8_1  32 elems, 36 B: d, s (=d*sum q), qs[32] int8; x = d*q
-//   Q4_K 256 elems,144 B: d, dmin, scales[12] (8 x 6-bit scale + 8 x 6-bit min), qs[128]
-//   Q5_K 256 elems,176 B: d, dmin, scales[12], qh[32], qs[128]
+//   Q8_1  32 elems, 36 B: d, s (=d*sum q, unused here), qs[32] int8; x = d*q
+//   Q2_K 256 elems, 84 B: scales[16] (low nibble scale, high nibble min), qs[64], d, dmin;
+//        16 groups of 16: x = d*(sc&15)*q - dmin*(sc>>4), q 2-bit
+//   Q3_K 256 elems,110 B: hmask[32], qs[64], scales[12] (16 x 6-bit, biased by 32), d;
+//        16 groups of 16: x = d*(sc-32)*(q - (hmask bit set ? 0 : 4)), q 2-bit
+//   Q4_K 256 elems,144 B: d, dmin, scales[12] (8 x 6-bit scale + 8 x 6-bit min), qs[128];
+//        8 groups of 32: x = d*sc*q - dmin*m
+//   Q5_K 256 elems,176 B: d, dmin, scales[12], qh[32], qs[128]; as Q4_K with a 5th bit
 //   Q6_K 256 elems,210 B: ql[128], qh[64], scales[16] int8, d; x = d*sc*(q-32), 16 per scale
-//   Q8_K 256 elems,292 B: d (fp32), qs[256] int8, bsums[16] int16
+//   Q8_K 256 elems,292 B: d (fp32), qs[256] int8, bsums[16] int16 (unused here); x = d*q
 //   F16 / BF16 / F32 plain.
+// Within the 2-bit and 4-bit K-quants, quants are interleaved: byte l of a 32-byte run holds
+// element l in its low bits and element l+32 (4-bit) or l+32k (2-bit, shift 2k) above; the
+// functions in dequant.cc spell out each order.
 #pragma once
 
 #include <cstdint>
@@ -21,11 +30,13 @@
 
 namespace slimkv::gguf {
 
-// Dequantizes `n` elements (a whole number of blocks) from `src` into `dst`.
-// Unimplemented for types without a dequantizer, InvalidArgument for a partial block.
+// Dequantizes `n` elements (a whole number of blocks) from `src` into `dst`. `src` needs no
+// particular alignment. Unimplemented for types without a dequantizer (can_dequantize false),
+// InvalidArgument for an unknown type or a partial block.
 Status Dequantize(TensorType type, const uint8_t* src, float* dst, uint64_t n);
 
 // Q4_K/Q5_K 6-bit scale/min unpacking for sub-block j (0..7), as ggml's get_scale_min_k4.
+// `scales` is the 12-byte scales field of the block.
 void GetScaleMinK4(int j, const uint8_t* scales, uint8_t* scale, uint8_t* min);
 
 }  // namespace slimkv::gguf
