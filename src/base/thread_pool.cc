@@ -15,7 +15,10 @@ namespace slimkv {
 namespace {
 // Spin iterations before a worker goes to sleep: long enough to cover the gap between two
 // parallel regions of one forward pass, short enough not to burn a core between requests.
-constexpr int kSpinIterations = 1 << 16;
+constexpr int kSpinIterations = 1 << 14;
+// Spin iterations before the caller, waiting for workers, starts yielding its core: on an
+// oversubscribed machine the worker it waits for may need that core to finish.
+constexpr int kJoinSpinIterations = 1 << 11;
 }  // namespace
 
 ThreadPool::ThreadPool(int num_threads) : num_threads_(std::max(1, num_threads)) {
@@ -53,7 +56,13 @@ void ThreadPool::RunImpl(int num_tasks, Thunk thunk, void* ctx) {
   epoch_.notify_all();
   DoTasks(0);
   const int workers = num_threads_ - 1;
-  while (workers_done_.load(std::memory_order_acquire) != workers) SLIMKV_PAUSE();
+  for (int spin = 0; workers_done_.load(std::memory_order_acquire) != workers; ++spin) {
+    if (spin < kJoinSpinIterations) {
+      SLIMKV_PAUSE();
+    } else {
+      std::this_thread::yield();
+    }
+  }
 }
 
 void ThreadPool::WorkerLoop(int thread) {

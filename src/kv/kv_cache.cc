@@ -47,6 +47,15 @@ KvCache::KvCache(const KvSpec& spec, const KvConfig& config, BlockPool pool)
       v_layout_(VLayout(config.v, config.block_tokens, spec.head_dim)),
       pool_(std::move(pool)) {}
 
+size_t KvCache::BudgetFor(const KvSpec& spec, const KvConfig& config, int64_t tokens,
+                          int sequences) {
+  const size_t block = (KLayout(config.k, config.block_tokens, spec.head_dim).total() +
+                        VLayout(config.v, config.block_tokens, spec.head_dim).total() + 63) / 64 * 64;
+  const size_t blocks = static_cast<size_t>(CeilDiv(tokens, config.block_tokens)) *
+                        spec.n_layers * spec.n_kv_heads * sequences;
+  return blocks * block;
+}
+
 SeqId KvCache::AddSequence() {
   for (size_t i = 0; i < seqs_.size(); ++i) {
     if (!seqs_[i].live) {

@@ -46,6 +46,10 @@ class KvCache {
   static Result<std::unique_ptr<KvCache>> Create(const KvSpec& spec, const KvConfig& config,
                                                  size_t budget_bytes);
 
+  // Budget that holds `sequences` sequences of `tokens` tokens each (whole blocks).
+  static size_t BudgetFor(const KvSpec& spec, const KvConfig& config, int64_t tokens,
+                          int sequences);
+
   SeqId AddSequence();
   void RemoveSequence(SeqId seq);  // frees every block of the sequence
   bool HasSequence(SeqId seq) const;

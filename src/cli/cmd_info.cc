@@ -1,0 +1,82 @@
+// slimkv info: architecture, sizes, tensor types and KV bytes per token of a model file.
+#include <cstdio>
+#include <map>
+#include <memory>
+
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "gguf/gguf_file.h"
+#include "kv/kv_cache.h"
+#include "model/config.h"
+
+namespace slimkv::cli {
+namespace {
+
+struct InfoFlags {
+  std::string model;
+  bool metadata = false;
+};
+
+int InfoMain(const InfoFlags& f) {
+  auto path = ResolveModel(f.model);
+  if (!path.ok()) return Fail(path.status());
+  auto file = gguf::GgufFile::Open(*path);
+  if (!file.ok()) return Fail(file.status());
+  auto cfg = model::ReadConfig(*file);
+  if (!cfg.ok()) return Fail(cfg.status());
+  const model::ModelConfig& c = *cfg;
+  std::printf("file:          %s (GGUF v%u, %zu tensors, %zu metadata keys)\n", path->c_str(),
+              file->version(), file->tensors().size(), file->metadata().size());
+  std::printf("model:         %s\n", c.name.c_str());
+  std::printf("architecture:  %s, %d layers, embedding %d, feed-forward %d, vocab %d\n", c.arch.c_str(),
+              c.n_layers, c.n_embd, c.n_ff, c.n_vocab);
+  std::printf("attention:     %d query heads, %d KV heads (%s), head dim %d, context %d\n", c.n_heads,
+              c.n_kv_heads, c.n_kv_heads == c.n_heads ? "MHA" : (c.n_kv_heads == 1 ? "MQA" : "GQA"),
+              c.head_dim, c.context_length);
+  std::printf("rope:          %s, dim %d, base %g%s\n",
+              c.rope_style == ops::RopeStyle::kNormal ? "normal" : "neox", c.rope_dim,
+              c.layer_rope_base.empty() ? 0.0 : c.layer_rope_base[0],
+              c.rope_freq_scale != 1.0f ? fmt::format(", linear scale {}", 1 / c.rope_freq_scale).c_str() : "");
+  std::map<std::string, std::pair<int, uint64_t>> types;
+  uint64_t total = 0, params = 0;
+  for (const auto& t : file->tensors()) {
+    auto& e = types[std::string(gguf::TypeName(t.type))];
+    ++e.first;
+    e.second += t.n_bytes;
+    total += t.n_bytes;
+    params += t.n_elements;
+  }
+  std::printf("parameters:    %.1f M, %s of tensor data\n", params / 1e6, HumanBytes(total).c_str());
+  for (const auto& [name, e] : types) {
+    std::printf("  %-6s %4d tensors  %s\n", name.c_str(), e.first, HumanBytes(e.second).c_str());
+  }
+  const kv::KvSpec spec{.n_layers = c.n_layers, .n_kv_heads = c.n_kv_heads, .n_q_heads = c.n_heads,
+                        .head_dim = c.head_dim, .max_context = c.context_length};
+  std::printf("KV bytes per token (all layers, K+V):\n");
+  for (const char* preset : {"fp32", "fp16"}) {
+    auto kc = kv::ParsePreset(preset);
+    if (!kc.ok()) continue;
+    const size_t per_block = kv::KLayout(kc->k, kc->block_tokens, c.head_dim).total() +
+                             kv::VLayout(kc->v, kc->block_tokens, c.head_dim).total();
+    const double per_token = static_cast<double>(per_block) / kc->block_tokens * c.n_layers * c.n_kv_heads;
+    std::printf("  %-6s %8.0f bytes/token, %s at full context (%d tokens)\n", preset, per_token,
+                HumanBytes(per_token * c.context_length).c_str(), c.context_length);
+  }
+  if (f.metadata) {
+    std::printf("metadata:\n");
+    for (const auto& [k, v] : file->metadata()) std::printf("  %s = %s\n", k.c_str(), v.ToString().c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+
+CommandMain AddInfoCommand(CLI::App& app) {
+  auto f = std::make_shared<InfoFlags>();
+  CLI::App* cmd = app.add_subcommand("info", "describe a model file");
+  cmd->add_option("model", f->model, "GGUF path or short name (default smollm2-135m)");
+  cmd->add_flag("--metadata", f->metadata, "also print every metadata key");
+  return [f] { return InfoMain(*f); };
+}
+
+}  // namespace slimkv::cli

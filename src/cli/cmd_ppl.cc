@@ -1,0 +1,62 @@
+// slimkv ppl: perplexity of a text file, llama.cpp's method (see eval/perplexity.h).
+#include <cstdio>
+#include <memory>
+
+#include "base/log.h"
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "eval/perplexity.h"
+
+namespace slimkv::cli {
+namespace {
+
+struct PplFlags {
+  CommonFlags common;
+  std::string file;
+  int chunks = -1;
+};
+
+int PplMain(const PplFlags& f) {
+  auto text = ReadFile(f.file);
+  if (!text.ok()) return Fail(text.status());
+  size_t bad = 0;
+  if (!tokenizer::IsValidUtf8(*text, &bad)) {
+    return Fail(InvalidArgument("'{}' is not valid UTF-8 (first bad byte at offset {})", f.file, bad));
+  }
+  const int n_ctx = f.common.n_ctx > 0 ? f.common.n_ctx : 512;
+  auto engine_or = MakeEngine(f.common, n_ctx);
+  if (!engine_or.ok()) return Fail(engine_or.status());
+  engine::Engine& eng = **engine_or;
+  const double t0 = NowSeconds();
+  const auto& tok = eng.tokenizer();
+  const std::vector<int32_t> ids = tok.Encode(*text, tok.add_bos_default(), /*parse_special=*/false);
+  const double t_tok = NowSeconds() - t0;
+  std::fprintf(stderr, "tokenized %s: %zu bytes -> %zu tokens in %.2f s\n", f.file.c_str(), text->size(),
+               ids.size(), t_tok);
+  eval::PerplexityOptions po;
+  po.n_ctx = n_ctx;
+  po.max_chunks = f.chunks;
+  auto r = eval::Perplexity(eng, ids, po);
+  if (!r.ok()) return Fail(r.status());
+  std::printf("model %s, KV %s, ctx %d, %d chunks, %lld scored tokens\n",
+              eng.model().config().name.c_str(), f.common.kv.c_str(), n_ctx, r->chunks,
+              static_cast<long long>(r->scored_tokens));
+  std::printf("PPL = %.4f +/- %.5f\n", r->ppl, r->ppl_stderr);
+  std::fprintf(stderr, "%.1f s, %.1f tokens/s\n", r->seconds,
+               static_cast<double>(r->chunks) * n_ctx / std::max(1e-9, r->seconds));
+  return 0;
+}
+
+}  // namespace
+
+CommandMain AddPerplexityCommand(CLI::App& app) {
+  auto f = std::make_shared<PplFlags>();
+  CLI::App* cmd = app.add_subcommand("ppl", "perplexity of a text file (llama.cpp's method)");
+  f->common.Add(cmd);
+  cmd->add_option("-f,--file", f->file, "text file")->required();
+  cmd->add_option("-c,--ctx,--ctx-size", f->common.n_ctx, "window size in tokens (default 512)");
+  cmd->add_option("--chunks", f->chunks, "score at most this many windows (default: all)");
+  return [f] { return PplMain(*f); };
+}
+
+}  // namespace slimkv::cli

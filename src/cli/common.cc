@@ -1,0 +1,116 @@
+#include "cli/common.h"
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "kv/format.h"
+
+namespace slimkv::cli {
+namespace fs = std::filesystem;
+
+namespace {
+struct KnownModel {
+  const char* short_name;
+  const char* file;
+};
+constexpr KnownModel kKnownModels[] = {
+    {"smollm2-135m", "SmolLM2-135M-Instruct.Q4_1.gguf"},
+    {"smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"},
+    {"gemma3-270m", "gemma-3-270m-q4_k_m.gguf"},
+    {"gemma3", "gemma-3-270m-q4_k_m.gguf"},
+};
+
+std::vector<fs::path> ModelDirs() {
+  std::vector<fs::path> dirs;
+  if (const char* d = std::getenv("SLIMKV_MODEL_DIR"); d && *d) dirs.emplace_back(d);
+  dirs.emplace_back("models");
+  // The checkout's models/ when the binary lives in <checkout>/build*/bin/.
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) dirs.push_back(exe.parent_path().parent_path().parent_path() / "models");
+  return dirs;
+}
+}  // namespace
+
+void CommonFlags::Add(CLI::App* app, bool with_model_flag) {
+  if (with_model_flag) {
+    app->add_option("-m,--model", model,
+                    "model: a GGUF path or a short name (smollm2-135m, gemma3-270m); default smollm2-135m");
+  }
+  app->add_option("-t,--threads", threads, "threads (the caller included)")->check(CLI::Range(1, 256));
+  app->add_option("--kv", kv, "KV cache preset: " + kv::PresetList());
+  app->add_option("--kv-mem", kv_mem_mib, "KV cache budget in MiB (default: what the context needs)")
+      ->check(CLI::NonNegativeNumber);
+  app->add_option("--kv-block", block_tokens, "tokens per KV block (multiple of 16)");
+  app->add_option("-b,--batch-size", batch, "prompt tokens per forward call")->check(CLI::Range(1, 1 << 16));
+  app->add_flag("-v,--verbose", verbose, "print model, KV layout and byte accounting");
+}
+
+Result<std::string> ResolveModel(const std::string& arg) {
+  std::string file = arg;
+  if (arg.empty()) file = kKnownModels[0].file;
+  for (const auto& k : kKnownModels)
+    if (arg == k.short_name) file = k.file;
+  if (file.find('/') != std::string::npos || fs::exists(file)) {
+    if (!fs::exists(file)) return NotFound("model file '{}' does not exist", file);
+    return file;
+  }
+  std::string looked;
+  for (const fs::path& d : ModelDirs()) {
+    const fs::path p = d / file;
+    if (fs::exists(p)) return p.string();
+    looked += (looked.empty() ? "" : ", ") + d.string();
+  }
+  return NotFound("model '{}' not found (looked in {}); run `make models` to fetch the known ones",
+                  arg.empty() ? file : arg, looked);
+}
+
+Result<std::unique_ptr<engine::Engine>> MakeEngine(const CommonFlags& f, int default_ctx) {
+  engine::EngineOptions o;
+  ASSIGN_OR_RETURN(o.model_path, ResolveModel(f.model));
+  ASSIGN_OR_RETURN(o.kv, kv::ParsePreset(f.kv));
+  o.kv.block_tokens = f.block_tokens;
+  o.n_ctx = f.n_ctx > 0 ? f.n_ctx : default_ctx;
+  o.threads = f.threads;
+  o.prefill_chunk = f.batch;
+  o.kv_budget_bytes = static_cast<size_t>(f.kv_mem_mib * 1024 * 1024);
+  return engine::Engine::Create(o);
+}
+
+int Fail(const Status& st) {
+  std::fprintf(stderr, "error: %s\n", st.message().c_str());
+  switch (st.code()) {
+    case StatusCode::kInvalidArgument:
+    case StatusCode::kOutOfRange: return 2;
+    case StatusCode::kNotFound:
+    case StatusCode::kIo: return 3;
+    case StatusCode::kDataLoss:
+    case StatusCode::kUnimplemented: return 4;
+    case StatusCode::kResourceExhausted: return 5;
+    default: return 1;
+  }
+}
+
+std::string HumanBytes(double b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (b >= 1024 && u < 4) {
+    b /= 1024;
+    ++u;
+  }
+  return fmt::format("{:.{}f} {}", b, u == 0 ? 0 : 2, units[u]);
+}
+
+Result<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return IoError("cannot read '{}'", path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace slimkv::cli

@@ -1,0 +1,42 @@
+// Flags and wiring shared by the slimkv commands.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <memory>
+#include <string>
+
+#include "base/status.h"
+#include "engine/engine.h"
+
+namespace slimkv::cli {
+
+// Model, context, threads and KV flags, as llama.cpp names them where it has them.
+struct CommonFlags {
+  std::string model;          // -m: path or short name; empty = default model
+  int n_ctx = 0;              // -c: 0 = command's default
+  int threads = 2;            // -t
+  std::string kv = "fp16";    // --kv preset
+  double kv_mem_mib = 0;      // --kv-mem: KV budget in MiB (0 = exactly what the context needs)
+  int block_tokens = 32;      // --kv-block
+  int batch = 512;            // -b: prompt tokens per forward call
+  bool verbose = false;
+
+  void Add(CLI::App* app, bool with_model_flag = true);
+};
+
+// Resolves a model argument: a path, or a short name (smollm2-135m, gemma3-270m), or empty
+// for the default; searched in $SLIMKV_MODEL_DIR, ./models and the checkout's models/.
+Result<std::string> ResolveModel(const std::string& arg);
+
+Result<std::unique_ptr<engine::Engine>> MakeEngine(const CommonFlags& f, int default_ctx);
+
+// Prints "error: <message>" to stderr and returns the exit code for `st`.
+int Fail(const Status& st);
+
+std::string HumanBytes(double bytes);
+
+// Reads a whole file (for -f); errors name the path.
+Result<std::string> ReadFile(const std::string& path);
+
+}  // namespace slimkv::cli

@@ -1,0 +1,95 @@
+#include "engine/engine.h"
+
+#include "base/log.h"
+
+namespace slimkv::engine {
+
+Result<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& o) {
+  if (o.n_ctx <= 0) return InvalidArgument("context size must be positive, got {}", o.n_ctx);
+  if (o.threads <= 0) return InvalidArgument("threads must be positive, got {}", o.threads);
+  if (o.prefill_chunk <= 0) return InvalidArgument("prefill chunk must be positive, got {}", o.prefill_chunk);
+  std::unique_ptr<Engine> e(new Engine(o, o.threads));
+  ASSIGN_OR_RETURN(e->model_, model::Model::Load(o.model_path));
+  ASSIGN_OR_RETURN(e->tokenizer_, tokenizer::Tokenizer::FromGguf(e->model_->file()));
+  const kv::KvSpec spec = e->model_->KvSpec();
+  const size_t budget = o.kv_budget_bytes ? o.kv_budget_bytes
+                                          : kv::KvCache::BudgetFor(spec, o.kv, o.n_ctx, o.n_seq);
+  ASSIGN_OR_RETURN(e->kv_, kv::KvCache::Create(spec, o.kv, budget));
+  return e;
+}
+
+Status Engine::Prefill(kv::SeqId seq, std::span<const TokenId> tokens, int64_t logits_from,
+                       std::vector<float>* logits) {
+  const int64_t n_tok = static_cast<int64_t>(tokens.size());
+  if (logits_from < 0) logits_from = n_tok - 1;
+  std::vector<float> out;
+  logits->clear();
+  for (int64_t i = 0; i < n_tok; i += options_.prefill_chunk) {
+    const int64_t n = std::min<int64_t>(options_.prefill_chunk, n_tok - i);
+    const bool wants = i + n > logits_from;
+    const model::BatchEntry entry{seq, tokens.subspan(i, n),
+                                  wants ? static_cast<int>(std::max<int64_t>(0, logits_from - i)) : -1};
+    RETURN_IF_ERROR(model_->Forward(pool_, *kv_, {&entry, 1}, &out));
+    if (wants) logits->insert(logits->end(), out.begin(), out.end());
+  }
+  return Status::Ok();
+}
+
+Result<GenerationStats> Engine::Generate(const std::vector<TokenId>& prompt,
+                                         const GenerateOptions& go, const TokenCallback& on_token) {
+  RETURN_IF_ERROR(go.sampling.Validate());
+  if (prompt.empty()) return InvalidArgument("empty prompt");
+  if (static_cast<int>(prompt.size()) >= options_.n_ctx) {
+    return OutOfRange("prompt of {} tokens does not fit in the context of {} tokens (-c)",
+                      prompt.size(), options_.n_ctx);
+  }
+  GenerationStats st;
+  st.prompt_tokens = static_cast<int>(prompt.size());
+  const kv::SeqId seq = kv_->AddSequence();
+  struct Release {
+    kv::KvCache* kv;
+    kv::SeqId s;
+    ~Release() { kv->RemoveSequence(s); }
+  } release{kv_.get(), seq};
+
+  std::vector<TokenId> history = prompt;
+  std::vector<float> logits;
+  double t0 = NowSeconds();
+  RETURN_IF_ERROR(Prefill(seq, prompt, -1, &logits));
+  st.prefill_seconds = NowSeconds() - t0;
+  Sampler sampler(go.sampling);
+  tokenizer::StreamDecoder decoder(*tokenizer_);
+  t0 = NowSeconds();
+  st.stop_reason = "length";
+  for (int i = 0; i < go.max_tokens; ++i) {
+    const TokenId tok = sampler.Sample(logits, history);
+    history.push_back(tok);
+    ++st.generated_tokens;
+    const bool eog = go.stop_at_end_of_generation && tokenizer_->IsEndOfGeneration(tok);
+    const std::string text = eog ? decoder.Flush() : decoder.Push(tok);
+    if (on_token && !on_token(tok, text)) {
+      st.stop_reason = "cancelled";
+      break;
+    }
+    if (eog) {
+      st.stop_reason = "eog";
+      break;
+    }
+    if (i + 1 == go.max_tokens) break;
+    if (kv_->Length(seq) + 1 >= options_.n_ctx) {
+      st.stop_reason = "context";
+      break;
+    }
+    const model::BatchEntry entry{seq, {&history.back(), 1}};
+    RETURN_IF_ERROR(model_->Forward(pool_, *kv_, {&entry, 1}, &logits));
+  }
+  st.decode_seconds = NowSeconds() - t0;
+  if (on_token) {
+    const std::string rest = decoder.Flush();
+    if (!rest.empty()) on_token(-1, rest);
+  }
+  st.kv_usage = kv_->SequenceUsage(seq);
+  return st;
+}
+
+}  // namespace slimkv::engine

@@ -1,0 +1,77 @@
+// The engine: a model, its tokenizer, a KV cache and the threads, and the generation loop
+// (prefill in chunks, then decode token by token, streaming each piece of text).
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "base/thread_pool.h"
+#include "engine/sampler.h"
+#include "kv/kv_cache.h"
+#include "model/model.h"
+#include "tokenizer/tokenizer.h"
+
+namespace slimkv::engine {
+
+struct EngineOptions {
+  std::string model_path;
+  kv::KvConfig kv;             // formats and block size
+  int n_ctx = 4096;            // tokens per sequence (prompt + generated)
+  int n_seq = 1;               // sequences the KV budget must hold when kv_budget_bytes is 0
+  size_t kv_budget_bytes = 0;  // 0: exactly n_seq sequences of n_ctx tokens
+  int threads = 2;
+  int prefill_chunk = 512;     // prompt tokens per forward call
+};
+
+struct GenerateOptions {
+  int max_tokens = 128;  // new tokens at most
+  SamplingParams sampling;
+  bool stop_at_end_of_generation = true;
+};
+
+struct GenerationStats {
+  int prompt_tokens = 0;
+  int generated_tokens = 0;
+  double prefill_seconds = 0;
+  double decode_seconds = 0;
+  std::string stop_reason;  // "eog", "length", "context", "cancelled"
+  kv::KvUsage kv_usage;     // of the sequence at the end
+};
+
+// Called with each new token and the text it completes (may be empty mid-character);
+// returning false stops generation.
+using TokenCallback = std::function<bool(TokenId token, const std::string& text)>;
+
+class Engine {
+ public:
+  static Result<std::unique_ptr<Engine>> Create(const EngineOptions& options);
+
+  model::Model& model() { return *model_; }
+  const tokenizer::Tokenizer& tokenizer() const { return *tokenizer_; }
+  kv::KvCache& kv() { return *kv_; }
+  ThreadPool& pool() { return pool_; }
+  const EngineOptions& options() const { return options_; }
+
+  // Generates from `prompt` on a fresh sequence, which is freed at the end. OutOfRange if
+  // the prompt does not fit in n_ctx (naming both lengths).
+  Result<GenerationStats> Generate(const std::vector<TokenId>& prompt,
+                                   const GenerateOptions& options, const TokenCallback& on_token);
+
+  // Runs `tokens` through a sequence in chunks of prefill_chunk. Appends to *logits the
+  // rows of tokens [logits_from, size) ([n_rows, n_vocab]); logits_from = -1: last token.
+  Status Prefill(kv::SeqId seq, std::span<const TokenId> tokens, int64_t logits_from,
+                 std::vector<float>* logits);
+
+ private:
+  Engine(const EngineOptions& o, int threads) : options_(o), pool_(threads) {}
+  EngineOptions options_;
+  ThreadPool pool_;
+  std::unique_ptr<model::Model> model_;
+  std::unique_ptr<tokenizer::Tokenizer> tokenizer_;
+  std::unique_ptr<kv::KvCache> kv_;
+};
+
+}  // namespace slimkv::engine

@@ -1,0 +1,87 @@
+#include "eval/bench.h"
+
+#include <cmath>
+#include <random>
+#include <regex>
+
+#include "base/log.h"
+
+namespace slimkv::eval {
+
+Result<BenchCase> ParseBenchCase(const std::string& spec) {
+  static const std::regex re(R"((pp|tg)(\d+)(@d(\d+))?)");
+  std::smatch m;
+  if (!std::regex_match(spec, m, re)) {
+    return InvalidArgument("bad benchmark '{}': expected ppN, tgN or tgN@dD (e.g. pp512, tg128@d2048)", spec);
+  }
+  BenchCase c;
+  c.name = spec;
+  const int n = std::stoi(m[2]);
+  const int d = m[4].matched ? std::stoi(m[4]) : 0;
+  if (n <= 0) return InvalidArgument("benchmark '{}' has no tokens", spec);
+  if (m[1] == "pp") {
+    if (d) return InvalidArgument("'{}': a depth applies to tg only", spec);
+    c.prompt_tokens = n;
+  } else {
+    c.prompt_tokens = d;
+    c.gen_tokens = n;
+  }
+  return c;
+}
+
+Result<BenchResult> RunBench(engine::Engine& engine, const BenchCase& c, int reps, uint64_t seed) {
+  const int total = c.prompt_tokens + c.gen_tokens;
+  if (total + 1 > engine.options().n_ctx) {
+    return InvalidArgument("benchmark {} needs {} tokens of context, the engine has {} (-c)", c.name,
+                           total + 1, engine.options().n_ctx);
+  }
+  const int V = engine.model().config().n_vocab;
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int> tok(V / 8, V - 1);  // ordinary tokens, no specials
+  std::vector<int32_t> prompt(std::max(1, c.prompt_tokens));
+  std::vector<float> logits;
+  std::vector<double> rates;
+  BenchResult r;
+  r.c = c;
+  kv::KvCache& kv = engine.kv();
+  for (int rep = 0; rep < reps + 1; ++rep) {  // the first run warms up and is not counted
+    for (auto& t : prompt) t = tok(rng);
+    const kv::SeqId seq = kv.AddSequence();
+    double dt = 0;
+    Status st;
+    if (c.gen_tokens == 0) {
+      const double t0 = NowSeconds();
+      st = engine.Prefill(seq, prompt, -1, &logits);
+      dt = NowSeconds() - t0;
+      if (st.ok() && rep > 0) rates.push_back(c.prompt_tokens / dt);
+    } else {
+      if (c.prompt_tokens > 0) st = engine.Prefill(seq, prompt, -1, &logits);
+      int32_t next = tok(rng);
+      const double t0 = NowSeconds();
+      for (int i = 0; st.ok() && i < c.gen_tokens; ++i) {
+        const model::BatchEntry e{seq, {&next, 1}};
+        st = engine.model().Forward(engine.pool(), kv, {&e, 1}, &logits);
+        next = tok(rng);
+      }
+      dt = NowSeconds() - t0;
+      if (st.ok() && rep > 0) rates.push_back(c.gen_tokens / dt);
+    }
+    kv.RemoveSequence(seq);
+    RETURN_IF_ERROR(st);
+  }
+  double mean = 0;
+  for (double x : rates) mean += x / rates.size();
+  double var = 0;
+  for (double x : rates) var += (x - mean) * (x - mean) / std::max<size_t>(1, rates.size() - 1);
+  r.tokens_per_s = mean;
+  r.stddev = std::sqrt(var);
+  if (c.gen_tokens > 0) {
+    const double depth = c.prompt_tokens + c.gen_tokens / 2.0;
+    r.bytes_per_step = static_cast<double>(engine.model().WeightBytesPerToken()) +
+                       depth * (kv.DataBytesPerToken() + kv.MetaBytesPerToken());
+    r.gbps = r.bytes_per_step * mean / 1e9;
+  }
+  return r;
+}
+
+}  // namespace slimkv::eval

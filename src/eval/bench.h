@@ -1,0 +1,33 @@
+// Throughput benchmarks of the whole engine, in llama-bench's terms: pp<N> (prefill of an
+// N-token prompt) and tg<N>@d<D> (N decode steps after a D-token context), on random tokens.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "engine/engine.h"
+
+namespace slimkv::eval {
+
+struct BenchCase {
+  std::string name;       // "pp512", "tg128@d2048"
+  int prompt_tokens = 0;  // pp: tokens prefilled and timed; tg: context built before timing
+  int gen_tokens = 0;     // tg: decode steps timed (0 for pp)
+};
+
+struct BenchResult {
+  BenchCase c;
+  double tokens_per_s = 0;  // mean over repetitions
+  double stddev = 0;
+  // Decode only: bytes one decode step reads (weights + KV at the mean depth) and the rate.
+  double bytes_per_step = 0;
+  double gbps = 0;
+};
+
+// Parses "pp512", "tg128", "tg128@d2048".
+Result<BenchCase> ParseBenchCase(const std::string& spec);
+
+Result<BenchResult> RunBench(engine::Engine& engine, const BenchCase& c, int reps, uint64_t seed);
+
+}  // namespace slimkv::eval

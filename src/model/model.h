@@ -1,0 +1,95 @@
+// A transformer loaded from GGUF and its batched forward pass.
+//
+// One Forward call takes a batch of sequences, each with its own new tokens (a prompt chunk
+// or one decode token): all rows go through every matmul together, so a decode step for
+// many sequences reads the weights once. K/V go to the KV cache through its small interface
+// (BeginStep / Append / Attend / EndStep); the model never sees a block.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "base/aligned_buffer.h"
+#include "base/status.h"
+#include "base/thread_pool.h"
+#include "gguf/gguf_file.h"
+#include "kv/kv_cache.h"
+#include "model/config.h"
+#include "ops/weights.h"
+
+namespace slimkv::model {
+
+using TokenId = int32_t;
+
+struct LayerWeights {
+  std::vector<float> attn_norm, ffn_norm;                 // [n_embd]
+  std::vector<float> q_norm, k_norm;                      // [head_dim] if qk_norm
+  std::vector<float> post_attn_norm, post_ffn_norm;       // [n_embd] if post_norms
+  std::vector<float> bq, bk, bv;                          // [q_dim], [kv_dim] if qkv_bias
+  ops::WeightMatrix wq, wk, wv;  // [q_dim, n_embd], [kv_dim, n_embd] x2
+  ops::WeightMatrix wo;          // [n_embd, q_dim]
+  ops::WeightMatrix w_gate, w_up;  // [n_ff, n_embd]
+  ops::WeightMatrix w_down;        // [n_embd, n_ff]
+};
+
+struct Weights {
+  ops::WeightMatrix token_embd;  // [n_vocab, n_embd]
+  ops::WeightMatrix output;      // [n_vocab, n_embd]; empty when tied to token_embd
+  std::vector<float> output_norm;
+  std::vector<float> rope_factors;  // [rope_dim / 2] or empty
+  std::vector<LayerWeights> layers;
+};
+
+struct BatchEntry {
+  kv::SeqId seq = 0;
+  std::span<const TokenId> tokens;
+  // Logits are produced for tokens [logits_from, size); -1 means the last token only.
+  int logits_from = -1;
+
+  int64_t first_logit() const {
+    return logits_from < 0 ? static_cast<int64_t>(tokens.size()) - 1 : logits_from;
+  }
+};
+
+class Model {
+ public:
+  // Opens, validates and repacks the model. Errors name the file and the tensor or key.
+  static Result<std::unique_ptr<Model>> Load(const std::string& path);
+
+  const ModelConfig& config() const { return config_; }
+  const gguf::GgufFile& file() const { return *file_; }
+  kv::KvSpec KvSpec() const;
+  // Bytes of weights one decode token reads (all matrices, the output projection included).
+  size_t WeightBytesPerToken() const;
+  size_t WeightTensorCount() const;
+
+  // Runs the batch. `logits` becomes [rows, n_vocab]: for each entry in order, one row per
+  // token from its first_logit() to its end. InvalidArgument for a token id
+  // out of range; ResourceExhausted (from the KV cache) leaves every sequence unchanged.
+  Status Forward(ThreadPool& pool, kv::KvCache& kv, std::span<const BatchEntry> batch,
+                 std::vector<float>* logits);
+
+ private:
+  Model() = default;
+  Status LoadWeights();
+  void Layer(ThreadPool& pool, kv::KvCache& kv, int layer, int64_t rows);
+
+  std::unique_ptr<gguf::GgufFile> file_;
+  ModelConfig config_;
+  Weights w_;
+  std::vector<std::vector<float>> inv_freq_;  // per layer (bases differ per layer kind)
+
+  // Workspace of the current step, grown as needed. [rows, width] each.
+  struct Workspace {
+    AlignedBuffer<float> x, xn, q, k, v, att, tmp, gate, up;
+    std::vector<float> rope_cos, rope_sin;  // [distinct bases][rows][rope_dim/2]
+    std::vector<int> layer_rope_table;      // layer -> index of its angle table
+    std::vector<int64_t> pos;               // [rows]
+    std::vector<kv::StepChunk> chunks;
+  } ws_;
+};
+
+}  // namespace slimkv::model
