@@ -14,13 +14,13 @@ static std::string Env(const char* name, const char* fallback) {
   return v && *v ? v : fallback;
 }
 
-std::string SourceDir() { return Env("SLIMKV_SOURCE_DIR", "."); }
-std::string VenvPython() { return Env("SLIMKV_VENV_PYTHON", "python3"); }
+std::string SourceDir() { return Env("SLIMKV_SOURCE_DIR", SLIMKV_SOURCE_DIR_DEFAULT); }
+std::string VenvPython() { return Env("SLIMKV_VENV_PYTHON", (SourceDir() + "/.venv/bin/python").c_str()); }
 std::string DefaultModelFile() { return "SmolLM2-135M-Instruct.Q4_1.gguf"; }
 bool ModelsRequired() { return std::getenv("SLIMKV_REQUIRE_MODELS") != nullptr; }
 
 std::optional<std::string> ModelPath(const std::string& file_name) {
-  const std::string p = Env("SLIMKV_MODEL_DIR", "models") + "/" + file_name;
+  const std::string p = Env("SLIMKV_MODEL_DIR", (SourceDir() + "/models").c_str()) + "/" + file_name;
   if (std::filesystem::exists(p)) return p;
   return std::nullopt;
 }

@@ -1,0 +1,159 @@
+// The engine's logits against the independent float64 numpy reference (tools/oracle), which
+// reads the same GGUF with the PyPI `gguf` package and shares no code with slimkv.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "engine/engine.h"
+#include "kv/format.h"
+#include "test_util.h"
+
+namespace slimkv {
+namespace {
+
+namespace fs = std::filesystem;
+
+// The bound: max |ours - oracle| <= 1e-3 of the oracle's logit range.
+constexpr double kMaxErrorOfRange = 1e-3;
+
+std::string Join(const std::vector<int32_t>& ids) {
+  std::string s;
+  for (int32_t t : ids) s += (s.empty() ? "" : ",") + std::to_string(t);
+  return s;
+}
+
+class Oracle {
+ public:
+  explicit Oracle(std::string model) : model_(std::move(model)) {
+    dir_ = fs::temp_directory_path() / fmt::format("slimkv_oracle_{}", ::getpid());
+    fs::create_directories(dir_);
+  }
+  ~Oracle() { fs::remove_all(dir_); }
+
+  std::vector<float> Logits(const std::vector<int32_t>& ids) {
+    const fs::path out = dir_ / "logits.bin";
+    if (!Run(fmt::format("logits --model '{}' --tokens {} --out '{}'", model_, Join(ids), out.string()))) return {};
+    std::ifstream in(out, std::ios::binary);
+    std::vector<float> v(fs::file_size(out) / 4);
+    in.read(reinterpret_cast<char*>(v.data()), v.size() * 4);
+    return v;
+  }
+  std::vector<int32_t> Greedy(const std::vector<int32_t>& ids, int n) {
+    const fs::path out = dir_ / "greedy.json";
+    if (!Run(fmt::format("greedy --model '{}' --tokens {} -n {} --out '{}'", model_, Join(ids), n, out.string()))) return {};
+    std::ifstream in(out);
+    const nlohmann::json j = nlohmann::json::parse(in);
+    const auto& arr = j.is_array() ? j : j.at("tokens");
+    return arr.get<std::vector<int32_t>>();
+  }
+
+ private:
+  bool Run(const std::string& args) {
+    const std::string cmd = fmt::format("'{}' '{}/tools/oracle/reference.py' {} 2>&1", testing::VenvPython(),
+                                        testing::SourceDir(), args);
+    std::string out;
+    const int rc = testing::RunCommand(cmd, &out);
+    EXPECT_EQ(rc, 0) << cmd << "\n" << out;
+    return rc == 0;
+  }
+  std::string model_;
+  fs::path dir_;
+};
+
+std::unique_ptr<engine::Engine> MakeEngine(const std::string& path, const char* kv, int batch) {
+  engine::EngineOptions o;
+  o.model_path = path;
+  o.kv = *kv::ParsePreset(kv);
+  o.n_ctx = 1024;
+  o.prefill_chunk = batch;
+  auto e = engine::Engine::Create(o);
+  EXPECT_TRUE(e.ok()) << e.status().ToString();
+  return e.ok() ? std::move(e).value() : nullptr;
+}
+
+std::vector<float> EngineLogits(engine::Engine& e, const std::vector<int32_t>& ids) {
+  const kv::SeqId s = e.kv().AddSequence();
+  std::vector<float> logits;
+  const Status st = e.Prefill(s, ids, 0, &logits);
+  EXPECT_TRUE(st.ok()) << st.ToString();
+  e.kv().RemoveSequence(s);
+  return logits;
+}
+
+void ExpectClose(const std::vector<float>& ours, const std::vector<float>& ref, const char* what) {
+  ASSERT_EQ(ours.size(), ref.size()) << what;
+  float lo = ref[0], hi = ref[0];
+  for (float v : ref) lo = std::min(lo, v), hi = std::max(hi, v);
+  double worst = 0;
+  for (size_t i = 0; i < ref.size(); ++i) worst = std::max<double>(worst, std::abs(ours[i] - ref[i]));
+  const double ratio = worst / (hi - lo);
+  std::printf("[%s] max |error| %.3g over a logit range of %.3g: %.2e of the range\n", what, worst, hi - lo, ratio);
+  EXPECT_LE(ratio, kMaxErrorOfRange) << what;
+}
+
+std::vector<std::vector<int32_t>> Prompts(const tokenizer::Tokenizer& tok) {
+  std::vector<std::vector<int32_t>> p;
+  for (const char* text : {"The capital of France is Paris, and the capital of Italy is",
+                           "def fibonacci(n):\n    if n < 2:\n        return n\n    return",
+                           "<|im_start|>user\nWhat is 12 times 7?<|im_end|>\n<|im_start|>assistant\n"}) {
+    p.push_back(tok.Encode(text, tok.add_bos_default(), /*parse_special=*/true));
+  }
+  return p;
+}
+
+TEST(OracleTest, SmolLM2LogitsMatchTheNumpyReference) {
+  SLIMKV_REQUIRE_MODEL(path, testing::DefaultModelFile());
+  Oracle oracle(path);
+  auto e32 = MakeEngine(path, "fp32", 512);
+  auto e16 = MakeEngine(path, "fp16", 512);
+  ASSERT_TRUE(e32 && e16);
+  for (const auto& ids : Prompts(e32->tokenizer())) {
+    const std::vector<float> ref = oracle.Logits(ids);
+    ExpectClose(EngineLogits(*e32, ids), ref, "fp32 KV");
+    ExpectClose(EngineLogits(*e16, ids), ref, "fp16 KV");
+  }
+}
+
+TEST(OracleTest, LongPromptInSmallChunksMatchesTheReference) {
+  // 300 tokens of the eval text in chunks of 64: many blocks, chunked prefill, split keys.
+  SLIMKV_REQUIRE_MODEL(path, testing::DefaultModelFile());
+  auto e = MakeEngine(path, "fp32", 64);
+  ASSERT_TRUE(e);
+  std::ifstream in(testing::SourceDir() + "/data/pg_essays.txt");
+  std::string text((std::istreambuf_iterator<char>(in)), {});
+  ASSERT_GT(text.size(), 4000u) << "data/pg_essays.txt missing (make setup writes it)";
+  std::vector<int32_t> ids = e->tokenizer().Encode(text.substr(0, 4000), false, false);
+  ids.resize(300);
+  Oracle oracle(path);
+  ExpectClose(EngineLogits(*e, ids), oracle.Logits(ids), "300 tokens, chunks of 64");
+}
+
+TEST(OracleTest, SixtyFourGreedyTokensAreIdentical) {
+  SLIMKV_REQUIRE_MODEL(path, testing::DefaultModelFile());
+  auto e = MakeEngine(path, "fp32", 512);
+  ASSERT_TRUE(e);
+  Oracle oracle(path);
+  const auto prompts = Prompts(e->tokenizer());
+  for (size_t i : {size_t{0}, size_t{2}}) {
+    const std::vector<int32_t> want = oracle.Greedy(prompts[i], 64);
+    std::vector<int32_t> got;
+    engine::GenerateOptions go;
+    go.max_tokens = 64;
+    go.sampling.temperature = 0;
+    go.stop_at_end_of_generation = false;
+    auto st = e->Generate(prompts[i], go, [&](int32_t t, const std::string&) {
+      if (t >= 0) got.push_back(t);
+      return true;
+    });
+    ASSERT_TRUE(st.ok()) << st.status().ToString();
+    EXPECT_EQ(got, want) << "prompt " << i;
+  }
+}
+
+}  // namespace
+}  // namespace slimkv
