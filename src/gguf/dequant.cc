@@ -241,8 +241,9 @@ Status Dequantize(TensorType type, const uint8_t* src, float* dst, uint64_t n) {
     return Unimplemented("slimkv has no dequantizer for tensor type {}", traits->name);
   }
   if (n % traits->block_elems != 0) {
-    return InvalidArgument("cannot dequantize {} elements of {}: not a whole number of blocks of {}",
-                           n, traits->name, traits->block_elems);
+    return InvalidArgument(
+        "cannot dequantize {} elements of {}: not a whole number of blocks of {}", n, traits->name,
+        traits->block_elems);
   }
   const uint64_t blocks = n / traits->block_elems;
   switch (type) {
@@ -261,8 +262,7 @@ Status Dequantize(TensorType type, const uint8_t* src, float* dst, uint64_t n) {
     case TensorType::kQ5_K: DequantizeQ45_K(src, dst, blocks, true); break;
     case TensorType::kQ6_K: DequantizeQ6_K(src, dst, blocks); break;
     case TensorType::kQ8_K: DequantizeQ8_K(src, dst, blocks); break;
-    default:
-      CHECK(false, "type {} is marked dequantizable but has no dequantizer", traits->name);
+    default: CHECK(false, "type {} is marked dequantizable but has no dequantizer", traits->name);
   }
   return Status::Ok();
 }

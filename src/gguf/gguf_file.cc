@@ -70,7 +70,8 @@ Result<int64_t> GgufFile::GetInt(std::string_view key) const {
   if (!v) return NotFound("{}: metadata key '{}' not found", name_, key);
   if (!v->is_integer()) return WrongType(name_, key, *v, "an integer");
   const auto i = v->AsInt();
-  if (!i) return DataLoss("{}: metadata '{}' = {} does not fit in int64", name_, key, v->ToString());
+  if (!i)
+    return DataLoss("{}: metadata '{}' = {} does not fit in int64", name_, key, v->ToString());
   return *i;
 }
 

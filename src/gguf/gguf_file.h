@@ -40,19 +40,30 @@ namespace slimkv::gguf {
 // Bounds on what a file may claim, so a hostile file cannot make the reader recurse or
 // allocate without limit. All are far above any real model (the largest vocabularies give
 // about 1M metadata values; models have thousands of tensors).
-inline constexpr uint32_t kMaxDims = 4;                   // GGML_MAX_DIMS
+inline constexpr uint32_t kMaxDims = 4;  // GGML_MAX_DIMS
 inline constexpr uint64_t kMaxTensors = 1 << 20;
 inline constexpr uint64_t kMaxMetadataValues = 1 << 22;  // keys plus array items, all levels
-inline constexpr int kMaxArrayDepth = 8;                  // arrays of arrays of ...
-inline constexpr uint64_t kMaxKeyBytes = 65535;           // GGUF spec
-inline constexpr uint64_t kMaxTensorNameBytes = 64;       // GGUF spec (GGML_MAX_NAME)
+inline constexpr int kMaxArrayDepth = 8;                 // arrays of arrays of ...
+inline constexpr uint64_t kMaxKeyBytes = 65535;          // GGUF spec
+inline constexpr uint64_t kMaxTensorNameBytes = 64;      // GGUF spec (GGML_MAX_NAME)
 inline constexpr uint64_t kMaxAlignment = 1 << 20;
 inline constexpr uint64_t kDefaultAlignment = 32;
 
 // GGUF metadata value types (on-disk ids).
 enum class ValueType : uint32_t {
-  kUint8 = 0, kInt8 = 1, kUint16 = 2, kInt16 = 3, kUint32 = 4, kInt32 = 5, kFloat32 = 6,
-  kBool = 7, kString = 8, kArray = 9, kUint64 = 10, kInt64 = 11, kFloat64 = 12,
+  kUint8 = 0,
+  kInt8 = 1,
+  kUint16 = 2,
+  kInt16 = 3,
+  kUint32 = 4,
+  kInt32 = 5,
+  kFloat32 = 6,
+  kBool = 7,
+  kString = 8,
+  kArray = 9,
+  kUint64 = 10,
+  kInt64 = 11,
+  kFloat64 = 12,
 };
 std::string_view ValueTypeName(ValueType t);
 
@@ -83,14 +94,14 @@ struct MetaValue {
 struct TensorInfo {
   std::string name;
   std::vector<uint64_t> dims;  // ggml order: dims[0] is the contiguous (row) dimension
-  TensorType type;
-  uint64_t offset = 0;      // relative to the start of the data section
-  uint64_t n_elements = 0;  // product of dims
-  uint64_t n_bytes = 0;     // BytesFor(type, n_elements)
+  TensorType type = TensorType::kF32;
+  uint64_t offset = 0;            // relative to the start of the data section
+  uint64_t n_elements = 0;        // product of dims
+  uint64_t n_bytes = 0;           // BytesFor(type, n_elements)
   const uint8_t* data = nullptr;  // points into the mapping
 
-  uint64_t rows() const;       // n_elements / dims[0]
-  uint64_t row_bytes() const;  // n_bytes / rows(): a row is a whole number of blocks
+  uint64_t rows() const;            // n_elements / dims[0]
+  uint64_t row_bytes() const;       // n_bytes / rows(): a row is a whole number of blocks
   std::string ShapeString() const;  // "[576, 49152]"
 };
 

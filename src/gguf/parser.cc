@@ -14,18 +14,25 @@ namespace {
 
 constexpr uint64_t kInt64Max = std::numeric_limits<int64_t>::max();
 // Smallest encodings, used to bound how much a claimed count may reserve.
-constexpr uint64_t kMinMetadataEntryBytes = 8 + 4 + 1;        // empty key, type, uint8
+constexpr uint64_t kMinMetadataEntryBytes = 8 + 4 + 1;       // empty key, type, uint8
 constexpr uint64_t kMinTensorInfoBytes = 8 + 4 + 8 + 4 + 8;  // empty name, 1 dim, type, offset
 constexpr uint32_t kLastValueType = static_cast<uint32_t>(ValueType::kFloat64);
 
 uint64_t MinEncodedBytes(ValueType t) {
   switch (t) {
-    case ValueType::kUint8: case ValueType::kInt8: case ValueType::kBool: return 1;
-    case ValueType::kUint16: case ValueType::kInt16: return 2;
-    case ValueType::kUint32: case ValueType::kInt32: case ValueType::kFloat32: return 4;
-    case ValueType::kUint64: case ValueType::kInt64: case ValueType::kFloat64: return 8;
-    case ValueType::kString: return 8;      // length
-    case ValueType::kArray: return 4 + 8;   // element type, count
+    case ValueType::kUint8:
+    case ValueType::kInt8:
+    case ValueType::kBool: return 1;
+    case ValueType::kUint16:
+    case ValueType::kInt16: return 2;
+    case ValueType::kUint32:
+    case ValueType::kInt32:
+    case ValueType::kFloat32: return 4;
+    case ValueType::kUint64:
+    case ValueType::kInt64:
+    case ValueType::kFloat64: return 8;
+    case ValueType::kString: return 8;     // length
+    case ValueType::kArray: return 4 + 8;  // element type, count
   }
   return 1;
 }
@@ -101,8 +108,8 @@ Status Parser::ReadString(std::string* out, uint64_t max_bytes, const char* what
   uint64_t len;
   RETURN_IF_ERROR(Read(&len));
   if (len > remaining()) {
-    return Error("length {} runs past the end of the file (at offset {}, {} bytes left)", len,
-                 pos_, remaining());
+    return Error("length {} runs past the end of the file (at offset {}, {} bytes left)", len, pos_,
+                 remaining());
   }
   if (len > max_bytes) return Error("length {} exceeds the limit of {} bytes", len, max_bytes);
   out->assign(reinterpret_cast<const char*>(bytes_.data() + pos_), len);
@@ -368,9 +375,8 @@ Status Parser::PlaceTensorData() {
   // Every range is inside the file now, so these sums cannot overflow.
   std::vector<uint64_t> order(tensors.size());
   std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](uint64_t a, uint64_t b) {
-    return tensors[a].offset < tensors[b].offset;
-  });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](uint64_t a, uint64_t b) { return tensors[a].offset < tensors[b].offset; });
   for (size_t k = 1; k < order.size(); ++k) {
     const TensorInfo& prev = tensors[order[k - 1]];
     const TensorInfo& cur = tensors[order[k]];

@@ -54,10 +54,10 @@ enum class TensorType : uint32_t {
 };
 
 struct TypeTraits {
-  std::string_view name;   // "Q4_1"
-  uint32_t block_elems;    // elements per block (1 for plain types)
-  uint32_t block_bytes;    // bytes per block
-  bool can_dequantize;     // slimkv has a dequantizer for it
+  std::string_view name;  // "Q4_1"
+  uint32_t block_elems;   // elements per block (1 for plain types)
+  uint32_t block_bytes;   // bytes per block
+  bool can_dequantize;    // slimkv has a dequantizer for it
 };
 
 // Traits of a known type id, or nullopt for an id slimkv does not know.

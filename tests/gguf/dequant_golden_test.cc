@@ -26,12 +26,12 @@ namespace fs = std::filesystem;
 
 // Real tensors compared too: NAME[:MAX_ROWS] (the embedding is 113 MB as float32).
 constexpr const char* kModelTensors[] = {
-    "token_embd.weight:300",  // Q8_0
-    "blk.0.attn_q.weight",    // Q4_1
-    "blk.0.ffn_down.weight",  // Q4_1, rows of 1536
-    "blk.29.ffn_up.weight",   // Q4_1
-    "blk.0.attn_norm.weight", // F32
-    "output_norm.weight",     // F32
+    "token_embd.weight:300",   // Q8_0
+    "blk.0.attn_q.weight",     // Q4_1
+    "blk.0.ffn_down.weight",   // Q4_1, rows of 1536
+    "blk.29.ffn_up.weight",    // Q4_1
+    "blk.0.attn_norm.weight",  // F32
+    "output_norm.weight",      // F32
 };
 
 std::string ShellQuote(const std::string& s) {
@@ -141,7 +141,9 @@ TEST_F(DequantGoldenTest, TypeGeometryMatchesGgufPy) {
     EXPECT_EQ(traits->name, name);
     EXPECT_EQ(traits->block_elems, elems);
     // gguf-py says 40 for Q8_1; ggml's block_q8_1 is 36 bytes (two fp16 + 32 int8).
-    if (name != "Q8_1") EXPECT_EQ(traits->block_bytes, bytes);
+    if (name != "Q8_1") {
+      EXPECT_EQ(traits->block_bytes, bytes);
+    }
     ++compared;
   }
   EXPECT_GE(compared, 30);
@@ -178,7 +180,8 @@ TEST_F(DequantGoldenTest, RealModelTensors) {
     const TensorInfo* t = file->FindTensor(name);
     ASSERT_NE(t, nullptr);
     uint64_t rows = t->rows();
-    if (s.find(':') != std::string::npos) rows = std::min<uint64_t>(rows, std::stoull(s.substr(s.find(':') + 1)));
+    if (s.find(':') != std::string::npos)
+      rows = std::min<uint64_t>(rows, std::stoull(s.substr(s.find(':') + 1)));
     std::vector<float> got(rows * t->dims[0]);
     ASSERT_TRUE(Dequantize(t->type, t->data, got.data(), got.size()).ok());
     ExpectBitEqual(got, ReadFloats(*dir_ / ("tensor." + name + ".f32")), name);

@@ -102,7 +102,8 @@ TEST(DequantTest, Q5_0AndQ5_1UseTheHighBitOfEachElement) {
   const uint32_t qh = 0xA5C30F81u;  // arbitrary high bits
   std::memcpy(q5_0.data() + 2, &qh, 4);
   std::memcpy(q5_1.data() + 4, &qh, 4);
-  for (int j = 0; j < 16; ++j) q5_0[6 + j] = q5_1[8 + j] = static_cast<uint8_t>((j + 3) % 16 | (j << 4));
+  for (int j = 0; j < 16; ++j)
+    q5_0[6 + j] = q5_1[8 + j] = static_cast<uint8_t>((j + 3) % 16 | (j << 4));
   const auto a = DequantizeBlock(TensorType::kQ5_0, q5_0, 32);
   const auto b = DequantizeBlock(TensorType::kQ5_1, q5_1, 32);
   for (int j = 0; j < 32; ++j) {
@@ -138,8 +139,7 @@ TEST(DequantTest, Q8Family) {
 TEST(DequantTest, GetScaleMinK4) {
   // Sub-blocks 0..3 in the low 6 bits of bytes 0..7; 4..7 split across nibbles of bytes
   // 8..11 and the top bits of bytes 0..7.
-  const uint8_t s[12] = {0xC1, 0x02, 0x03, 0x04, 0x85, 0x06, 0x07, 0x08,
-                         0x9A, 0x0B, 0x0C, 0x0D};
+  const uint8_t s[12] = {0xC1, 0x02, 0x03, 0x04, 0x85, 0x06, 0x07, 0x08, 0x9A, 0x0B, 0x0C, 0x0D};
   uint8_t sc, m;
   GetScaleMinK4(0, s, &sc, &m);
   EXPECT_EQ(sc, 1);
@@ -169,7 +169,7 @@ TEST(DequantTest, Q4_KConstantBlock) {
 TEST(DequantTest, Q6_KElementOrder) {
   // Each scale i = i + 1, d = 1, all quants 33 (q - 32 = 1): element e gives scale e/16 + 1.
   std::vector<uint8_t> b(210);
-  std::fill(b.begin(), b.begin() + 128, 0x11);       // low nibbles 1
+  std::fill(b.begin(), b.begin() + 128, 0x11);        // low nibbles 1
   std::fill(b.begin() + 128, b.begin() + 192, 0xAA);  // high bits 2 -> 32
   for (int i = 0; i < 16; ++i) b[192 + i] = static_cast<uint8_t>(i + 1);
   PutHalf(b, 208, 1.f);

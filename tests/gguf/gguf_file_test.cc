@@ -243,11 +243,12 @@ TEST(GgufFileTest, OpenMapsAFileFromDisk) {
   w.Kv("general.architecture", Value::String("llama"));
   w.Tensor("a", {4}, 0, Floats({1.f, 2.f, 3.f, 4.f}));
   const auto bytes = w.Build();
-  const auto path = std::filesystem::temp_directory_path() /
-                    fmt::format("slimkv_gguf_open_{}.gguf", ::getpid());
+  const auto path =
+      std::filesystem::temp_directory_path() / fmt::format("slimkv_gguf_open_{}.gguf", ::getpid());
   {
     std::ofstream out(path, std::ios::binary);
-    out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    out.write(reinterpret_cast<const char*>(bytes.data()),
+              static_cast<std::streamsize>(bytes.size()));
   }
   auto f = GgufFile::Open(path.string());
   std::filesystem::remove(path);  // the mapping keeps the data alive

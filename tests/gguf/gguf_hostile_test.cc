@@ -36,7 +36,8 @@ GgufWriter BaseFile() {
 bool NamesField(const std::string& message, const std::string& file, const std::string& label) {
   const std::string prefix = file + ": " + label;
   if (message.compare(0, prefix.size(), prefix) != 0) return false;
-  return message.size() == prefix.size() || !std::isdigit(static_cast<unsigned char>(message[prefix.size()]));
+  return message.size() == prefix.size() ||
+         !std::isdigit(static_cast<unsigned char>(message[prefix.size()]));
 }
 
 struct HostileCase {
@@ -80,31 +81,54 @@ std::vector<HostileCase> Cases() {
   return {
       // Header.
       {"bad_magic", [](W w) { w.magic = "GGML"; }, "header: magic", "expected \"GGUF\""},
-      {"short_magic", [](W w) { w.magic = "GG"; w.version = 0x5547; }, "header: magic", "found bytes 47 47 47 55"},
+      {"short_magic",
+       [](W w) {
+         w.magic = "GG";
+         w.version = 0x5547;
+       },
+       "header: magic", "found bytes 47 47 47 55"},
       {"version_1", [](W w) { w.version = 1; }, "header: version", "GGUF v1 is not supported"},
       {"version_0", [](W w) { w.version = 0; }, "header: version", "GGUF v0 is not supported"},
       {"version_4", [](W w) { w.version = 4; }, "header: version", "GGUF v4 is not supported"},
       {"big_endian", [](W w) { w.version = 0x03000000; }, "header: version", "big-endian"},
-      {"tensor_count_huge", [](W w) { w.tensor_count = kHuge; }, "header: tensor count", "exceed the limit"},
-      {"metadata_count_huge", [](W w) { w.kv_count = kMax64; }, "header: metadata count", "exceed the limit"},
-      {"metadata_count_one_more", [](W w) { w.tensors.clear(); w.kv_count = 4; }, "metadata #3: key",
-       "needs 8 bytes at offset"},
+      {"tensor_count_huge", [](W w) { w.tensor_count = kHuge; }, "header: tensor count",
+       "exceed the limit"},
+      {"metadata_count_huge", [](W w) { w.kv_count = kMax64; }, "header: metadata count",
+       "exceed the limit"},
+      {"metadata_count_one_more",
+       [](W w) {
+         w.tensors.clear();
+         w.kv_count = 4;
+       },
+       "metadata #3: key", "needs 8 bytes at offset"},
       {"tensor_count_one_more", [](W w) { w.tensor_count = 4; }, "tensor #3", "name is empty"},
       // Metadata keys.
-      {"key_length_huge", [](W w) { w.kvs[1].key_len = kMax64; }, "metadata #1: key", "runs past the end of the file"},
-      {"key_length_past_end", [](W w) { w.kvs[1].key_len = 100000; }, "metadata #1: key", "length 100000 runs past"},
-      {"key_too_long", [](W w) { w.kvs[1].key = std::string(70000, 'k'); }, "metadata #1: key", "exceeds the limit of 65535"},
+      {"key_length_huge", [](W w) { w.kvs[1].key_len = kMax64; }, "metadata #1: key",
+       "runs past the end of the file"},
+      {"key_length_past_end", [](W w) { w.kvs[1].key_len = 100000; }, "metadata #1: key",
+       "length 100000 runs past"},
+      {"key_too_long", [](W w) { w.kvs[1].key = std::string(70000, 'k'); }, "metadata #1: key",
+       "exceeds the limit of 65535"},
       {"key_empty", [](W w) { w.kvs[1].key = ""; }, "metadata #1", "key is empty"},
       {"key_duplicate", [](W w) { w.kvs[2].key = "general.architecture"; },
        "metadata #2 'general.architecture'", "duplicate key (first at metadata #0)"},
       // Metadata values.
-      {"value_type_13", [](W w) { w.kvs[1].value.type = 13; }, "metadata #1 'test.u32'", "unknown value type 13"},
-      {"value_type_max", [](W w) { w.kvs[1].value.type = 0xFFFFFFFF; }, "metadata #1 'test.u32'", "unknown value type 4294967295"},
+      {"value_type_13", [](W w) { w.kvs[1].value.type = 13; }, "metadata #1 'test.u32'",
+       "unknown value type 13"},
+      {"value_type_max", [](W w) { w.kvs[1].value.type = 0xFFFFFFFF; }, "metadata #1 'test.u32'",
+       "unknown value type 4294967295"},
       {"string_length_huge", [](W w) { w.kvs[0].value = Value::String("llama", kMax64); },
        "metadata #0 'general.architecture': string", "runs past the end of the file"},
-      {"string_length_off_by_one", [](W w) { w.kvs[0].value = Value::String("llama", 100000); },
+      {"string_length_past_end", [](W w) { w.kvs[0].value = Value::String("llama", 100000); },
        "metadata #0 'general.architecture': string", "length 100000"},
-      {"bool_2", [](W w) { w.kvs[1].value = Value::Raw(7, {2}); }, "metadata #1 'test.u32'", "bool value 2"},
+      {"string_length_off_by_one",
+       [](W w) {
+         w.tensors.clear();
+         w.kvs[2].value = Value::String("abc", 4);  // the last bytes of the file
+       },
+       "metadata #2 'test.tokens': string", "length 4 runs past the end of the file"},
+      {"bool_2", [](W w) { w.kvs[1].value = Value::Raw(7, {2}); }, "metadata #1 'test.u32'",
+       "bool value 2"},
       {"array_elem_type_unknown", [](W w) { w.kvs[2].value = Value::Array(13, {}); },
        "metadata #2 'test.tokens'", "unknown array element type 13"},
       {"array_count_huge", [](W w) { w.kvs[2].value = Value::Array(0, {Value::U8(1)}, kHuge); },
@@ -114,7 +138,9 @@ std::vector<HostileCase> Cases() {
       {"array_of_arrays_count_huge", [](W w) { w.kvs[2].value = Value::Array(9, {}, kHuge); },
        "metadata #2 'test.tokens'", "array items cannot fit"},
       {"array_item_string_past_end",
-       [](W w) { w.kvs[2].value = Value::Array(8, {Value::String("a"), Value::String("bc", 1000)}); },
+       [](W w) {
+         w.kvs[2].value = Value::Array(8, {Value::String("a"), Value::String("bc", 1000)});
+       },
        "metadata #2 'test.tokens'[1]: string", "length 1000 runs past"},
       {"array_nested_too_deep", [](W w) { w.kvs[2].value = Nested(kMaxArrayDepth + 1); },
        "metadata #2 'test.tokens'[0][0][0][0][0][0][0][0]", "nested more than 8 deep"},
@@ -138,46 +164,100 @@ std::vector<HostileCase> Cases() {
       {"alignment_string", [](W w) { w.Kv("general.alignment", Value::String("32")); },
        "metadata #3 'general.alignment'", "has type string"},
       // Tensor infos.
-      {"name_length_huge", [](W w) { w.tensors[1].name_len = kMax64; }, "tensor #1: name", "runs past the end"},
+      {"name_length_huge", [](W w) { w.tensors[1].name_len = kMax64; }, "tensor #1: name",
+       "runs past the end"},
       {"name_too_long", [](W w) { w.tensors[1].name = std::string(65, 'n'); }, "tensor #1: name",
        "exceeds the limit of 64"},
       {"name_empty", [](W w) { w.tensors[1].name = ""; }, "tensor #1", "name is empty"},
       {"name_duplicate", [](W w) { w.tensors[2].name = "a"; }, "tensor #2 'a'",
        "duplicate tensor name (first at tensor #0)"},
-      {"name_unprintable", [](W w) { w.tensors[2].name = std::string("x\n\x01", 3); w.tensors[2].dims = {3}; },
+      {"name_unprintable",
+       [](W w) {
+         w.tensors[2].name = std::string("x\n\x01", 3);
+         w.tensors[2].dims = {3};
+       },
        "tensor #2 'x\\x0a\\x01'", "row of 3"},
-      {"n_dims_0", [](W w) { w.tensors[0].n_dims = 0; w.tensors[0].dims = {}; }, "tensor #0 'a'", "no dimensions"},
-      {"n_dims_5", [](W w) { w.tensors[0].dims = {1, 1, 1, 8, 2}; }, "tensor #0 'a'", "5 dimensions, at most 4"},
-      {"n_dims_huge", [](W w) { w.tensors[0].n_dims = 0xFFFFFFFF; }, "tensor #0 'a'", "4294967295 dimensions"},
-      {"dim_zero", [](W w) { w.tensors[0].dims = {8, 0}; }, "tensor #0 'a'", "dims[1] is 0"},
-      {"elements_overflow", [](W w) { w.tensors[0].dims = {uint64_t{1} << 32, uint64_t{1} << 32}; },
+      {"n_dims_0",
+       [](W w) {
+         w.tensors[0].n_dims = 0;
+         w.tensors[0].dims = {};
+       },
+       "tensor #0 'a'", "no dimensions"},
+      {"n_dims_5",
+       [](W w) {
+         w.tensors[0].dims = {1, 1, 1, 8, 2};
+       },
+       "tensor #0 'a'", "5 dimensions, at most 4"},
+      {"n_dims_huge", [](W w) { w.tensors[0].n_dims = 0xFFFFFFFF; }, "tensor #0 'a'",
+       "4294967295 dimensions"},
+      {"dim_zero",
+       [](W w) {
+         w.tensors[0].dims = {8, 0};
+       },
+       "tensor #0 'a'", "dims[1] is 0"},
+      {"elements_overflow",
+       [](W w) {
+         w.tensors[0].dims = {uint64_t{1} << 32, uint64_t{1} << 32};
+       },
        "tensor #0 'a'", "element count of shape [4294967296, 4294967296] overflows"},
-      {"dim_above_int64", [](W w) { w.tensors[0].dims = {kMax64}; }, "tensor #0 'a'", "overflows 63 bits"},
-      {"bytes_overflow", [](W w) { w.tensors[0].dims = {uint64_t{1} << 31, uint64_t{1} << 31}; },
+      {"dim_above_int64", [](W w) { w.tensors[0].dims = {kMax64}; }, "tensor #0 'a'",
+       "overflows 63 bits"},
+      {"bytes_overflow",
+       [](W w) {
+         w.tensors[0].dims = {uint64_t{1} << 31, uint64_t{1} << 31};
+       },
        "tensor #0 'a'", "overflow a 64-bit byte count"},
-      {"type_unknown", [](W w) { w.tensors[1].type = 99; }, "tensor #1 'b'", "unknown tensor type id 99"},
-      {"type_retired", [](W w) { w.tensors[1].type = 4; }, "tensor #1 'b'", "unknown tensor type id 4"},
-      {"type_max", [](W w) { w.tensors[1].type = 0xFFFFFFFF; }, "tensor #1 'b'", "unknown tensor type id 4294967295"},
-      {"row_not_whole_blocks", [](W w) { w.tensors[1].dims = {48, 2}; }, "tensor #1 'b'",
-       "row of 48 elements is not a multiple of the Q8_0 block size (32)"},
-      {"row_smaller_than_block", [](W w) { w.tensors[2].dims = {16, 4}; }, "tensor #2 'c'",
-       "row of 16 elements is not a multiple of the Q4_0 block size (32)"},
+      {"type_unknown", [](W w) { w.tensors[1].type = 99; }, "tensor #1 'b'",
+       "unknown tensor type id 99"},
+      {"type_retired", [](W w) { w.tensors[1].type = 4; }, "tensor #1 'b'",
+       "unknown tensor type id 4"},
+      {"type_max", [](W w) { w.tensors[1].type = 0xFFFFFFFF; }, "tensor #1 'b'",
+       "unknown tensor type id 4294967295"},
+      {"row_not_whole_blocks",
+       [](W w) {
+         w.tensors[1].dims = {48, 2};
+       },
+       "tensor #1 'b'", "row of 48 elements is not a multiple of the Q8_0 block size (32)"},
+      {"row_smaller_than_block",
+       [](W w) {
+         w.tensors[2].dims = {16, 4};
+       },
+       "tensor #2 'c'", "row of 16 elements is not a multiple of the Q4_0 block size (32)"},
       // Tensor data.
       {"offset_unaligned", [](W w) { w.tensors[1].offset = 68; }, "tensor #1 'b'",
        "data offset 68 is not a multiple of the alignment (32)"},
-      {"offset_past_end", [](W w) { w.tensors[2].offset = 1 << 20; w.tensors[2].data.clear(); }, "tensor #2 'c'",
-       "data [offset 1048576, 36 bytes] runs past the end of the file"},
-      {"offset_wraps", [](W w) { w.tensors[2].offset = kMax64 - 31; }, "tensor #2 'c'", "runs past the end"},
-      {"size_past_end", [](W w) { w.tensors[2].dims = {64, 1 << 20}; }, "tensor #2 'c'",
-       "data [offset 160, 37748736 bytes] runs past the end of the file"},
+      {"offset_past_end",
+       [](W w) {
+         w.tensors[2].offset = 1 << 20;
+         w.tensors[2].data.clear();
+       },
+       "tensor #2 'c'", "data [offset 1048576, 36 bytes] runs past the end of the file"},
+      {"offset_wraps", [](W w) { w.tensors[2].offset = kMax64 - 31; }, "tensor #2 'c'",
+       "runs past the end"},
+      {"size_past_end",
+       [](W w) {
+         w.tensors[2].dims = {64, 1 << 20};
+       },
+       "tensor #2 'c'", "data [offset 160, 37748736 bytes] runs past the end of the file"},
       {"overlap_same_offset", [](W w) { w.tensors[1].offset = 0; }, "tensor #1 'b'",
        "overlaps tensor #0 'a' [offset 0, 64 bytes]"},
-      {"overlap_partial", [](W w) { w.tensors[0].dims = {8, 6}; w.tensors[0].data.resize(192); w.tensors[1].offset = 160;
-                                    w.tensors[2].offset = 256; },
+      {"overlap_partial",
+       [](W w) {
+         w.tensors[0].dims = {8, 6};
+         w.tensors[0].data.resize(192);
+         w.tensors[1].offset = 160;
+         w.tensors[2].offset = 256;
+       },
        "tensor #1 'b'", "[offset 160, 68 bytes] overlaps tensor #0 'a' [offset 0, 192 bytes]"},
-      {"overlap_unordered", [](W w) { w.tensors[0].offset = 128; w.tensors[1].offset = 0; w.tensors[2].offset = 64; },
+      {"overlap_unordered",
+       [](W w) {
+         w.tensors[0].offset = 128;
+         w.tensors[1].offset = 0;
+         w.tensors[2].offset = 64;
+       },
        "tensor #2 'c'", "[offset 64, 36 bytes] overlaps tensor #1 'b' [offset 0, 68 bytes]"},
-      {"data_section_missing", [](W w) { w.tensors.back().data.clear(); }, "tensor #2 'c'", "runs past the end"},
+      {"data_section_missing", [](W w) { w.tensors.back().data.clear(); }, "tensor #2 'c'",
+       "runs past the end"},
   };
 }
 
@@ -206,9 +286,15 @@ GgufWriter SmallFile() {
   w.alignment = 64;
   w.Kv("general.architecture", Value::String("llama"))
       .Kv("general.alignment", Value::U32(64))
-      .Kv("u8", Value::U8(1)).Kv("i8", Value::I8(-1)).Kv("u16", Value::U16(2))
-      .Kv("i16", Value::I16(-2)).Kv("i32", Value::I32(-3)).Kv("f32", Value::F32(0.5f))
-      .Kv("bool", Value::Bool(true)).Kv("u64", Value::U64(4)).Kv("i64", Value::I64(-4))
+      .Kv("u8", Value::U8(1))
+      .Kv("i8", Value::I8(-1))
+      .Kv("u16", Value::U16(2))
+      .Kv("i16", Value::I16(-2))
+      .Kv("i32", Value::I32(-3))
+      .Kv("f32", Value::F32(0.5f))
+      .Kv("bool", Value::Bool(true))
+      .Kv("u64", Value::U64(4))
+      .Kv("i64", Value::I64(-4))
       .Kv("f64", Value::F64(0.25))
       .Kv("tokens", Value::Array(8, {Value::String("<s>"), Value::String("hi")}))
       .Kv("nested", Value::Array(9, {Value::Array(4, {Value::U32(1), Value::U32(2)})}));
@@ -239,7 +325,8 @@ TEST(HostileFileTest, ByteMutationsNeverCrash) {
   const auto original = SmallFile().Build();
   int opened = 0;
   for (size_t i = 0; i < original.size(); ++i) {
-    for (uint8_t v : {uint8_t{0}, uint8_t{0xFF}, uint8_t{0x80}, static_cast<uint8_t>(original[i] + 1)}) {
+    for (uint8_t v :
+         {uint8_t{0}, uint8_t{0xFF}, uint8_t{0x80}, static_cast<uint8_t>(original[i] + 1)}) {
       auto bytes = original;
       bytes[i] = v;
       auto f = GgufFile::FromBytes(bytes, "mutant.gguf");

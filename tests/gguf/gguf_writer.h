@@ -54,11 +54,14 @@ struct Value {
     Value out = Scalar(9, elem_type);
     const Value count = Scalar(0, claimed_count.value_or(items.size()));
     out.bytes.insert(out.bytes.end(), count.bytes.begin(), count.bytes.end());
-    for (const Value& item : items) out.bytes.insert(out.bytes.end(), item.bytes.begin(), item.bytes.end());
+    for (const Value& item : items)
+      out.bytes.insert(out.bytes.end(), item.bytes.begin(), item.bytes.end());
     return out;
   }
   // Any type id with any payload.
-  static Value Raw(uint32_t type, std::vector<uint8_t> bytes) { return Value{type, std::move(bytes)}; }
+  static Value Raw(uint32_t type, std::vector<uint8_t> bytes) {
+    return Value{type, std::move(bytes)};
+  }
 };
 
 struct KvSpec {
@@ -71,10 +74,10 @@ struct TensorSpec {
   std::string name;
   std::vector<uint64_t> dims;
   uint32_t type = 0;
-  std::vector<uint8_t> data;        // written at the tensor's offset in the data section
-  std::optional<uint64_t> offset;   // default: after the previous tensor, aligned
-  std::optional<uint32_t> n_dims;   // claimed dimension count
-  std::optional<uint64_t> name_len; // claimed name length
+  std::vector<uint8_t> data;         // written at the tensor's offset in the data section
+  std::optional<uint64_t> offset;    // default: after the previous tensor, aligned
+  std::optional<uint32_t> n_dims;    // claimed dimension count
+  std::optional<uint64_t> name_len;  // claimed name length
 };
 
 // Bytes from `begin` up to the next region's begin belong to the field `label`.
@@ -161,7 +164,8 @@ class GgufWriter {
         if (offsets[i] > (uint64_t{1} << 28)) continue;  // a hostile offset: write nothing
         const uint64_t end = data_start + offsets[i] + data.size();
         if (out.size() < end) out.resize(end, 0);
-        std::copy(data.begin(), data.end(), out.begin() + static_cast<ptrdiff_t>(data_start + offsets[i]));
+        std::copy(data.begin(), data.end(),
+                  out.begin() + static_cast<ptrdiff_t>(data_start + offsets[i]));
       }
     }
     out.insert(out.end(), trailing.begin(), trailing.end());
