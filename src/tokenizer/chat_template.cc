@@ -167,9 +167,10 @@ std::string RenderLlama3(const std::vector<ChatMessage>& messages, bool add_ass)
 // Llama-2 "[INST]" and its variants, told apart by the template text as llama.cpp does.
 // Llama-2 has no generation prompt: the text after [/INST] is the assistant's.
 std::string RenderLlama2(const std::string& tmpl, const std::vector<ChatMessage>& messages) {
-  const bool system_block = Contains(tmpl, "<<SYS>>");
-  const bool bos_inside = Contains(tmpl, "bos_token + '[INST]");
+  // llama.cpp's variants are exclusive, tested in this order.
   const bool strip = Contains(tmpl, "content.strip()");
+  const bool bos_inside = !strip && Contains(tmpl, "bos_token + '[INST]");
+  const bool system_block = strip || bos_inside || Contains(tmpl, "<<SYS>>");
   std::string out = "[INST] ";
   bool inside_turn = true;
   for (const ChatMessage& m : messages) {
