@@ -1,0 +1,141 @@
+// Repacking GGUF tensors into the matmul layouts is lossless: every repacked weight equals
+// ggml's dequantized value bit for bit (gguf::Dequantize is itself bit-exact to gguf-py).
+#include "model/repack.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "base/half.h"
+#include "gguf/dequant.h"
+#include "test_util.h"
+
+namespace slimkv::model {
+namespace {
+
+using gguf::TensorType;
+
+// Byte offsets of the fp16 fields in each block type, which must hold finite values.
+std::vector<int> HalfFields(TensorType t) {
+  switch (t) {
+    case TensorType::kQ4_0: case TensorType::kQ5_0: case TensorType::kQ8_0: return {0};
+    case TensorType::kQ4_1: case TensorType::kQ5_1: case TensorType::kQ4_K: case TensorType::kQ5_K: return {0, 2};
+    case TensorType::kQ6_K: return {208};
+    default: return {};
+  }
+}
+
+// A random tensor of `rows` x `cols` of type t with finite scales.
+std::vector<uint8_t> RandomTensor(TensorType t, int64_t rows, int64_t cols, uint64_t seed) {
+  const auto traits = *gguf::GetTypeTraits(t);
+  const int64_t blocks = rows * cols / traits.block_elems;
+  std::vector<uint8_t> data(blocks * traits.block_bytes);
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (auto& b : data) b = static_cast<uint8_t>(rng());
+  if (t == TensorType::kF32) {
+    for (int64_t i = 0; i < rows * cols; ++i) {
+      const float v = nd(rng);
+      std::memcpy(&data[4 * i], &v, 4);
+    }
+  } else if (t == TensorType::kF16 || t == TensorType::kBF16) {
+    for (int64_t i = 0; i < rows * cols; ++i) {
+      const uint16_t h = t == TensorType::kF16 ? FloatToHalf(nd(rng)) : FloatToBf16(nd(rng));
+      std::memcpy(&data[2 * i], &h, 2);
+    }
+  }
+  for (int64_t b = 0; b < blocks; ++b) {
+    for (int off : HalfFields(t)) {
+      const uint16_t h = FloatToHalf(std::abs(nd(rng)) * 0.01f + 1e-4f);
+      std::memcpy(&data[b * traits.block_bytes + off], &h, 2);
+    }
+  }
+  return data;
+}
+
+void ExpectLossless(const gguf::TensorInfo& t) {
+  auto m = Repack(t);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  const int64_t cols = static_cast<int64_t>(t.dims[0]);
+  const int64_t rows = t.dims.size() > 1 ? static_cast<int64_t>(t.dims[1]) : 1;
+  std::vector<float> want(cols), got(cols);
+  const uint64_t row_bytes = t.n_bytes / rows;
+  for (int64_t r = 0; r < rows; ++r) {
+    ASSERT_TRUE(gguf::Dequantize(t.type, t.data + r * row_bytes, want.data(), cols).ok());
+    m->DequantizeRow(r, got.data());
+    for (int64_t c = 0; c < cols; ++c) {
+      ASSERT_EQ(got[c], want[c]) << t.name << " row " << r << " col " << c;
+    }
+  }
+}
+
+class RepackTypeTest : public ::testing::TestWithParam<TensorType> {};
+
+TEST_P(RepackTypeTest, RandomBlocksAreBitExact) {
+  const TensorType type = GetParam();
+  const int64_t rows = 7, cols = 512;
+  std::vector<uint8_t> data = RandomTensor(type, rows, cols, static_cast<uint64_t>(type) + 1);
+  gguf::TensorInfo t;
+  t.name = "random";
+  t.dims = {static_cast<uint64_t>(cols), static_cast<uint64_t>(rows)};
+  t.type = type;
+  t.n_elements = rows * cols;
+  t.n_bytes = data.size();
+  t.data = data.data();
+  ExpectLossless(t);
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, RepackTypeTest,
+                         ::testing::Values(TensorType::kF32, TensorType::kF16, TensorType::kBF16,
+                                           TensorType::kQ4_0, TensorType::kQ4_1, TensorType::kQ5_0,
+                                           TensorType::kQ5_1, TensorType::kQ8_0, TensorType::kQ4_K,
+                                           TensorType::kQ5_K, TensorType::kQ6_K),
+                         [](const auto& info) { return std::string(gguf::TypeName(info.param)); });
+
+TEST(RepackTest, RejectsUnsupportedTypesAndShapes) {
+  std::vector<uint8_t> data(4096);
+  gguf::TensorInfo t;
+  t.name = "blk.0.weird";
+  t.dims = {256, 2};
+  t.type = TensorType::kQ2_K;
+  t.n_elements = 512;
+  t.n_bytes = 2 * 84;
+  t.data = data.data();
+  auto m = Repack(t);
+  ASSERT_FALSE(m.ok());
+  EXPECT_NE(m.status().message().find("blk.0.weird"), std::string::npos);
+  t.type = TensorType::kF32;
+  t.dims = {10, 2};
+  EXPECT_FALSE(Repack(t).ok());
+}
+
+TEST(RepackTest, EveryMatrixOfTheModelsIsLossless) {
+  for (const std::string file : {testing::DefaultModelFile(), std::string("gemma-3-270m-q4_k_m.gguf")}) {
+    auto path = testing::ModelPath(file);
+    if (!path) {
+      if (testing::ModelsRequired()) FAIL() << "missing " << file;
+      continue;
+    }
+    auto f = gguf::GgufFile::Open(*path);
+    ASSERT_TRUE(f.ok()) << f.status().ToString();
+    int checked = 0;
+    for (const auto& t : f->tensors()) {
+      if (t.dims.size() != 2) continue;
+      // All rows of small matrices; the embeddings' first rows are enough.
+      gguf::TensorInfo part = t;
+      if (part.dims[1] > 64) {
+        part.dims[1] = 64;
+        part.n_elements = part.dims[0] * 64;
+        part.n_bytes = t.n_bytes / t.dims[1] * 64;
+      }
+      ExpectLossless(part);
+      ++checked;
+    }
+    EXPECT_GT(checked, 10) << file;
+  }
+}
+
+}  // namespace
+}  // namespace slimkv::model
