@@ -148,6 +148,8 @@ def common_cases() -> list[tuple[str, bytes]]:
     add("private_use", "\ue000\uf8ff\U000f0000")
     add("noncharacters", "\ufffe\uffff\ufdd0")
     add("replacement_char", "\ufffd bad \ufffd")
+    # Assigned in Unicode 15.0/15.1 (llama.cpp's tables), not in PCRE2 10.42's Unicode 14.
+    add("unicode15_letters_numbers", "a\U00031350b \U00011F04x \U0001E4F0\U0001E4F1 9\U00011F43\U0002EBF0")
     add("nul_and_controls", "a\x00b\x01c\x7fd\x1be[0m")
     # Emoji
     add("emoji_simple", "I love it \U0001F600\U0001F44D\U0001F389")
@@ -223,6 +225,47 @@ SPECIAL_CASES = {
 }
 
 
+# Random strings over characters that stress the pre-tokenizer and merges, many per case:
+# they are joined by a control token, which cuts the text into fragments that are tokenized
+# independently, so one llama-tokenize call checks a few hundred strings.
+RANDOM_ALPHABET = [
+    "a", "b", "Z", "x", " ", "  ", "\t", "\n", "\r", "'", "'s", "'S", "'ll", "'VE", "0", "7", "42",
+    "\u0661", "\u00bd", "\u2167", "!", "?", ".", ",", "-", "_", "(", "\"", "\u00a0", "\u3000",
+    "\u2009", "\u180e", "\u0085", "\u2028", "\u000b", "\u001c", "\u00e9", "e\u0301", "\u00df",
+    "\u6c49", "\u5b57", "\u30a2", "\ud55c", "\u0627", "\u05e9", "\u05b8", "\u0e01", "\u0e31",
+    "\U0001F600", "\U0001F44D\U0001F3FD", "\u200d", "\ufe0f", "\U0001F1FA", "<", ">", "|", "/",
+    "\\", "$", "%", "+", "=", "^", "~", "`", "\u0000", "\u007f", "\ufffd", "\U00031350",
+    "\U0001E4F0", "\U00011F43", "\U00011F04", "\u2581", "\u0120",
+]
+RANDOM_INVALID = [b"\x80", b"\xff", b"\xe4", b"\xc3", b"\xe4\xb8", b"\xed\xa0\x80", b"\xc0\x80", b"\xf0\x9f"]
+SEPARATORS = {"smollm2": b"<|endoftext|>", "gemma3": b"<end_of_turn>"}
+
+
+def random_cases(key: str) -> list[tuple[str, bytes]]:
+    import random
+    rng = random.Random(20251124)
+    sep = SEPARATORS[key]
+    out = []
+    for chunk in range(6):
+        pieces = []
+        for _ in range(250):
+            n = rng.randint(1, 14)
+            s = b""
+            for _ in range(n):
+                if chunk >= 4 and rng.random() < 0.15:
+                    s += rng.choice(RANDOM_INVALID)
+                else:
+                    s += u(rng.choice(RANDOM_ALPHABET))
+            pieces.append(s)
+        out.append((f"random_mix_{chunk}", sep.join(pieces)))
+    # Raw random bytes (no F4..F7 leads: llama.cpp aborts on code points above U+10FFFF).
+    for chunk in range(2):
+        pieces = [bytes(b for b in rng.randbytes(rng.randint(1, 24)) if not 0xF4 <= b <= 0xF7)
+                  for _ in range(200)]
+        out.append((f"random_bytes_{chunk}", sep.join(p for p in pieces if p)))
+    return out
+
+
 def eval_paragraph_cases(text: bytes) -> list[tuple[str, bytes]]:
     """Windows of 12 lines of the eval text (data/pg_essays.txt) at fixed line numbers."""
     lines = text.split(b"\n")
@@ -271,6 +314,7 @@ def model_add_bos(exe: str, model: Path) -> bool:
 def gen_model(exe: str, key: str, model: Path, eval_text: bytes | None) -> dict:
     add_bos_default = model_add_bos(exe, model)
     cases = common_cases() + [(n, d if isinstance(d, bytes) else u(d)) for n, d in SPECIAL_CASES[key]]
+    cases += random_cases(key)
     if eval_text is not None:
         cases += eval_paragraph_cases(eval_text)
     names = [n for n, _ in cases]

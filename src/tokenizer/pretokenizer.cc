@@ -18,38 +18,56 @@ constexpr std::string_view kWhitespaceClass =
     "\\t\\n\\x{0B}\\f\\r\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}"
     "\\x{202F}\\x{205F}\\x{3000}";
 
-// Rewrites `\s` / `\S` into explicit classes of kWhitespaceClass (inside a class, `\s`
-// becomes its members; `\S` is not used inside classes by any pattern here).
-std::string ExpandWhitespace(std::string_view pattern) {
+// llama.cpp's character classes follow Unicode 15.1; PCRE2 10.42 (Debian 12) has Unicode
+// 14. These are the letters, numbers and punctuation assigned in Unicode 15.0 and 15.1
+// (Kawi, Nag Mundari, Kaktovik numerals, CJK extensions H and I, ...), added to \p{L},
+// \p{N} and \p{P} so both agree (harmless where PCRE2 already knows them).
+constexpr std::string_view kUnicode15Letters =
+    "\\x{1123F}-\\x{11240}\\x{11F02}\\x{11F04}-\\x{11F10}\\x{11F12}-\\x{11F33}\\x{1342F}"
+    "\\x{13441}-\\x{13446}\\x{1B132}\\x{1B155}\\x{1DF25}-\\x{1DF2A}\\x{1E030}-\\x{1E06D}"
+    "\\x{1E4D0}-\\x{1E4EB}\\x{2B739}\\x{2EBF0}-\\x{2EE5D}\\x{31350}-\\x{323AF}";
+constexpr std::string_view kUnicode15Numbers = "\\x{11F50}-\\x{11F59}\\x{1D2C0}-\\x{1D2D3}\\x{1E4F0}-\\x{1E4F9}";
+constexpr std::string_view kUnicode15Punctuation = "\\x{11B00}-\\x{11B09}\\x{11F43}-\\x{11F4F}";
+
+// Rewrites the class escapes of a pattern into llama.cpp's classes: `\s` / `\S` into
+// explicit classes of kWhitespaceClass, and \p{L}, \p{N}, \p{P} extended by the Unicode 15
+// additions (inside a class the members are added; outside, a class is formed).
+std::string ExpandClasses(std::string_view pattern) {
+  struct Escape {
+    std::string_view escape;
+    std::string members;  // inside a class
+    bool negated;         // outside a class: [^members]
+  };
+  const Escape escapes[] = {
+      {"\\s", std::string(kWhitespaceClass), false},
+      {"\\S", std::string(kWhitespaceClass), true},
+      {"\\p{L}", "\\p{L}" + std::string(kUnicode15Letters), false},
+      {"\\p{N}", "\\p{N}" + std::string(kUnicode15Numbers), false},
+      {"\\p{P}", "\\p{P}" + std::string(kUnicode15Punctuation), false},
+  };
   std::string out;
   bool in_class = false;
-  for (size_t i = 0; i < pattern.size(); ++i) {
+  for (size_t i = 0; i < pattern.size();) {
+    const Escape* hit = nullptr;
+    for (const Escape& e : escapes) {
+      if (pattern.substr(i, e.escape.size()) == e.escape) hit = &e;
+    }
+    if (hit != nullptr) {
+      CHECK(!(in_class && hit->negated), "a negated class escape inside a class in {}", pattern);
+      out += in_class ? hit->members : (hit->negated ? "[^" : "[") + hit->members + "]";
+      i += hit->escape.size();
+      continue;
+    }
     const char c = pattern[i];
-    if (c == '\\' && i + 1 < pattern.size()) {
-      const char n = pattern[i + 1];
-      if (n == 's') {
-        if (in_class) {
-          out += kWhitespaceClass;
-        } else {
-          out += '[';
-          out += kWhitespaceClass;
-          out += ']';
-        }
-      } else if (n == 'S') {
-        CHECK(!in_class, "\\S inside a class in {}", pattern);
-        out += "[^";
-        out += kWhitespaceClass;
-        out += ']';
-      } else {
-        out += c;
-        out += n;
-      }
-      ++i;
+    if (c == '\\' && i + 1 < pattern.size()) {  // any other escape, copied as is
+      out.append(pattern.substr(i, 2));
+      i += 2;
       continue;
     }
     if (c == '[' && !in_class) in_class = true;
     else if (c == ']' && in_class) in_class = false;
     out += c;
+    ++i;
   }
   return out;
 }
@@ -131,7 +149,7 @@ PreTokenizer::~PreTokenizer() = default;
 Result<std::unique_ptr<PreTokenizer>> PreTokenizer::Create(PreType type) {
   std::unique_ptr<PreTokenizer> pre(new PreTokenizer());
   for (std::string_view pattern : PatternsFor(type)) {
-    const std::string expanded = ExpandWhitespace(pattern);
+    const std::string expanded = ExpandClasses(pattern);
     int error = 0;
     PCRE2_SIZE error_offset = 0;
     auto regex = std::make_unique<Regex>();
