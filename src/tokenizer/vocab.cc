@@ -117,12 +117,9 @@ Status Vocab::LoadTokens(const gguf::GgufFile& file) {
       types_[i] = attrs_[i] == kAttrUndefined ? TokenType::kUndefined : static_cast<TokenType>(*t);
     }
   }
-  ids_.reserve(n);
-  for (size_t i = 0; i < n; ++i) {
-    const auto [it, inserted] = ids_.emplace(texts_[i], static_cast<TokenId>(i));
-    if (!inserted) {
-      return DataLoss("{}: {}[{}] repeats the text of token {}", name, kTokensKey, i, it->second);
-    }
+  if (const auto dup = index_.Build(&texts_)) {
+    return DataLoss("{}: {}[{}] repeats the text of token {}", name, kTokensKey, dup->second,
+                    dup->first);
   }
   return Status::Ok();
 }

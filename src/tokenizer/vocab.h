@@ -11,11 +11,11 @@
 #include <memory>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 #include "base/status.h"
 #include "tokenizer/pretokenizer.h"
+#include "tokenizer/text_index.h"
 #include "tokenizer/tokenizer.h"
 
 namespace slimkv::gguf {
@@ -37,12 +37,7 @@ enum TokenAttr : uint32_t {
   kAttrByte = 1u << 5,
 };
 
-struct TextHash {
-  using is_transparent = void;
-  size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
-};
-
-// Not copyable or movable: `ids_` holds views of `texts_`.
+// Not copyable or movable: `index_` refers to `texts_`.
 class Vocab {
  public:
   static Result<std::unique_ptr<Vocab>> Load(const gguf::GgufFile& file);
@@ -57,10 +52,7 @@ class Vocab {
   TokenType Type(TokenId id) const { return types_[id]; }
   uint32_t Attr(TokenId id) const { return attrs_[id]; }
   // Id of an exact token text, or -1.
-  TokenId Find(std::string_view text) const {
-    const auto it = ids_.find(text);
-    return it == ids_.end() ? -1 : it->second;
-  }
+  TokenId Find(std::string_view text) const { return index_.Find(text); }
   // The token of one raw byte: <0xAB> for SentencePiece, the byte-level character for BPE;
   // -1 if the vocabulary has none.
   TokenId ByteToken(uint8_t b) const { return byte_tokens_[b]; }
@@ -91,7 +83,7 @@ class Vocab {
   std::vector<float> scores_;
   std::vector<TokenType> types_;
   std::vector<uint32_t> attrs_;  // TokenAttr bits
-  std::unordered_map<std::string_view, TokenId, TextHash, std::equal_to<>> ids_;
+  TextIndex index_;  // text -> id
   std::array<TokenId, 256> byte_tokens_{};
   TokenId bos_ = -1, eos_ = -1, eot_ = -1, eom_ = -1, unk_ = -1, pad_ = -1;
   TokenId fim_pad_ = -1, fim_rep_ = -1, fim_sep_ = -1;
