@@ -102,7 +102,7 @@ Result<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(const gguf::GgufFile& fil
 }
 
 std::vector<TokenId> Tokenizer::Encode(std::string_view text, bool add_bos, bool parse_special) const {
-  CHECK(text.size() < (1u << 31), "Encode: {} bytes is more than the 2 GiB a text may have",
+  CHECK(text.size() < (1u << 30), "Encode: {} bytes is more than the 1 GiB a text may have",
         text.size());
   std::vector<TokenId> out;
   out.reserve(text.size() / 3 + 2);

@@ -46,12 +46,13 @@ class Tokenizer {
   Tokenizer(const Tokenizer&) = delete;
   Tokenizer& operator=(const Tokenizer&) = delete;
 
-  // Encodes UTF-8 text (< 2 GiB). `add_bos` prepends BOS when the vocabulary has one (pass
-  // add_bos_default() for what the model expects). With `parse_special`, control and
-  // user-defined token texts in `text` (e.g. "<|im_start|>") become their ids; without it,
-  // control tokens are tokenized as plain text, while user-defined ones are still matched
-  // (llama.cpp and Hugging Face do the same). Invalid UTF-8 is not an error: it is tokenized
-  // exactly as llama.cpp does (see docs/TOKENIZER.md).
+  // Encodes UTF-8 text (< 1 GiB: offsets are 32-bit and escaping may triple it). `add_bos`
+  // prepends BOS when the vocabulary has one (pass add_bos_default() for what the model
+  // expects). With `parse_special`, control and user-defined token texts in `text` (e.g.
+  // "<|im_start|>") become their ids; without it, control tokens are tokenized as plain
+  // text, while user-defined ones are still matched (llama.cpp and Hugging Face do the
+  // same). Invalid UTF-8 is not an error: it is tokenized exactly as llama.cpp does (see
+  // docs/TOKENIZER.md).
   std::vector<TokenId> Encode(std::string_view text, bool add_bos, bool parse_special) const;
 
   // Bytes of one token as it contributes to the output text (byte-level BPE decoded to raw
