@@ -13,7 +13,7 @@ Result<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& o) {
   ASSIGN_OR_RETURN(e->tokenizer_, tokenizer::Tokenizer::FromGguf(e->model_->file()));
   const kv::KvSpec spec = e->model_->KvSpec();
   const size_t budget = o.kv_budget_bytes ? o.kv_budget_bytes
-                                          : kv::KvCache::BudgetFor(spec, o.kv, o.n_ctx, o.n_seq);
+                                          : kv::KvCache::BudgetFor(spec, o.kv, o.n_ctx, o.n_seq, o.prefill_chunk);
   ASSIGN_OR_RETURN(e->kv_, kv::KvCache::Create(spec, o.kv, budget));
   return e;
 }

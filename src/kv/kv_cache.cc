@@ -26,6 +26,12 @@ Result<std::unique_ptr<KvCache>> KvCache::Create(const KvSpec& spec, const KvCon
     return Unimplemented("head dim {} is not supported by the KV cache (a multiple of 16 up to {})",
                          spec.head_dim, kMaxAttnHeadDim);
   }
+  if (!spec.layer_window.empty() && static_cast<int>(spec.layer_window.size()) != spec.n_layers) {
+    return InvalidArgument("KV spec has {} layer windows for {} layers", spec.layer_window.size(), spec.n_layers);
+  }
+  for (int w : spec.layer_window) {
+    if (w < 0) return InvalidArgument("sliding window {} is negative", w);
+  }
   if (spec.group_size() > kMaxAttnTaskRows) {
     return Unimplemented("{} query heads per KV head is more than the {} supported",
                          spec.group_size(), kMaxAttnTaskRows);
@@ -48,22 +54,32 @@ KvCache::KvCache(const KvSpec& spec, const KvConfig& config, BlockPool pool)
       pool_(std::move(pool)) {}
 
 size_t KvCache::BudgetFor(const KvSpec& spec, const KvConfig& config, int64_t tokens,
-                          int sequences) {
+                          int sequences, int step_tokens) {
+  if (config.block_tokens <= 0) return 0;  // Create rejects the config with a message
   const size_t block = (KLayout(config.k, config.block_tokens, spec.head_dim).total() +
                         VLayout(config.v, config.block_tokens, spec.head_dim).total() + 63) / 64 * 64;
-  const size_t blocks = static_cast<size_t>(CeilDiv(tokens, config.block_tokens)) *
-                        spec.n_layers * spec.n_kv_heads * sequences;
-  return blocks * block;
+  size_t blocks = 0;
+  for (int l = 0; l < spec.n_layers; ++l) {
+    int64_t held = tokens;
+    // A window layer holds the window, the step's tokens and a partly dead first block.
+    if (spec.window(l) > 0) held = std::min<int64_t>(tokens, spec.window(l) + step_tokens + config.block_tokens);
+    blocks += static_cast<size_t>(CeilDiv(held, config.block_tokens) + (spec.window(l) > 0 ? 1 : 0));
+  }
+  return blocks * spec.n_kv_heads * sequences * block;
+}
+
+KvCache::Sequence KvCache::NewSequence() const {
+  return Sequence{true, 0, std::vector<std::vector<BlockId>>(streams()), std::vector<int>(streams(), 0)};
 }
 
 SeqId KvCache::AddSequence() {
   for (size_t i = 0; i < seqs_.size(); ++i) {
     if (!seqs_[i].live) {
-      seqs_[i] = Sequence{true, 0, std::vector<std::vector<BlockId>>(streams())};
+      seqs_[i] = NewSequence();
       return static_cast<SeqId>(i);
     }
   }
-  seqs_.push_back(Sequence{true, 0, std::vector<std::vector<BlockId>>(streams())});
+  seqs_.push_back(NewSequence());
   return static_cast<SeqId>(seqs_.size() - 1);
 }
 
@@ -83,7 +99,8 @@ KvCache::Sequence& KvCache::Seq(SeqId id) {
 void KvCache::RemoveSequence(SeqId id) {
   Sequence& s = Seq(id);
   for (auto& table : s.tables)
-    for (BlockId b : table) pool_.Release(b);
+    for (BlockId b : table)
+      if (b != kNoBlock) pool_.Release(b);
   s = Sequence{};
 }
 
@@ -141,6 +158,7 @@ void KvCache::Attend(ThreadPool& pool, int layer, std::span<const StepChunk> chu
                      const float* q, int64_t ldq, float* out, int64_t ldo, float scale) {
   const int H = spec_.n_kv_heads, G = spec_.group_size(), hd = spec_.head_dim;
   const int bt = config_.block_tokens;
+  const int window = spec_.window(layer);
   const int tile_tokens = std::max(1, kMaxAttnTaskRows / G);
 
   // Block pointers of every (chunk, head) stream.
@@ -150,7 +168,7 @@ void KvCache::Attend(ThreadPool& pool, int layer, std::span<const StepChunk> chu
     const Sequence& s = Seq(c.seq);
     for (int h = 0; h < H; ++h) {
       stream_begin.push_back(scratch_blocks_.size());
-      for (BlockId b : s.tables[layer * H + h]) scratch_blocks_.push_back(pool_.Data(b));
+      for (BlockId b : s.tables[layer * H + h]) scratch_blocks_.push_back(b == kNoBlock ? nullptr : pool_.Data(b));
     }
   }
 
@@ -190,15 +208,17 @@ void KvCache::Attend(ThreadPool& pool, int layer, std::span<const StepChunk> chu
     t.n_q_tokens = u.nt;
     t.group = G;
     t.first_q_slot = len + u.t0;
+    t.window = window;
     const int key_end = len + u.t0 + u.nt;
-    // Split [0, key_end) into up to `parts` ranges aligned to blocks.
-    const int n_blocks = CeilDiv(key_end, bt);
+    const int key_begin = window > 0 ? std::max(0, t.first_q_slot - window + 1) : 0;
+    // Split [key_begin, key_end) into up to `parts` ranges aligned to blocks.
+    const int b0 = key_begin / bt, n_blocks = CeilDiv(key_end, bt) - b0;
     const int np = std::max(1, std::min(parts, n_blocks));
     u.part0 = static_cast<int>(scratch_tasks_.size());
     u.n_parts = np;
     for (int p = 0; p < np; ++p) {
-      t.key_begin = static_cast<int>(static_cast<int64_t>(n_blocks) * p / np) * bt;
-      t.key_end = std::min(key_end, static_cast<int>(static_cast<int64_t>(n_blocks) * (p + 1) / np) * bt);
+      t.key_begin = std::max(key_begin, (b0 + static_cast<int>(static_cast<int64_t>(n_blocks) * p / np)) * bt);
+      t.key_end = std::min(key_end, (b0 + static_cast<int>(static_cast<int64_t>(n_blocks) * (p + 1) / np)) * bt);
       scratch_tasks_.push_back(t);
     }
   }
@@ -234,7 +254,31 @@ void KvCache::Attend(ThreadPool& pool, int layer, std::span<const StepChunk> chu
 }
 
 void KvCache::EndStep(std::span<const StepChunk> chunks) {
-  for (const StepChunk& c : chunks) Seq(c.seq).length += c.n_tokens;
+  for (const StepChunk& c : chunks) {
+    Sequence& s = Seq(c.seq);
+    s.length += c.n_tokens;
+    DropOutOfWindow(s);
+  }
+}
+
+void KvCache::DropOutOfWindow(Sequence& s) {
+  const int bt = config_.block_tokens;
+  for (int l = 0; l < spec_.n_layers; ++l) {
+    const int w = spec_.window(l);
+    if (w <= 0) continue;
+    // The next token (slot `length`) sees keys > length - w; later tokens see fewer.
+    const int first_visible = std::max(0, s.length - w + 1);
+    const int dead_blocks = first_visible / bt;
+    for (int h = 0; h < spec_.n_kv_heads; ++h) {
+      const int st = l * spec_.n_kv_heads + h;
+      auto& table = s.tables[st];
+      for (int b = s.first_live[st]; b < dead_blocks && b < static_cast<int>(table.size()); ++b) {
+        pool_.Release(table[b]);
+        table[b] = kNoBlock;
+      }
+      s.first_live[st] = std::max(s.first_live[st], std::min(dead_blocks, static_cast<int>(table.size())));
+    }
+  }
 }
 
 size_t KvCache::DataBytesPerToken() const {
@@ -244,20 +288,40 @@ size_t KvCache::MetaBytesPerToken() const {
   return (k_layout_.meta_bytes + v_layout_.meta_bytes) * streams() / config_.block_tokens;
 }
 
-KvUsage KvCache::SequenceUsage(SeqId id) const {
+KvUsage KvCache::LayerUsage(SeqId id, int layer) const {
   const Sequence& s = Seq(id);
-  KvUsage u;
-  u.tokens = s.length;
-  for (const auto& table : s.tables) u.blocks += static_cast<int64_t>(table.size());
-  u.bytes_allocated = static_cast<size_t>(u.blocks) * pool_.block_bytes();
+  const int bt = config_.block_tokens;
   const double per_slot_data =
-      static_cast<double>(k_layout_.data_bytes + v_layout_.data_bytes) / config_.block_tokens;
+      static_cast<double>(k_layout_.data_bytes + v_layout_.data_bytes) / bt;
   const double per_slot_meta =
-      static_cast<double>(k_layout_.meta_bytes + v_layout_.meta_bytes) / config_.block_tokens;
-  u.bytes_data = static_cast<size_t>(per_slot_data * s.length * streams());
-  u.bytes_meta = static_cast<size_t>(per_slot_meta * s.length * streams());
+      static_cast<double>(k_layout_.meta_bytes + v_layout_.meta_bytes) / bt;
+  KvUsage u;
+  for (int h = 0; h < spec_.n_kv_heads; ++h) {
+    const int st = layer * spec_.n_kv_heads + h;
+    const int64_t blocks = static_cast<int64_t>(s.tables[st].size()) - s.first_live[st];
+    const int64_t slots = std::max<int64_t>(0, s.length - static_cast<int64_t>(s.first_live[st]) * bt);
+    u.blocks += blocks;
+    u.tokens = std::max(u.tokens, slots);
+    u.bytes_data += static_cast<size_t>(per_slot_data * slots);
+    u.bytes_meta += static_cast<size_t>(per_slot_meta * slots);
+  }
+  u.bytes_allocated = static_cast<size_t>(u.blocks) * pool_.block_bytes();
   u.bytes_waste = u.bytes_allocated - u.bytes_data - u.bytes_meta;
   return u;
+}
+
+KvUsage KvCache::SequenceUsage(SeqId id) const {
+  KvUsage total;
+  total.tokens = Seq(id).length;
+  for (int l = 0; l < spec_.n_layers; ++l) {
+    const KvUsage u = LayerUsage(id, l);
+    total.blocks += u.blocks;
+    total.bytes_data += u.bytes_data;
+    total.bytes_meta += u.bytes_meta;
+    total.bytes_waste += u.bytes_waste;
+    total.bytes_allocated += u.bytes_allocated;
+  }
+  return total;
 }
 
 KvUsage KvCache::TotalUsage() const {
@@ -281,10 +345,14 @@ void KvCache::CheckInvariants() const {
   for (const Sequence& s : seqs_) {
     if (!s.live) continue;
     CHECK(static_cast<int>(s.tables.size()) == streams());
-    for (const auto& table : s.tables) {
+    for (int st = 0; st < streams(); ++st) {
+      const auto& table = s.tables[st];
       CHECK(static_cast<int>(table.size()) >= CeilDiv(s.length, config_.block_tokens),
             "table of {} blocks for {} tokens", table.size(), s.length);
-      for (BlockId b : table) ++refs[b];
+      for (int b = 0; b < static_cast<int>(table.size()); ++b) {
+        CHECK((b < s.first_live[st]) == (table[b] == kNoBlock), "stream {} block {}: freed/live mismatch", st, b);
+        if (table[b] != kNoBlock) ++refs[table[b]];
+      }
     }
   }
   for (int b = 0; b < pool_.capacity(); ++b) {

@@ -46,9 +46,10 @@ class KvCache {
   static Result<std::unique_ptr<KvCache>> Create(const KvSpec& spec, const KvConfig& config,
                                                  size_t budget_bytes);
 
-  // Budget that holds `sequences` sequences of `tokens` tokens each (whole blocks).
+  // Budget that holds `sequences` sequences of `tokens` tokens each (whole blocks), when
+  // steps add at most `step_tokens` tokens (a window layer holds window + step tokens).
   static size_t BudgetFor(const KvSpec& spec, const KvConfig& config, int64_t tokens,
-                          int sequences);
+                          int sequences, int step_tokens);
 
   SeqId AddSequence();
   void RemoveSequence(SeqId seq);  // frees every block of the sequence
@@ -68,6 +69,7 @@ class KvCache {
   void EndStep(std::span<const StepChunk> chunks);
 
   KvUsage SequenceUsage(SeqId seq) const;
+  KvUsage LayerUsage(SeqId seq, int layer) const;
   KvUsage TotalUsage() const;
   // Bytes of K and V values (data, meta) per token over all layers and heads.
   size_t DataBytesPerToken() const;
@@ -82,8 +84,13 @@ class KvCache {
   struct Sequence {
     bool live = false;
     int length = 0;                              // committed tokens
-    std::vector<std::vector<BlockId>> tables;    // [stream][block]
+    std::vector<std::vector<BlockId>> tables;    // [stream][block]; kNoBlock once freed
+    std::vector<int> first_live;                 // [stream] first block not freed
   };
+  static constexpr BlockId kNoBlock = -1;
+  Sequence NewSequence() const;
+  // Frees the blocks of window layers that no future token can see.
+  void DropOutOfWindow(Sequence& s);
   KvCache(const KvSpec& spec, const KvConfig& config, BlockPool pool);
   int streams() const { return spec_.n_layers * spec_.n_kv_heads; }
   const Sequence& Seq(SeqId id) const;

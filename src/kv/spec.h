@@ -11,6 +11,12 @@ struct KvSpec {
   int n_q_heads = 0;   // query heads per layer; a multiple of n_kv_heads
   int head_dim = 0;    // elements per head vector (K and V)
   int max_context = 0; // tokens the model was trained for (informative; the cache does not cap)
+  // Sliding-window attention per layer: a token at slot s sees keys > s - window; 0 (or an
+  // empty vector) means global attention. A window layer's blocks are freed once no future
+  // token can see them, so it holds at most window + one step's tokens.
+  std::vector<int> layer_window;
+
+  int window(int layer) const { return layer_window.empty() ? 0 : layer_window[layer]; }
 
   int group_size() const { return n_q_heads / n_kv_heads; }  // query heads per KV head
 };

@@ -7,7 +7,7 @@ namespace {
 
 Result<int> GetPositive(const gguf::GgufFile& f, const std::string& key, int64_t max) {
   auto v = f.GetInt(key);
-  if (!v.ok()) return Status(v.status().code(), fmt::format("{}: {}", f.name(), v.status().message()));
+  if (!v.ok()) return v.status();  // already names the file and the key
   if (*v <= 0 || *v > max) {
     return DataLoss("{}: '{}' is {}, expected 1..{}", f.name(), key, *v, max);
   }
@@ -55,7 +55,10 @@ Status ReadCommon(const gguf::GgufFile& f, const std::string& a, ModelConfig& c)
   c.rope_dim = c.head_dim;
   if (f.Find(a + ".rope.dimension_count")) {
     ASSIGN_OR_RETURN(c.rope_dim, GetPositive(f, a + ".rope.dimension_count", c.head_dim));
-    if (c.rope_dim % 2) return DataLoss("{}: odd rope dimension {}", f.name(), c.rope_dim);
+    if (c.rope_dim % 2) {
+      return DataLoss("{}: '{}.rope.dimension_count' is {}, expected an even number", f.name(), a,
+                      c.rope_dim);
+    }
   }
   const float base = GetFloatOr(f, a + ".rope.freq_base", 10000.0f);
   if (!(base > 1.0f && std::isfinite(base))) {
@@ -96,6 +99,59 @@ Status ReadQwen2(const gguf::GgufFile& f, ModelConfig& c) {
   return Status::Ok();
 }
 
+// Gemma-3: MQA/GQA with per-head q/k norms, norms after attention and MLP, GeGLU, embeddings
+// scaled by sqrt(n_embd), and sliding-window ("local") layers with their own RoPE base.
+// The layer pattern follows llama.cpp: a per-layer bool array
+// gemma3.attention.sliding_window_pattern if the file has one, else every 6th layer global.
+Status ReadGemma3(const gguf::GgufFile& f, ModelConfig& c) {
+  RETURN_IF_ERROR(ReadCommon(f, c.arch, c));
+  const std::string a = c.arch;
+  c.rope_style = ops::RopeStyle::kNeox;
+  c.activation = Activation::kGeluTanh;
+  c.qk_norm = true;
+  c.post_norms = true;
+  c.embed_scale = std::sqrt(static_cast<float>(c.n_embd));
+  c.final_logit_softcap = GetFloatOr(f, a + ".final_logit_softcapping", 0.0f);
+  if (!(c.final_logit_softcap >= 0 && std::isfinite(c.final_logit_softcap))) {
+    return DataLoss("{}: '{}.final_logit_softcapping' is {}", f.name(), a, c.final_logit_softcap);
+  }
+  // llama.cpp's one exception to 1/sqrt(head_dim): the 62-layer 27B model.
+  if (c.n_layers == 62) c.attn_scale = 1.0f / std::sqrt(static_cast<float>(c.n_embd / c.n_heads));
+  ASSIGN_OR_RETURN(const int window, GetPositive(f, a + ".attention.sliding_window", 1 << 24));
+  if (window > c.context_length) {
+    return DataLoss("{}: sliding window {} is larger than the context {}", f.name(), window, c.context_length);
+  }
+  const float local_base = GetFloatOr(f, a + ".rope.freq_base_swa", 10000.0f);
+  if (!(local_base > 1.0f && std::isfinite(local_base))) {
+    return DataLoss("{}: '{}.rope.freq_base_swa' is {}", f.name(), a, local_base);
+  }
+  std::vector<bool> local(c.n_layers);
+  if (const gguf::MetaArray* pat = f.GetArray(a + ".attention.sliding_window_pattern")) {
+    if (static_cast<int>(pat->items.size()) != c.n_layers) {
+      return DataLoss("{}: '{}.attention.sliding_window_pattern' has {} entries for {} layers", f.name(), a,
+                      pat->items.size(), c.n_layers);
+    }
+    for (int l = 0; l < c.n_layers; ++l) {
+      const auto* b = std::get_if<bool>(&pat->items[l].v);
+      if (!b) return DataLoss("{}: '{}.attention.sliding_window_pattern' holds a non-bool", f.name(), a);
+      local[l] = *b;
+    }
+  } else {
+    for (int l = 0; l < c.n_layers; ++l) local[l] = l % 6 < 5;
+  }
+  for (int l = 0; l < c.n_layers; ++l) {
+    if (local[l]) {
+      c.layer_window[l] = window;
+      c.layer_rope_base[l] = local_base;
+    }
+  }
+  // Rope scaling (linear) applies to the global layers only, as in llama.cpp.
+  c.layer_rope_freq_scale.assign(c.n_layers, c.rope_freq_scale);
+  for (int l = 0; l < c.n_layers; ++l)
+    if (local[l]) c.layer_rope_freq_scale[l] = 1.0f;
+  return Status::Ok();
+}
+
 struct Family {
   const char* arch;
   Status (*read)(const gguf::GgufFile&, ModelConfig&);
@@ -104,6 +160,7 @@ constexpr Family kFamilies[] = {
     {"llama", ReadLlama},
     {"mistral", ReadLlama},
     {"qwen2", ReadQwen2},
+    {"gemma3", ReadGemma3},
 };
 
 }  // namespace
@@ -122,6 +179,7 @@ Result<ModelConfig> ReadConfig(const gguf::GgufFile& f) {
   for (const auto& fam : kFamilies) {
     if (c.arch == fam.arch) {
       RETURN_IF_ERROR(fam.read(f, c));
+      if (c.layer_rope_freq_scale.empty()) c.layer_rope_freq_scale.assign(c.n_layers, c.rope_freq_scale);
       if (c.n_vocab <= 0) return DataLoss("{}: vocabulary size unknown", f.name());
       return c;
     }

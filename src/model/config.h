@@ -31,8 +31,9 @@ struct ModelConfig {
   // Rotary embedding.
   ops::RopeStyle rope_style = ops::RopeStyle::kNormal;
   int rope_dim = 0;
-  float rope_freq_scale = 1.0f;  // linear scaling: 1 / factor
-  std::vector<float> layer_rope_base;  // [n_layers]
+  float rope_freq_scale = 1.0f;  // linear scaling: 1 / factor (of global layers)
+  std::vector<float> layer_rope_base;        // [n_layers]
+  std::vector<float> layer_rope_freq_scale;  // [n_layers]
   // Attention.
   float attn_scale = 0;                // softmax scale (1/sqrt(head_dim) unless the file says)
   std::vector<int> layer_window;       // [n_layers]; 0 = global attention

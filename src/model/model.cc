@@ -32,8 +32,8 @@ Result<std::unique_ptr<Model>> Model::Load(const std::string& path) {
   RETURN_IF_ERROR(m->LoadWeights());
   const ModelConfig& c = m->config_;
   for (int l = 0; l < c.n_layers; ++l) {
-    m->inv_freq_.push_back(ops::RopeInvFreq(c.rope_dim, c.layer_rope_base[l], c.rope_freq_scale,
-                                            m->w_.rope_factors));
+    m->inv_freq_.push_back(ops::RopeInvFreq(c.rope_dim, c.layer_rope_base[l],
+                                            c.layer_rope_freq_scale[l], m->w_.rope_factors));
   }
   return m;
 }
@@ -125,7 +125,8 @@ kv::KvSpec Model::KvSpec() const {
                     .n_kv_heads = config_.n_kv_heads,
                     .n_q_heads = config_.n_heads,
                     .head_dim = config_.head_dim,
-                    .max_context = config_.context_length};
+                    .max_context = config_.context_length,
+                    .layer_window = config_.layer_window};
 }
 
 size_t Model::WeightBytesPerToken() const {
@@ -184,10 +185,11 @@ Status Model::Forward(ThreadPool& pool, kv::KvCache& kv, std::span<const BatchEn
     for (size_t i = 0; i < e.tokens.size(); ++i) ws_.pos[r++] = len + static_cast<int64_t>(i);
   }
   const int half = c.rope_dim / 2;
-  std::map<float, int> tables;
+  std::map<std::pair<float, float>, int> tables;
   ws_.layer_rope_table.resize(c.n_layers);
   for (int l = 0; l < c.n_layers; ++l) {
-    auto [it, fresh] = tables.emplace(c.layer_rope_base[l], static_cast<int>(tables.size()));
+    auto [it, fresh] = tables.emplace(std::pair(c.layer_rope_base[l], c.layer_rope_freq_scale[l]),
+                                      static_cast<int>(tables.size()));
     ws_.layer_rope_table[l] = it->second;
   }
   ws_.rope_cos.resize(tables.size() * rows * half);

@@ -289,10 +289,14 @@ def cmd_logits(args):
     t0 = time.time()
     z = model.all_logits(tokens, batch=args.batch)
     dt = time.time() - t0
+    rows = list(range(len(tokens)))
+    if args.every > 1:  # rows 0, K, 2K, ... and the last: long prompts without huge files
+        rows = sorted(set(range(0, len(tokens), args.every)) | {len(tokens) - 1})
+        z = z[rows]
     if args.out:
         z.astype("<f4").tofile(args.out)
         write_json(args.out + ".json", {
-            "shape": [len(tokens), model.cfg.n_vocab], "dtype": "float32", "byteorder": "little",
+            "shape": [len(rows), model.cfg.n_vocab], "rows": rows, "dtype": "float32", "byteorder": "little",
             "model": os.path.basename(args.model), "model_bytes": os.path.getsize(args.model),
             "arch": model.cfg.arch, "tokens": tokens,
             "argmax": [int(i) for i in z.argmax(-1)],
@@ -302,7 +306,7 @@ def cmd_logits(args):
     else:
         for i, row in enumerate(z):
             top = np.argsort(row)[::-1][:5]
-            print(f"pos {i:4d} tok {tokens[i]:7d} -> " + " ".join(f"{t}:{row[t]:.4f}" for t in top))
+            print(f"pos {rows[i]:4d} tok {tokens[rows[i]]:7d} -> " + " ".join(f"{t}:{row[t]:.4f}" for t in top))
     print(f"logits: {len(tokens)} tokens in {dt:.2f}s (load {model.load_s:.1f}s)", file=sys.stderr)
 
 
@@ -370,6 +374,7 @@ def main(argv=None):
     p.add_argument("--tokens", required=True, help="comma-separated token ids")
     p.add_argument("--out", help="output file (default: print top-5 per position)")
     p.add_argument("--batch", type=int, default=0, help="feed tokens through the KV cache in pieces of this size")
+    p.add_argument("--every", type=int, default=1, help="write only rows 0, K, 2K, ... and the last")
     p.set_defaults(fn=cmd_logits)
 
     p = sub.add_parser("greedy", help="n greedy next-token ids (json)")
