@@ -16,26 +16,27 @@ namespace {
 // k, v: [n_tokens][n_kv_heads][hd]; q: [n_q][n_q_heads][hd] for the last n_q tokens.
 std::vector<float> NaiveAttention(const KvSpec& s, const std::vector<float>& k,
                                   const std::vector<float>& v, const std::vector<float>& q,
-                                  int n_tokens, int n_q, float scale) {
+                                  int n_tokens, int n_q, float scale, int window = 0) {
   const int hd = s.head_dim, G = s.group_size(), Hq = s.n_q_heads, Hk = s.n_kv_heads;
   std::vector<float> out(n_q * Hq * hd, 0.0f);
   for (int i = 0; i < n_q; ++i) {
     const int pos = n_tokens - n_q + i;
     for (int h = 0; h < Hq; ++h) {
       const int kh = h / G;
-      std::vector<double> sc(pos + 1);
+      std::vector<double> sc(pos + 1, -1e300);
       double m = -1e300;
-      for (int j = 0; j <= pos; ++j) {
+      const int lo = window > 0 ? std::max(0, pos - window + 1) : 0;
+      for (int j = lo; j <= pos; ++j) {
         double dot = 0;
         for (int d = 0; d < hd; ++d) dot += q[(i * Hq + h) * hd + d] * k[(j * Hk + kh) * hd + d];
         sc[j] = dot * scale;
         m = std::max(m, sc[j]);
       }
       double l = 0;
-      for (int j = 0; j <= pos; ++j) l += (sc[j] = std::exp(sc[j] - m));
+      for (int j = lo; j <= pos; ++j) l += (sc[j] = std::exp(sc[j] - m));
       for (int d = 0; d < hd; ++d) {
         double acc = 0;
-        for (int j = 0; j <= pos; ++j) acc += sc[j] * v[(j * Hk + kh) * hd + d];
+        for (int j = lo; j <= pos; ++j) acc += sc[j] * v[(j * Hk + kh) * hd + d];
         out[(i * Hq + h) * hd + d] = static_cast<float>(acc / l);
       }
     }
@@ -104,6 +105,56 @@ TEST(KvCacheTest, PrefillThenDecodeMatchesNaiveAttention) {
     cache.CheckInvariants();
     EXPECT_EQ(cache.pool().num_used(), 0);
   }
+}
+
+TEST(KvCacheTest, WindowLayersAttendInTheirWindowAndFreeOldBlocks) {
+  // Layer 0 global, layer 1 a window of 40 tokens (MQA: one KV head for four query heads).
+  const KvSpec spec{.n_layers = 2, .n_kv_heads = 1, .n_q_heads = 4, .head_dim = 32, .max_context = 4096,
+                    .layer_window = {0, 40}};
+  KvConfig config = *ParsePreset("fp32");
+  config.block_tokens = 16;
+  auto cache_or = KvCache::Create(spec, config, 8 << 20);
+  ASSERT_TRUE(cache_or.ok()) << cache_or.status().ToString();
+  KvCache& cache = **cache_or;
+  ThreadPool pool(2);
+  const SeqId s = cache.AddSequence();
+  const int width = 32, qwidth = 128;
+  std::vector<float> kh, vh;
+  std::mt19937_64 rng(9);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (int step = 0; step < 40; ++step) {
+    const int n = step == 0 ? 50 : (step % 10 == 0 ? 23 : 1);
+    const StepChunk chunk[] = {{s, n, 0}};
+    std::vector<float> k(n * width), v(n * width), q(n * qwidth), out(n * qwidth);
+    for (auto* vec : {&k, &v, &q})
+      for (auto& x : *vec) x = nd(rng);
+    ASSERT_TRUE(cache.BeginStep(chunk).ok());
+    for (int layer = 0; layer < 2; ++layer) {
+      cache.Append(layer, chunk, k.data(), width, v.data(), width);
+      cache.Attend(pool, layer, chunk, q.data(), qwidth, out.data(), qwidth, 0.2f);
+      if (layer == 1) {
+        std::vector<float> kk = kh, vv = vh;
+        kk.insert(kk.end(), k.begin(), k.end());
+        vv.insert(vv.end(), v.begin(), v.end());
+        const auto want = NaiveAttention(spec, kk, vv, q, static_cast<int>(kk.size() / width), n, 0.2f, 40);
+        for (size_t i = 0; i < want.size(); ++i) ASSERT_NEAR(out[i], want[i], 1e-4) << "step " << step;
+      }
+    }
+    cache.EndStep(chunk);
+    cache.CheckInvariants();
+    kh.insert(kh.end(), k.begin(), k.end());
+    vh.insert(vh.end(), v.begin(), v.end());
+    // The window layer keeps only blocks a future token can still see.
+    const int len = cache.Length(s);
+    const int first_visible = std::max(0, len - 40 + 1);
+    const KvUsage local = cache.LayerUsage(s, 1), global = cache.LayerUsage(s, 0);
+    EXPECT_EQ(local.blocks, (len + 15) / 16 - first_visible / 16) << "len " << len;
+    EXPECT_EQ(global.blocks, (len + 15) / 16);
+    EXPECT_LE(local.tokens, 40 + 15);
+  }
+  cache.RemoveSequence(s);
+  cache.CheckInvariants();
+  EXPECT_EQ(cache.pool().num_used(), 0);
 }
 
 TEST(KvCacheTest, ExhaustedPoolIsAnErrorAndChangesNothing) {
