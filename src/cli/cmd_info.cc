@@ -1,4 +1,5 @@
 // slimkv info: architecture, sizes, tensor types and KV bytes per token of a model file.
+#include <algorithm>
 #include <cstdio>
 #include <map>
 #include <memory>
@@ -50,17 +51,36 @@ int InfoMain(const InfoFlags& f) {
   for (const auto& [name, e] : types) {
     std::printf("  %-6s %4d tensors  %s\n", name.c_str(), e.first, HumanBytes(e.second).c_str());
   }
-  const kv::KvSpec spec{.n_layers = c.n_layers, .n_kv_heads = c.n_kv_heads, .n_q_heads = c.n_heads,
-                        .head_dim = c.head_dim, .max_context = c.context_length};
-  std::printf("KV bytes per token (all layers, K+V):\n");
+  int n_window = 0, window = 0;
+  for (int w : c.layer_window) {
+    if (w > 0) {
+      ++n_window;
+      window = w;
+    }
+  }
+  const int n_global = c.n_layers - n_window;
+  if (n_window > 0) {
+    std::printf("layers:        %d global, %d sliding-window (window %d tokens)\n", n_global, n_window, window);
+  }
+  std::printf("KV bytes per token (K+V, all heads):\n");
   for (const char* preset : {"fp32", "fp16"}) {
     auto kc = kv::ParsePreset(preset);
     if (!kc.ok()) continue;
     const size_t per_block = kv::KLayout(kc->k, kc->block_tokens, c.head_dim).total() +
                              kv::VLayout(kc->v, kc->block_tokens, c.head_dim).total();
-    const double per_token = static_cast<double>(per_block) / kc->block_tokens * c.n_layers * c.n_kv_heads;
-    std::printf("  %-6s %8.0f bytes/token, %s at full context (%d tokens)\n", preset, per_token,
-                HumanBytes(per_token * c.context_length).c_str(), c.context_length);
+    const double per_layer = static_cast<double>(per_block) / kc->block_tokens * c.n_kv_heads;
+    // A window layer holds at most `window` tokens, whatever the context.
+    const double at_ctx = per_layer * (static_cast<double>(n_global) * c.context_length +
+                                       static_cast<double>(n_window) * std::min(window, c.context_length));
+    if (n_window > 0) {
+      std::printf("  %-6s %8.0f bytes/token per layer: global layers %8.0f bytes/token, window layers "
+                  "%8.0f bytes/token up to %d tokens; %s at full context (%d tokens), %s without windows\n",
+                  preset, per_layer, per_layer * n_global, per_layer * n_window, window, HumanBytes(at_ctx).c_str(),
+                  c.context_length, HumanBytes(per_layer * c.n_layers * c.context_length).c_str());
+    } else {
+      std::printf("  %-6s %8.0f bytes/token, %s at full context (%d tokens)\n", preset, per_layer * c.n_layers,
+                  HumanBytes(at_ctx).c_str(), c.context_length);
+    }
   }
   if (f.metadata) {
     std::printf("metadata:\n");

@@ -25,10 +25,18 @@ int RunMain(const RunFlags& f) {
     if (!text.ok()) return Fail(text.status());
     prompt = *text;
   }
-  if (prompt.empty()) return Fail(InvalidArgument("no prompt: give -p TEXT or -f FILE"));
+  if (prompt.empty()) {
+    return Fail(f.prompt_file.empty() ? InvalidArgument("no prompt: give -p TEXT or -f FILE")
+                                      : InvalidArgument("prompt file '{}' is empty", f.prompt_file));
+  }
+  // Flags are checked before the model is loaded, so a typo fails at once.
+  if (Status st = f.sampling.Validate(); !st.ok()) return Fail(st);
   size_t bad = 0;
   if (!tokenizer::IsValidUtf8(prompt, &bad)) {
     return Fail(InvalidArgument("the prompt is not valid UTF-8 (first bad byte at offset {})", bad));
+  }
+  if (!tokenizer::IsValidUtf8(f.system, &bad)) {
+    return Fail(InvalidArgument("--system is not valid UTF-8 (first bad byte at offset {})", bad));
   }
   auto engine_or = MakeEngine(f.common, 4096);
   if (!engine_or.ok()) return Fail(engine_or.status());
@@ -39,7 +47,10 @@ int RunMain(const RunFlags& f) {
     auto tmpl = eng.model().file().GetString("tokenizer.chat_template");
     const std::string tmpl_text = tmpl.ok() ? *tmpl : "";
     auto style = tokenizer::DetectChatStyle(tmpl_text);
-    if (!style.ok()) return Fail(style.status());
+    if (!style.ok()) {
+      return Fail(Status(style.status().code(),
+                         fmt::format("{}: {}", eng.model().file().name(), style.status().message())));
+    }
     std::vector<tokenizer::ChatMessage> msgs;
     if (!f.system.empty()) msgs.push_back({"system", f.system});
     msgs.push_back({"user", prompt});
@@ -85,6 +96,11 @@ int RunMain(const RunFlags& f) {
                s.prompt_tokens, s.prefill_seconds, s.prompt_tokens / std::max(1e-9, s.prefill_seconds),
                s.generated_tokens, decode_steps / std::max(1e-9, s.decode_seconds), s.stop_reason.c_str());
   if (f.common.verbose) {
+    for (const auto& [kind, usage] : s.kv_usage_by_kind) {
+      std::fprintf(stderr, "KV %s layers: %lld tokens held, %s (%.1f bytes per token of the sequence)\n",
+                   kind.c_str(), static_cast<long long>(usage.tokens), HumanBytes(usage.bytes_allocated).c_str(),
+                   s.kv_usage.tokens ? static_cast<double>(usage.bytes_allocated) / s.kv_usage.tokens : 0.0);
+    }
     const kv::KvUsage& u = s.kv_usage;
     std::fprintf(stderr,
                  "KV of this sequence: %lld tokens in %lld blocks: data %s + metadata %s + waste %s = %s "
@@ -103,7 +119,8 @@ CommandMain AddRunCommand(CLI::App& app) {
   auto f = std::make_shared<RunFlags>();
   CLI::App* cmd = app.add_subcommand("run", "generate text from a prompt");
   f->common.Add(cmd);
-  cmd->add_option("-c,--ctx-size", f->common.n_ctx, "context size in tokens (default 4096)");
+  cmd->add_option("-c,--ctx-size", f->common.n_ctx, "context size in tokens (default 4096)")
+      ->check(CLI::Range(0, 1 << 24));
   cmd->add_option("-p,--prompt", f->prompt, "prompt text");
   cmd->add_option("-f,--file", f->prompt_file, "read the prompt from a file");
   cmd->add_option("-n,--n-predict", f->n_predict, "tokens to generate at most")->check(CLI::Range(0, 1 << 24));

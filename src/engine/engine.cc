@@ -89,6 +89,23 @@ Result<GenerationStats> Engine::Generate(const std::vector<TokenId>& prompt,
     if (!rest.empty()) on_token(-1, rest);
   }
   st.kv_usage = kv_->SequenceUsage(seq);
+  const kv::KvSpec& spec = kv_->spec();
+  bool has_window = false;
+  for (int l = 0; l < spec.n_layers; ++l) has_window |= spec.window(l) > 0;
+  if (has_window) {
+    kv::KvUsage global, window;
+    for (int l = 0; l < spec.n_layers; ++l) {
+      const kv::KvUsage u = kv_->LayerUsage(seq, l);
+      kv::KvUsage& acc = spec.window(l) > 0 ? window : global;
+      acc.tokens = std::max(acc.tokens, u.tokens);
+      acc.blocks += u.blocks;
+      acc.bytes_data += u.bytes_data;
+      acc.bytes_meta += u.bytes_meta;
+      acc.bytes_waste += u.bytes_waste;
+      acc.bytes_allocated += u.bytes_allocated;
+    }
+    st.kv_usage_by_kind = {{"global", global}, {"window", window}};
+  }
   return st;
 }
 

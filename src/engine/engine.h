@@ -39,6 +39,8 @@ struct GenerationStats {
   double decode_seconds = 0;
   std::string stop_reason;  // "eog", "length", "context", "cancelled"
   kv::KvUsage kv_usage;     // of the sequence at the end
+  // The same, per kind of layer ("global", "window"), for models that have both.
+  std::vector<std::pair<std::string, kv::KvUsage>> kv_usage_by_kind;
 };
 
 // Called with each new token and the text it completes (may be empty mid-character);
