@@ -6,6 +6,8 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -28,9 +30,16 @@ inline const Tokenizer& CachedTokenizer(const std::string& path) {
   auto& slot = cache[path];
   if (!slot) {
     auto file = gguf::GgufFile::Open(path);
-    EXPECT_TRUE(file.ok()) << file.status().ToString();
+    if (!file.ok()) {
+      std::fprintf(stderr, "cannot open %s: %s\n", path.c_str(), file.status().ToString().c_str());
+      std::abort();
+    }
     auto tok = Tokenizer::FromGguf(*file);
-    EXPECT_TRUE(tok.ok()) << tok.status().ToString();
+    if (!tok.ok()) {
+      std::fprintf(stderr, "cannot load the tokenizer of %s: %s\n", path.c_str(),
+                   tok.status().ToString().c_str());
+      std::abort();
+    }
     slot = std::move(tok).value();
   }
   return *slot;
