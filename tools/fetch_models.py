@@ -286,7 +286,7 @@ def main(argv: list[str]) -> int:
         return 0
     if sys.prefix == sys.base_prefix and not args.allow_system_python:
         log(f"fetch_models: error: {sys.executable} is not a virtual environment's Python; run "
-            f"{REPO_ROOT / '.venv' / 'bin' / 'python'} {Path(__file__).name} (or pass "
+            f"{REPO_ROOT / '.venv' / 'bin' / 'python'} tools/fetch_models.py (or pass "
             "--allow-system-python to pip-install into this interpreter)")
         return 1
     want_smollm2 = args.smollm2 or args.all or not args.gemma3
