@@ -1,7 +1,5 @@
 #include "base/thread_pool.h"
 
-#include <algorithm>
-
 #include "base/check.h"
 
 #if defined(__x86_64__)
@@ -13,12 +11,21 @@
 
 namespace slimkv {
 namespace {
+
+constexpr int kTaskBits = 20;
+constexpr uint64_t kTaskMask = (uint64_t{1} << kTaskBits) - 1;
+constexpr int kMaxTasks = (1 << kTaskBits) - 4096;  // room for late workers' increments
+
+uint64_t EpochOf(uint64_t word) { return word >> (2 * kTaskBits); }
+int CountOf(uint64_t word) { return static_cast<int>((word >> kTaskBits) & kTaskMask); }
+int NextOf(uint64_t word) { return static_cast<int>(word & kTaskMask); }
+
 // Spin iterations before a worker goes to sleep: long enough to cover the gap between two
 // parallel regions of one forward pass, short enough not to burn a core between requests.
 constexpr int kSpinIterations = 1 << 14;
-// Spin iterations before the caller, waiting for workers, starts yielding its core: on an
-// oversubscribed machine the worker it waits for may need that core to finish.
-constexpr int kJoinSpinIterations = 1 << 11;
+// Spin iterations before the caller, waiting for the last tasks, starts yielding its core.
+constexpr int kJoinSpinIterations = 1 << 10;
+
 }  // namespace
 
 ThreadPool::ThreadPool(int num_threads) : num_threads_(std::max(1, num_threads)) {
@@ -27,18 +34,27 @@ ThreadPool::ThreadPool(int num_threads) : num_threads_(std::max(1, num_threads))
 }
 
 ThreadPool::~ThreadPool() {
-  stop_.store(true, std::memory_order_release);
-  epoch_.fetch_add(1, std::memory_order_acq_rel);
-  epoch_.notify_all();
+  stop_.store(true, std::memory_order_seq_cst);
+  job_.fetch_add(uint64_t{1} << (2 * kTaskBits), std::memory_order_seq_cst);  // a new epoch wakes them
+  job_.notify_all();
   for (auto& w : workers_) w.join();
 }
 
-void ThreadPool::DoTasks(int thread) {
+int ThreadPool::DoTasks(int thread) {
+  int ran = 0;
   for (;;) {
-    const int task = next_task_.fetch_add(1, std::memory_order_relaxed);
-    if (task >= num_tasks_) break;
-    thunk_(ctx_, task, thread);
+    // A worker can be late: its job has finished and the caller has started the next one.
+    // The task it takes then belongs to that next job, and it must run it: skipping it would
+    // leave the caller waiting forever for a task no one runs. thunk_ and ctx_ are the next
+    // job's, written before the job word this fetch_add reads, and the job cannot end before
+    // this task does.
+    const uint64_t w = job_.fetch_add(1, std::memory_order_acq_rel);
+    if (NextOf(w) >= CountOf(w)) break;
+    thunk_(ctx_, NextOf(w), thread);
+    ++ran;
+    done_.fetch_add(1, std::memory_order_acq_rel);
   }
+  return ran;
 }
 
 void ThreadPool::RunImpl(int num_tasks, Thunk thunk, void* ctx) {
@@ -47,16 +63,17 @@ void ThreadPool::RunImpl(int num_tasks, Thunk thunk, void* ctx) {
     for (int t = 0; t < num_tasks; ++t) thunk(ctx, t, 0);
     return;
   }
+  CHECK(num_tasks <= kMaxTasks, "{} tasks in one job", num_tasks);
   thunk_ = thunk;
   ctx_ = ctx;
-  num_tasks_ = num_tasks;
-  next_task_.store(0, std::memory_order_relaxed);
-  workers_done_.store(0, std::memory_order_relaxed);
-  epoch_.fetch_add(1, std::memory_order_release);  // publishes the job
-  epoch_.notify_all();
+  done_.store(0, std::memory_order_relaxed);
+  ++epoch_;
+  const uint64_t epoch = epoch_ & ((uint64_t{1} << (64 - 2 * kTaskBits)) - 1);
+  job_.store((epoch << (2 * kTaskBits)) | (static_cast<uint64_t>(num_tasks) << kTaskBits),
+             std::memory_order_seq_cst);
+  if (sleepers_.load(std::memory_order_seq_cst) > 0) job_.notify_all();
   DoTasks(0);
-  const int workers = num_threads_ - 1;
-  for (int spin = 0; workers_done_.load(std::memory_order_acquire) != workers; ++spin) {
+  for (int spin = 0; done_.load(std::memory_order_acquire) != num_tasks; ++spin) {
     if (spin < kJoinSpinIterations) {
       SLIMKV_PAUSE();
     } else {
@@ -66,21 +83,23 @@ void ThreadPool::RunImpl(int num_tasks, Thunk thunk, void* ctx) {
 }
 
 void ThreadPool::WorkerLoop(int thread) {
-  uint64_t seen = 0;
+  uint64_t seen = 0;  // the epoch at construction (not read here: the first job may already be out)
   for (;;) {
-    uint64_t e = epoch_.load(std::memory_order_acquire);
-    for (int spin = 0; e == seen && spin < kSpinIterations; ++spin) {
+    uint64_t w = job_.load(std::memory_order_acquire);
+    for (int spin = 0; EpochOf(w) == seen && spin < kSpinIterations; ++spin) {
       SLIMKV_PAUSE();
-      e = epoch_.load(std::memory_order_acquire);
+      w = job_.load(std::memory_order_acquire);
     }
-    if (e == seen) {
-      epoch_.wait(seen, std::memory_order_acquire);
+    if (EpochOf(w) == seen) {
+      sleepers_.fetch_add(1, std::memory_order_seq_cst);
+      w = job_.load(std::memory_order_seq_cst);
+      if (EpochOf(w) == seen) job_.wait(w, std::memory_order_seq_cst);
+      sleepers_.fetch_sub(1, std::memory_order_seq_cst);
       continue;
     }
-    seen = e;
     if (stop_.load(std::memory_order_acquire)) return;
+    seen = EpochOf(w);
     DoTasks(thread);
-    workers_done_.fetch_add(1, std::memory_order_acq_rel);
   }
 }
 

@@ -109,12 +109,16 @@ HWY_INLINE void StreamTile(const WeightMatrix& w, int64_t r0, const float* x, in
   }
   for (int i = 0; i < kRows; ++i) {
     for (int t = 0; t < kTokens; ++t) {
-      float sum = hn::GetLane(hn::SumOfLanes(d, acc[i][t]));
-      if (C::kQuant && w.has_min) {  // + sum_g m_g * xsum_g
+      VF total = acc[i][t];
+      float tail = 0;
+      if (C::kQuant && w.has_min) {  // + sum_g m_g * xsum_g, vectorised over groups
         const float* m = w.mins.data() + (r0 + i) * ng;
-        for (int64_t g = 0; g < ng; ++g) sum += m[g] * xsum[t * ng + g];
+        const float* xs = xsum + t * ng;
+        int64_t g = 0;
+        for (; g + static_cast<int64_t>(N) <= ng; g += N) total = hn::MulAdd(hn::LoadU(d, m + g), hn::LoadU(d, xs + g), total);
+        for (; g < ng; ++g) tail += m[g] * xs[g];
       }
-      y[t * ldy + r0 + i] = sum;
+      y[t * ldy + r0 + i] = hn::GetLane(hn::SumOfLanes(d, total)) + tail;
     }
   }
 }
