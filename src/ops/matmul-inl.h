@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "hwy/cache_control.h"
 #include "hwy/highway.h"
 #include "ops/weights.h"
 
@@ -74,6 +75,8 @@ struct Codes {
 
 // Upper bound of vectors per group (group 32 / 1 lane on the scalar target).
 inline constexpr int kMaxVecPerGroup = 32;
+// How far ahead (in bytes of codes) the stream kernel prefetches weights.
+inline constexpr int64_t kPrefetchBytes = 4096;
 
 // ---------------------------------------------------------------- stream kernel
 template <WeightFormat kFormat, int kGroup, int kRows, int kTokens>
@@ -86,6 +89,24 @@ HWY_INLINE void StreamTile(const WeightMatrix& w, int64_t r0, const float* x, in
   const int64_t ng = w.cols / C::kCols;
   const size_t row_bytes = w.code_bytes_per_row();
   const uint8_t* codes = w.codes.data() + r0 * row_bytes;
+  // Decode streams the whole matrix from memory once; ask for the rows a few tiles ahead
+  // so the loads below find them in cache (the hardware prefetcher alone lags behind
+  // these many short interleaved streams).
+  {
+    const int64_t ahead = r0 + std::max<int64_t>(kRows, kPrefetchBytes / static_cast<int64_t>(row_bytes));
+    if (ahead + kRows <= w.rows) {
+      const uint8_t* p = w.codes.data() + ahead * row_bytes;
+      for (size_t off = 0; off < kRows * row_bytes; off += 64) hwy::Prefetch(p + off);
+      if constexpr (C::kQuant) {
+        const float* sp = w.scales.data() + ahead * ng;
+        for (int64_t off = 0; off < kRows * ng; off += 16) hwy::Prefetch(sp + off);
+        if (w.has_min) {
+          const float* mp = w.mins.data() + ahead * ng;
+          for (int64_t off = 0; off < kRows * ng; off += 16) hwy::Prefetch(mp + off);
+        }
+      }
+    }
+  }
   VF acc[kRows][kTokens];
   for (int i = 0; i < kRows; ++i)
     for (int t = 0; t < kTokens; ++t) acc[i][t] = hn::Zero(d);
