@@ -65,7 +65,8 @@ CommandMain AddBenchCommand(CLI::App& app) {
   auto f = std::make_shared<BenchFlags>();
   CLI::App* cmd = app.add_subcommand("bench", "prefill and decode throughput (llama-bench style)");
   f->common.Add(cmd);
-  cmd->add_option("-c,--ctx-size", f->common.n_ctx, "context size (default: what the tests need)");
+  cmd->add_option("-c,--ctx-size", f->common.n_ctx, "context size (default: what the tests need)")
+      ->check(CLI::Range(0, 1 << 24));
   cmd->add_option("--tests", f->tests, "tests: ppN, tgN, tgN@dD (default pp512 tg128 tg128@d2048)");
   cmd->add_option("-r,--repetitions", f->reps, "timed repetitions per test")->check(CLI::Range(1, 100));
   cmd->add_option("-s,--seed", f->seed, "seed of the random tokens");

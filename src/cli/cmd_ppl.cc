@@ -54,8 +54,10 @@ CommandMain AddPerplexityCommand(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("ppl", "perplexity of a text file (llama.cpp's method)");
   f->common.Add(cmd);
   cmd->add_option("-f,--file", f->file, "text file")->required();
-  cmd->add_option("-c,--ctx,--ctx-size", f->common.n_ctx, "window size in tokens (default 512)");
-  cmd->add_option("--chunks", f->chunks, "score at most this many windows (default: all)");
+  cmd->add_option("-c,--ctx,--ctx-size", f->common.n_ctx, "window size in tokens (default 512)")
+      ->check(CLI::Range(0, 1 << 24));
+  cmd->add_option("--chunks", f->chunks, "score at most this many windows (default: all)")
+      ->check(CLI::Range(1, 1 << 30));
   return [f] { return PplMain(*f); };
 }
 

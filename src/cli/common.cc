@@ -2,7 +2,9 @@
 
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -24,6 +26,9 @@ constexpr KnownModel kKnownModels[] = {
     {"gemma3", "gemma-3-270m-q4_k_m.gguf"},
 };
 
+// Far above any machine (1 PiB), and small enough that the byte count fits in size_t.
+constexpr double kMaxKvMemMib = 1 << 30;
+
 std::vector<fs::path> ModelDirs() {
   std::vector<fs::path> dirs;
   if (const char* d = std::getenv("SLIMKV_MODEL_DIR"); d && *d) dirs.emplace_back(d);
@@ -44,7 +49,7 @@ void CommonFlags::Add(CLI::App* app, bool with_model_flag) {
   app->add_option("-t,--threads", threads, "threads (the caller included)")->check(CLI::Range(1, 256));
   app->add_option("--kv", kv, "KV cache preset: " + kv::PresetList());
   app->add_option("--kv-mem", kv_mem_mib, "KV cache budget in MiB (default: what the context needs)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::Range(0.0, kMaxKvMemMib));
   app->add_option("--kv-block", block_tokens, "tokens per KV block (multiple of 16)");
   app->add_option("-b,--batch-size", batch, "prompt tokens per forward call")->check(CLI::Range(1, 1 << 16));
   app->add_flag("-v,--verbose", verbose, "print model, KV layout and byte accounting");
@@ -70,6 +75,11 @@ Result<std::string> ResolveModel(const std::string& arg) {
 }
 
 Result<std::unique_ptr<engine::Engine>> MakeEngine(const CommonFlags& f, int default_ctx) {
+  // CLI11's range check lets NaN through, and converting NaN to size_t is undefined.
+  if (!(f.kv_mem_mib >= 0 && f.kv_mem_mib <= kMaxKvMemMib)) {
+    return InvalidArgument("--kv-mem must be a number of MiB in [0, {}], got {}", kMaxKvMemMib,
+                           f.kv_mem_mib);
+  }
   engine::EngineOptions o;
   ASSIGN_OR_RETURN(o.model_path, ResolveModel(f.model));
   ASSIGN_OR_RETURN(o.kv, kv::ParsePreset(f.kv));
@@ -106,8 +116,11 @@ std::string HumanBytes(double b) {
 }
 
 Result<std::string> ReadFile(const std::string& path) {
+  // An ifstream opens a directory and reads nothing from it: say so instead of "empty".
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) return InvalidArgument("'{}' is a directory, not a file", path);
   std::ifstream in(path, std::ios::binary);
-  if (!in) return IoError("cannot read '{}'", path);
+  if (!in) return IoError("cannot read '{}': {}", path, std::strerror(errno));
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();

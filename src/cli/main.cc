@@ -2,6 +2,7 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include <cstdio>
 #include <map>
 
 #include "cli/commands.h"
@@ -21,7 +22,15 @@ int main(int argc, char** argv) {
   add(slimkv::cli::AddPerplexityCommand);
   add(slimkv::cli::AddInfoCommand);
   add(slimkv::cli::AddBenchCommand);
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help and --version arrive as "errors" that exit 0. The rest are bad flags: reported
+    // like every other bad input ("error: ...", exit 2), not with CLI11's own 10x codes.
+    if (e.get_exit_code() == 0) return app.exit(e);
+    std::fprintf(stderr, "error: %s\nRun with --help for more information.\n", e.what());
+    return 2;
+  }
   for (auto& [sub, fn] : commands) {
     if (sub->parsed()) return fn();
   }

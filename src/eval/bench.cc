@@ -16,6 +16,14 @@ Result<BenchCase> ParseBenchCase(const std::string& spec) {
   }
   BenchCase c;
   c.name = spec;
+  // Counts are bounded before conversion (std::stoi throws past INT_MAX) and so that
+  // prompt + generated + 1 still fits in an int.
+  constexpr int kMaxTokens = 1 << 24;
+  for (int g : {2, 4}) {
+    if (m[g].matched && (m[g].length() > 8 || std::stoi(m[g]) > kMaxTokens)) {
+      return InvalidArgument("benchmark '{}': {} tokens at most", spec, kMaxTokens);
+    }
+  }
   const int n = std::stoi(m[2]);
   const int d = m[4].matched ? std::stoi(m[4]) : 0;
   if (n <= 0) return InvalidArgument("benchmark '{}' has no tokens", spec);

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# The slimkv commands work end to end on the default model: --help, info, run (plain, --chat,
+# --verbose, greedy runs repeat), ppl and bench each exit 0 and print what their users read.
+#
+# Environment (set by ctest): SLIMKV_BIN, SLIMKV_MODEL_DIR, SLIMKV_SOURCE_DIR, SLIMKV_DATA_DIR.
+# Runs in a few seconds (release), under a minute with the sanitizers.
+set -u
+
+BIN=${SLIMKV_BIN:?set SLIMKV_BIN to the slimkv binary}
+SRC=${SLIMKV_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
+DATA=${SLIMKV_DATA_DIR:-$SRC/data}
+export SLIMKV_MODEL_DIR=${SLIMKV_MODEL_DIR:-$SRC/models}
+if [[ ! -x $BIN ]]; then echo "FAIL: slimkv binary '$BIN' not found"; exit 1; fi
+if [[ ! -f $SLIMKV_MODEL_DIR/SmolLM2-135M-Instruct.Q4_1.gguf ]]; then
+  echo "FAIL: default model not found in $SLIMKV_MODEL_DIR (run make models)"
+  exit 1
+fi
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/slimkv_smoke.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT
+OUT=$TMP/out.txt
+ERR=$TMP/err.txt
+n_failed=0
+start=$SECONDS
+
+fail() {
+  n_failed=$((n_failed + 1))
+  echo "FAIL $1"
+  echo "    stdout: $(head -c 1500 "$OUT")"
+  echo "    stderr: $(head -c 1500 "$ERR")"
+}
+
+# run_ok NAME ARG...: slimkv ARG... must exit 0 with no sanitizer report.
+run_ok() {
+  local name=$1
+  shift
+  timeout 300 "$BIN" "$@" >"$OUT" 2>"$ERR" </dev/null
+  local rc=$?
+  if [[ $rc -ne 0 ]]; then fail "$name: slimkv $* exited $rc"; return 1; fi
+  if grep -qE "AddressSanitizer|LeakSanitizer|runtime error" "$ERR"; then
+    fail "$name: sanitizer report"
+    return 1
+  fi
+  return 0
+}
+
+# has NAME FILE PATTERN: FILE (OUT or ERR) matches the extended regex PATTERN.
+has() {
+  if ! grep -qE -- "$3" "$2"; then fail "$1: no match for '$3'"; fi
+}
+
+if run_ok help --help; then
+  for c in run ppl info bench; do has help "$OUT" "^ +$c "; done
+fi
+run_ok version --version && has version "$OUT" "^slimkv [0-9]"
+run_ok run_help run --help && has run_help "$OUT" "--kv-mem"
+
+if run_ok info info; then
+  has info "$OUT" "architecture: +llama, 30 layers"
+  has info "$OUT" "KV bytes per token"
+  has info "$OUT" "fp16 +23040 bytes/token"
+fi
+run_ok info_short_name info smollm2-135m && has info_short_name "$OUT" "KV bytes per token"
+
+if run_ok run run -p "Hello" -n 8 --temp 0; then
+  # The prompt is echoed, then at least one more non-blank character is generated.
+  has run "$OUT" "^Hello.*[^[:space:]]"
+  if [[ $(wc -c <"$OUT") -le 7 ]]; then fail "run: no generated text"; fi
+  has run "$ERR" "generated: [1-8] tokens \([0-9.]+ tokens/s\)"
+  cp "$OUT" "$TMP/first.txt"
+  # Greedy decoding repeats exactly.
+  if run_ok run_repeat run -p "Hello" -n 8 --temp 0; then
+    cmp -s "$OUT" "$TMP/first.txt" || fail "run_repeat: greedy output differs between two runs"
+  fi
+fi
+
+if run_ok run_sampled run -p "Once upon a time" -n 8 --temp 0.8 --top-k 20 --top-p 0.9 --seed 7; then
+  has run_sampled "$ERR" "tokens/s"
+fi
+
+if run_ok chat run --chat -p "What is the capital of France?" -n 16 --temp 0; then
+  # The template is not echoed; the reply is.
+  if ! grep -q "[[:alpha:]]" "$OUT"; then fail "chat: no reply text"; fi
+  if grep -qF "<|im_start|>" "$OUT"; then fail "chat: the chat template leaked into the output"; fi
+  has chat "$ERR" "tokens/s"
+fi
+
+if run_ok run_verbose run -v -p "Hello" -n 4 --temp 0; then
+  has run_verbose "$ERR" "KV bytes per token: [0-9]+"
+  has run_verbose "$ERR" "model: .*30 layers"
+  has run_verbose "$ERR" "KV of this sequence"
+fi
+
+if run_ok run_fp32_kv run -p "Hello" -n 4 --temp 0 --kv fp32 -c 256 --kv-block 16; then
+  has run_fp32_kv "$ERR" "tokens/s"
+fi
+
+if run_ok ppl ppl -f "$DATA/pg_essays.txt" --chunks 2; then
+  has ppl "$OUT" "PPL = [0-9]+\.[0-9]+"
+  has ppl "$OUT" "2 chunks"
+  ppl=$(sed -nE 's/^PPL = ([0-9.]+).*/\1/p' "$OUT")
+  if ! awk -v p="${ppl:-0}" 'BEGIN { exit !(p > 2 && p < 200) }'; then
+    fail "ppl: perplexity '$ppl' is implausible for SmolLM2-135M on English prose"
+  fi
+fi
+
+if run_ok bench bench --no-bandwidth --tests pp32 tg4 -r 1; then
+  has bench "$OUT" "\| pp32 "
+  has bench "$OUT" "\| tg4 "
+fi
+
+echo "$n_failed failed, $((SECONDS - start)) s"
+[[ $n_failed -eq 0 ]]
