@@ -11,19 +11,21 @@
 # case with the commands that must reject it and the phrases the message must hold.
 #
 # Environment (set by ctest): SLIMKV_BIN, SLIMKV_MODEL_DIR, SLIMKV_SOURCE_DIR,
-# SLIMKV_VENV_PYTHON, SLIMKV_DATA_DIR. Runs in ~10 s (release), ~1 min under ASan/UBSan.
+# SLIMKV_VENV_PYTHON, SLIMKV_DATA_DIR. Runs in ~15 s, release or under ASan/UBSan (2 cores).
 set -u
 
 BIN=${SLIMKV_BIN:?set SLIMKV_BIN to the slimkv binary}
 SRC=${SLIMKV_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 MODEL_DIR=${SLIMKV_MODEL_DIR:-$SRC/models}
 PYTHON=${SLIMKV_VENV_PYTHON:-$SRC/.venv/bin/python}
+DATA=${SLIMKV_DATA_DIR:-$SRC/data}
 MODEL=$MODEL_DIR/SmolLM2-135M-Instruct.Q4_1.gguf
 # A case that takes longer than this is hung; under the sanitizers a full model load takes ~3 s.
 CASE_TIMEOUT=${SLIMKV_CASE_TIMEOUT:-60}
 
 if [[ ! -x $BIN ]]; then echo "FAIL: slimkv binary '$BIN' not found"; exit 1; fi
 if [[ ! -f $MODEL ]]; then echo "FAIL: model '$MODEL' not found (run make models)"; exit 1; fi
+if [[ ! -f $DATA/pg_essays.txt ]]; then echo "FAIL: '$DATA/pg_essays.txt' not found"; exit 1; fi
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/slimkv_bad_input.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
@@ -85,7 +87,7 @@ expect unknown_model_name 3 "no-such-model" "not found" -- run -m no-such-model 
 expect model_is_directory 2 "$TMP" "not a regular file" -- run -m "$TMP" -p Hello -n 1
 expect info_missing_file 3 "$TMP/nope.gguf" -- info "$TMP/nope.gguf"
 expect info_directory 2 "$TMP" "not a regular file" -- info "$TMP"
-expect ppl_model_is_directory 2 "not a regular file" -- ppl -m "$TMP" -f "$SRC/data/pg_essays.txt"
+expect ppl_model_is_directory 2 "not a regular file" -- ppl -m "$TMP" -f "$DATA/pg_essays.txt"
 
 # --- Flags: unknown, malformed, out of range.
 expect no_command 2 "subcommand" --
@@ -108,8 +110,8 @@ expect kv_block_17 2 "block size 17" "multiple of 16" -- run -p Hello -n 1 --kv-
 expect kv_mem_negative 2 "--kv-mem" -- run -p Hello -n 1 --kv-mem -1
 expect kv_mem_nan 2 "--kv-mem" "nan" -- run -p Hello -n 1 --kv-mem nan
 expect kv_mem_huge 2 "--kv-mem" -- run -p Hello -n 1 --kv-mem 1e30
-expect ppl_chunks_zero 2 "--chunks" -- ppl -f "$SRC/data/pg_essays.txt" --chunks 0
-expect ppl_ctx_too_small 2 "at least 16" -- ppl -f "$SRC/data/pg_essays.txt" -c 1 --chunks 1
+expect ppl_chunks_zero 2 "--chunks" -- ppl -f "$DATA/pg_essays.txt" --chunks 0
+expect ppl_ctx_too_small 2 "at least 16" -- ppl -f "$DATA/pg_essays.txt" -c 1 --chunks 1
 expect bench_test_malformed 2 "'xyz'" "ppN" -- bench --no-bandwidth --tests xyz
 expect bench_test_huge 2 "'pp99999999999'" -- bench --no-bandwidth --tests pp99999999999
 expect bench_test_empty 2 "'pp0'" -- bench --no-bandwidth --tests pp0
@@ -119,7 +121,7 @@ printf 'ab\xff\xfecd' >"$TMP/bad_utf8.txt"
 printf 'caf\xc3' >"$TMP/cut_utf8.txt"  # a sequence cut short at the end
 printf 'x\xed\xa0\x80y' >"$TMP/surrogate.txt"  # UTF-16 surrogates are not UTF-8
 : >"$TMP/empty.txt"
-head -c 20000 "$SRC/data/pg_essays.txt" | sed '$d' >"$TMP/long.txt"  # ~4,000 tokens, whole lines
+head -c 20000 "$DATA/pg_essays.txt" | sed '$d' >"$TMP/long.txt"  # ~4,000 tokens, whole lines
 expect empty_prompt 2 "no prompt" -- run -p "" -n 1
 expect no_prompt 2 "no prompt" -- run -n 1
 expect empty_prompt_file 2 "$TMP/empty.txt" "empty" -- run -f "$TMP/empty.txt" -n 1
