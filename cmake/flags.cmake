@@ -1,5 +1,5 @@
 # Compiler flags in one place. No -march: SIMD targets are chosen at run time by Highway.
-add_compile_options(-Wall -Wextra -Wno-unused-parameter -Wno-sign-compare -fno-math-errno)
+add_compile_options(-Wall -Wextra -Wno-unused-parameter -Wno-sign-compare -Wno-missing-field-initializers -fno-math-errno)
 # The SIMD targets slimkv compiles for, capped in one place (see docs/DECISIONS.md):
 # AVX3_DL (AVX-512 with VNNI), AVX3 (AVX-512), AVX2 and the portable scalar fallback.
 add_compile_definitions(

@@ -14,6 +14,8 @@ struct PplFlags {
   CommonFlags common;
   std::string file;
   int chunks = -1;
+  int step = 0;
+  std::string kl_base = "fp16";
 };
 
 int PplMain(const PplFlags& f) {
@@ -36,12 +38,27 @@ int PplMain(const PplFlags& f) {
   eval::PerplexityOptions po;
   po.n_ctx = n_ctx;
   po.max_chunks = f.chunks;
+  po.step = f.step;
+  auto cfg = KvConfigFromFlags(f.common);
+  if (!cfg.ok()) return Fail(cfg.status());
+  if (!f.kl_base.empty() && f.kl_base != "none") {
+    auto base = kv::ParsePreset(f.kl_base);
+    if (!base.ok()) return Fail(base.status());
+    base->block_tokens = f.common.block_tokens;
+    if (!(base->k == cfg->k && base->v == cfg->v && base->residual == cfg->residual)) po.kl_base = *base;
+  }
   auto r = eval::Perplexity(eng, ids, po);
   if (!r.ok()) return Fail(r.status());
-  std::printf("model %s, KV %s, ctx %d, %d chunks, %lld scored tokens\n",
-              eng.model().config().name.c_str(), f.common.kv.c_str(), n_ctx, r->chunks,
-              static_cast<long long>(r->scored_tokens));
+  std::printf("model %s, KV %s (%zu bytes/token), ctx %d, %d chunks, %lld scored tokens, %d tokens per step\n",
+              eng.model().config().name.c_str(), kv::ConfigName(eng.kv().config()).c_str(),
+              eng.kv().DataBytesPerToken() + eng.kv().MetaBytesPerToken(), n_ctx, r->chunks,
+              static_cast<long long>(r->scored_tokens), r->step);
   std::printf("PPL = %.4f +/- %.5f\n", r->ppl, r->ppl_stderr);
+  if (po.kl_base) {
+    std::printf("base %s: PPL = %.4f, delta %+.3f%%; mean KL(base || this) = %.6f +/- %.6f nats; same top-1 %.2f%%\n",
+                f.kl_base.c_str(), r->base_ppl, 100.0 * (r->ppl / r->base_ppl - 1), r->mean_kl, r->kl_stderr,
+                100.0 * r->top1_agreement);
+  }
   std::fprintf(stderr, "%.1f s, %.1f tokens/s\n", r->seconds,
                static_cast<double>(r->chunks) * n_ctx / std::max(1e-9, r->seconds));
   return 0;
@@ -56,6 +73,13 @@ CommandMain AddPerplexityCommand(CLI::App& app) {
   cmd->add_option("-f,--file", f->file, "text file")->required();
   cmd->add_option("-c,--ctx,--ctx-size", f->common.n_ctx, "window size in tokens (default 512)")
       ->check(CLI::Range(0, 1 << 24));
+  cmd->add_option("--step", f->step,
+                  "tokens per forward call (default: -b, or one KV block for quantized formats so every "
+                  "scored token sees the cache as a decoding token does)")
+      ->check(CLI::Range(0, 1 << 16));
+  cmd->add_option("--kl-base", f->kl_base,
+                  "also run this KV preset and report KL divergence and top-1 agreement against it "
+                  "(default fp16; 'none' to skip)");
   cmd->add_option("--chunks", f->chunks, "score at most this many windows (default: all)")
       ->check(CLI::Range(1, 1 << 30));
   return [f] { return PplMain(*f); };

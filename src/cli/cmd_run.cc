@@ -44,9 +44,10 @@ int RunMain(const RunFlags& f) {
   const auto& tok = eng.tokenizer();
   std::vector<int32_t> ids;
   if (f.chat) {
-    auto tmpl = eng.model().file().GetString("tokenizer.chat_template");
-    const std::string tmpl_text = tmpl.ok() ? *tmpl : "";
-    auto style = tokenizer::DetectChatStyle(tmpl_text);
+    // The template the file carries, or the one its vocabulary implies (Gemma-3 270M's file
+    // has none but its <start_of_turn> tokens say Gemma).
+    const std::string& tmpl_text = tok.chat_template();
+    auto style = tokenizer::DetectChatStyle(tok);
     if (!style.ok()) {
       return Fail(Status(style.status().code(),
                          fmt::format("{}: {}", eng.model().file().name(), style.status().message())));
@@ -55,6 +56,7 @@ int RunMain(const RunFlags& f) {
     if (!f.system.empty()) msgs.push_back({"system", f.system});
     msgs.push_back({"user", prompt});
     const std::string text = tokenizer::ApplyChatTemplate(*style, tmpl_text, msgs, true);
+    if (f.common.verbose) std::fprintf(stderr, "chat template: %s\n", tokenizer::ChatStyleName(*style));
     ids = tok.Encode(text, tok.add_bos_default(), /*parse_special=*/true);
   } else {
     ids = tok.Encode(prompt, tok.add_bos_default(), /*parse_special=*/false);
@@ -69,10 +71,10 @@ int RunMain(const RunFlags& f) {
                  mc.name.c_str(), mc.arch.c_str(), mc.n_layers, mc.n_heads, mc.n_kv_heads,
                  mc.head_dim, mc.n_vocab);
     std::fprintf(stderr, "weights read per token: %s\n", HumanBytes(eng.model().WeightBytesPerToken()).c_str());
-    std::fprintf(stderr, "KV: K %s, V %s, %d tokens per block, block %s, pool %d blocks (%s)\n",
-                 kv::FormatName(kv.config().k).c_str(), kv::FormatName(kv.config().v).c_str(),
-                 kv.config().block_tokens, HumanBytes(kv.pool().block_bytes()).c_str(),
-                 kv.pool().capacity(), HumanBytes(kv.pool().bytes_budget()).c_str());
+    std::fprintf(stderr, "KV: %s, %d tokens per block, block %s (staging block %s), budget %s\n",
+                 kv::ConfigName(kv.config()).c_str(), kv.config().block_tokens,
+                 HumanBytes(kv.sealed_block_bytes()).c_str(), HumanBytes(kv.staged_block_bytes()).c_str(),
+                 HumanBytes(kv.budget_bytes()).c_str());
     std::fprintf(stderr, "KV bytes per token: %zu (data %zu + metadata %zu)\n",
                  kv.DataBytesPerToken() + kv.MetaBytesPerToken(), kv.DataBytesPerToken(),
                  kv.MetaBytesPerToken());
@@ -103,11 +105,12 @@ int RunMain(const RunFlags& f) {
     }
     const kv::KvUsage& u = s.kv_usage;
     std::fprintf(stderr,
-                 "KV of this sequence: %lld tokens in %lld blocks: data %s + metadata %s + waste %s = %s "
-                 "(%.1f bytes per token held)\n",
+                 "KV of this sequence: %lld tokens in %lld blocks: data %s + metadata %s + residual %s + "
+                 "waste %s = %s (%.1f bytes per token held)\n",
                  static_cast<long long>(u.tokens), static_cast<long long>(u.blocks),
                  HumanBytes(u.bytes_data).c_str(), HumanBytes(u.bytes_meta).c_str(),
-                 HumanBytes(u.bytes_waste).c_str(), HumanBytes(u.bytes_allocated).c_str(),
+                 HumanBytes(u.bytes_residual).c_str(), HumanBytes(u.bytes_waste).c_str(),
+                 HumanBytes(u.bytes_allocated).c_str(),
                  u.tokens ? static_cast<double>(u.bytes_allocated) / u.tokens : 0.0);
   }
   return 0;

@@ -48,6 +48,13 @@ void CommonFlags::Add(CLI::App* app, bool with_model_flag) {
   }
   app->add_option("-t,--threads", threads, "threads (the caller included)")->check(CLI::Range(1, 256));
   app->add_option("--kv", kv, "KV cache preset: " + kv::PresetList());
+  app->add_option("--kv-k", kv_k,
+                  "key format, overriding the preset: TYPE[:OPTION...] with TYPE f32|f16|bf16|fp8|fp8e4m3|"
+                  "fp8e5m2|int8|int4|int3|int2|q8_0|q4_0 and OPTION channel|token|g32|g64|g128|sym|asym|rot|pre");
+  app->add_option("--kv-v", kv_v, "value format, overriding the preset (as --kv-k, without pre)");
+  app->add_option("--kv-residual", kv_residual,
+                  "most recent tokens kept in fp16 before quantization (a multiple of --kv-block)")
+      ->check(CLI::Range(0, 1 << 20));
   app->add_option("--kv-mem", kv_mem_mib, "KV cache budget in MiB (default: what the context needs)")
       ->check(CLI::Range(0.0, kMaxKvMemMib));
   app->add_option("--kv-block", block_tokens, "tokens per KV block (multiple of 16)");
@@ -82,13 +89,18 @@ Result<std::unique_ptr<engine::Engine>> MakeEngine(const CommonFlags& f, int def
   }
   engine::EngineOptions o;
   ASSIGN_OR_RETURN(o.model_path, ResolveModel(f.model));
-  ASSIGN_OR_RETURN(o.kv, kv::ParsePreset(f.kv));
-  o.kv.block_tokens = f.block_tokens;
+  ASSIGN_OR_RETURN(o.kv, KvConfigFromFlags(f));
   o.n_ctx = f.n_ctx > 0 ? f.n_ctx : default_ctx;
   o.threads = f.threads;
   o.prefill_chunk = f.batch;
   o.kv_budget_bytes = static_cast<size_t>(f.kv_mem_mib * 1024 * 1024);
   return engine::Engine::Create(o);
+}
+
+Result<kv::KvConfig> KvConfigFromFlags(const CommonFlags& f) {
+  ASSIGN_OR_RETURN(kv::KvConfig c, kv::MakeConfig(f.kv, f.kv_k, f.kv_v, f.kv_residual));
+  c.block_tokens = f.block_tokens;
+  return c;
 }
 
 int Fail(const Status& st) {

@@ -8,6 +8,7 @@
 
 #include "base/status.h"
 #include "engine/engine.h"
+#include "kv/format.h"
 
 namespace slimkv::cli {
 
@@ -17,6 +18,8 @@ struct CommonFlags {
   int n_ctx = 0;              // -c: 0 = command's default
   int threads = 2;            // -t
   std::string kv = "fp16";    // --kv preset
+  std::string kv_k, kv_v;     // --kv-k / --kv-v: free-form format of one side (overrides the preset)
+  int kv_residual = -1;       // --kv-residual: tokens kept in fp16 before sealing (-1: the preset's)
   double kv_mem_mib = 0;      // --kv-mem: KV budget in MiB (0 = exactly what the context needs)
   int block_tokens = 32;      // --kv-block
   int batch = 512;            // -b: prompt tokens per forward call
@@ -30,6 +33,8 @@ struct CommonFlags {
 Result<std::string> ResolveModel(const std::string& arg);
 
 Result<std::unique_ptr<engine::Engine>> MakeEngine(const CommonFlags& f, int default_ctx);
+// The KV configuration the flags describe.
+Result<kv::KvConfig> KvConfigFromFlags(const CommonFlags& f);
 
 // Prints "error: <message>" to stderr and returns the exit code for `st`.
 int Fail(const Status& st);

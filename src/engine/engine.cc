@@ -18,18 +18,19 @@ Result<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& o) {
   return e;
 }
 
-Status Engine::Prefill(kv::SeqId seq, std::span<const TokenId> tokens, int64_t logits_from,
-                       std::vector<float>* logits) {
+Status Engine::Prefill(kv::KvCache& kv, kv::SeqId seq, std::span<const TokenId> tokens,
+                       int64_t logits_from, std::vector<float>* logits, int step) {
+  if (step <= 0) return InvalidArgument("prefill step must be positive, got {}", step);
   const int64_t n_tok = static_cast<int64_t>(tokens.size());
   if (logits_from < 0) logits_from = n_tok - 1;
   std::vector<float> out;
   logits->clear();
-  for (int64_t i = 0; i < n_tok; i += options_.prefill_chunk) {
-    const int64_t n = std::min<int64_t>(options_.prefill_chunk, n_tok - i);
+  for (int64_t i = 0; i < n_tok; i += step) {
+    const int64_t n = std::min<int64_t>(step, n_tok - i);
     const bool wants = i + n > logits_from;
     const model::BatchEntry entry{seq, tokens.subspan(i, n),
                                   wants ? static_cast<int>(std::max<int64_t>(0, logits_from - i)) : -1};
-    RETURN_IF_ERROR(model_->Forward(pool_, *kv_, {&entry, 1}, &out));
+    RETURN_IF_ERROR(model_->Forward(pool_, kv, {&entry, 1}, &out));
     if (wants) logits->insert(logits->end(), out.begin(), out.end());
   }
   return Status::Ok();

@@ -65,7 +65,13 @@ class Engine {
   // Runs `tokens` through a sequence in chunks of prefill_chunk. Appends to *logits the
   // rows of tokens [logits_from, size) ([n_rows, n_vocab]); logits_from = -1: last token.
   Status Prefill(kv::SeqId seq, std::span<const TokenId> tokens, int64_t logits_from,
-                 std::vector<float>* logits);
+                 std::vector<float>* logits) {
+    return Prefill(*kv_, seq, tokens, logits_from, logits, options_.prefill_chunk);
+  }
+  // The same on another KV cache of this model (evaluations compare two formats), in steps of
+  // `step` tokens.
+  Status Prefill(kv::KvCache& kv, kv::SeqId seq, std::span<const TokenId> tokens, int64_t logits_from,
+                 std::vector<float>* logits, int step);
 
  private:
   Engine(const EngineOptions& o, int threads) : options_(o), pool_(threads) {}

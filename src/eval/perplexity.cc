@@ -1,11 +1,24 @@
 #include "eval/perplexity.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "base/log.h"
 #include "ops/elementwise.h"
 
 namespace slimkv::eval {
+namespace {
+
+// log-softmax statistics of one row: log partition and argmax.
+struct RowStats {
+  double log_z;
+  int argmax;
+};
+RowStats Stats(const float* row, int n) {
+  return {ops::LogSumExp(row, n), static_cast<int>(std::max_element(row, row + n) - row)};
+}
+
+}  // namespace
 
 Result<PerplexityResult> Perplexity(engine::Engine& engine, const std::vector<int32_t>& tokens,
                                     const PerplexityOptions& o) {
@@ -21,40 +34,83 @@ Result<PerplexityResult> Perplexity(engine::Engine& engine, const std::vector<in
   const bool add_bos = tok.add_bos_default() && tok.bos() >= 0;
   const int V = engine.model().config().n_vocab;
   const int first = n_ctx / 2;
+  kv::KvCache& kv = engine.kv();
+  const int step = o.step > 0 ? o.step
+                              : (kv.config().needs_staging() ? kv.config().block_tokens
+                                                             : engine.options().prefill_chunk);
+  std::unique_ptr<kv::KvCache> base;
+  if (o.kl_base) {
+    ASSIGN_OR_RETURN(base, kv::KvCache::Create(kv.spec(), *o.kl_base,
+                                               kv::KvCache::BudgetFor(kv.spec(), *o.kl_base, n_ctx, 1, step)));
+  }
 
   PerplexityResult r;
-  double nll = 0, nll2 = 0;
+  r.step = step;
+  double nll = 0, nll2 = 0, base_nll = 0, kl = 0, kl2 = 0;
+  int64_t agree = 0;
   const double t0 = NowSeconds();
   Progress progress("perplexity", n_chunks, "chunks", false);
   std::vector<int32_t> window(n_ctx);
-  std::vector<float> logits;
+  std::vector<float> logits, base_logits;
   for (int c = 0; c < n_chunks; ++c) {
     std::copy(tokens.begin() + static_cast<int64_t>(c) * n_ctx,
               tokens.begin() + static_cast<int64_t>(c + 1) * n_ctx, window.begin());
     if (add_bos) window[0] = tok.bos();
-    const kv::SeqId seq = engine.kv().AddSequence();
-    const Status st = engine.Prefill(seq, window, first, &logits);
-    engine.kv().RemoveSequence(seq);
+    const kv::SeqId seq = kv.AddSequence();
+    Status st = engine.Prefill(kv, seq, window, first, &logits, step);
+    kv.RemoveSequence(seq);
     RETURN_IF_ERROR(st);
+    if (base) {
+      const kv::SeqId bs = base->AddSequence();
+      st = engine.Prefill(*base, bs, window, first, &base_logits, step);
+      base->RemoveSequence(bs);
+      RETURN_IF_ERROR(st);
+    }
     // Row j of logits predicts token first + j + 1 (the original tokens, not the BOS).
     for (int j = 0; j + first < n_ctx - 1; ++j) {
       const float* row = logits.data() + static_cast<int64_t>(j) * V;
       const int32_t target = tokens[static_cast<int64_t>(c) * n_ctx + first + j + 1];
-      const double v = ops::LogSumExp(row, V) - row[target];
+      const RowStats rs = Stats(row, V);
+      const double v = rs.log_z - row[target];
       nll += v;
       nll2 += v * v;
+      if (base) {
+        const float* brow = base_logits.data() + static_cast<int64_t>(j) * V;
+        const RowStats bs = Stats(brow, V);
+        base_nll += bs.log_z - brow[target];
+        // KL(base || tested) = sum_i p_i (log p_i - log q_i)
+        double d = 0;
+        for (int i = 0; i < V; ++i) {
+          const double lp = brow[i] - bs.log_z, lq = row[i] - rs.log_z;
+          d += std::exp(lp) * (lp - lq);
+        }
+        d = std::max(0.0, d);
+        kl += d;
+        kl2 += d * d;
+        agree += rs.argmax == bs.argmax;
+      }
       ++r.scored_tokens;
     }
     r.running_ppl.push_back(std::exp(nll / r.scored_tokens));
-    if (o.progress) progress.Update(c + 1, fmt::format("ppl {:.4f}", r.running_ppl.back()));
+    if (o.progress) {
+      progress.Update(c + 1, base ? fmt::format("ppl {:.4f} KL {:.5f}", r.running_ppl.back(), kl / r.scored_tokens)
+                                  : fmt::format("ppl {:.4f}", r.running_ppl.back()));
+    }
   }
   progress.Finish();
+  const double n = static_cast<double>(r.scored_tokens);
   r.chunks = n_chunks;
   r.seconds = NowSeconds() - t0;
-  r.mean_nll = nll / r.scored_tokens;
+  r.mean_nll = nll / n;
   r.ppl = std::exp(r.mean_nll);
-  const double var = nll2 / r.scored_tokens - r.mean_nll * r.mean_nll;
-  r.ppl_stderr = r.scored_tokens > 1 ? r.ppl * std::sqrt(std::max(0.0, var) / (r.scored_tokens - 1)) : 0;
+  const double var = nll2 / n - r.mean_nll * r.mean_nll;
+  r.ppl_stderr = n > 1 ? r.ppl * std::sqrt(std::max(0.0, var) / (n - 1)) : 0;
+  if (base) {
+    r.base_ppl = std::exp(base_nll / n);
+    r.mean_kl = kl / n;
+    r.kl_stderr = n > 1 ? std::sqrt(std::max(0.0, kl2 / n - r.mean_kl * r.mean_kl) / (n - 1)) : 0;
+    r.top1_agreement = agree / n;
+  }
   return r;
 }
 

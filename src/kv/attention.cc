@@ -30,8 +30,19 @@ void CheckTask(const AttnTask& t) {
   CHECK(t.block_tokens % 16 == 0 && t.block_tokens <= kMaxAttnBlockTokens, "block_tokens {}",
         t.block_tokens);
   CHECK(t.head_dim % 16 == 0 && t.head_dim <= kMaxAttnHeadDim, "head_dim {}", t.head_dim);
+  CHECK(t.sealed && t.staged, "task without block kinds");
 }
 }  // namespace
+
+BlockKind MakeBlockKind(const KvFormat& k, const KvFormat& v, int block_tokens, int head_dim) {
+  BlockKind b;
+  b.k = k;
+  b.v = v;
+  b.k_layout = KLayout(k, block_tokens, head_dim);
+  b.v_layout = VLayout(v, block_tokens, head_dim);
+  b.v_offset = b.k_layout.total();
+  return b;
+}
 
 void RunAttnTask(const AttnTask& task, AttnPartial out) {
   CheckTask(task);
@@ -40,21 +51,35 @@ void RunAttnTask(const AttnTask& task, AttnPartial out) {
 
 void RunAttnTaskReference(const AttnTask& t, AttnPartial out) {
   CheckTask(t);
-  const int rows = t.n_q_tokens * t.group, hd = t.head_dim;
-  const KvFormat kf{t.k_type}, vf{t.v_type};
-  std::vector<float> k(hd), v(hd);
+  const int rows = t.n_q_tokens * t.group, hd = t.head_dim, bt = t.block_tokens;
+  std::vector<float> k(hd), v(hd), q(hd);
   for (int r = 0; r < rows; ++r) {
     const int i = r / t.group;
-    const float* q = t.q + i * t.ldq + (r % t.group) * hd;
+    const float* src = t.q + i * t.ldq + (r % t.group) * hd;
+    for (int x = 0; x < hd; ++x) q[x] = src[x] * t.scale;
+    if (t.k_rotation) t.k_rotation->Apply(q.data());
     const int slot = t.first_q_slot + i;
     const int lo = std::max(t.key_begin, t.window > 0 ? slot - t.window + 1 : 0);
     const int hi = std::min(t.key_end, slot + 1);
     std::vector<double> s;
     double m = -std::numeric_limits<double>::infinity();
     for (int j = lo; j < hi; ++j) {
-      DecodeK(kf, t.block_tokens, hd, j % t.block_tokens, t.blocks[j / t.block_tokens], k.data());
+      const int b = j / bt;
+      const BlockKind& kind = b < t.n_sealed ? *t.sealed : *t.staged;
+      DecodeK(kind.k, bt, hd, j % bt, t.blocks[b], k.data());
+      if (t.rope) {  // keys stored before RoPE: rotate by the key's position (its slot)
+        const int half = t.rope->rope_dim / 2;
+        for (int p = 0; p < half; ++p) {
+          const int a = t.rope->style == ops::RopeStyle::kNormal ? 2 * p : p;
+          const int c = t.rope->style == ops::RopeStyle::kNormal ? 2 * p + 1 : p + half;
+          const float cs = t.rope->cos[p * t.rope->stride + j], sn = t.rope->sin[p * t.rope->stride + j];
+          const float x0 = k[a], x1 = k[c];
+          k[a] = x0 * cs - x1 * sn;
+          k[c] = x0 * sn + x1 * cs;
+        }
+      }
       double dot = 0;
-      for (int x = 0; x < hd; ++x) dot += static_cast<double>(q[x]) * t.scale * k[x];
+      for (int x = 0; x < hd; ++x) dot += static_cast<double>(q[x]) * k[x];
       s.push_back(dot);
       m = std::max(m, dot);
     }
@@ -63,8 +88,9 @@ void RunAttnTaskReference(const AttnTask& t, AttnPartial out) {
     for (int j = lo; j < hi; ++j) {
       const double p = std::exp(s[j - lo] - m);
       l += p;
-      const uint8_t* block = t.blocks[j / t.block_tokens];
-      DecodeV(vf, t.block_tokens, hd, j % t.block_tokens, block + t.v_offset, v.data());
+      const int b = j / bt;
+      const BlockKind& kind = b < t.n_sealed ? *t.sealed : *t.staged;
+      DecodeV(kind.v, bt, hd, j % bt, t.blocks[b] + kind.v_offset, v.data());
       for (int x = 0; x < hd; ++x) acc[x] += p * v[x];
     }
     out.m[r] = hi > lo ? static_cast<float>(m) : -std::numeric_limits<float>::infinity();

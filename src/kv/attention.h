@@ -4,11 +4,20 @@
 // against a range of key slots. It keeps an online softmax (running max m, running sum l,
 // unnormalised accumulator acc) per row, so a long key range can be split over threads and
 // the parts merged by log-sum-exp (MergePartials).
+//
+// A stream's blocks come in two kinds: sealed blocks [0, n_sealed) in the configured
+// formats, and staged blocks after them in the high-precision staging formats (the residual
+// window and the open block). Per block, the codec kernels work on the bytes directly:
+//   score:      s[r][t] = q_r . k_t       (scales folded into the query per block, or applied
+//                                          per token group after an integer-code partial dot)
+//   accumulate: acc[r] += sum_t p[r][t] v_t (per-token scales folded into p)
 #pragma once
 
 #include <cstdint>
 
 #include "kv/format.h"
+#include "kv/rotation.h"
+#include "ops/elementwise.h"
 
 namespace slimkv::kv {
 
@@ -17,15 +26,37 @@ inline constexpr int kMaxAttnTaskRows = 64;
 inline constexpr int kMaxAttnBlockTokens = 256;
 inline constexpr int kMaxAttnHeadDim = 512;
 
+// The formats and layout of one kind of block.
+struct BlockKind {
+  KvFormat k, v;
+  PartLayout k_layout, v_layout;
+  size_t v_offset = 0;  // bytes from the block start to the V part (= k_layout.total())
+};
+BlockKind MakeBlockKind(const KvFormat& k, const KvFormat& v, int block_tokens, int head_dim);
+
+// Keys stored before RoPE are rotated inside the score kernel with these tables
+// ([rope_dim / 2][positions], position = slot).
+struct RopeTables {
+  const float* cos = nullptr;
+  const float* sin = nullptr;
+  int64_t stride = 0;  // floats between pairs (the table's position capacity)
+  int rope_dim = 0;
+  ops::RopeStyle style = ops::RopeStyle::kNormal;
+};
+
 struct AttnTask {
   // Stream
   const uint8_t* const* blocks = nullptr;  // [n_blocks] block data (K part, then V part)
+  int n_sealed = 0;                        // blocks [0, n_sealed) are `sealed`, the rest `staged`
+  const BlockKind* sealed = nullptr;
+  const BlockKind* staged = nullptr;
   int block_tokens = 0;
   int head_dim = 0;
-  size_t v_offset = 0;  // bytes from the block start to its V part
-  ElemType k_type = ElemType::kF16, v_type = ElemType::kF16;
+  const RopeTables* rope = nullptr;      // set when keys are stored before RoPE
+  const Rotation* k_rotation = nullptr;  // set when keys are stored rotated: the query is rotated too
   // Queries: row r = token * group + head is q + token * ldq + head * head_dim (the group's
-  // heads are contiguous within a token).
+  // heads are contiguous within a token). Outputs of a rotated V side stay rotated; the
+  // caller applies the inverse after merging.
   const float* q = nullptr;
   int64_t ldq = 0;       // floats between consecutive query tokens
   float scale = 1.0f;    // softmax scale, folded into the queries
@@ -47,7 +78,8 @@ struct AttnPartial {
 // Runs one task with the best SIMD target (one dispatch per task).
 void RunAttnTask(const AttnTask& task, AttnPartial out);
 
-// Scalar reference of RunAttnTask (decodes every needed element with the codec reference).
+// Scalar reference of RunAttnTask: decodes every visible key and value with the reference
+// codecs (codec.h) and runs a plain softmax in double.
 void RunAttnTaskReference(const AttnTask& task, AttnPartial out);
 
 // Merges `n_parts` partials of the same rows and writes the normalised output: row

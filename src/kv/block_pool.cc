@@ -10,7 +10,7 @@
 
 namespace slimkv::kv {
 
-Result<BlockPool> BlockPool::Create(size_t block_bytes, size_t budget_bytes) {
+Result<BlockPool> BlockPool::Create(size_t block_bytes, size_t budget_bytes, ByteBudget* shared) {
   if (block_bytes == 0) return InvalidArgument("KV block size is zero");
   block_bytes = (block_bytes + 63) / 64 * 64;
   const size_t n = budget_bytes / block_bytes;
@@ -23,6 +23,7 @@ Result<BlockPool> BlockPool::Create(size_t block_bytes, size_t budget_bytes) {
                            INT32_MAX);
   }
   BlockPool p;
+  p.shared_ = shared;
   p.block_bytes_ = block_bytes;
   p.arena_bytes_ = n * block_bytes;
   void* mem = ::mmap(nullptr, p.arena_bytes_, PROT_READ | PROT_WRITE,
@@ -43,6 +44,7 @@ BlockPool::BlockPool(BlockPool&& o) noexcept { *this = std::move(o); }
 BlockPool& BlockPool::operator=(BlockPool&& o) noexcept {
   if (this != &o) {
     if (arena_) ::munmap(arena_, arena_bytes_);
+    shared_ = o.shared_;
     arena_ = std::exchange(o.arena_, nullptr);
     arena_bytes_ = std::exchange(o.arena_bytes_, 0);
     block_bytes_ = o.block_bytes_;
@@ -57,11 +59,13 @@ BlockPool::~BlockPool() {
 }
 
 Status BlockPool::Allocate(int n, std::vector<BlockId>* out) {
-  if (n > num_free()) {
-    return ResourceExhausted(
-        "KV pool exhausted: need {} more blocks of {} bytes, {} of {} free (budget {} bytes)", n,
-        block_bytes_, num_free(), capacity(), bytes_budget());
+  if (n > num_free() || (shared_ && shared_->used + n * block_bytes_ > shared_->limit)) {
+    const size_t limit = shared_ ? shared_->limit : bytes_budget();
+    const size_t used = shared_ ? shared_->used : bytes_used();
+    return ResourceExhausted("KV pool exhausted: need {} more blocks of {} bytes, {} of {} bytes in use (budget)",
+                             n, block_bytes_, used, limit);
   }
+  if (shared_) shared_->used += n * block_bytes_;
   for (int i = 0; i < n; ++i) {
     const BlockId b = free_.back();
     free_.pop_back();
@@ -79,7 +83,10 @@ void BlockPool::Retain(BlockId b) {
 
 void BlockPool::Release(BlockId b) {
   CHECK(b >= 0 && b < capacity() && refcount_[b] > 0, "release of free or bad block {}", b);
-  if (--refcount_[b] == 0) free_.push_back(b);
+  if (--refcount_[b] == 0) {
+    free_.push_back(b);
+    if (shared_) shared_->used -= block_bytes_;
+  }
 }
 
 void BlockPool::CheckInvariants() const {

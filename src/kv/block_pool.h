@@ -16,11 +16,19 @@ namespace slimkv::kv {
 
 using BlockId = int32_t;
 
+// A byte budget several pools draw from (the KV cache's staging and sealed blocks).
+struct ByteBudget {
+  size_t limit = 0;
+  size_t used = 0;
+};
+
 class BlockPool {
  public:
   // `block_bytes` is rounded up to 64; the pool holds floor(budget_bytes / block_bytes)
-  // blocks. InvalidArgument if that is zero.
-  static Result<BlockPool> Create(size_t block_bytes, size_t budget_bytes);
+  // blocks. InvalidArgument if that is zero. With `shared`, allocations also count against
+  // that budget (which must outlive the pool).
+  static Result<BlockPool> Create(size_t block_bytes, size_t budget_bytes, ByteBudget* shared = nullptr);
+  BlockPool() = default;  // an empty pool (capacity 0)
   BlockPool(BlockPool&&) noexcept;
   BlockPool& operator=(BlockPool&&) noexcept;
   ~BlockPool();
@@ -45,7 +53,7 @@ class BlockPool {
   void CheckInvariants() const;
 
  private:
-  BlockPool() = default;
+  ByteBudget* shared_ = nullptr;
   uint8_t* arena_ = nullptr;
   size_t arena_bytes_ = 0;
   size_t block_bytes_ = 0;

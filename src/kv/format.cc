@@ -1,36 +1,191 @@
 #include "kv/format.h"
 
 #include <array>
+#include <vector>
+
+#include "base/check.h"
 
 namespace slimkv::kv {
 namespace {
 
-size_t ElemBytes(ElemType t) { return t == ElemType::kF32 ? 4 : 2; }
-
 size_t RoundUp64(size_t n) { return (n + 63) / 64 * 64; }
+
+struct TypeName {
+  std::string_view name;
+  ElemType type;
+};
+constexpr std::array<TypeName, 9> kTypes = {{
+    {"f32", ElemType::kF32},
+    {"f16", ElemType::kF16},
+    {"bf16", ElemType::kBF16},
+    {"fp8e4m3", ElemType::kFp8E4M3},
+    {"fp8e5m2", ElemType::kFp8E5M2},
+    {"int8", ElemType::kInt8},
+    {"int4", ElemType::kInt4},
+    {"int3", ElemType::kInt3},
+    {"int2", ElemType::kInt2},
+}};
+
+std::string_view TypeNameOf(ElemType t) {
+  for (const auto& n : kTypes)
+    if (n.type == t) return n.name;
+  return "?";
+}
+
+bool IsInt(ElemType t) {
+  return t == ElemType::kInt8 || t == ElemType::kInt4 || t == ElemType::kInt3 || t == ElemType::kInt2;
+}
+
+constexpr std::string_view kTypeList = "f32, f16, bf16, fp8, fp8e4m3, fp8e5m2, int8, int4, int3, int2, q8_0, q4_0";
+constexpr std::string_view kOptionList = "channel, token, g32, g64, g128, sym, asym, rot, pre (keys only)";
 
 struct Preset {
   std::string_view name;
-  ElemType k, v;
+  std::string_view k, v;
+  int residual;
+  std::string_view what;
 };
-constexpr std::array<Preset, 2> kPresets = {{
-    {"fp16", ElemType::kF16, ElemType::kF16},
-    {"fp32", ElemType::kF32, ElemType::kF32},
+// The useful combinations, by the names users will type.
+constexpr std::array<Preset, 12> kPresets = {{
+    {"fp16", "f16", "f16", 0, "fp16 keys and values (the baseline)"},
+    {"fp32", "f32", "f32", 0, "fp32 keys and values (reference)"},
+    {"bf16", "bf16", "bf16", 0, "bf16 keys and values"},
+    {"fp8", "fp8e4m3", "fp8e4m3", 0, "fp8 e4m3 with a per-block scale"},
+    {"int8", "int8:channel", "int8:token", 0, "int8, keys per channel, values per token"},
+    {"int4", "int4:channel", "int4:token", 128, "int4, keys per channel, values per token, 128 recent tokens in fp16"},
+    {"kivi4", "int4:channel", "int4:g32", 128, "KIVI-4: keys per channel, values per token in groups of 32, residual 128"},
+    {"kivi2", "int2:channel", "int2:g32", 128, "KIVI-2: keys per channel, values per token in groups of 32, residual 128"},
+    {"q8_0", "q8_0", "q8_0", 0, "llama.cpp's q8_0: per token, blocks of 32 channels, one scale"},
+    {"q4_0", "q4_0", "q4_0", 0, "llama.cpp's q4_0: per token, blocks of 32 channels, one scale"},
+    {"q8_0r", "q8_0:rot", "q8_0:rot", 0, "q8_0 with a Hadamard rotation, as llama.cpp does by default"},
+    {"q4_0r", "q4_0:rot", "q4_0:rot", 0, "q4_0 with a Hadamard rotation, as llama.cpp does by default"},
 }};
+
+std::vector<std::string_view> Split(std::string_view s, char sep) {
+  std::vector<std::string_view> out;
+  size_t start = 0;
+  for (size_t i = 0; i <= s.size(); ++i) {
+    if (i == s.size() || s[i] == sep) {
+      out.push_back(s.substr(start, i - start));
+      start = i + 1;
+    }
+  }
+  return out;
+}
 
 }  // namespace
 
-std::string FormatName(const KvFormat& f) { return f.type == ElemType::kF32 ? "f32" : "f16"; }
+int KvFormat::bits() const {
+  switch (type) {
+    case ElemType::kF32: return 32;
+    case ElemType::kF16: case ElemType::kBF16: return 16;
+    case ElemType::kFp8E4M3: case ElemType::kFp8E5M2: case ElemType::kInt8: return 8;
+    case ElemType::kInt4: return 4;
+    case ElemType::kInt3: return 3;
+    case ElemType::kInt2: return 2;
+  }
+  return 0;
+}
 
-Result<KvFormat> ParseFormat(std::string_view spec) {
-  if (spec == "f16" || spec == "fp16") return KvFormat{ElemType::kF16};
-  if (spec == "f32" || spec == "fp32") return KvFormat{ElemType::kF32};
-  return InvalidArgument("unknown KV format '{}'; valid formats: f16, f32", spec);
+std::string FormatName(const KvFormat& f) {
+  std::string s;
+  if (f.ggml_rounding) {
+    s = f.type == ElemType::kInt8 ? "q8_0" : "q4_0";
+  } else {
+    s = std::string(TypeNameOf(f.type));
+    if (f.granularity == Granularity::kChannel) s += ":channel";
+    if (f.granularity == Granularity::kToken) s += f.group > 0 ? ":g" + std::to_string(f.group) : ":token";
+    if (IsInt(f.type) && f.symmetric) s += ":sym";
+  }
+  if (f.rotate) s += ":rot";
+  if (f.pre_rope) s += ":pre";
+  return s;
+}
+
+Result<KvFormat> ParseFormat(std::string_view spec, bool is_key) {
+  const auto parts = Split(spec, ':');
+  KvFormat f;
+  const std::string_view t = parts[0];
+  bool known = false;
+  if (t == "q8_0" || t == "q4_0") {
+    f.type = t == "q8_0" ? ElemType::kInt8 : ElemType::kInt4;
+    f.granularity = Granularity::kToken;
+    f.group = 32;
+    f.symmetric = true;
+    f.ggml_rounding = true;
+    known = true;
+  } else {
+    const std::string_view name = t == "fp8" ? "fp8e4m3" : (t == "fp16" ? "f16" : (t == "fp32" ? "f32" : t));
+    for (const auto& n : kTypes) {
+      if (n.name == name) {
+        f.type = n.type;
+        known = true;
+      }
+    }
+    if (f.type == ElemType::kFp8E4M3 || f.type == ElemType::kFp8E5M2) f.granularity = Granularity::kBlock;
+    if (IsInt(f.type)) f.granularity = is_key ? Granularity::kChannel : Granularity::kToken;
+  }
+  if (!known) {
+    return InvalidArgument("unknown KV element type '{}' in '{}'; valid types: {}", t, spec, kTypeList);
+  }
+  for (size_t i = 1; i < parts.size(); ++i) {
+    const std::string_view o = parts[i];
+    const bool int_only = o == "channel" || o == "token" || o == "sym" || o == "asym" || o.starts_with("g");
+    if (int_only && (!IsInt(f.type) || f.ggml_rounding)) {
+      return InvalidArgument("option '{}' in '{}' applies to int8/int4/int3/int2 only; valid options: {}", o,
+                             spec, kOptionList);
+    }
+    if (o == "channel") {
+      f.granularity = Granularity::kChannel;
+      f.group = 0;
+    } else if (o == "token") {
+      f.granularity = Granularity::kToken;
+      f.group = 0;
+    } else if (o == "g32" || o == "g64" || o == "g128") {
+      f.granularity = Granularity::kToken;
+      f.group = o == "g32" ? 32 : (o == "g64" ? 64 : 128);
+    } else if (o == "sym") {
+      f.symmetric = true;
+    } else if (o == "asym") {
+      f.symmetric = false;
+    } else if (o == "rot") {
+      f.rotate = true;
+    } else if (o == "pre") {
+      if (!is_key) return InvalidArgument("option 'pre' in '{}': only keys can be stored before RoPE", spec);
+      f.pre_rope = true;
+    } else {
+      return InvalidArgument("unknown option '{}' in KV format '{}'; valid options: {}", o, spec, kOptionList);
+    }
+  }
+  if (f.rotate && f.pre_rope) {
+    return InvalidArgument("'{}': a rotated key cannot be stored before RoPE (RoPE must act on the unrotated key)", spec);
+  }
+  return f;
+}
+
+bool KvConfig::needs_staging() const {
+  auto by_token = [](const KvFormat& f) { return f.is_float() || f.granularity == Granularity::kToken; };
+  return residual > 0 ? (k.needs_staging() || v.needs_staging()) : !(by_token(k) && by_token(v));
+}
+
+KvFormat KvConfig::StagingK() const {
+  return KvFormat{.type = k.type == ElemType::kF32 && v.type == ElemType::kF32 ? ElemType::kF32 : ElemType::kF16,
+                  .rotate = k.rotate, .pre_rope = k.pre_rope};
+}
+KvFormat KvConfig::StagingV() const {
+  return KvFormat{.type = k.type == ElemType::kF32 && v.type == ElemType::kF32 ? ElemType::kF32 : ElemType::kF16,
+                  .rotate = v.rotate};
 }
 
 Result<KvConfig> ParsePreset(std::string_view name) {
   for (const auto& p : kPresets) {
-    if (p.name == name) return KvConfig{KvFormat{p.k}, KvFormat{p.v}};
+    if (p.name == name) {
+      KvConfig c;
+      ASSIGN_OR_RETURN(c.k, ParseFormat(p.k, true));
+      ASSIGN_OR_RETURN(c.v, ParseFormat(p.v, false));
+      c.residual = p.residual;
+      return c;
+    }
   }
   return InvalidArgument("unknown KV preset '{}'; valid presets: {}", name, PresetList());
 }
@@ -41,11 +196,70 @@ std::string PresetList() {
   return s;
 }
 
+Result<KvConfig> MakeConfig(std::string_view preset, std::string_view k_spec, std::string_view v_spec,
+                            int residual) {
+  ASSIGN_OR_RETURN(KvConfig c, ParsePreset(preset.empty() ? "fp16" : preset));
+  if (!k_spec.empty()) {
+    ASSIGN_OR_RETURN(c.k, ParseFormat(k_spec, true));
+  }
+  if (!v_spec.empty()) {
+    ASSIGN_OR_RETURN(c.v, ParseFormat(v_spec, false));
+  }
+  if (residual >= 0) c.residual = residual;
+  if (c.residual < 0) return InvalidArgument("residual window {} is negative", c.residual);
+  return c;
+}
+
+std::string ConfigName(const KvConfig& c) {
+  std::string s = "K " + FormatName(c.k) + ", V " + FormatName(c.v);
+  if (c.needs_staging()) s += ", residual " + std::to_string(c.residual);
+  return s;
+}
+
+size_t PartLayout::total() const { return RoundUp64(data_bytes + meta_bytes); }
+
+namespace {
+PartLayout Layout(const KvFormat& f, int block_tokens, int head_dim, bool is_key) {
+  PartLayout p;
+  const size_t elems = static_cast<size_t>(block_tokens) * head_dim;
+  p.data_bytes = elems * f.bits() / 8;
+  const size_t meta_values = f.symmetric ? 1 : 2;  // scale (and zero)
+  switch (f.granularity) {
+    case Granularity::kNone: p.meta_bytes = 0; break;
+    case Granularity::kBlock: p.meta_bytes = 2; break;
+    case Granularity::kChannel: p.meta_bytes = 2 * meta_values * head_dim; break;
+    case Granularity::kToken:
+      p.meta_bytes = 2 * meta_values * static_cast<size_t>(block_tokens) * (head_dim / f.group_size(head_dim));
+      break;
+  }
+  (void)is_key;
+  p.code_offset = 0;
+  p.meta_offset = p.data_bytes;
+  return p;
+}
+}  // namespace
+
 PartLayout KLayout(const KvFormat& f, int block_tokens, int head_dim) {
-  return {RoundUp64(ElemBytes(f.type) * block_tokens * head_dim), 0};
+  return Layout(f, block_tokens, head_dim, true);
 }
 PartLayout VLayout(const KvFormat& f, int block_tokens, int head_dim) {
-  return {RoundUp64(ElemBytes(f.type) * block_tokens * head_dim), 0};
+  return Layout(f, block_tokens, head_dim, false);
+}
+
+Status CheckFormat(const KvFormat& f, int head_dim, bool is_key) {
+  const char* side = is_key ? "K" : "V";
+  if (f.granularity == Granularity::kToken) {
+    const int g = f.group_size(head_dim);
+    if (g % 16 != 0 || head_dim % g != 0) {
+      return InvalidArgument("{} format {}: group of {} channels does not divide head dim {} in multiples of 16",
+                             side, FormatName(f), g, head_dim);
+    }
+  }
+  if (f.rotate && (head_dim & (head_dim - 1)) != 0) {
+    return InvalidArgument("{} format {}: the Hadamard rotation needs a power-of-two head dim, not {}", side,
+                           FormatName(f), head_dim);
+  }
+  return Status::Ok();
 }
 
 }  // namespace slimkv::kv

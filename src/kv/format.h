@@ -1,15 +1,30 @@
 // KV storage formats and the byte layout of a block.
 //
 // A block holds `block_tokens` consecutive token slots of ONE stream (one layer, one KV
-// head): first the K part, then the V part, each laid out by its format's codec:
+// head): first the K part, then the V part, each laid out by its side's format. Whatever the
+// element type, K codes are channel-major and V codes token-major:
 //
-//   f32 / f16 K part: [head_dim][block_tokens] elements (channel-major: a score kernel
-//                     loads one channel of many tokens as one vector)
-//   f32 / f16 V part: [block_tokens][head_dim] elements (token-major: an accumulate kernel
-//                     adds p_t * v_t row by row)
+//   K part: codes [head_dim][block_tokens], then metadata
+//   V part: codes [block_tokens][head_dim], then metadata
 //
-// Invariants: block_tokens % 16 == 0; bytes(K part) and bytes(V part) are multiples of 64,
-// so every part starts on a cache line when blocks are 64-byte aligned.
+// so the score kernel multiplies one channel of 16 tokens (one vector) by a broadcast query
+// element and the accumulate kernel adds p_t * v_t row by row, with no horizontal sums.
+//
+// Codes of a side are `bits` wide and packed in units of 16 bytes that hold 16 consecutive
+// elements per (8 / bits) sub-vectors: element e of the flattened code array lives in unit
+// e / (16 * 8/bits), byte e % 16, bits [(e / 16) % (8/bits) * bits, +bits). int3 uses bit
+// planes instead: per 16 elements, 3 x 2 bytes (bit k of element j in byte 2k + j/8, bit j%8).
+//
+// Metadata (all fp16, counted in the bytes):
+//   float types (f32, f16, bf16): none
+//   fp8 (e4m3, e5m2):           one scale per part (per block)
+//   int, per channel (K):       scale[head_dim], zero[head_dim] over the block's tokens
+//   int, per token / group:     scale[tokens][groups], zero[tokens][groups] (group channels)
+//   symmetric ints store no zero. x = scale * (code - offset) + zero, offset = 2^(bits-1)
+//   for symmetric (codes are stored unsigned), 0 for asymmetric.
+//
+// Invariants: block_tokens % 16 == 0; head_dim % 16 == 0; group divides head_dim and is a
+// multiple of 16; every part is a multiple of 64 bytes (parts start on cache lines).
 // docs/KV_FORMATS.md mirrors this.
 #pragma once
 
@@ -21,33 +36,76 @@
 
 namespace slimkv::kv {
 
-enum class ElemType { kF32, kF16 };
+enum class ElemType { kF32, kF16, kBF16, kFp8E4M3, kFp8E5M2, kInt8, kInt4, kInt3, kInt2 };
+
+enum class Granularity {
+  kNone,     // float types: no scale
+  kBlock,    // fp8: one scale per part
+  kChannel,  // int: per channel over the block's tokens (K in KIVI)
+  kToken,    // int: per token, channel groups of `group` (group == head_dim: whole vector)
+};
 
 struct KvFormat {
   ElemType type = ElemType::kF16;
+  Granularity granularity = Granularity::kNone;
+  int group = 0;           // channels per scale group for kToken; 0 = the whole head
+  bool symmetric = false;  // ints: scale only, no zero point
+  bool ggml_rounding = false;  // llama.cpp's q8_0/q4_0 quantizer rules (symmetric, group 32)
+  bool rotate = false;     // randomized Hadamard rotation of the side's vectors (and of q / the output)
+  bool pre_rope = false;   // K only: keys stored before RoPE, rotated inside the score kernel
+
   bool operator==(const KvFormat&) const = default;
+  int bits() const;          // bits per element
+  bool is_float() const { return granularity == Granularity::kNone; }
+  // Quantized formats need every token of a block (or its scale) before they can encode:
+  // tokens are staged in high-precision blocks and sealed later.
+  bool needs_staging() const { return !is_float(); }
+  int group_size(int head_dim) const { return group > 0 ? group : head_dim; }
 };
 
-std::string FormatName(const KvFormat& f);  // "f16"
-// Parses one side's spec ("f16", "fp16", "f32", "fp32"); the error lists the valid choices.
-Result<KvFormat> ParseFormat(std::string_view spec);
+// "int4:channel", "int4:g32:sym:rot", "f16", "q4_0", ...
+std::string FormatName(const KvFormat& f);
+// Parses one side's spec: TYPE[:OPTION...]. Types: f32, f16, bf16, fp8 (= fp8e4m3),
+// fp8e4m3, fp8e5m2, int8, int4, int3, int2, q8_0, q4_0. Options: channel, token, g32, g64,
+// g128, sym, asym, rot, pre (K only). Errors list the valid choices.
+Result<KvFormat> ParseFormat(std::string_view spec, bool is_key);
 
 struct KvConfig {
   KvFormat k, v;
   int block_tokens = 32;
+  // Most recent tokens kept in the staging (high-precision) format before sealing; a
+  // multiple of block_tokens. Only formats that need staging use it.
+  int residual = 0;
+
+  // Tokens go through staging blocks unless both sides can be encoded token by token and no
+  // residual window is asked for (then the cache writes the final format directly, and even
+  // the step's own tokens are attended to in that format, as llama.cpp does).
+  bool needs_staging() const;
+  // The staging format: f32 when both sides are f32, f16 otherwise.
+  KvFormat StagingK() const;
+  KvFormat StagingV() const;
 };
 
-// A named combination of K and V formats ("fp16", "fp32"); the error lists the presets.
+// A named combination of K and V formats; the error lists the presets.
 Result<KvConfig> ParsePreset(std::string_view name);
 std::string PresetList();
+// Preset, then optional free-form sides and residual (`--kv-k`, `--kv-v`, `--kv-residual`);
+// checks the combination (head_dim is checked when the cache is created).
+Result<KvConfig> MakeConfig(std::string_view preset, std::string_view k_spec,
+                            std::string_view v_spec, int residual);
+std::string ConfigName(const KvConfig& c);  // "K int4:channel, V int4:token, residual 128"
 
 // Bytes of one side of a block.
 struct PartLayout {
-  size_t data_bytes = 0;  // the values themselves
-  size_t meta_bytes = 0;  // scales, zero points, norms (none for float formats)
-  size_t total() const { return data_bytes + meta_bytes; }
+  size_t data_bytes = 0;  // the codes
+  size_t meta_bytes = 0;  // scales, zero points
+  size_t code_offset = 0; // 0: codes first
+  size_t meta_offset = 0; // where the metadata starts
+  size_t total() const;   // rounded up to 64
 };
 PartLayout KLayout(const KvFormat& f, int block_tokens, int head_dim);
 PartLayout VLayout(const KvFormat& f, int block_tokens, int head_dim);
+// InvalidArgument if the format cannot hold vectors of head_dim (group, rotation).
+Status CheckFormat(const KvFormat& f, int head_dim, bool is_key);
 
 }  // namespace slimkv::kv

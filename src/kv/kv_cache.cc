@@ -1,6 +1,8 @@
 #include "kv/kv_cache.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstring>
 
 #include "base/check.h"
 #include "kv/codec.h"
@@ -12,8 +14,23 @@ int CeilDiv(int64_t a, int64_t b) { return static_cast<int>((a + b - 1) / b); }
 
 // Keys per part below which splitting a task's key range over threads does not pay.
 constexpr int kMinKeysPerPart = 512;
+// Seed of the Hadamard rotations (fixed: a stream's rotation is the same in every process).
+constexpr uint64_t kRotationSeed = 0x5EED5EED5EEDull;
+
+size_t BlockBytes(const BlockKind& k) { return (k.v_offset + k.v_layout.total() + 63) / 64 * 64; }
 
 }  // namespace
+
+KvUsage& KvUsage::operator+=(const KvUsage& o) {
+  tokens = std::max(tokens, o.tokens);
+  blocks += o.blocks;
+  bytes_data += o.bytes_data;
+  bytes_meta += o.bytes_meta;
+  bytes_residual += o.bytes_residual;
+  bytes_waste += o.bytes_waste;
+  bytes_allocated += o.bytes_allocated;
+  return *this;
+}
 
 Result<std::unique_ptr<KvCache>> KvCache::Create(const KvSpec& spec, const KvConfig& config,
                                                  size_t budget_bytes) {
@@ -36,40 +53,97 @@ Result<std::unique_ptr<KvCache>> KvCache::Create(const KvSpec& spec, const KvCon
     return Unimplemented("{} query heads per KV head is more than the {} supported",
                          spec.group_size(), kMaxAttnTaskRows);
   }
+  if (spec.rope_dim > 0 && (spec.rope_dim % 2 != 0 || spec.rope_dim > spec.head_dim ||
+                            static_cast<int>(spec.layer_inv_freq.size()) != spec.n_layers)) {
+    return InvalidArgument("bad RoPE spec: dim {} for head dim {}, {} frequency sets for {} layers", spec.rope_dim,
+                           spec.head_dim, spec.layer_inv_freq.size(), spec.n_layers);
+  }
   if (config.block_tokens <= 0 || config.block_tokens % 16 != 0 ||
       config.block_tokens > kMaxAttnBlockTokens) {
     return InvalidArgument("block size {} tokens: must be a multiple of 16 up to {}",
                            config.block_tokens, kMaxAttnBlockTokens);
   }
-  const PartLayout k = KLayout(config.k, config.block_tokens, spec.head_dim);
-  const PartLayout v = VLayout(config.v, config.block_tokens, spec.head_dim);
-  ASSIGN_OR_RETURN(BlockPool pool, BlockPool::Create(k.total() + v.total(), budget_bytes));
-  return std::unique_ptr<KvCache>(new KvCache(spec, config, std::move(pool)));
+  if (config.residual < 0 || config.residual % config.block_tokens != 0) {
+    return InvalidArgument("residual window {} tokens: must be a multiple of the block size {}", config.residual,
+                           config.block_tokens);
+  }
+  RETURN_IF_ERROR(CheckFormat(config.k, spec.head_dim, true));
+  RETURN_IF_ERROR(CheckFormat(config.v, spec.head_dim, false));
+  if (config.k.pre_rope && spec.rope_dim == 0) {
+    return InvalidArgument("K format {}: the model has no RoPE to apply later", FormatName(config.k));
+  }
+  std::unique_ptr<KvCache> c(new KvCache(spec, config, budget_bytes));
+  ASSIGN_OR_RETURN(c->staged_pool_, BlockPool::Create(BlockBytes(c->staged_), budget_bytes, &c->budget_));
+  if (!c->staged_only()) {
+    ASSIGN_OR_RETURN(c->sealed_pool_, BlockPool::Create(BlockBytes(c->sealed_), budget_bytes, &c->budget_));
+  }
+  return c;
 }
 
-KvCache::KvCache(const KvSpec& spec, const KvConfig& config, BlockPool pool)
-    : spec_(spec), config_(config),
-      k_layout_(KLayout(config.k, config.block_tokens, spec.head_dim)),
-      v_layout_(VLayout(config.v, config.block_tokens, spec.head_dim)),
-      pool_(std::move(pool)) {}
+KvCache::KvCache(const KvSpec& spec, const KvConfig& config, size_t budget)
+    : spec_(spec), config_(config) {
+  const int bt = config.block_tokens, hd = spec.head_dim;
+  if (config.needs_staging()) {
+    staged_ = MakeBlockKind(config.StagingK(), config.StagingV(), bt, hd);
+    sealed_ = MakeBlockKind(config.k, config.v, bt, hd);
+  } else {
+    staged_ = sealed_ = MakeBlockKind(config.k, config.v, bt, hd);
+  }
+  budget_.limit = budget;
+  for (int l = 0; l < spec.n_layers; ++l) {
+    for (int h = 0; h < spec.n_kv_heads; ++h) {
+      if (config.k.rotate) k_rot_.emplace_back(hd, kRotationSeed, l, h);
+      if (config.v.rotate) v_rot_.emplace_back(hd, kRotationSeed ^ 0xABCDull, l, h);
+    }
+  }
+  // One angle table per distinct set of frequencies (Gemma: local and global layers).
+  layer_table_.assign(spec.n_layers, -1);
+  if (spec.rope_dim > 0) {
+    std::vector<const std::vector<float>*> seen;
+    for (int l = 0; l < spec.n_layers; ++l) {
+      int found = -1;
+      for (size_t i = 0; i < seen.size(); ++i)
+        if (*seen[i] == spec.layer_inv_freq[l]) found = static_cast<int>(i);
+      if (found < 0) {
+        found = static_cast<int>(seen.size());
+        seen.push_back(&spec.layer_inv_freq[l]);
+      }
+      layer_table_[l] = found;
+    }
+    rope_cos_.resize(seen.size());
+    rope_sin_.resize(seen.size());
+    rope_views_.resize(seen.size());
+  }
+}
 
 size_t KvCache::BudgetFor(const KvSpec& spec, const KvConfig& config, int64_t tokens,
                           int sequences, int step_tokens) {
   if (config.block_tokens <= 0) return 0;  // Create rejects the config with a message
-  const size_t block = (KLayout(config.k, config.block_tokens, spec.head_dim).total() +
-                        VLayout(config.v, config.block_tokens, spec.head_dim).total() + 63) / 64 * 64;
-  size_t blocks = 0;
+  const int bt = config.block_tokens;
+  const size_t sealed = BlockBytes(MakeBlockKind(config.k, config.v, bt, spec.head_dim));
+  const size_t staged = config.needs_staging()
+                            ? BlockBytes(MakeBlockKind(config.StagingK(), config.StagingV(), bt, spec.head_dim))
+                            : sealed;
+  size_t bytes = 0;
   for (int l = 0; l < spec.n_layers; ++l) {
     int64_t held = tokens;
     // A window layer holds the window, the step's tokens and a partly dead first block.
-    if (spec.window(l) > 0) held = std::min<int64_t>(tokens, spec.window(l) + step_tokens + config.block_tokens);
-    blocks += static_cast<size_t>(CeilDiv(held, config.block_tokens) + (spec.window(l) > 0 ? 1 : 0));
+    if (spec.window(l) > 0) held = std::min<int64_t>(tokens, spec.window(l) + step_tokens + bt);
+    const int64_t blocks = CeilDiv(held, bt) + (spec.window(l) > 0 ? 1 : 0);
+    if (!config.needs_staging()) {
+      bytes += blocks * sealed;
+    } else {
+      // At most the residual window, the step's tokens and the open block are staged.
+      const int64_t staged_blocks = std::min<int64_t>(blocks, CeilDiv(config.residual + step_tokens, bt) + 1);
+      bytes += staged_blocks * staged + blocks * sealed;
+    }
   }
-  return blocks * spec.n_kv_heads * sequences * block;
+  return bytes * spec.n_kv_heads * sequences;
 }
 
 KvCache::Sequence KvCache::NewSequence() const {
-  return Sequence{true, 0, std::vector<std::vector<BlockId>>(streams()), std::vector<int>(streams(), 0)};
+  return Sequence{true, 0, std::vector<std::vector<BlockId>>(streams()), std::vector<int>(streams(), 0),
+                  std::vector<int>(streams(), 0)};
 }
 
 SeqId KvCache::AddSequence() {
@@ -96,34 +170,74 @@ KvCache::Sequence& KvCache::Seq(SeqId id) {
   return seqs_[id];
 }
 
+const uint8_t* KvCache::BlockData(const Sequence& s, int stream, int b) const {
+  const BlockId id = s.tables[stream][b];
+  if (id == kNoBlock) return nullptr;
+  return b < s.n_sealed[stream] ? sealed_pool_.Data(id) : staged_pool_.Data(id);
+}
+
 void KvCache::RemoveSequence(SeqId id) {
   Sequence& s = Seq(id);
-  for (auto& table : s.tables)
-    for (BlockId b : table)
-      if (b != kNoBlock) pool_.Release(b);
+  for (int st = 0; st < streams(); ++st) {
+    const auto& table = s.tables[st];
+    for (int b = 0; b < static_cast<int>(table.size()); ++b) {
+      if (table[b] == kNoBlock) continue;
+      (b < s.n_sealed[st] ? sealed_pool_ : staged_pool_).Release(table[b]);
+    }
+  }
   s = Sequence{};
 }
 
 int KvCache::Length(SeqId id) const { return Seq(id).length; }
 
+void KvCache::EnsureRopeTables(int64_t positions) {
+  if (spec_.rope_dim == 0 || positions <= rope_capacity_) return;
+  const int64_t cap = std::max<int64_t>(positions, 2 * rope_capacity_);
+  const int half = spec_.rope_dim / 2;
+  for (int l = 0; l < spec_.n_layers; ++l) {
+    const int t = layer_table_[l];
+    if (static_cast<int64_t>(rope_cos_[t].size()) == half * cap) continue;  // filled by an earlier layer
+    rope_cos_[t].assign(static_cast<size_t>(half) * cap, 0.0f);
+    rope_sin_[t].assign(static_cast<size_t>(half) * cap, 0.0f);
+    std::vector<float> c(half), s(half);
+    for (int64_t pos = 0; pos < cap; ++pos) {
+      ops::RopeAngles(pos, spec_.layer_inv_freq[l], c.data(), s.data());
+      for (int i = 0; i < half; ++i) {
+        rope_cos_[t][i * cap + pos] = c[i];
+        rope_sin_[t][i * cap + pos] = s[i];
+      }
+    }
+    rope_views_[t] = RopeTables{rope_cos_[t].data(), rope_sin_[t].data(), cap, spec_.rope_dim, spec_.rope_style};
+  }
+  rope_capacity_ = cap;
+}
+
+const RopeTables* KvCache::LayerRope(int layer) const {
+  return spec_.rope_dim > 0 ? &rope_views_[layer_table_[layer]] : nullptr;
+}
+
 Status KvCache::BeginStep(std::span<const StepChunk> chunks) {
   const int bt = config_.block_tokens;
   int need = 0;
+  int64_t max_len = 0;
   for (size_t i = 0; i < chunks.size(); ++i) {
     const StepChunk& c = chunks[i];
     if (!HasSequence(c.seq)) return InvalidArgument("step names unknown sequence {}", c.seq);
+    if (c.n_tokens <= 0) return InvalidArgument("step adds {} tokens to sequence {}", c.n_tokens, c.seq);
     for (size_t j = 0; j < i; ++j) {
       if (chunks[j].seq == c.seq) return InvalidArgument("sequence {} appears twice in a step", c.seq);
     }
     const Sequence& s = seqs_[c.seq];
     const int have = static_cast<int>(s.tables[0].size());
     need += std::max(0, CeilDiv(s.length + c.n_tokens, bt) - have) * streams();
+    max_len = std::max<int64_t>(max_len, s.length + c.n_tokens);
   }
   std::vector<BlockId> fresh;
-  if (Status st = pool_.Allocate(need, &fresh); !st.ok()) {
+  if (Status st = staged_pool_.Allocate(need, &fresh); !st.ok()) {
     return ResourceExhausted("{} (step of {} sequences; raise --kv-mem or shorten the context)",
                              st.message(), chunks.size());
   }
+  EnsureRopeTables(max_len);
   size_t next = 0;
   for (const StepChunk& c : chunks) {
     Sequence& s = seqs_[c.seq];
@@ -138,17 +252,34 @@ Status KvCache::BeginStep(std::span<const StepChunk> chunks) {
 void KvCache::Append(int layer, std::span<const StepChunk> chunks, const float* k, int64_t ldk,
                      const float* v, int64_t ldv) {
   const int bt = config_.block_tokens, hd = spec_.head_dim;
+  const RopeTables* rope = config_.k.pre_rope ? nullptr : LayerRope(layer);
+  scratch_vec_.resize(2 * hd);
+  float* kx = scratch_vec_.data();
+  float* vx = kx + hd;
   for (const StepChunk& c : chunks) {
     Sequence& s = Seq(c.seq);
     for (int h = 0; h < spec_.n_kv_heads; ++h) {
-      const auto& table = s.tables[layer * spec_.n_kv_heads + h];
+      const int st = layer * spec_.n_kv_heads + h;
+      const auto& table = s.tables[st];
       for (int i = 0; i < c.n_tokens; ++i) {
         const int slot = s.length + i;
-        DCHECK(slot / bt < static_cast<int>(table.size()));
-        uint8_t* block = pool_.Data(table[slot / bt]);
+        DCHECK(slot / bt < static_cast<int>(table.size()) && slot / bt >= s.n_sealed[st]);
+        uint8_t* block = staged_pool_.Data(table[slot / bt]);
         const int64_t row = c.row + i;
-        EncodeK(config_.k, bt, hd, slot % bt, k + row * ldk + h * hd, block);
-        EncodeV(config_.v, bt, hd, slot % bt, v + row * ldv + h * hd, block + k_layout_.total());
+        std::memcpy(kx, k + row * ldk + h * hd, hd * sizeof(float));
+        std::memcpy(vx, v + row * ldv + h * hd, hd * sizeof(float));
+        if (rope) {
+          float cs[kMaxAttnHeadDim / 2], sn[kMaxAttnHeadDim / 2];
+          for (int p = 0; p < spec_.rope_dim / 2; ++p) {
+            cs[p] = rope->cos[p * rope->stride + slot];
+            sn[p] = rope->sin[p * rope->stride + slot];
+          }
+          ops::RopeApply(kx, 1, hd, spec_.rope_dim, cs, sn, spec_.rope_style);
+        }
+        if (config_.k.rotate) k_rot_[st].Apply(kx);
+        if (config_.v.rotate) v_rot_[st].Apply(vx);
+        EncodeKToken(staged_.k, bt, hd, slot % bt, kx, block);
+        EncodeVToken(staged_.v, bt, hd, slot % bt, vx, block + staged_.v_offset);
       }
     }
   }
@@ -160,6 +291,7 @@ void KvCache::Attend(ThreadPool& pool, int layer, std::span<const StepChunk> chu
   const int bt = config_.block_tokens;
   const int window = spec_.window(layer);
   const int tile_tokens = std::max(1, kMaxAttnTaskRows / G);
+  const RopeTables* rope = config_.k.pre_rope ? LayerRope(layer) : nullptr;
 
   // Block pointers of every (chunk, head) stream.
   scratch_blocks_.clear();
@@ -167,8 +299,9 @@ void KvCache::Attend(ThreadPool& pool, int layer, std::span<const StepChunk> chu
   for (const StepChunk& c : chunks) {
     const Sequence& s = Seq(c.seq);
     for (int h = 0; h < H; ++h) {
+      const int st = layer * H + h;
       stream_begin.push_back(scratch_blocks_.size());
-      for (BlockId b : s.tables[layer * H + h]) scratch_blocks_.push_back(b == kNoBlock ? nullptr : pool_.Data(b));
+      for (int b = 0; b < static_cast<int>(s.tables[st].size()); ++b) scratch_blocks_.push_back(BlockData(s, st, b));
     }
   }
 
@@ -194,22 +327,25 @@ void KvCache::Attend(ThreadPool& pool, int layer, std::span<const StepChunk> chu
   scratch_tasks_.clear();
   for (Unit& u : units) {
     const StepChunk& c = chunks[u.chunk];
-    const int len = Seq(c.seq).length;
+    const Sequence& s = Seq(c.seq);
+    const int st = layer * H + u.head;
     AttnTask t;
     t.blocks = scratch_blocks_.data() + stream_begin[u.chunk * H + u.head];
+    t.n_sealed = staged_only() ? 0 : s.n_sealed[st];
+    t.sealed = &sealed_;
+    t.staged = &staged_;
     t.block_tokens = bt;
     t.head_dim = hd;
-    t.v_offset = k_layout_.total();
-    t.k_type = config_.k.type;
-    t.v_type = config_.v.type;
+    t.rope = rope;
+    t.k_rotation = config_.k.rotate ? &k_rot_[st] : nullptr;
     t.q = q + (c.row + u.t0) * ldq + u.head * G * hd;
     t.ldq = ldq;
     t.scale = scale;
     t.n_q_tokens = u.nt;
     t.group = G;
-    t.first_q_slot = len + u.t0;
+    t.first_q_slot = s.length + u.t0;
     t.window = window;
-    const int key_end = len + u.t0 + u.nt;
+    const int key_end = s.length + u.t0 + u.nt;
     const int key_begin = window > 0 ? std::max(0, t.first_q_slot - window + 1) : 0;
     // Split [key_begin, key_end) into up to `parts` ranges aligned to blocks.
     const int b0 = key_begin / bt, n_blocks = CeilDiv(key_end, bt) - b0;
@@ -239,7 +375,13 @@ void KvCache::Attend(ThreadPool& pool, int layer, std::span<const StepChunk> chu
     }
     for (int p = 0; p < u.n_parts; ++p) ps[p] = partial(u.part0 + p);
     const StepChunk& c = chunks[u.chunk];
-    MergePartials(ps, u.n_parts, u.nt * G, G, hd, out + (c.row + u.t0) * ldo + u.head * G * hd, ldo);
+    float* o = out + (c.row + u.t0) * ldo + u.head * G * hd;
+    MergePartials(ps, u.n_parts, u.nt * G, G, hd, o, ldo);
+    if (config_.v.rotate) {  // values were stored rotated: rotate the output back
+      const Rotation& rot = v_rot_[layer * H + u.head];
+      for (int i = 0; i < u.nt; ++i)
+        for (int g = 0; g < G; ++g) rot.Inverse(o + i * ldo + g * hd);
+    }
   };
   if (parts == 1) {
     pool.Run(static_cast<int>(units.size()), [&](int i, int) {
@@ -258,6 +400,37 @@ void KvCache::EndStep(std::span<const StepChunk> chunks) {
     Sequence& s = Seq(c.seq);
     s.length += c.n_tokens;
     DropOutOfWindow(s);
+    if (!staged_only()) Seal(s);
+  }
+}
+
+void KvCache::Seal(Sequence& s) {
+  const int bt = config_.block_tokens, hd = spec_.head_dim;
+  // Blocks whose every slot is older than the residual window.
+  const int sealable = std::max(0, s.length - config_.residual) / bt;
+  std::vector<float> k(static_cast<size_t>(bt) * hd), v(static_cast<size_t>(bt) * hd);
+  std::vector<BlockId> fresh;
+  for (int st = 0; st < streams(); ++st) {
+    auto& table = s.tables[st];
+    s.n_sealed[st] = std::max(s.n_sealed[st], s.first_live[st]);
+    while (s.n_sealed[st] < sealable) {
+      const int b = s.n_sealed[st];
+      const uint8_t* src = staged_pool_.Data(table[b]);
+      for (int t = 0; t < bt; ++t) {
+        DecodeK(staged_.k, bt, hd, t, src, &k[static_cast<size_t>(t) * hd]);
+        DecodeV(staged_.v, bt, hd, t, src + staged_.v_offset, &v[static_cast<size_t>(t) * hd]);
+      }
+      // Free the staging block first: sealing never needs more budget than it returns.
+      staged_pool_.Release(table[b]);
+      fresh.clear();
+      const Status st_alloc = sealed_pool_.Allocate(1, &fresh);
+      CHECK(st_alloc.ok(), "sealing a block cannot exhaust the budget: {}", st_alloc.message());
+      uint8_t* dst = sealed_pool_.Data(fresh[0]);
+      EncodeKPart(sealed_.k, bt, hd, k.data(), bt, dst);
+      EncodeVPart(sealed_.v, bt, hd, v.data(), bt, dst + sealed_.v_offset);
+      table[b] = fresh[0];
+      ++s.n_sealed[st];
+    }
   }
 }
 
@@ -273,75 +446,79 @@ void KvCache::DropOutOfWindow(Sequence& s) {
       const int st = l * spec_.n_kv_heads + h;
       auto& table = s.tables[st];
       for (int b = s.first_live[st]; b < dead_blocks && b < static_cast<int>(table.size()); ++b) {
-        pool_.Release(table[b]);
+        (b < s.n_sealed[st] ? sealed_pool_ : staged_pool_).Release(table[b]);
         table[b] = kNoBlock;
       }
       s.first_live[st] = std::max(s.first_live[st], std::min(dead_blocks, static_cast<int>(table.size())));
+      s.n_sealed[st] = std::max(s.n_sealed[st], s.first_live[st]);
     }
   }
 }
 
 size_t KvCache::DataBytesPerToken() const {
-  return (k_layout_.data_bytes + v_layout_.data_bytes) * streams() / config_.block_tokens;
+  return (sealed_.k_layout.data_bytes + sealed_.v_layout.data_bytes) * streams() / config_.block_tokens;
 }
 size_t KvCache::MetaBytesPerToken() const {
-  return (k_layout_.meta_bytes + v_layout_.meta_bytes) * streams() / config_.block_tokens;
+  return (sealed_.k_layout.meta_bytes + sealed_.v_layout.meta_bytes) * streams() / config_.block_tokens;
 }
 
 KvUsage KvCache::LayerUsage(SeqId id, int layer) const {
   const Sequence& s = Seq(id);
   const int bt = config_.block_tokens;
-  const double per_slot_data =
-      static_cast<double>(k_layout_.data_bytes + v_layout_.data_bytes) / bt;
-  const double per_slot_meta =
-      static_cast<double>(k_layout_.meta_bytes + v_layout_.meta_bytes) / bt;
+  const double data_slot = static_cast<double>(sealed_.k_layout.data_bytes + sealed_.v_layout.data_bytes) / bt;
+  const double meta_slot = static_cast<double>(sealed_.k_layout.meta_bytes + sealed_.v_layout.meta_bytes) / bt;
+  const double staged_slot = static_cast<double>(staged_.k_layout.total() + staged_.v_layout.total()) / bt;
   KvUsage u;
   for (int h = 0; h < spec_.n_kv_heads; ++h) {
     const int st = layer * spec_.n_kv_heads + h;
-    const int64_t blocks = static_cast<int64_t>(s.tables[st].size()) - s.first_live[st];
-    const int64_t slots = std::max<int64_t>(0, s.length - static_cast<int64_t>(s.first_live[st]) * bt);
-    u.blocks += blocks;
+    const int64_t n_blocks = static_cast<int64_t>(s.tables[st].size());
+    const int64_t sealed = staged_only() ? 0 : s.n_sealed[st] - s.first_live[st];
+    const int64_t staged = n_blocks - std::max(s.n_sealed[st], s.first_live[st]) + (staged_only() ? 0 : 0);
+    const int64_t first_slot = static_cast<int64_t>(s.first_live[st]) * bt;
+    const int64_t slots = std::max<int64_t>(0, s.length - first_slot);
+    const int64_t sealed_slots = sealed * bt;
+    const int64_t staged_slots = slots - sealed_slots;
+    u.blocks += staged_only() ? n_blocks - s.first_live[st] : sealed + staged;
     u.tokens = std::max(u.tokens, slots);
-    u.bytes_data += static_cast<size_t>(per_slot_data * slots);
-    u.bytes_meta += static_cast<size_t>(per_slot_meta * slots);
+    if (staged_only()) {
+      u.bytes_data += static_cast<size_t>(data_slot * slots);
+      u.bytes_meta += static_cast<size_t>(meta_slot * slots);
+      u.bytes_allocated += static_cast<size_t>(n_blocks - s.first_live[st]) * staged_pool_.block_bytes();
+    } else {
+      u.bytes_data += static_cast<size_t>(data_slot * sealed_slots);
+      u.bytes_meta += static_cast<size_t>(meta_slot * sealed_slots);
+      u.bytes_residual += static_cast<size_t>(staged_slot * staged_slots);
+      u.bytes_allocated += static_cast<size_t>(sealed) * sealed_pool_.block_bytes() +
+                           static_cast<size_t>(staged) * staged_pool_.block_bytes();
+    }
   }
-  u.bytes_allocated = static_cast<size_t>(u.blocks) * pool_.block_bytes();
-  u.bytes_waste = u.bytes_allocated - u.bytes_data - u.bytes_meta;
+  u.bytes_waste = u.bytes_allocated - u.bytes_data - u.bytes_meta - u.bytes_residual;
   return u;
 }
 
 KvUsage KvCache::SequenceUsage(SeqId id) const {
   KvUsage total;
+  for (int l = 0; l < spec_.n_layers; ++l) total += LayerUsage(id, l);
   total.tokens = Seq(id).length;
-  for (int l = 0; l < spec_.n_layers; ++l) {
-    const KvUsage u = LayerUsage(id, l);
-    total.blocks += u.blocks;
-    total.bytes_data += u.bytes_data;
-    total.bytes_meta += u.bytes_meta;
-    total.bytes_waste += u.bytes_waste;
-    total.bytes_allocated += u.bytes_allocated;
-  }
   return total;
 }
 
 KvUsage KvCache::TotalUsage() const {
   KvUsage total;
+  int64_t tokens = 0;
   for (size_t i = 0; i < seqs_.size(); ++i) {
     if (!seqs_[i].live) continue;
-    const KvUsage u = SequenceUsage(static_cast<SeqId>(i));
-    total.tokens += u.tokens;
-    total.blocks += u.blocks;
-    total.bytes_data += u.bytes_data;
-    total.bytes_meta += u.bytes_meta;
-    total.bytes_waste += u.bytes_waste;
-    total.bytes_allocated += u.bytes_allocated;
+    total += SequenceUsage(static_cast<SeqId>(i));
+    tokens += seqs_[i].length;
   }
+  total.tokens = tokens;
   return total;
 }
 
 void KvCache::CheckInvariants() const {
-  pool_.CheckInvariants();
-  std::vector<int> refs(pool_.capacity(), 0);
+  staged_pool_.CheckInvariants();
+  if (!staged_only()) sealed_pool_.CheckInvariants();
+  std::vector<int> staged_refs(staged_pool_.capacity(), 0), sealed_refs(staged_only() ? 0 : sealed_pool_.capacity(), 0);
   for (const Sequence& s : seqs_) {
     if (!s.live) continue;
     CHECK(static_cast<int>(s.tables.size()) == streams());
@@ -349,16 +526,32 @@ void KvCache::CheckInvariants() const {
       const auto& table = s.tables[st];
       CHECK(static_cast<int>(table.size()) >= CeilDiv(s.length, config_.block_tokens),
             "table of {} blocks for {} tokens", table.size(), s.length);
+      CHECK(s.n_sealed[st] >= s.first_live[st] || staged_only(), "stream {}: sealed before first live", st);
+      CHECK(staged_only() || s.n_sealed[st] * config_.block_tokens <= std::max(0, s.length - config_.residual),
+            "stream {}: a block inside the residual window is sealed", st);
       for (int b = 0; b < static_cast<int>(table.size()); ++b) {
         CHECK((b < s.first_live[st]) == (table[b] == kNoBlock), "stream {} block {}: freed/live mismatch", st, b);
-        if (table[b] != kNoBlock) ++refs[table[b]];
+        if (table[b] == kNoBlock) continue;
+        if (!staged_only() && b < s.n_sealed[st]) {
+          ++sealed_refs[table[b]];
+        } else {
+          ++staged_refs[table[b]];
+        }
       }
     }
   }
-  for (int b = 0; b < pool_.capacity(); ++b) {
-    CHECK(refs[b] == pool_.RefCount(b), "block {}: {} table references, refcount {}", b, refs[b],
-          pool_.RefCount(b));
+  for (int b = 0; b < staged_pool_.capacity(); ++b) {
+    CHECK(staged_refs[b] == staged_pool_.RefCount(b), "staging block {}: {} table references, refcount {}", b,
+          staged_refs[b], staged_pool_.RefCount(b));
   }
+  for (size_t b = 0; b < sealed_refs.size(); ++b) {
+    CHECK(sealed_refs[b] == sealed_pool_.RefCount(static_cast<BlockId>(b)),
+          "sealed block {}: {} table references, refcount {}", b, sealed_refs[b],
+          sealed_pool_.RefCount(static_cast<BlockId>(b)));
+  }
+  CHECK(budget_.used == staged_pool_.bytes_used() + (staged_only() ? 0 : sealed_pool_.bytes_used()),
+        "budget says {} bytes used, pools {}", budget_.used,
+        staged_pool_.bytes_used() + (staged_only() ? 0 : sealed_pool_.bytes_used()));
 }
 
 }  // namespace slimkv::kv

@@ -1,11 +1,16 @@
 // The KV cache: sequences, their block tables, and the model's interface to them.
 //
 // The model sees only this: before a step, BeginStep reserves room for every chunk of new
-// tokens; per layer it Appends the step's K/V rows and Attends with the step's queries;
-// EndStep commits the new tokens. Blocks, scales and codes stay inside.
+// tokens; per layer it Appends the step's K/V rows (keys before RoPE: the cache applies
+// RoPE, or stores them raw when the format keeps keys pre-RoPE) and Attends with the step's
+// queries (after RoPE); EndStep commits the new tokens. Blocks, scales and codes stay inside.
 //
 // A sequence holds one block table per stream (layer x KV head): slot s of a stream lives in
-// block table[s / block_tokens] at offset s % block_tokens.
+// block table[s / block_tokens] at offset s % block_tokens. For quantized formats, tokens are
+// first written to staging blocks (f16); a block is sealed — quantized into its final format
+// and its staging block freed — once it is full and older than the residual window, so
+// per-channel key scales see all tokens of their block. Blocks [first_live, n_sealed) of a
+// stream are sealed, the later ones staged.
 #pragma once
 
 #include <cstdint>
@@ -18,6 +23,7 @@
 #include "kv/attention.h"
 #include "kv/block_pool.h"
 #include "kv/format.h"
+#include "kv/rotation.h"
 #include "kv/spec.h"
 
 namespace slimkv::kv {
@@ -31,23 +37,29 @@ struct StepChunk {
   int64_t row = 0;
 };
 
-// Byte accounting. data + meta + waste == allocated.
+// Byte accounting. data + meta + residual + waste == allocated.
 struct KvUsage {
-  int64_t tokens = 0;          // token slots held
-  size_t bytes_data = 0;       // K/V values of those tokens
-  size_t bytes_meta = 0;       // scales, zero points, norms of those tokens
-  size_t bytes_waste = 0;      // allocated but holding no token (open blocks, padding)
-  size_t bytes_allocated = 0;  // blocks x block bytes
+  int64_t tokens = 0;            // token slots held
+  size_t bytes_data = 0;         // codes of the tokens in their final format
+  size_t bytes_meta = 0;         // scales and zero points of those tokens
+  size_t bytes_residual = 0;     // tokens still in high-precision staging blocks
+  size_t bytes_waste = 0;        // allocated but holding no token (open blocks, padding)
+  size_t bytes_allocated = 0;    // blocks x block bytes
   int64_t blocks = 0;
+
+  KvUsage& operator+=(const KvUsage& o);
 };
 
 class KvCache {
  public:
   static Result<std::unique_ptr<KvCache>> Create(const KvSpec& spec, const KvConfig& config,
                                                  size_t budget_bytes);
+  KvCache(const KvCache&) = delete;
+  KvCache& operator=(const KvCache&) = delete;
 
   // Budget that holds `sequences` sequences of `tokens` tokens each (whole blocks), when
-  // steps add at most `step_tokens` tokens (a window layer holds window + step tokens).
+  // steps add at most `step_tokens` tokens (a window layer holds window + step tokens;
+  // staging holds the residual window + step tokens).
   static size_t BudgetFor(const KvSpec& spec, const KvConfig& config, int64_t tokens,
                           int sequences, int step_tokens);
 
@@ -57,54 +69,73 @@ class KvCache {
   int Length(SeqId seq) const;  // committed tokens
 
   // Reserves blocks for every chunk in every stream, all or nothing: ResourceExhausted
-  // naming the sequence and the shortfall if the pool is too small.
+  // naming the shortfall if the budget is too small.
   Status BeginStep(std::span<const StepChunk> chunks);
-  // k, v: [rows, n_kv_heads * head_dim] with row strides ldk, ldv.
+  // k, v: [rows, n_kv_heads * head_dim] with row strides ldk, ldv; keys before RoPE.
   void Append(int layer, std::span<const StepChunk> chunks, const float* k, int64_t ldk,
               const float* v, int64_t ldv);
-  // q, out: [rows, n_q_heads * head_dim]. Each new token sees the committed tokens and the
-  // step's tokens up to itself.
+  // q, out: [rows, n_q_heads * head_dim]; queries after RoPE. Each new token sees the
+  // committed tokens and the step's tokens up to itself.
   void Attend(ThreadPool& pool, int layer, std::span<const StepChunk> chunks, const float* q,
               int64_t ldq, float* out, int64_t ldo, float scale);
+  // Commits the step's tokens, seals blocks that left the residual window and frees blocks
+  // that left every window.
   void EndStep(std::span<const StepChunk> chunks);
 
   KvUsage SequenceUsage(SeqId seq) const;
   KvUsage LayerUsage(SeqId seq, int layer) const;
   KvUsage TotalUsage() const;
-  // Bytes of K and V values (data, meta) per token over all layers and heads.
+  // Bytes of K and V per token over all layers and heads in the final format.
   size_t DataBytesPerToken() const;
   size_t MetaBytesPerToken() const;
 
   const KvSpec& spec() const { return spec_; }
   const KvConfig& config() const { return config_; }
-  const BlockPool& pool() const { return pool_; }
+  size_t budget_bytes() const { return budget_.limit; }
+  size_t bytes_in_use() const { return budget_.used; }
+  size_t sealed_block_bytes() const { return sealed_pool_.block_bytes(); }
+  size_t staged_block_bytes() const { return staged_pool_.block_bytes(); }
+  int blocks_in_use() const { return staged_pool_.num_used() + sealed_pool_.num_used(); }
   void CheckInvariants() const;
 
  private:
   struct Sequence {
     bool live = false;
-    int length = 0;                              // committed tokens
-    std::vector<std::vector<BlockId>> tables;    // [stream][block]; kNoBlock once freed
-    std::vector<int> first_live;                 // [stream] first block not freed
+    int length = 0;                            // committed tokens
+    std::vector<std::vector<BlockId>> tables;  // [stream][block]; kNoBlock once freed
+    std::vector<int> first_live;               // [stream] first block not freed
+    std::vector<int> n_sealed;                 // [stream] blocks before this are sealed
   };
   static constexpr BlockId kNoBlock = -1;
-  Sequence NewSequence() const;
-  // Frees the blocks of window layers that no future token can see.
-  void DropOutOfWindow(Sequence& s);
-  KvCache(const KvSpec& spec, const KvConfig& config, BlockPool pool);
+  KvCache(const KvSpec& spec, const KvConfig& config, size_t budget);
   int streams() const { return spec_.n_layers * spec_.n_kv_heads; }
+  bool staged_only() const { return !config_.needs_staging(); }
   const Sequence& Seq(SeqId id) const;
   Sequence& Seq(SeqId id);
+  Sequence NewSequence() const;
+  const uint8_t* BlockData(const Sequence& s, int stream, int b) const;
+  void Seal(Sequence& s);             // seals blocks that left the residual window
+  void DropOutOfWindow(Sequence& s);  // frees the blocks of window layers no token can see
+  void EnsureRopeTables(int64_t positions);
+  const RopeTables* LayerRope(int layer) const;
 
   KvSpec spec_;
   KvConfig config_;
-  PartLayout k_layout_, v_layout_;
-  BlockPool pool_;
+  BlockKind staged_, sealed_;
+  ByteBudget budget_;
+  BlockPool staged_pool_, sealed_pool_;
   std::vector<Sequence> seqs_;  // indexed by SeqId; removed ones are reused
+  std::vector<Rotation> k_rot_, v_rot_;  // [stream] when the side is rotated
+  // RoPE angle tables [pair][position] per distinct frequency set; layer -> table.
+  std::vector<std::vector<float>> rope_cos_, rope_sin_;
+  std::vector<int> layer_table_;
+  std::vector<RopeTables> rope_views_;
+  int64_t rope_capacity_ = 0;
   // Attend scratch, reused across calls: block pointers, tasks, partial states.
   std::vector<const uint8_t*> scratch_blocks_;
   std::vector<AttnTask> scratch_tasks_;
   std::vector<float> scratch_partials_;
+  std::vector<float> scratch_vec_;
 };
 
 }  // namespace slimkv::kv

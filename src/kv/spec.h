@@ -3,6 +3,8 @@
 
 #include <vector>
 
+#include "ops/elementwise.h"
+
 namespace slimkv::kv {
 
 struct KvSpec {
@@ -17,6 +19,13 @@ struct KvSpec {
   std::vector<int> layer_window;
 
   int window(int layer) const { return layer_window.empty() ? 0 : layer_window[layer]; }
+
+  // Rotary embedding of the keys, applied by the cache (Append takes keys before RoPE):
+  // the first rope_dim channels, pairs in `rope_style` order, frequencies per layer
+  // ([n_layers][rope_dim / 2]). rope_dim == 0: the model has no RoPE.
+  int rope_dim = 0;
+  ops::RopeStyle rope_style = ops::RopeStyle::kNormal;
+  std::vector<std::vector<float>> layer_inv_freq;
 
   int group_size() const { return n_q_heads / n_kv_heads; }  // query heads per KV head
 };

@@ -126,7 +126,10 @@ kv::KvSpec Model::KvSpec() const {
                     .n_q_heads = config_.n_heads,
                     .head_dim = config_.head_dim,
                     .max_context = config_.context_length,
-                    .layer_window = config_.layer_window};
+                    .layer_window = config_.layer_window,
+                    .rope_dim = config_.rope_dim,
+                    .rope_style = config_.rope_style,
+                    .layer_inv_freq = inv_freq_};
 }
 
 size_t Model::WeightBytesPerToken() const {
@@ -278,8 +281,9 @@ void Model::Layer(ThreadPool& pool, kv::KvCache& kv, int l, int64_t rows) {
         for (int h = 0; h < c.n_heads; ++h) ops::RmsNorm(qi + h * hd, L.q_norm.data(), hd, c.rms_eps, qi + h * hd);
         for (int h = 0; h < c.n_kv_heads; ++h) ops::RmsNorm(ki + h * hd, L.k_norm.data(), hd, c.rms_eps, ki + h * hd);
       }
+      // Keys go to the cache before RoPE: it applies RoPE itself, or stores them raw for
+      // formats that keep keys pre-RoPE.
       ops::RopeApply(qi, c.n_heads, hd, c.rope_dim, cos + i * half, sin + i * half, c.rope_style);
-      ops::RopeApply(ki, c.n_kv_heads, hd, c.rope_dim, cos + i * half, sin + i * half, c.rope_style);
     }
   });
   kv.Append(l, ws_.chunks, k, KD, v, KD);

@@ -61,7 +61,7 @@ TEST(BatchTest, SequencesInOneBatchMatchSequencesAlone) {
   e->kv().RemoveSequence(sa);
   e->kv().RemoveSequence(sb);
   e->kv().CheckInvariants();
-  EXPECT_EQ(e->kv().pool().num_used(), 0);
+  EXPECT_EQ(e->kv().blocks_in_use(), 0);
 }
 
 TEST(BatchTest, TokenByTokenDecodeMatchesPrefill) {
@@ -103,7 +103,7 @@ TEST(BatchTest, BadBatchesAreErrorsAndChangeNothing) {
   std::vector<int32_t> long_prompt(5000, 100);
   const model::BatchEntry b3{s, long_prompt};
   EXPECT_EQ(e->model().Forward(e->pool(), e->kv(), {&b3, 1}, &logits).code(), StatusCode::kResourceExhausted);
-  EXPECT_EQ(e->kv().pool().num_used(), 0);
+  EXPECT_EQ(e->kv().blocks_in_use(), 0);
   // Generate rejects a prompt that does not fit the context, naming both lengths.
   std::vector<int32_t> too_long(300, 100);
   auto r = e->Generate(too_long, {}, nullptr);

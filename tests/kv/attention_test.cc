@@ -1,5 +1,5 @@
-// The attention ladder: naive fp32 attention over decoded vectors (the reference) ->
-// fused kernel over stored blocks (RunAttnTask), on every SIMD target.
+// The attention ladder: naive attention over decoded vectors (the reference) -> fused
+// kernel over stored blocks (RunAttnTask), for every format and on every SIMD target.
 #include "kv/attention.h"
 
 #include <gtest/gtest.h>
@@ -16,46 +16,78 @@
 namespace slimkv::kv {
 namespace {
 
-// The kernel and the reference see the same decoded values and differ only in the order
-// of fp32 sums and in exp(): relative error of a few ulp of the largest term.
-constexpr float kRelTol = 2e-5f;
+// The kernel and the reference see the same stored bytes and differ only in the order of
+// fp32 sums, the folding of scales into queries and weights, and exp(): relative error of
+// a few ulp of the largest term, times the dynamic range of the codes.
+constexpr float kRelTol = 3e-5f;
 
-struct Blocks {
+struct Stream {
   std::vector<AlignedBuffer<uint8_t>> storage;
   std::vector<const uint8_t*> ptrs;
-  size_t v_offset;
+  BlockKind sealed, staged;
+  int n_sealed = 0;
+  std::vector<float> pos_cos, pos_sin;  // [pairs][positions] for pre-RoPE keys
+  RopeTables rope;
 };
 
-Blocks MakeBlocks(const KvFormat& kf, const KvFormat& vf, int bt, int hd, int n_keys,
+// n_keys random keys/values; the first n_sealed blocks sealed in (kf, vf), the rest staged
+// in f16. Slots past n_keys hold garbage the kernel must never use.
+Stream MakeStream(const KvFormat& kf, const KvFormat& vf, int bt, int hd, int n_keys, int n_sealed,
                   uint64_t seed, bool outliers) {
-  Blocks b;
-  const PartLayout kl = KLayout(kf, bt, hd), vl = VLayout(vf, bt, hd);
-  b.v_offset = kl.total();
+  Stream s;
+  s.sealed = MakeBlockKind(kf, vf, bt, hd);
+  const KvFormat f16{.type = ElemType::kF16, .pre_rope = kf.pre_rope};
+  s.staged = MakeBlockKind(f16, KvFormat{.type = ElemType::kF16}, bt, hd);
+  s.n_sealed = n_sealed;
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> nd(0.0f, 1.0f);
   const int n_blocks = (n_keys + bt - 1) / bt;
-  std::vector<float> x(hd);
-  for (int i = 0; i < n_blocks; ++i) {
-    b.storage.emplace_back(kl.total() + vl.total());
-    uint8_t* p = b.storage.back().data();
-    for (int s = 0; s < bt; ++s) {
-      // Slots past n_keys hold garbage the kernel must never use.
-      const bool valid = i * bt + s < n_keys;
+  std::vector<float> k(static_cast<size_t>(bt) * hd), v(static_cast<size_t>(bt) * hd);
+  for (int b = 0; b < n_blocks; ++b) {
+    for (int t = 0; t < bt; ++t) {
+      const bool valid = b * bt + t < n_keys;
       for (int d = 0; d < hd; ++d) {
-        x[d] = valid ? nd(rng) : 1e30f;
-        if (valid && outliers && d % 13 == 5) x[d] *= 20.0f;  // channel outliers in K
+        float x = nd(rng) + (outliers && d % 13 == 5 ? 8.0f : 0.0f);  // channel offsets in K
+        if (outliers && d % 13 == 5) x *= 4.0f;
+        k[t * hd + d] = valid ? x : 1e30f;
+        v[t * hd + d] = valid ? nd(rng) * (outliers && t % 7 == 0 ? 6.0f : 1.0f) : 1e30f;
       }
-      EncodeK(kf, bt, hd, s, x.data(), p);
-      for (int d = 0; d < hd; ++d) x[d] = valid ? nd(rng) * (outliers && s % 7 == 0 ? 10.0f : 1.0f) : 1e30f;
-      EncodeV(vf, bt, hd, s, x.data(), p + b.v_offset);
     }
+    const bool sealed = b < n_sealed;
+    const BlockKind& kind = sealed ? s.sealed : s.staged;
+    s.storage.emplace_back(kind.v_offset + kind.v_layout.total());
+    uint8_t* p = s.storage.back().data();
+    const int n_valid = std::min(bt, n_keys - b * bt);
+    if (sealed) {
+      EncodeKPart(kind.k, bt, hd, k.data(), bt, p);
+      EncodeVPart(kind.v, bt, hd, v.data(), bt, p + kind.v_offset);
+    } else {
+      for (int t = 0; t < bt; ++t) {
+        EncodeKToken(kind.k, bt, hd, t, &k[t * hd], p);
+        EncodeVToken(kind.v, bt, hd, t, &v[t * hd], p + kind.v_offset);
+      }
+    }
+    (void)n_valid;
   }
-  for (auto& s : b.storage) b.ptrs.push_back(s.data());
-  return b;
+  for (auto& st : s.storage) s.ptrs.push_back(st.data());
+  if (kf.pre_rope) {
+    const int half = hd / 2, cap = n_blocks * bt;
+    s.pos_cos.resize(static_cast<size_t>(half) * cap);
+    s.pos_sin.resize(static_cast<size_t>(half) * cap);
+    for (int i = 0; i < half; ++i)
+      for (int p = 0; p < cap; ++p) {
+        const double th = p * std::pow(10000.0, -2.0 * i / hd);
+        s.pos_cos[i * cap + p] = static_cast<float>(std::cos(th));
+        s.pos_sin[i * cap + p] = static_cast<float>(std::sin(th));
+      }
+    s.rope = RopeTables{s.pos_cos.data(), s.pos_sin.data(), cap, hd, ops::RopeStyle::kNeox};
+  }
+  return s;
 }
 
 struct Case {
-  ElemType kt, vt;
+  const char* k;
+  const char* v;
   int hd, group, n_q, n_keys, window;
   bool outliers;
 };
@@ -65,8 +97,13 @@ class AttnTaskTest : public ::testing::TestWithParam<Case> {};
 TEST_P(AttnTaskTest, KernelMatchesReferenceOnEveryTarget) {
   const Case c = GetParam();
   const int bt = 32;
-  const KvFormat kf{c.kt}, vf{c.vt};
-  Blocks b = MakeBlocks(kf, vf, bt, c.hd, c.n_keys, c.n_keys * 7 + c.hd, c.outliers);
+  auto kf = ParseFormat(c.k, true);
+  auto vf = ParseFormat(c.v, false);
+  ASSERT_TRUE(kf.ok() && vf.ok());
+  const int n_blocks = (c.n_keys + bt - 1) / bt;
+  // Every block but the last two sealed (the staged ones play the residual window).
+  Stream s = MakeStream(*kf, *vf, bt, c.hd, c.n_keys, std::max(0, n_blocks - 2), c.n_keys * 7 + c.hd, c.outliers);
+  const Rotation rot = kf->rotate ? Rotation(c.hd, 99, 1, 2) : Rotation();
   const int64_t ldq = c.group * c.hd + 5;  // odd token stride
   std::vector<float> q(ldq * c.n_q);
   std::mt19937_64 rng(99);
@@ -74,12 +111,14 @@ TEST_P(AttnTaskTest, KernelMatchesReferenceOnEveryTarget) {
   for (auto& v : q) v = nd(rng);
   const int rows = c.n_q * c.group;
   AttnTask t;
-  t.blocks = b.ptrs.data();
+  t.blocks = s.ptrs.data();
+  t.n_sealed = s.n_sealed;
+  t.sealed = &s.sealed;
+  t.staged = &s.staged;
   t.block_tokens = bt;
   t.head_dim = c.hd;
-  t.v_offset = b.v_offset;
-  t.k_type = c.kt;
-  t.v_type = c.vt;
+  t.rope = kf->pre_rope ? &s.rope : nullptr;
+  t.k_rotation = kf->rotate ? &rot : nullptr;
   t.q = q.data();
   t.ldq = ldq;
   t.scale = 1.0f / std::sqrt(static_cast<float>(c.hd));
@@ -118,15 +157,33 @@ TEST_P(AttnTaskTest, KernelMatchesReferenceOnEveryTarget) {
 }
 
 INSTANTIATE_TEST_SUITE_P(
-    Shapes, AttnTaskTest,
-    ::testing::Values(Case{ElemType::kF32, ElemType::kF32, 64, 3, 1, 1, 0, false},
-                      Case{ElemType::kF16, ElemType::kF16, 64, 3, 1, 17, 0, false},
-                      Case{ElemType::kF16, ElemType::kF16, 64, 3, 1, 97, 0, true},
-                      Case{ElemType::kF16, ElemType::kF32, 64, 1, 5, 300, 0, false},
-                      Case{ElemType::kF32, ElemType::kF16, 256, 4, 16, 300, 0, true},
-                      Case{ElemType::kF16, ElemType::kF16, 256, 4, 1, 700, 64, false},
-                      Case{ElemType::kF16, ElemType::kF16, 48, 8, 8, 33, 5, false},
-                      Case{ElemType::kF32, ElemType::kF32, 16, 2, 32, 64, 0, true}));
+    Formats, AttnTaskTest,
+    ::testing::Values(
+        // float formats, every shape of the original ladder
+        Case{"f32", "f32", 64, 3, 1, 1, 0, false}, Case{"f16", "f16", 64, 3, 1, 17, 0, false},
+        Case{"f16", "f16", 64, 3, 1, 97, 0, true}, Case{"f16", "f32", 64, 1, 5, 300, 0, false},
+        Case{"f32", "f16", 256, 4, 16, 300, 0, true}, Case{"f16", "f16", 256, 4, 1, 700, 64, false},
+        Case{"f16", "f16", 48, 8, 8, 33, 5, false}, Case{"f32", "f32", 16, 2, 32, 64, 0, true},
+        Case{"bf16", "bf16", 64, 3, 2, 150, 0, false},
+        // fp8 with per-block scales
+        Case{"fp8e4m3", "fp8e4m3", 64, 3, 1, 200, 0, true}, Case{"fp8e5m2", "fp8e5m2", 64, 3, 4, 130, 0, false},
+        // integer keys per channel, values per token (KIVI), all widths
+        Case{"int8:channel", "int8:token", 64, 3, 1, 200, 0, true},
+        Case{"int4:channel", "int4:token", 64, 3, 1, 300, 0, true},
+        Case{"int4:channel", "int4:g32", 256, 4, 3, 260, 0, false},
+        Case{"int3:channel", "int3:g32", 64, 3, 1, 200, 0, false},
+        Case{"int2:channel", "int2:g32", 64, 3, 2, 300, 0, true},
+        Case{"int2:channel:sym", "int2:g32:sym", 64, 1, 1, 100, 0, false},
+        // per-token keys, per-channel values, symmetric variants
+        Case{"int4:token", "int4:channel", 64, 3, 1, 200, 0, true},
+        Case{"int8:g32:sym", "int8:channel:sym", 128, 2, 4, 170, 0, false},
+        Case{"int3:g32", "int2:token", 64, 3, 1, 96, 0, false},
+        // llama.cpp layouts, rotated, and keys stored before RoPE
+        Case{"q8_0", "q8_0", 64, 3, 1, 200, 0, false}, Case{"q4_0", "q4_0", 64, 3, 5, 200, 0, true},
+        Case{"q4_0:rot", "q4_0:rot", 64, 3, 1, 200, 0, true},
+        Case{"int4:channel:rot", "int4:token", 256, 4, 1, 200, 64, true},
+        Case{"int4:channel:pre", "int4:token", 64, 3, 1, 200, 0, true},
+        Case{"f16:pre", "f16", 64, 3, 4, 100, 0, false}));
 
 TEST(MergePartialsTest, RowsWithoutKeysAreZero) {
   float acc[4] = {1, 2, 3, 4}, m[1] = {-INFINITY}, l[1] = {0};

@@ -103,7 +103,7 @@ TEST(KvCacheTest, PrefillThenDecodeMatchesNaiveAttention) {
     cache.RemoveSequence(a);
     cache.RemoveSequence(b);
     cache.CheckInvariants();
-    EXPECT_EQ(cache.pool().num_used(), 0);
+    EXPECT_EQ(cache.blocks_in_use(), 0);
   }
 }
 
@@ -154,7 +154,7 @@ TEST(KvCacheTest, WindowLayersAttendInTheirWindowAndFreeOldBlocks) {
   }
   cache.RemoveSequence(s);
   cache.CheckInvariants();
-  EXPECT_EQ(cache.pool().num_used(), 0);
+  EXPECT_EQ(cache.blocks_in_use(), 0);
 }
 
 TEST(KvCacheTest, ExhaustedPoolIsAnErrorAndChangesNothing) {
@@ -174,7 +174,7 @@ TEST(KvCacheTest, ExhaustedPoolIsAnErrorAndChangesNothing) {
   EXPECT_EQ(st.code(), StatusCode::kResourceExhausted);
   EXPECT_NE(st.message().find("KV pool exhausted"), std::string::npos) << st.message();
   EXPECT_EQ(cache.Length(s), 64);
-  EXPECT_EQ(cache.pool().num_used(), 4);
+  EXPECT_EQ(cache.blocks_in_use(), 4);
   cache.CheckInvariants();
   const StepChunk twice[] = {{s, 1, 0}, {s, 1, 1}};
   EXPECT_EQ(cache.BeginStep(twice).code(), StatusCode::kInvalidArgument);
