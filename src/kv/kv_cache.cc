@@ -455,6 +455,28 @@ void KvCache::DropOutOfWindow(Sequence& s) {
   }
 }
 
+Status KvCache::ReadTokens(SeqId id, int layer, int head, int first, int n, float* k, float* v) const {
+  if (!HasSequence(id)) return InvalidArgument("no sequence {}", id);
+  if (layer < 0 || layer >= spec_.n_layers || head < 0 || head >= spec_.n_kv_heads) {
+    return InvalidArgument("no stream for layer {} head {}", layer, head);
+  }
+  const Sequence& s = seqs_[id];
+  const int bt = config_.block_tokens, hd = spec_.head_dim, st = layer * spec_.n_kv_heads + head;
+  if (first < 0 || n < 0 || first + n > s.length || (n > 0 && first / bt < s.first_live[st])) {
+    return OutOfRange("tokens [{}, {}) of a stream holding [{}, {})", first, first + n,
+                      s.first_live[st] * bt, s.length);
+  }
+  for (int i = 0; i < n; ++i) {
+    const int slot = first + i, b = slot / bt;
+    const bool sealed = !staged_only() && b < s.n_sealed[st];
+    const BlockKind& kind = sealed ? sealed_ : staged_;
+    const uint8_t* block = BlockData(s, st, b);
+    DecodeK(kind.k, bt, hd, slot % bt, block, k + static_cast<size_t>(i) * hd);
+    DecodeV(kind.v, bt, hd, slot % bt, block + kind.v_offset, v + static_cast<size_t>(i) * hd);
+  }
+  return Status::Ok();
+}
+
 size_t KvCache::DataBytesPerToken() const {
   return (sealed_.k_layout.data_bytes + sealed_.v_layout.data_bytes) * streams() / config_.block_tokens;
 }

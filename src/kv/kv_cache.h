@@ -82,6 +82,12 @@ class KvCache {
   // that left every window.
   void EndStep(std::span<const StepChunk> chunks);
 
+  // Decodes tokens [first, first + n) of one stream as stored (keys after RoPE unless the
+  // format keeps them before, in the rotated domain if the side is rotated) into
+  // k[n][head_dim], v[n][head_dim]. For analysis and tests; OutOfRange for freed or
+  // missing slots.
+  Status ReadTokens(SeqId seq, int layer, int head, int first, int n, float* k, float* v) const;
+
   KvUsage SequenceUsage(SeqId seq) const;
   KvUsage LayerUsage(SeqId seq, int layer) const;
   KvUsage TotalUsage() const;
