@@ -14,5 +14,6 @@ CommandMain AddRunCommand(CLI::App& app);
 CommandMain AddPerplexityCommand(CLI::App& app);
 CommandMain AddInfoCommand(CLI::App& app);
 CommandMain AddBenchCommand(CLI::App& app);
+CommandMain AddInspectKvCommand(CLI::App& app);
 
 }  // namespace slimkv::cli
