@@ -62,25 +62,30 @@ int InfoMain(const InfoFlags& f) {
   if (n_window > 0) {
     std::printf("layers:        %d global, %d sliding-window (window %d tokens)\n", n_global, n_window, window);
   }
-  std::printf("KV bytes per token (K+V, all heads):\n");
-  for (const char* preset : {"fp32", "fp16"}) {
+  std::printf("KV bytes per token (K+V, all heads; data + metadata, as stored once quantized):\n");
+  std::printf("  %-7s %10s %10s %12s  %s\n", "preset", "data", "metadata", "total", n_window ? "at full context, window-aware (without windows)" : "at full context");
+  for (const std::string& preset : kv::PresetNames()) {
     auto kc = kv::ParsePreset(preset);
-    if (!kc.ok()) continue;
-    const size_t per_block = kv::KLayout(kc->k, kc->block_tokens, c.head_dim).total() +
-                             kv::VLayout(kc->v, kc->block_tokens, c.head_dim).total();
-    const double per_layer = static_cast<double>(per_block) / kc->block_tokens * c.n_kv_heads;
+    if (!kc.ok() || !kv::CheckFormat(kc->k, c.head_dim, true).ok() || !kv::CheckFormat(kc->v, c.head_dim, false).ok()) {
+      continue;
+    }
+    const kv::PartLayout kl = kv::KLayout(kc->k, kc->block_tokens, c.head_dim);
+    const kv::PartLayout vl = kv::VLayout(kc->v, kc->block_tokens, c.head_dim);
+    const double scale = static_cast<double>(c.n_kv_heads) / kc->block_tokens;  // per layer, per token
+    const double data = (kl.data_bytes + vl.data_bytes) * scale, meta = (kl.meta_bytes + vl.meta_bytes) * scale;
+    const double per_layer = data + meta;
     // A window layer holds at most `window` tokens, whatever the context.
     const double at_ctx = per_layer * (static_cast<double>(n_global) * c.context_length +
                                        static_cast<double>(n_window) * std::min(window, c.context_length));
-    if (n_window > 0) {
-      std::printf("  %-6s %8.0f bytes/token per layer: global layers %8.0f bytes/token, window layers "
-                  "%8.0f bytes/token up to %d tokens; %s at full context (%d tokens), %s without windows\n",
-                  preset, per_layer, per_layer * n_global, per_layer * n_window, window, HumanBytes(at_ctx).c_str(),
-                  c.context_length, HumanBytes(per_layer * c.n_layers * c.context_length).c_str());
-    } else {
-      std::printf("  %-6s %8.0f bytes/token, %s at full context (%d tokens)\n", preset, per_layer * c.n_layers,
-                  HumanBytes(at_ctx).c_str(), c.context_length);
-    }
+    std::string full = HumanBytes(at_ctx);
+    if (n_window) full += " (" + HumanBytes(per_layer * c.n_layers * c.context_length) + ")";
+    std::printf("  %-7s %10.1f %10.1f %12.1f  %s\n", preset.c_str(), data * c.n_layers, meta * c.n_layers,
+                per_layer * c.n_layers, full.c_str());
+  }
+  if (n_window) {
+    std::printf("  (a window layer holds at most %d tokens: per sequence, global layers cost %d/%d of the bytes "
+                "above per token, window layers a fixed %d tokens' worth)\n",
+                window, n_global, c.n_layers, window);
   }
   if (f.metadata) {
     std::printf("metadata:\n");

@@ -190,6 +190,12 @@ Result<KvConfig> ParsePreset(std::string_view name) {
   return InvalidArgument("unknown KV preset '{}'; valid presets: {}", name, PresetList());
 }
 
+std::vector<std::string> PresetNames() {
+  std::vector<std::string> names;
+  for (const auto& p : kPresets) names.emplace_back(p.name);
+  return names;
+}
+
 std::string PresetList() {
   std::string s;
   for (const auto& p : kPresets) s += (s.empty() ? "" : ", ") + std::string(p.name);

@@ -31,6 +31,7 @@
 #include <cstddef>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "base/status.h"
 
@@ -89,6 +90,7 @@ struct KvConfig {
 // A named combination of K and V formats; the error lists the presets.
 Result<KvConfig> ParsePreset(std::string_view name);
 std::string PresetList();
+std::vector<std::string> PresetNames();
 // Preset, then optional free-form sides and residual (`--kv-k`, `--kv-v`, `--kv-residual`);
 // checks the combination (head_dim is checked when the cache is created).
 Result<KvConfig> MakeConfig(std::string_view preset, std::string_view k_spec,
