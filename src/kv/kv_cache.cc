@@ -233,7 +233,7 @@ Status KvCache::BeginStep(std::span<const StepChunk> chunks) {
     max_len = std::max<int64_t>(max_len, s.length + c.n_tokens);
   }
   std::vector<BlockId> fresh;
-  if (Status st = staged_pool_.Allocate(need, &fresh); !st.ok()) {
+  if (Status st = AllocateEvicting(staged_pool_, need, &fresh); !st.ok()) {
     return ResourceExhausted("{} (step of {} sequences; raise --kv-mem or shorten the context)",
                              st.message(), chunks.size());
   }
@@ -420,11 +420,12 @@ void KvCache::Seal(Sequence& s) {
         DecodeK(staged_.k, bt, hd, t, src, &k[static_cast<size_t>(t) * hd]);
         DecodeV(staged_.v, bt, hd, t, src + staged_.v_offset, &v[static_cast<size_t>(t) * hd]);
       }
-      // Free the staging block first: sealing never needs more budget than it returns.
-      staged_pool_.Release(table[b]);
+      // A sealed block is smaller than a staging block, so sealing returns budget; it needs
+      // one block of headroom only while both exist (and when the staging block is shared,
+      // it returns nothing). Without room, the block stays staged until a later step.
       fresh.clear();
-      const Status st_alloc = sealed_pool_.Allocate(1, &fresh);
-      CHECK(st_alloc.ok(), "sealing a block cannot exhaust the budget: {}", st_alloc.message());
+      if (!AllocateEvicting(sealed_pool_, 1, &fresh).ok()) return;
+      staged_pool_.Release(table[b]);
       uint8_t* dst = sealed_pool_.Data(fresh[0]);
       EncodeKPart(sealed_.k, bt, hd, k.data(), bt, dst);
       EncodeVPart(sealed_.v, bt, hd, v.data(), bt, dst + sealed_.v_offset);
@@ -453,6 +454,133 @@ void KvCache::DropOutOfWindow(Sequence& s) {
       s.n_sealed[st] = std::max(s.n_sealed[st], s.first_live[st]);
     }
   }
+}
+
+Status KvCache::AllocateEvicting(BlockPool& pool, int n, std::vector<BlockId>* out) {
+  Status st = pool.Allocate(n, out);
+  while (!st.ok() && st.code() == StatusCode::kResourceExhausted && EvictOnePrefix()) st = pool.Allocate(n, out);
+  return st;
+}
+
+void KvCache::ReleaseEntry(const PrefixEntry& e) {
+  for (int st = 0; st < streams(); ++st) {
+    if (e.blocks[st] == kNoBlock) continue;
+    (e.sealed[st] ? sealed_pool_ : staged_pool_).Release(e.blocks[st]);
+  }
+}
+
+bool KvCache::EvictOnePrefix() {
+  // The least recently used leaf; evicting it returns memory only if the index was its
+  // blocks' last owner, but dropping it also lets its parent become a leaf.
+  const PrefixEntry* e = prefix_.Oldest();
+  if (!e) return false;
+  ReleaseEntry(*e);
+  prefix_.Erase(e->key);
+  ++prefix_stats_.evicted;
+  return true;
+}
+
+void KvCache::ClearPrefixCache() {
+  while (EvictOnePrefix()) {
+  }
+}
+
+int KvCache::AttachPrefix(SeqId id, uint64_t salt, std::span<const int32_t> tokens) {
+  Sequence& s = Seq(id);
+  CHECK(s.length == 0 && s.tables[0].empty(), "AttachPrefix on a sequence that is not empty");
+  ++prefix_stats_.lookups;
+  prefix_stats_.lookup_tokens += static_cast<int64_t>(tokens.size());
+  const int bt = config_.block_tokens;
+  if (tokens.size() <= static_cast<size_t>(bt)) return 0;
+  // At least one token is left to compute (its logits start generation).
+  const auto chain = prefix_.Match(salt, tokens.first(tokens.size() - 1), bt);
+  int k = static_cast<int>(chain.size());
+  // Shorten the match until every stream's blocks can form a valid table: sealed blocks
+  // before staged ones, and a window layer's visible blocks all present.
+  auto valid = [&](int n) {
+    for (int st = 0; st < streams(); ++st) {
+      const int w = spec_.window(st / spec_.n_kv_heads);
+      const int first_needed = w > 0 ? std::max(0, n * bt - w + 1) / bt : 0;
+      bool seen_staged = false;
+      for (int b = first_needed; b < n; ++b) {
+        if (chain[b]->blocks[st] == kNoBlock) return false;
+        if (!chain[b]->sealed[st]) seen_staged = true;
+        else if (seen_staged) return false;
+      }
+    }
+    return true;
+  };
+  while (k > 0 && !valid(k)) --k;
+  if (k == 0) return 0;
+  for (int st = 0; st < streams(); ++st) {
+    const int w = spec_.window(st / spec_.n_kv_heads);
+    const int first_needed = w > 0 ? std::max(0, k * bt - w + 1) / bt : 0;
+    auto& table = s.tables[st];
+    int sealed = first_needed;
+    for (int b = 0; b < k; ++b) {
+      if (b < first_needed) {
+        table.push_back(kNoBlock);
+        continue;
+      }
+      const BlockId id_b = chain[b]->blocks[st];
+      const bool is_sealed = chain[b]->sealed[st];
+      (is_sealed ? sealed_pool_ : staged_pool_).Retain(id_b);
+      table.push_back(id_b);
+      if (is_sealed) sealed = b + 1;
+    }
+    s.first_live[st] = first_needed;
+    s.n_sealed[st] = staged_only() ? first_needed : sealed;
+  }
+  s.length = k * bt;
+  ++prefix_stats_.hits;
+  prefix_stats_.hit_tokens += s.length;
+  return s.length;
+}
+
+void KvCache::PublishPrefix(SeqId id, uint64_t salt, std::span<const int32_t> tokens) {
+  const Sequence& s = Seq(id);
+  const int bt = config_.block_tokens;
+  const int n_full = static_cast<int>(std::min<int64_t>(tokens.size(), s.length) / bt);
+  uint64_t parent = PrefixIndex::kRoot;
+  for (int b = 0; b < n_full; ++b) {
+    const auto block = tokens.subspan(static_cast<size_t>(b) * bt, bt);
+    const uint64_t key = PrefixIndex::Key(salt, parent, block);
+    if (const PrefixEntry* e = prefix_.Find(key)) {
+      if (e->salt != salt || e->parent != parent || !std::equal(block.begin(), block.end(), e->tokens.begin())) {
+        return;  // a hash collision with another prefix: stop publishing this one
+      }
+      parent = key;
+      continue;
+    }
+    PrefixEntry e;
+    e.key = key;
+    e.parent = parent;
+    e.salt = salt;
+    e.tokens.assign(block.begin(), block.end());
+    e.blocks.resize(streams());
+    e.sealed.resize(streams());
+    for (int st = 0; st < streams(); ++st) {
+      const BlockId id_b = s.tables[st][b];
+      e.blocks[st] = id_b;
+      e.sealed[st] = !staged_only() && b < s.n_sealed[st];
+      if (id_b != kNoBlock) (e.sealed[st] ? sealed_pool_ : staged_pool_).Retain(id_b);
+    }
+    if (!prefix_.Insert(e)) {
+      ReleaseEntry(e);
+      return;
+    }
+    parent = key;
+  }
+}
+
+PrefixStats KvCache::prefix_stats() const {
+  PrefixStats p = prefix_stats_;
+  p.cached_blocks = static_cast<int64_t>(prefix_.size());
+  p.shared_blocks = 0;
+  for (int b = 0; b < staged_pool_.capacity(); ++b) p.shared_blocks += staged_pool_.RefCount(b) > 1;
+  if (!staged_only())
+    for (int b = 0; b < sealed_pool_.capacity(); ++b) p.shared_blocks += sealed_pool_.RefCount(b) > 1;
+  return p;
 }
 
 Status KvCache::ReadTokens(SeqId id, int layer, int head, int first, int n, float* k, float* v) const {
@@ -549,8 +677,8 @@ void KvCache::CheckInvariants() const {
       CHECK(static_cast<int>(table.size()) >= CeilDiv(s.length, config_.block_tokens),
             "table of {} blocks for {} tokens", table.size(), s.length);
       CHECK(s.n_sealed[st] >= s.first_live[st] || staged_only(), "stream {}: sealed before first live", st);
-      CHECK(staged_only() || s.n_sealed[st] * config_.block_tokens <= std::max(0, s.length - config_.residual),
-            "stream {}: a block inside the residual window is sealed", st);
+      CHECK(s.n_sealed[st] * config_.block_tokens <= s.length || staged_only(),
+            "stream {}: a block that is not full is sealed", st);
       for (int b = 0; b < static_cast<int>(table.size()); ++b) {
         CHECK((b < s.first_live[st]) == (table[b] == kNoBlock), "stream {} block {}: freed/live mismatch", st, b);
         if (table[b] == kNoBlock) continue;
@@ -562,6 +690,16 @@ void KvCache::CheckInvariants() const {
       }
     }
   }
+  prefix_.ForEach([&](const PrefixEntry& e) {
+    for (int st = 0; st < streams(); ++st) {
+      if (e.blocks[st] == kNoBlock) continue;
+      if (e.sealed[st]) {
+        ++sealed_refs[e.blocks[st]];
+      } else {
+        ++staged_refs[e.blocks[st]];
+      }
+    }
+  });
   for (int b = 0; b < staged_pool_.capacity(); ++b) {
     CHECK(staged_refs[b] == staged_pool_.RefCount(b), "staging block {}: {} table references, refcount {}", b,
           staged_refs[b], staged_pool_.RefCount(b));

@@ -23,6 +23,7 @@
 #include "kv/attention.h"
 #include "kv/block_pool.h"
 #include "kv/format.h"
+#include "kv/prefix_index.h"
 #include "kv/rotation.h"
 #include "kv/spec.h"
 
@@ -35,6 +36,17 @@ struct StepChunk {
   SeqId seq = 0;
   int n_tokens = 0;
   int64_t row = 0;
+};
+
+// Prefix cache counters.
+struct PrefixStats {
+  int64_t lookups = 0;        // AttachPrefix calls
+  int64_t hits = 0;           // calls that reused at least one block
+  int64_t lookup_tokens = 0;  // tokens offered to AttachPrefix
+  int64_t hit_tokens = 0;     // tokens reused
+  int64_t cached_blocks = 0;  // index entries (one per block position, all streams)
+  int64_t shared_blocks = 0;  // pool blocks with more than one owner (sequences or the index)
+  int64_t evicted = 0;        // entries evicted to make room
 };
 
 // Byte accounting. data + meta + residual + waste == allocated.
@@ -82,6 +94,19 @@ class KvCache {
   // that left every window.
   void EndStep(std::span<const StepChunk> chunks);
 
+  // Prefix sharing. AttachPrefix gives an empty sequence the longest run of cached full
+  // blocks whose tokens, and every token before them, equal a prefix of `tokens` (under the
+  // tenant `salt`); it returns the tokens now in the sequence (a multiple of the block size,
+  // less than tokens.size()): the caller prefills only the rest. PublishPrefix indexes the
+  // full blocks of a sequence's committed tokens so later sequences can attach them; the
+  // index keeps its own reference, so blocks outlive their sequence until evicted (least
+  // recently used first) when the pool needs room.
+  int AttachPrefix(SeqId seq, uint64_t salt, std::span<const int32_t> tokens);
+  void PublishPrefix(SeqId seq, uint64_t salt, std::span<const int32_t> tokens);
+  PrefixStats prefix_stats() const;
+  // Drops every index entry (and the blocks only it held).
+  void ClearPrefixCache();
+
   // Decodes tokens [first, first + n) of one stream as stored (keys after RoPE unless the
   // format keeps them before, in the rotated domain if the side is rotated) into
   // k[n][head_dim], v[n][head_dim]. For analysis and tests; OutOfRange for freed or
@@ -121,6 +146,10 @@ class KvCache {
   Sequence NewSequence() const;
   const uint8_t* BlockData(const Sequence& s, int stream, int b) const;
   void Seal(Sequence& s);             // seals blocks that left the residual window
+  // Allocates n blocks from `pool`, evicting prefix-cache entries if the budget needs it.
+  Status AllocateEvicting(BlockPool& pool, int n, std::vector<BlockId>* out);
+  bool EvictOnePrefix();               // false when nothing can be evicted
+  void ReleaseEntry(const PrefixEntry& e);
   void DropOutOfWindow(Sequence& s);  // frees the blocks of window layers no token can see
   void EnsureRopeTables(int64_t positions);
   const RopeTables* LayerRope(int layer) const;
@@ -131,6 +160,8 @@ class KvCache {
   ByteBudget budget_;
   BlockPool staged_pool_, sealed_pool_;
   std::vector<Sequence> seqs_;  // indexed by SeqId; removed ones are reused
+  PrefixIndex prefix_;
+  PrefixStats prefix_stats_;
   std::vector<Rotation> k_rot_, v_rot_;  // [stream] when the side is rotated
   // RoPE angle tables [pair][position] per distinct frequency set; layer -> table.
   std::vector<std::vector<float>> rope_cos_, rope_sin_;
