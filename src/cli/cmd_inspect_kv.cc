@@ -14,6 +14,7 @@ struct InspectFlags {
   CommonFlags common;
   std::string file;
   int tokens = 1024;
+  std::string svg;
 };
 
 int InspectMain(InspectFlags f) {
@@ -37,6 +38,14 @@ int InspectMain(InspectFlags f) {
   std::printf("model %s, %d tokens of %s, blocks of %d tokens\n\n", eng.model().config().name.c_str(), r->tokens,
               f.file.c_str(), f.common.block_tokens);
   std::fputs(eval::FormatInspectTable(*r).c_str(), stdout);
+  if (!f.svg.empty()) {
+    std::string name = eng.options().model_path;
+    name = name.substr(name.find_last_of('/') + 1);
+    name = name.substr(0, name.find('.'));
+    const Status st = eval::WriteInspectChart(*r, name, f.svg);
+    if (!st.ok()) return Fail(st);
+    std::fprintf(stderr, "chart: %s\n", f.svg.c_str());
+  }
   return 0;
 }
 
@@ -48,6 +57,7 @@ CommandMain AddInspectKvCommand(CLI::App& app) {
   f->common.Add(cmd);
   cmd->add_option("-f,--file", f->file, "text file")->required();
   cmd->add_option("-n,--tokens", f->tokens, "tokens of the text to run (default 1024)")->check(CLI::Range(32, 1 << 20));
+  cmd->add_option("--svg", f->svg, "also draw the error per layer into this SVG file");
   return [f] { return InspectMain(*f); };
 }
 

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "base/aligned_buffer.h"
+#include "eval/svg.h"
 #include "kv/codec.h"
 
 namespace slimkv::eval {
@@ -147,6 +148,27 @@ std::string FormatInspectTable(const InspectResult& r) {
       r.tokens, k_channel_wins, r.layers.size(), mk.rel_error[0][1], mk.rel_error[0][2], v_channel_wins,
       r.layers.size(), mv.rel_error[0][1], mv.rel_error[0][2]);
   return s;
+}
+
+Status WriteInspectChart(const InspectResult& r, const std::string& model_name, const std::string& path) {
+  LineChart c;
+  c.title = fmt::format("{}: int4 error of cached K, V per layer", model_name);
+  c.x_label = fmt::format("layer ({} tokens of text)", r.tokens);
+  c.y_label = "relative squared error";
+  c.log_y = true;
+  const char* names[3] = {"per token", "per channel", "per token, groups of 32"};
+  for (int side = 0; side < 2; ++side) {
+    for (int g : {0, 2, 1}) {
+      LineSeries s;
+      s.name = fmt::format("{} {}", side == 0 ? "K" : "V", names[g]);
+      for (const auto& l : r.layers) {
+        s.x.push_back(l.layer);
+        s.y.push_back((side == 0 ? l.k : l.v).rel_error[0][g]);
+      }
+      c.series.push_back(std::move(s));
+    }
+  }
+  return c.WriteFile(path);
 }
 
 }  // namespace slimkv::eval

@@ -48,5 +48,7 @@ Result<InspectResult> InspectKv(engine::Engine& engine, const std::vector<int32_
 
 // The table (markdown) and the conclusion in words.
 std::string FormatInspectTable(const InspectResult& r);
+// A chart of the int4 relative error per layer for each side and granularity (log scale).
+Status WriteInspectChart(const InspectResult& r, const std::string& model_name, const std::string& path);
 
 }  // namespace slimkv::eval
