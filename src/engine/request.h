@@ -1,0 +1,65 @@
+// A generation request as the scheduler takes it, and the outputs it sends back.
+//
+// The scheduler calls `on_output` on its own (engine) thread, once per generated token
+// (with the text that token completed, possibly empty) and once more when the request
+// ends (finished = true, with the usage counts). The callback must not block and must not
+// call back into the scheduler; RequestStream (request_stream.h) is the usual receiver.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/status.h"
+#include "engine/sampler.h"
+
+namespace slimkv::engine {
+
+using RequestId = uint64_t;
+
+enum class FinishReason {
+  kNone,       // not finished
+  kStop,       // end-of-generation token or a stop string
+  kLength,     // max_tokens or the context size reached
+  kCancelled,  // Cancel() (the client went away)
+  kError,      // the request could not run (output.error says why)
+};
+// "stop", "length", "cancelled", "error" (OpenAI's finish_reason values where it has them).
+const char* FinishReasonName(FinishReason r);
+
+struct RequestUsage {
+  int prompt_tokens = 0;
+  int completion_tokens = 0;  // tokens sampled (an end-of-generation token included)
+  int cached_tokens = 0;      // prompt tokens taken from the prefix cache at admission
+  int preemptions = 0;        // times the request was preempted and recomputed
+};
+
+struct RequestOutput {
+  std::string text;          // text completed by this event (UTF-8, possibly empty)
+  TokenId token = -1;        // the sampled token, -1 on the final event
+  bool finished = false;
+  FinishReason finish_reason = FinishReason::kNone;
+  Status error;              // with kError
+  RequestUsage usage;        // on the final event
+};
+
+using OutputCallback = std::function<void(const RequestOutput&)>;
+
+struct RequestParams {
+  std::vector<TokenId> prompt;  // token ids, BOS included when the model wants it
+  int max_tokens = 16;          // tokens to generate at most (>= 1)
+  SamplingParams sampling;      // each request has its own generator, seeded by sampling.seed
+  std::vector<std::string> stop;  // stop strings: generation ends before the first match
+  bool ignore_eos = false;      // keep generating past end-of-generation tokens
+  uint64_t cache_salt = 0;      // tenant salt of the prefix cache (HashCacheSalt of the text)
+  OutputCallback on_output;
+};
+
+// A fixed-key 64-bit hash (SipHash-2-4, base/hash.h) of a tenant's cache_salt text: the
+// same in every process and build, unlike std::hash. An empty salt hashes to 0 (the shared
+// tenant).
+uint64_t HashCacheSalt(std::string_view salt);
+
+}  // namespace slimkv::engine

@@ -1,0 +1,143 @@
+// Continuous batching over one Engine: many requests share each forward pass.
+//
+// Threads. Any thread may Submit, Cancel and read Stats. One thread, the engine thread,
+// calls Step (directly, or through Start's loop) and is the only one that touches the
+// Engine while the scheduler lives.
+//
+// A step:
+//   1. Cancelled requests leave: a running one's sequence is removed, so its blocks are free
+//      before anything else happens this step.
+//   2. Batch: every running sequence contributes its next tokens — one decode token, or the
+//      next chunk of its prompt — decode tokens first, then prompt chunks oldest first,
+//      within `max_batch_tokens`.
+//   3. Admission: waiting requests (oldest first, preempted ones ahead of new ones) join
+//      while the step has tokens to spare, fewer than `max_running` run, and the KV budget
+//      has room for the new sequence (KvCache::BudgetFor its tokens plus one block, in bytes
+//      of the chosen format) beside what running sequences hold or their prompts still need.
+//      Blocks only the prefix cache holds count as free (the pool evicts them on demand).
+//      Decode growth is not reserved: when it runs the pool dry, preemption makes room
+//      (docs/DECISIONS.md, Serving).
+//      A new sequence starts from the longest cached prefix of its prompt (prefix sharing,
+//      under the request's cache salt) and computes only the rest.
+//   4. One Model::Forward for the batch. If the pool cannot hold the step (ResourceExhausted,
+//      nothing changed), room is made, least valuable work first: prompt chunks of the newest
+//      sequences are deferred to a later step; then the newest running sequence is preempted
+//      (its blocks freed; it waits at the head of the queue and recomputes its prompt and
+//      generated tokens when readmitted, with its sampler state kept, so its output is the
+//      same); a lone sequence's chunk is halved. Only a request that cannot fit even alone
+//      fails. Then the step is retried.
+//   5. Each sequence that finished its tokens samples the next one with its own sampler,
+//      streams the text (held back while it could still be the start of a stop string) and
+//      stops on an end-of-generation token, a stop string, max_tokens or the context size.
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <unordered_set>
+#include <vector>
+
+#include "base/log.h"
+#include "engine/engine.h"
+#include "engine/request.h"
+#include "engine/scheduler_stats.h"
+
+namespace slimkv::engine {
+
+struct SchedulerOptions {
+  int max_running = 64;         // sequences in the running set at most
+  int max_waiting = 256;        // requests queued at most; Submit is ResourceExhausted beyond
+  int max_batch_tokens = 512;   // tokens per forward pass (decode tokens + prompt chunks)
+  bool prefix_sharing = true;   // start sequences from cached prefix blocks
+  std::function<double()> clock;  // seconds; NowSeconds when empty (tests inject their own)
+};
+
+class Scheduler {
+ public:
+  // `engine` must outlive the scheduler. InvalidArgument for options out of range.
+  static Result<std::unique_ptr<Scheduler>> Create(Engine* engine, const SchedulerOptions& options);
+  ~Scheduler();  // stops the loop thread; requests still in flight are cancelled
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  // Any thread. Queues a request. InvalidArgument for a bad request (empty prompt, token out
+  // of the vocabulary, sampling out of range, max_tokens < 1); OutOfRange for a prompt that
+  // does not fit the context, naming both lengths, or that the whole KV pool cannot hold;
+  // ResourceExhausted when max_waiting requests already wait; Cancelled after StopAccepting.
+  Result<RequestId> Submit(RequestParams params);
+  // Any thread. The request ends with FinishReason::kCancelled; a running one's blocks are
+  // freed at the next step boundary. Unknown or finished ids are ignored.
+  void Cancel(RequestId id);
+  // Any thread. The snapshot of the last step.
+  SchedulerStats Stats() const;
+  // Any thread. Later Submits fail (the server is draining).
+  void StopAccepting();
+  // Any thread: no request is waiting or running.
+  bool Idle() const;
+
+  // Engine thread. Runs one step; false if there was nothing to do.
+  bool Step();
+
+  // Starts the engine thread: Step() whenever there is work, sleeping otherwise.
+  void Start();
+  // Waits until every request has finished (after StopAccepting, the queue only shrinks).
+  void WaitIdle();
+  // Stops the engine thread (after the current step), cancelling what is left.
+  void Stop();
+
+ private:
+  struct Seq;
+  struct Chunk {
+    Seq* seq;
+    int n_tokens;
+  };
+  Scheduler(Engine* engine, const SchedulerOptions& options);
+  double Now() const { return options_.clock ? options_.clock() : NowSeconds(); }
+
+  void TakeCancellations();
+  void Admit(int* tokens_left, std::vector<Chunk>* batch);
+  std::vector<Chunk> PlanBatch(int* tokens_left);
+  Status RunBatch(std::vector<Chunk>* batch);  // with preemption; batch may shrink
+  void Preempt(Seq* seq);
+  void OnToken(Seq* seq, TokenId token, double now);
+  void EmitText(Seq* seq, std::string text, bool final);
+  void Finish(Seq* seq, FinishReason reason, Status error = Status::Ok());
+  void RemoveFinished();
+  void StartSequence(Seq* seq);
+  void PublishPrefix(Seq* seq);
+  size_t SequenceBudget(int64_t tokens) const;
+  size_t CommittedBytes() const;
+  void UpdateStats(double now);
+  void Loop();
+
+  Engine* engine_;
+  SchedulerOptions options_;
+  int n_ctx_;
+
+  // Shared with other threads, under mu_.
+  mutable std::mutex mu_;
+  std::condition_variable cv_;        // the loop waits here for work
+  std::condition_variable idle_cv_;   // WaitIdle waits here
+  std::deque<std::unique_ptr<Seq>> waiting_;  // ordered by id (preempted ones are older)
+  std::unordered_set<RequestId> cancels_;
+  RequestId next_id_ = 1;
+  int n_running_shared_ = 0;  // running_.size() as other threads see it
+  bool accepting_ = true;
+  bool stop_ = false;
+
+  // Engine thread only.
+  std::vector<std::unique_ptr<Seq>> running_;  // ordered by id
+  std::vector<float> logits_;
+
+  mutable std::mutex stats_mu_;
+  SchedulerStats stats_;
+  std::deque<std::pair<double, std::pair<uint64_t, uint64_t>>> rate_window_;  // (time, (generated, computed))
+  double prefix_stats_time_ = -1e30;
+
+  std::thread thread_;
+};
+
+}  // namespace slimkv::engine

@@ -1,0 +1,95 @@
+// What the scheduler tells the outside (metrics, the dashboard, benchmarks): a snapshot
+// taken at the end of each step, copied out under a lock.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engine/request.h"
+
+namespace slimkv::engine {
+
+// A latency histogram with fixed upper bounds in seconds (Prometheus "le" buckets: each
+// count is of observations <= its bound; the last bucket is +Inf).
+class LatencyHistogram {
+ public:
+  static constexpr std::array<double, 14> kBounds = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                                     0.25,  0.5,    1.0,   2.5,  5.0,   10.0, 30.0};
+  void Observe(double seconds) {
+    size_t b = 0;
+    while (b < kBounds.size() && seconds > kBounds[b]) ++b;
+    ++counts_[b];
+    sum_ += seconds;
+    ++count_;
+  }
+  // Observations <= kBounds[b] (b == kBounds.size(): all of them).
+  uint64_t Cumulative(size_t b) const {
+    uint64_t c = 0;
+    for (size_t i = 0; i <= b && i < counts_.size(); ++i) c += counts_[i];
+    return c;
+  }
+  // The bucket bound below which fraction q of the observations lie (an upper estimate).
+  double Quantile(double q) const {
+    if (count_ == 0) return 0;
+    for (size_t b = 0; b < kBounds.size(); ++b)
+      if (static_cast<double>(Cumulative(b)) >= q * static_cast<double>(count_)) return kBounds[b];
+    return kBounds.back();
+  }
+  double sum() const { return sum_; }
+  uint64_t count() const { return count_; }
+
+ private:
+  std::array<uint64_t, kBounds.size() + 1> counts_{};
+  double sum_ = 0;
+  uint64_t count_ = 0;
+};
+
+// One running request, for the dashboard's pool picture.
+struct SequenceStats {
+  RequestId id = 0;
+  std::string phase;            // "prefill" or "decode"
+  int prompt_tokens = 0;
+  int generated_tokens = 0;
+  int cached_tokens = 0;        // prompt tokens shared from the prefix cache
+  int64_t kv_tokens = 0;        // tokens held in the KV cache
+  int64_t kv_blocks = 0;
+  size_t kv_bytes = 0;          // bytes of the blocks the sequence holds
+};
+
+struct SchedulerStats {
+  double time = 0;  // clock seconds of the snapshot
+  // Requests.
+  int running = 0, waiting = 0;
+  int preempted_waiting = 0;         // waiting requests that had been running (recompute)
+  uint64_t submitted = 0, finished = 0, cancelled = 0, failed = 0, rejected = 0;
+  uint64_t preemptions = 0;
+  // Tokens.
+  uint64_t prompt_tokens = 0;        // prompt tokens of admitted requests (first admission)
+  uint64_t prompt_tokens_cached = 0; // of those, taken from the prefix cache
+  uint64_t computed_tokens = 0;      // tokens run through the model (recomputation included)
+  uint64_t generated_tokens = 0;
+  double generated_tokens_per_s = 0;  // over the last few seconds
+  double computed_tokens_per_s = 0;
+  // Prefix cache.
+  bool prefix_sharing = false;
+  uint64_t prefix_lookups = 0, prefix_hits = 0;  // first admissions, those that reused blocks
+  int64_t kv_blocks_shared = 0;      // pool blocks with more than one owner (sequences, cache)
+  int64_t prefix_cache_entries = 0;  // cached block positions (each holds a block per stream)
+  int64_t prefix_evictions = 0;
+  // KV pool.
+  size_t kv_budget_bytes = 0, kv_bytes_used = 0;
+  int64_t kv_blocks_used = 0, kv_blocks_free = 0;  // free: in blocks of the final format
+  size_t kv_block_bytes = 0;                       // a block of the final format
+  double kv_bytes_per_token = 0;                   // data + metadata, all layers
+  std::string kv_format;
+  // Steps.
+  uint64_t steps = 0;
+  int last_batch_tokens = 0, last_batch_sequences = 0;
+  LatencyHistogram ttft, itl, e2e;   // seconds: first token, between tokens, whole request
+  std::vector<SequenceStats> sequences;
+};
+
+}  // namespace slimkv::engine
