@@ -14,6 +14,7 @@ CommandMain AddRunCommand(CLI::App& app);
 CommandMain AddPerplexityCommand(CLI::App& app);
 CommandMain AddInfoCommand(CLI::App& app);
 CommandMain AddBenchCommand(CLI::App& app);
+CommandMain AddPlanCommand(CLI::App& app);
 CommandMain AddInspectKvCommand(CLI::App& app);
 
 }  // namespace slimkv::cli

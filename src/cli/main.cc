@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   add(slimkv::cli::AddPerplexityCommand);
   add(slimkv::cli::AddInfoCommand);
   add(slimkv::cli::AddBenchCommand);
+  add(slimkv::cli::AddPlanCommand);
   add(slimkv::cli::AddInspectKvCommand);
   try {
     app.parse(argc, argv);

@@ -109,5 +109,13 @@ if run_ok bench bench --no-bandwidth --tests pp32 tg4 -r 1; then
   has bench "$OUT" "\| tg4 "
 fi
 
+# The capacity planner reproduces the example (no model file needed).
+if run_ok plan plan --model llama-3.1-8b --gpu a100-80gb --weight-bits 4 --kv-mem-gib 74 --no-metadata \
+    --kv fp16,int4 --svg "$TMP/plan.svg"; then
+  has plan "$OUT" "^\| fp16 +\|.*\| +296 \| +74 \| +18 \| +4 \|$"
+  has plan "$OUT" "^\| int4 +\|.*\| +1184 \| +296 \| +74 \| +18 \|$"
+  has plan "$TMP/plan.svg" "^<svg "
+fi
+
 echo "$n_failed failed, $((SECONDS - start)) s"
 [[ $n_failed -eq 0 ]]
