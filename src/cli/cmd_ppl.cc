@@ -16,6 +16,8 @@ struct PplFlags {
   int chunks = -1;
   int step = 0;
   std::string kl_base = "fp16";
+  bool stream = false;
+  int max_tokens = 0;
 };
 
 int PplMain(const PplFlags& f) {
@@ -26,7 +28,8 @@ int PplMain(const PplFlags& f) {
     return Fail(InvalidArgument("'{}' is not valid UTF-8 (first bad byte at offset {})", f.file, bad));
   }
   const int n_ctx = f.common.n_ctx > 0 ? f.common.n_ctx : 512;
-  auto engine_or = MakeEngine(f.common, n_ctx);
+  // Streaming holds one long sequence: without a policy it needs room for the whole stream.
+  auto engine_or = MakeEngine(f.common, f.stream ? (f.common.n_ctx > 0 ? f.common.n_ctx : 32768) : n_ctx);
   if (!engine_or.ok()) return Fail(engine_or.status());
   engine::Engine& eng = **engine_or;
   const double t0 = NowSeconds();
@@ -35,6 +38,21 @@ int PplMain(const PplFlags& f) {
   const double t_tok = NowSeconds() - t0;
   std::fprintf(stderr, "tokenized %s: %zu bytes -> %zu tokens in %.2f s\n", f.file.c_str(), text->size(),
                ids.size(), t_tok);
+  if (f.stream) {
+    std::vector<int32_t> toks = ids;
+    if (f.max_tokens > 0 && static_cast<int>(toks.size()) > f.max_tokens) toks.resize(f.max_tokens);
+    auto r = eval::StreamPerplexity(eng, toks, true);
+    if (!r.ok()) return Fail(r.status());
+    const auto& kv = eng.kv();
+    std::printf("model %s, KV %s, policy %s (budget %d), streaming %lld tokens one at a time\n",
+                eng.model().config().name.c_str(), kv::ConfigName(kv.config()).c_str(),
+                kv::PolicyName(kv.policy()).c_str(), kv.policy().budget, static_cast<long long>(r->scored_tokens));
+    std::printf("PPL = %.4f; KV held at the end %s, at most %s; %.1f tokens/s\n", r->ppl,
+                HumanBytes(r->kv_bytes_end).c_str(), HumanBytes(r->kv_bytes_max).c_str(),
+                r->scored_tokens / std::max(1e-9, r->seconds));
+    for (const auto& [n, p] : r->curve) std::fprintf(stderr, "  after %lld tokens: ppl %.4f\n", static_cast<long long>(n), p);
+    return 0;
+  }
   eval::PerplexityOptions po;
   po.n_ctx = n_ctx;
   po.max_chunks = f.chunks;
@@ -80,6 +98,10 @@ CommandMain AddPerplexityCommand(CLI::App& app) {
   cmd->add_option("--kl-base", f->kl_base,
                   "also run this KV preset and report KL divergence and top-1 agreement against it "
                   "(default fp16; 'none' to skip)");
+  cmd->add_flag("--stream", f->stream,
+                "stream the text through one sequence, one token per step (with --kv-policy/--kv-budget: "
+                "constant memory past the trained context)");
+  cmd->add_option("--max-tokens", f->max_tokens, "with --stream: stop after this many tokens")->check(CLI::Range(0, 1 << 30));
   cmd->add_option("--chunks", f->chunks, "score at most this many windows (default: all)")
       ->check(CLI::Range(1, 1 << 30));
   return [f] { return PplMain(*f); };

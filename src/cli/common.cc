@@ -52,6 +52,10 @@ void CommonFlags::Add(CLI::App* app, bool with_model_flag) {
                   "key format, overriding the preset: TYPE[:OPTION...] with TYPE f32|f16|bf16|fp8|fp8e4m3|"
                   "fp8e5m2|int8|int4|int3|int2|q8_0|q4_0 and OPTION channel|token|g32|g64|g128|sym|asym|rot|pre");
   app->add_option("--kv-v", kv_v, "value format, overriding the preset (as --kv-k, without pre)");
+  app->add_option("--kv-policy", kv_policy,
+                  "eviction policy: " + kv::PolicyList());
+  app->add_option("--kv-budget", kv_budget, "tokens the policy keeps per layer and KV head")
+      ->check(CLI::Range(0, 1 << 24));
   app->add_option("--kv-residual", kv_residual,
                   "most recent tokens kept in fp16 before quantization (a multiple of --kv-block)")
       ->check(CLI::Range(0, 1 << 20));
@@ -90,6 +94,11 @@ Result<std::unique_ptr<engine::Engine>> MakeEngine(const CommonFlags& f, int def
   engine::EngineOptions o;
   ASSIGN_OR_RETURN(o.model_path, ResolveModel(f.model));
   ASSIGN_OR_RETURN(o.kv, KvConfigFromFlags(f));
+  if (!f.kv_policy.empty()) {
+    ASSIGN_OR_RETURN(o.policy, kv::ParsePolicy(f.kv_policy, f.kv_budget));
+  } else if (f.kv_budget > 0) {
+    return InvalidArgument("--kv-budget {} needs --kv-policy (one of {})", f.kv_budget, kv::PolicyList());
+  }
   o.n_ctx = f.n_ctx > 0 ? f.n_ctx : default_ctx;
   o.threads = f.threads;
   o.prefill_chunk = f.batch;

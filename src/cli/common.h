@@ -20,6 +20,8 @@ struct CommonFlags {
   std::string kv = "fp16";    // --kv preset
   std::string kv_k, kv_v;     // --kv-k / --kv-v: free-form format of one side (overrides the preset)
   int kv_residual = -1;       // --kv-residual: tokens kept in fp16 before sealing (-1: the preset's)
+  std::string kv_policy;      // --kv-policy NAME[:OPTIONS]
+  int kv_budget = 0;          // --kv-budget: tokens kept per layer and KV head
   double kv_mem_mib = 0;      // --kv-mem: KV budget in MiB (0 = exactly what the context needs)
   int block_tokens = 32;      // --kv-block
   int batch = 512;            // -b: prompt tokens per forward call

@@ -1,5 +1,7 @@
 #include "engine/engine.h"
 
+#include <cmath>
+
 #include "base/log.h"
 
 namespace slimkv::engine {
@@ -12,9 +14,17 @@ Result<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& o) {
   ASSIGN_OR_RETURN(e->model_, model::Model::Load(o.model_path));
   ASSIGN_OR_RETURN(e->tokenizer_, tokenizer::Tokenizer::FromGguf(e->model_->file()));
   const kv::KvSpec spec = e->model_->KvSpec();
+  // With an eviction policy a sequence holds at most about twice its token budget (prompt
+  // chunks are compacted at the end of each chunk), whatever its length.
+  int64_t held = o.n_ctx;
+  if (o.policy.active()) {
+    const int64_t most = static_cast<int64_t>(std::ceil(o.policy.budget * (o.policy.pyramid ? 1.5 : 1.0)));
+    held = std::min<int64_t>(held, 2 * most + 2 * o.kv.block_tokens + o.prefill_chunk);
+  }
   const size_t budget = o.kv_budget_bytes ? o.kv_budget_bytes
-                                          : kv::KvCache::BudgetFor(spec, o.kv, o.n_ctx, o.n_seq, o.prefill_chunk);
+                                          : kv::KvCache::BudgetFor(spec, o.kv, held, o.n_seq, o.prefill_chunk);
   ASSIGN_OR_RETURN(e->kv_, kv::KvCache::Create(spec, o.kv, budget));
+  RETURN_IF_ERROR(e->kv_->SetPolicy(o.policy));
   return e;
 }
 
@@ -40,7 +50,8 @@ Result<GenerationStats> Engine::Generate(const std::vector<TokenId>& prompt,
                                          const GenerateOptions& go, const TokenCallback& on_token) {
   RETURN_IF_ERROR(go.sampling.Validate());
   if (prompt.empty()) return InvalidArgument("empty prompt");
-  if (static_cast<int>(prompt.size()) >= options_.n_ctx) {
+  const bool streaming = kv_->policy().reindexes();  // constant memory: no context limit
+  if (!streaming && static_cast<int>(prompt.size()) >= options_.n_ctx) {
     return OutOfRange("prompt of {} tokens does not fit in the context of {} tokens (-c)",
                       prompt.size(), options_.n_ctx);
   }
@@ -57,6 +68,7 @@ Result<GenerationStats> Engine::Generate(const std::vector<TokenId>& prompt,
   std::vector<float> logits;
   double t0 = NowSeconds();
   RETURN_IF_ERROR(Prefill(seq, prompt, -1, &logits));
+  kv_->Compress(seq);  // policies that decide at the end of the prompt (SnapKV) act now
   st.prefill_seconds = NowSeconds() - t0;
   Sampler sampler(go.sampling);
   tokenizer::StreamDecoder decoder(*tokenizer_);
@@ -77,7 +89,7 @@ Result<GenerationStats> Engine::Generate(const std::vector<TokenId>& prompt,
       break;
     }
     if (i + 1 == go.max_tokens) break;
-    if (kv_->Length(seq) + 1 >= options_.n_ctx) {
+    if (!streaming && kv_->Length(seq) + 1 >= options_.n_ctx) {
       st.stop_reason = "context";
       break;
     }

@@ -19,6 +19,7 @@ namespace slimkv::engine {
 struct EngineOptions {
   std::string model_path;
   kv::KvConfig kv;             // formats and block size
+  kv::PolicySpec policy;       // eviction policy (none by default)
   int n_ctx = 4096;            // tokens per sequence (prompt + generated)
   int n_seq = 1;               // sequences the KV budget must hold when kv_budget_bytes is 0
   size_t kv_budget_bytes = 0;  // 0: exactly n_seq sequences of n_ctx tokens

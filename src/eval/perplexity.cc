@@ -114,4 +114,36 @@ Result<PerplexityResult> Perplexity(engine::Engine& engine, const std::vector<in
   return r;
 }
 
+Result<StreamResult> StreamPerplexity(engine::Engine& engine, const std::vector<int32_t>& tokens,
+                                      bool progress) {
+  if (tokens.size() < 2) return InvalidArgument("streaming perplexity needs at least 2 tokens");
+  const int V = engine.model().config().n_vocab;
+  kv::KvCache& kv = engine.kv();
+  StreamResult r;
+  const kv::SeqId seq = kv.AddSequence();
+  Progress prog("stream perplexity", static_cast<int64_t>(tokens.size()) - 1, "tokens", false);
+  std::vector<float> logits;
+  double nll = 0;
+  const double t0 = NowSeconds();
+  Status st;
+  for (size_t i = 0; i + 1 < tokens.size(); ++i) {
+    const model::BatchEntry e{seq, {&tokens[i], 1}};
+    st = engine.model().Forward(engine.pool(), kv, {&e, 1}, &logits);
+    if (!st.ok()) break;
+    nll += ops::LogSumExp(logits.data(), V) - logits[tokens[i + 1]];
+    ++r.scored_tokens;
+    const size_t bytes = kv.SequenceUsage(seq).bytes_allocated;
+    r.kv_bytes_max = std::max(r.kv_bytes_max, bytes);
+    if ((i + 1) % 1024 == 0) r.curve.emplace_back(i + 1, std::exp(nll / r.scored_tokens));
+    if (progress && (i & 63) == 0) prog.Update(static_cast<int64_t>(i) + 1, fmt::format("ppl {:.3f}", std::exp(nll / r.scored_tokens)));
+  }
+  if (st.ok()) r.kv_bytes_end = kv.SequenceUsage(seq).bytes_allocated;
+  kv.RemoveSequence(seq);
+  RETURN_IF_ERROR(st);
+  prog.Finish();
+  r.seconds = NowSeconds() - t0;
+  r.ppl = std::exp(nll / r.scored_tokens);
+  return r;
+}
+
 }  // namespace slimkv::eval

@@ -52,4 +52,17 @@ struct PerplexityResult {
 Result<PerplexityResult> Perplexity(engine::Engine& engine, const std::vector<int32_t>& tokens,
                                     const PerplexityOptions& options);
 
+// Streaming perplexity: the whole token stream through ONE sequence, one token per step, so
+// the cache (and its eviction policy) sees the text as a long generation would; every token
+// after the first is scored. Reports the KV bytes the sequence held at the end and at most.
+struct StreamResult {
+  double ppl = 0;
+  int64_t scored_tokens = 0;
+  double seconds = 0;
+  size_t kv_bytes_end = 0, kv_bytes_max = 0;  // allocated blocks of the sequence
+  std::vector<std::pair<int64_t, double>> curve;  // (tokens seen, running ppl) every 1024 tokens
+};
+Result<StreamResult> StreamPerplexity(engine::Engine& engine, const std::vector<int32_t>& tokens,
+                                      bool progress);
+
 }  // namespace slimkv::eval

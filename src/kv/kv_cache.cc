@@ -142,8 +142,45 @@ size_t KvCache::BudgetFor(const KvSpec& spec, const KvConfig& config, int64_t to
 }
 
 KvCache::Sequence KvCache::NewSequence() const {
-  return Sequence{true, 0, std::vector<std::vector<BlockId>>(streams()), std::vector<int>(streams(), 0),
-                  std::vector<int>(streams(), 0)};
+  Sequence s;
+  s.live = true;
+  s.tables.resize(streams());
+  s.first_live.assign(streams(), 0);
+  s.n_sealed.assign(streams(), 0);
+  s.slots.assign(streams(), 0);
+  if (policy_.active()) {
+    s.pos.resize(streams());
+    s.mass.resize(streams());
+    s.last_mass.resize(streams());
+    s.score.resize(streams());
+    if (policy_.needs_queries()) {
+      s.q_mean.assign(streams(), std::vector<float>(spec_.head_dim, 0.0f));
+      s.q_sq.assign(streams(), std::vector<float>(spec_.head_dim, 0.0f));
+    }
+  }
+  return s;
+}
+
+Status KvCache::SetPolicy(const PolicySpec& policy) {
+  for (const Sequence& s : seqs_) {
+    if (s.live) return InvalidArgument("the KV policy must be set before any sequence exists");
+  }
+  if (policy.active() && config_.k.pre_rope && !policy.reindexes()) {
+    return InvalidArgument("policy {} keeps original positions, which keys stored before RoPE cannot carry; use "
+                           "window or sinks, or post-RoPE keys", PolicyName(policy));
+  }
+  if (policy.active() && policy.budget < config_.block_tokens) {
+    return InvalidArgument("--kv-budget {} is smaller than one block of {} tokens", policy.budget,
+                           config_.block_tokens);
+  }
+  policy_ = policy;
+  return Status::Ok();
+}
+
+int64_t KvCache::NextPosition(SeqId id) const { return Seq(id).next_pos; }
+
+int KvCache::Slots(SeqId id, int layer, int head) const {
+  return Seq(id).slots[layer * spec_.n_kv_heads + head];
 }
 
 SeqId KvCache::AddSequence() {
@@ -228,9 +265,10 @@ Status KvCache::BeginStep(std::span<const StepChunk> chunks) {
       if (chunks[j].seq == c.seq) return InvalidArgument("sequence {} appears twice in a step", c.seq);
     }
     const Sequence& s = seqs_[c.seq];
-    const int have = static_cast<int>(s.tables[0].size());
-    need += std::max(0, CeilDiv(s.length + c.n_tokens, bt) - have) * streams();
-    max_len = std::max<int64_t>(max_len, s.length + c.n_tokens);
+    for (int st = 0; st < streams(); ++st) {
+      need += std::max(0, CeilDiv(s.slots[st] + c.n_tokens, bt) - static_cast<int>(s.tables[st].size()));
+    }
+    max_len = std::max<int64_t>(max_len, std::max<int64_t>(s.next_pos, s.length) + c.n_tokens);
   }
   std::vector<BlockId> fresh;
   if (Status st = AllocateEvicting(staged_pool_, need, &fresh); !st.ok()) {
@@ -241,9 +279,10 @@ Status KvCache::BeginStep(std::span<const StepChunk> chunks) {
   size_t next = 0;
   for (const StepChunk& c : chunks) {
     Sequence& s = seqs_[c.seq];
-    const int want = CeilDiv(s.length + c.n_tokens, bt);
-    for (auto& table : s.tables)
-      while (static_cast<int>(table.size()) < want) table.push_back(fresh[next++]);
+    for (int st = 0; st < streams(); ++st) {
+      const int want = CeilDiv(s.slots[st] + c.n_tokens, bt);
+      while (static_cast<int>(s.tables[st].size()) < want) s.tables[st].push_back(fresh[next++]);
+    }
   }
   CHECK(next == fresh.size());
   return Status::Ok();
@@ -262,7 +301,8 @@ void KvCache::Append(int layer, std::span<const StepChunk> chunks, const float* 
       const int st = layer * spec_.n_kv_heads + h;
       const auto& table = s.tables[st];
       for (int i = 0; i < c.n_tokens; ++i) {
-        const int slot = s.length + i;
+        const int slot = s.slots[st] + i;
+        const int64_t position = s.next_pos + i;
         DCHECK(slot / bt < static_cast<int>(table.size()) && slot / bt >= s.n_sealed[st]);
         uint8_t* block = staged_pool_.Data(table[slot / bt]);
         const int64_t row = c.row + i;
@@ -271,8 +311,8 @@ void KvCache::Append(int layer, std::span<const StepChunk> chunks, const float* 
         if (rope) {
           float cs[kMaxAttnHeadDim / 2], sn[kMaxAttnHeadDim / 2];
           for (int p = 0; p < spec_.rope_dim / 2; ++p) {
-            cs[p] = rope->cos[p * rope->stride + slot];
-            sn[p] = rope->sin[p * rope->stride + slot];
+            cs[p] = rope->cos[p * rope->stride + position];
+            sn[p] = rope->sin[p * rope->stride + position];
           }
           ops::RopeApply(kx, 1, hd, spec_.rope_dim, cs, sn, spec_.rope_style);
         }
@@ -280,6 +320,19 @@ void KvCache::Append(int layer, std::span<const StepChunk> chunks, const float* 
         if (config_.v.rotate) v_rot_[st].Apply(vx);
         EncodeKToken(staged_.k, bt, hd, slot % bt, kx, block);
         EncodeVToken(staged_.v, bt, hd, slot % bt, vx, block + staged_.v_offset);
+        if (policy_.active()) {  // metadata for the policy: position and key norm
+          if (static_cast<int>(s.pos[st].size()) < slot + 1) {
+            s.pos[st].resize(slot + 1);
+            s.mass[st].resize(slot + 1, 0.0f);
+            s.last_mass[st].resize(slot + 1, 0.0f);
+            s.score[st].resize(slot + 1, 0.0f);
+          }
+          s.pos[st][slot] = static_cast<int32_t>(position);
+          s.mass[st][slot] = s.last_mass[st][slot] = 0.0f;
+          double norm = 0;
+          for (int d = 0; d < hd; ++d) norm += static_cast<double>(kx[d]) * kx[d];
+          s.score[st][slot] = -static_cast<float>(std::sqrt(norm));  // knorm keeps small keys
+        }
       }
     }
   }
@@ -292,6 +345,9 @@ void KvCache::Attend(ThreadPool& pool, int layer, std::span<const StepChunk> chu
   const int window = spec_.window(layer);
   const int tile_tokens = std::max(1, kMaxAttnTaskRows / G);
   const RopeTables* rope = config_.k.pre_rope ? LayerRope(layer) : nullptr;
+  if (policy_.needs_queries()) {
+    for (const StepChunk& c : chunks) UpdateQueryStats(Seq(c.seq), layer, q + c.row * ldq, ldq, c.n_tokens);
+  }
 
   // Block pointers of every (chunk, head) stream.
   scratch_blocks_.clear();
@@ -316,7 +372,7 @@ void KvCache::Attend(ThreadPool& pool, int layer, std::span<const StepChunk> chu
     for (int h = 0; h < H; ++h)
       for (int t0 = 0; t0 < chunks[ci].n_tokens; t0 += tile_tokens)
         units.push_back({static_cast<int>(ci), h, t0, std::min(tile_tokens, chunks[ci].n_tokens - t0), 0, 1});
-    max_keys = std::max<int64_t>(max_keys, Seq(chunks[ci].seq).length + chunks[ci].n_tokens);
+    for (int h = 0; h < H; ++h) max_keys = std::max<int64_t>(max_keys, Seq(chunks[ci].seq).slots[layer * H + h] + chunks[ci].n_tokens);
   }
   if (units.empty()) return;
   const int want_tasks = 2 * pool.num_threads();
@@ -343,9 +399,9 @@ void KvCache::Attend(ThreadPool& pool, int layer, std::span<const StepChunk> chu
     t.scale = scale;
     t.n_q_tokens = u.nt;
     t.group = G;
-    t.first_q_slot = s.length + u.t0;
+    t.first_q_slot = s.slots[st] + u.t0;
     t.window = window;
-    const int key_end = s.length + u.t0 + u.nt;
+    const int key_end = s.slots[st] + u.t0 + u.nt;
     const int key_begin = window > 0 ? std::max(0, t.first_q_slot - window + 1) : 0;
     // Split [key_begin, key_end) into up to `parts` ranges aligned to blocks.
     const int b0 = key_begin / bt, n_blocks = CeilDiv(key_end, bt) - b0;
@@ -399,18 +455,24 @@ void KvCache::EndStep(std::span<const StepChunk> chunks) {
   for (const StepChunk& c : chunks) {
     Sequence& s = Seq(c.seq);
     s.length += c.n_tokens;
+    for (int& n : s.slots) n += c.n_tokens;
+    s.next_pos = policy_.reindexes() ? s.slots[0] : s.length;
     DropOutOfWindow(s);
+    // Decode steps keep a stream within budget + one block (evicting a block's worth at a
+    // time amortises the compaction); prompt chunks may grow to twice the budget, so a
+    // policy that decides at the end of the prompt (Compress) sees all of it.
+    if (policy_.active()) Evict(s, c.n_tokens == 1 ? config_.block_tokens : policy_.budget);
     if (!staged_only()) Seal(s);
   }
 }
 
 void KvCache::Seal(Sequence& s) {
   const int bt = config_.block_tokens, hd = spec_.head_dim;
-  // Blocks whose every slot is older than the residual window.
-  const int sealable = std::max(0, s.length - config_.residual) / bt;
   std::vector<float> k(static_cast<size_t>(bt) * hd), v(static_cast<size_t>(bt) * hd);
   std::vector<BlockId> fresh;
   for (int st = 0; st < streams(); ++st) {
+    // Blocks whose every slot is older than the residual window.
+    const int sealable = std::max(0, s.slots[st] - config_.residual) / bt;
     auto& table = s.tables[st];
     s.n_sealed[st] = std::max(s.n_sealed[st], s.first_live[st]);
     while (s.n_sealed[st] < sealable) {
@@ -440,11 +502,11 @@ void KvCache::DropOutOfWindow(Sequence& s) {
   for (int l = 0; l < spec_.n_layers; ++l) {
     const int w = spec_.window(l);
     if (w <= 0) continue;
-    // The next token (slot `length`) sees keys > length - w; later tokens see fewer.
-    const int first_visible = std::max(0, s.length - w + 1);
-    const int dead_blocks = first_visible / bt;
     for (int h = 0; h < spec_.n_kv_heads; ++h) {
       const int st = l * spec_.n_kv_heads + h;
+      // The next token (slot `slots`) sees keys > slots - w; later tokens see fewer.
+      const int first_visible = std::max(0, s.slots[st] - w + 1);
+      const int dead_blocks = first_visible / bt;
       auto& table = s.tables[st];
       for (int b = s.first_live[st]; b < dead_blocks && b < static_cast<int>(table.size()); ++b) {
         (b < s.n_sealed[st] ? sealed_pool_ : staged_pool_).Release(table[b]);
@@ -488,6 +550,7 @@ void KvCache::ClearPrefixCache() {
 int KvCache::AttachPrefix(SeqId id, uint64_t salt, std::span<const int32_t> tokens) {
   Sequence& s = Seq(id);
   CHECK(s.length == 0 && s.tables[0].empty(), "AttachPrefix on a sequence that is not empty");
+  if (policy_.active()) return 0;  // evicting sequences do not share blocks
   ++prefix_stats_.lookups;
   prefix_stats_.lookup_tokens += static_cast<int64_t>(tokens.size());
   const int bt = config_.block_tokens;
@@ -532,6 +595,8 @@ int KvCache::AttachPrefix(SeqId id, uint64_t salt, std::span<const int32_t> toke
     s.n_sealed[st] = staged_only() ? first_needed : sealed;
   }
   s.length = k * bt;
+  s.next_pos = s.length;
+  for (int& n : s.slots) n = s.length;
   ++prefix_stats_.hits;
   prefix_stats_.hit_tokens += s.length;
   return s.length;
@@ -539,6 +604,7 @@ int KvCache::AttachPrefix(SeqId id, uint64_t salt, std::span<const int32_t> toke
 
 void KvCache::PublishPrefix(SeqId id, uint64_t salt, std::span<const int32_t> tokens) {
   const Sequence& s = Seq(id);
+  if (policy_.active()) return;  // a compacted stream no longer holds a plain prefix
   const int bt = config_.block_tokens;
   const int n_full = static_cast<int>(std::min<int64_t>(tokens.size(), s.length) / bt);
   uint64_t parent = PrefixIndex::kRoot;
@@ -588,11 +654,14 @@ Status KvCache::ReadTokens(SeqId id, int layer, int head, int first, int n, floa
   if (layer < 0 || layer >= spec_.n_layers || head < 0 || head >= spec_.n_kv_heads) {
     return InvalidArgument("no stream for layer {} head {}", layer, head);
   }
-  const Sequence& s = seqs_[id];
-  const int bt = config_.block_tokens, hd = spec_.head_dim, st = layer * spec_.n_kv_heads + head;
-  if (first < 0 || n < 0 || first + n > s.length || (n > 0 && first / bt < s.first_live[st])) {
+  return ReadTokensOf(seqs_[id], layer * spec_.n_kv_heads + head, first, n, k, v);
+}
+
+Status KvCache::ReadTokensOf(const Sequence& s, int st, int first, int n, float* k, float* v) const {
+  const int bt = config_.block_tokens, hd = spec_.head_dim;
+  if (first < 0 || n < 0 || first + n > s.slots[st] || (n > 0 && first / bt < s.first_live[st])) {
     return OutOfRange("tokens [{}, {}) of a stream holding [{}, {})", first, first + n,
-                      s.first_live[st] * bt, s.length);
+                      s.first_live[st] * bt, s.slots[st]);
   }
   for (int i = 0; i < n; ++i) {
     const int slot = first + i, b = slot / bt;
@@ -603,6 +672,231 @@ Status KvCache::ReadTokens(SeqId id, int layer, int head, int first, int n, floa
     DecodeV(kind.v, bt, hd, slot % bt, block + kind.v_offset, v + static_cast<size_t>(i) * hd);
   }
   return Status::Ok();
+}
+
+void KvCache::UpdateQueryStats(Sequence& s, int layer, const float* q, int64_t ldq, int n_tokens) {
+  // Exponential moving moments of the recent queries of each KV head's group (post-RoPE),
+  // for the Expected Attention score: a short memory, since future queries resemble recent ones.
+  const int H = spec_.n_kv_heads, G = spec_.group_size(), hd = spec_.head_dim;
+  for (int i = 0; i < n_tokens; ++i) {
+    const double a = std::max(1.0 / static_cast<double>(s.q_count + 1 + i), 1.0 / 64.0);
+    for (int h = 0; h < H; ++h) {
+      auto& mean = s.q_mean[layer * H + h];
+      auto& sq = s.q_sq[layer * H + h];
+      for (int g = 0; g < G; ++g) {
+        const float* x = q + i * ldq + (h * G + g) * hd;
+        const double w = a / G;
+        for (int d = 0; d < hd; ++d) {
+          mean[d] = static_cast<float>((1 - w) * mean[d] + w * x[d]);
+          sq[d] = static_cast<float>((1 - w) * sq[d] + w * x[d] * x[d]);
+        }
+      }
+    }
+  }
+  if (layer == spec_.n_layers - 1) s.q_count += n_tokens;
+}
+
+void KvCache::Compress(SeqId id) {
+  if (!policy_.active()) return;
+  Sequence& s = Seq(id);
+  Evict(s, 0);
+  if (!staged_only()) Seal(s);
+}
+
+void KvCache::Evict(Sequence& s, int slack) {
+  const int bt = config_.block_tokens, H = spec_.n_kv_heads, hd = spec_.head_dim;
+  std::vector<int> keep;
+  std::vector<float> k, v;
+  for (int l = 0; l < spec_.n_layers; ++l) {
+    const int budget = policy_.LayerBudget(l, spec_.n_layers);
+    bool over = false;
+    for (int h = 0; h < H; ++h) {
+      const int st = l * H + h;
+      over |= s.slots[st] - s.first_live[st] * bt > budget + slack;
+    }
+    if (!over) continue;
+    // Per-slot views of each head's live tokens [first_live * bt, slots).
+    auto view = [&](int st, std::vector<float>* expected) {
+      const int first = s.first_live[st] * bt, n = s.slots[st] - first;
+      StreamView v;
+      v.positions = std::span<const int32_t>(s.pos[st]).subspan(first, n);
+      v.mass = std::span<const float>(s.mass[st]).subspan(first, n);
+      v.last_mass = std::span<const float>(s.last_mass[st]).subspan(first, n);
+      v.score = std::span<const float>(s.score[st]).subspan(first, n);
+      v.protect_tail = 1;
+      if (policy_.kind == PolicyKind::kExpected) {
+        // log E[exp(q.k * c)] for q ~ N(mean, diag(var)): c mean.k + c^2/2 sum var_d k_d^2.
+        const float c = 1.0f / std::sqrt(static_cast<float>(hd));
+        k.resize(static_cast<size_t>(n) * hd);
+        v.score = {};
+        std::vector<float> vv(static_cast<size_t>(n) * hd);
+        const Status st_read = ReadTokensOf(s, st, first, n, k.data(), vv.data());
+        CHECK(st_read.ok(), "{}", st_read.message());
+        expected->assign(n, 0.0f);
+        for (int t = 0; t < n; ++t) {
+          double e = 0;
+          for (int d = 0; d < hd; ++d) {
+            const double kd = k[static_cast<size_t>(t) * hd + d];
+            const double var = std::max(0.0, static_cast<double>(s.q_sq[st][d]) - static_cast<double>(s.q_mean[st][d]) * s.q_mean[st][d]);
+            e += c * s.q_mean[st][d] * kd + 0.5 * c * c * var * kd * kd;
+          }
+          (*expected)[t] = static_cast<float>(e);
+        }
+        v.score = *expected;
+      }
+      return v;
+    };
+    if (policy_.head_adaptive) {
+      // Ada-KV: the layer's H * budget slots go to the highest-scoring tokens of any head,
+      // after each head keeps what the policy always keeps (its recent tokens).
+      std::vector<std::vector<float>> expected(H), scores(H);
+      std::vector<std::vector<int>> keeps(H);
+      struct Cand { float score; int head, slot; };
+      std::vector<Cand> cand;
+      int taken = 0;
+      for (int h = 0; h < H; ++h) {
+        const int st = l * H + h;
+        const StreamView v = view(st, &expected[h]);
+        const int n = static_cast<int>(v.positions.size());
+        const int recent = std::min(n, policy_.recent > 0 ? policy_.recent : std::max(1, budget / 8));
+        ScoreTokens(policy_, v, &scores[h]);
+        // Normalise per head so heads with larger raw scores do not take everything.
+        double sum = 0;
+        for (float x : scores[h]) sum += std::abs(x);
+        const float norm = sum > 0 ? static_cast<float>(n / sum) : 1.0f;
+        for (int t = 0; t < n; ++t) {
+          if (t >= n - recent) {
+            keeps[h].push_back(t);
+            ++taken;
+          } else {
+            cand.push_back({scores[h][t] * norm, h, t});
+          }
+        }
+      }
+      std::sort(cand.begin(), cand.end(), [](const Cand& a, const Cand& b) { return a.score > b.score; });
+      for (const Cand& c : cand) {
+        if (taken >= budget * H) break;
+        keeps[c.head].push_back(c.slot);
+        ++taken;
+      }
+      for (int h = 0; h < H; ++h) {
+        std::sort(keeps[h].begin(), keeps[h].end());
+        const int st = l * H + h;
+        if (static_cast<int>(keeps[h].size()) < s.slots[st] - s.first_live[st] * bt) Compact(s, st, keeps[h]);
+      }
+      continue;
+    }
+    for (int h = 0; h < H; ++h) {
+      const int st = l * H + h;
+      if (s.slots[st] - s.first_live[st] * bt <= budget + slack) continue;
+      std::vector<float> expected;
+      Select(policy_, view(st, &expected), budget, &keep);
+      Compact(s, st, keep);
+    }
+  }
+  s.next_pos = policy_.reindexes() ? s.slots[0] : s.length;
+}
+
+void KvCache::Compact(Sequence& s, int st, const std::vector<int>& keep) {
+  const int bt = config_.block_tokens, hd = spec_.head_dim;
+  const int first = s.first_live[st] * bt, n = s.slots[st] - first, m = static_cast<int>(keep.size());
+  std::vector<float> k(static_cast<size_t>(n) * hd), v(static_cast<size_t>(n) * hd);
+  const Status st_read = ReadTokensOf(s, st, first, n, k.data(), v.data());
+  CHECK(st_read.ok(), "{}", st_read.message());
+  std::vector<char> kept(n, 0);
+  for (int i : keep) kept[i] = 1;
+  auto& pos = s.pos[st];
+  auto& mass = s.mass[st];
+  if (policy_.merge) {
+    // Each evicted token's value joins its most similar kept token (key cosine), weighted by
+    // attention mass: what it contributed is folded in, not lost.
+    std::vector<float> norm(n);
+    for (int t = 0; t < n; ++t) {
+      double x = 0;
+      for (int d = 0; d < hd; ++d) x += static_cast<double>(k[t * hd + d]) * k[t * hd + d];
+      norm[t] = static_cast<float>(std::sqrt(x)) + 1e-12f;
+    }
+    for (int e = 0; e < n; ++e) {
+      if (kept[e]) continue;
+      int best = -1;
+      double best_cos = -2;
+      for (int j : keep) {
+        double dot = 0;
+        for (int d = 0; d < hd; ++d) dot += static_cast<double>(k[e * hd + d]) * k[j * hd + d];
+        const double c = dot / (norm[e] * norm[j]);
+        if (c > best_cos) best_cos = c, best = j;
+      }
+      if (best < 0) continue;
+      const float we = std::max(mass[first + e], 1e-6f), wj = std::max(mass[first + best], 1e-6f);
+      for (int d = 0; d < hd; ++d) v[best * hd + d] = (wj * v[best * hd + d] + we * v[e * hd + d]) / (wj + we);
+      mass[first + best] += mass[first + e];
+    }
+  }
+  // New positions: the slot for re-indexing policies (keys re-rotated by the difference),
+  // the original one otherwise.
+  std::vector<int32_t> new_pos(m);
+  const int layer = st / spec_.n_kv_heads;
+  for (int i = 0; i < m; ++i) {
+    const int t = keep[i];
+    new_pos[i] = policy_.reindexes() ? i : pos[first + t];
+    const int delta = new_pos[i] - pos[first + t];
+    if (delta != 0 && !config_.k.pre_rope && spec_.rope_dim > 0) {
+      float* key = &k[static_cast<size_t>(t) * hd];
+      if (config_.k.rotate) k_rot_[st].Inverse(key);  // RoPE acts on the unrotated key
+      std::vector<float> cs(spec_.rope_dim / 2), sn(spec_.rope_dim / 2);
+      ops::RopeAngles(delta, spec_.layer_inv_freq[layer], cs.data(), sn.data());
+      ops::RopeApply(key, 1, hd, spec_.rope_dim, cs.data(), sn.data(), spec_.rope_style);
+      if (config_.k.rotate) k_rot_[st].Apply(key);
+    }
+  }
+  // Release the old blocks and write the kept tokens back: full blocks older than the
+  // residual window straight into the sealed format, the rest into staging blocks.
+  auto& table = s.tables[st];
+  for (int b = s.first_live[st]; b < static_cast<int>(table.size()); ++b) {
+    if (table[b] == kNoBlock) continue;
+    (!staged_only() && b < s.n_sealed[st] ? sealed_pool_ : staged_pool_).Release(table[b]);
+  }
+  table.clear();
+  s.first_live[st] = 0;
+  const int n_blocks = CeilDiv(m, bt);
+  const int n_sealed = staged_only() ? 0 : std::max(0, m - config_.residual) / bt;
+  std::vector<BlockId> ids;
+  std::vector<float> kb(static_cast<size_t>(bt) * hd), vb(static_cast<size_t>(bt) * hd);
+  for (int b = 0; b < n_blocks; ++b) {
+    const bool sealed = b < n_sealed;
+    ids.clear();
+    const Status st_alloc = AllocateEvicting(sealed ? sealed_pool_ : staged_pool_, 1, &ids);
+    CHECK(st_alloc.ok(), "compaction needs no more memory than it frees: {}", st_alloc.message());
+    uint8_t* block = (sealed ? sealed_pool_ : staged_pool_).Data(ids[0]);
+    const int cnt = std::min(bt, m - b * bt);
+    for (int i = 0; i < cnt; ++i) {
+      std::copy_n(&k[static_cast<size_t>(keep[b * bt + i]) * hd], hd, &kb[static_cast<size_t>(i) * hd]);
+      std::copy_n(&v[static_cast<size_t>(keep[b * bt + i]) * hd], hd, &vb[static_cast<size_t>(i) * hd]);
+    }
+    const BlockKind& kind = sealed ? sealed_ : staged_;
+    if (sealed) {
+      EncodeKPart(kind.k, bt, hd, kb.data(), cnt, block);
+      EncodeVPart(kind.v, bt, hd, vb.data(), cnt, block + kind.v_offset);
+    } else {
+      for (int i = 0; i < cnt; ++i) {
+        EncodeKToken(kind.k, bt, hd, i, &kb[static_cast<size_t>(i) * hd], block);
+        EncodeVToken(kind.v, bt, hd, i, &vb[static_cast<size_t>(i) * hd], block + kind.v_offset);
+      }
+    }
+    table.push_back(ids[0]);
+  }
+  s.n_sealed[st] = n_sealed;
+  // Metadata follows the tokens.
+  auto squeeze = [&](auto& arr) {
+    std::decay_t<decltype(arr)> out(m);
+    for (int i = 0; i < m; ++i) out[i] = arr[first + keep[i]];
+    arr = std::move(out);
+  };
+  squeeze(s.mass[st]);
+  squeeze(s.last_mass[st]);
+  squeeze(s.score[st]);
+  pos = std::move(new_pos);
+  s.slots[st] = m;
 }
 
 size_t KvCache::DataBytesPerToken() const {
@@ -625,7 +919,7 @@ KvUsage KvCache::LayerUsage(SeqId id, int layer) const {
     const int64_t sealed = staged_only() ? 0 : s.n_sealed[st] - s.first_live[st];
     const int64_t staged = n_blocks - std::max(s.n_sealed[st], s.first_live[st]) + (staged_only() ? 0 : 0);
     const int64_t first_slot = static_cast<int64_t>(s.first_live[st]) * bt;
-    const int64_t slots = std::max<int64_t>(0, s.length - first_slot);
+    const int64_t slots = std::max<int64_t>(0, s.slots[st] - first_slot);
     const int64_t sealed_slots = sealed * bt;
     const int64_t staged_slots = slots - sealed_slots;
     u.blocks += staged_only() ? n_blocks - s.first_live[st] : sealed + staged;
@@ -674,10 +968,11 @@ void KvCache::CheckInvariants() const {
     CHECK(static_cast<int>(s.tables.size()) == streams());
     for (int st = 0; st < streams(); ++st) {
       const auto& table = s.tables[st];
-      CHECK(static_cast<int>(table.size()) >= CeilDiv(s.length, config_.block_tokens),
-            "table of {} blocks for {} tokens", table.size(), s.length);
+      CHECK(static_cast<int>(table.size()) >= CeilDiv(s.slots[st], config_.block_tokens),
+            "table of {} blocks for {} tokens", table.size(), s.slots[st]);
+      CHECK(s.slots[st] <= s.length, "stream {} holds {} slots of {} tokens", st, s.slots[st], s.length);
       CHECK(s.n_sealed[st] >= s.first_live[st] || staged_only(), "stream {}: sealed before first live", st);
-      CHECK(s.n_sealed[st] * config_.block_tokens <= s.length || staged_only(),
+      CHECK(s.n_sealed[st] * config_.block_tokens <= s.slots[st] || staged_only(),
             "stream {}: a block that is not full is sealed", st);
       for (int b = 0; b < static_cast<int>(table.size()); ++b) {
         CHECK((b < s.first_live[st]) == (table[b] == kNoBlock), "stream {} block {}: freed/live mismatch", st, b);

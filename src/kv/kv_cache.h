@@ -23,6 +23,7 @@
 #include "kv/attention.h"
 #include "kv/block_pool.h"
 #include "kv/format.h"
+#include "kv/policy.h"
 #include "kv/prefix_index.h"
 #include "kv/rotation.h"
 #include "kv/spec.h"
@@ -75,10 +76,24 @@ class KvCache {
   static size_t BudgetFor(const KvSpec& spec, const KvConfig& config, int64_t tokens,
                           int sequences, int step_tokens);
 
+  // The eviction policy (policy.h); set before any sequence exists. InvalidArgument when the
+  // policy cannot work with the formats (positions of pre-RoPE keys are their slots, so
+  // only window and sinks, which re-index positions, may keep keys before RoPE).
+  Status SetPolicy(const PolicySpec& policy);
+  const PolicySpec& policy() const { return policy_; }
+
   SeqId AddSequence();
   void RemoveSequence(SeqId seq);  // frees every block of the sequence
   bool HasSequence(SeqId seq) const;
-  int Length(SeqId seq) const;  // committed tokens
+  int Length(SeqId seq) const;  // tokens committed over the sequence's life
+  // RoPE position of the sequence's next token: its length, or with a re-indexing policy
+  // (window, sinks) its place in the cache.
+  int64_t NextPosition(SeqId seq) const;
+  int Slots(SeqId seq, int layer, int head) const;  // tokens the stream holds now
+  // Applies the policy to a sequence now (the engine calls it at the end of a prompt, so
+  // SnapKV-style policies see the whole prompt); steps apply it on their own when a stream
+  // outgrows its budget.
+  void Compress(SeqId seq);
 
   // Reserves blocks for every chunk in every stream, all or nothing: ResourceExhausted
   // naming the shortfall if the budget is too small.
@@ -132,10 +147,19 @@ class KvCache {
  private:
   struct Sequence {
     bool live = false;
-    int length = 0;                            // committed tokens
+    int length = 0;                            // tokens committed over the sequence's life
+    int64_t next_pos = 0;                      // RoPE position of the next token
     std::vector<std::vector<BlockId>> tables;  // [stream][block]; kNoBlock once freed
     std::vector<int> first_live;               // [stream] first block not freed
     std::vector<int> n_sealed;                 // [stream] blocks before this are sealed
+    std::vector<int> slots;                    // [stream] token slots in use
+    // Eviction metadata, [stream][slot], kept only while a policy is active.
+    std::vector<std::vector<int32_t>> pos;     // RoPE position the key was stored with
+    std::vector<std::vector<float>> mass;      // accumulated attention mass
+    std::vector<std::vector<float>> last_mass; // attention mass of the latest step
+    std::vector<std::vector<float>> score;     // -|k| (knorm)
+    std::vector<std::vector<float>> q_mean, q_sq;  // [stream][channel] recent query moments (expected)
+    int64_t q_count = 0;
   };
   static constexpr BlockId kNoBlock = -1;
   KvCache(const KvSpec& spec, const KvConfig& config, size_t budget);
@@ -151,6 +175,13 @@ class KvCache {
   bool EvictOnePrefix();               // false when nothing can be evicted
   void ReleaseEntry(const PrefixEntry& e);
   void DropOutOfWindow(Sequence& s);  // frees the blocks of window layers no token can see
+  // Applies the policy to every stream over budget (+ slack) of a sequence.
+  void Evict(Sequence& s, int slack);
+  // Rewrites a stream with only the slots in `keep` (sorted), merging or re-indexing as the
+  // policy says; frees what it no longer needs.
+  void Compact(Sequence& s, int stream, const std::vector<int>& keep);
+  void UpdateQueryStats(Sequence& s, int layer, const float* q, int64_t ldq, int n_tokens);
+  Status ReadTokensOf(const Sequence& s, int stream, int first, int n, float* k, float* v) const;
   void EnsureRopeTables(int64_t positions);
   const RopeTables* LayerRope(int layer) const;
 
@@ -160,6 +191,7 @@ class KvCache {
   ByteBudget budget_;
   BlockPool staged_pool_, sealed_pool_;
   std::vector<Sequence> seqs_;  // indexed by SeqId; removed ones are reused
+  PolicySpec policy_;
   PrefixIndex prefix_;
   PrefixStats prefix_stats_;
   std::vector<Rotation> k_rot_, v_rot_;  // [stream] when the side is rotated

@@ -184,8 +184,10 @@ Status Model::Forward(ThreadPool& pool, kv::KvCache& kv, std::span<const BatchEn
   ws_.pos.resize(rows);
   int64_t r = 0;
   for (const BatchEntry& e : batch) {
-    const int len = kv.Length(e.seq);
-    for (size_t i = 0; i < e.tokens.size(); ++i) ws_.pos[r++] = len + static_cast<int64_t>(i);
+    // The cache says where the next token sits (re-indexing eviction policies count cache
+    // slots, not the tokens seen).
+    const int64_t next = kv.NextPosition(e.seq);
+    for (size_t i = 0; i < e.tokens.size(); ++i) ws_.pos[r++] = next + static_cast<int64_t>(i);
   }
   const int half = c.rope_dim / 2;
   std::map<std::pair<float, float>, int> tables;
