@@ -36,7 +36,40 @@ def main() -> int:
     if not out.exists() or out.read_bytes() != data:
         out.write_bytes(data)
         print(f"make_eval_text: wrote {out} ({len(data)} bytes from {len(files)} essays, sha256 {digest})")
+    write_needle(pkg, out.parent / "needle.json")
     return 0
+
+
+def write_needle(pkg: Path, out: Path) -> None:
+    """The needle-in-a-haystack test as the package defines it: its default needle and
+    question (run.py) and the prompt wording of its OpenAI provider (providers/openai.py),
+    read from the package's source with the ast module, so no test text is written here."""
+    import ast
+    import json
+    run = ast.parse((pkg / "run.py").read_text())
+    defaults = {}
+    for node in ast.walk(run):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(node.value, ast.Constant):
+            defaults[node.target.id] = node.value.value
+    provider = (pkg / "providers" / "openai.py").read_text()
+    strings = [n.value for n in ast.walk(ast.parse(provider)) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+    # The chat prompt's own strings (the module also holds a longer plain-prompt template).
+    system = min((s for s in strings if s.startswith("You are a helpful AI bot")), key=len)
+    suffix = min((s for s in strings if "Don't give information outside the document" in s), key=len)
+    needle = defaults["needle"]
+    spec = {
+        "source": "needlehaystack 0.1.0: run.py (needle, retrieval_question), providers/openai.py (prompt)",
+        "needle": needle,
+        "question": defaults["retrieval_question"],
+        "system": system,
+        "instruction": suffix.strip(),
+        # The answer the model must produce: what the needle says the best thing is.
+        "answer": needle.strip().split(" is ", 1)[1].rstrip("."),
+    }
+    text = json.dumps(spec, indent=2) + "\n"
+    if not out.exists() or out.read_text() != text:
+        out.write_text(text)
+        print(f"make_eval_text: wrote {out}")
 
 if __name__ == "__main__":
     sys.exit(main())

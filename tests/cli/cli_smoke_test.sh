@@ -58,7 +58,8 @@ run_ok run_help run --help && has run_help "$OUT" "--kv-mem"
 if run_ok info info; then
   has info "$OUT" "architecture: +llama, 30 layers"
   has info "$OUT" "KV bytes per token"
-  has info "$OUT" "fp16 +23040 bytes/token"
+  has info "$OUT" "fp16 +23040.0 +0.0 +23040.0"
+  has info "$OUT" "int4 +5760.0 +1080.0 +6840.0"
 fi
 run_ok info_short_name info smollm2-135m && has info_short_name "$OUT" "KV bytes per token"
 
@@ -115,6 +116,22 @@ if run_ok plan plan --model llama-3.1-8b --gpu a100-80gb --weight-bits 4 --kv-me
   has plan "$OUT" "^\| fp16 +\|.*\| +296 \| +74 \| +18 \| +4 \|$"
   has plan "$OUT" "^\| int4 +\|.*\| +1184 \| +296 \| +74 \| +18 \|$"
   has plan "$TMP/plan.svg" "^<svg "
+fi
+
+# Quantized KV, eviction, streaming perplexity, the K/V analysis and a small needle grid.
+if run_ok run_int4 run -p "Hello" -n 8 --temp 0 --kv int4 --kv-policy sinks --kv-budget 64 -v; then
+  has run_int4 "$ERR" "K int4:channel, V int4:token"
+fi
+if run_ok ppl_stream ppl -f "$DATA/pg_essays.txt" --stream --max-tokens 400 --kv-policy sinks --kv-budget 96; then
+  has ppl_stream "$OUT" "^PPL = "
+fi
+if run_ok inspect inspect-kv -f "$DATA/pg_essays.txt" -n 128 --svg "$TMP/inspect.svg"; then
+  has inspect "$OUT" "per channel in"
+  has inspect "$TMP/inspect.svg" "^<svg "
+fi
+if run_ok needle needle --contexts 512 --depths 0,100 --svg "$TMP/needle.svg"; then
+  has needle "$OUT" "accuracy"
+  has needle "$TMP/needle.svg" "^<svg "
 fi
 
 echo "$n_failed failed, $((SECONDS - start)) s"

@@ -1,0 +1,57 @@
+// Needle in a haystack, as the PyPI package needlehaystack runs it: a fact (the needle) is
+// inserted at a depth of 0-100 % into a context of N tokens of essays (at a sentence break),
+// the model is asked the retrieval question through its chat template, and the answer is
+// scored by exact match: the normalised answer the needle states must appear in the
+// normalised generation (data/needle.json, written by tools/make_eval_text.py from the
+// package's own defaults).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "engine/engine.h"
+#include "kv/policy.h"
+
+namespace slimkv::eval {
+
+struct NeedleSpec {
+  std::string needle, question, system, instruction, answer;
+};
+Result<NeedleSpec> LoadNeedleSpec(const std::string& path);
+
+struct NeedleOptions {
+  std::vector<int> contexts = {1024, 2048, 4096, 8192};  // tokens of the whole prompt
+  std::vector<int> depths = {0, 25, 50, 75, 100};        // percent
+  int max_new_tokens = 32;
+  int buffer = 150;  // tokens left for the template, question and answer (the package's)
+  // Eviction: the policy, with its budget a fraction of each context (0: the policy's own
+  // budget).
+  kv::PolicySpec policy;
+  double budget_fraction = 0;
+  bool progress = true;
+};
+
+struct NeedleCell {
+  int context = 0, depth = 0;
+  bool found = false;
+  std::string output;
+};
+
+struct NeedleResult {
+  std::vector<NeedleCell> cells;  // depth-major within context
+  double accuracy = 0;            // share of cells found
+};
+
+// Builds each prompt from `haystack` (text) and runs it greedily.
+Result<NeedleResult> RunNeedle(engine::Engine& engine, const std::string& haystack, const NeedleSpec& spec,
+                               const NeedleOptions& options);
+
+// Lower-case, letters and digits only, single spaces.
+std::string NormalizeAnswer(const std::string& s);
+
+// The depth x context heat map (SVG), and a markdown table.
+Status WriteNeedleChart(const NeedleResult& r, const std::string& title, const std::string& path);
+std::string FormatNeedleTable(const NeedleResult& r);
+
+}  // namespace slimkv::eval
