@@ -16,5 +16,6 @@ CommandMain AddInfoCommand(CLI::App& app);
 CommandMain AddBenchCommand(CLI::App& app);
 CommandMain AddPlanCommand(CLI::App& app);
 CommandMain AddInspectKvCommand(CLI::App& app);
+CommandMain AddNeedleCommand(CLI::App& app);
 
 }  // namespace slimkv::cli

@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
   add(slimkv::cli::AddBenchCommand);
   add(slimkv::cli::AddPlanCommand);
   add(slimkv::cli::AddInspectKvCommand);
+  add(slimkv::cli::AddNeedleCommand);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
