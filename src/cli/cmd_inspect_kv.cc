@@ -33,10 +33,11 @@ int InspectMain(InspectFlags f) {
   engine::Engine& eng = **engine_or;
   std::vector<int32_t> ids = eng.tokenizer().Encode(*text, eng.tokenizer().add_bos_default(), false);
   if (static_cast<int>(ids.size()) > f.tokens) ids.resize(f.tokens);
-  auto r = eval::InspectKv(eng, ids, f.common.block_tokens);
+  const int bt = eng.kv().config().block_tokens;
+  auto r = eval::InspectKv(eng, ids, bt);
   if (!r.ok()) return Fail(r.status());
   std::printf("model %s, %d tokens of %s, blocks of %d tokens\n\n", eng.model().config().name.c_str(), r->tokens,
-              f.file.c_str(), f.common.block_tokens);
+              f.file.c_str(), bt);
   std::fputs(eval::FormatInspectTable(*r).c_str(), stdout);
   if (!f.svg.empty()) {
     std::string name = eng.options().model_path;

@@ -23,7 +23,7 @@ struct PlanFlags {
   double reserve_pct = kDefaultReservePct;
   std::vector<std::string> kv = eval::PlanOptions{}.formats;
   std::string contexts = "2K,8K,32K,128K";
-  int block_tokens = 32;
+  int block_tokens = 0;
   bool no_metadata = false;
   std::string svg;
   CLI::Option* weight_bits_opt = nullptr;
@@ -108,7 +108,7 @@ CommandMain AddPlanCommand(CLI::App& app) {
                                      kv::PresetList())
       ->delimiter(',');
   cmd->add_option("-c,--contexts", f->contexts, "contexts per user, comma-separated, K = 1024 (default 2K,8K,32K,128K)");
-  cmd->add_option("--kv-block", f->block_tokens, "tokens per KV block (multiple of 16, default 32)");
+  cmd->add_option("--kv-block", f->block_tokens, "tokens per KV block (multiple of 16; default: each preset's, 32 for most)");
   cmd->add_flag("--no-metadata", f->no_metadata,
                 "count K/V codes only: no scales, zero points, padding or residual window");
   cmd->add_option("--svg", f->svg, "also write a bar chart of users per format and context to this SVG file");

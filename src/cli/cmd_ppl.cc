@@ -62,7 +62,7 @@ int PplMain(const PplFlags& f) {
   if (!f.kl_base.empty() && f.kl_base != "none") {
     auto base = kv::ParsePreset(f.kl_base);
     if (!base.ok()) return Fail(base.status());
-    base->block_tokens = f.common.block_tokens;
+    if (f.common.block_tokens > 0) base->block_tokens = f.common.block_tokens;
     if (!(base->k == cfg->k && base->v == cfg->v && base->residual == cfg->residual)) po.kl_base = *base;
   }
   auto r = eval::Perplexity(eng, ids, po);

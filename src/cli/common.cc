@@ -61,7 +61,7 @@ void CommonFlags::Add(CLI::App* app, bool with_model_flag) {
       ->check(CLI::Range(0, 1 << 20));
   app->add_option("--kv-mem", kv_mem_mib, "KV cache budget in MiB (default: what the context needs)")
       ->check(CLI::Range(0.0, kMaxKvMemMib));
-  app->add_option("--kv-block", block_tokens, "tokens per KV block (multiple of 16)");
+  app->add_option("--kv-block", block_tokens, "tokens per KV block, a multiple of 16 (default: the preset's, 32 for most)");
   app->add_option("-b,--batch-size", batch, "prompt tokens per forward call")->check(CLI::Range(1, 1 << 16));
   app->add_flag("-v,--verbose", verbose, "print model, KV layout and byte accounting");
 }
@@ -108,7 +108,7 @@ Result<std::unique_ptr<engine::Engine>> MakeEngine(const CommonFlags& f, int def
 
 Result<kv::KvConfig> KvConfigFromFlags(const CommonFlags& f) {
   ASSIGN_OR_RETURN(kv::KvConfig c, kv::MakeConfig(f.kv, f.kv_k, f.kv_v, f.kv_residual));
-  c.block_tokens = f.block_tokens;
+  if (f.block_tokens != 0) c.block_tokens = f.block_tokens;
   return c;
 }
 

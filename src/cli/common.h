@@ -23,7 +23,7 @@ struct CommonFlags {
   std::string kv_policy;      // --kv-policy NAME[:OPTIONS]
   int kv_budget = 0;          // --kv-budget: tokens kept per layer and KV head
   double kv_mem_mib = 0;      // --kv-mem: KV budget in MiB (0 = exactly what the context needs)
-  int block_tokens = 32;      // --kv-block
+  int block_tokens = 0;       // --kv-block (0: the preset's, 32 for most)
   int batch = 512;            // -b: prompt tokens per forward call
   bool verbose = false;
 

@@ -263,14 +263,14 @@ Result<Plan> MakePlan(const ModelShape& m, const PlanOptions& o) {
       return InvalidArgument("context {} is outside [1, {}] tokens", ctx, kMaxContext);
     }
   }
-  if (o.block_tokens < 16 || o.block_tokens > 4096 || o.block_tokens % 16 != 0) {
+  if (o.block_tokens != 0 && (o.block_tokens < 16 || o.block_tokens > 4096 || o.block_tokens % 16 != 0)) {
     return InvalidArgument("block size {} tokens is not a multiple of 16 in [16, 4096]", o.block_tokens);
   }
   if (o.kv_bytes == 0) return InvalidArgument("no memory for the KV cache");
   Plan plan{.model = m, .options = o};
   for (const std::string& name : o.formats) {
     ASSIGN_OR_RETURN(kv::KvConfig c, kv::ParsePreset(name));
-    c.block_tokens = o.block_tokens;
+    if (o.block_tokens != 0) c.block_tokens = o.block_tokens;  // 0: the preset's
     for (const bool is_key : {true, false}) {
       const Status st = kv::CheckFormat(is_key ? c.k : c.v, m.head_dim, is_key);
       if (!st.ok()) return InvalidArgument("KV preset '{}' on {}: {}", name, m.name, st.message());
@@ -382,7 +382,7 @@ std::string PlanReport(const Plan& plan, const MemoryBudget& budget) {
          "block padding\n";
   } else {
     s += fmt::format("counting:   as stored: codes, scales and zero points, parts padded to 64 bytes, whole blocks of "
-                     "{} tokens, the residual window in fp16\n", o.block_tokens);
+                     "{} tokens, the residual window in fp16\n", o.block_tokens ? std::to_string(o.block_tokens) : std::string("the preset's"));
   }
   if (const int n_win = m.n_window_layers(); n_win > 0) {
     int w = 0;

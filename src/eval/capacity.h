@@ -82,7 +82,7 @@ uint64_t ResidualBytes(const ModelShape& m, const kv::KvConfig& c);
 struct PlanOptions {
   std::vector<std::string> formats = {"fp16", "fp8", "int8", "int4", "kivi4", "kivi2", "q8_0", "q4_0"};
   std::vector<int64_t> contexts = {2048, 8192, 32768, 131072};  // tokens
-  int block_tokens = 32;
+  int block_tokens = 0;  // 0: each preset's own (32 for most)
   Counting counting = Counting::kStored;
   uint64_t kv_bytes = 0;  // memory for the KV cache
 };

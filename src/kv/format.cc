@@ -44,6 +44,7 @@ struct Preset {
   std::string_view k, v;
   int residual;
   std::string_view what;
+  int block_tokens = 32;
 };
 // The useful combinations, by the names users will type.
 constexpr std::array<Preset, 12> kPresets = {{
@@ -52,7 +53,9 @@ constexpr std::array<Preset, 12> kPresets = {{
     {"bf16", "bf16", "bf16", 0, "bf16 keys and values"},
     {"fp8", "fp8e4m3", "fp8e4m3", 0, "fp8 e4m3 with a per-block scale"},
     {"int8", "int8:channel", "int8:token", 0, "int8, keys per channel, values per token"},
-    {"int4", "int4:channel", "int4:token", 128, "int4, keys per channel, values per token, 128 recent tokens in fp16"},
+    // Blocks of 64: per-channel key scales over 64 tokens make int4 exactly as large as
+    // llama.cpp's q4_0 (6480 bytes/token on SmolLM2), for the side-by-side comparison.
+    {"int4", "int4:channel", "int4:token", 128, "int4, keys per channel over 64-token blocks, values per token, 128 recent tokens in fp16", 64},
     {"kivi4", "int4:channel", "int4:g32", 128, "KIVI-4: keys per channel, values per token in groups of 32, residual 128"},
     {"kivi2", "int2:channel", "int2:g32", 128, "KIVI-2: keys per channel, values per token in groups of 32, residual 128"},
     {"q8_0", "q8_0", "q8_0", 0, "llama.cpp's q8_0: per token, blocks of 32 channels, one scale"},
@@ -184,6 +187,7 @@ Result<KvConfig> ParsePreset(std::string_view name) {
       ASSIGN_OR_RETURN(c.k, ParseFormat(p.k, true));
       ASSIGN_OR_RETURN(c.v, ParseFormat(p.v, false));
       c.residual = p.residual;
+      c.block_tokens = p.block_tokens;
       return c;
     }
   }

