@@ -17,7 +17,7 @@ Result<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& o) {
   // With an eviction policy a sequence holds at most about twice its token budget (prompt
   // chunks are compacted at the end of each chunk), whatever its length.
   int64_t held = o.n_ctx;
-  if (o.policy.active()) {
+  if (o.policy.active() && o.policy.kind != kv::PolicyKind::kSnapKv) {  // SnapKV holds the whole prompt
     const int64_t most = static_cast<int64_t>(std::ceil(o.policy.budget * (o.policy.pyramid ? 1.5 : 1.0)));
     held = std::min<int64_t>(held, 2 * most + 2 * o.kv.block_tokens + o.prefill_chunk);
   }

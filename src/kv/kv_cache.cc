@@ -459,9 +459,14 @@ void KvCache::EndStep(std::span<const StepChunk> chunks) {
     s.next_pos = policy_.reindexes() ? s.slots[0] : s.length;
     DropOutOfWindow(s);
     // Decode steps keep a stream within budget + one block (evicting a block's worth at a
-    // time amortises the compaction); prompt chunks may grow to twice the budget, so a
-    // policy that decides at the end of the prompt (Compress) sees all of it.
-    if (policy_.active()) Evict(s, c.n_tokens == 1 ? config_.block_tokens : policy_.budget);
+    // time amortises the compaction); prompt chunks may grow to twice the budget. SnapKV
+    // decides once, at the end of the prompt (Compress), from the attention of the prompt's
+    // last tokens, so it leaves prompt chunks alone.
+    if (policy_.active()) {
+      const int slack = c.n_tokens == 1 ? config_.block_tokens
+                                        : (policy_.kind == PolicyKind::kSnapKv ? 1 << 30 : policy_.budget);
+      Evict(s, slack);
+    }
     if (!staged_only()) Seal(s);
   }
 }
