@@ -17,5 +17,6 @@ CommandMain AddBenchCommand(CLI::App& app);
 CommandMain AddPlanCommand(CLI::App& app);
 CommandMain AddInspectKvCommand(CLI::App& app);
 CommandMain AddNeedleCommand(CLI::App& app);
+CommandMain AddServeCommand(CLI::App& app);
 
 }  // namespace slimkv::cli

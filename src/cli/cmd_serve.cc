@@ -1,0 +1,190 @@
+// slimkv serve: the OpenAI-compatible HTTP server (continuous batching over one engine).
+//
+// Threads: the engine thread (the scheduler's loop) runs every forward pass; connection
+// threads parse, tokenize and stream; one thread waits for SIGTERM/SIGINT. The first signal
+// stops accepting and drains (requests in flight finish), the second, or --drain-timeout
+// seconds later, cancels what is left; the process then exits 0.
+#include <pthread.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <thread>
+
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "engine/scheduler.h"
+#include "kv/format.h"
+#include "server/server.h"
+
+namespace slimkv::cli {
+namespace {
+
+struct ServeFlags {
+  CommonFlags common;
+  std::string host = "127.0.0.1";
+  int port = 8080;
+  int parallel = 8;          // full-context sequences the default KV budget holds
+  int max_running = 32;
+  int max_waiting = 256;
+  int max_batch_tokens = 512;
+  std::string api_key;
+  int max_tokens_limit = 4096;
+  int max_prompt_tokens = 0;
+  int max_n = 4;
+  double max_body_mib = 1.0;
+  bool no_prefix_cache = false;
+  int http_threads = 0;
+  double drain_timeout = 30;
+  std::string alias;
+  engine::SamplingParams sampling;
+};
+
+// Blocks the shutdown signals in the calling thread, and so in every thread it starts.
+sigset_t ShutdownSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGUSR1);  // internal: "the server has stopped, stop waiting"
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  return set;
+}
+
+int ServeMain(const ServeFlags& f) {
+  if (Status st = f.sampling.Validate(); !st.ok()) return Fail(st);
+  if (!(f.max_body_mib > 0 && f.max_body_mib <= 1024)) {
+    return Fail(InvalidArgument("--max-body must be in (0, 1024] MiB, got {}", f.max_body_mib));
+  }
+  if (!(f.drain_timeout >= 0)) return Fail(InvalidArgument("--drain-timeout must be >= 0, got {}", f.drain_timeout));
+  // Before any thread exists, so that only the signal thread sees these signals; a client
+  // that closes its socket must not kill the server with SIGPIPE.
+  const sigset_t signals = ShutdownSignals();
+  signal(SIGPIPE, SIG_IGN);
+
+  engine::EngineOptions eo;
+  auto path = ResolveModel(f.common.model);
+  if (!path.ok()) return Fail(path.status());
+  eo.model_path = *path;
+  auto kv_config = KvConfigFromFlags(f.common);
+  if (!kv_config.ok()) return Fail(kv_config.status());
+  eo.kv = *kv_config;
+  eo.n_ctx = f.common.n_ctx > 0 ? f.common.n_ctx : 4096;
+  eo.n_seq = f.parallel;
+  eo.threads = f.common.threads;
+  eo.prefill_chunk = f.max_batch_tokens;
+  if (!(f.common.kv_mem_mib >= 0 && f.common.kv_mem_mib <= (1 << 30))) {
+    return Fail(InvalidArgument("--kv-mem must be a number of MiB, got {}", f.common.kv_mem_mib));
+  }
+  eo.kv_budget_bytes = static_cast<size_t>(f.common.kv_mem_mib * 1024 * 1024);
+  auto eng = engine::Engine::Create(eo);
+  if (!eng.ok()) return Fail(eng.status());
+  engine::Engine& e = **eng;
+
+  engine::SchedulerOptions so;
+  so.max_running = f.max_running;
+  so.max_waiting = f.max_waiting;
+  so.max_batch_tokens = f.max_batch_tokens;
+  so.prefix_sharing = !f.no_prefix_cache;
+  auto sched = engine::Scheduler::Create(&e, so);
+  if (!sched.ok()) return Fail(sched.status());
+  engine::Scheduler& scheduler = **sched;
+
+  server::ServerOptions o;
+  o.host = f.host;
+  o.port = f.port;
+  o.api_key = f.api_key;
+  o.model_name = f.alias.empty() ? std::filesystem::path(*path).stem().string() : f.alias;
+  o.max_body_bytes = static_cast<size_t>(f.max_body_mib * 1024 * 1024);
+  o.limits.n_ctx = eo.n_ctx;
+  o.limits.max_prompt_tokens = f.max_prompt_tokens;
+  o.limits.max_tokens = f.max_tokens_limit;
+  o.limits.max_n = f.max_n;
+  o.default_sampling = f.sampling;
+  // A streaming request holds a connection thread: enough for every running and waiting
+  // request, plus a few for /metrics and /health.
+  o.http_threads = f.http_threads > 0 ? f.http_threads : std::min(1024, f.max_running + f.max_waiting + 16);
+  server::HttpServer http(e, scheduler, o);
+  if (Status st = http.Bind(); !st.ok()) return Fail(st);
+  scheduler.Start();
+
+  const kv::KvCache& kv = e.kv();
+  std::fprintf(stderr, "slimkv serve: model %s, context %d, KV %s (%zu bytes/token), budget %s, up to %d running / %d waiting\n",
+               o.model_name.c_str(), eo.n_ctx, kv::ConfigName(kv.config()).c_str(),
+               kv.DataBytesPerToken() + kv.MetaBytesPerToken(), HumanBytes(kv.budget_bytes()).c_str(), f.max_running,
+               f.max_waiting);
+  std::printf("listening on http://%s:%d\n", f.host.c_str(), http.port());
+  std::fflush(stdout);
+
+  std::thread waiter([&] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    if (sig == SIGUSR1) return;  // the server stopped by itself
+    std::fprintf(stderr, "slimkv serve: %s: draining (no new requests; %s again to cancel the rest)\n",
+                 sig == SIGTERM ? "SIGTERM" : "SIGINT", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    http.Shutdown();
+    timespec timeout{static_cast<time_t>(f.drain_timeout),
+                     static_cast<long>((f.drain_timeout - static_cast<time_t>(f.drain_timeout)) * 1e9)};
+    siginfo_t info;
+    const int again = sigtimedwait(&signals, &info, &timeout);
+    if (again == SIGUSR1) return;  // drained
+    std::fprintf(stderr, "slimkv serve: cancelling the requests still in flight\n");
+    scheduler.Stop();  // every request ends (cancelled); their connections close
+  });
+  http.Serve();
+  pthread_kill(waiter.native_handle(), SIGUSR1);
+  waiter.join();
+  scheduler.Stop();
+  const engine::SchedulerStats st = scheduler.Stats();
+  std::fprintf(stderr, "slimkv serve: stopped after %llu requests (%llu cancelled, %llu failed), %llu tokens generated\n",
+               static_cast<unsigned long long>(st.finished + st.cancelled + st.failed),
+               static_cast<unsigned long long>(st.cancelled), static_cast<unsigned long long>(st.failed),
+               static_cast<unsigned long long>(st.generated_tokens));
+  return 0;
+}
+
+}  // namespace
+
+CommandMain AddServeCommand(CLI::App& app) {
+  auto f = std::make_shared<ServeFlags>();
+  f->sampling = engine::SamplingParams{};  // llama.cpp's defaults; a request's fields override them
+  CLI::App* cmd = app.add_subcommand("serve", "OpenAI-compatible HTTP server with continuous batching");
+  f->common.Add(cmd);
+  cmd->add_option("-c,--ctx,--ctx-size", f->common.n_ctx, "context size per sequence in tokens (default 4096)")
+      ->check(CLI::Range(0, 1 << 24));
+  cmd->add_option("--host", f->host, "address to listen on (default 127.0.0.1: this machine only)");
+  cmd->add_option("--port", f->port, "port (0: any free port; the chosen one is printed)")->check(CLI::Range(0, 65535));
+  cmd->add_option("--parallel", f->parallel,
+                  "full-context sequences the default KV budget holds (without --kv-mem; default 8)")
+      ->check(CLI::Range(1, 4096));
+  cmd->add_option("--max-running", f->max_running, "sequences decoded together at most (default 32)")
+      ->check(CLI::Range(1, 4096));
+  cmd->add_option("--max-waiting", f->max_waiting, "requests queued at most; more get HTTP 429 (default 256)")
+      ->check(CLI::Range(0, 1 << 20));
+  cmd->add_option("--max-batch-tokens", f->max_batch_tokens,
+                  "tokens per forward pass: decode tokens plus prompt chunks (default 512)")
+      ->check(CLI::Range(1, 1 << 16));
+  cmd->add_option("--api-key", f->api_key, "require 'Authorization: Bearer KEY' on /v1/ routes");
+  cmd->add_option("--max-tokens-limit", f->max_tokens_limit, "largest max_tokens a request may ask for (default 4096)")
+      ->check(CLI::Range(1, 1 << 24));
+  cmd->add_option("--max-prompt-tokens", f->max_prompt_tokens, "longest prompt accepted (default: the context - 1)")
+      ->check(CLI::Range(0, 1 << 24));
+  cmd->add_option("--max-n", f->max_n, "choices per request at most (n; default 4)")->check(CLI::Range(1, 64));
+  cmd->add_option("--max-body", f->max_body_mib, "largest request body in MiB; larger gets HTTP 413 (default 1)");
+  cmd->add_flag("--no-prefix-cache", f->no_prefix_cache, "do not share KV blocks between requests with a common prefix");
+  cmd->add_option("--http-threads", f->http_threads,
+                  "connections served at once (default: max running + max waiting + 16)")
+      ->check(CLI::Range(0, 4096));
+  cmd->add_option("--drain-timeout", f->drain_timeout,
+                  "seconds to let requests finish after SIGTERM before cancelling them (default 30)");
+  cmd->add_option("--alias", f->alias, "model id shown in /v1/models and responses (default: the file name)");
+  cmd->add_option("--temp", f->sampling.temperature, "default temperature (a request's 'temperature' overrides)");
+  cmd->add_option("--top-k", f->sampling.top_k, "default top-k (0 = off)");
+  cmd->add_option("--top-p", f->sampling.top_p, "default top-p (1 = off)");
+  cmd->add_option("--min-p", f->sampling.min_p, "default min-p (0 = off)");
+  cmd->add_option("--repeat-penalty", f->sampling.repeat_penalty, "default repetition penalty (1 = off)");
+  return [f] { return ServeMain(*f); };
+}
+
+}  // namespace slimkv::cli

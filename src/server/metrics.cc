@@ -1,0 +1,145 @@
+#include "server/metrics.h"
+
+#include <fmt/format.h>
+
+namespace slimkv::server {
+namespace {
+
+class Writer {
+ public:
+  void Metric(const char* name, const char* type, const char* help, double value) {
+    Header(name, type, help);
+    out_ += fmt::format("{} {}\n", name, value);
+  }
+  void Header(const char* name, const char* type, const char* help) {
+    out_ += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
+  }
+  void Sample(const std::string& name_and_labels, double value) { out_ += fmt::format("{} {}\n", name_and_labels, value); }
+  void Histogram(const char* name, const char* help, const engine::LatencyHistogram& h) {
+    Header(name, "histogram", help);
+    const auto& bounds = engine::LatencyHistogram::kBounds;
+    for (size_t b = 0; b < bounds.size(); ++b) {
+      out_ += fmt::format("{}_bucket{{le=\"{}\"}} {}\n", name, bounds[b], h.Cumulative(b));
+    }
+    out_ += fmt::format("{}_bucket{{le=\"+Inf\"}} {}\n", name, h.count());
+    out_ += fmt::format("{}_sum {}\n{}_count {}\n", name, h.sum(), name, h.count());
+  }
+  std::string Take() { return std::move(out_); }
+
+ private:
+  std::string out_;
+};
+
+double HitRate(const engine::SchedulerStats& s) {
+  return s.prefix_lookups ? static_cast<double>(s.prefix_hits) / static_cast<double>(s.prefix_lookups) : 0.0;
+}
+double TokenHitRate(const engine::SchedulerStats& s) {
+  return s.prompt_tokens ? static_cast<double>(s.prompt_tokens_cached) / static_cast<double>(s.prompt_tokens) : 0.0;
+}
+
+}  // namespace
+
+std::string PrometheusText(const engine::SchedulerStats& s, const std::string& model) {
+  Writer w;
+  w.Header("slimkv_info", "gauge", "The model and KV format served (labels), always 1.");
+  w.Sample(fmt::format("slimkv_info{{model=\"{}\",kv_format=\"{}\"}}", model, s.kv_format), 1);
+  w.Metric("slimkv_kv_budget_bytes", "gauge", "KV cache budget in bytes.", static_cast<double>(s.kv_budget_bytes));
+  w.Metric("slimkv_kv_bytes_used", "gauge", "KV cache bytes in allocated blocks (prefix-cache blocks included).",
+           static_cast<double>(s.kv_bytes_used));
+  w.Metric("slimkv_kv_bytes_free", "gauge", "KV cache bytes not allocated.",
+           static_cast<double>(s.kv_budget_bytes > s.kv_bytes_used ? s.kv_budget_bytes - s.kv_bytes_used : 0));
+  w.Metric("slimkv_kv_blocks_used", "gauge", "KV blocks allocated (staging and sealed).",
+           static_cast<double>(s.kv_blocks_used));
+  w.Metric("slimkv_kv_blocks_free", "gauge", "Free KV bytes in blocks of the final format.",
+           static_cast<double>(s.kv_blocks_free));
+  w.Metric("slimkv_kv_blocks_shared", "gauge", "KV blocks with more than one owner (sequences or the prefix cache).",
+           static_cast<double>(s.kv_blocks_shared));
+  w.Metric("slimkv_kv_block_bytes", "gauge", "Bytes of one KV block of the final format.",
+           static_cast<double>(s.kv_block_bytes));
+  w.Metric("slimkv_kv_bytes_per_token", "gauge", "KV bytes per token of the active format (data and metadata, all layers).",
+           s.kv_bytes_per_token);
+  w.Metric("slimkv_prefix_cache_entries", "gauge", "Block positions held by the prefix cache.",
+           static_cast<double>(s.prefix_cache_entries));
+  w.Metric("slimkv_prefix_cache_lookups_total", "counter", "Requests that looked up the prefix cache.",
+           static_cast<double>(s.prefix_lookups));
+  w.Metric("slimkv_prefix_cache_hits_total", "counter", "Requests that reused at least one cached block.",
+           static_cast<double>(s.prefix_hits));
+  w.Metric("slimkv_prefix_cache_hit_rate", "gauge", "Prefix cache hits per lookup.", HitRate(s));
+  w.Metric("slimkv_prefix_cache_token_hit_rate", "gauge", "Prompt tokens taken from the prefix cache per prompt token.",
+           TokenHitRate(s));
+  w.Metric("slimkv_prefix_cache_evictions_total", "counter", "Prefix cache entries evicted for room.",
+           static_cast<double>(s.prefix_evictions));
+  w.Metric("slimkv_requests_running", "gauge", "Sequences in the running batch.", s.running);
+  w.Metric("slimkv_requests_waiting", "gauge", "Requests in the queue (preempted ones included).", s.waiting);
+  w.Metric("slimkv_requests_preempted", "gauge", "Waiting requests that were preempted and will recompute.",
+           s.preempted_waiting);
+  w.Metric("slimkv_preemptions_total", "counter", "Sequences preempted because the KV pool was full.",
+           static_cast<double>(s.preemptions));
+  w.Header("slimkv_requests_total", "counter", "Requests by outcome.");
+  w.Sample("slimkv_requests_total{outcome=\"finished\"}", static_cast<double>(s.finished));
+  w.Sample("slimkv_requests_total{outcome=\"cancelled\"}", static_cast<double>(s.cancelled));
+  w.Sample("slimkv_requests_total{outcome=\"failed\"}", static_cast<double>(s.failed));
+  w.Sample("slimkv_requests_total{outcome=\"rejected\"}", static_cast<double>(s.rejected));
+  w.Metric("slimkv_prompt_tokens_total", "counter", "Prompt tokens of admitted requests.",
+           static_cast<double>(s.prompt_tokens));
+  w.Metric("slimkv_prompt_tokens_cached_total", "counter", "Prompt tokens taken from the prefix cache.",
+           static_cast<double>(s.prompt_tokens_cached));
+  w.Metric("slimkv_generation_tokens_total", "counter", "Tokens generated.", static_cast<double>(s.generated_tokens));
+  w.Metric("slimkv_computed_tokens_total", "counter", "Tokens run through the model (recomputation included).",
+           static_cast<double>(s.computed_tokens));
+  w.Metric("slimkv_generation_tokens_per_second", "gauge", "Tokens generated per second over the last 5 s.",
+           s.generated_tokens_per_s);
+  w.Metric("slimkv_computed_tokens_per_second", "gauge", "Tokens through the model per second over the last 5 s.",
+           s.computed_tokens_per_s);
+  w.Metric("slimkv_steps_total", "counter", "Forward passes.", static_cast<double>(s.steps));
+  w.Metric("slimkv_batch_tokens", "gauge", "Tokens in the last forward pass.", s.last_batch_tokens);
+  w.Histogram("slimkv_time_to_first_token_seconds", "Time from arrival to the first generated token.", s.ttft);
+  w.Histogram("slimkv_inter_token_latency_seconds", "Time between consecutive tokens of a request.", s.itl);
+  w.Histogram("slimkv_request_duration_seconds", "Time from arrival to the end of a request.", s.e2e);
+  return w.Take();
+}
+
+nlohmann::json StatsJson(const engine::SchedulerStats& s, const std::string& model) {
+  nlohmann::json seqs = nlohmann::json::array();
+  for (const auto& q : s.sequences) {
+    seqs.push_back({{"id", q.id},
+                    {"phase", q.phase},
+                    {"prompt_tokens", q.prompt_tokens},
+                    {"generated_tokens", q.generated_tokens},
+                    {"cached_tokens", q.cached_tokens},
+                    {"kv_tokens", q.kv_tokens},
+                    {"kv_blocks", q.kv_blocks},
+                    {"kv_bytes", q.kv_bytes}});
+  }
+  return {{"model", model},
+          {"kv_format", s.kv_format},
+          {"kv_bytes_per_token", s.kv_bytes_per_token},
+          {"kv_budget_bytes", s.kv_budget_bytes},
+          {"kv_bytes_used", s.kv_bytes_used},
+          {"kv_block_bytes", s.kv_block_bytes},
+          {"kv_blocks_used", s.kv_blocks_used},
+          {"kv_blocks_free", s.kv_blocks_free},
+          {"kv_blocks_shared", s.kv_blocks_shared},
+          {"prefix_sharing", s.prefix_sharing},
+          {"prefix_cache_entries", s.prefix_cache_entries},
+          {"prefix_hit_rate", HitRate(s)},
+          {"prefix_token_hit_rate", TokenHitRate(s)},
+          {"running", s.running},
+          {"waiting", s.waiting},
+          {"preempted", s.preempted_waiting},
+          {"preemptions", s.preemptions},
+          {"finished", s.finished},
+          {"cancelled", s.cancelled},
+          {"failed", s.failed},
+          {"rejected", s.rejected},
+          {"generated_tokens", s.generated_tokens},
+          {"generated_tokens_per_s", s.generated_tokens_per_s},
+          {"computed_tokens_per_s", s.computed_tokens_per_s},
+          {"ttft_p50", s.ttft.Quantile(0.5)},
+          {"ttft_p99", s.ttft.Quantile(0.99)},
+          {"itl_p50", s.itl.Quantile(0.5)},
+          {"itl_p99", s.itl.Quantile(0.99)},
+          {"sequences", std::move(seqs)}};
+}
+
+}  // namespace slimkv::server

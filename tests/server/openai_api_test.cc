@@ -1,0 +1,230 @@
+// The OpenAI wire format without sockets: request parsing and its errors, response and
+// chunk shapes, error objects, and the Prometheus text of the metrics.
+#include "server/openai_api.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <regex>
+#include <set>
+#include <sstream>
+
+#include "gguf/gguf_file.h"
+#include "server/metrics.h"
+#include "test_util.h"
+
+namespace slimkv::server {
+namespace {
+
+using nlohmann::json;
+
+class OpenAiApiTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    SLIMKV_REQUIRE_MODEL(path, testing::DefaultModelFile());
+    auto file = gguf::GgufFile::Open(path);
+    ASSERT_TRUE(file.ok()) << file.status().ToString();
+    file_ = std::make_unique<gguf::GgufFile>(std::move(file).value());
+    auto tok = tokenizer::Tokenizer::FromGguf(*file_);
+    ASSERT_TRUE(tok.ok()) << tok.status().ToString();
+    tok_ = std::move(tok).value();
+    auto style = tokenizer::DetectChatStyle(*tok_);
+    ASSERT_TRUE(style.ok());
+    chat_ = {*style, tok_->chat_template()};
+    limits_.n_ctx = 64;
+    limits_.max_tokens = 100;
+  }
+
+  bool Parse(Endpoint ep, const std::string& body, ParsedRequest* r, ApiError* e) {
+    return ParseRequest(ep, json::parse(body), *tok_, chat_, limits_, engine::SamplingParams{}, r, e);
+  }
+  ApiError ParseError(Endpoint ep, const std::string& body) {
+    ParsedRequest r;
+    ApiError e;
+    EXPECT_FALSE(Parse(ep, body, &r, &e)) << body;
+    return e;
+  }
+
+  std::unique_ptr<gguf::GgufFile> file_;
+  std::unique_ptr<tokenizer::Tokenizer> tok_;
+  ChatFormat chat_;
+  ApiLimits limits_;
+};
+
+TEST_F(OpenAiApiTest, CompletionRequests) {
+  ParsedRequest r;
+  ApiError e;
+  ASSERT_TRUE(Parse(Endpoint::kCompletions, R"({"model": "x", "prompt": "Hello there"})", &r, &e)) << e.message;
+  EXPECT_EQ(r.prompt, tok_->Encode("Hello there", tok_->add_bos_default(), false));
+  EXPECT_EQ(r.max_tokens, 16);  // OpenAI's default for completions
+  EXPECT_EQ(r.n, 1);
+  EXPECT_FALSE(r.stream);
+  EXPECT_FALSE(r.seed_given);
+  ASSERT_TRUE(Parse(Endpoint::kCompletions,
+                    R"({"prompt": ["Hi"], "max_tokens": 30, "temperature": 0, "top_p": 0.5, "seed": 7, "n": 2,
+                        "stop": ["\n", "END"], "stream": true, "stream_options": {"include_usage": true},
+                        "cache_salt": "tenant", "top_k": 5, "min_p": 0.1, "logprobs": null, "echo": false})",
+                    &r, &e))
+      << e.message;
+  EXPECT_EQ(r.max_tokens, 30);
+  EXPECT_EQ(r.sampling.temperature, 0.0f);
+  EXPECT_FLOAT_EQ(r.sampling.top_p, 0.5f);
+  EXPECT_EQ(r.sampling.top_k, 5);
+  EXPECT_EQ(r.sampling.seed, 7u);
+  EXPECT_TRUE(r.seed_given);
+  EXPECT_EQ(r.n, 2);
+  EXPECT_EQ(r.stop, (std::vector<std::string>{"\n", "END"}));
+  EXPECT_TRUE(r.stream && r.include_usage);
+  EXPECT_EQ(r.cache_salt, "tenant");
+  // Token ids, and max_tokens cut to what the context has room for.
+  ASSERT_TRUE(Parse(Endpoint::kCompletions, R"({"prompt": [1, 2, 3], "max_tokens": 100})", &r, &e)) << e.message;
+  EXPECT_EQ(r.prompt, (std::vector<int32_t>{1, 2, 3}));
+  EXPECT_EQ(r.max_tokens, 61);
+}
+
+TEST_F(OpenAiApiTest, ChatRequestsUseTheTemplate) {
+  ParsedRequest r;
+  ApiError e;
+  ASSERT_TRUE(Parse(Endpoint::kChat,
+                    R"({"messages": [{"role": "system", "content": "Be brief."},
+                                     {"role": "user", "content": [{"type": "text", "text": "Hi"}]}],
+                        "max_completion_tokens": 5})",
+                    &r, &e))
+      << e.message;
+  const std::string text = tokenizer::ApplyChatTemplate(chat_.style, chat_.template_text,
+                                                        {{"system", "Be brief."}, {"user", "Hi"}}, true);
+  auto want = tok_->Encode(text, tok_->add_bos_default(), true);
+  if (want.size() >= 2 && want[0] == tok_->bos() && want[1] == tok_->bos()) want.erase(want.begin());
+  EXPECT_EQ(r.prompt, want);
+  EXPECT_EQ(r.max_tokens, 5);
+  // Without max_tokens, chat may use the rest of the context.
+  ASSERT_TRUE(Parse(Endpoint::kChat, R"({"messages": [{"role": "user", "content": "Hi"}]})", &r, &e));
+  EXPECT_EQ(r.max_tokens, 64 - static_cast<int>(r.prompt.size()));
+}
+
+TEST_F(OpenAiApiTest, BadRequestsNameTheField) {
+  EXPECT_EQ(ParseError(Endpoint::kCompletions, R"({"model": "x"})").param, "prompt");
+  EXPECT_EQ(ParseError(Endpoint::kCompletions, R"({"prompt": 5})").param, "prompt");
+  EXPECT_EQ(ParseError(Endpoint::kCompletions, R"({"prompt": ["a", "b"]})").param, "prompt");
+  EXPECT_EQ(ParseError(Endpoint::kCompletions, R"({"prompt": [1, 99999999]})").param, "prompt");
+  EXPECT_EQ(ParseError(Endpoint::kCompletions, R"({"prompt": "x", "max_tokens": 0})").param, "max_tokens");
+  EXPECT_EQ(ParseError(Endpoint::kCompletions, R"({"prompt": "x", "max_tokens": 101})").param, "max_tokens");
+  EXPECT_EQ(ParseError(Endpoint::kCompletions, R"({"prompt": "x", "max_tokens": "5"})").param, "max_tokens");
+  EXPECT_EQ(ParseError(Endpoint::kCompletions, R"({"prompt": "x", "max_tokens": 1e40})").param, "max_tokens");
+  EXPECT_EQ(ParseError(Endpoint::kCompletions, R"({"prompt": "x", "n": 5})").param, "n");
+  EXPECT_EQ(ParseError(Endpoint::kCompletions, R"({"prompt": "x", "temperature": -1})").param, "temperature");
+  EXPECT_EQ(ParseError(Endpoint::kCompletions, R"({"prompt": "x", "top_p": 0})").param, "top_p");
+  EXPECT_EQ(ParseError(Endpoint::kCompletions, R"({"prompt": "x", "stream": "yes"})").param, "stream");
+  EXPECT_EQ(ParseError(Endpoint::kCompletions, R"({"prompt": "x", "stop": ["a","b","c","d","e"]})").param, "stop");
+  EXPECT_EQ(ParseError(Endpoint::kCompletions, R"({"prompt": "x", "logprobs": 3})").code, "unsupported_parameter");
+  EXPECT_EQ(ParseError(Endpoint::kCompletions, R"({"prompt": "x", "presence_penalty": 1})").param,
+            "presence_penalty");
+  EXPECT_EQ(ParseError(Endpoint::kChat, R"({"messages": []})").param, "messages");
+  EXPECT_EQ(ParseError(Endpoint::kChat, R"({"messages": [{"role": "wizard", "content": "x"}]})").param,
+            "messages[0].role");
+  EXPECT_EQ(ParseError(Endpoint::kChat, R"({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]})").param,
+            "messages[0].content");
+  EXPECT_EQ(ParseError(Endpoint::kCompletions, R"([1, 2])").http_status, 400);
+  // A prompt longer than the context: 400 naming both lengths.
+  std::string long_prompt;
+  for (int i = 0; i < 100; ++i) long_prompt += " word";
+  const ApiError e = ParseError(Endpoint::kCompletions, json{{"prompt", long_prompt}}.dump());
+  EXPECT_EQ(e.http_status, 400);
+  EXPECT_EQ(e.code, "context_length_exceeded");
+  const size_t n = tok_->Encode(long_prompt, tok_->add_bos_default(), false).size();
+  EXPECT_NE(e.message.find("64"), std::string::npos) << e.message;
+  EXPECT_NE(e.message.find(std::to_string(n)), std::string::npos) << e.message;
+}
+
+TEST_F(OpenAiApiTest, ResponsesAndChunks) {
+  const json usage = UsageJson(10, 5, 4);
+  EXPECT_EQ(usage["total_tokens"], 15);
+  EXPECT_EQ(usage["prompt_tokens_details"]["cached_tokens"], 4);
+  json r = CompletionResponse(Endpoint::kChat, "id1", 123, "m", {{"Hello", "stop"}}, usage);
+  EXPECT_EQ(r["object"], "chat.completion");
+  EXPECT_EQ(r["choices"][0]["message"]["content"], "Hello");
+  EXPECT_EQ(r["choices"][0]["message"]["role"], "assistant");
+  EXPECT_EQ(r["choices"][0]["finish_reason"], "stop");
+  r = CompletionResponse(Endpoint::kCompletions, "id2", 123, "m", {{"a", "length"}, {"b", "stop"}}, usage);
+  EXPECT_EQ(r["object"], "text_completion");
+  EXPECT_EQ(r["choices"][1]["text"], "b");
+  EXPECT_EQ(r["choices"][1]["index"], 1);
+  json c = StreamChunk(Endpoint::kChat, "id", 1, "m", 0, "", "", true);
+  EXPECT_EQ(c["object"], "chat.completion.chunk");
+  EXPECT_EQ(c["choices"][0]["delta"]["role"], "assistant");
+  EXPECT_TRUE(c["choices"][0]["finish_reason"].is_null());
+  c = StreamChunk(Endpoint::kChat, "id", 1, "m", 0, "", "length", false);
+  EXPECT_EQ(c["choices"][0]["finish_reason"], "length");
+  EXPECT_TRUE(c["choices"][0]["delta"].empty());
+  c = UsageChunk(Endpoint::kCompletions, "id", 1, "m", usage);
+  EXPECT_TRUE(c["choices"].empty());
+  EXPECT_EQ(c["usage"]["completion_tokens"], 5);
+  // Invalid UTF-8 never throws on the way out.
+  EXPECT_NO_THROW(Dump(json{{"text", std::string("\xff\xfe")}}));
+}
+
+TEST(ApiErrorTest, StatusesMapToHttpCodes) {
+  EXPECT_EQ(FromStatus(InvalidArgument("x")).http_status, 400);
+  EXPECT_EQ(FromStatus(OutOfRange("x")).http_status, 400);
+  EXPECT_EQ(FromStatus(ResourceExhausted("x")).http_status, 429);
+  EXPECT_EQ(FromStatus(Status(StatusCode::kCancelled, "x")).http_status, 503);
+  EXPECT_EQ(FromStatus(Internal("x")).http_status, 500);
+  const json j = json::parse(ApiError{404, "no", "not_found_error", "", ""}.ToJson());
+  ASSERT_TRUE(j.contains("error"));
+  for (const char* k : {"message", "type", "param", "code"}) EXPECT_TRUE(j["error"].contains(k)) << k;
+  EXPECT_TRUE(j["error"]["param"].is_null());
+}
+
+TEST(MetricsTest, PrometheusTextFormat) {
+  engine::SchedulerStats s;
+  s.kv_budget_bytes = 1000;
+  s.kv_bytes_used = 250;
+  s.running = 3;
+  s.prefix_lookups = 4;
+  s.prefix_hits = 3;
+  s.ttft.Observe(0.02);
+  s.ttft.Observe(0.3);
+  s.ttft.Observe(100);
+  const std::string text = PrometheusText(s, "model");
+  // Every sample line is "name[{labels}] value", every metric has HELP and TYPE first.
+  const std::regex sample(R"(^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[a-zA-Z_]+="[^"]*"(,[a-zA-Z_]+="[^"]*")*\})? (\S+)$)");
+  std::istringstream in(text);
+  std::string line;
+  std::set<std::string> typed;
+  int samples = 0;
+  while (std::getline(in, line)) {
+    if (line.rfind("# HELP ", 0) == 0) continue;
+    if (line.rfind("# TYPE ", 0) == 0) {
+      std::istringstream t(line.substr(7));
+      std::string name, type;
+      t >> name >> type;
+      EXPECT_TRUE(type == "gauge" || type == "counter" || type == "histogram") << line;
+      if (type == "counter") EXPECT_TRUE(name.ends_with("_total")) << name;
+      typed.insert(name);
+      continue;
+    }
+    std::smatch m;
+    ASSERT_TRUE(std::regex_match(line, m, sample)) << line;
+    std::string base = m[1];
+    for (const char* suffix : {"_bucket", "_sum", "_count"})
+      if (base.ends_with(suffix) && !typed.count(base)) base = base.substr(0, base.size() - std::strlen(suffix));
+    EXPECT_TRUE(typed.count(base)) << "no TYPE before " << line;
+    EXPECT_NO_THROW(std::stod(m[4].str())) << line;
+    ++samples;
+  }
+  EXPECT_GT(samples, 30);
+  EXPECT_NE(text.find("slimkv_kv_bytes_used 250\n"), std::string::npos);
+  EXPECT_NE(text.find("slimkv_kv_bytes_free 750\n"), std::string::npos);
+  EXPECT_NE(text.find("slimkv_prefix_cache_hit_rate 0.75\n"), std::string::npos);
+  EXPECT_NE(text.find("slimkv_requests_running 3\n"), std::string::npos);
+  EXPECT_NE(text.find("slimkv_time_to_first_token_seconds_bucket{le=\"0.025\"} 1\n"), std::string::npos);
+  EXPECT_NE(text.find("slimkv_time_to_first_token_seconds_bucket{le=\"0.5\"} 2\n"), std::string::npos);
+  EXPECT_NE(text.find("slimkv_time_to_first_token_seconds_bucket{le=\"+Inf\"} 3\n"), std::string::npos);
+  EXPECT_NE(text.find("slimkv_time_to_first_token_seconds_count 3\n"), std::string::npos);
+  const json j = StatsJson(s, "model");
+  EXPECT_EQ(j["running"], 3);
+  EXPECT_DOUBLE_EQ(j["prefix_hit_rate"].get<double>(), 0.75);
+}
+
+}  // namespace
+}  // namespace slimkv::server
