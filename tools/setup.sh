@@ -11,6 +11,7 @@ APT_PACKAGES=(
   libhwy-dev libpcre2-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev libcpp-httplib-dev libhiredis-dev
   python3 python3-venv python3-pip
+  chromium
 )
 
 missing=()

@@ -1,0 +1,255 @@
+"""End-to-end checks of `slimkv serve`: the official `openai` client unchanged (completions,
+chat, streaming with include_usage, n, models, errors), plain HTTP for what the client does
+not show (error objects and codes, 401/404/413/429, metrics format), prefix-cache hits in
+usage, a client that disconnects mid-stream, and SIGTERM draining.
+
+Run by server/e2e_test.sh under ctest; prints one line per check and 'N passed, N failed'.
+"""
+import json
+import re
+import socket
+import threading
+import time
+
+import openai
+
+from serve_util import Checks, Server, metrics, request, wait_for
+
+SYSTEM = ("You are a careful assistant. Answer in one short sentence and never invent facts. "
+          "If a question is unclear, say so. ") * 6
+
+
+def client(srv, key="none"):
+    return openai.OpenAI(base_url=srv.url + "/v1", api_key=key, max_retries=0, timeout=120)
+
+
+def main():
+    checks = Checks()
+    with Server("-c", "512", "--kv-mem", "64", "--max-tokens-limit", "256") as srv:
+        c = client(srv)
+
+        def completions():
+            r = c.completions.create(model="any", prompt="The capital of France is", max_tokens=12, temperature=0)
+            assert r.object == "text_completion"
+            assert len(r.choices) == 1 and r.choices[0].text.strip(), r
+            assert r.choices[0].finish_reason in ("stop", "length")
+            assert r.usage.prompt_tokens > 0 and r.usage.completion_tokens > 0
+            assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+            assert "cached_tokens" in r.usage.model_dump()["prompt_tokens_details"]
+            again = c.completions.create(model="any", prompt="The capital of France is", max_tokens=12, temperature=0)
+            assert again.choices[0].text == r.choices[0].text, "greedy output is not repeatable"
+
+        def chat():
+            r = c.chat.completions.create(model="any", messages=[{"role": "user", "content": "Name a color."}],
+                                          max_tokens=16, temperature=0)
+            assert r.object == "chat.completion"
+            assert r.choices[0].message.role == "assistant"
+            assert r.choices[0].message.content, r
+
+        def chat_stream_with_usage():
+            msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello."}]
+            full = c.chat.completions.create(model="any", messages=msgs, max_tokens=20, temperature=0)
+            stream = c.chat.completions.create(model="any", messages=msgs, max_tokens=20, temperature=0,
+                                               stream=True, stream_options={"include_usage": True})
+            text, finish, usage, chunks = "", None, None, 0
+            for chunk in stream:
+                chunks += 1
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                for ch in chunk.choices:
+                    text += ch.delta.content or ""
+                    finish = ch.finish_reason or finish
+            assert chunks > 2, chunks
+            assert text == full.choices[0].message.content, (text, full.choices[0].message.content)
+            assert finish == full.choices[0].finish_reason
+            assert usage is not None and usage.completion_tokens == full.usage.completion_tokens
+            assert usage.prompt_tokens == full.usage.prompt_tokens
+
+        def completion_stream():
+            pieces = [ch.choices[0].text for ch in
+                      c.completions.create(model="any", prompt="One, two, three,", max_tokens=10, temperature=0,
+                                           stream=True) if ch.choices]
+            full = c.completions.create(model="any", prompt="One, two, three,", max_tokens=10, temperature=0)
+            assert "".join(pieces) == full.choices[0].text
+
+        def n_choices_and_seed():
+            r = c.completions.create(model="any", prompt="Once upon a time", max_tokens=8, n=2, seed=5,
+                                     temperature=1.0)
+            assert sorted(ch.index for ch in r.choices) == [0, 1]
+            again = c.completions.create(model="any", prompt="Once upon a time", max_tokens=8, n=2, seed=5,
+                                         temperature=1.0)
+            assert [ch.text for ch in r.choices] == [ch.text for ch in again.choices], "seeded sampling differs"
+
+        def models():
+            ms = c.models.list()
+            ids = [m.id for m in ms.data]
+            assert ids == ["SmolLM2-135M-Instruct.Q4_1"], ids
+            assert c.models.retrieve(ids[0]).id == ids[0]
+            try:
+                c.models.retrieve("no-such-model")
+                raise AssertionError("expected 404")
+            except openai.NotFoundError:
+                pass
+
+        def too_long_prompt():
+            prompt = " hello" * 600
+            try:
+                c.completions.create(model="any", prompt=prompt, max_tokens=4)
+                raise AssertionError("expected 400")
+            except openai.BadRequestError as e:
+                msg = e.body["message"] if isinstance(e.body, dict) else str(e)
+                nums = [int(x) for x in re.findall(r"\d+", msg)]
+                assert 512 in nums and any(n > 512 for n in nums), msg
+                assert e.body["code"] == "context_length_exceeded", e.body
+
+        def error_objects():
+            for path, body, status in [("/v1/completions", b"{not json", 400),
+                                       ("/v1/completions", {"prompt": "x", "max_tokens": 100000}, 400),
+                                       ("/v1/completions", {"prompt": "x", "n": 99}, 400),
+                                       ("/v1/chat/completions", {"messages": "hi"}, 400),
+                                       ("/v1/completions", {"prompt": "x", "temperature": "hot"}, 400),
+                                       ("/v1/nothing", {"prompt": "x"}, 404),
+                                       ("/v1/completions", b"{" + b" " * (2 << 20) + b"}", 413)]:
+                st, headers, raw = request(srv.url + path, "POST", body)
+                assert st == status, (path, st, raw[:200])
+                err = json.loads(raw)["error"]
+                assert set(err) == {"message", "type", "param", "code"}, err
+                assert err["message"], err
+
+        def prefix_cache_hit():
+            prompt = SYSTEM + "Question: what is two plus two?"
+            first = c.completions.create(model="any", prompt=prompt, max_tokens=4, temperature=0,
+                                         extra_body={"cache_salt": "tenant-1"})
+            second = c.completions.create(model="any", prompt=prompt, max_tokens=4, temperature=0,
+                                          extra_body={"cache_salt": "tenant-1"})
+            other = c.completions.create(model="any", prompt=prompt, max_tokens=4, temperature=0,
+                                         extra_body={"cache_salt": "tenant-2"})
+            cached = lambda r: r.usage.model_dump()["prompt_tokens_details"]["cached_tokens"]
+            assert cached(first) == 0, cached(first)
+            assert cached(second) >= 64 and cached(second) % 32 == 0, cached(second)
+            assert cached(other) == 0, "a tenant reached another tenant's cache"
+            assert second.choices[0].text == first.choices[0].text
+
+        def metrics_format():
+            st, headers, raw = request(srv.url + "/metrics")
+            assert st == 200 and headers["Content-Type"].startswith("text/plain"), headers
+            text = raw.decode()
+            typed = set(re.findall(r"^# TYPE (\S+) (?:gauge|counter|histogram)$", text, re.M))
+            for name in ["slimkv_kv_bytes_used", "slimkv_kv_bytes_free", "slimkv_kv_blocks_used",
+                         "slimkv_kv_blocks_free", "slimkv_kv_blocks_shared", "slimkv_prefix_cache_hit_rate",
+                         "slimkv_requests_running", "slimkv_requests_waiting", "slimkv_requests_preempted",
+                         "slimkv_generation_tokens_per_second", "slimkv_time_to_first_token_seconds",
+                         "slimkv_inter_token_latency_seconds"]:
+                assert name in typed, name
+            for line in text.splitlines():
+                if not line.startswith("#"):
+                    assert re.match(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^}]*\})? [-+0-9.eEinfINFa]+$', line), line
+            m = metrics(srv.url)
+            assert m['slimkv_time_to_first_token_seconds_bucket{le="+Inf"}'] == m["slimkv_time_to_first_token_seconds_count"]
+            assert m["slimkv_time_to_first_token_seconds_count"] > 0
+            assert m["slimkv_prefix_cache_hits_total"] >= 1
+            st, _, raw = request(srv.url + "/health")
+            assert st == 200 and json.loads(raw)["status"] == "ok"
+            st, headers, raw = request(srv.url + "/")
+            assert st == 200 and b"<canvas" in raw and headers["Content-Type"].startswith("text/html")
+
+        def disconnect_cancels():
+            before = metrics(srv.url)
+            s = socket.create_connection(("127.0.0.1", srv.port))
+            body = json.dumps({"prompt": "Count slowly:", "max_tokens": 250, "stream": True, "ignore_eos": True})
+            s.sendall((f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                       f"Content-Length: {len(body)}\r\n\r\n{body}").encode())
+            got = b""
+            while got.count(b"data: ") < 5:
+                got += s.recv(4096)
+            s.close()
+            wait_for(lambda: metrics(srv.url)['slimkv_requests_total{outcome="cancelled"}'] >
+                     before['slimkv_requests_total{outcome="cancelled"}'], 30, "the request to be cancelled")
+            m = metrics(srv.url)
+            assert m["slimkv_requests_running"] == 0
+            assert m["slimkv_generation_tokens_total"] - before["slimkv_generation_tokens_total"] < 250
+
+        for name, fn in [("completions", completions), ("chat", chat), ("chat stream + usage", chat_stream_with_usage),
+                         ("completion stream", completion_stream), ("n and seed", n_choices_and_seed),
+                         ("models", models), ("too long prompt", too_long_prompt), ("error objects", error_objects),
+                         ("prefix cache hit", prefix_cache_hit), ("metrics", metrics_format),
+                         ("disconnect cancels", disconnect_cancels)]:
+            checks.run(name, fn)
+
+        def no_leaked_blocks():
+            m = metrics(srv.url)
+            assert m["slimkv_requests_running"] == 0 and m["slimkv_requests_waiting"] == 0
+            # Idle: every block left is held by the prefix cache (90 streams per position).
+            assert m["slimkv_kv_blocks_used"] == m["slimkv_prefix_cache_entries"] * 30 * 3, m
+        checks.run("no leaked blocks", no_leaked_blocks)
+
+    # Authentication and a full queue, on a server with one running and one waiting slot.
+    with Server("-c", "256", "--kv-mem", "32", "--api-key", "sekret", "--max-running", "1",
+                "--max-waiting", "1") as srv:
+
+        def api_key():
+            try:
+                client(srv, "wrong").completions.create(model="m", prompt="hi", max_tokens=2)
+                raise AssertionError("expected 401")
+            except openai.AuthenticationError:
+                pass
+            st, _, raw = request(srv.url + "/v1/models")
+            assert st == 401 and json.loads(raw)["error"]["type"] == "authentication_error"
+            r = client(srv, "sekret").completions.create(model="m", prompt="hi", max_tokens=2)
+            assert r.choices
+            assert request(srv.url + "/health")[0] == 200  # health and metrics stay open
+
+        def queue_full():
+            k = client(srv, "sekret")
+            streams = []
+            long = dict(model="m", prompt="Tell a long story.", max_tokens=200, stream=True,
+                        extra_body={"ignore_eos": True})
+            streams.append(k.completions.create(**long))
+            next(iter(streams[0]))
+            wait_for(lambda: metrics(srv.url)["slimkv_requests_running"] == 1, 30, "one running")
+            streams.append(k.completions.create(**long))
+            wait_for(lambda: metrics(srv.url)["slimkv_requests_waiting"] == 1, 30, "one waiting")
+            try:
+                k.completions.create(model="m", prompt="hi", max_tokens=2)
+                raise AssertionError("expected 429")
+            except openai.RateLimitError as e:
+                assert e.status_code == 429
+            for s in streams:
+                s.close()
+            wait_for(lambda: metrics(srv.url)["slimkv_requests_running"] == 0, 60, "cancellation")
+
+        checks.run("api key", api_key)
+        checks.run("queue full", queue_full)
+
+    # SIGTERM: the stream in flight finishes, new connections are refused, exit code 0.
+    with Server("-c", "256", "--kv-mem", "32") as srv:
+
+        def sigterm_drains():
+            k = client(srv)
+            stream = k.completions.create(model="m", prompt="Once upon a time", max_tokens=60, stream=True,
+                                          extra_body={"ignore_eos": True})
+            it = iter(stream)
+            pieces = [next(it)]
+            rc = []
+            t = threading.Thread(target=lambda: rc.append(srv.terminate()))
+            t.start()
+            time.sleep(0.5)
+            refused = False
+            try:
+                socket.create_connection(("127.0.0.1", srv.port), timeout=2).close()
+            except OSError:
+                refused = True
+            pieces += list(it)
+            t.join(120)
+            finish = [p.choices[0].finish_reason for p in pieces if p.choices and p.choices[0].finish_reason]
+            assert finish == ["length"], finish
+            assert refused, "the server still accepted connections while draining"
+            assert rc == [0], (rc, srv.log())
+            assert "draining" in srv.log()
+
+        checks.run("SIGTERM drains", sigterm_drains)
+    checks.finish()
+
+
+if __name__ == "__main__":
+    main()
