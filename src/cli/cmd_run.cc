@@ -71,10 +71,15 @@ int RunMain(const RunFlags& f) {
                  mc.name.c_str(), mc.arch.c_str(), mc.n_layers, mc.n_heads, mc.n_kv_heads,
                  mc.head_dim, mc.n_vocab);
     std::fprintf(stderr, "weights read per token: %s\n", HumanBytes(eng.model().WeightBytesPerToken()).c_str());
-    std::fprintf(stderr, "KV: %s, %d tokens per block, block %s (staging block %s), budget %s\n",
+    const std::string staging =
+        kv.config().needs_staging() ? " (staging block " + HumanBytes(kv.staged_block_bytes()) + ")" : "";
+    std::fprintf(stderr, "KV: %s, %d tokens per block, block %s%s, budget %s\n",
                  kv::ConfigName(kv.config()).c_str(), kv.config().block_tokens,
-                 HumanBytes(kv.sealed_block_bytes()).c_str(), HumanBytes(kv.staged_block_bytes()).c_str(),
-                 HumanBytes(kv.budget_bytes()).c_str());
+                 HumanBytes(kv.sealed_block_bytes()).c_str(), staging.c_str(), HumanBytes(kv.budget_bytes()).c_str());
+    if (kv.policy().active()) {
+      std::fprintf(stderr, "KV policy: %s, %d tokens per layer and KV head\n", kv::PolicyName(kv.policy()).c_str(),
+                   kv.policy().budget);
+    }
     std::fprintf(stderr, "KV bytes per token: %zu (data %zu + metadata %zu)\n",
                  kv.DataBytesPerToken() + kv.MetaBytesPerToken(), kv.DataBytesPerToken(),
                  kv.MetaBytesPerToken());

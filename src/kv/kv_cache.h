@@ -139,7 +139,8 @@ class KvCache {
   const KvConfig& config() const { return config_; }
   size_t budget_bytes() const { return budget_.limit; }
   size_t bytes_in_use() const { return budget_.used; }
-  size_t sealed_block_bytes() const { return sealed_pool_.block_bytes(); }
+  // Bytes of a block in the final format (the only kind when nothing is staged).
+  size_t sealed_block_bytes() const { return staged_only() ? staged_pool_.block_bytes() : sealed_pool_.block_bytes(); }
   size_t staged_block_bytes() const { return staged_pool_.block_bytes(); }
   int blocks_in_use() const { return staged_pool_.num_used() + sealed_pool_.num_used(); }
   void CheckInvariants() const;
