@@ -55,6 +55,13 @@ struct SchedulerOptions {
   std::function<double()> clock;  // seconds; NowSeconds when empty (tests inject their own)
 };
 
+// Bytes the KV cache allocates for one sequence of `tokens` committed tokens, in decode
+// (one token per step): whole blocks per stream; for formats that stage, the residual window
+// and the open block in staging blocks and the rest sealed; on a sliding-window layer only
+// the blocks its window still sees. The scheduler's unit of admission; it equals what
+// BeginStep/EndStep allocate (bench/loadgen_capacity.cc checks it against a filled pool).
+size_t SequenceKvBytes(const kv::KvCache& kv, int64_t tokens);
+
 class Scheduler {
  public:
   // `engine` must outlive the scheduler. InvalidArgument for options out of range.

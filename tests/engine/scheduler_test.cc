@@ -353,3 +353,35 @@ TEST(SchedulerTest, EngineThreadServesOtherThreadsWithAnInjectedClock) {
 
 }  // namespace
 }  // namespace slimkv::engine
+
+namespace slimkv::engine {
+namespace {
+
+// The admission unit equals what the cache allocates for a sequence decoded token by token.
+TEST(SchedulerTest, SequenceKvBytesMatchesTheCache) {
+  SLIMKV_REQUIRE_MODEL(path, testing::DefaultModelFile());
+  auto e = MakeEngine(path);
+  ASSERT_TRUE(e);
+  const kv::KvSpec spec = e->kv().spec();
+  const int64_t kv_dim = static_cast<int64_t>(spec.n_kv_heads) * spec.head_dim;
+  const std::vector<float> k = testing::RandomNormal(kv_dim, 1), v = testing::RandomNormal(kv_dim, 2);
+  for (const char* preset : {"fp16", "int4", "kivi2", "q4_0"}) {
+    SCOPED_TRACE(preset);
+    auto config = kv::ParsePreset(preset);
+    ASSERT_TRUE(config.ok());
+    auto cache = kv::KvCache::Create(spec, *config, 64 << 20);
+    ASSERT_TRUE(cache.ok());
+    kv::KvCache& kv = **cache;
+    const kv::SeqId s = kv.AddSequence();
+    for (int n = 1; n <= 300; ++n) {
+      const kv::StepChunk c{s, 1, 0};
+      ASSERT_TRUE(kv.BeginStep({&c, 1}).ok());
+      for (int l = 0; l < spec.n_layers; ++l) kv.Append(l, {&c, 1}, k.data(), kv_dim, v.data(), kv_dim);
+      kv.EndStep({&c, 1});
+      ASSERT_EQ(kv.bytes_in_use(), SequenceKvBytes(kv, n)) << n << " tokens";
+    }
+  }
+}
+
+}  // namespace
+}  // namespace slimkv::engine
