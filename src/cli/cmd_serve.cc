@@ -16,6 +16,7 @@
 #include "cli/common.h"
 #include "engine/scheduler.h"
 #include "kv/format.h"
+#include "kv/policy.h"
 #include "server/server.h"
 
 namespace slimkv::cli {
@@ -70,6 +71,13 @@ int ServeMain(const ServeFlags& f) {
   auto kv_config = KvConfigFromFlags(f.common);
   if (!kv_config.ok()) return Fail(kv_config.status());
   eo.kv = *kv_config;
+  if (!f.common.kv_policy.empty()) {
+    auto policy = kv::ParsePolicy(f.common.kv_policy, f.common.kv_budget);
+    if (!policy.ok()) return Fail(policy.status());
+    eo.policy = *policy;  // evicting sequences do not share prefix blocks (kv_cache.h)
+  } else if (f.common.kv_budget > 0) {
+    return Fail(InvalidArgument("--kv-budget {} needs --kv-policy (one of {})", f.common.kv_budget, kv::PolicyList()));
+  }
   eo.n_ctx = f.common.n_ctx > 0 ? f.common.n_ctx : 4096;
   eo.n_seq = f.parallel;
   eo.threads = f.common.threads;

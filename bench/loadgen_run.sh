@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# The serving figures of docs/BENCHMARKS.md ("Serving (issue: many users)") in one run, on this
+# machine, loopback only. Every phase is bounded in requests and time.
+#
+#   bench/loadgen_run.sh [capacity] [throughput] [llama] [prefix] [soak]   (default: all)
+#
+#   capacity    sequences a 2 GiB KV budget holds at 2K and 8K context, per preset
+#               (bench/loadgen_capacity: a real pool filled through BeginStep/Append/EndStep)
+#   throughput  slimkv serve, fp16 then int4: 1/4/16/64 clients, streamed completions
+#   llama       the same load against llama.cpp's llama-server -np 16 (same model, f16 KV),
+#               right after slimkv's fp16 run; LLAMA_SERVER=path/to/llama-server
+#   prefix      32 requests sharing a ~1K-token system prompt, prefix cache on vs off
+#   soak        1,000 requests with client cancellations and bad requests mixed in
+#
+# Environment: BUILD (default build), MODEL (default models/SmolLM2-135M-Instruct.Q4_1.gguf),
+# THREADS (default 2), LLAMA_SERVER (default: the llama.cpp build under /opt/peer, if any).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+BIN=$BUILD/bin
+MODEL=${MODEL:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
+THREADS=${THREADS:-2}
+LLAMA_SERVER=${LLAMA_SERVER:-$(ls /opt/peer/*/vendor/llama.cpp/build/bin/llama-server 2>/dev/null | head -1 || true)}
+PHASES=${*:-capacity throughput llama prefix soak}
+CLIENTS=${CLIENTS:-1,4,16,64}
+MAX_TOKENS=${MAX_TOKENS:-64}
+PER_CLIENT=${PER_CLIENT:-3}
+
+SERVER_PID=""
+stop_server() {
+  if [[ -n $SERVER_PID ]]; then
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+  fi
+}
+trap stop_server EXIT
+
+# start_slimkv ARGS...: starts slimkv serve on a free port; sets PORT.
+start_slimkv() {
+  local out
+  out=$(mktemp)
+  "$BIN/slimkv" serve -m "$MODEL" -t "$THREADS" --port 0 "$@" > "$out" 2> "$out.err" &
+  SERVER_PID=$!
+  for _ in $(seq 600); do
+    if grep -q "listening on" "$out"; then break; fi
+    sleep 0.1
+  done
+  PORT=$(grep -o 'http://127.0.0.1:[0-9]*' "$out" | grep -o '[0-9]*$')
+  rm -f "$out" "$out.err"
+}
+
+start_llama() {
+  PORT=$((20000 + RANDOM % 20000))
+  "$LLAMA_SERVER" -m "$MODEL" -t "$THREADS" -np 16 -c $((16 * 1024)) --host 127.0.0.1 --port "$PORT" \
+    -ctk f16 -ctv f16 --no-webui > /dev/null 2>&1 &
+  SERVER_PID=$!
+  for _ in $(seq 600); do
+    if curl -sf "http://127.0.0.1:$PORT/health" > /dev/null; then break; fi
+    sleep 0.1
+  done
+}
+
+echo "# slimkv serving figures: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), model $(basename "$MODEL"), $THREADS threads"
+echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+for phase in $PHASES; do
+  case $phase in
+    capacity)
+      echo; echo "## capacity: sequences in a 2 GiB KV budget"
+      "$BIN/loadgen_capacity" -m "$MODEL" --budget-gib 2 --contexts 2048,8192
+      ;;
+    throughput)
+      for kv in fp16 int4; do
+        echo; echo "## throughput: slimkv serve --kv $kv"
+        start_slimkv --kv "$kv" -c 1024 --kv-mem 512 --max-running 64 --max-batch-tokens 512
+        "$BIN/loadgen" --url "http://127.0.0.1:$PORT" --label "slimkv $kv" --max-seconds 600 throughput \
+          --clients "$CLIENTS" --requests-per-client "$PER_CLIENT" --max-tokens "$MAX_TOKENS" --level-seconds 120
+        stop_server
+        if [[ $kv == fp16 && " $PHASES " == *" llama "* && -x $LLAMA_SERVER ]]; then
+          echo; echo "## throughput: llama-server -np 16 (f16 KV)"
+          start_llama
+          "$BIN/loadgen" --url "http://127.0.0.1:$PORT" --label "llama-server f16" --max-seconds 600 throughput \
+            --clients "$CLIENTS" --requests-per-client "$PER_CLIENT" --max-tokens "$MAX_TOKENS" --level-seconds 120
+          stop_server
+        fi
+      done
+      ;;
+    llama) ;;  # runs inside throughput, right after slimkv fp16
+    prefix)
+      echo; echo "## prefix sharing: 32 requests sharing a ~1K-token system prompt"
+      echo "| server | requests | errors | wall s | TTFT p50 | TTFT mean | TTFT p99 | prompt tokens | cached tokens | max cached | peak blocks | peak shared |"
+      echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+      for mode in on off; do
+        flag=""; [[ $mode == off ]] && flag="--no-prefix-cache"
+        start_slimkv -c 2048 --kv-mem 1024 --max-running 32 $flag
+        "$BIN/loadgen" --url "http://127.0.0.1:$PORT" --label "sharing $mode" prefix --requests 32 --prefix-words 900
+        stop_server
+      done
+      ;;
+    soak)
+      echo; echo "## soak: 1,000 requests, client cancellations and bad requests mixed in"
+      start_slimkv -c 1024 --kv-mem 64 --max-running 16 --max-waiting 64
+      "$BIN/loadgen" --url "http://127.0.0.1:$PORT" --max-seconds 900 soak --requests 1000 --clients 16
+      stop_server
+      ;;
+    *) echo "unknown phase $phase"; exit 2 ;;
+  esac
+done
