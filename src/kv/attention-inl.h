@@ -7,7 +7,19 @@
 // Per-channel scales are folded into the query once per block, per-token scales applied per
 // token group after a partial dot of the raw codes (keys) or folded into the attention
 // weights (values); zero points become one constant per row and block (keys) or group
-// (values). The driver runs the online softmax over the blocks of a key range.
+// (values). The driver runs the online softmax over the blocks of a key range, in base 2
+// (log2(e) is folded into the query scale).
+//
+// On AVX3_DL (AVX-512 VNNI, VBMI) integer codes are multiplied as integers (bt 32 or 64):
+//   keys:   the query, channel scales folded in, is rounded to 16-bit integers q = 256 hi +
+//           lo (hi, lo signed bytes); vpdpbusd multiplies 4 channels of 16 tokens per
+//           instruction (codes permuted to [token][4 channels] with vpermb), one pass per
+//           byte, and the passes are recombined as 256 * hi + lo.
+//   values: the weights p * scale are rounded to 16-bit integers per (row, block) the same
+//           way, and vpdpbusd multiplies 4 tokens of 16 channels per instruction.
+// The rounding (2^-15 of the largest query element or weight) stays below 5 % of each
+// format's own error (tests/kv/attention_test.cc); 8-bit integers would cost 10-40 %.
+// Other targets and formats (int3, per-channel values, fp8, floats) use float FMAs.
 #if defined(SLIMKV_KV_ATTENTION_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef SLIMKV_KV_ATTENTION_INL_H_
 #undef SLIMKV_KV_ATTENTION_INL_H_
@@ -22,7 +34,7 @@
 #include <type_traits>
 
 #include "base/half.h"
-#include "hwy/contrib/math/math-inl.h"
+#include "hwy/cache_control.h"
 #include "hwy/highway.h"
 #include "kv/attention.h"
 
@@ -30,17 +42,31 @@ HWY_BEFORE_NAMESPACE();
 namespace slimkv::kv::HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
+// VNNI intrinsics need their target feature on every function that inlines them; Highway
+// 1.0.3's AVX3_DL target string does not name avx512vnni, so the attention functions add it.
+#undef SLIMKV_KV_VNNI
+#undef SLIMKV_KV_ATTR
+#if HWY_TARGET == HWY_AVX3_DL
+#define SLIMKV_KV_VNNI 1
+#define SLIMKV_KV_ATTR __attribute__((target(HWY_TARGET_STR ",avx512vnni")))
+#else
+#define SLIMKV_KV_VNNI 0
+#define SLIMKV_KV_ATTR
+#endif
+
 using DF = hn::ScalableTag<float>;
 using VF = hn::Vec<DF>;
 using DU = hn::RebindToUnsigned<DF>;
 using DI = hn::RebindToSigned<DF>;
 
-// Keys are scored in chunks of this many tokens (block_tokens is a multiple of it).
-inline constexpr int kChunk = 16;
 inline constexpr int kMaxRows = kMaxAttnTaskRows;
 inline constexpr int kMaxBt = kMaxAttnBlockTokens;
 inline constexpr int kMaxHd = kMaxAttnHeadDim;
-inline constexpr size_t kMaxVec = kChunk / hn::MaxLanes(DF());  // vectors per chunk
+inline constexpr size_t kLanes = hn::MaxLanes(DF());
+// Tokens are scored in tiles of kTileVecs vectors (32 tokens on AVX-512).
+inline constexpr int kTileVecs = kLanes >= 8 ? 2 : 4;
+inline constexpr float kLog2e = 1.4426950408889634f;
+inline constexpr float kLn2 = 0.6931471805599453f;
 
 // ------------------------------------------------------------------ element loaders
 // Each loader returns N consecutive elements (e % N == 0) of a part's code array as floats.
@@ -119,49 +145,83 @@ HWY_INLINE float Half(const uint8_t* p, size_t i) {
   std::memcpy(&h, p + 2 * i, 2);
   return HalfToFloat(h);
 }
-HWY_INLINE VF LoadHalves(DF d, const uint8_t* p, size_t i) {
-  return F16Loader()(d, p, i);
+HWY_INLINE VF LoadHalves(DF d, const uint8_t* p, size_t i) { return F16Loader()(d, p, i); }
+
+HWY_INLINE float ReduceSum(DF d, VF v) { return hn::GetLane(hn::SumOfLanes(d, v)); }
+HWY_INLINE float ReduceMax(DF d, VF v) { return hn::GetLane(hn::MaxOfLanes(d, v)); }
+
+// 2^x for x <= 0 (scores minus their running maximum); -inf gives exactly 0. Cephes
+// exp2f's polynomial on [-1/2, 1/2]: relative error below 2e-7.
+HWY_INLINE VF Exp2(DF d, VF x) {
+  x = hn::Max(x, hn::Set(d, -127.0f));  // 2^-127 has a zero exponent field: exactly 0
+  const VF n = hn::Round(x);
+  const VF f = hn::Sub(x, n);
+  VF p = hn::Set(d, 1.535336188319500e-4f);
+  p = hn::MulAdd(p, f, hn::Set(d, 1.339887440266574e-3f));
+  p = hn::MulAdd(p, f, hn::Set(d, 9.618437357674640e-3f));
+  p = hn::MulAdd(p, f, hn::Set(d, 5.550332471162809e-2f));
+  p = hn::MulAdd(p, f, hn::Set(d, 2.402264791363012e-1f));
+  p = hn::MulAdd(p, f, hn::Set(d, 6.931472028550421e-1f));
+  p = hn::MulAdd(p, f, hn::Set(d, 1.0f));
+  const auto e = hn::ShiftLeft<23>(hn::Add(hn::ConvertTo(DI(), n), hn::Set(DI(), 127)));
+  return hn::Mul(p, hn::BitCast(d, e));
 }
 
-// ------------------------------------------------------------------ score
-// scores[r * lds + t] = sum_d q[r][d] * k[d][t] for rows [0, kRows), tokens of n_chunks.
-template <class Loader, int kRows>
-HWY_INLINE void ScoreRows(const Loader& load, const uint8_t* codes, int bt, int hd, const float* q,
-                          int ldq, int n_chunks, float* scores, int lds) {
+// ------------------------------------------------------------------ score (float FMAs)
+// scores[r][t0 + t] = sum_d q[r][d] * k[d][t0 + t] for kRows rows and kVecs vectors of
+// tokens; two accumulator sets (even/odd channels) when the tile alone is too small to
+// hide the FMA latency.
+template <class Loader, int kRows, int kVecs>
+HWY_INLINE void ScoreTile(const Loader& load, const uint8_t* codes, int bt, int hd, int t0, const float* q,
+                          int ldq, float* scores, int lds) {
   const DF d;
   const size_t N = hn::Lanes(d);
-  for (int c = 0; c < n_chunks; ++c) {
-    VF acc[kRows][kMaxVec];
+  constexpr int kSets = kRows * kVecs < 8 ? 2 : 1;
+  VF acc[kSets][kRows][kVecs];
+  for (int s = 0; s < kSets; ++s)
     for (int r = 0; r < kRows; ++r)
-      for (size_t v = 0; v < kMaxVec; ++v) acc[r][v] = hn::Zero(d);
-    for (int dim = 0; dim < hd; ++dim) {
-      VF kv[kMaxVec];
-      for (size_t v = 0; v < kMaxVec; ++v) kv[v] = load(d, codes, static_cast<size_t>(dim) * bt + c * kChunk + v * N);
+      for (int v = 0; v < kVecs; ++v) acc[s][r][v] = hn::Zero(d);
+  for (int dim = 0; dim < hd; dim += kSets) {
+    for (int s = 0; s < kSets; ++s) {
+      VF kv[kVecs];
+      for (int v = 0; v < kVecs; ++v) kv[v] = load(d, codes, static_cast<size_t>(dim + s) * bt + t0 + v * N);
       for (int r = 0; r < kRows; ++r) {
-        const VF qb = hn::Set(d, q[r * ldq + dim]);
-        for (size_t v = 0; v < kMaxVec; ++v) acc[r][v] = hn::MulAdd(qb, kv[v], acc[r][v]);
+        const VF qb = hn::Set(d, q[r * ldq + dim + s]);
+        for (int v = 0; v < kVecs; ++v) acc[s][r][v] = hn::MulAdd(qb, kv[v], acc[s][r][v]);
       }
     }
-    for (int r = 0; r < kRows; ++r)
-      for (size_t v = 0; v < kMaxVec; ++v) hn::StoreU(acc[r][v], d, scores + r * lds + c * kChunk + v * N);
+  }
+  for (int r = 0; r < kRows; ++r) {
+    for (int v = 0; v < kVecs; ++v) {
+      VF a = acc[0][r][v];
+      if constexpr (kSets == 2) a = hn::Add(a, acc[1][r][v]);
+      hn::StoreU(a, d, scores + r * lds + t0 + v * N);
+    }
   }
 }
 
+template <class Loader, int kRows>
+HWY_INLINE void ScoreRows(const Loader& load, const uint8_t* codes, int bt, int hd, const float* q, int ldq,
+                          int n_tok, float* scores, int lds) {
+  const int N = static_cast<int>(hn::Lanes(DF()));
+  int t0 = 0;
+  for (; t0 + kTileVecs * N <= n_tok; t0 += kTileVecs * N)
+    ScoreTile<Loader, kRows, kTileVecs>(load, codes, bt, hd, t0, q, ldq, scores, lds);
+  for (; t0 < n_tok; t0 += N) ScoreTile<Loader, kRows, 1>(load, codes, bt, hd, t0, q, ldq, scores, lds);
+}
+
+// Tokens [0, n_tok) (a multiple of 16) of a channel-major part, every row.
 template <class Loader>
 HWY_NOINLINE void ScoreChannelMajor(const Loader& load, const uint8_t* codes, int bt, int hd, const float* q,
-                                    int ldq, int rows, int n_chunks, float* scores, int lds) {
+                                    int ldq, int rows, int n_tok, float* scores, int lds) {
   int r = 0;
-  for (; r + 8 <= rows; r += 8) ScoreRows<Loader, 8>(load, codes, bt, hd, q + r * ldq, ldq, n_chunks, scores + r * lds, lds);
+  for (; r + 4 <= rows; r += 4) ScoreRows<Loader, 4>(load, codes, bt, hd, q + r * ldq, ldq, n_tok, scores + r * lds, lds);
   const float* qr = q + r * ldq;
   float* sr = scores + r * lds;
   switch (rows - r) {
-    case 7: ScoreRows<Loader, 7>(load, codes, bt, hd, qr, ldq, n_chunks, sr, lds); break;
-    case 6: ScoreRows<Loader, 6>(load, codes, bt, hd, qr, ldq, n_chunks, sr, lds); break;
-    case 5: ScoreRows<Loader, 5>(load, codes, bt, hd, qr, ldq, n_chunks, sr, lds); break;
-    case 4: ScoreRows<Loader, 4>(load, codes, bt, hd, qr, ldq, n_chunks, sr, lds); break;
-    case 3: ScoreRows<Loader, 3>(load, codes, bt, hd, qr, ldq, n_chunks, sr, lds); break;
-    case 2: ScoreRows<Loader, 2>(load, codes, bt, hd, qr, ldq, n_chunks, sr, lds); break;
-    case 1: ScoreRows<Loader, 1>(load, codes, bt, hd, qr, ldq, n_chunks, sr, lds); break;
+    case 3: ScoreRows<Loader, 3>(load, codes, bt, hd, qr, ldq, n_tok, sr, lds); break;
+    case 2: ScoreRows<Loader, 2>(load, codes, bt, hd, qr, ldq, n_tok, sr, lds); break;
+    case 1: ScoreRows<Loader, 1>(load, codes, bt, hd, qr, ldq, n_tok, sr, lds); break;
     default: break;
   }
 }
@@ -170,60 +230,51 @@ HWY_NOINLINE void ScoreChannelMajor(const Loader& load, const uint8_t* codes, in
 // codes, then score += scale[g][t] * (partial - offset * qsum[g]) + zero[g][t] * qsum[g].
 template <int kBits, int kRows>
 HWY_INLINE void ScoreTokenGroupRows(const uint8_t* codes, const uint8_t* meta, size_t n_scales, bool symmetric,
-                                    int bt, int hd, int g, const float* q, int ldq, const float* qsum,
-                                    int n_chunks, float* scores, int lds) {
+                                    int bt, int hd, int g, const float* q, int ldq, const float* qsum, int n_tok,
+                                    float* scores, int lds) {
   const DF d;
   const size_t N = hn::Lanes(d);
   const CodeLoader<kBits> load;
   const int groups = hd / g;
   const float offset = symmetric ? static_cast<float>(1 << (kBits - 1)) : 0.0f;
-  for (int c = 0; c < n_chunks; ++c) {
-    VF acc[kRows][kMaxVec];
-    for (int r = 0; r < kRows; ++r)
-      for (size_t v = 0; v < kMaxVec; ++v) acc[r][v] = hn::Zero(d);
+  for (int t0 = 0; t0 < n_tok; t0 += static_cast<int>(N)) {
+    VF acc[kRows];
+    for (int r = 0; r < kRows; ++r) acc[r] = hn::Zero(d);
     for (int gi = 0; gi < groups; ++gi) {
-      VF part[kRows][kMaxVec];
-      for (int r = 0; r < kRows; ++r)
-        for (size_t v = 0; v < kMaxVec; ++v) part[r][v] = hn::Zero(d);
+      VF part[kRows];
+      for (int r = 0; r < kRows; ++r) part[r] = hn::Zero(d);
       for (int dim = gi * g; dim < (gi + 1) * g; ++dim) {
-        VF kv[kMaxVec];
-        for (size_t v = 0; v < kMaxVec; ++v) kv[v] = load(d, codes, static_cast<size_t>(dim) * bt + c * kChunk + v * N);
-        for (int r = 0; r < kRows; ++r) {
-          const VF qb = hn::Set(d, q[r * ldq + dim]);
-          for (size_t v = 0; v < kMaxVec; ++v) part[r][v] = hn::MulAdd(qb, kv[v], part[r][v]);
-        }
+        const VF kv = load(d, codes, static_cast<size_t>(dim) * bt + t0);
+        for (int r = 0; r < kRows; ++r) part[r] = hn::MulAdd(hn::Set(d, q[r * ldq + dim]), kv, part[r]);
       }
-      for (size_t v = 0; v < kMaxVec; ++v) {
-        const size_t t0 = static_cast<size_t>(gi) * bt + c * kChunk + v * N;
-        const VF sc = LoadHalves(d, meta, t0);
-        const VF zr = symmetric ? hn::Zero(d) : LoadHalves(d, meta, n_scales + t0);
-        for (int r = 0; r < kRows; ++r) {
-          const float qs = qsum[r * groups + gi];
-          const VF centered = hn::Sub(part[r][v], hn::Set(d, offset * qs));
-          acc[r][v] = hn::MulAdd(sc, centered, hn::MulAdd(zr, hn::Set(d, qs), acc[r][v]));
-        }
+      const size_t i0 = static_cast<size_t>(gi) * bt + t0;
+      const VF sc = LoadHalves(d, meta, i0);
+      const VF zr = symmetric ? hn::Zero(d) : LoadHalves(d, meta, n_scales + i0);
+      for (int r = 0; r < kRows; ++r) {
+        const float qs = qsum[r * groups + gi];
+        const VF centered = hn::Sub(part[r], hn::Set(d, offset * qs));
+        acc[r] = hn::MulAdd(sc, centered, hn::MulAdd(zr, hn::Set(d, qs), acc[r]));
       }
     }
-    for (int r = 0; r < kRows; ++r)
-      for (size_t v = 0; v < kMaxVec; ++v) hn::StoreU(acc[r][v], d, scores + r * lds + c * kChunk + v * N);
+    for (int r = 0; r < kRows; ++r) hn::StoreU(acc[r], d, scores + r * lds + t0);
   }
 }
 
 template <int kBits>
 HWY_NOINLINE void ScoreTokenGroups(const uint8_t* codes, const uint8_t* meta, size_t n_scales, bool symmetric,
                                    int bt, int hd, int g, const float* q, int ldq, const float* qsum, int rows,
-                                   int n_chunks, float* scores, int lds) {
+                                   int n_tok, float* scores, int lds) {
   const int groups = hd / g;
   int r = 0;
   for (; r + 4 <= rows; r += 4)
     ScoreTokenGroupRows<kBits, 4>(codes, meta, n_scales, symmetric, bt, hd, g, q + r * ldq, ldq, qsum + r * groups,
-                                  n_chunks, scores + r * lds, lds);
+                                  n_tok, scores + r * lds, lds);
   for (; r < rows; ++r)
     ScoreTokenGroupRows<kBits, 1>(codes, meta, n_scales, symmetric, bt, hd, g, q + r * ldq, ldq, qsum + r * groups,
-                                  n_chunks, scores + r * lds, lds);
+                                  n_tok, scores + r * lds, lds);
 }
 
-// ------------------------------------------------------------------ accumulate
+// ------------------------------------------------------------------ accumulate (float FMAs)
 // acc[r][dim0 .. dim0 + kVecs*N) += sum_{t < n_tok} p[r][t] * v_t[...]
 template <class Loader, int kRows, int kVecs>
 HWY_INLINE void AccumRows(const Loader& load, const uint8_t* codes, int hd, int dim0, const float* p, int ldp,
@@ -274,15 +325,45 @@ HWY_NOINLINE void AccumTokenMajor(const Loader& load, const uint8_t* codes, int 
   }
 }
 
-// ------------------------------------------------------------------ per block dispatch
-// Scratch of one task for the per-block query/weight transforms.
+// ------------------------------------------------------------------ scratch
+// Integer (VNNI) paths, blocks of 32 or 64 tokens: queries (keys side) and weights (values
+// side) become 16-bit integers x stored as two signed bytes x = 256 * hi + lo, multiplied
+// in two vpdpbusd passes; |x| <= kIntLevels keeps hi = (x + 128) >> 8 a byte.
+inline constexpr float kIntLevels = 32639.0f;
+inline constexpr int kIntBt = 64;  // the largest block the integer paths handle
+inline constexpr int kMaxGroups = 16;  // channel groups per head on the integer value path
+
+struct QueryBytes {
+  HWY_ALIGN int8_t hi[kMaxRows * kMaxHd];
+  HWY_ALIGN int8_t lo[kMaxRows * kMaxHd];
+  float step[kMaxRows * (kMaxHd / 16)];  // per row (and group): value of one unit
+  float bias[kMaxRows * (kMaxHd / 16)];  // per row (and group): added to step * dot
+};
+
+// Scratch of one task (thread-local: ~1 MB).
 struct BlockScratch {
-  HWY_ALIGN float q2[kMaxRows * kMaxHd];   // queries with per-block scales folded in
-  HWY_ALIGN float p2[kMaxRows * kMaxBt];   // weights with per-token scales folded in
-  HWY_ALIGN float part[kMaxRows * kMaxHd]; // per-channel V partial sums
-  HWY_ALIGN float tile[kMaxHd * kMaxBt];   // pre-RoPE keys decoded and rotated
-  float channel_scale[kMaxHd], channel_zero[kMaxHd];
+  HWY_ALIGN float qp[kMaxRows * kMaxHd];      // prepared queries [rows][hd]
+  HWY_ALIGN float scores[kMaxRows * kMaxBt];  // scores, then weights, of one block [rows][bt]
+  HWY_ALIGN float lsum[kMaxRows * 16];        // per-row softmax sums, one vector per row
+  HWY_ALIGN float q2[kMaxRows * kMaxHd];      // queries with per-block scales folded in
+  HWY_ALIGN float p2[kMaxRows * kMaxBt];      // weights with per-token scales folded in
+  HWY_ALIGN float part[kMaxRows * kMaxHd];    // per-channel V partial sums
+  HWY_ALIGN float tile[kMaxHd * kMaxBt];      // pre-RoPE keys decoded and rotated
+  HWY_ALIGN float channel_scale[kMaxHd], channel_zero[kMaxHd];
   float cst[kMaxRows];
+  float qsum[kMaxRows * (kMaxHd / 16)];
+  // Integer paths.
+  HWY_ALIGN float vscale[kIntBt * kMaxGroups], vzero[kIntBt * kMaxGroups];  // [token][group]
+  HWY_ALIGN int8_t whi[kMaxRows * kIntBt * kMaxGroups], wlo[kMaxRows * kIntBt * kMaxGroups];
+  HWY_ALIGN int8_t wtmp[2][kIntBt * kMaxGroups];
+  HWY_ALIGN float dm[kMaxRows + 16];    // per row: block maximum - running maximum (base 2)
+  HWY_ALIGN float pmax[kMaxRows + 16];  // per row: the block's largest weight
+  float qmax[kMaxRows];                 // per row: max |q|
+  float vstep[kMaxRows];
+  float vconst[kMaxRows * kMaxGroups];  // per row and group, added to the accumulators
+  float vconst_sum[kMaxRows * kMaxGroups];  // the same, summed over blocks (rescaled)
+  QueryBytes block_query;  // per block: keys quantized per channel
+  QueryBytes task_query;   // per task: keys quantized per token group
 };
 
 template <class Fn>
@@ -312,6 +393,502 @@ HWY_INLINE float Fp8Scale(const KvFormat& f, const uint8_t* meta) {
   return Half(meta, 0) * (f.type == ElemType::kFp8E4M3 ? 256.0f : 1.0f);
 }
 
+// Offset of symmetric codes and the mean code, for a format of `bits` (KvFormat::bits() is
+// out of line: call it once, never in a loop).
+HWY_INLINE float IntOffset(const KvFormat& f, int bits) {
+  return f.symmetric ? static_cast<float>(1 << (bits - 1)) : 0.0f;
+}
+HWY_INLINE float IntOffset(const KvFormat& f) { return IntOffset(f, f.bits()); }
+HWY_INLINE constexpr float MeanCode(int bits) { return 0.5f * static_cast<float>((1 << bits) - 1); }
+
+#if SLIMKV_KV_VNNI
+// ------------------------------------------------------------------ integer kernels (AVX3_DL)
+// Rounding compensation: x ~ step * xi with error e = step * xi - x; a dot sum_d x_d c_d is
+// computed as step * sum_d xi_d c_d - mean_code * sum_d e_d, so only sum_d e_d (c_d -
+// mean_code) is left, half of the error of the uncentred codes.
+
+struct ByteIndex {
+  alignas(64) uint8_t b[64];
+};
+template <class F>
+constexpr ByteIndex MakeBytes(F f) {
+  ByteIndex t{};
+  for (int j = 0; j < 64; ++j) t.b[j] = static_cast<uint8_t>(f(j));
+  return t;
+}
+// Keys, [token lane i][4 channels k] bytes j = 4 i + k (bt == 32):
+//   int4: 4 channels are 4 units of 16 bytes; byte i holds token i (low) and 16 + i (high).
+inline constexpr ByteIndex kK4 = MakeBytes([](int j) { return 16 * (j % 4) + j / 4; });
+//   int8: 4 channels are 128 bytes (two vectors); tokens 0-15 and 16-31.
+inline constexpr ByteIndex kK8Lo = MakeBytes([](int j) { return 32 * (j % 4) + j / 4; });
+inline constexpr ByteIndex kK8Hi = MakeBytes([](int j) { return 32 * (j % 4) + 16 + j / 4; });
+//   int2: 8 channels are 4 units; a unit holds 2 channels (even: bits 0-3, odd: bits 4-7),
+//   extracted per bit pair first (E0 | E4 for tokens 0-15, E2 | E6 for 16-31).
+inline constexpr ByteIndex kK2A = MakeBytes([](int j) { return (j % 4 & 1) * 64 + (j % 4 >> 1) * 16 + j / 4; });
+inline constexpr ByteIndex kK2B = MakeBytes([](int j) { return (j % 4 & 1) * 64 + (2 + (j % 4 >> 1)) * 16 + j / 4; });
+// Values, [channel lane i][4 tokens k] bytes j = 4 i + k, 64 channels per step:
+//   int8, level 1: [32 channels][2 tokens] of 32 channels of two tokens (bytes 0-31, 32-63);
+//   level 2: [16 channels][4 tokens] from the pairs of tokens 0, 1 and 2, 3.
+inline constexpr ByteIndex kV8L1 = MakeBytes([](int j) { return (j % 2) * 32 + j / 2; });
+inline constexpr ByteIndex kV8L2[2] = {MakeBytes([](int j) { return (j % 4 / 2) * 64 + 2 * (j / 4) + j % 2; }),
+                                       MakeBytes([](int j) { return (j % 4 / 2) * 64 + 2 * (16 + j / 4) + j % 2; })};
+//   int4: 32 bytes per token (two units of 32 channels), tokens 0, 1 | 2, 3 in two vectors;
+//   kV4[u] takes unit u of each token.
+inline constexpr ByteIndex kV4[2] = {MakeBytes([](int j) { return 32 * (j % 4) + j / 4; }),
+                                     MakeBytes([](int j) { return 32 * (j % 4) + 16 + j / 4; })};
+//   int2 (and int4 with other head dims): 16 bytes of each of 4 tokens in one vector.
+inline constexpr ByteIndex kV2 = MakeBytes([](int j) { return 16 * (j % 4) + j / 4; });
+// Weight bytes [token][group] -> [group][token] within 64 bytes, for 1..16 groups.
+constexpr ByteIndex MakeGroupTranspose(int groups) {
+  ByteIndex t{};
+  const int tpc = 64 / groups;
+  for (int j = 0; j < 64; ++j) t.b[(j % groups) * tpc + j / groups] = static_cast<uint8_t>(j);
+  return t;
+}
+inline constexpr ByteIndex kGroupT[5] = {MakeGroupTranspose(1), MakeGroupTranspose(2), MakeGroupTranspose(4),
+                                         MakeGroupTranspose(8), MakeGroupTranspose(16)};
+
+SLIMKV_KV_ATTR HWY_INLINE __m512i LoadIndex(const ByteIndex& t) { return _mm512_load_si512(t.b); }
+// acc += dot of the unsigned bytes of u with the 4 signed bytes at p (broadcast), per dword.
+// Inline assembly: GCC 12 copies accumulators of the intrinsic through spare registers in
+// unrolled loops (and runs out of them), and does not fold the broadcast into the operand.
+SLIMKV_KV_ATTR HWY_INLINE void Dpbusd(__m512i& acc, __m512i u, const int8_t* p) {
+  asm("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(u), "m"(*reinterpret_cast<const int32_t*>(p)));
+}
+// Stores the 16 integers xi as bytes: lo = xi mod 256 (signed), hi = (xi + 128) >> 8.
+SLIMKV_KV_ATTR HWY_INLINE void StoreSplit(__m512i xi, int8_t* hi, int8_t* lo) {
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(lo), _mm512_cvtepi32_epi8(xi));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(hi),
+                   _mm512_cvtepi32_epi8(_mm512_srai_epi32(_mm512_add_epi32(xi, _mm512_set1_epi32(128)), 8)));
+}
+SLIMKV_KV_ATTR HWY_INLINE float Sum(__m512 v) { return _mm512_reduce_add_ps(v); }
+SLIMKV_KV_ATTR HWY_INLINE float Max(__m512 v) { return _mm512_reduce_max_ps(v); }
+
+// Whether the integer key kernels read a channel-major K part of this block size.
+HWY_INLINE bool KeyVnniOk(int bits, int bt) { return bits != 3 && (bt == 32 || bt == 64); }
+
+// Codes of channels [o, o + 8), tokens [32 slab, 32 slab + 32) of a channel-major K part
+// (bt 32 or 64) as [token][4 channels] bytes: c[0] channels o..o+3 tokens 0-15 of the
+// slab, c[1] tokens 16-31, c[2], c[3] channels o+4..o+7.
+template <int kBits>
+SLIMKV_KV_ATTR HWY_INLINE void KeyOctet(const uint8_t* codes, int bt, int o, int slab, __m512i c[4]) {
+  if constexpr (kBits == 4) {
+    // A channel's 32-token slab is one unit of 16 bytes: byte i holds token i (low), 16 + i (high).
+    const __m512i m = _mm512_set1_epi8(0x0F);
+    for (int h = 0; h < 2; ++h) {
+      __m512i x;
+      if (bt == 32) {  // 4 channels: 64 contiguous bytes
+        x = _mm512_permutexvar_epi8(LoadIndex(kK4), _mm512_loadu_si512(codes + o * 16 + 64 * h));
+      } else {  // bt 64: channels of 32 bytes (slab 0, slab 1), two per vector
+        const uint8_t* p = codes + o * 32 + 128 * h;
+        x = _mm512_permutex2var_epi8(_mm512_loadu_si512(p), LoadIndex(kV4[slab]), _mm512_loadu_si512(p + 64));
+      }
+      c[2 * h] = _mm512_and_si512(x, m);
+      c[2 * h + 1] = _mm512_and_si512(_mm512_srli_epi16(x, 4), m);
+    }
+  } else if constexpr (kBits == 8) {
+    const __m512i lo = LoadIndex(kK8Lo), hi = LoadIndex(kK8Hi);
+    for (int h = 0; h < 2; ++h) {
+      __m512i a, b;  // 32 tokens of channels (o + 4h, +1) and (+2, +3)
+      const uint8_t* p = codes + static_cast<size_t>(o + 4 * h) * bt + 32 * slab;
+      if (bt == 32) {
+        a = _mm512_loadu_si512(p);
+        b = _mm512_loadu_si512(p + 64);
+      } else {
+        auto pair = [&](const uint8_t* x) {
+          return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x))),
+                                    _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + bt)), 1);
+        };
+        a = pair(p);
+        b = pair(p + 2 * bt);
+      }
+      c[2 * h] = _mm512_permutex2var_epi8(a, lo, b);
+      c[2 * h + 1] = _mm512_permutex2var_epi8(a, hi, b);
+    }
+  } else {
+    static_assert(kBits == 2);
+    const __m512i m = _mm512_set1_epi8(3);
+    if (bt == 32) {  // a unit holds 2 channels: even in bits 0-3, odd in bits 4-7
+      const __m512i z = _mm512_loadu_si512(codes + o * 8);
+      const __m512i e0 = _mm512_and_si512(z, m), e2 = _mm512_and_si512(_mm512_srli_epi16(z, 2), m);
+      const __m512i e4 = _mm512_and_si512(_mm512_srli_epi16(z, 4), m), e6 = _mm512_and_si512(_mm512_srli_epi16(z, 6), m);
+      const __m512i a = LoadIndex(kK2A), b = LoadIndex(kK2B);
+      c[0] = _mm512_permutex2var_epi8(e0, a, e4);
+      c[1] = _mm512_permutex2var_epi8(e2, a, e6);
+      c[2] = _mm512_permutex2var_epi8(e0, b, e4);
+      c[3] = _mm512_permutex2var_epi8(e2, b, e6);
+    } else {  // bt 64: a unit is one channel, bit pair s of byte i holds token 16 s + i
+      for (int h = 0; h < 2; ++h) {
+        const __m512i y = _mm512_permutexvar_epi8(LoadIndex(kV2), _mm512_loadu_si512(codes + (o + 4 * h) * 16));
+        c[2 * h] = _mm512_and_si512(_mm512_srli_epi16(y, 4 * slab), m);
+        c[2 * h + 1] = _mm512_and_si512(_mm512_srli_epi16(y, 4 * slab + 2), m);
+      }
+    }
+  }
+}
+
+// Dots of kRows integer queries (256 hi + lo) with the codes of channels [d0, d1),
+// tokens 0-31, as floats (each partial dot is below 2^24: exact). Even and odd channel
+// quads go to separate accumulators to halve the dependency chains.
+template <int kBits, int kRows>
+SLIMKV_KV_ATTR HWY_INLINE void KeyDots(const uint8_t* codes, int bt, int slab, int d0, int d1, const QueryBytes& q,
+                                       int row0, __m512 out[kRows][2]) {
+  __m512i ah[kRows][2][2], al[kRows][2][2];
+  for (int r = 0; r < kRows; ++r)
+    for (int h = 0; h < 2; ++h)
+      for (int k = 0; k < 2; ++k) ah[r][h][k] = al[r][h][k] = _mm512_setzero_si512();
+  for (int o = d0; o < d1; o += 8) {
+    __m512i c[4];
+    KeyOctet<kBits>(codes, bt, o, slab, c);
+    for (int r = 0; r < kRows; ++r) {
+      const int8_t* hi = q.hi + (row0 + r) * kMaxHd + o;
+      Dpbusd(ah[r][0][0], c[0], hi);
+      Dpbusd(ah[r][1][0], c[1], hi);
+      Dpbusd(ah[r][0][1], c[2], hi + 4);
+      Dpbusd(ah[r][1][1], c[3], hi + 4);
+      const int8_t* lo = q.lo + (row0 + r) * kMaxHd + o;
+      Dpbusd(al[r][0][0], c[0], lo);
+      Dpbusd(al[r][1][0], c[1], lo);
+      Dpbusd(al[r][0][1], c[2], lo + 4);
+      Dpbusd(al[r][1][1], c[3], lo + 4);
+    }
+  }
+  for (int r = 0; r < kRows; ++r) {
+    for (int h = 0; h < 2; ++h) {
+      out[r][h] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(ah[r][h][0], ah[r][h][1])), _mm512_set1_ps(256.0f),
+                                  _mm512_cvtepi32_ps(_mm512_add_epi32(al[r][h][0], al[r][h][1])));
+    }
+  }
+}
+
+// Per-channel keys: scores[r][t] = step[r] * dot + bias[r], tokens [0, 32 * n_slabs).
+template <int kBits, int kRows>
+SLIMKV_KV_ATTR HWY_INLINE void ScoreChannelVnniRows(const uint8_t* codes, int bt, int n_slabs, int hd,
+                                                    const QueryBytes& q, int row0, float* scores, int lds) {
+  for (int slab = 0; slab < n_slabs; ++slab) {
+    __m512 dots[kRows][2];
+    KeyDots<kBits, kRows>(codes, bt, slab, 0, hd, q, row0, dots);
+    for (int r = 0; r < kRows; ++r) {
+      const int i = (row0 + r) * (kMaxHd / 16);
+      const __m512 step = _mm512_set1_ps(q.step[i]), bias = _mm512_set1_ps(q.bias[i]);
+      for (int h = 0; h < 2; ++h)
+        _mm512_storeu_ps(scores + r * lds + 32 * slab + 16 * h, _mm512_fmadd_ps(dots[r][h], step, bias));
+    }
+  }
+}
+
+// Rows in tiles of 2 (16 accumulators).
+template <int kBits>
+SLIMKV_KV_ATTR HWY_NOINLINE void ScoreChannelVnni(const uint8_t* codes, int bt, int n_slabs, int hd,
+                                                  const QueryBytes& q, int rows, float* scores, int lds) {
+  int r = 0;
+  for (; r + 2 <= rows; r += 2) ScoreChannelVnniRows<kBits, 2>(codes, bt, n_slabs, hd, q, r, scores + r * lds, lds);
+  if (rows - r == 1) ScoreChannelVnniRows<kBits, 1>(codes, bt, n_slabs, hd, q, r, scores + r * lds, lds);
+}
+
+// Per-token groups: score += scale[g][t] * (step[r][g] * dot + bias[r][g]) + zero[g][t] * qsum[r][g]
+// (bias: minus the offset of the codes times the query's sum, and the rounding compensation).
+template <int kBits, int kRows>
+SLIMKV_KV_ATTR HWY_INLINE void ScoreTokenVnniRows(const uint8_t* codes, const uint8_t* meta, int bt, int slab,
+                                                  size_t n_scales, bool has_zero, int hd, int g, const QueryBytes& q,
+                                                  const float* qsum, int row0, float* scores, int lds) {
+  const DF d;
+  const int groups = hd / g;
+  VF acc[kRows][2];
+  for (int r = 0; r < kRows; ++r) acc[r][0] = acc[r][1] = hn::Zero(d);
+  for (int gi = 0; gi < groups; ++gi) {
+    __m512 dots[kRows][2];
+    KeyDots<kBits, kRows>(codes, bt, slab, gi * g, (gi + 1) * g, q, row0, dots);
+    for (int h = 0; h < 2; ++h) {
+      const size_t i0 = static_cast<size_t>(gi) * bt + 32 * slab + 16 * h;
+      const VF sc = LoadHalves(d, meta, i0);
+      const VF zr = has_zero ? LoadHalves(d, meta, n_scales + i0) : hn::Zero(d);
+      for (int r = 0; r < kRows; ++r) {
+        const int rg = (row0 + r) * (kMaxHd / 16) + gi;
+        const VF x = hn::MulAdd(VF{dots[r][h]}, hn::Set(d, q.step[rg]), hn::Set(d, q.bias[rg]));
+        acc[r][h] = hn::MulAdd(sc, x, hn::MulAdd(zr, hn::Set(d, qsum[(row0 + r) * groups + gi]), acc[r][h]));
+      }
+    }
+  }
+  for (int r = 0; r < kRows; ++r)
+    for (int h = 0; h < 2; ++h) hn::StoreU(acc[r][h], d, scores + r * lds + 32 * slab + 16 * h);
+}
+
+template <int kBits>
+SLIMKV_KV_ATTR HWY_NOINLINE void ScoreTokenVnni(const uint8_t* codes, const uint8_t* meta, int bt, int n_slabs,
+                                                size_t n_scales, bool has_zero, int hd, int g, const QueryBytes& q,
+                                                const float* qsum, int rows, float* scores, int lds) {
+  for (int slab = 0; slab < n_slabs; ++slab) {
+    int r = 0;
+    for (; r + 2 <= rows; r += 2)
+      ScoreTokenVnniRows<kBits, 2>(codes, meta, bt, slab, n_scales, has_zero, hd, g, q, qsum, r, scores + r * lds, lds);
+    for (; r < rows; ++r)
+      ScoreTokenVnniRows<kBits, 1>(codes, meta, bt, slab, n_scales, has_zero, hd, g, q, qsum, r, scores + r * lds, lds);
+  }
+}
+
+// Per-channel keys, per block: q[r][d] * scale[d] as integers with step[r] = max|q[r]| *
+// max|scale| / kIntLevels (a bound: no pass over the products is needed; it costs the bits
+// by which the largest product falls short of it), and bias[r] = sum_d q[r][d] * (zero[d] -
+// offset * scale[d]) less the rounding compensation.
+template <int kBits>
+SLIMKV_KV_ATTR inline void PrepareChannelQuery(const KvFormat& f, const uint8_t* meta, int hd, int rows,
+                                               BlockScratch& s) {
+  constexpr float mean = MeanCode(kBits);
+  const float offset = IntOffset(f, kBits);
+  __m512 vmax = _mm512_setzero_ps();
+  for (int j = 0; j < hd; j += 16) {
+    const __m512 sc = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(meta + 2 * j)));
+    __m512 zo = _mm512_mul_ps(sc, _mm512_set1_ps(mean - offset));
+    if (!f.symmetric)
+      zo = _mm512_add_ps(zo, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(meta + 2 * (hd + j)))));
+    _mm512_store_ps(s.channel_scale + j, sc);
+    _mm512_store_ps(s.channel_zero + j, zo);
+    vmax = _mm512_max_ps(vmax, _mm512_abs_ps(sc));
+  }
+  const float smax = Max(vmax);
+  QueryBytes& qb = s.block_query;
+  for (int r = 0; r < rows; ++r) {
+    const float* q = s.qp + r * hd;
+    const float step = s.qmax[r] * smax / kIntLevels;
+    const __m512 inv = _mm512_set1_ps(step > 0 ? 1.0f / step : 0.0f);
+    const __m512 mean_step = _mm512_set1_ps(mean * step);
+    __m512 vb = _mm512_setzero_ps();
+    for (int j = 0; j < hd; j += 16) {
+      const __m512 x = _mm512_load_ps(q + j);
+      const __m512i qi = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_mul_ps(x, inv), _mm512_load_ps(s.channel_scale + j)));
+      StoreSplit(qi, qb.hi + r * kMaxHd + j, qb.lo + r * kMaxHd + j);
+      vb = _mm512_fmadd_ps(x, _mm512_load_ps(s.channel_zero + j), vb);
+      vb = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(qi), mean_step, vb);
+    }
+    qb.step[r * (kMaxHd / 16)] = step;
+    qb.bias[r * (kMaxHd / 16)] = Sum(vb);
+  }
+}
+
+// Per-token-group keys, per task: each (row, group) of the query as integers.
+template <int kBits>
+SLIMKV_KV_ATTR inline void PrepareTokenQuery(const KvFormat& f, int hd, int rows, BlockScratch& s) {
+  const int g = f.group_size(hd), groups = hd / g;
+  const float offset = IntOffset(f, kBits);
+  constexpr float mean = MeanCode(kBits);
+  QueryBytes& qb = s.task_query;
+  for (int r = 0; r < rows; ++r) {
+    for (int gi = 0; gi < groups; ++gi) {
+      const float* q = s.qp + r * hd + gi * g;
+      __m512 vmax = _mm512_setzero_ps();
+      for (int j = 0; j < g; j += 16) vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_load_ps(q + j)));
+      const float step = Max(vmax) / kIntLevels;
+      const __m512 inv = _mm512_set1_ps(step > 0 ? 1.0f / step : 0.0f);
+      // step * dot + bias = sum_d q_d (code_d - offset), less the rounding compensation:
+      // bias = -offset * step * sum qi - (mean - offset) * sum (step * qi - q).
+      __m512 vb = _mm512_setzero_ps();
+      for (int j = 0; j < g; j += 16) {
+        const __m512 x = _mm512_load_ps(q + j);
+        const __m512i qi = _mm512_cvtps_epi32(_mm512_mul_ps(x, inv));
+        StoreSplit(qi, qb.hi + r * kMaxHd + gi * g + j, qb.lo + r * kMaxHd + gi * g + j);
+        const __m512 qs = _mm512_mul_ps(_mm512_cvtepi32_ps(qi), _mm512_set1_ps(step));
+        vb = _mm512_fmadd_ps(qs, _mm512_set1_ps(-mean), vb);
+        vb = _mm512_fmadd_ps(x, _mm512_set1_ps(mean - offset), vb);
+      }
+      const int rg = r * (kMaxHd / 16) + gi;
+      qb.step[rg] = step;
+      qb.bias[rg] = Sum(vb);
+    }
+  }
+}
+
+// Codes of 4 tokens [t, t + 4) and 32 channels [d0, d0 + 32) of a token-major V part as
+// [channel][4 tokens] bytes: c[j] holds channels d0 + 16 j + lane.
+template <int kBits>
+SLIMKV_KV_ATTR HWY_INLINE void ValueQuad(const uint8_t* codes, int hd, int t, int d0, __m512i c[2]) {
+  if constexpr (kBits == 8) {
+    const uint8_t* p = codes + static_cast<size_t>(t) * hd + d0;
+    auto pair = [&](const uint8_t* x) {  // 32 channels of tokens x, x + 1
+      return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x))),
+                                _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + hd)), 1);
+    };
+    const __m512i r01 = pair(p), r23 = pair(p + 2 * hd);
+    const __m512i a = LoadIndex(kV8L1);
+    const __m512i x = _mm512_permutexvar_epi8(a, r01), y = _mm512_permutexvar_epi8(a, r23);
+    c[0] = _mm512_permutex2var_epi8(x, LoadIndex(kV8L2[0]), y);
+    c[1] = _mm512_permutex2var_epi8(x, LoadIndex(kV8L2[1]), y);
+  } else if constexpr (kBits == 4) {  // the unit of channels [d0, d0 + 32): byte i holds d0 + i, d0 + 16 + i
+    const int rb = hd / 2;
+    const uint8_t* p = codes + static_cast<size_t>(t) * rb + d0 / 2;
+    __m512i z;
+    if (rb == 32) {  // four tokens are 128 contiguous bytes
+      const uint8_t* row = p - d0 / 2;
+      z = _mm512_permutex2var_epi8(_mm512_loadu_si512(row), LoadIndex(kV4[d0 / 32]), _mm512_loadu_si512(row + 64));
+    } else {
+      z = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+      z = _mm512_inserti32x4(z, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + rb)), 1);
+      z = _mm512_inserti32x4(z, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2 * rb)), 2);
+      z = _mm512_inserti32x4(z, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 3 * rb)), 3);
+      z = _mm512_permutexvar_epi8(LoadIndex(kV2), z);
+    }
+    const __m512i m = _mm512_set1_epi8(0x0F);
+    c[0] = _mm512_and_si512(z, m);
+    c[1] = _mm512_and_si512(_mm512_srli_epi16(z, 4), m);
+  } else {  // int2: the unit of 64 channels holding [d0, d0 + 32); bit pair s of byte i: channel 16 s + i
+    static_assert(kBits == 2);
+    const int rb = hd / 4;
+    const uint8_t* p = codes + static_cast<size_t>(t) * rb + (d0 & ~63) / 4;
+    __m512i z;
+    if (rb == 16) {
+      z = _mm512_loadu_si512(p);
+    } else {
+      z = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+      z = _mm512_inserti32x4(z, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + rb)), 1);
+      z = _mm512_inserti32x4(z, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2 * rb)), 2);
+      z = _mm512_inserti32x4(z, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 3 * rb)), 3);
+    }
+    const __m512i y = _mm512_permutexvar_epi8(LoadIndex(kV2), z), m = _mm512_set1_epi8(3);
+    const int s0 = d0 % 64 ? 4 : 0;
+    c[0] = _mm512_and_si512(_mm512_srli_epi16(y, s0), m);
+    c[1] = _mm512_and_si512(_mm512_srli_epi16(y, s0 + 2), m);
+  }
+}
+
+// acc[r][:] += vstep[r] * sum_t w[r][t] code[t][:] for tokens [0, n_tok) (a multiple of 16);
+// weights w = 256 hi + lo in [chunk of 64 bytes][group][token] order.
+template <int kBits, int kRows>
+SLIMKV_KV_ATTR HWY_INLINE void AccumValueVnniRows(const uint8_t* codes, int hd, int g, int n_tok, const BlockScratch& s,
+                                                  int row0, float* acc) {
+  constexpr int kWRow = kIntBt * kMaxGroups;
+  constexpr int kVecs = 2;
+  const int groups = hd / g, tpc = 64 / groups;
+  const int log_tpc = __builtin_ctz(tpc);
+  for (int d0 = 0; d0 < hd; d0 += 16 * kVecs) {
+    __m512i ah[kRows][kVecs], al[kRows][kVecs];
+    for (int r = 0; r < kRows; ++r)
+      for (int j = 0; j < kVecs; ++j) ah[r][j] = al[r][j] = _mm512_setzero_si512();
+    int goff[kVecs];
+    for (int j = 0; j < kVecs; ++j) goff[j] = (d0 + 16 * j) / g * tpc;
+    for (int t = 0; t < n_tok; t += 4) {
+      __m512i c[kVecs];
+      ValueQuad<kBits>(codes, hd, t, d0, c);
+      const int base = ((t >> log_tpc) << 6) + (t & (tpc - 1));
+      for (int r = 0; r < kRows; ++r) {
+        const int8_t* hi = s.whi + (row0 + r) * kWRow + base;
+        const int8_t* lo = s.wlo + (row0 + r) * kWRow + base;
+        for (int j = 0; j < kVecs; ++j) {
+          Dpbusd(ah[r][j], c[j], hi + goff[j]);
+          Dpbusd(al[r][j], c[j], lo + goff[j]);
+        }
+      }
+    }
+    for (int r = 0; r < kRows; ++r) {
+      const __m512 step = _mm512_set1_ps(s.vstep[row0 + r]);
+      for (int j = 0; j < kVecs; ++j) {
+        float* a = acc + (row0 + r) * hd + d0 + 16 * j;
+        const __m512i x = _mm512_add_epi32(_mm512_slli_epi32(ah[r][j], 8), al[r][j]);
+        _mm512_storeu_ps(a, _mm512_fmadd_ps(_mm512_cvtepi32_ps(x), step, _mm512_loadu_ps(a)));
+      }
+    }
+  }
+}
+
+template <int kBits>
+SLIMKV_KV_ATTR HWY_NOINLINE void AccumValueVnni(const uint8_t* codes, int hd, int g, int rows, int n_tok,
+                                                const BlockScratch& s, float* acc) {
+  int r = 0;
+  for (; r + 3 <= rows; r += 3) AccumValueVnniRows<kBits, 3>(codes, hd, g, n_tok, s, r, acc);
+  if (rows - r == 2) AccumValueVnniRows<kBits, 2>(codes, hd, g, n_tok, s, r, acc);
+  if (rows - r == 1) AccumValueVnniRows<kBits, 1>(codes, hd, g, n_tok, s, r, acc);
+}
+
+// Weights of one block for the integer value kernel, tokens [0, n_valid) of n_tok (a
+// multiple of 16; slots past n_valid weigh 0 whatever their metadata holds):
+//   w[r][t][g] = p[r][t] * scale[t][g] as integers with vstep[r] = pmax[r] * max|scale| /
+//   levels (pmax[r]: the row's largest weight in the block, so the bound is tight up to the
+//   spread of the scales), stored as bytes in [chunk][group][token] order;
+//   vconst[r][g] = sum_t p[r][t] * (zero[t][g] - offset * scale[t][g]) less the rounding
+//   compensation, added to the accumulators at the end of the task.
+template <int kBits>
+SLIMKV_KV_ATTR inline void PrepareValueWeights(const KvFormat& f, const uint8_t* meta, int bt, int hd, const float* p,
+                                               int ldp, int rows, int n_tok, int n_valid, BlockScratch& s) {
+  constexpr int kWRow = kIntBt * kMaxGroups;
+  const int g = f.group_size(hd), groups = hd / g;
+  const int log_groups = __builtin_ctz(groups);
+  const size_t n_scales = static_cast<size_t>(bt) * groups;
+  const float offset = IntOffset(f, kBits);
+  constexpr float mean = MeanCode(kBits);
+  const int nv = n_tok * groups / 16;  // vectors of 16 (token, group) entries
+  const __m512i lane_token = _mm512_srli_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                               log_groups);
+  __m512 smax = _mm512_setzero_ps();
+  for (int v = 0; v < nv; ++v) {
+    const int t0 = (v * 16) >> log_groups;
+    const __m512 sc = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(meta + 32 * v)));
+    __m512 zo = _mm512_mul_ps(sc, _mm512_set1_ps(mean - offset));
+    if (!f.symmetric)
+      zo = _mm512_add_ps(zo, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(meta + 2 * n_scales + 32 * v))));
+    __mmask16 keep = 0xFFFF;
+    if (t0 + (16 >> log_groups) > n_valid)
+      keep = _mm512_cmplt_epi32_mask(_mm512_add_epi32(lane_token, _mm512_set1_epi32(t0)), _mm512_set1_epi32(n_valid));
+    _mm512_store_ps(s.vscale + v * 16, _mm512_maskz_mov_ps(keep, sc));
+    _mm512_store_ps(s.vzero + v * 16, _mm512_maskz_mov_ps(keep, zo));
+    smax = _mm512_mask_max_ps(smax, keep, smax, _mm512_abs_ps(sc));
+  }
+  const float scale_max = Max(smax);
+  // The rows' largest weights: 2^(block max - running max).
+  for (int r = 0; r < rows; r += 16) {
+    const DF d;
+    hn::Store(Exp2(d, hn::Load(d, s.dm + r)), d, s.pmax + r);
+  }
+  const __m512i transpose = LoadIndex(kGroupT[log_groups]);
+  for (int r = 0; r < rows; ++r) {
+    const float* pr = p + r * ldp;
+    const float step = s.pmax[r] * scale_max / kIntLevels;
+    s.vstep[r] = step;
+    const __m512 inv = _mm512_set1_ps(step > 0 ? 1.0f / step : 0.0f);
+    const __m512 mean_step = _mm512_set1_ps(mean * step);
+    int8_t* hi = groups == 1 ? s.whi + r * kWRow : s.wtmp[0];
+    int8_t* lo = groups == 1 ? s.wlo + r * kWRow : s.wtmp[1];
+    __m512 vc = _mm512_setzero_ps();
+    for (int v = 0; v < nv; ++v) {
+      __m512 pe;
+      if (groups == 1) {
+        pe = _mm512_loadu_ps(pr + 16 * v);
+      } else {  // the weights of tokens t0 .. t0 + 16/groups, each repeated for its groups
+        const int t0 = (v * 16) >> log_groups;
+        pe = _mm512_permutexvar_ps(_mm512_add_epi32(lane_token, _mm512_set1_epi32(t0 & 15)),
+                                   _mm512_loadu_ps(pr + (t0 & ~15)));
+      }
+      const __m512i wi = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_mul_ps(pe, inv), _mm512_load_ps(s.vscale + v * 16)));
+      StoreSplit(wi, hi + 16 * v, lo + 16 * v);
+      vc = _mm512_fmadd_ps(pe, _mm512_load_ps(s.vzero + v * 16), vc);
+      vc = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(wi), mean_step, vc);
+    }
+    if (groups == 1) {
+      s.vconst[r * kMaxGroups] = Sum(vc);
+      continue;
+    }
+    for (int c = 0; c < nv * 16; c += 64) {
+      _mm512_store_si512(s.whi + r * kWRow + c, _mm512_permutexvar_epi8(transpose, _mm512_load_si512(s.wtmp[0] + c)));
+      _mm512_store_si512(s.wlo + r * kWRow + c, _mm512_permutexvar_epi8(transpose, _mm512_load_si512(s.wtmp[1] + c)));
+    }
+    // Lane l of vc holds group l % groups: fold to lanes [0, groups).
+    for (int half = 8; half >= groups; half /= 2) {
+      const __m512i rot = _mm512_and_si512(
+          _mm512_add_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32(half)),
+          _mm512_set1_epi32(15));
+      vc = _mm512_add_ps(vc, _mm512_permutexvar_ps(rot, vc));
+    }
+    _mm512_storeu_ps(s.vconst + r * kMaxGroups, vc);
+  }
+}
+
+// Whether the integer value kernel handles a per-token-group V format.
+inline bool ValueVnniOk(const KvFormat& f, int bits, int bt, int hd) {
+  const int groups = hd / f.group_size(hd);
+  return bt <= kIntBt && bits != 3 && hd % 64 == 0 && (groups & (groups - 1)) == 0 && groups <= kMaxGroups;
+}
+
+#endif  // SLIMKV_KV_VNNI
+
+// ------------------------------------------------------------------ per block dispatch
 // The K part of `block` as fp32 [hd][bt] with its RoPE applied (keys stored before RoPE).
 inline void DecodeRopeTile(const BlockKind& kind, const uint8_t* kpart, int bt, int hd, int first_pos,
                            const RopeTables& rope, float* tile) {
@@ -326,7 +903,7 @@ inline void DecodeRopeTile(const BlockKind& kind, const uint8_t* kpart, int bt, 
     });
   } else {
     const size_t n_scales = f.granularity == Granularity::kChannel ? hd : static_cast<size_t>(bt) * (hd / f.group_size(hd));
-    const float offset = f.symmetric ? static_cast<float>(1 << (f.bits() - 1)) : 0.0f;
+    const float offset = IntOffset(f);
     WithIntBits(f.bits(), [&](auto bits) {
       const CodeLoader<decltype(bits)::value> load;
       for (int dim = 0; dim < hd; ++dim) {
@@ -361,98 +938,152 @@ inline void DecodeRopeTile(const BlockKind& kind, const uint8_t* kpart, int bt, 
   }
 }
 
-// scores[r][t] for the first n_chunks * 16 tokens of a block. qp: [rows][hd] prepared
-// queries; qsum: [rows][groups] sums of qp over each channel group (per-token int keys).
-inline void ScoreBlock(const BlockKind& kind, const uint8_t* kpart, int bt, int hd, const float* qp,
-                       const float* qsum, int rows, int n_chunks, const RopeTables* rope, int first_pos,
-                       float* scores, int lds, BlockScratch& s) {
+// scores[r][t] for tokens [0, n_tok) (a multiple of 16) of a block, from the prepared
+// queries s.qp [rows][hd] (and, for per-token integer keys, s.qsum and s.task_query).
+SLIMKV_KV_ATTR inline void ScoreBlock(const BlockKind& kind, const uint8_t* kpart, int bt, int hd, int rows,
+                                      int n_tok, const RopeTables* rope, int first_pos, bool int_query,
+                                      float* scores, int lds, BlockScratch& s) {
+  const DF d;
+  const size_t N = hn::Lanes(d);
   const KvFormat& f = kind.k;
   const uint8_t* meta = kpart + kind.k_layout.meta_offset;
   if (rope) {
     DecodeRopeTile(kind, kpart, bt, hd, first_pos, *rope, s.tile);
-    ScoreChannelMajor(F32Loader(), reinterpret_cast<const uint8_t*>(s.tile), bt, hd, qp, hd, rows, n_chunks, scores, lds);
+    ScoreChannelMajor(F32Loader(), reinterpret_cast<const uint8_t*>(s.tile), bt, hd, s.qp, hd, rows, n_tok, scores, lds);
     return;
   }
   if (f.is_float()) {
-    WithFloatLoader(f.type, [&](auto load) { ScoreChannelMajor(load, kpart, bt, hd, qp, hd, rows, n_chunks, scores, lds); });
+    WithFloatLoader(f.type, [&](auto load) { ScoreChannelMajor(load, kpart, bt, hd, s.qp, hd, rows, n_tok, scores, lds); });
     return;
   }
   if (f.granularity == Granularity::kBlock) {  // fp8: fold the part's scale into the query
-    const float sc = Fp8Scale(f, meta);
-    for (int i = 0; i < rows * hd; ++i) s.q2[i] = qp[i] * sc;
-    WithFloatLoader(f.type, [&](auto load) { ScoreChannelMajor(load, kpart, bt, hd, s.q2, hd, rows, n_chunks, scores, lds); });
+    const VF sc = hn::Set(d, Fp8Scale(f, meta));
+    for (int i = 0; i < rows * hd; i += static_cast<int>(N)) hn::Store(hn::Mul(hn::Load(d, s.qp + i), sc), d, s.q2 + i);
+    WithFloatLoader(f.type, [&](auto load) { ScoreChannelMajor(load, kpart, bt, hd, s.q2, hd, rows, n_tok, scores, lds); });
     return;
   }
   if (f.granularity == Granularity::kChannel) {
+#if SLIMKV_KV_VNNI
+    if (KeyVnniOk(f.bits(), bt)) {
+      WithIntBits(f.bits(), [&](auto bits) {
+        constexpr int kBits = decltype(bits)::value;
+        if constexpr (kBits != 3) {
+          PrepareChannelQuery<kBits>(f, meta, hd, rows, s);
+          ScoreChannelVnni<kBits>(kpart, bt, (n_tok + 31) / 32, hd, s.block_query, rows, scores, lds);
+        }
+      });
+      return;
+    }
+#endif
     // q2[r][d] = q[r][d] * scale[d]; constant per row: sum_d q[r][d] * (zero[d] - offset * scale[d]).
-    const float offset = f.symmetric ? static_cast<float>(1 << (f.bits() - 1)) : 0.0f;
-    for (int dim = 0; dim < hd; ++dim) {
-      s.channel_scale[dim] = Half(meta, dim);
-      s.channel_zero[dim] = (f.symmetric ? 0.0f : Half(meta, hd + dim)) - offset * s.channel_scale[dim];
+    const float offset = IntOffset(f);
+    for (int j = 0; j < hd; j += static_cast<int>(N)) {
+      const VF sc = LoadHalves(d, meta, j);
+      VF zo = hn::Mul(sc, hn::Set(d, -offset));
+      if (!f.symmetric) zo = hn::Add(zo, LoadHalves(d, meta, hd + j));
+      hn::Store(sc, d, s.channel_scale + j);
+      hn::Store(zo, d, s.channel_zero + j);
     }
     for (int r = 0; r < rows; ++r) {
-      float c = 0;
-      for (int dim = 0; dim < hd; ++dim) {
-        s.q2[r * hd + dim] = qp[r * hd + dim] * s.channel_scale[dim];
-        c += qp[r * hd + dim] * s.channel_zero[dim];
+      VF c = hn::Zero(d);
+      for (int j = 0; j < hd; j += static_cast<int>(N)) {
+        const VF q = hn::Load(d, s.qp + r * hd + j);
+        hn::Store(hn::Mul(q, hn::Load(d, s.channel_scale + j)), d, s.q2 + r * hd + j);
+        c = hn::MulAdd(q, hn::Load(d, s.channel_zero + j), c);
       }
-      s.cst[r] = c;
+      s.cst[r] = ReduceSum(d, c);
     }
     WithIntBits(f.bits(), [&](auto bits) {
-      ScoreChannelMajor(CodeLoader<decltype(bits)::value>(), kpart, bt, hd, s.q2, hd, rows, n_chunks, scores, lds);
+      ScoreChannelMajor(CodeLoader<decltype(bits)::value>(), kpart, bt, hd, s.q2, hd, rows, n_tok, scores, lds);
     });
-    for (int r = 0; r < rows; ++r)
-      for (int t = 0; t < n_chunks * kChunk; ++t) scores[r * lds + t] += s.cst[r];
+    for (int r = 0; r < rows; ++r) {
+      const VF c = hn::Set(d, s.cst[r]);
+      for (int t = 0; t < n_tok; t += static_cast<int>(N)) hn::StoreU(hn::Add(hn::LoadU(d, scores + r * lds + t), c), d, scores + r * lds + t);
+    }
     return;
   }
   const int g = f.group_size(hd);
   const size_t n_scales = static_cast<size_t>(bt) * (hd / g);
+#if SLIMKV_KV_VNNI
+  if (int_query) {
+    WithIntBits(f.bits(), [&](auto bits) {
+      if constexpr (decltype(bits)::value != 3)
+        ScoreTokenVnni<decltype(bits)::value>(kpart, meta, bt, (n_tok + 31) / 32, n_scales, !f.symmetric, hd, g,
+                                               s.task_query, s.qsum, rows, scores, lds);
+    });
+    return;
+  }
+#endif
+  (void)int_query;
   WithIntBits(f.bits(), [&](auto bits) {
-    ScoreTokenGroups<decltype(bits)::value>(kpart, meta, n_scales, f.symmetric, bt, hd, g, qp, hd, qsum, rows,
-                                            n_chunks, scores, lds);
+    ScoreTokenGroups<decltype(bits)::value>(kpart, meta, n_scales, f.symmetric, bt, hd, g, s.qp, hd, s.qsum, rows,
+                                            n_tok, scores, lds);
   });
 }
 
-// acc[r] += sum_{t < n_tok} p[r][t] v_t for one block's V part.
-inline void AccumulateBlock(const BlockKind& kind, const uint8_t* vpart, int bt, int hd, const float* p, int ldp,
-                            int rows, int n_tok, float* acc, BlockScratch& s) {
+// acc[r] += sum_t p[r][t] v_t for tokens [0, n_valid) of one block's V part; p holds
+// weights for tokens [0, n_tok) (n_tok a multiple of 16, zero past n_valid).
+SLIMKV_KV_ATTR inline void AccumulateBlock(const BlockKind& kind, const uint8_t* vpart, int bt, int hd, const float* p,
+                                           int ldp, int rows, int n_valid, int n_tok, float* acc, BlockScratch& s) {
+  const DF d;
+  const size_t N = hn::Lanes(d);
   const KvFormat& f = kind.v;
   const uint8_t* meta = vpart + kind.v_layout.meta_offset;
   if (f.is_float()) {
-    WithFloatLoader(f.type, [&](auto load) { AccumTokenMajor(load, vpart, hd, 0, hd, p, ldp, rows, n_tok, acc, hd); });
+    WithFloatLoader(f.type, [&](auto load) { AccumTokenMajor(load, vpart, hd, 0, hd, p, ldp, rows, n_valid, acc, hd); });
     return;
   }
   if (f.granularity == Granularity::kBlock) {  // fp8: fold the part's scale into the weights
-    const float sc = Fp8Scale(f, meta);
+    const VF sc = hn::Set(d, Fp8Scale(f, meta));
     for (int r = 0; r < rows; ++r)
-      for (int t = 0; t < n_tok; ++t) s.p2[r * kMaxBt + t] = p[r * ldp + t] * sc;
-    WithFloatLoader(f.type, [&](auto load) { AccumTokenMajor(load, vpart, hd, 0, hd, s.p2, kMaxBt, rows, n_tok, acc, hd); });
+      for (int t = 0; t < n_tok; t += static_cast<int>(N))
+        hn::Store(hn::Mul(hn::LoadU(d, p + r * ldp + t), sc), d, s.p2 + r * kMaxBt + t);
+    WithFloatLoader(f.type, [&](auto load) { AccumTokenMajor(load, vpart, hd, 0, hd, s.p2, kMaxBt, rows, n_valid, acc, hd); });
     return;
   }
-  const float offset = f.symmetric ? static_cast<float>(1 << (f.bits() - 1)) : 0.0f;
+  const float offset = IntOffset(f);
   if (f.granularity == Granularity::kChannel) {
     // acc[r][d] += scale[d] * sum_t p[r][t] code[t][d] + (zero[d] - offset * scale[d]) * sum_t p[r][t]
     std::fill(s.part, s.part + rows * hd, 0.0f);
     WithIntBits(f.bits(), [&](auto bits) {
-      AccumTokenMajor(CodeLoader<decltype(bits)::value>(), vpart, hd, 0, hd, p, ldp, rows, n_tok, s.part, hd);
+      AccumTokenMajor(CodeLoader<decltype(bits)::value>(), vpart, hd, 0, hd, p, ldp, rows, n_valid, s.part, hd);
     });
     for (int r = 0; r < rows; ++r) {
-      float psum = 0;
-      for (int t = 0; t < n_tok; ++t) psum += p[r * ldp + t];
-      for (int dim = 0; dim < hd; ++dim) {
-        const float sc = Half(meta, dim), z = (f.symmetric ? 0.0f : Half(meta, hd + dim)) - offset * sc;
-        acc[r * hd + dim] += sc * s.part[r * hd + dim] + z * psum;
+      VF ps = hn::Zero(d);
+      for (int t = 0; t < n_tok; t += static_cast<int>(N)) ps = hn::Add(ps, hn::LoadU(d, p + r * ldp + t));
+      const VF psum = hn::Set(d, ReduceSum(d, ps));
+      for (int j = 0; j < hd; j += static_cast<int>(N)) {
+        const VF sc = LoadHalves(d, meta, j);
+        VF zo = hn::Mul(sc, hn::Set(d, -offset));
+        if (!f.symmetric) zo = hn::Add(zo, LoadHalves(d, meta, hd + j));
+        const VF a = hn::MulAdd(sc, hn::Load(d, s.part + r * hd + j), hn::LoadU(d, acc + r * hd + j));
+        hn::StoreU(hn::MulAdd(zo, psum, a), d, acc + r * hd + j);
       }
     }
     return;
   }
+#if SLIMKV_KV_VNNI
+  if (ValueVnniOk(f, f.bits(), bt, hd)) {
+    const int g = f.group_size(hd), groups = hd / g;
+    WithIntBits(f.bits(), [&](auto bits) {
+      constexpr int kBits = decltype(bits)::value;
+      if constexpr (kBits != 3) {
+        PrepareValueWeights<kBits>(f, meta, bt, hd, p, ldp, rows, n_tok, n_valid, s);
+        AccumValueVnni<kBits>(vpart, hd, g, rows, n_tok, s, acc);
+      }
+    });
+    for (int r = 0; r < rows; ++r)
+      for (int gi = 0; gi < groups; ++gi) s.vconst_sum[r * kMaxGroups + gi] += s.vconst[r * kMaxGroups + gi];
+    return;
+  }
+#endif
   // Per-token groups: p2[r][t] = p[r][t] * scale[t][g]; acc[r][group] += sum_t p2 code + const.
   const int g = f.group_size(hd), groups = hd / g;
   const size_t n_scales = static_cast<size_t>(bt) * groups;
   for (int gi = 0; gi < groups; ++gi) {
     for (int r = 0; r < rows; ++r) {
       float c = 0;
-      for (int t = 0; t < n_tok; ++t) {
+      for (int t = 0; t < n_valid; ++t) {
         const float sc = Half(meta, static_cast<size_t>(t) * groups + gi);
         const float z = (f.symmetric ? 0.0f : Half(meta, n_scales + static_cast<size_t>(t) * groups + gi)) - offset * sc;
         s.p2[r * kMaxBt + t] = p[r * ldp + t] * sc;
@@ -462,58 +1093,101 @@ inline void AccumulateBlock(const BlockKind& kind, const uint8_t* vpart, int bt,
     }
     WithIntBits(f.bits(), [&](auto bits) {
       AccumTokenMajor(CodeLoader<decltype(bits)::value>(), vpart, hd, gi * g, (gi + 1) * g, s.p2, kMaxBt, rows,
-                      n_tok, acc, hd);
+                      n_valid, acc, hd);
     });
-    for (int r = 0; r < rows; ++r)
-      for (int dim = gi * g; dim < (gi + 1) * g; ++dim) acc[r * hd + dim] += s.cst[r];
+    for (int r = 0; r < rows; ++r) {
+      const VF c = hn::Set(d, s.cst[r]);
+      for (int dim = gi * g; dim < (gi + 1) * g; dim += static_cast<int>(N))
+        hn::StoreU(hn::Add(hn::LoadU(d, acc + r * hd + dim), c), d, acc + r * hd + dim);
+    }
   }
 }
 
 // ------------------------------------------------------------------ driver
+// Blocks are scattered in the pool and the hardware prefetchers stop at page boundaries, so
+// the driver prefetches the blocks it will read next (a sweep of distances on the decode
+// benchmark chose the value, bench/README.md).
+inline constexpr int kPrefetchBlocks = 2;
+HWY_INLINE void PrefetchBlock(const uint8_t* p, size_t bytes) {
+  for (size_t o = 0; o < bytes; o += 64) hwy::Prefetch(p + o);
+}
+
 // Online softmax of one task over the blocks of its key range.
-inline void AttnTaskImpl(const AttnTask& t, AttnPartial out) {
+SLIMKV_KV_ATTR inline void AttnTaskImpl(const AttnTask& t, AttnPartial out) {
   const DF d;
-  const size_t N = hn::Lanes(d);
   const DI di;
-  const int rows = t.n_q_tokens * t.group;
+  const size_t N = hn::Lanes(d);
+  const int G = t.group;
+  const int rows = t.n_q_tokens * G;
   const int bt = t.block_tokens;
   const int hd = t.head_dim;
-  static thread_local BlockScratch scratch;  // 0.7 MB per thread: too large for the stack
-  HWY_ALIGN float scores[kMaxRows * kMaxBt];
+  static thread_local BlockScratch scratch;  // ~1 MB per thread: too large for the stack
+  BlockScratch& s = scratch;
+  float* scores = s.scores;
   const int lds = bt;
   const float kNegInf = -std::numeric_limits<float>::infinity();
-  // Prepare the queries once: contiguous rows, softmax scale folded in, rotated with the keys.
-  HWY_ALIGN float qp[kMaxRows * kMaxHd];
-  for (int r = 0; r < rows; ++r) {
-    const float* src = t.q + (r / t.group) * t.ldq + (r % t.group) * hd;
-    for (int j = 0; j < hd; ++j) qp[r * hd + j] = src[j] * t.scale;
-    if (t.k_rotation) t.k_rotation->Apply(qp + r * hd);
+  // Prepare the queries once: contiguous rows, softmax scale and log2(e) folded in (the
+  // softmax runs in base 2), rotated with the keys.
+  const VF qscale = hn::Set(d, t.scale * kLog2e);
+  for (int i = 0; i < t.n_q_tokens; ++i) {
+    for (int h = 0; h < G; ++h) {
+      const int r = i * G + h;
+      const float* src = t.q + i * t.ldq + h * hd;
+      for (int j = 0; j < hd; j += static_cast<int>(N)) hn::Store(hn::Mul(hn::LoadU(d, src + j), qscale), d, s.qp + r * hd + j);
+      if (t.k_rotation) t.k_rotation->Apply(s.qp + r * hd);
+    }
   }
-  // Sums of the query over each channel group, for per-token integer keys.
-  float qsum[kMaxRows * (kMaxHd / 16)];
+  // Integer keys: per-token groups need the query's sum over each channel group, and on
+  // VNNI the query as integers (once per task); per-channel keys on VNNI need max |q|.
   const KvFormat& kf = t.sealed->k;
+  bool int_query = false;
   if (!t.rope && kf.granularity == Granularity::kToken) {
     const int g = kf.group_size(hd), groups = hd / g;
-    for (int r = 0; r < rows; ++r)
+    for (int r = 0; r < rows; ++r) {
       for (int gi = 0; gi < groups; ++gi) {
-        float s = 0;
-        for (int j = gi * g; j < (gi + 1) * g; ++j) s += qp[r * hd + j];
-        qsum[r * groups + gi] = s;
+        VF sum = hn::Zero(d);
+        for (int j = gi * g; j < (gi + 1) * g; j += static_cast<int>(N)) sum = hn::Add(sum, hn::Load(d, s.qp + r * hd + j));
+        s.qsum[r * groups + gi] = ReduceSum(d, sum);
       }
+    }
+#if SLIMKV_KV_VNNI
+    if (KeyVnniOk(kf.bits(), bt)) {
+      WithIntBits(kf.bits(), [&](auto bits) {
+        if constexpr (decltype(bits)::value != 3) PrepareTokenQuery<decltype(bits)::value>(kf, hd, rows, s);
+      });
+      int_query = true;
+    }
+#endif
   }
+  if (kf.granularity == Granularity::kChannel) {
+    for (int r = 0; r < rows; ++r) {
+      VF amax = hn::Zero(d);
+      for (int j = 0; j < hd; j += static_cast<int>(N)) amax = hn::Max(amax, hn::Abs(hn::Load(d, s.qp + r * hd + j)));
+      s.qmax[r] = ReduceMax(d, amax);
+    }
+  }
+  // Per-(row, group) constants of the integer value kernel, summed over blocks.
+  const KvFormat& vf = t.sealed->v;
+  const int v_groups = vf.granularity == Granularity::kToken ? hd / vf.group_size(hd) : 0;
+  std::fill(s.vconst_sum, s.vconst_sum + rows * kMaxGroups, 0.0f);
+  for (int r = rows; r < rows + 16; ++r) s.dm[r] = kNegInf;
+  float m[kMaxRows];  // running maximum of each row, base 2
   for (int r = 0; r < rows; ++r) {
-    out.m[r] = kNegInf;
-    out.l[r] = 0.0f;
+    m[r] = kNegInf;
+    hn::Store(hn::Zero(d), d, s.lsum + r * 16);
     std::fill(out.acc + r * hd, out.acc + (r + 1) * hd, 0.0f);
   }
-  if (t.key_end <= t.key_begin) return;
   // Visible key range of query token i: [lo(i), hi(i)).
   auto lo_of = [&](int i) {
-    const int s = t.first_q_slot + i;
-    return std::max(t.key_begin, t.window > 0 ? s - t.window + 1 : 0);
+    const int sl = t.first_q_slot + i;
+    return std::max(t.key_begin, t.window > 0 ? sl - t.window + 1 : 0);
   };
   auto hi_of = [&](int i) { return std::min(t.key_end, t.first_q_slot + i + 1); };
-  const int first_block = t.key_begin / bt, last_block = (t.key_end - 1) / bt;
+  const int first_block = t.key_begin / bt, last_block = t.key_end > t.key_begin ? (t.key_end - 1) / bt : -1;
+  for (int b = first_block + 1; b < first_block + kPrefetchBlocks && b <= last_block; ++b) {
+    const BlockKind& kind = b < t.n_sealed ? *t.sealed : *t.staged;
+    PrefetchBlock(t.blocks[b], kind.v_offset + kind.v_layout.total());
+  }
   for (int b = first_block; b <= last_block; ++b) {
     const int b0 = b * bt;
     // Tokens are sorted by slot, so the union of visible ranges in this block is
@@ -521,45 +1195,74 @@ inline void AttnTaskImpl(const AttnTask& t, AttnPartial out) {
     const int tok_lo = std::max(lo_of(0), b0) - b0;
     const int tok_hi = std::min(hi_of(t.n_q_tokens - 1), b0 + bt) - b0;
     if (tok_hi <= tok_lo) continue;
-    const int n_chunks = (tok_hi + kChunk - 1) / kChunk;
+    const int n_tok = (tok_hi + 15) / 16 * 16;
     const uint8_t* block = t.blocks[b];
     const BlockKind& kind = b < t.n_sealed ? *t.sealed : *t.staged;
-    ScoreBlock(kind, block, bt, hd, qp, qsum, rows, n_chunks, t.rope, b0, scores, lds, scratch);
-    // Mask, then update the running softmax of each row; scores become probabilities.
-    for (int r = 0; r < rows; ++r) {
-      const int i = r / t.group;
+    if (b + kPrefetchBlocks <= last_block) {
+      const int bp = b + kPrefetchBlocks;
+      const BlockKind& next = bp < t.n_sealed ? *t.sealed : *t.staged;
+      PrefetchBlock(t.blocks[bp], next.v_offset + next.v_layout.total());
+    }
+    ScoreBlock(kind, block, bt, hd, rows, n_tok, t.rope, b0, int_query, scores, lds, s);
+    // Mask, then update the running softmax of each row; scores become weights.
+    for (int i = 0; i < t.n_q_tokens; ++i) {
       const int lo = std::max(lo_of(i), b0) - b0, hi = std::min(hi_of(i), b0 + bt) - b0;
-      float* s = scores + r * lds;
-      if (hi <= lo) {
-        std::fill(s, s + n_chunks * kChunk, 0.0f);
-        continue;
-      }
-      VF vmax = hn::Set(d, kNegInf);
-      for (int c = 0; c < n_chunks * kChunk; c += N) {
-        const auto idx = hn::Iota(di, c);
-        const auto keep = hn::RebindMask(d, hn::And(hn::Gt(idx, hn::Set(di, lo - 1)), hn::Lt(idx, hn::Set(di, hi))));
-        const VF v = hn::IfThenElse(keep, hn::LoadU(d, s + c), hn::Set(d, kNegInf));
-        hn::StoreU(v, d, s + c);
-        vmax = hn::Max(vmax, v);
-      }
-      const float bmax = hn::GetLane(hn::MaxOfLanes(d, vmax));
-      const float m_new = std::max(out.m[r], bmax);
-      const float corr = std::exp(out.m[r] - m_new);  // 0 when m was -inf
-      VF vsum = hn::Zero(d);
-      const VF vm = hn::Set(d, m_new);
-      for (int c = 0; c < n_chunks * kChunk; c += N) {
-        const VF p = hn::Exp(d, hn::Sub(hn::LoadU(d, s + c), vm));  // exp(-inf) = 0
-        hn::StoreU(p, d, s + c);
-        vsum = hn::Add(vsum, p);
-      }
-      out.l[r] = out.l[r] * corr + hn::GetLane(hn::SumOfLanes(d, vsum));
-      out.m[r] = m_new;
-      if (corr != 1.0f) {
-        float* a = out.acc + r * hd;
-        for (int j = 0; j < hd; ++j) a[j] *= corr;
+      const bool masked = lo > 0 || hi < n_tok;
+      for (int h = 0; h < G; ++h) {
+        const int r = i * G + h;
+        float* sr = scores + r * lds;
+        if (hi <= lo) {
+          for (int c = 0; c < n_tok; c += static_cast<int>(N)) hn::StoreU(hn::Zero(d), d, sr + c);
+          s.dm[r] = kNegInf;
+          continue;
+        }
+        VF vmax = hn::Set(d, kNegInf);
+        if (masked) {
+          for (int c = 0; c < n_tok; c += static_cast<int>(N)) {
+            const auto idx = hn::Iota(di, c);
+            const auto keep = hn::RebindMask(d, hn::And(hn::Gt(idx, hn::Set(di, lo - 1)), hn::Lt(idx, hn::Set(di, hi))));
+            const VF v = hn::IfThenElse(keep, hn::LoadU(d, sr + c), hn::Set(d, kNegInf));
+            hn::StoreU(v, d, sr + c);
+            vmax = hn::Max(vmax, v);
+          }
+        } else {
+          for (int c = 0; c < n_tok; c += static_cast<int>(N)) vmax = hn::Max(vmax, hn::LoadU(d, sr + c));
+        }
+        const float bmax = ReduceMax(d, vmax);
+        if (bmax > m[r]) {
+          if (m[r] != kNegInf) {  // rescale what was accumulated under the old maximum
+            const VF corr = hn::Set(d, hn::GetLane(Exp2(d, hn::Set(d, m[r] - bmax))));
+            hn::Store(hn::Mul(hn::Load(d, s.lsum + r * 16), corr), d, s.lsum + r * 16);
+            float* a = out.acc + r * hd;
+            for (int j = 0; j < hd; j += static_cast<int>(N)) hn::StoreU(hn::Mul(hn::LoadU(d, a + j), corr), d, a + j);
+            const float c = hn::GetLane(corr);
+            for (int gi = 0; gi < v_groups; ++gi) s.vconst_sum[r * kMaxGroups + gi] *= c;
+          }
+          m[r] = bmax;
+        }
+        s.dm[r] = bmax - m[r];
+        const VF vm = hn::Set(d, m[r]);
+        VF sum = hn::Load(d, s.lsum + r * 16);
+        for (int c = 0; c < n_tok; c += static_cast<int>(N)) {
+          const VF p = Exp2(d, hn::Sub(hn::LoadU(d, sr + c), vm));  // masked: exp2(-inf) = 0
+          hn::StoreU(p, d, sr + c);
+          sum = hn::Add(sum, p);
+        }
+        hn::Store(sum, d, s.lsum + r * 16);
       }
     }
-    AccumulateBlock(kind, block + kind.v_offset, bt, hd, scores, lds, rows, tok_hi, out.acc, scratch);
+    AccumulateBlock(kind, block + kind.v_offset, bt, hd, scores, lds, rows, tok_hi, n_tok, out.acc, s);
+  }
+  for (int r = 0; r < rows; ++r) {
+    out.m[r] = m[r] == kNegInf ? kNegInf : m[r] * kLn2;
+    out.l[r] = ReduceSum(d, hn::Load(d, s.lsum + r * 16));
+    if (v_groups > 0) {
+      const int g = hd / v_groups;
+      for (int j = 0; j < hd; j += static_cast<int>(N)) {
+        float* a = out.acc + r * hd + j;
+        hn::StoreU(hn::Add(hn::LoadU(d, a), hn::Set(d, s.vconst_sum[r * kMaxGroups + j / g])), d, a);
+      }
+    }
   }
 }
 

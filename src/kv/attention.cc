@@ -16,7 +16,7 @@
 
 HWY_BEFORE_NAMESPACE();
 namespace slimkv::kv::HWY_NAMESPACE {
-void RunAttnTaskEntry(const AttnTask& task, AttnPartial out) { AttnTaskImpl(task, out); }
+SLIMKV_KV_ATTR void RunAttnTaskEntry(const AttnTask& task, AttnPartial out) { AttnTaskImpl(task, out); }
 }  // namespace slimkv::kv::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
 
