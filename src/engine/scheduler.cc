@@ -443,6 +443,7 @@ bool Scheduler::Step() {
   } else {
     int batch_tokens = 0;
     const int n_vocab = engine_->model().config().n_vocab;
+    std::vector<size_t> sample;  // batch entries whose sequence reached its end: sample
     for (size_t i = 0; i < batch.size(); ++i) {
       Seq* s = batch[i].seq;
       s->n_computed += batch[i].n_tokens;
@@ -451,9 +452,17 @@ bool Scheduler::Step() {
         PublishPrefix(s);  // so that requests with the same prompt can start from it
         continue;
       }
-      const std::span<const float> row(logits_.data() + i * static_cast<size_t>(n_vocab), n_vocab);
-      OnToken(s, s->sampler.Sample(row, s->tokens), now);
+      sample.push_back(i);
     }
+    // Samplers are independent (each has its own generator): draw in parallel, then emit in
+    // batch order.
+    std::vector<TokenId> drawn(sample.size());
+    engine_->pool().Run(static_cast<int>(sample.size()), [&](int j, int) {
+      const size_t i = sample[j];
+      const std::span<const float> row(logits_.data() + i * static_cast<size_t>(n_vocab), n_vocab);
+      drawn[j] = batch[i].seq->sampler.Sample(row, batch[i].seq->tokens);
+    });
+    for (size_t j = 0; j < sample.size(); ++j) OnToken(batch[sample[j]].seq, drawn[j], now);
     std::lock_guard<std::mutex> stats_lock(stats_mu_);
     ++stats_.steps;
     stats_.computed_tokens += batch_tokens;
