@@ -1171,6 +1171,11 @@ SLIMKV_KV_ATTR inline void AttnTaskImpl(const AttnTask& t, AttnPartial out) {
   const int v_groups = vf.granularity == Granularity::kToken ? hd / vf.group_size(hd) : 0;
   std::fill(s.vconst_sum, s.vconst_sum + rows * kMaxGroups, 0.0f);
   for (int r = rows; r < rows + 16; ++r) s.dm[r] = kNegInf;
+  if (t.scores_out) {
+    std::fill(t.scores_out,
+              t.scores_out + static_cast<int64_t>(t.n_q_tokens - t.mass_first_token) * G * (t.key_end - t.key_begin),
+              kNegInf);
+  }
   float m[kMaxRows];  // running maximum of each row, base 2
   for (int r = 0; r < rows; ++r) {
     m[r] = kNegInf;
@@ -1229,6 +1234,13 @@ SLIMKV_KV_ATTR inline void AttnTaskImpl(const AttnTask& t, AttnPartial out) {
           for (int c = 0; c < n_tok; c += static_cast<int>(N)) vmax = hn::Max(vmax, hn::LoadU(d, sr + c));
         }
         const float bmax = ReduceMax(d, vmax);
+        if (t.scores_out && i >= t.mass_first_token) {
+          // The masked scores, for the eviction policies' attention mass (natural-log units).
+          const int range = t.key_end - t.key_begin;
+          float* so = t.scores_out + static_cast<int64_t>((i - t.mass_first_token) * G + h) * range + (b0 - t.key_begin);
+          for (int c = std::max(0, t.key_begin - b0); c < std::min(bt, t.key_end - b0); ++c)
+            so[c] = c < n_tok ? sr[c] * kLn2 : kNegInf;
+        }
         if (bmax > m[r]) {
           if (m[r] != kNegInf) {  // rescale what was accumulated under the old maximum
             const VF corr = hn::Set(d, hn::GetLane(Exp2(d, hn::Set(d, m[r] - bmax))));

@@ -100,12 +100,14 @@ void RunAttnTaskReference(const AttnTask& t, AttnPartial out) {
 }
 
 void MergePartials(const AttnPartial* parts, int n_parts, int rows, int group, int head_dim,
-                   float* out, int64_t ldo) {
+                   float* out, int64_t ldo, float* merged_m, float* merged_l) {
   for (int r = 0; r < rows; ++r) {
     float m = -std::numeric_limits<float>::infinity();
     for (int p = 0; p < n_parts; ++p) m = std::max(m, parts[p].m[r]);
     float* o = out + (r / group) * ldo + (r % group) * head_dim;
     std::fill(o, o + head_dim, 0.0f);
+    if (merged_m) merged_m[r] = m;
+    if (merged_l) merged_l[r] = 0.0f;
     if (m == -std::numeric_limits<float>::infinity()) continue;  // no visible key
     float l = 0;
     for (int p = 0; p < n_parts; ++p) {
@@ -117,6 +119,7 @@ void MergePartials(const AttnPartial* parts, int n_parts, int rows, int group, i
     }
     const float inv = 1.0f / l;
     for (int x = 0; x < head_dim; ++x) o[x] *= inv;
+    if (merged_l) merged_l[r] = l;
   }
 }
 

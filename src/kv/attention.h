@@ -66,6 +66,11 @@ struct AttnTask {
   int window = 0;        // > 0: token i sees only keys > slot_i - window
   // Keys [key_begin, key_end) of the stream.
   int key_begin = 0, key_end = 0;
+  // Optional, for eviction policies: the masked score (natural-log units, -inf where not
+  // visible) of every key in [key_begin, key_end) for query tokens [mass_first_token,
+  // n_q_tokens): [(token - mass_first_token) * group + head][key - key_begin].
+  float* scores_out = nullptr;
+  int mass_first_token = 0;
 };
 
 // Per-row online-softmax state of a task: acc [rows][head_dim], m [rows], l [rows].
@@ -85,7 +90,9 @@ void RunAttnTaskReference(const AttnTask& task, AttnPartial out);
 // Merges `n_parts` partials of the same rows and writes the normalised output: row
 // r = token * group + head goes to out + token * ldo + head * head_dim. Rows that saw no key
 // (l == 0) get zeros.
+// merged_m / merged_l, when given, receive each row's log-sum-exp parts (max, sum of
+// exp(score - max)) for turning scores_out into attention weights.
 void MergePartials(const AttnPartial* parts, int n_parts, int rows, int group, int head_dim,
-                   float* out, int64_t ldo);
+                   float* out, int64_t ldo, float* merged_m = nullptr, float* merged_l = nullptr);
 
 }  // namespace slimkv::kv

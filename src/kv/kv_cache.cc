@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "base/check.h"
 #include "kv/codec.h"
@@ -12,6 +13,8 @@ namespace {
 
 int CeilDiv(int64_t a, int64_t b) { return static_cast<int>((a + b - 1) / b); }
 
+// Query tokens of a prompt chunk whose attention feeds the policies' mass (decode steps: 1).
+constexpr int kMassTokens = 32;
 // Keys per part below which splitting a task's key range over threads does not pay.
 constexpr int kMinKeysPerPart = 512;
 // Seed of the Hadamard rotations (fixed: a stream's rotation is the same in every process).
@@ -276,6 +279,10 @@ Status KvCache::BeginStep(std::span<const StepChunk> chunks) {
                              st.message(), chunks.size());
   }
   EnsureRopeTables(max_len);
+  if (policy_.kind == PolicyKind::kSnapKv) {  // SnapKV scores by the latest observation window only
+    for (const StepChunk& c : chunks)
+      for (auto& m : seqs_[c.seq].mass) std::fill(m.begin(), m.end(), 0.0f);
+  }
   size_t next = 0;
   for (const StepChunk& c : chunks) {
     Sequence& s = seqs_[c.seq];
@@ -414,7 +421,32 @@ void KvCache::Attend(ThreadPool& pool, int layer, std::span<const StepChunk> chu
       scratch_tasks_.push_back(t);
     }
   }
+  // Attention mass for the eviction policy: the scores of the step's last tokens (all of a
+  // decode step; a prompt chunk's last 32, or SnapKV's observation window) are kept and
+  // turned into weights once the parts of each unit are merged.
+  const bool want_mass = policy_.active() && policy_.needs_mass();
+  scratch_score_off_.assign(scratch_tasks_.size(), SIZE_MAX);
+  if (want_mass) {
+    size_t total = 0;
+    for (const Unit& u : units) {
+      const StepChunk& c = chunks[u.chunk];
+      const int n_mass = c.n_tokens == 1 ? 1 : (policy_.kind == PolicyKind::kSnapKv ? policy_.obs_window : kMassTokens);
+      const int first = std::max(0, c.n_tokens - n_mass) - u.t0;  // first mass token of the unit
+      if (first >= u.nt) continue;
+      for (int p = 0; p < u.n_parts; ++p) {
+        AttnTask& t = scratch_tasks_[u.part0 + p];
+        t.mass_first_token = std::max(0, first);
+        scratch_score_off_[u.part0 + p] = total;
+        total += static_cast<size_t>(u.nt - t.mass_first_token) * G * (t.key_end - t.key_begin);
+      }
+    }
+    scratch_scores_.resize(total);
+    for (size_t i = 0; i < scratch_tasks_.size(); ++i) {
+      if (scratch_score_off_[i] != SIZE_MAX) scratch_tasks_[i].scores_out = scratch_scores_.data() + scratch_score_off_[i];
+    }
+  }
   const size_t rows_max = static_cast<size_t>(tile_tokens) * G;
+  scratch_ml_.resize(2 * rows_max * units.size());
   const size_t stride = rows_max * (hd + 2);
   scratch_partials_.resize(stride * scratch_tasks_.size());
   auto partial = [&](int task) {
@@ -422,6 +454,8 @@ void KvCache::Attend(ThreadPool& pool, int layer, std::span<const StepChunk> chu
     return AttnPartial{base, base + rows_max * hd, base + rows_max * hd + rows_max};
   };
   auto merge = [&](const Unit& u) {
+    const size_t ui = static_cast<size_t>(&u - units.data());
+    float* mm = scratch_ml_.data() + 2 * rows_max * ui;
     AttnPartial parts_buf[64];
     std::vector<AttnPartial> many;
     AttnPartial* ps = parts_buf;
@@ -432,7 +466,7 @@ void KvCache::Attend(ThreadPool& pool, int layer, std::span<const StepChunk> chu
     for (int p = 0; p < u.n_parts; ++p) ps[p] = partial(u.part0 + p);
     const StepChunk& c = chunks[u.chunk];
     float* o = out + (c.row + u.t0) * ldo + u.head * G * hd;
-    MergePartials(ps, u.n_parts, u.nt * G, G, hd, o, ldo);
+    MergePartials(ps, u.n_parts, u.nt * G, G, hd, o, ldo, mm, mm + rows_max);
     if (config_.v.rotate) {  // values were stored rotated: rotate the output back
       const Rotation& rot = v_rot_[layer * H + u.head];
       for (int i = 0; i < u.nt; ++i)
@@ -449,6 +483,41 @@ void KvCache::Attend(ThreadPool& pool, int layer, std::span<const StepChunk> chu
              [&](int i, int) { RunAttnTask(scratch_tasks_[i], partial(i)); });
     pool.Run(static_cast<int>(units.size()), [&](int i, int) { merge(units[i]); });
   }
+  if (!want_mass) return;
+  // Weights exp(score - max) / sum per mass row, summed into each stream's slots: `mass`
+  // accumulates, `last_mass` is the latest token's (heads averaged). One task per stream.
+  pool.Run(static_cast<int>(chunks.size()) * H, [&](int job, int) {
+    const int ci = job / H, h = job % H, st = layer * H + h;
+    Sequence& s = Seq(chunks[ci].seq);
+    auto& mass = s.mass[st];
+    auto& last = s.last_mass[st];
+    std::fill(last.begin(), last.end(), 0.0f);
+    for (size_t ui = 0; ui < units.size(); ++ui) {
+      const Unit& u = units[ui];
+      if (u.chunk != ci || u.head != h) continue;
+      const float* mm = scratch_ml_.data() + 2 * rows_max * ui;
+      for (int p = 0; p < u.n_parts; ++p) {
+        const AttnTask& t = scratch_tasks_[u.part0 + p];
+        if (!t.scores_out) continue;
+        const int range = t.key_end - t.key_begin;
+        for (int i = t.mass_first_token; i < u.nt; ++i) {
+          const bool newest = u.t0 + i == chunks[ci].n_tokens - 1;
+          for (int g = 0; g < G; ++g) {
+            const int r = i * G + g;
+            const float m = mm[r], l = mm[rows_max + r];
+            if (!(l > 0)) continue;
+            const float* sc = t.scores_out + static_cast<int64_t>((i - t.mass_first_token) * G + g) * range;
+            for (int k = 0; k < range; ++k) {
+              if (sc[k] == -std::numeric_limits<float>::infinity()) continue;
+              const float w = std::exp(sc[k] - m) / l;
+              mass[t.key_begin + k] += w;
+              if (newest) last[t.key_begin + k] += w / G;
+            }
+          }
+        }
+      }
+    }
+  });
 }
 
 void KvCache::EndStep(std::span<const StepChunk> chunks) {

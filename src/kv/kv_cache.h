@@ -205,6 +205,9 @@ class KvCache {
   std::vector<const uint8_t*> scratch_blocks_;
   std::vector<AttnTask> scratch_tasks_;
   std::vector<float> scratch_partials_;
+  std::vector<float> scratch_scores_;      // masked scores for the policy's attention mass
+  std::vector<size_t> scratch_score_off_;  // [task] offset into scratch_scores_, or SIZE_MAX
+  std::vector<float> scratch_ml_;          // [unit] merged max and sum of each row
   std::vector<float> scratch_vec_;
 };
 

@@ -76,7 +76,8 @@ TEST(PolicyTest, EachPolicyKeepsWhatItPromises) {
 // Streams tokens through a cache with a policy: memory stays bounded, the invariants hold,
 // and the last token's attention equals naive attention over exactly the kept tokens.
 TEST(PolicyCacheTest, CompactionKeepsMemoryBoundedAndAttentionExact) {
-  for (const char* policy : {"sinks:sinks=4", "window", "knorm", "adakv:knorm", "knorm:merge"}) {
+  for (const char* policy : {"sinks:sinks=4", "window", "knorm", "adakv:knorm", "knorm:merge", "h2o", "tova",
+                             "snapkv", "adakv:h2o:merge", "expected", "h2o:pyramid"}) {
     SCOPED_TRACE(policy);
     const int hd = 16, H = 2, G = 2, L = 2, budget = 48;
     KvSpec spec{.n_layers = L, .n_kv_heads = H, .n_q_heads = H * G, .head_dim = hd, .max_context = 100000};
@@ -128,8 +129,9 @@ TEST(PolicyCacheTest, CompactionKeepsMemoryBoundedAndAttentionExact) {
       }
       c.EndStep(ch);
       c.CheckInvariants();
+      const PolicySpec ps = *ParsePolicy(policy, budget);
       for (int l = 0; l < L; ++l)
-        for (int h = 0; h < H; ++h) ASSERT_LE(c.Slots(s, l, h), budget + 16 + 1);
+        for (int h = 0; h < H; ++h) ASSERT_LE(c.Slots(s, l, h), ps.LayerBudget(l, L) + 16 + 1);
     }
     EXPECT_EQ(c.Length(s), 300);
     // Re-indexing policies place the next token right after the kept ones.
