@@ -89,22 +89,18 @@ struct BF16Loader {
     return hn::BitCast(d, hn::ShiftLeft<16>(h));
   }
 };
-// fp8 through fp16 bit patterns: e5m2 is the top byte of a half; e4m3 becomes a half with
-// its exponent 8 too small (the caller folds the factor 256 into the block scale).
+// fp8 through fp32 bit patterns: sign to bit 31, exponent and mantissa to the top of the
+// float's (e4m3 at bit 20, e5m2 at bit 21), then a multiply by 2^120 (e4m3) or 2^112 (e5m2)
+// restores the exponent bias, exactly, subnormals included. Four operations per vector
+// instead of seven through fp16.
 template <bool kE4M3>
 struct Fp8Loader {
   HWY_INLINE VF operator()(DF d, const uint8_t* p, size_t e) const {
     const hn::Rebind<uint8_t, DF> d8;
-    const hn::Rebind<uint16_t, DF> d16;
-    const hn::Rebind<hwy::float16_t, DF> dh;
-    const auto b = hn::PromoteTo(d16, hn::LoadU(d8, p + e));
-    hn::Vec<decltype(d16)> h;
-    if constexpr (kE4M3) {
-      h = hn::Or(hn::ShiftLeft<8>(hn::And(b, hn::Set(d16, 0x80))), hn::ShiftLeft<7>(hn::And(b, hn::Set(d16, 0x7F))));
-    } else {
-      h = hn::ShiftLeft<8>(b);
-    }
-    return hn::PromoteTo(d, hn::BitCast(dh, h));
+    const auto b = hn::PromoteTo(DU(), hn::LoadU(d8, p + e));
+    const auto sign = hn::ShiftLeft<24>(hn::And(b, hn::Set(DU(), 0x80u)));
+    const auto mag = hn::ShiftLeft<kE4M3 ? 20 : 21>(hn::And(b, hn::Set(DU(), 0x7Fu)));
+    return hn::Mul(hn::BitCast(d, hn::Or(sign, mag)), hn::Set(d, kE4M3 ? 0x1p120f : 0x1p112f));
   }
 };
 // Integer codes (unsigned) packed as format.h describes.
@@ -150,21 +146,29 @@ HWY_INLINE VF LoadHalves(DF d, const uint8_t* p, size_t i) { return F16Loader()(
 HWY_INLINE float ReduceSum(DF d, VF v) { return hn::GetLane(hn::SumOfLanes(d, v)); }
 HWY_INLINE float ReduceMax(DF d, VF v) { return hn::GetLane(hn::MaxOfLanes(d, v)); }
 
-// 2^x for x <= 0 (scores minus their running maximum); -inf gives exactly 0. Cephes
-// exp2f's polynomial on [-1/2, 1/2]: relative error below 2e-7.
+// 2^x for x <= 0 (scores minus their running maximum); -inf gives exactly 0. A degree-5
+// minimax polynomial on [-1/2, 1/2] (relative error 7.5e-8, 2.4e-7 evaluated in fp32).
 HWY_INLINE VF Exp2(DF d, VF x) {
+#if HWY_TARGET <= HWY_AVX3
+  // vscalefps multiplies by 2^n in one instruction; p * 2^-160 underflows to exactly 0.
+  x = hn::Max(x, hn::Set(d, -160.0f));
+#else
   x = hn::Max(x, hn::Set(d, -127.0f));  // 2^-127 has a zero exponent field: exactly 0
+#endif
   const VF n = hn::Round(x);
   const VF f = hn::Sub(x, n);
-  VF p = hn::Set(d, 1.535336188319500e-4f);
-  p = hn::MulAdd(p, f, hn::Set(d, 1.339887440266574e-3f));
-  p = hn::MulAdd(p, f, hn::Set(d, 9.618437357674640e-3f));
-  p = hn::MulAdd(p, f, hn::Set(d, 5.550332471162809e-2f));
-  p = hn::MulAdd(p, f, hn::Set(d, 2.402264791363012e-1f));
-  p = hn::MulAdd(p, f, hn::Set(d, 6.931472028550421e-1f));
-  p = hn::MulAdd(p, f, hn::Set(d, 1.0f));
+  VF p = hn::Set(d, 1.327647199e-03f);
+  p = hn::MulAdd(p, f, hn::Set(d, 9.675541334e-03f));
+  p = hn::MulAdd(p, f, hn::Set(d, 5.550713273e-02f));
+  p = hn::MulAdd(p, f, hn::Set(d, 2.402211972e-01f));
+  p = hn::MulAdd(p, f, hn::Set(d, 6.931469671e-01f));
+  p = hn::MulAdd(p, f, hn::Set(d, 1.000000072e+00f));
+#if HWY_TARGET <= HWY_AVX3
+  return VF{_mm512_scalef_ps(p.raw, n.raw)};
+#else
   const auto e = hn::ShiftLeft<23>(hn::Add(hn::ConvertTo(DI(), n), hn::Set(DI(), 127)));
   return hn::Mul(p, hn::BitCast(d, e));
+#endif
 }
 
 // ------------------------------------------------------------------ score (float FMAs)
@@ -331,11 +335,11 @@ HWY_NOINLINE void AccumTokenMajor(const Loader& load, const uint8_t* codes, int 
 // in two vpdpbusd passes; |x| <= kIntLevels keeps hi = (x + 128) >> 8 a byte.
 inline constexpr float kIntLevels = 32639.0f;
 inline constexpr int kIntBt = 64;  // the largest block the integer paths handle
-inline constexpr int kMaxGroups = 16;  // channel groups per head on the integer value path
+inline constexpr int kMaxGroups = 8;  // channel groups per head on the integer value path
 
+// Per row, per 32 channels: 32 lo bytes, then 32 hi bytes (QueryLo/QueryHi).
 struct QueryBytes {
-  HWY_ALIGN int8_t hi[kMaxRows * kMaxHd];
-  HWY_ALIGN int8_t lo[kMaxRows * kMaxHd];
+  HWY_ALIGN int8_t bytes[kMaxRows * 2 * kMaxHd];
   float step[kMaxRows * (kMaxHd / 16)];  // per row (and group): value of one unit
   float bias[kMaxRows * (kMaxHd / 16)];  // per row (and group): added to step * dot
 };
@@ -346,6 +350,7 @@ struct BlockScratch {
   HWY_ALIGN float scores[kMaxRows * kMaxBt];  // scores, then weights, of one block [rows][bt]
   HWY_ALIGN float lsum[kMaxRows * 16];        // per-row softmax sums, one vector per row
   HWY_ALIGN float q2[kMaxRows * kMaxHd];      // queries with per-block scales folded in
+  HWY_ALIGN float qn[kMaxRows * kMaxHd];      // queries * kIntLevels / max|q[r]| (integer keys)
   HWY_ALIGN float p2[kMaxRows * kMaxBt];      // weights with per-token scales folded in
   HWY_ALIGN float part[kMaxRows * kMaxHd];    // per-channel V partial sums
   HWY_ALIGN float tile[kMaxHd * kMaxBt];      // pre-RoPE keys decoded and rotated
@@ -354,8 +359,9 @@ struct BlockScratch {
   float qsum[kMaxRows * (kMaxHd / 16)];
   // Integer paths.
   HWY_ALIGN float vscale[kIntBt * kMaxGroups], vzero[kIntBt * kMaxGroups];  // [token][group]
-  HWY_ALIGN int8_t whi[kMaxRows * kIntBt * kMaxGroups], wlo[kMaxRows * kIntBt * kMaxGroups];
-  HWY_ALIGN int8_t wtmp[2][kIntBt * kMaxGroups];
+  // Integer weights per row: per 32 (token, group) entries, 32 lo bytes then 32 hi bytes, in
+  // [group][token] order within the 32 (ValueWeightLo).
+  HWY_ALIGN int8_t wbytes[kMaxRows * 2 * kIntBt * kMaxGroups];
   HWY_ALIGN float dm[kMaxRows + 16];    // per row: block maximum - running maximum (base 2)
   HWY_ALIGN float pmax[kMaxRows + 16];  // per row: the block's largest weight
   float qmax[kMaxRows];                 // per row: max |q|
@@ -388,10 +394,8 @@ HWY_INLINE void WithFloatLoader(ElemType t, Fn&& fn) {
   }
 }
 
-// Factor by which a part's stored scale must be multiplied (fp8 e4m3 loads as value/256).
-HWY_INLINE float Fp8Scale(const KvFormat& f, const uint8_t* meta) {
-  return Half(meta, 0) * (f.type == ElemType::kFp8E4M3 ? 256.0f : 1.0f);
-}
+// The scale of an fp8 part.
+HWY_INLINE float Fp8Scale(const KvFormat& f, const uint8_t* meta) { return Half(meta, 0); }
 
 // Offset of symmetric codes and the mean code, for a format of `bits` (KvFormat::bits() is
 // out of line: call it once, never in a loop).
@@ -438,16 +442,6 @@ inline constexpr ByteIndex kV4[2] = {MakeBytes([](int j) { return 32 * (j % 4) +
                                      MakeBytes([](int j) { return 32 * (j % 4) + 16 + j / 4; })};
 //   int2 (and int4 with other head dims): 16 bytes of each of 4 tokens in one vector.
 inline constexpr ByteIndex kV2 = MakeBytes([](int j) { return 16 * (j % 4) + j / 4; });
-// Weight bytes [token][group] -> [group][token] within 64 bytes, for 1..16 groups.
-constexpr ByteIndex MakeGroupTranspose(int groups) {
-  ByteIndex t{};
-  const int tpc = 64 / groups;
-  for (int j = 0; j < 64; ++j) t.b[(j % groups) * tpc + j / groups] = static_cast<uint8_t>(j);
-  return t;
-}
-inline constexpr ByteIndex kGroupT[5] = {MakeGroupTranspose(1), MakeGroupTranspose(2), MakeGroupTranspose(4),
-                                         MakeGroupTranspose(8), MakeGroupTranspose(16)};
-
 SLIMKV_KV_ATTR HWY_INLINE __m512i LoadIndex(const ByteIndex& t) { return _mm512_load_si512(t.b); }
 // acc += dot of the unsigned bytes of u with the 4 signed bytes at p (broadcast), per dword.
 // Inline assembly: GCC 12 copies accumulators of the intrinsic through spare registers in
@@ -461,11 +455,54 @@ SLIMKV_KV_ATTR HWY_INLINE void StoreSplit(__m512i xi, int8_t* hi, int8_t* lo) {
   _mm_storeu_si128(reinterpret_cast<__m128i*>(hi),
                    _mm512_cvtepi32_epi8(_mm512_srai_epi32(_mm512_add_epi32(xi, _mm512_set1_epi32(128)), 8)));
 }
+// Bytes of the integer query element `o` of a row: lo, and hi 32 bytes later.
+HWY_INLINE const int8_t* QueryLo(const QueryBytes& q, int row, int o) {
+  return q.bytes + row * 2 * kMaxHd + (o / 32) * 64 + o % 32;
+}
+// Stores 32 integers x (x0: elements 0-15, x1: 16-31) as 32 lo bytes (x mod 256, signed)
+// then 32 hi bytes ((x + 128) >> 8): with y = x + 128 packed to 16 bits, hi is y's high
+// byte and lo its low byte minus 128.
+inline constexpr ByteIndex kSplit = MakeBytes([](int j) {
+  const int e = j % 32;  // packs_epi32 interleaves 4 elements of each source per 128-bit lane
+  const int word = 8 * (e % 16 / 4) + (e < 16 ? 0 : 4) + e % 4;
+  return 2 * word + (j < 32 ? 0 : 1);
+});
+SLIMKV_KV_ATTR HWY_INLINE void StoreSplit32(__m512i x0, __m512i x1, int8_t* dst) {
+  const __m512i k128 = _mm512_set1_epi32(128);
+  const __m512i w = _mm512_packs_epi32(_mm512_add_epi32(x0, k128), _mm512_add_epi32(x1, k128));
+  const __m512i lo_sign = _mm512_set_epi64(0, 0, 0, 0, -0x7F7F7F7F7F7F7F80LL, -0x7F7F7F7F7F7F7F80LL,
+                                           -0x7F7F7F7F7F7F7F80LL, -0x7F7F7F7F7F7F7F80LL);
+  _mm512_storeu_si512(dst, _mm512_xor_si512(_mm512_permutexvar_epi8(LoadIndex(kSplit), w), lo_sign));
+}
+// The same for 32 weights in [token][group] order (x0: entries 0-15, x1: 16-31), stored in
+// [group][token] order: entry (t, g) of the 32 goes to byte g * (32 / groups) + t.
+constexpr ByteIndex MakeSplitGroups(int groups) {
+  ByteIndex t{};
+  const int tpc = 32 / groups;  // tokens per 32 entries
+  for (int j = 0; j < 64; ++j) {
+    const int pos = j % 32;
+    const int e = (pos % tpc) * groups + pos / tpc;  // entry stored at pos
+    const int word = 8 * (e % 16 / 4) + (e < 16 ? 0 : 4) + e % 4;
+    t.b[j] = static_cast<uint8_t>(2 * word + (j < 32 ? 0 : 1));
+  }
+  return t;
+}
+inline constexpr ByteIndex kSplitGroups[4] = {MakeSplitGroups(1), MakeSplitGroups(2), MakeSplitGroups(4),
+                                              MakeSplitGroups(8)};
+SLIMKV_KV_ATTR HWY_INLINE void StoreSplit32(__m512i x0, __m512i x1, const ByteIndex& idx, int8_t* dst) {
+  const __m512i k128 = _mm512_set1_epi32(128);
+  const __m512i w = _mm512_packs_epi32(_mm512_add_epi32(x0, k128), _mm512_add_epi32(x1, k128));
+  const __m512i lo_sign = _mm512_set_epi64(0, 0, 0, 0, -0x7F7F7F7F7F7F7F80LL, -0x7F7F7F7F7F7F7F80LL,
+                                           -0x7F7F7F7F7F7F7F80LL, -0x7F7F7F7F7F7F7F80LL);
+  _mm512_storeu_si512(dst, _mm512_xor_si512(_mm512_permutexvar_epi8(LoadIndex(idx), w), lo_sign));
+}
 SLIMKV_KV_ATTR HWY_INLINE float Sum(__m512 v) { return _mm512_reduce_add_ps(v); }
 SLIMKV_KV_ATTR HWY_INLINE float Max(__m512 v) { return _mm512_reduce_max_ps(v); }
 
 // Whether the integer key kernels read a channel-major K part of this block size.
-HWY_INLINE bool KeyVnniOk(int bits, int bt) { return bits != 3 && (bt == 32 || bt == 64); }
+HWY_INLINE bool KeyVnniOk(const KvFormat& f, int bits, int bt, int hd) {
+  return bits != 3 && (bt == 32 || bt == 64) && hd % 32 == 0 && f.group_size(hd) % 32 == 0;
+}
 
 // Codes of channels [o, o + 8), tokens [32 slab, 32 slab + 32) of a channel-major K part
 // (bt 32 or 64) as [token][4 channels] bytes: c[0] channels o..o+3 tokens 0-15 of the
@@ -528,11 +565,12 @@ SLIMKV_KV_ATTR HWY_INLINE void KeyOctet(const uint8_t* codes, int bt, int o, int
 }
 
 // Dots of kRows integer queries (256 hi + lo) with the codes of channels [d0, d1),
-// tokens 0-31, as floats (each partial dot is below 2^24: exact). Even and odd channel
-// quads go to separate accumulators to halve the dependency chains.
+// tokens 0-31, as floats (each partial dot is below 2^24: exact). With 1 or 2 rows, even
+// and odd channel quads go to separate accumulators to halve the dependency chains.
 template <int kBits, int kRows>
 SLIMKV_KV_ATTR HWY_INLINE void KeyDots(const uint8_t* codes, int bt, int slab, int d0, int d1, const QueryBytes& q,
                                        int row0, __m512 out[kRows][2]) {
+  constexpr int kOdd = kRows <= 2 ? 1 : 0;  // accumulator of the odd quads: 1, or shared
   __m512i ah[kRows][2][2], al[kRows][2][2];
   for (int r = 0; r < kRows; ++r)
     for (int h = 0; h < 2; ++h)
@@ -541,22 +579,23 @@ SLIMKV_KV_ATTR HWY_INLINE void KeyDots(const uint8_t* codes, int bt, int slab, i
     __m512i c[4];
     KeyOctet<kBits>(codes, bt, o, slab, c);
     for (int r = 0; r < kRows; ++r) {
-      const int8_t* hi = q.hi + (row0 + r) * kMaxHd + o;
+      const int8_t* lo = QueryLo(q, row0 + r, o);
+      const int8_t* hi = lo + 32;
       Dpbusd(ah[r][0][0], c[0], hi);
       Dpbusd(ah[r][1][0], c[1], hi);
-      Dpbusd(ah[r][0][1], c[2], hi + 4);
-      Dpbusd(ah[r][1][1], c[3], hi + 4);
-      const int8_t* lo = q.lo + (row0 + r) * kMaxHd + o;
+      Dpbusd(ah[r][0][kOdd], c[2], hi + 4);
+      Dpbusd(ah[r][1][kOdd], c[3], hi + 4);
       Dpbusd(al[r][0][0], c[0], lo);
       Dpbusd(al[r][1][0], c[1], lo);
-      Dpbusd(al[r][0][1], c[2], lo + 4);
-      Dpbusd(al[r][1][1], c[3], lo + 4);
+      Dpbusd(al[r][0][kOdd], c[2], lo + 4);
+      Dpbusd(al[r][1][kOdd], c[3], lo + 4);
     }
   }
   for (int r = 0; r < kRows; ++r) {
-    for (int h = 0; h < 2; ++h) {
-      out[r][h] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(ah[r][h][0], ah[r][h][1])), _mm512_set1_ps(256.0f),
-                                  _mm512_cvtepi32_ps(_mm512_add_epi32(al[r][h][0], al[r][h][1])));
+    for (int hh = 0; hh < 2; ++hh) {
+      const __m512i h = kOdd ? _mm512_add_epi32(ah[r][hh][0], ah[r][hh][1]) : ah[r][hh][0];
+      const __m512i l = kOdd ? _mm512_add_epi32(al[r][hh][0], al[r][hh][1]) : al[r][hh][0];
+      out[r][hh] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(h), _mm512_set1_ps(256.0f), _mm512_cvtepi32_ps(l));
     }
   }
 }
@@ -577,12 +616,15 @@ SLIMKV_KV_ATTR HWY_INLINE void ScoreChannelVnniRows(const uint8_t* codes, int bt
   }
 }
 
-// Rows in tiles of 2 (16 accumulators).
+// Rows in tiles of 4 or 3 (16 or 12 accumulators), then 2 or 1.
 template <int kBits>
 SLIMKV_KV_ATTR HWY_NOINLINE void ScoreChannelVnni(const uint8_t* codes, int bt, int n_slabs, int hd,
                                                   const QueryBytes& q, int rows, float* scores, int lds) {
   int r = 0;
-  for (; r + 2 <= rows; r += 2) ScoreChannelVnniRows<kBits, 2>(codes, bt, n_slabs, hd, q, r, scores + r * lds, lds);
+  if (rows % 3 != 0)
+    for (; r + 4 <= rows; r += 4) ScoreChannelVnniRows<kBits, 4>(codes, bt, n_slabs, hd, q, r, scores + r * lds, lds);
+  for (; r + 3 <= rows; r += 3) ScoreChannelVnniRows<kBits, 3>(codes, bt, n_slabs, hd, q, r, scores + r * lds, lds);
+  if (rows - r == 2) ScoreChannelVnniRows<kBits, 2>(codes, bt, n_slabs, hd, q, r, scores + r * lds, lds);
   if (rows - r == 1) ScoreChannelVnniRows<kBits, 1>(codes, bt, n_slabs, hd, q, r, scores + r * lds, lds);
 }
 
@@ -620,9 +662,14 @@ SLIMKV_KV_ATTR HWY_NOINLINE void ScoreTokenVnni(const uint8_t* codes, const uint
                                                 const float* qsum, int rows, float* scores, int lds) {
   for (int slab = 0; slab < n_slabs; ++slab) {
     int r = 0;
-    for (; r + 2 <= rows; r += 2)
+    if (rows % 3 != 0)
+      for (; r + 4 <= rows; r += 4)
+        ScoreTokenVnniRows<kBits, 4>(codes, meta, bt, slab, n_scales, has_zero, hd, g, q, qsum, r, scores + r * lds, lds);
+    for (; r + 3 <= rows; r += 3)
+      ScoreTokenVnniRows<kBits, 3>(codes, meta, bt, slab, n_scales, has_zero, hd, g, q, qsum, r, scores + r * lds, lds);
+    if (rows - r == 2)
       ScoreTokenVnniRows<kBits, 2>(codes, meta, bt, slab, n_scales, has_zero, hd, g, q, qsum, r, scores + r * lds, lds);
-    for (; r < rows; ++r)
+    if (rows - r == 1)
       ScoreTokenVnniRows<kBits, 1>(codes, meta, bt, slab, n_scales, has_zero, hd, g, q, qsum, r, scores + r * lds, lds);
   }
 }
@@ -630,7 +677,7 @@ SLIMKV_KV_ATTR HWY_NOINLINE void ScoreTokenVnni(const uint8_t* codes, const uint
 // Per-channel keys, per block: q[r][d] * scale[d] as integers with step[r] = max|q[r]| *
 // max|scale| / kIntLevels (a bound: no pass over the products is needed; it costs the bits
 // by which the largest product falls short of it), and bias[r] = sum_d q[r][d] * (zero[d] -
-// offset * scale[d]) less the rounding compensation.
+// offset * scale[d]) less the rounding compensation. s.qn holds q * kIntLevels / max|q|.
 template <int kBits>
 SLIMKV_KV_ATTR inline void PrepareChannelQuery(const KvFormat& f, const uint8_t* meta, int hd, int rows,
                                                BlockScratch& s) {
@@ -647,20 +694,27 @@ SLIMKV_KV_ATTR inline void PrepareChannelQuery(const KvFormat& f, const uint8_t*
     vmax = _mm512_max_ps(vmax, _mm512_abs_ps(sc));
   }
   const float smax = Max(vmax);
+  const __m512 inv_smax = _mm512_set1_ps(smax > 0 ? 1.0f / smax : 0.0f);
+  for (int j = 0; j < hd; j += 16)
+    _mm512_store_ps(s.channel_scale + j, _mm512_mul_ps(_mm512_load_ps(s.channel_scale + j), inv_smax));
   QueryBytes& qb = s.block_query;
   for (int r = 0; r < rows; ++r) {
     const float* q = s.qp + r * hd;
+    const float* qn = s.qn + r * hd;
     const float step = s.qmax[r] * smax / kIntLevels;
-    const __m512 inv = _mm512_set1_ps(step > 0 ? 1.0f / step : 0.0f);
-    const __m512 mean_step = _mm512_set1_ps(mean * step);
     __m512 vb = _mm512_setzero_ps();
-    for (int j = 0; j < hd; j += 16) {
-      const __m512 x = _mm512_load_ps(q + j);
-      const __m512i qi = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_mul_ps(x, inv), _mm512_load_ps(s.channel_scale + j)));
-      StoreSplit(qi, qb.hi + r * kMaxHd + j, qb.lo + r * kMaxHd + j);
-      vb = _mm512_fmadd_ps(x, _mm512_load_ps(s.channel_zero + j), vb);
-      vb = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(qi), mean_step, vb);
+    __m512i vsum = _mm512_setzero_si512();
+    for (int j = 0; j < hd; j += 32) {
+      __m512i qi[2];
+      for (int h = 0; h < 2; ++h) {
+        const int jj = j + 16 * h;
+        qi[h] = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_load_ps(qn + jj), _mm512_load_ps(s.channel_scale + jj)));
+        vsum = _mm512_add_epi32(vsum, qi[h]);
+        vb = _mm512_fmadd_ps(_mm512_load_ps(q + jj), _mm512_load_ps(s.channel_zero + jj), vb);
+      }
+      StoreSplit32(qi[0], qi[1], qb.bytes + r * 2 * kMaxHd + 2 * j);
     }
+    vb = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(vsum), _mm512_set1_ps(mean * step), vb);
     qb.step[r * (kMaxHd / 16)] = step;
     qb.bias[r * (kMaxHd / 16)] = Sum(vb);
   }
@@ -683,13 +737,16 @@ SLIMKV_KV_ATTR inline void PrepareTokenQuery(const KvFormat& f, int hd, int rows
       // step * dot + bias = sum_d q_d (code_d - offset), less the rounding compensation:
       // bias = -offset * step * sum qi - (mean - offset) * sum (step * qi - q).
       __m512 vb = _mm512_setzero_ps();
-      for (int j = 0; j < g; j += 16) {
-        const __m512 x = _mm512_load_ps(q + j);
-        const __m512i qi = _mm512_cvtps_epi32(_mm512_mul_ps(x, inv));
-        StoreSplit(qi, qb.hi + r * kMaxHd + gi * g + j, qb.lo + r * kMaxHd + gi * g + j);
-        const __m512 qs = _mm512_mul_ps(_mm512_cvtepi32_ps(qi), _mm512_set1_ps(step));
-        vb = _mm512_fmadd_ps(qs, _mm512_set1_ps(-mean), vb);
-        vb = _mm512_fmadd_ps(x, _mm512_set1_ps(mean - offset), vb);
+      for (int j = 0; j < g; j += 32) {
+        __m512i qi[2];
+        for (int h = 0; h < 2; ++h) {
+          const __m512 x = _mm512_load_ps(q + j + 16 * h);
+          qi[h] = _mm512_cvtps_epi32(_mm512_mul_ps(x, inv));
+          const __m512 qs = _mm512_mul_ps(_mm512_cvtepi32_ps(qi[h]), _mm512_set1_ps(step));
+          vb = _mm512_fmadd_ps(qs, _mm512_set1_ps(-mean), vb);
+          vb = _mm512_fmadd_ps(x, _mm512_set1_ps(mean - offset), vb);
+        }
+        StoreSplit32(qi[0], qi[1], qb.bytes + r * 2 * kMaxHd + 2 * (gi * g + j));
       }
       const int rg = r * (kMaxHd / 16) + gi;
       qb.step[rg] = step;
@@ -751,13 +808,13 @@ SLIMKV_KV_ATTR HWY_INLINE void ValueQuad(const uint8_t* codes, int hd, int t, in
 }
 
 // acc[r][:] += vstep[r] * sum_t w[r][t] code[t][:] for tokens [0, n_tok) (a multiple of 16);
-// weights w = 256 hi + lo in [chunk of 64 bytes][group][token] order.
+// weights w = 256 hi + lo as PrepareValueWeights stores them.
 template <int kBits, int kRows>
 SLIMKV_KV_ATTR HWY_INLINE void AccumValueVnniRows(const uint8_t* codes, int hd, int g, int n_tok, const BlockScratch& s,
                                                   int row0, float* acc) {
-  constexpr int kWRow = kIntBt * kMaxGroups;
+  constexpr int kWRow = 2 * kIntBt * kMaxGroups;
   constexpr int kVecs = 2;
-  const int groups = hd / g, tpc = 64 / groups;
+  const int groups = hd / g, tpc = 32 / groups;
   const int log_tpc = __builtin_ctz(tpc);
   for (int d0 = 0; d0 < hd; d0 += 16 * kVecs) {
     __m512i ah[kRows][kVecs], al[kRows][kVecs];
@@ -770,8 +827,8 @@ SLIMKV_KV_ATTR HWY_INLINE void AccumValueVnniRows(const uint8_t* codes, int hd, 
       ValueQuad<kBits>(codes, hd, t, d0, c);
       const int base = ((t >> log_tpc) << 6) + (t & (tpc - 1));
       for (int r = 0; r < kRows; ++r) {
-        const int8_t* hi = s.whi + (row0 + r) * kWRow + base;
-        const int8_t* lo = s.wlo + (row0 + r) * kWRow + base;
+        const int8_t* lo = s.wbytes + (row0 + r) * kWRow + base;
+        const int8_t* hi = lo + 32;
         for (int j = 0; j < kVecs; ++j) {
           Dpbusd(ah[r][j], c[j], hi + goff[j]);
           Dpbusd(al[r][j], c[j], lo + goff[j]);
@@ -793,6 +850,8 @@ template <int kBits>
 SLIMKV_KV_ATTR HWY_NOINLINE void AccumValueVnni(const uint8_t* codes, int hd, int g, int rows, int n_tok,
                                                 const BlockScratch& s, float* acc) {
   int r = 0;
+  if (rows % 3 != 0)
+    for (; r + 4 <= rows; r += 4) AccumValueVnniRows<kBits, 4>(codes, hd, g, n_tok, s, r, acc);
   for (; r + 3 <= rows; r += 3) AccumValueVnniRows<kBits, 3>(codes, hd, g, n_tok, s, r, acc);
   if (rows - r == 2) AccumValueVnniRows<kBits, 2>(codes, hd, g, n_tok, s, r, acc);
   if (rows - r == 1) AccumValueVnniRows<kBits, 1>(codes, hd, g, n_tok, s, r, acc);
@@ -808,7 +867,7 @@ SLIMKV_KV_ATTR HWY_NOINLINE void AccumValueVnni(const uint8_t* codes, int hd, in
 template <int kBits>
 SLIMKV_KV_ATTR inline void PrepareValueWeights(const KvFormat& f, const uint8_t* meta, int bt, int hd, const float* p,
                                                int ldp, int rows, int n_tok, int n_valid, BlockScratch& s) {
-  constexpr int kWRow = kIntBt * kMaxGroups;
+  constexpr int kWRow = 2 * kIntBt * kMaxGroups;
   const int g = f.group_size(hd), groups = hd / g;
   const int log_groups = __builtin_ctz(groups);
   const size_t n_scales = static_cast<size_t>(bt) * groups;
@@ -837,37 +896,43 @@ SLIMKV_KV_ATTR inline void PrepareValueWeights(const KvFormat& f, const uint8_t*
     const DF d;
     hn::Store(Exp2(d, hn::Load(d, s.dm + r)), d, s.pmax + r);
   }
-  const __m512i transpose = LoadIndex(kGroupT[log_groups]);
+  const ByteIndex& split = kSplitGroups[log_groups];
   for (int r = 0; r < rows; ++r) {
     const float* pr = p + r * ldp;
     const float step = s.pmax[r] * scale_max / kIntLevels;
     s.vstep[r] = step;
     const __m512 inv = _mm512_set1_ps(step > 0 ? 1.0f / step : 0.0f);
-    const __m512 mean_step = _mm512_set1_ps(mean * step);
-    int8_t* hi = groups == 1 ? s.whi + r * kWRow : s.wtmp[0];
-    int8_t* lo = groups == 1 ? s.wlo + r * kWRow : s.wtmp[1];
     __m512 vc = _mm512_setzero_ps();
-    for (int v = 0; v < nv; ++v) {
-      __m512 pe;
-      if (groups == 1) {
-        pe = _mm512_loadu_ps(pr + 16 * v);
-      } else {  // the weights of tokens t0 .. t0 + 16/groups, each repeated for its groups
-        const int t0 = (v * 16) >> log_groups;
-        pe = _mm512_permutexvar_ps(_mm512_add_epi32(lane_token, _mm512_set1_epi32(t0 & 15)),
-                                   _mm512_loadu_ps(pr + (t0 & ~15)));
+    __m512i vsum = _mm512_setzero_si512();
+    int8_t* dst = s.wbytes + r * kWRow;
+    for (int v = 0; v < nv; v += 2) {
+      __m512i wi[2];
+      for (int h = 0; h < 2; ++h) {
+        if (v + h >= nv) {
+          wi[h] = _mm512_setzero_si512();
+          continue;
+        }
+        const int vv = v + h;
+        __m512 pe;
+        if (groups == 1) {
+          pe = _mm512_loadu_ps(pr + 16 * vv);
+        } else {  // the weights of tokens t0 .. t0 + 16/groups, each repeated for its groups
+          const int t0 = (vv * 16) >> log_groups;
+          pe = _mm512_permutexvar_ps(_mm512_add_epi32(lane_token, _mm512_set1_epi32(t0 & 15)),
+                                     _mm512_loadu_ps(pr + (t0 & ~15)));
+        }
+        wi[h] = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_mul_ps(pe, inv), _mm512_load_ps(s.vscale + vv * 16)));
+        vsum = _mm512_add_epi32(vsum, wi[h]);
+        vc = _mm512_fmadd_ps(pe, _mm512_load_ps(s.vzero + vv * 16), vc);
       }
-      const __m512i wi = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_mul_ps(pe, inv), _mm512_load_ps(s.vscale + v * 16)));
-      StoreSplit(wi, hi + 16 * v, lo + 16 * v);
-      vc = _mm512_fmadd_ps(pe, _mm512_load_ps(s.vzero + v * 16), vc);
-      vc = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(wi), mean_step, vc);
+      StoreSplit32(wi[0], wi[1], split, dst + 32 * v);
     }
+    // The rounding error of the weights times the mean code comes out of the constant:
+    // vzero holds zero + (mean - offset) * scale, so vc - mean * step * sum(wi) is left.
+    vc = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(vsum), _mm512_set1_ps(mean * step), vc);
     if (groups == 1) {
       s.vconst[r * kMaxGroups] = Sum(vc);
       continue;
-    }
-    for (int c = 0; c < nv * 16; c += 64) {
-      _mm512_store_si512(s.whi + r * kWRow + c, _mm512_permutexvar_epi8(transpose, _mm512_load_si512(s.wtmp[0] + c)));
-      _mm512_store_si512(s.wlo + r * kWRow + c, _mm512_permutexvar_epi8(transpose, _mm512_load_si512(s.wtmp[1] + c)));
     }
     // Lane l of vc holds group l % groups: fold to lanes [0, groups).
     for (int half = 8; half >= groups; half /= 2) {
@@ -946,6 +1011,7 @@ SLIMKV_KV_ATTR inline void ScoreBlock(const BlockKind& kind, const uint8_t* kpar
   const DF d;
   const size_t N = hn::Lanes(d);
   const KvFormat& f = kind.k;
+  const int bits = kind.k_bits;
   const uint8_t* meta = kpart + kind.k_layout.meta_offset;
   if (rope) {
     DecodeRopeTile(kind, kpart, bt, hd, first_pos, *rope, s.tile);
@@ -964,8 +1030,8 @@ SLIMKV_KV_ATTR inline void ScoreBlock(const BlockKind& kind, const uint8_t* kpar
   }
   if (f.granularity == Granularity::kChannel) {
 #if SLIMKV_KV_VNNI
-    if (KeyVnniOk(f.bits(), bt)) {
-      WithIntBits(f.bits(), [&](auto bits) {
+    if (KeyVnniOk(f, bits, bt, hd)) {
+      WithIntBits(bits, [&](auto bits) {
         constexpr int kBits = decltype(bits)::value;
         if constexpr (kBits != 3) {
           PrepareChannelQuery<kBits>(f, meta, hd, rows, s);
@@ -976,7 +1042,7 @@ SLIMKV_KV_ATTR inline void ScoreBlock(const BlockKind& kind, const uint8_t* kpar
     }
 #endif
     // q2[r][d] = q[r][d] * scale[d]; constant per row: sum_d q[r][d] * (zero[d] - offset * scale[d]).
-    const float offset = IntOffset(f);
+    const float offset = IntOffset(f, bits);
     for (int j = 0; j < hd; j += static_cast<int>(N)) {
       const VF sc = LoadHalves(d, meta, j);
       VF zo = hn::Mul(sc, hn::Set(d, -offset));
@@ -993,7 +1059,7 @@ SLIMKV_KV_ATTR inline void ScoreBlock(const BlockKind& kind, const uint8_t* kpar
       }
       s.cst[r] = ReduceSum(d, c);
     }
-    WithIntBits(f.bits(), [&](auto bits) {
+    WithIntBits(bits, [&](auto bits) {
       ScoreChannelMajor(CodeLoader<decltype(bits)::value>(), kpart, bt, hd, s.q2, hd, rows, n_tok, scores, lds);
     });
     for (int r = 0; r < rows; ++r) {
@@ -1006,7 +1072,7 @@ SLIMKV_KV_ATTR inline void ScoreBlock(const BlockKind& kind, const uint8_t* kpar
   const size_t n_scales = static_cast<size_t>(bt) * (hd / g);
 #if SLIMKV_KV_VNNI
   if (int_query) {
-    WithIntBits(f.bits(), [&](auto bits) {
+    WithIntBits(bits, [&](auto bits) {
       if constexpr (decltype(bits)::value != 3)
         ScoreTokenVnni<decltype(bits)::value>(kpart, meta, bt, (n_tok + 31) / 32, n_scales, !f.symmetric, hd, g,
                                                s.task_query, s.qsum, rows, scores, lds);
@@ -1015,7 +1081,7 @@ SLIMKV_KV_ATTR inline void ScoreBlock(const BlockKind& kind, const uint8_t* kpar
   }
 #endif
   (void)int_query;
-  WithIntBits(f.bits(), [&](auto bits) {
+  WithIntBits(bits, [&](auto bits) {
     ScoreTokenGroups<decltype(bits)::value>(kpart, meta, n_scales, f.symmetric, bt, hd, g, s.qp, hd, s.qsum, rows,
                                             n_tok, scores, lds);
   });
@@ -1028,6 +1094,7 @@ SLIMKV_KV_ATTR inline void AccumulateBlock(const BlockKind& kind, const uint8_t*
   const DF d;
   const size_t N = hn::Lanes(d);
   const KvFormat& f = kind.v;
+  const int bits = kind.v_bits;
   const uint8_t* meta = vpart + kind.v_layout.meta_offset;
   if (f.is_float()) {
     WithFloatLoader(f.type, [&](auto load) { AccumTokenMajor(load, vpart, hd, 0, hd, p, ldp, rows, n_valid, acc, hd); });
@@ -1041,11 +1108,11 @@ SLIMKV_KV_ATTR inline void AccumulateBlock(const BlockKind& kind, const uint8_t*
     WithFloatLoader(f.type, [&](auto load) { AccumTokenMajor(load, vpart, hd, 0, hd, s.p2, kMaxBt, rows, n_valid, acc, hd); });
     return;
   }
-  const float offset = IntOffset(f);
+  const float offset = IntOffset(f, bits);
   if (f.granularity == Granularity::kChannel) {
     // acc[r][d] += scale[d] * sum_t p[r][t] code[t][d] + (zero[d] - offset * scale[d]) * sum_t p[r][t]
     std::fill(s.part, s.part + rows * hd, 0.0f);
-    WithIntBits(f.bits(), [&](auto bits) {
+    WithIntBits(bits, [&](auto bits) {
       AccumTokenMajor(CodeLoader<decltype(bits)::value>(), vpart, hd, 0, hd, p, ldp, rows, n_valid, s.part, hd);
     });
     for (int r = 0; r < rows; ++r) {
@@ -1063,9 +1130,9 @@ SLIMKV_KV_ATTR inline void AccumulateBlock(const BlockKind& kind, const uint8_t*
     return;
   }
 #if SLIMKV_KV_VNNI
-  if (ValueVnniOk(f, f.bits(), bt, hd)) {
+  if (ValueVnniOk(f, bits, bt, hd)) {
     const int g = f.group_size(hd), groups = hd / g;
-    WithIntBits(f.bits(), [&](auto bits) {
+    WithIntBits(bits, [&](auto bits) {
       constexpr int kBits = decltype(bits)::value;
       if constexpr (kBits != 3) {
         PrepareValueWeights<kBits>(f, meta, bt, hd, p, ldp, rows, n_tok, n_valid, s);
@@ -1091,7 +1158,7 @@ SLIMKV_KV_ATTR inline void AccumulateBlock(const BlockKind& kind, const uint8_t*
       }
       s.cst[r] = c;
     }
-    WithIntBits(f.bits(), [&](auto bits) {
+    WithIntBits(bits, [&](auto bits) {
       AccumTokenMajor(CodeLoader<decltype(bits)::value>(), vpart, hd, gi * g, (gi + 1) * g, s.p2, kMaxBt, rows,
                       n_valid, acc, hd);
     });
@@ -1151,8 +1218,8 @@ SLIMKV_KV_ATTR inline void AttnTaskImpl(const AttnTask& t, AttnPartial out) {
       }
     }
 #if SLIMKV_KV_VNNI
-    if (KeyVnniOk(kf.bits(), bt)) {
-      WithIntBits(kf.bits(), [&](auto bits) {
+    if (KeyVnniOk(kf, t.sealed->k_bits, bt, hd)) {
+      WithIntBits(t.sealed->k_bits, [&](auto bits) {
         if constexpr (decltype(bits)::value != 3) PrepareTokenQuery<decltype(bits)::value>(kf, hd, rows, s);
       });
       int_query = true;
@@ -1164,6 +1231,9 @@ SLIMKV_KV_ATTR inline void AttnTaskImpl(const AttnTask& t, AttnPartial out) {
       VF amax = hn::Zero(d);
       for (int j = 0; j < hd; j += static_cast<int>(N)) amax = hn::Max(amax, hn::Abs(hn::Load(d, s.qp + r * hd + j)));
       s.qmax[r] = ReduceMax(d, amax);
+      const VF norm = hn::Set(d, s.qmax[r] > 0 ? kIntLevels / s.qmax[r] : 0.0f);
+      for (int j = 0; j < hd; j += static_cast<int>(N))
+        hn::Store(hn::Mul(hn::Load(d, s.qp + r * hd + j), norm), d, s.qn + r * hd + j);
     }
   }
   // Per-(row, group) constants of the integer value kernel, summed over blocks.

@@ -41,6 +41,8 @@ BlockKind MakeBlockKind(const KvFormat& k, const KvFormat& v, int block_tokens, 
   b.k_layout = KLayout(k, block_tokens, head_dim);
   b.v_layout = VLayout(v, block_tokens, head_dim);
   b.v_offset = b.k_layout.total();
+  b.k_bits = k.bits();
+  b.v_bits = v.bits();
   return b;
 }
 

@@ -31,6 +31,7 @@ struct BlockKind {
   KvFormat k, v;
   PartLayout k_layout, v_layout;
   size_t v_offset = 0;  // bytes from the block start to the V part (= k_layout.total())
+  int k_bits = 0, v_bits = 0;  // k.bits(), v.bits(): the kernels dispatch on them per block
 };
 BlockKind MakeBlockKind(const KvFormat& k, const KvFormat& v, int block_tokens, int head_dim);
 
