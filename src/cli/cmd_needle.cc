@@ -24,6 +24,8 @@ struct NeedleFlags {
 };
 
 int NeedleMain(NeedleFlags f) {
+  f.file = ResolveDataFile(f.file);
+  f.spec = ResolveDataFile(f.spec);
   auto text = ReadFile(f.file);
   if (!text.ok()) return Fail(text.status());
   auto spec = eval::LoadNeedleSpec(f.spec);

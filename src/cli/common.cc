@@ -29,14 +29,18 @@ constexpr KnownModel kKnownModels[] = {
 // Far above any machine (1 PiB), and small enough that the byte count fits in size_t.
 constexpr double kMaxKvMemMib = 1 << 30;
 
+// The checkout holding the binary when it lives in <checkout>/build*/bin/ (else empty).
+fs::path CheckoutDir() {
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  return ec ? fs::path() : exe.parent_path().parent_path().parent_path();
+}
+
 std::vector<fs::path> ModelDirs() {
   std::vector<fs::path> dirs;
   if (const char* d = std::getenv("SLIMKV_MODEL_DIR"); d && *d) dirs.emplace_back(d);
   dirs.emplace_back("models");
-  // The checkout's models/ when the binary lives in <checkout>/build*/bin/.
-  std::error_code ec;
-  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-  if (!ec) dirs.push_back(exe.parent_path().parent_path().parent_path() / "models");
+  if (const fs::path c = CheckoutDir(); !c.empty()) dirs.push_back(c / "models");
   return dirs;
 }
 }  // namespace
@@ -83,6 +87,12 @@ Result<std::string> ResolveModel(const std::string& arg) {
   }
   return NotFound("model '{}' not found (looked in {}); run `make models` to fetch the known ones",
                   arg.empty() ? file : arg, looked);
+}
+
+std::string ResolveDataFile(const std::string& path) {
+  if (path.empty() || fs::path(path).is_absolute() || fs::exists(path)) return path;
+  if (const fs::path c = CheckoutDir(); !c.empty() && fs::exists(c / path)) return (c / path).string();
+  return path;
 }
 
 Result<std::unique_ptr<engine::Engine>> MakeEngine(const CommonFlags& f, int default_ctx) {

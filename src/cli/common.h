@@ -33,6 +33,9 @@ struct CommonFlags {
 // Resolves a model argument: a path, or a short name (smollm2-135m, gemma3-270m), or empty
 // for the default; searched in $SLIMKV_MODEL_DIR, ./models and the checkout's models/.
 Result<std::string> ResolveModel(const std::string& arg);
+// A relative data path (data/pg_essays.txt) as given when it exists from the working
+// directory, else under the checkout holding the binary; unchanged when neither has it.
+std::string ResolveDataFile(const std::string& path);
 
 Result<std::unique_ptr<engine::Engine>> MakeEngine(const CommonFlags& f, int default_ctx);
 // The KV configuration the flags describe.

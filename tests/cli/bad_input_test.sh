@@ -105,7 +105,7 @@ expect n_predict_negative 2 "--n-predict" "-1" -- run -p Hello -n -1
 expect ctx_negative 2 "--ctx-size" "-5" -- run -p Hello -n 1 -c -5
 expect threads_zero 2 "--threads" -- run -p Hello -n 1 -t 0
 expect batch_zero 2 "--batch-size" -- run -p Hello -n 1 -b 0
-expect kv_block_zero 2 "block size 0" -- run -p Hello -n 1 --kv-block 0
+expect kv_block_8 2 "block size 8" "multiple of 16" -- run -p Hello -n 1 --kv-block 8
 expect kv_block_17 2 "block size 17" "multiple of 16" -- run -p Hello -n 1 --kv-block 17
 expect kv_mem_negative 2 "--kv-mem" -- run -p Hello -n 1 --kv-mem -1
 expect kv_mem_nan 2 "--kv-mem" "nan" -- run -p Hello -n 1 --kv-mem nan

@@ -68,7 +68,7 @@ class PrefixTest : public ::testing::TestWithParam<PrefixCase> {};
 
 TEST_P(PrefixTest, AttachedPrefixGivesTheSameAttentionAsRecomputing) {
   KvConfig cfg = *ParsePreset(GetParam().preset);
-  cfg.residual = cfg.needs_staging() ? 32 : 0;
+  cfg.residual = cfg.needs_staging() ? cfg.block_tokens : 0;
   auto c_or = KvCache::Create(Spec(GetParam().window), cfg, 16 << 20);
   ASSERT_TRUE(c_or.ok()) << c_or.status().ToString();
   KvCache& c = **c_or;
