@@ -37,6 +37,7 @@
 #include "hwy/cache_control.h"
 #include "hwy/highway.h"
 #include "kv/attention.h"
+#include "kv/turbo-inl.h"  // TurboQuant parts: kernels on the codes (per target, like this file)
 
 HWY_BEFORE_NAMESPACE();
 namespace slimkv::kv::HWY_NAMESPACE {
@@ -354,6 +355,7 @@ struct BlockScratch {
   HWY_ALIGN float p2[kMaxRows * kMaxBt];      // weights with per-token scales folded in
   HWY_ALIGN float part[kMaxRows * kMaxHd];    // per-channel V partial sums
   HWY_ALIGN float tile[kMaxHd * kMaxBt];      // pre-RoPE keys decoded and rotated
+  HWY_ALIGN float qjl[kMaxRows * kMaxHd];     // tq:qjl keys: the prepared queries rotated by R2
   HWY_ALIGN float channel_scale[kMaxHd], channel_zero[kMaxHd];
   float cst[kMaxRows];
   float qsum[kMaxRows * (kMaxHd / 16)];
@@ -1022,6 +1024,10 @@ SLIMKV_KV_ATTR inline void ScoreBlock(const BlockKind& kind, const uint8_t* kpar
     WithFloatLoader(f.type, [&](auto load) { ScoreChannelMajor(load, kpart, bt, hd, s.qp, hd, rows, n_tok, scores, lds); });
     return;
   }
+  if (f.type == ElemType::kTurbo) {
+    turbo::ScoreTurboBlock(f, kpart, bt, hd, s.qp, f.qjl ? s.qjl : nullptr, hd, rows, n_tok, scores, lds);
+    return;
+  }
   if (f.granularity == Granularity::kBlock) {  // fp8: fold the part's scale into the query
     const VF sc = hn::Set(d, Fp8Scale(f, meta));
     for (int i = 0; i < rows * hd; i += static_cast<int>(N)) hn::Store(hn::Mul(hn::Load(d, s.qp + i), sc), d, s.q2 + i);
@@ -1098,6 +1104,10 @@ SLIMKV_KV_ATTR inline void AccumulateBlock(const BlockKind& kind, const uint8_t*
   const uint8_t* meta = vpart + kind.v_layout.meta_offset;
   if (f.is_float()) {
     WithFloatLoader(f.type, [&](auto load) { AccumTokenMajor(load, vpart, hd, 0, hd, p, ldp, rows, n_valid, acc, hd); });
+    return;
+  }
+  if (f.type == ElemType::kTurbo) {  // rotated domain: the cache rotates each head's output back
+    turbo::AccumulateTurboBlock(f, vpart, bt, hd, p, ldp, rows, n_valid, n_tok, acc, s.p2);
     return;
   }
   if (f.granularity == Granularity::kBlock) {  // fp8: fold the part's scale into the weights
@@ -1225,6 +1235,13 @@ SLIMKV_KV_ATTR inline void AttnTaskImpl(const AttnTask& t, AttnPartial out) {
       int_query = true;
     }
 #endif
+  }
+  if (kf.type == ElemType::kTurbo && kf.qjl) {  // the sign sketch is read against R2 q
+    const Rotation& r2 = QjlRotation(hd);
+    for (int r = 0; r < rows; ++r) {
+      std::memcpy(s.qjl + r * hd, s.qp + r * hd, hd * sizeof(float));
+      r2.Apply(s.qjl + r * hd);
+    }
   }
   if (kf.granularity == Granularity::kChannel) {
     for (int r = 0; r < rows; ++r) {

@@ -8,6 +8,7 @@
 
 #include "base/check.h"
 #include "base/half.h"
+#include "kv/turbo.h"
 
 namespace slimkv::kv {
 namespace {
@@ -199,6 +200,7 @@ void EncodeTokenGroups(bool is_key, const KvFormat& f, int bt, int hd, int t, co
 void EncodePart(bool is_key, const KvFormat& f, int bt, int hd, const float* x, int n, uint8_t* part) {
   const PartLayout lay = is_key ? KLayout(f, bt, hd) : VLayout(f, bt, hd);
   std::memset(part, 0, lay.total());
+  if (f.type == ElemType::kTurbo) return EncodeTurboPart(f, is_key, bt, hd, x, n, part);
   if (f.is_float()) {
     for (int t = 0; t < n; ++t)
       for (int d = 0; d < hd; ++d) PutFloat(f.type, part, Elem(is_key, bt, hd, t, d), x[t * hd + d]);
@@ -235,6 +237,7 @@ void EncodePart(bool is_key, const KvFormat& f, int bt, int hd, const float* x, 
 }
 
 void DecodeToken(bool is_key, const KvFormat& f, int bt, int hd, int t, const uint8_t* part, float* out) {
+  if (f.type == ElemType::kTurbo) return DecodeTurboToken(f, is_key, bt, hd, t, part, out);
   const PartLayout lay = is_key ? KLayout(f, bt, hd) : VLayout(f, bt, hd);
   if (f.is_float()) {
     for (int d = 0; d < hd; ++d) out[d] = GetFloat(f.type, part, Elem(is_key, bt, hd, t, d));
@@ -307,15 +310,19 @@ float Fp8E5M2ToFloat(uint8_t b) {
   return MiniToFloat(b, 2, 15);
 }
 
-bool CanEncodeByToken(const KvFormat& f) { return f.is_float() || f.granularity == Granularity::kToken; }
+bool CanEncodeByToken(const KvFormat& f) {
+  return f.is_float() || f.granularity == Granularity::kToken || (f.granularity == Granularity::kVector && !f.tq_mean);
+}
 
 void EncodeKToken(const KvFormat& f, int bt, int hd, int slot, const float* x, uint8_t* k_part) {
   CHECK(CanEncodeByToken(f), "token-by-token encoding needs a float or per-token format, not {}", FormatName(f));
+  if (f.type == ElemType::kTurbo) return EncodeTurboToken(f, true, bt, hd, slot, x, k_part);
   if (!f.is_float()) return EncodeTokenGroups(true, f, bt, hd, slot, x, k_part);
   for (int d = 0; d < hd; ++d) PutFloat(f.type, k_part, Elem(true, bt, hd, slot, d), x[d]);
 }
 void EncodeVToken(const KvFormat& f, int bt, int hd, int slot, const float* x, uint8_t* v_part) {
   CHECK(CanEncodeByToken(f), "token-by-token encoding needs a float or per-token format, not {}", FormatName(f));
+  if (f.type == ElemType::kTurbo) return EncodeTurboToken(f, false, bt, hd, slot, x, v_part);
   if (!f.is_float()) return EncodeTokenGroups(false, f, bt, hd, slot, x, v_part);
   for (int d = 0; d < hd; ++d) PutFloat(f.type, v_part, Elem(false, bt, hd, slot, d), x[d]);
 }
@@ -335,6 +342,8 @@ void DecodeV(const KvFormat& f, int bt, int hd, int slot, const uint8_t* v_part,
 }
 
 float MaxAbsError(const KvFormat& f, float lo, float hi) {
+  // Vector quantization bounds the squared error of a vector (turbo.h), not of an element.
+  if (f.type == ElemType::kTurbo) return INFINITY;
   const float amax = std::max(std::abs(lo), std::abs(hi));
   // fp16 rounding of a stored scale/zero: relative 2^-11 of the values it multiplies.
   const float half_eps = amax * std::ldexp(1.0f, -10);

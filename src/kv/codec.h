@@ -13,6 +13,7 @@
 //   symmetric:  scale = amax / (2^(b-1) - 1), code = round(x / scale) + 2^(b-1)
 //   q8_0 / q4_0: llama.cpp's rules (ggml-quants.c quantize_row_q8_0_ref / q4_0_ref)
 //   fp8:        scale = amax / max_finite(fp8) per part, round to nearest even, saturating
+//   tq:         per vector: fp16 norm, Lloyd-Max codes of the rotated coordinates (turbo.h)
 // Scales and zero points are rounded to fp16 before the codes are computed, so decoding with
 // the stored values reproduces what the encoder intended.
 #pragma once
@@ -33,7 +34,7 @@ float Fp8E4M3ToFloat(uint8_t b);
 uint8_t FloatToFp8E5M2(float x);
 float Fp8E5M2ToFloat(uint8_t b);
 
-// Formats whose tokens can be encoded one at a time: floats and per-token integer groups.
+// Formats whose tokens can be encoded one at a time: floats, per-token integer groups, tq.
 bool CanEncodeByToken(const KvFormat& f);
 // One token into a part of such a format (the staging formats, and per-token formats that
 // are written directly when no residual window is asked for).

@@ -36,8 +36,26 @@ bool IsInt(ElemType t) {
   return t == ElemType::kInt8 || t == ElemType::kInt4 || t == ElemType::kInt3 || t == ElemType::kInt2;
 }
 
-constexpr std::string_view kTypeList = "f32, f16, bf16, fp8, fp8e4m3, fp8e5m2, int8, int4, int3, int2, q8_0, q4_0";
-constexpr std::string_view kOptionList = "channel, token, g32, g64, g128, sym, asym, rot, pre (keys only)";
+constexpr std::string_view kTypeList =
+    "f32, f16, bf16, fp8, fp8e4m3, fp8e5m2, int8, int4, int3, int2, q8_0, q4_0, tq1..tq4 (tq2.5: a fraction .25/.5/.75 "
+    "of the channels one bit more)";
+constexpr std::string_view kOptionList = "channel, token, g32, g64, g128, sym, asym, rot, pre (keys only), qjl, mean (tq keys only)";
+
+// "tq3", "tq2.5", "tq2.25", "tq3.75": whole bits 1..4 and quarters of the channels one bit more.
+bool ParseTurbo(std::string_view t, KvFormat& f) {
+  if (t.size() < 3 || !t.starts_with("tq") || t[2] < '1' || t[2] > '4') return false;
+  f.type = ElemType::kTurbo;
+  f.granularity = Granularity::kVector;
+  f.rotate = true;  // TurboQuant always rotates its side
+  f.tq_bits = t[2] - '0';
+  const std::string_view frac = t.substr(3);
+  if (frac.empty()) return true;
+  if (frac == ".25") f.tq_plus = 1;
+  else if (frac == ".5") f.tq_plus = 2;
+  else if (frac == ".75") f.tq_plus = 3;
+  else return false;
+  return f.tq_bits < 4;  // the extra bit makes at most 4-bit codes
+}
 
 struct Preset {
   std::string_view name;
@@ -47,7 +65,7 @@ struct Preset {
   int block_tokens = 32;
 };
 // The useful combinations, by the names users will type.
-constexpr std::array<Preset, 12> kPresets = {{
+constexpr std::array<Preset, 18> kPresets = {{
     {"fp16", "f16", "f16", 0, "fp16 keys and values (the baseline)"},
     {"fp32", "f32", "f32", 0, "fp32 keys and values (reference)"},
     {"bf16", "bf16", "bf16", 0, "bf16 keys and values"},
@@ -62,6 +80,17 @@ constexpr std::array<Preset, 12> kPresets = {{
     {"q4_0", "q4_0", "q4_0", 0, "llama.cpp's q4_0: per token, blocks of 32 channels, one scale"},
     {"q8_0r", "q8_0:rot", "q8_0:rot", 0, "q8_0 with a Hadamard rotation, as llama.cpp does by default"},
     {"q4_0r", "q4_0:rot", "q4_0:rot", 0, "q4_0 with a Hadamard rotation, as llama.cpp does by default"},
+    // TurboQuant (turbo.h): per token, rotated, a norm and Lloyd-Max codes, no calibration.
+    // The 32 most recent tokens (one block) stay in fp16: without them the keys of the
+    // tokens a query attends to most sharply cost tq4 +6 % and tq3 +31 % perplexity on
+    // SmolLM2; 128 tokens gain only 0.1-0.3 % more (docs/DECISIONS.md). Bits per element
+    // include the fp16 norms.
+    {"tq4", "tq4", "tq4", 32, "TurboQuant 4 bits: norm + rotation + Lloyd-Max codes (4.25 bits with the norms at head dim 64), residual 32"},
+    {"tq3", "tq3", "tq3", 32, "TurboQuant 3 bits (3.25 bits with the norms at head dim 64), residual 32"},
+    {"tq2.5", "tq2.5", "tq2.5", 32, "TurboQuant 2.5 bits: a half of the channels 3 bits (2.75 with the norms at head dim 64), residual 32"},
+    {"tq2", "tq2", "tq2", 32, "TurboQuant 2 bits (2.25 bits with the norms at head dim 64), residual 32"},
+    {"tqk4v3", "tq4", "tq3", 32, "TurboQuant keys 4 bits, values 3 (3.75 bits with the norms at head dim 64), residual 32"},
+    {"tqk3v2", "tq3", "tq2", 32, "TurboQuant keys 3 bits, values 2 (2.75 bits with the norms at head dim 64), residual 32"},
 }};
 
 std::vector<std::string_view> Split(std::string_view s, char sep) {
@@ -80,6 +109,7 @@ std::vector<std::string_view> Split(std::string_view s, char sep) {
 
 int KvFormat::bits() const {
   switch (type) {
+    case ElemType::kTurbo: return tq_bits;
     case ElemType::kF32: return 32;
     case ElemType::kF16: case ElemType::kBF16: return 16;
     case ElemType::kFp8E4M3: case ElemType::kFp8E5M2: case ElemType::kInt8: return 8;
@@ -90,8 +120,18 @@ int KvFormat::bits() const {
   return 0;
 }
 
+double KvFormat::nominal_bits() const {
+  return type == ElemType::kTurbo ? tq_bits + 0.25 * tq_plus : static_cast<double>(bits());
+}
+
 std::string FormatName(const KvFormat& f) {
   std::string s;
+  if (f.type == ElemType::kTurbo) {  // always rotated: no ":rot"
+    static constexpr std::string_view kFrac[] = {"", ".25", ".5", ".75"};
+    s = "tq" + std::to_string(f.tq_bits) + std::string(kFrac[f.tq_plus & 3]);
+    if (f.qjl) s += ":qjl";
+    return f.tq_mean ? s + ":mean" : s;
+  }
   if (f.ggml_rounding) {
     s = f.type == ElemType::kInt8 ? "q8_0" : "q4_0";
   } else {
@@ -117,6 +157,8 @@ Result<KvFormat> ParseFormat(std::string_view spec, bool is_key) {
     f.symmetric = true;
     f.ggml_rounding = true;
     known = true;
+  } else if (t.starts_with("tq")) {
+    known = ParseTurbo(t, f);
   } else {
     const std::string_view name = t == "fp8" ? "fp8e4m3" : (t == "fp16" ? "f16" : (t == "fp32" ? "f32" : t));
     for (const auto& n : kTypes) {
@@ -138,7 +180,24 @@ Result<KvFormat> ParseFormat(std::string_view spec, bool is_key) {
       return InvalidArgument("option '{}' in '{}' applies to int8/int4/int3/int2 only; valid options: {}", o,
                              spec, kOptionList);
     }
-    if (o == "channel") {
+    if (f.type == ElemType::kTurbo && o == "pre") {
+      return InvalidArgument("option 'pre' in '{}': TurboQuant rotates every key, so keys are stored after RoPE", spec);
+    }
+    if (o == "qjl") {
+      if (f.type != ElemType::kTurbo) return InvalidArgument("option 'qjl' in '{}' applies to tq formats only", spec);
+      if (!is_key) {
+        return InvalidArgument("option 'qjl' in '{}': the sign sketch estimates inner products, so it is for keys only",
+                               spec);
+      }
+      if (f.tq_bits < 2) return InvalidArgument("'{}': qjl needs at least 2 bits (codes of bits - 1, and a sign)", spec);
+      f.qjl = true;
+    } else if (o == "mean") {
+      if (f.type != ElemType::kTurbo) return InvalidArgument("option 'mean' in '{}' applies to tq formats only", spec);
+      if (!is_key) {
+        return InvalidArgument("option 'mean' in '{}': the block mean is subtracted from keys only", spec);
+      }
+      f.tq_mean = true;
+    } else if (o == "channel") {
       f.granularity = Granularity::kChannel;
       f.group = 0;
     } else if (o == "token") {
@@ -167,7 +226,9 @@ Result<KvFormat> ParseFormat(std::string_view spec, bool is_key) {
 }
 
 bool KvConfig::needs_staging() const {
-  auto by_token = [](const KvFormat& f) { return f.is_float() || f.granularity == Granularity::kToken; };
+  auto by_token = [](const KvFormat& f) {
+    return f.is_float() || f.granularity == Granularity::kToken || (f.granularity == Granularity::kVector && !f.tq_mean);
+  };
   return residual > 0 ? (k.needs_staging() || v.needs_staging()) : !(by_token(k) && by_token(v));
 }
 
@@ -231,6 +292,13 @@ size_t PartLayout::total() const { return RoundUp64(data_bytes + meta_bytes); }
 namespace {
 PartLayout Layout(const KvFormat& f, int block_tokens, int head_dim, bool is_key) {
   PartLayout p;
+  if (f.type == ElemType::kTurbo) {
+    const TurboLayout t = MakeTurboLayout(f, block_tokens, head_dim);
+    p.data_bytes = t.data_bytes;
+    p.meta_bytes = t.meta_bytes;
+    p.meta_offset = t.norm_offset;
+    return p;
+  }
   const size_t elems = static_cast<size_t>(block_tokens) * head_dim;
   p.data_bytes = elems * f.bits() / 8;
   const size_t meta_values = f.symmetric ? 1 : 2;  // scale (and zero)
@@ -241,6 +309,7 @@ PartLayout Layout(const KvFormat& f, int block_tokens, int head_dim, bool is_key
     case Granularity::kToken:
       p.meta_bytes = 2 * meta_values * static_cast<size_t>(block_tokens) * (head_dim / f.group_size(head_dim));
       break;
+    case Granularity::kVector: break;  // tq: MakeTurboLayout above
   }
   (void)is_key;
   p.code_offset = 0;
@@ -265,11 +334,48 @@ Status CheckFormat(const KvFormat& f, int head_dim, bool is_key) {
                              side, FormatName(f), g, head_dim);
     }
   }
+  if (f.type == ElemType::kTurbo) {
+    if (head_dim <= 0 || (head_dim & (head_dim - 1)) != 0) {
+      return InvalidArgument("{} format {}: TurboQuant rotates each vector with a Hadamard transform, which needs a "
+                             "power-of-two head dim; this model's head dim is {}",
+                             side, FormatName(f), head_dim);
+    }
+    if (f.tq_plus > 0 && head_dim % 64 != 0) {
+      return InvalidArgument("{} format {}: a quarter of head dim {} is not a multiple of 16 channels; use whole bits",
+                             side, FormatName(f), head_dim);
+    }
+  }
   if (f.rotate && (head_dim & (head_dim - 1)) != 0) {
     return InvalidArgument("{} format {}: the Hadamard rotation needs a power-of-two head dim, not {}", side,
                            FormatName(f), head_dim);
   }
   return Status::Ok();
+}
+
+TurboLayout MakeTurboLayout(const KvFormat& f, int bt, int hd) {
+  CHECK(f.type == ElemType::kTurbo, "not a tq format: {}", FormatName(f));
+  TurboLayout t;
+  t.qjl = f.qjl;
+  t.lo_bits = f.tq_bits - (f.qjl ? 1 : 0);
+  t.hi_bits = t.lo_bits + 1;
+  t.hi_channels = f.tq_plus * hd / 4;
+  const size_t btz = static_cast<size_t>(bt);
+  t.hi_offset = 0;
+  t.lo_offset = t.hi_offset + btz * t.hi_channels * t.hi_bits / 8;
+  t.sign_offset = t.lo_offset + btz * (hd - t.hi_channels) * t.lo_bits / 8;
+  t.data_bytes = t.sign_offset + (f.qjl ? btz * hd / 8 : 0);
+  t.norm_offset = t.data_bytes;
+  t.rnorm_offset = t.norm_offset + 2 * btz;
+  t.mean = f.tq_mean;
+  t.mean_offset = t.norm_offset + 2 * btz * (f.qjl ? 2 : 1);
+  t.meta_bytes = 2 * btz * (f.qjl ? 2 : 1) + (f.tq_mean ? 2 * static_cast<size_t>(hd) : 0);
+  return t;
+}
+
+double BitsPerElement(const KvConfig& c, int head_dim) {
+  const PartLayout k = KLayout(c.k, c.block_tokens, head_dim), v = VLayout(c.v, c.block_tokens, head_dim);
+  return 8.0 * static_cast<double>(k.data_bytes + k.meta_bytes + v.data_bytes + v.meta_bytes) /
+         (2.0 * c.block_tokens * head_dim);
 }
 
 }  // namespace slimkv::kv

@@ -23,6 +23,20 @@
 //   symmetric ints store no zero. x = scale * (code - offset) + zero, offset = 2^(bits-1)
 //   for symmetric (codes are stored unsigned), 0 for asymmetric.
 //
+// TurboQuant (`tq`, ElemType::kTurbo, Granularity::kVector; turbo.h): per vector (one token
+// of one stream), already rotated by the stream's randomized Hadamard rotation, the norm n
+// and one code per coordinate from the Lloyd-Max codebook C of N(0, 1):
+//   x[d] ~= n / sqrt(head_dim) * C[code[d]]
+// Channels [0, hi) are coded with hi_bits = bits + 1, channels [hi, head_dim) with bits
+// (hi = a quarter, half or three quarters of head_dim for fractional budgets, else 0).
+// Codes are sign-magnitude: bit (b - 1) is the sign, the low bits index the magnitudes in
+// ascending order. With `qjl` (keys), the codes have one bit less and a 1-bit sign sketch
+// of the residual follows (TurboQuant's inner-product variant). Part layouts (the code
+// arrays use the packing above for their own width, each a whole number of 16-byte units):
+//   K: codes_hi [hi][bt], codes_lo [hd - hi][bt], (qjl) signs [hd][bt] of 1 bit,
+//      then norm [bt] (fp16), (qjl) residual norm [bt] (fp16), (mean) mean [hd] (fp16)
+//   V: codes_hi [bt][hi], codes_lo [bt][hd - hi], then norm [bt] (fp16)
+//
 // Invariants: block_tokens % 16 == 0; head_dim % 16 == 0; group divides head_dim and is a
 // multiple of 16; every part is a multiple of 64 bytes (parts start on cache lines).
 // docs/KV_FORMATS.md mirrors this.
@@ -37,13 +51,14 @@
 
 namespace slimkv::kv {
 
-enum class ElemType { kF32, kF16, kBF16, kFp8E4M3, kFp8E5M2, kInt8, kInt4, kInt3, kInt2 };
+enum class ElemType { kF32, kF16, kBF16, kFp8E4M3, kFp8E5M2, kInt8, kInt4, kInt3, kInt2, kTurbo };
 
 enum class Granularity {
   kNone,     // float types: no scale
   kBlock,    // fp8: one scale per part
   kChannel,  // int: per channel over the block's tokens (K in KIVI)
   kToken,    // int: per token, channel groups of `group` (group == head_dim: whole vector)
+  kVector,   // turbo: per token, a norm and codes of the rotated vector from one fixed codebook
 };
 
 struct KvFormat {
@@ -54,9 +69,18 @@ struct KvFormat {
   bool ggml_rounding = false;  // llama.cpp's q8_0/q4_0 quantizer rules (symmetric, group 32)
   bool rotate = false;     // randomized Hadamard rotation of the side's vectors (and of q / the output)
   bool pre_rope = false;   // K only: keys stored before RoPE, rotated inside the score kernel
+  // kTurbo: `tq_bits` bits per coordinate, `tq_plus` quarters of the channels one bit more
+  // (tq2.5: tq_bits 2, tq_plus 2); `qjl`: one of the bits is a sign sketch of the residual.
+  int tq_bits = 0;
+  int tq_plus = 0;
+  bool qjl = false;
+  // kTurbo keys (`:mean`): the mean of the block's keys is stored apart (fp16 [head_dim]) and
+  // the codes hold k - mean; needs the whole block, so tokens are staged and sealed.
+  bool tq_mean = false;
 
   bool operator==(const KvFormat&) const = default;
-  int bits() const;          // bits per element
+  int bits() const;          // bits per element (kTurbo: tq_bits, the nominal whole bits)
+  double nominal_bits() const;  // bits per element before metadata (tq2.5: 2.5)
   bool is_float() const { return granularity == Granularity::kNone; }
   // Quantized formats need every token of a block (or its scale) before they can encode:
   // tokens are staged in high-precision blocks and sealed later.
@@ -64,11 +88,12 @@ struct KvFormat {
   int group_size(int head_dim) const { return group > 0 ? group : head_dim; }
 };
 
-// "int4:channel", "int4:g32:sym:rot", "f16", "q4_0", ...
+// "int4:channel", "int4:g32:sym:rot", "f16", "q4_0", "tq2.5", ...
 std::string FormatName(const KvFormat& f);
 // Parses one side's spec: TYPE[:OPTION...]. Types: f32, f16, bf16, fp8 (= fp8e4m3),
-// fp8e4m3, fp8e5m2, int8, int4, int3, int2, q8_0, q4_0. Options: channel, token, g32, g64,
-// g128, sym, asym, rot, pre (K only). Errors list the valid choices.
+// fp8e4m3, fp8e5m2, int8, int4, int3, int2, q8_0, q4_0, tqB[.F] (B = 1..4 bits, F = 25, 5,
+// 75: that fraction of the channels one bit more, B + 1 <= 4). Options: channel, token, g32,
+// g64, g128, sym, asym, rot, pre (K only), qjl and mean (tq keys only). Errors list the valid choices.
 Result<KvFormat> ParseFormat(std::string_view spec, bool is_key);
 
 struct KvConfig {
@@ -109,5 +134,23 @@ PartLayout KLayout(const KvFormat& f, int block_tokens, int head_dim);
 PartLayout VLayout(const KvFormat& f, int block_tokens, int head_dim);
 // InvalidArgument if the format cannot hold vectors of head_dim (group, rotation).
 Status CheckFormat(const KvFormat& f, int head_dim, bool is_key);
+
+// Where the arrays of a kTurbo part live (bytes from the part's start); see the top of
+// this file. Channels [0, hi_channels) have hi_bits, the others lo_bits.
+struct TurboLayout {
+  int hi_channels = 0;
+  int hi_bits = 0, lo_bits = 0;  // bits of the codebook codes (qjl: one less than tq_bits)
+  bool qjl = false;
+  size_t hi_offset = 0, lo_offset = 0, sign_offset = 0;  // codes
+  bool mean = false;
+  size_t norm_offset = 0, rnorm_offset = 0;              // fp16 per token
+  size_t mean_offset = 0;                                // fp16 per channel (mean keys)
+  size_t data_bytes = 0, meta_bytes = 0;
+};
+TurboLayout MakeTurboLayout(const KvFormat& f, int block_tokens, int head_dim);
+
+// True bits per element of a configuration, metadata included (bytes of a full block of
+// K and V, padding excluded, x 8 / (2 x block_tokens x head_dim)).
+double BitsPerElement(const KvConfig& c, int head_dim);
 
 }  // namespace slimkv::kv

@@ -1,0 +1,67 @@
+// TurboQuant: calibration-free vector quantization of K/V vectors (Zandieh et al., 2025).
+//
+// Per vector (one token of one stream), after the stream's randomized Hadamard rotation
+// (rotation.h; the cache applies it when a token arrives): the norm n is kept apart (fp16)
+// and every coordinate of x * sqrt(d) / n, which is close to N(0, 1) whatever the vector
+// was, is quantized with the Lloyd-Max (MSE-optimal) codebook of N(0, 1). Nothing is
+// learned and nothing depends on other tokens, so a vector is compressed the moment it
+// arrives. Expected squared error per vector: D(b) * |x|^2, D = 0.3634, 0.1175, 0.03455,
+// 0.009501 for b = 1..4 bits.
+//
+// The inner-product variant (`qjl`, keys): b - 1 bits of the above, then a 1-bit QJL sketch
+// of the residual r = x - x_mse: sign(S r) with S = sqrt(d) R2 (R2 a second randomized
+// Hadamard rotation, the same for every stream) and |r| (fp16); <q, r> is estimated without
+// bias as |r| sqrt(pi / (2 d)) <R2 q, sign(R2 r)>.
+//
+// `:mean` (keys): the block's mean key m (fp16 [d], rotated domain) is stored apart and the
+// codes hold k - m, so keys that share a large offset (RoPE'd channel biases) spend their
+// bits on what differs between tokens; the score kernel adds q . m back per block.
+//
+// The byte layout of a part is at the top of format.h (TurboLayout). Codes are
+// sign-magnitude: code = (x < 0) << (b - 1) | m, value = +-magnitude[m].
+#pragma once
+
+#include <array>
+#include <cstdint>
+
+#include "kv/format.h"
+#include "kv/rotation.h"
+
+namespace slimkv::kv {
+
+inline constexpr int kMaxTurboBits = 4;
+
+// Lloyd-Max quantizer of N(0, 1) with 2^bits levels, symmetric around 0.
+struct Codebook {
+  int bits = 0;
+  std::array<float, 8> magnitude{};  // [2^(bits-1)] ascending positive levels
+  std::array<float, 7> bound{};      // [2^(bits-1) - 1] decision thresholds between them
+  double distortion = 0;             // E[(X - Q(X))^2], X ~ N(0, 1)
+};
+// Iterates the centroid condition (each level the conditional mean of N(0, 1) between its
+// thresholds, thresholds the midpoints) in double until the levels move less than 1e-13.
+Codebook ComputeLloydMax(int bits);
+// The codebooks for 1..4 bits, computed once.
+const Codebook& LloydMaxGaussian(int bits);
+// Value of a sign-magnitude code.
+float CodebookValue(const Codebook& cb, uint32_t code);
+// Code of u (in N(0, 1) units): the nearest level.
+uint32_t CodebookCode(const Codebook& cb, float u);
+
+// The QJL projection R2 for head dim `dim` (power of two up to kMaxAttnHeadDim).
+const Rotation& QjlRotation(int dim);
+// sqrt(pi / (2 d)): the factor of a QJL inner-product estimate.
+float QjlScale(int dim);
+
+// n tokens [n][head_dim] (already rotated) into an empty tq part: with `:mean`, their mean
+// (rounded to fp16) first, and the codes of x - mean.
+void EncodeTurboPart(const KvFormat& f, bool is_key, int block_tokens, int head_dim, const float* x, int n,
+                     uint8_t* part);
+// One token (already rotated) into a tq part (is_key: channel-major codes), or back (the
+// mean added back for `:mean`). Formats with `:mean` are encoded a part at a time.
+void EncodeTurboToken(const KvFormat& f, bool is_key, int block_tokens, int head_dim, int slot, const float* x,
+                      uint8_t* part);
+void DecodeTurboToken(const KvFormat& f, bool is_key, int block_tokens, int head_dim, int slot,
+                      const uint8_t* part, float* out);
+
+}  // namespace slimkv::kv
