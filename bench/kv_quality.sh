@@ -39,17 +39,22 @@ CONFIGS=(
   "int2 K rot|--kv kivi2 --kv-k int2:channel:rot"
 )
 
-want=("$@")
+# With names: those configurations, in the order given.
+selected=()
+if (($#)); then
+  for w in "$@"; do
+    found=0
+    for c in "${CONFIGS[@]}"; do [[ ${c%%|*} == "$w" ]] && selected+=("$c") && found=1; done
+    ((found)) || { echo "unknown configuration '$w'" >&2; exit 2; }
+  done
+else
+  selected=("${CONFIGS[@]}")
+fi
 echo "| configuration | flags | bytes/token | PPL | Δ vs fp16 | mean KL (nats) | same top-1 |"
 echo "|---|---|---:|---:|---:|---:|---:|"
-for c in "${CONFIGS[@]}"; do
+for c in "${selected[@]}"; do
   name=${c%%|*}
   flags=${c#*|}
-  if ((${#want[@]})); then
-    hit=0
-    for w in "${want[@]}"; do [[ $w == "$name" ]] && hit=1; done
-    ((hit)) || continue
-  fi
   echo "[$(date -u +%H:%M:%S)] $name: $BIN ppl -m $MODEL -f $TEXT -c $CTX --chunks $CHUNKS $flags" >&2
   # shellcheck disable=SC2086
   out=$("$BIN" ppl -m "$MODEL" -f "$TEXT" -c "$CTX" --chunks "$CHUNKS" $flags 2>&1) || {
