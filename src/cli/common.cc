@@ -55,7 +55,7 @@ void CommonFlags::Add(CLI::App* app, bool with_model_flag) {
   app->add_option("--kv-k", kv_k,
                   "key format, overriding the preset: TYPE[:OPTION...] with TYPE f32|f16|bf16|fp8|fp8e4m3|"
                   "fp8e5m2|int8|int4|int3|int2|q8_0|q4_0|tq4|tq3|tq2|tq1 (TurboQuant; tq3.5, tq2.5, tq2.25...: that "
-                  "fraction of the channels one bit more) and OPTION channel|token|g32|g64|g128|sym|asym|rot|pre|qjl|mean "
+                  "fraction of the channels one bit more) and OPTION channel|token|g32|g64|g128|sym|asym|rot|pre|mean "
                   "(tq keys)");
   app->add_option("--kv-v", kv_v, "value format, overriding the preset (as --kv-k, without pre)");
   app->add_option("--kv-policy", kv_policy,

@@ -355,7 +355,6 @@ struct BlockScratch {
   HWY_ALIGN float p2[kMaxRows * kMaxBt];      // weights with per-token scales folded in
   HWY_ALIGN float part[kMaxRows * kMaxHd];    // per-channel V partial sums
   HWY_ALIGN float tile[kMaxHd * kMaxBt];      // pre-RoPE keys decoded and rotated
-  HWY_ALIGN float qjl[kMaxRows * kMaxHd];     // tq:qjl keys: the prepared queries rotated by R2
   HWY_ALIGN float channel_scale[kMaxHd], channel_zero[kMaxHd];
   float cst[kMaxRows];
   float qsum[kMaxRows * (kMaxHd / 16)];
@@ -1025,7 +1024,7 @@ SLIMKV_KV_ATTR inline void ScoreBlock(const BlockKind& kind, const uint8_t* kpar
     return;
   }
   if (f.type == ElemType::kTurbo) {
-    turbo::ScoreTurboBlock(f, kpart, bt, hd, s.qp, f.qjl ? s.qjl : nullptr, hd, rows, n_tok, scores, lds);
+    turbo::ScoreTurboBlock(f, kpart, bt, hd, s.qp, hd, rows, n_tok, scores, lds);
     return;
   }
   if (f.granularity == Granularity::kBlock) {  // fp8: fold the part's scale into the query
@@ -1235,13 +1234,6 @@ SLIMKV_KV_ATTR inline void AttnTaskImpl(const AttnTask& t, AttnPartial out) {
       int_query = true;
     }
 #endif
-  }
-  if (kf.type == ElemType::kTurbo && kf.qjl) {  // the sign sketch is read against R2 q
-    const Rotation& r2 = QjlRotation(hd);
-    for (int r = 0; r < rows; ++r) {
-      std::memcpy(s.qjl + r * hd, s.qp + r * hd, hd * sizeof(float));
-      r2.Apply(s.qjl + r * hd);
-    }
   }
   if (kf.granularity == Granularity::kChannel) {
     for (int r = 0; r < rows; ++r) {

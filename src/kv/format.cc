@@ -39,7 +39,7 @@ bool IsInt(ElemType t) {
 constexpr std::string_view kTypeList =
     "f32, f16, bf16, fp8, fp8e4m3, fp8e5m2, int8, int4, int3, int2, q8_0, q4_0, tq1..tq4 (tq2.5: a fraction .25/.5/.75 "
     "of the channels one bit more)";
-constexpr std::string_view kOptionList = "channel, token, g32, g64, g128, sym, asym, rot, pre (keys only), qjl, mean (tq keys only)";
+constexpr std::string_view kOptionList = "channel, token, g32, g64, g128, sym, asym, rot, pre (keys only), mean (tq keys only)";
 
 // "tq3", "tq2.5", "tq2.25", "tq3.75": whole bits 1..4 and quarters of the channels one bit more.
 bool ParseTurbo(std::string_view t, KvFormat& f) {
@@ -129,7 +129,6 @@ std::string FormatName(const KvFormat& f) {
   if (f.type == ElemType::kTurbo) {  // always rotated: no ":rot"
     static constexpr std::string_view kFrac[] = {"", ".25", ".5", ".75"};
     s = "tq" + std::to_string(f.tq_bits) + std::string(kFrac[f.tq_plus & 3]);
-    if (f.qjl) s += ":qjl";
     return f.tq_mean ? s + ":mean" : s;
   }
   if (f.ggml_rounding) {
@@ -183,15 +182,7 @@ Result<KvFormat> ParseFormat(std::string_view spec, bool is_key) {
     if (f.type == ElemType::kTurbo && o == "pre") {
       return InvalidArgument("option 'pre' in '{}': TurboQuant rotates every key, so keys are stored after RoPE", spec);
     }
-    if (o == "qjl") {
-      if (f.type != ElemType::kTurbo) return InvalidArgument("option 'qjl' in '{}' applies to tq formats only", spec);
-      if (!is_key) {
-        return InvalidArgument("option 'qjl' in '{}': the sign sketch estimates inner products, so it is for keys only",
-                               spec);
-      }
-      if (f.tq_bits < 2) return InvalidArgument("'{}': qjl needs at least 2 bits (codes of bits - 1, and a sign)", spec);
-      f.qjl = true;
-    } else if (o == "mean") {
+    if (o == "mean") {
       if (f.type != ElemType::kTurbo) return InvalidArgument("option 'mean' in '{}' applies to tq formats only", spec);
       if (!is_key) {
         return InvalidArgument("option 'mean' in '{}': the block mean is subtracted from keys only", spec);
@@ -355,20 +346,17 @@ Status CheckFormat(const KvFormat& f, int head_dim, bool is_key) {
 TurboLayout MakeTurboLayout(const KvFormat& f, int bt, int hd) {
   CHECK(f.type == ElemType::kTurbo, "not a tq format: {}", FormatName(f));
   TurboLayout t;
-  t.qjl = f.qjl;
-  t.lo_bits = f.tq_bits - (f.qjl ? 1 : 0);
+  t.lo_bits = f.tq_bits;
   t.hi_bits = t.lo_bits + 1;
   t.hi_channels = f.tq_plus * hd / 4;
   const size_t btz = static_cast<size_t>(bt);
   t.hi_offset = 0;
   t.lo_offset = t.hi_offset + btz * t.hi_channels * t.hi_bits / 8;
-  t.sign_offset = t.lo_offset + btz * (hd - t.hi_channels) * t.lo_bits / 8;
-  t.data_bytes = t.sign_offset + (f.qjl ? btz * hd / 8 : 0);
+  t.data_bytes = t.lo_offset + btz * (hd - t.hi_channels) * t.lo_bits / 8;
   t.norm_offset = t.data_bytes;
-  t.rnorm_offset = t.norm_offset + 2 * btz;
   t.mean = f.tq_mean;
-  t.mean_offset = t.norm_offset + 2 * btz * (f.qjl ? 2 : 1);
-  t.meta_bytes = 2 * btz * (f.qjl ? 2 : 1) + (f.tq_mean ? 2 * static_cast<size_t>(hd) : 0);
+  t.mean_offset = t.norm_offset + 2 * btz;
+  t.meta_bytes = 2 * btz + (f.tq_mean ? 2 * static_cast<size_t>(hd) : 0);
   return t;
 }
 

@@ -30,11 +30,9 @@
 // Channels [0, hi) are coded with hi_bits = bits + 1, channels [hi, head_dim) with bits
 // (hi = a quarter, half or three quarters of head_dim for fractional budgets, else 0).
 // Codes are sign-magnitude: bit (b - 1) is the sign, the low bits index the magnitudes in
-// ascending order. With `qjl` (keys), the codes have one bit less and a 1-bit sign sketch
-// of the residual follows (TurboQuant's inner-product variant). Part layouts (the code
-// arrays use the packing above for their own width, each a whole number of 16-byte units):
-//   K: codes_hi [hi][bt], codes_lo [hd - hi][bt], (qjl) signs [hd][bt] of 1 bit,
-//      then norm [bt] (fp16), (qjl) residual norm [bt] (fp16), (mean) mean [hd] (fp16)
+// ascending order. Part layouts (the code arrays use the packing above for their own
+// width, each a whole number of 16-byte units):
+//   K: codes_hi [hi][bt], codes_lo [hd - hi][bt], then norm [bt] (fp16), (mean) mean [hd] (fp16)
 //   V: codes_hi [bt][hi], codes_lo [bt][hd - hi], then norm [bt] (fp16)
 //
 // Invariants: block_tokens % 16 == 0; head_dim % 16 == 0; group divides head_dim and is a
@@ -70,10 +68,9 @@ struct KvFormat {
   bool rotate = false;     // randomized Hadamard rotation of the side's vectors (and of q / the output)
   bool pre_rope = false;   // K only: keys stored before RoPE, rotated inside the score kernel
   // kTurbo: `tq_bits` bits per coordinate, `tq_plus` quarters of the channels one bit more
-  // (tq2.5: tq_bits 2, tq_plus 2); `qjl`: one of the bits is a sign sketch of the residual.
+  // (tq2.5: tq_bits 2, tq_plus 2).
   int tq_bits = 0;
   int tq_plus = 0;
-  bool qjl = false;
   // kTurbo keys (`:mean`): the mean of the block's keys is stored apart (fp16 [head_dim]) and
   // the codes hold k - mean; needs the whole block, so tokens are staged and sealed.
   bool tq_mean = false;
@@ -93,7 +90,7 @@ std::string FormatName(const KvFormat& f);
 // Parses one side's spec: TYPE[:OPTION...]. Types: f32, f16, bf16, fp8 (= fp8e4m3),
 // fp8e4m3, fp8e5m2, int8, int4, int3, int2, q8_0, q4_0, tqB[.F] (B = 1..4 bits, F = 25, 5,
 // 75: that fraction of the channels one bit more, B + 1 <= 4). Options: channel, token, g32,
-// g64, g128, sym, asym, rot, pre (K only), qjl and mean (tq keys only). Errors list the valid choices.
+// g64, g128, sym, asym, rot, pre (K only), mean (tq keys only). Errors list the valid choices.
 Result<KvFormat> ParseFormat(std::string_view spec, bool is_key);
 
 struct KvConfig {
@@ -139,12 +136,11 @@ Status CheckFormat(const KvFormat& f, int head_dim, bool is_key);
 // this file. Channels [0, hi_channels) have hi_bits, the others lo_bits.
 struct TurboLayout {
   int hi_channels = 0;
-  int hi_bits = 0, lo_bits = 0;  // bits of the codebook codes (qjl: one less than tq_bits)
-  bool qjl = false;
-  size_t hi_offset = 0, lo_offset = 0, sign_offset = 0;  // codes
+  int hi_bits = 0, lo_bits = 0;  // bits of the codebook codes
+  size_t hi_offset = 0, lo_offset = 0;  // codes
   bool mean = false;
-  size_t norm_offset = 0, rnorm_offset = 0;              // fp16 per token
-  size_t mean_offset = 0;                                // fp16 per channel (mean keys)
+  size_t norm_offset = 0;  // fp16 per token
+  size_t mean_offset = 0;  // fp16 per channel (mean keys)
   size_t data_bytes = 0, meta_bytes = 0;
 };
 TurboLayout MakeTurboLayout(const KvFormat& f, int block_tokens, int head_dim);

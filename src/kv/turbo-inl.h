@@ -3,8 +3,7 @@
 //
 // The query is rotated once per task with the keys' rotation (the driver does it for every
 // rotated K side), so a key's score needs no per-key rotation and no decompression:
-//   score[r][t] = norm[t] / sqrt(d) * sum_d q[r][d] * C[code[d][t]]
-//               (+ qjl: rnorm[t] * sqrt(pi / 2d) * sum_d (R2 q)[r][d] * sign[d][t])
+//   score[r][t] = norm[t] / sqrt(d) * sum_d q[r][d] * C[code[d][t]]   (+ q[r] . mean, `:mean` keys)
 // Codes are turned into codebook values in registers (one lane permute of the codebook's
 // signed values, which fit one vector) and multiplied by a broadcast query element; the
 // norm multiplies each token's sum once. Values accumulate in the rotated domain:
@@ -71,16 +70,13 @@ HWY_INLINE VU LoadCodes(const uint8_t* p, size_t e) {
 }
 
 // The signed values of every code of a codebook: val[code] = CodebookValue(code), so a
-// lookup is one lane permute (vpermps) of the codes; zeros past 2^bits. Entry 0 of the
-// table array holds the QJL signs (+1, -1).
+// lookup is one lane permute (vpermps) of the codes; zeros past 2^bits.
 struct Table {
   HWY_ALIGN float val[16] = {};
 };
 inline const Table& CodeTable(int bits) {
   static const std::array<Table, kMaxTurboBits + 1> tables = [] {
     std::array<Table, kMaxTurboBits + 1> t;
-    t[0].val[0] = 1.0f;
-    t[0].val[1] = -1.0f;
     for (int b = 1; b <= kMaxTurboBits; ++b)
       for (uint32_t c = 0; c < (1u << b); ++c) t[b].val[c] = CodebookValue(LloydMaxGaussian(b), c);
     return t;
@@ -143,18 +139,15 @@ HWY_INLINE void ScoreChannels(const Table& tab, const uint8_t* codes, int bt, in
 struct KeyTables {
   const Table& hi;
   const Table& lo;
-  const Table& sign;
 };
 
 template <int kRows>
 HWY_INLINE void ScoreTurboRows(const TurboLayout& lay, const KeyTables& tabs, const uint8_t* kpart, int bt, int hd,
-                               const float* q, const float* qs, int ldq, const float* qm, int n_tok, float* scores,
-                               int lds) {
+                               const float* q, int ldq, const float* qm, int n_tok, float* scores, int lds) {
   const DF d;
   const int N = static_cast<int>(hn::Lanes(d));
   const int hi = lay.hi_channels;
   const VF inv_sqrt_d = hn::Set(d, 1.0f / std::sqrt(static_cast<float>(hd)));
-  const VF qjl_scale = hn::Set(d, QjlScale(hd));
   for (int t0 = 0; t0 < n_tok; t0 += N) {
     VF acc[2][kRows];
     for (int s = 0; s < 2; ++s)
@@ -170,13 +163,6 @@ HWY_INLINE void ScoreTurboRows(const TurboLayout& lay, const KeyTables& tabs, co
     const VF norm = hn::Mul(LoadNorms(kpart + lay.norm_offset, t0), inv_sqrt_d);
     VF out[kRows];
     for (int r = 0; r < kRows; ++r) out[r] = hn::Mul(hn::Add(acc[0][r], acc[1][r]), norm);
-    if (lay.qjl) {
-      for (int s = 0; s < 2; ++s)
-        for (int r = 0; r < kRows; ++r) acc[s][r] = hn::Zero(d);
-      ScoreChannels<1, kRows>(tabs.sign, kpart + lay.sign_offset, bt, hd, qs, ldq, 0, t0, acc);
-      const VF rnorm = hn::Mul(LoadNorms(kpart + lay.rnorm_offset, t0), qjl_scale);
-      for (int r = 0; r < kRows; ++r) out[r] = hn::MulAdd(hn::Add(acc[0][r], acc[1][r]), rnorm, out[r]);
-    }
     if (lay.mean)
       for (int r = 0; r < kRows; ++r) out[r] = hn::Add(out[r], hn::Set(d, qm[r]));
     for (int r = 0; r < kRows; ++r) hn::StoreU(out[r], d, scores + r * lds + t0);
@@ -184,12 +170,11 @@ HWY_INLINE void ScoreTurboRows(const TurboLayout& lay, const KeyTables& tabs, co
 }
 
 // scores[r][t] for tokens [0, n_tok) (a multiple of 16) of a tq K part, every row.
-// q: [rows][ldq] queries rotated like the keys (softmax scale folded in); qs: the same
-// rotated again by QjlRotation (qjl formats only).
+// q: [rows][ldq] queries rotated like the keys (softmax scale folded in).
 HWY_NOINLINE void ScoreTurboBlock(const KvFormat& f, const uint8_t* kpart, int bt, int hd, const float* q,
-                                  const float* qs, int ldq, int rows, int n_tok, float* scores, int lds) {
+                                  int ldq, int rows, int n_tok, float* scores, int lds) {
   const TurboLayout lay = MakeTurboLayout(f, bt, hd);
-  const KeyTables tabs{CodeTable(lay.hi_channels > 0 ? lay.hi_bits : lay.lo_bits), CodeTable(lay.lo_bits), CodeTable(0)};
+  const KeyTables tabs{CodeTable(lay.hi_channels > 0 ? lay.hi_bits : lay.lo_bits), CodeTable(lay.lo_bits)};
   // `:mean` keys: q . mean, added to every score of the block.
   float qm[kMaxAttnTaskRows];
   if (lay.mean) {
@@ -203,14 +188,12 @@ HWY_NOINLINE void ScoreTurboBlock(const KvFormat& f, const uint8_t* kpart, int b
   }
   int r = 0;
   for (; r + 4 <= rows; r += 4)
-    ScoreTurboRows<4>(lay, tabs, kpart, bt, hd, q + r * ldq, qs ? qs + r * ldq : nullptr, ldq, qm + r, n_tok,
-                      scores + r * lds, lds);
+    ScoreTurboRows<4>(lay, tabs, kpart, bt, hd, q + r * ldq, ldq, qm + r, n_tok, scores + r * lds, lds);
   const float* qr = q + r * ldq;
-  const float* qsr = qs ? qs + r * ldq : nullptr;
   switch (rows - r) {
-    case 3: ScoreTurboRows<3>(lay, tabs, kpart, bt, hd, qr, qsr, ldq, qm + r, n_tok, scores + r * lds, lds); break;
-    case 2: ScoreTurboRows<2>(lay, tabs, kpart, bt, hd, qr, qsr, ldq, qm + r, n_tok, scores + r * lds, lds); break;
-    case 1: ScoreTurboRows<1>(lay, tabs, kpart, bt, hd, qr, qsr, ldq, qm + r, n_tok, scores + r * lds, lds); break;
+    case 3: ScoreTurboRows<3>(lay, tabs, kpart, bt, hd, qr, ldq, qm + r, n_tok, scores + r * lds, lds); break;
+    case 2: ScoreTurboRows<2>(lay, tabs, kpart, bt, hd, qr, ldq, qm + r, n_tok, scores + r * lds, lds); break;
+    case 1: ScoreTurboRows<1>(lay, tabs, kpart, bt, hd, qr, ldq, qm + r, n_tok, scores + r * lds, lds); break;
     default: break;
   }
 }

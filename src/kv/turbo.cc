@@ -1,7 +1,6 @@
 #include "kv/turbo.h"
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
 #include <cstring>
 #include <numbers>
@@ -15,7 +14,6 @@ namespace slimkv::kv {
 namespace {
 
 constexpr float kHalfMax = 65504.0f;
-constexpr uint64_t kQjlSeed = 0x51A5C0DEull;  // R2: one projection for every stream
 
 double Pdf(double x) { return std::isinf(x) ? 0.0 : std::exp(-0.5 * x * x) / std::sqrt(2 * std::numbers::pi); }
 double Cdf(double x) { return 0.5 * std::erfc(-x / std::numbers::sqrt2); }
@@ -94,18 +92,6 @@ uint32_t CodebookCode(const Codebook& cb, float u) {
   return (std::signbit(u) ? static_cast<uint32_t>(half) : 0u) | m;
 }
 
-const Rotation& QjlRotation(int dim) {
-  static const std::array<Rotation, 10> rots = [] {
-    std::array<Rotation, 10> r;
-    for (int i = 0; i < 10; ++i) r[i] = Rotation(1 << i, kQjlSeed, 0, 0);
-    return r;
-  }();
-  CHECK(dim > 0 && dim <= 512 && (dim & (dim - 1)) == 0, "QJL dim {}", dim);
-  return rots[std::countr_zero(static_cast<unsigned>(dim))];
-}
-
-float QjlScale(int dim) { return static_cast<float>(std::sqrt(std::numbers::pi / (2.0 * dim))); }
-
 namespace {
 // One token minus `mean` (nullptr: none) into its slot.
 void EncodeToken(const KvFormat& f, bool is_key, int bt, int hd, int slot, const float* x, const float* mean,
@@ -123,25 +109,15 @@ void EncodeToken(const KvFormat& f, bool is_key, int bt, int hd, int slot, const
   // The norm as stored: the codes are chosen against it, so decoding reproduces the intent.
   const float norm = HalfToFloat(FloatToHalf(static_cast<float>(std::min<double>(std::sqrt(ss), kHalfMax))));
   const float inv = norm > 0 ? std::sqrt(static_cast<float>(hd)) / norm : 0.0f;
-  const float step = norm / std::sqrt(static_cast<float>(hd));
   PutHalfAt(part + lay.norm_offset, slot, norm);
   const Codebook& cb_lo = LloydMaxGaussian(lay.lo_bits);
   const Codebook& cb_hi = hi > 0 ? LloydMaxGaussian(lay.hi_bits) : cb_lo;
-  float r[512];
   for (int d = 0; d < hd; ++d) {
     const bool h = d < hi;
-    const Codebook& cb = h ? cb_hi : cb_lo;
-    const uint32_t code = CodebookCode(cb, v[d] * inv);
+    const uint32_t code = CodebookCode(h ? cb_hi : cb_lo, v[d] * inv);
     if (h) PutCode(part + lay.hi_offset, lay.hi_bits, Elem(is_key, bt, hi, slot, d), code);
     else PutCode(part + lay.lo_offset, lay.lo_bits, Elem(is_key, bt, hd - hi, slot, d - hi), code);
-    r[d] = v[d] - step * CodebookValue(cb, code);
   }
-  if (!lay.qjl) return;
-  double rs = 0;
-  for (int d = 0; d < hd; ++d) rs += static_cast<double>(r[d]) * r[d];
-  PutHalfAt(part + lay.rnorm_offset, slot, static_cast<float>(std::min<double>(std::sqrt(rs), kHalfMax)));
-  QjlRotation(hd).Apply(r);
-  for (int d = 0; d < hd; ++d) PutCode(part + lay.sign_offset, 1, Elem(is_key, bt, hd, slot, d), std::signbit(r[d]) ? 1 : 0);
 }
 
 }  // namespace
@@ -184,13 +160,6 @@ void DecodeTurboToken(const KvFormat& f, bool is_key, int bt, int hd, int slot, 
     out[d] = step * CodebookValue(d < hi ? cb_hi : cb_lo, code);
     if (lay.mean) out[d] += GetHalfAt(part + lay.mean_offset, d);
   }
-  if (!lay.qjl) return;
-  // r ~= |r| sqrt(pi / (2 d)) R2^T sign(R2 r): unbiased for inner products.
-  float s[512];
-  const float a = GetHalfAt(part + lay.rnorm_offset, slot) * QjlScale(hd);
-  for (int d = 0; d < hd; ++d) s[d] = GetCode(part + lay.sign_offset, 1, Elem(is_key, bt, hd, slot, d)) ? -a : a;
-  QjlRotation(hd).Inverse(s);
-  for (int d = 0; d < hd; ++d) out[d] += s[d];
 }
 
 }  // namespace slimkv::kv

@@ -8,10 +8,9 @@
 // arrives. Expected squared error per vector: D(b) * |x|^2, D = 0.3634, 0.1175, 0.03455,
 // 0.009501 for b = 1..4 bits.
 //
-// The inner-product variant (`qjl`, keys): b - 1 bits of the above, then a 1-bit QJL sketch
-// of the residual r = x - x_mse: sign(S r) with S = sqrt(d) R2 (R2 a second randomized
-// Hadamard rotation, the same for every stream) and |r| (fp16); <q, r> is estimated without
-// bias as |r| sqrt(pi / (2 d)) <R2 q, sign(R2 r)>.
+// TurboQuant's inner-product variant (b - 1 bits of the above plus a 1-bit QJL sign sketch
+// of the residual, unbiased inner products) was measured and lost (docs/DECISIONS.md); it
+// was removed after commit a44fe76, which has it as `:qjl`.
 //
 // `:mean` (keys): the block's mean key m (fp16 [d], rotated domain) is stored apart and the
 // codes hold k - m, so keys that share a large offset (RoPE'd channel biases) spend their
@@ -48,10 +47,6 @@ float CodebookValue(const Codebook& cb, uint32_t code);
 // Code of u (in N(0, 1) units): the nearest level.
 uint32_t CodebookCode(const Codebook& cb, float u);
 
-// The QJL projection R2 for head dim `dim` (power of two up to kMaxAttnHeadDim).
-const Rotation& QjlRotation(int dim);
-// sqrt(pi / (2 d)): the factor of a QJL inner-product estimate.
-float QjlScale(int dim);
 
 // n tokens [n][head_dim] (already rotated) into an empty tq part: with `:mean`, their mean
 // (rounded to fp16) first, and the codes of x - mean.

@@ -252,17 +252,17 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"int4:channel", "int4:token", 64, 3, 1, 500, 100, false}, Case{"q4_0", "q8_0", 128, 1, 5, 150, 40, true},
         Case{"int2:channel:sym", "int4:g32:sym", 64, 3, 1, 33, 0, false},
         Case{"int4:channel", "f16", 64, 3, 1, 300, 0, true}, Case{"f16", "int4:token", 64, 3, 1, 300, 0, true},
-        // TurboQuant (turbo-inl.h): every width, fractional budgets, the QJL sketch, odd key
+        // TurboQuant (turbo-inl.h): every width, fractional budgets, block-mean keys, odd key
         // counts, prefill tiles, windows, head dims 64/128/256, 64-token blocks
         Case{"tq4", "tq4", 64, 3, 1, 300, 0, true}, Case{"tq3", "tq3", 64, 3, 1, 97, 0, false},
         Case{"tq2", "tq2", 64, 3, 2, 200, 0, true}, Case{"tq1", "tq1", 64, 1, 1, 33, 0, false},
         Case{"tq2.5", "tq2.5", 64, 3, 1, 257, 0, true}, Case{"tq3.25", "tq2.75", 128, 2, 5, 150, 40, false},
         Case{"tq4", "tq3", 256, 4, 1, 333, 0, true}, Case{"tq3.5", "tq2.5", 256, 4, 16, 300, 64, false},
-        Case{"tq4:qjl", "tq3", 64, 3, 1, 200, 0, true}, Case{"tq3:qjl", "tq2", 128, 3, 3, 129, 0, false},
+        Case{"tq4:mean", "tq3", 64, 3, 1, 200, 0, true}, Case{"tq3", "tq2", 128, 3, 3, 129, 0, false},
         Case{"tq4", "tq3", 64, 3, 1, 1000, 0, true, 64}, Case{"tq2.5", "tq2", 64, 3, 8, 17, 0, false, 64},
         Case{"tq4", "f16", 64, 3, 1, 100, 0, false}, Case{"int4:channel", "tq3", 64, 3, 1, 100, 0, true},
         Case{"tq2.5:mean", "tq2.5", 64, 3, 1, 300, 0, true}, Case{"tq3:mean", "tq2", 256, 4, 5, 200, 40, true},
-        Case{"tq4:qjl:mean", "tq3", 64, 3, 2, 130, 0, true}));
+        Case{"tq2:mean", "tq3", 64, 3, 2, 130, 0, true}));
 
 TEST(MergePartialsTest, RowsWithoutKeysAreZero) {
   float acc[4] = {1, 2, 3, 4}, m[1] = {-INFINITY}, l[1] = {0};
