@@ -26,6 +26,14 @@ namespace {
 // convergence gives 0.0095010).
 constexpr double kDistortion[] = {0.363380, 0.117482, 0.034548, 0.0095010};
 
+// Expected relative squared error of a tq format: tq_plus quarters of the channels at
+// tq_bits + 1 bits, the rest at tq_bits (tq4 has no channels above 4 bits).
+double MixedDistortion(const KvFormat& f) {
+  const double q = 0.25 * f.tq_plus;
+  const double hi = f.tq_plus > 0 ? kDistortion[f.tq_bits] : 0.0;
+  return q * hi + (1 - q) * kDistortion[f.tq_bits - 1];
+}
+
 TEST(TurboCodebookTest, LloydMaxReproducesTheKnownDistortionsAndLevels) {
   for (int b = 1; b <= 4; ++b) {
     const Codebook& cb = LloydMaxGaussian(b);
@@ -132,8 +140,7 @@ TEST(TurboCodecTest, FractionalBudgetsMixTheTwoDistortions) {
   for (const char* spec : {"tq2.25", "tq2.5", "tq2.75", "tq3.5"}) {
     auto f = ParseFormat(spec, false);
     ASSERT_TRUE(f.ok());
-    const double q = 0.25 * f->tq_plus;
-    const double want = q * kDistortion[f->tq_bits] + (1 - q) * kDistortion[f->tq_bits - 1];
+    const double want = MixedDistortion(*f);
     EXPECT_NEAR(RelativeMse(*f, false, gauss, hd), want, kGaussianTol * want) << spec;
     EXPECT_NEAR(RelativeMse(*f, true, gauss, hd), want, kGaussianTol * want) << spec;
   }
@@ -218,8 +225,7 @@ TEST(TurboAttentionTest, ErrorAgainstFp32AttentionFollowsTheCodebookDistortion) 
     for (const char* spec : {"tq4", "tq3", "tq2.5", "tq2"}) {
       SCOPED_TRACE(std::string(spec) + ", head dim " + std::to_string(hd));
       const KvFormat f = *ParseFormat(spec, true);
-      const double q4 = 0.25 * f.tq_plus;
-      const double dist = q4 * kDistortion[f.tq_bits] + (1 - q4) * kDistortion[f.tq_bits - 1];
+      const double dist = MixedDistortion(f);
       const BlockKind kind = MakeBlockKind(f, *ParseFormat(spec, false), bt, hd);
       const Rotation k_rot(hd, 5, 3, 0), v_rot(hd, 6, 3, 0);
       const std::vector<float> k = MakeVectors(Data::kGaussian, n_keys, hd, 100 + hd);
