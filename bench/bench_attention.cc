@@ -327,10 +327,22 @@ int main(int argc, char** argv) {
     for (int n_tok : o.tokens) {
       std::vector<Run> runs;
       for (const std::string& p : o.presets) {
-        auto cfg = ParsePreset(p);
+        // PRESET[@BLOCK]: the preset with another block size (its residual rounded up to it).
+        const size_t at = p.find('@');
+        auto cfg = ParsePreset(p.substr(0, at));
         if (!cfg.ok()) {
           std::fprintf(stderr, "error: %s\n", cfg.status().message().c_str());
           return 2;
+        }
+        if (at != std::string::npos) {
+          const int bt = std::atoi(p.c_str() + at + 1);
+          if (bt < 16 || bt % 16 != 0 || bt > kv::kMaxAttnBlockTokens) {
+            std::fprintf(stderr, "error: block size in '%s' must be a multiple of 16 up to %d\n", p.c_str(),
+                         kv::kMaxAttnBlockTokens);
+            return 2;
+          }
+          cfg->block_tokens = bt;
+          cfg->residual = (cfg->residual + bt - 1) / bt * bt;
         }
         Run r;
         r.preset = p;

@@ -44,12 +44,13 @@ namespace slimkv::kv::HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
 // VNNI intrinsics need their target feature on every function that inlines them; Highway
-// 1.0.3's AVX3_DL target string does not name avx512vnni, so the attention functions add it.
+// 1.0.3's AVX3_DL target string does not name avx512vnni (nor gfni, for 3-bit codes), so
+// the attention functions add them.
 #undef SLIMKV_KV_VNNI
 #undef SLIMKV_KV_ATTR
 #if HWY_TARGET == HWY_AVX3_DL
 #define SLIMKV_KV_VNNI 1
-#define SLIMKV_KV_ATTR __attribute__((target(HWY_TARGET_STR ",avx512vnni")))
+#define SLIMKV_KV_ATTR __attribute__((target(HWY_TARGET_STR ",avx512vnni,gfni")))
 #else
 #define SLIMKV_KV_VNNI 0
 #define SLIMKV_KV_ATTR
@@ -369,6 +370,9 @@ struct BlockScratch {
   float vstep[kMaxRows];
   float vconst[kMaxRows * kMaxGroups];  // per row and group, added to the accumulators
   float vconst_sum[kMaxRows * kMaxGroups];  // the same, summed over blocks (rescaled)
+  // tq on the integer paths: per row, the accumulators' start of the hi and lo byte passes.
+  int32_t tq_qoff_hi[kMaxRows], tq_qoff_lo[kMaxRows];  // keys, per task
+  int32_t tq_woff[2 * kMaxRows];  // values, per block
   QueryBytes block_query;  // per block: keys quantized per channel
   QueryBytes task_query;   // per task: keys quantized per token group
 };
@@ -443,6 +447,9 @@ inline constexpr ByteIndex kV4[2] = {MakeBytes([](int j) { return 32 * (j % 4) +
                                      MakeBytes([](int j) { return 32 * (j % 4) + 16 + j / 4; })};
 //   int2 (and int4 with other head dims): 16 bytes of each of 4 tokens in one vector.
 inline constexpr ByteIndex kV2 = MakeBytes([](int j) { return 16 * (j % 4) + j / 4; });
+//   int2 rows of 32 channels: token k of 4 in unit k / 2, its bit pairs from the first
+//   (k even) or second (k odd) operand.
+inline constexpr ByteIndex kV2Half = MakeBytes([](int j) { return (j % 4 % 2) * 64 + 16 * (j % 4 / 2) + j / 4; });
 SLIMKV_KV_ATTR HWY_INLINE __m512i LoadIndex(const ByteIndex& t) { return _mm512_load_si512(t.b); }
 // acc += dot of the unsigned bytes of u with the 4 signed bytes at p (broadcast), per dword.
 // Inline assembly: GCC 12 copies accumulators of the intrinsic through spare registers in
@@ -500,9 +507,50 @@ SLIMKV_KV_ATTR HWY_INLINE void StoreSplit32(__m512i x0, __m512i x1, const ByteIn
 SLIMKV_KV_ATTR HWY_INLINE float Sum(__m512 v) { return _mm512_reduce_add_ps(v); }
 SLIMKV_KV_ATTR HWY_INLINE float Max(__m512 v) { return _mm512_reduce_max_ps(v); }
 
+// 3-bit codes (bit planes: per 16 elements, 3 x 2 bytes, bit k of element i in byte 2k +
+// i/8, bit i%8). z holds 4 segments (s = 0..3) of 12 bytes, the planes of 32 elements each,
+// at a stride of 12 or 16 bytes; Planes3 returns the codes of elements 16 h .. 16 h + 15 of
+// every segment as bytes in [element i][segment s] order (byte 4 i + s). A masked permute
+// puts the three plane bytes of 8 elements of a segment in bytes 7, 6, 5 of a qword (the
+// rest zero); gf2p8affineqb with that qword as the matrix and byte j = 1 << j as the data
+// transposes it (byte j, bit p = plane p, bit j: element j's code); a permute orders the
+// bytes. Needs GFNI (HasGfni: every AVX-512 VNNI CPU has it, but it is checked).
+constexpr ByteIndex MakePlaneGather(int stride, int h) {
+  ByteIndex t{};
+  for (int j = 0; j < 64; ++j) {
+    const int q = j / 8, s = q / 2, hb = q % 2, plane = 7 - j % 8;
+    t.b[j] = static_cast<uint8_t>(plane <= 2 ? stride * s + 6 * h + 2 * plane + hb : 0);
+  }
+  return t;
+}
+inline constexpr ByteIndex kPlaneGather[2][2] = {{MakePlaneGather(12, 0), MakePlaneGather(12, 1)},
+                                                 {MakePlaneGather(16, 0), MakePlaneGather(16, 1)}};
+inline constexpr ByteIndex kSegmentsToElements = MakeBytes([](int j) { return 16 * (j % 4) + j / 4; });
+inline bool HasGfni() {
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("gfni") != 0;
+  }();
+  return has;
+}
+SLIMKV_KV_ATTR HWY_INLINE __m512i Planes3(__m512i z, bool stride16, int h) {
+  const __m512i planes = _mm512_maskz_permutexvar_epi8(0xE0E0E0E0E0E0E0E0ull, LoadIndex(kPlaneGather[stride16][h]), z);
+  const __m512i unit = _mm512_set1_epi64(0x8040201008040201ll);
+  const __m512i codes = _mm512_gf2p8affine_epi64_epi8(unit, planes, 0);  // [segment][element]
+  return _mm512_permutexvar_epi8(LoadIndex(kSegmentsToElements), codes);
+}
+// 4 segments of 12 bytes at p + k * stride (bytes) into lanes of 16 (masked loads: nothing
+// past the 12 bytes is read).
+SLIMKV_KV_ATTR HWY_INLINE __m512i LoadSegments12(const uint8_t* p, size_t stride) {
+  __m512i z = _mm512_castsi128_si512(_mm_maskz_loadu_epi8(0x0FFF, p));
+  z = _mm512_inserti32x4(z, _mm_maskz_loadu_epi8(0x0FFF, p + stride), 1);
+  z = _mm512_inserti32x4(z, _mm_maskz_loadu_epi8(0x0FFF, p + 2 * stride), 2);
+  return _mm512_inserti32x4(z, _mm_maskz_loadu_epi8(0x0FFF, p + 3 * stride), 3);
+}
+
 // Whether the integer key kernels read a channel-major K part of this block size.
 HWY_INLINE bool KeyVnniOk(const KvFormat& f, int bits, int bt, int hd) {
-  return bits != 3 && (bt == 32 || bt == 64) && hd % 32 == 0 && f.group_size(hd) % 32 == 0;
+  return (bt == 32 || bt == 64) && hd % 32 == 0 && f.group_size(hd) % 32 == 0 && (bits != 3 || HasGfni());
 }
 
 // Codes of channels [o, o + 8), tokens [32 slab, 32 slab + 32) of a channel-major K part
@@ -543,6 +591,18 @@ SLIMKV_KV_ATTR HWY_INLINE void KeyOctet(const uint8_t* codes, int bt, int o, int
       c[2 * h] = _mm512_permutex2var_epi8(a, lo, b);
       c[2 * h + 1] = _mm512_permutex2var_epi8(a, hi, b);
     }
+  } else if constexpr (kBits == 3) {
+    // A channel's slab is 12 bytes: tokens 0-15, then 16-31, 6 bytes of planes each.
+    for (int h = 0; h < 2; ++h) {
+      __m512i z;
+      if (bt == 32) {  // 4 channels: 48 contiguous bytes
+        z = _mm512_maskz_loadu_epi8(0xFFFFFFFFFFFFull, codes + (o + 4 * h) * 12);
+      } else {  // bt 64: channels of 24 bytes, the slab's 12 at 12 * slab
+        z = LoadSegments12(codes + (o + 4 * h) * 24 + 12 * slab, 24);
+      }
+      c[2 * h] = Planes3(z, bt != 32, 0);
+      c[2 * h + 1] = Planes3(z, bt != 32, 1);
+    }
   } else {
     static_assert(kBits == 2);
     const __m512i m = _mm512_set1_epi8(3);
@@ -565,40 +625,71 @@ SLIMKV_KV_ATTR HWY_INLINE void KeyOctet(const uint8_t* codes, int bt, int o, int
   }
 }
 
-// Dots of kRows integer queries (256 hi + lo) with the codes of channels [d0, d1),
-// tokens 0-31, as floats (each partial dot is below 2^24: exact). With 1 or 2 rows, even
-// and odd channel quads go to separate accumulators to halve the dependency chains.
-template <int kBits, int kRows>
-SLIMKV_KV_ATTR HWY_INLINE void KeyDots(const uint8_t* codes, int bt, int slab, int d0, int d1, const QueryBytes& q,
-                                       int row0, __m512 out[kRows][2]) {
-  constexpr int kOdd = kRows <= 2 ? 1 : 0;  // accumulator of the odd quads: 1, or shared
-  __m512i ah[kRows][2][2], al[kRows][2][2];
-  for (int r = 0; r < kRows; ++r)
-    for (int h = 0; h < 2; ++h)
-      for (int k = 0; k < 2; ++k) ah[r][h][k] = al[r][h][k] = _mm512_setzero_si512();
+// Accumulators of the two byte passes of kRows integer queries (256 hi + lo): [row][token
+// half][even/odd channel quads]. With 1 or 2 rows, even and odd quads go to separate
+// accumulators to halve the dependency chains; with more, index 1 is unused.
+template <int kRows>
+struct KeyAcc {
+  static constexpr int kOdd = kRows <= 2 ? 1 : 0;  // accumulator of the odd quads: 1, or shared
+  __m512i h[kRows][2][2], l[kRows][2][2];
+  // Starts every accumulator of row r at (hi[r], lo[r]) (nullptr: 0) in its first quad set.
+  SLIMKV_KV_ATTR HWY_INLINE void Start(const int32_t* hi, const int32_t* lo, int row0) {
+    for (int r = 0; r < kRows; ++r)
+      for (int t = 0; t < 2; ++t) {
+        h[r][t][0] = hi ? _mm512_set1_epi32(hi[row0 + r]) : _mm512_setzero_si512();
+        l[r][t][0] = lo ? _mm512_set1_epi32(lo[row0 + r]) : _mm512_setzero_si512();
+        h[r][t][1] = l[r][t][1] = _mm512_setzero_si512();
+      }
+  }
+  // out[r][t] = 256 * hi + lo, tokens 16 t .. 16 t + 15, as floats.
+  SLIMKV_KV_ATTR HWY_INLINE void Finish(__m512 out[kRows][2]) const {
+    for (int r = 0; r < kRows; ++r) {
+      for (int t = 0; t < 2; ++t) {
+        const __m512i hh = kOdd ? _mm512_add_epi32(h[r][t][0], h[r][t][1]) : h[r][t][0];
+        const __m512i ll = kOdd ? _mm512_add_epi32(l[r][t][0], l[r][t][1]) : l[r][t][0];
+        out[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(hh), _mm512_set1_ps(256.0f), _mm512_cvtepi32_ps(ll));
+      }
+    }
+  }
+};
+
+// Adds the products of kRows integer queries with the codes of channels [d0, d1) of one
+// channel-major code array, tokens [32 slab, 32 slab + 32); query channel q0 + d for code
+// channel d. kLut: codes index the bytes of `lut` (tq levels), else they multiply as they are.
+// Each partial sum stays below 2^24 (exact as a float).
+template <int kBits, int kRows, bool kLut>
+SLIMKV_KV_ATTR HWY_INLINE void KeyDotsAdd(const uint8_t* codes, int bt, int slab, int d0, int d1, int q0, __m512i lut,
+                                          const QueryBytes& q, int row0, KeyAcc<kRows>& acc) {
+  constexpr int kOdd = KeyAcc<kRows>::kOdd;
   for (int o = d0; o < d1; o += 8) {
     __m512i c[4];
     KeyOctet<kBits>(codes, bt, o, slab, c);
+    if constexpr (kLut)
+      for (int i = 0; i < 4; ++i) c[i] = _mm512_permutexvar_epi8(c[i], lut);
     for (int r = 0; r < kRows; ++r) {
-      const int8_t* lo = QueryLo(q, row0 + r, o);
+      const int8_t* lo = QueryLo(q, row0 + r, q0 + o);
       const int8_t* hi = lo + 32;
-      Dpbusd(ah[r][0][0], c[0], hi);
-      Dpbusd(ah[r][1][0], c[1], hi);
-      Dpbusd(ah[r][0][kOdd], c[2], hi + 4);
-      Dpbusd(ah[r][1][kOdd], c[3], hi + 4);
-      Dpbusd(al[r][0][0], c[0], lo);
-      Dpbusd(al[r][1][0], c[1], lo);
-      Dpbusd(al[r][0][kOdd], c[2], lo + 4);
-      Dpbusd(al[r][1][kOdd], c[3], lo + 4);
+      Dpbusd(acc.h[r][0][0], c[0], hi);
+      Dpbusd(acc.h[r][1][0], c[1], hi);
+      Dpbusd(acc.h[r][0][kOdd], c[2], hi + 4);
+      Dpbusd(acc.h[r][1][kOdd], c[3], hi + 4);
+      Dpbusd(acc.l[r][0][0], c[0], lo);
+      Dpbusd(acc.l[r][1][0], c[1], lo);
+      Dpbusd(acc.l[r][0][kOdd], c[2], lo + 4);
+      Dpbusd(acc.l[r][1][kOdd], c[3], lo + 4);
     }
   }
-  for (int r = 0; r < kRows; ++r) {
-    for (int hh = 0; hh < 2; ++hh) {
-      const __m512i h = kOdd ? _mm512_add_epi32(ah[r][hh][0], ah[r][hh][1]) : ah[r][hh][0];
-      const __m512i l = kOdd ? _mm512_add_epi32(al[r][hh][0], al[r][hh][1]) : al[r][hh][0];
-      out[r][hh] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(h), _mm512_set1_ps(256.0f), _mm512_cvtepi32_ps(l));
-    }
-  }
+}
+
+// Dots of kRows integer queries with the codes of channels [d0, d1), tokens 0-31 of the
+// slab, as floats.
+template <int kBits, int kRows>
+SLIMKV_KV_ATTR HWY_INLINE void KeyDots(const uint8_t* codes, int bt, int slab, int d0, int d1, const QueryBytes& q,
+                                       int row0, __m512 out[kRows][2]) {
+  KeyAcc<kRows> acc;
+  acc.Start(nullptr, nullptr, row0);
+  KeyDotsAdd<kBits, kRows, false>(codes, bt, slab, d0, d1, 0, _mm512_setzero_si512(), q, row0, acc);
+  acc.Finish(out);
 }
 
 // Per-channel keys: scores[r][t] = step[r] * dot + bias[r], tokens [0, 32 * n_slabs).
@@ -788,9 +879,25 @@ SLIMKV_KV_ATTR HWY_INLINE void ValueQuad(const uint8_t* codes, int hd, int t, in
     const __m512i m = _mm512_set1_epi8(0x0F);
     c[0] = _mm512_and_si512(z, m);
     c[1] = _mm512_and_si512(_mm512_srli_epi16(z, 4), m);
+  } else if constexpr (kBits == 3) {  // a token's channels [d0, d0 + 32) are 12 bytes of planes
+    const size_t rb = static_cast<size_t>(hd) / 16 * 6;
+    const uint8_t* p = codes + static_cast<size_t>(t) * rb + d0 / 16 * 6;
+    const bool contiguous = rb == 12;
+    const __m512i z = contiguous ? _mm512_maskz_loadu_epi8(0xFFFFFFFFFFFFull, p) : LoadSegments12(p, rb);
+    c[0] = Planes3(z, !contiguous, 0);
+    c[1] = Planes3(z, !contiguous, 1);
   } else {  // int2: the unit of 64 channels holding [d0, d0 + 32); bit pair s of byte i: channel 16 s + i
     static_assert(kBits == 2);
     const int rb = hd / 4;
+    if (hd == 32) {  // rows of 32 channels: a unit holds two tokens (bit pairs 0, 1 and 2, 3)
+      const __m512i z = _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + t * 8)));
+      const __m512i m = _mm512_set1_epi8(3), idx = LoadIndex(kV2Half);
+      const __m512i e0 = _mm512_and_si512(z, m), e2 = _mm512_and_si512(_mm512_srli_epi16(z, 2), m);
+      const __m512i e4 = _mm512_and_si512(_mm512_srli_epi16(z, 4), m), e6 = _mm512_and_si512(_mm512_srli_epi16(z, 6), m);
+      c[0] = _mm512_permutex2var_epi8(e0, idx, e4);
+      c[1] = _mm512_permutex2var_epi8(e2, idx, e6);
+      return;
+    }
     const uint8_t* p = codes + static_cast<size_t>(t) * rb + (d0 & ~63) / 4;
     __m512i z;
     if (rb == 16) {
@@ -808,24 +915,42 @@ SLIMKV_KV_ATTR HWY_INLINE void ValueQuad(const uint8_t* codes, int hd, int t, in
   }
 }
 
-// acc[r][:] += vstep[r] * sum_t w[r][t] code[t][:] for tokens [0, n_tok) (a multiple of 16);
-// weights w = 256 hi + lo as PrepareValueWeights stores them.
-template <int kBits, int kRows>
-SLIMKV_KV_ATTR HWY_INLINE void AccumValueVnniRows(const uint8_t* codes, int hd, int g, int n_tok, const BlockScratch& s,
-                                                  int row0, float* acc) {
+// acc[r][:] += vstep[r] * sum_t w[r][t] code[t][:] for tokens [0, n_tok) (a multiple of 16)
+// of a token-major code array of `width` channels (acc rows `lda` apart); weights w = 256
+// hi + lo as PrepareValueWeights stores them. TurboLut (tq values): codes index the bytes
+// of `lut` (128 + the level's grid value) and the accumulators start at s.tq_woff (minus
+// 128 times each byte pass's weight sum), which leaves sum_t w[r][t] level[t][:] exactly.
+struct NoLut {};
+struct TurboLut {
+  __m512i bytes;
+};
+template <int kBits, int kRows, class Lut>
+SLIMKV_KV_ATTR HWY_INLINE void AccumValueVnniRows(const uint8_t* codes, int width, int g, int n_tok, const BlockScratch& s,
+                                                  int row0, float* acc, int lda, Lut lut) {
+  constexpr bool kTurbo = std::is_same_v<Lut, TurboLut>;
   constexpr int kWRow = 2 * kIntBt * kMaxGroups;
   constexpr int kVecs = 2;
-  const int groups = hd / g, tpc = 32 / groups;
+  const int groups = width / g, tpc = 32 / groups;
   const int log_tpc = __builtin_ctz(tpc);
-  for (int d0 = 0; d0 < hd; d0 += 16 * kVecs) {
+  for (int d0 = 0; d0 < width; d0 += 16 * kVecs) {
     __m512i ah[kRows][kVecs], al[kRows][kVecs];
-    for (int r = 0; r < kRows; ++r)
-      for (int j = 0; j < kVecs; ++j) ah[r][j] = al[r][j] = _mm512_setzero_si512();
+    for (int r = 0; r < kRows; ++r) {
+      for (int j = 0; j < kVecs; ++j) {
+        if constexpr (kTurbo) {
+          ah[r][j] = _mm512_set1_epi32(s.tq_woff[2 * (row0 + r)]);
+          al[r][j] = _mm512_set1_epi32(s.tq_woff[2 * (row0 + r) + 1]);
+        } else {
+          ah[r][j] = al[r][j] = _mm512_setzero_si512();
+        }
+      }
+    }
     int goff[kVecs];
     for (int j = 0; j < kVecs; ++j) goff[j] = (d0 + 16 * j) / g * tpc;
     for (int t = 0; t < n_tok; t += 4) {
       __m512i c[kVecs];
-      ValueQuad<kBits>(codes, hd, t, d0, c);
+      ValueQuad<kBits>(codes, width, t, d0, c);
+      if constexpr (kTurbo)
+        for (int j = 0; j < kVecs; ++j) c[j] = _mm512_permutexvar_epi8(c[j], lut.bytes);
       const int base = ((t >> log_tpc) << 6) + (t & (tpc - 1));
       for (int r = 0; r < kRows; ++r) {
         const int8_t* lo = s.wbytes + (row0 + r) * kWRow + base;
@@ -839,7 +964,7 @@ SLIMKV_KV_ATTR HWY_INLINE void AccumValueVnniRows(const uint8_t* codes, int hd, 
     for (int r = 0; r < kRows; ++r) {
       const __m512 step = _mm512_set1_ps(s.vstep[row0 + r]);
       for (int j = 0; j < kVecs; ++j) {
-        float* a = acc + (row0 + r) * hd + d0 + 16 * j;
+        float* a = acc + (row0 + r) * lda + d0 + 16 * j;
         const __m512i x = _mm512_add_epi32(_mm512_slli_epi32(ah[r][j], 8), al[r][j]);
         _mm512_storeu_ps(a, _mm512_fmadd_ps(_mm512_cvtepi32_ps(x), step, _mm512_loadu_ps(a)));
       }
@@ -847,15 +972,15 @@ SLIMKV_KV_ATTR HWY_INLINE void AccumValueVnniRows(const uint8_t* codes, int hd, 
   }
 }
 
-template <int kBits>
-SLIMKV_KV_ATTR HWY_NOINLINE void AccumValueVnni(const uint8_t* codes, int hd, int g, int rows, int n_tok,
-                                                const BlockScratch& s, float* acc) {
+template <int kBits, class Lut = NoLut>
+SLIMKV_KV_ATTR HWY_NOINLINE void AccumValueVnni(const uint8_t* codes, int width, int g, int rows, int n_tok,
+                                                const BlockScratch& s, float* acc, int lda, Lut lut = {}) {
   int r = 0;
   if (rows % 3 != 0)
-    for (; r + 4 <= rows; r += 4) AccumValueVnniRows<kBits, 4>(codes, hd, g, n_tok, s, r, acc);
-  for (; r + 3 <= rows; r += 3) AccumValueVnniRows<kBits, 3>(codes, hd, g, n_tok, s, r, acc);
-  if (rows - r == 2) AccumValueVnniRows<kBits, 2>(codes, hd, g, n_tok, s, r, acc);
-  if (rows - r == 1) AccumValueVnniRows<kBits, 1>(codes, hd, g, n_tok, s, r, acc);
+    for (; r + 4 <= rows; r += 4) AccumValueVnniRows<kBits, 4>(codes, width, g, n_tok, s, r, acc, lda, lut);
+  for (; r + 3 <= rows; r += 3) AccumValueVnniRows<kBits, 3>(codes, width, g, n_tok, s, r, acc, lda, lut);
+  if (rows - r == 2) AccumValueVnniRows<kBits, 2>(codes, width, g, n_tok, s, r, acc, lda, lut);
+  if (rows - r == 1) AccumValueVnniRows<kBits, 1>(codes, width, g, n_tok, s, r, acc, lda, lut);
 }
 
 // Weights of one block for the integer value kernel, tokens [0, n_valid) of n_tok (a
@@ -949,7 +1074,194 @@ SLIMKV_KV_ATTR inline void PrepareValueWeights(const KvFormat& f, const uint8_t*
 // Whether the integer value kernel handles a per-token-group V format.
 inline bool ValueVnniOk(const KvFormat& f, int bits, int bt, int hd) {
   const int groups = hd / f.group_size(hd);
-  return bt <= kIntBt && bits != 3 && hd % 64 == 0 && (groups & (groups - 1)) == 0 && groups <= kMaxGroups;
+  return bt <= kIntBt && hd % 64 == 0 && (groups & (groups - 1)) == 0 && groups <= kMaxGroups &&
+         (bits != 3 || HasGfni());
+}
+
+// ------------------------------------------------------------------ tq on the integer paths
+// TurboQuant levels are bytes on a grid (turbo.h: level = grid value / kTurboGrid), so tq
+// parts use the integer kernels above with a table lookup after the code extraction: codes
+// become 128 + grid value (unsigned, as vpdpbusd wants), and the accumulators start at
+// -128 times the sum of the other operand's bytes of each pass, so they end at exactly
+// sum grid value * operand. Keys: the rotated query as 16-bit integers per task (one step
+// per row: the levels need no per-channel scale), score = dot * step * norm[t]; values: the
+// weights p * norm[t] as 16-bit integers per block, in the rotated domain like the float path.
+
+// vpermb table of a width: byte code = 128 + grid value of the code (codes < 2^bits).
+inline const ByteIndex& TurboLevelBytes(int bits) {
+  static const std::array<ByteIndex, kMaxTurboBits + 1> tables = [] {
+    std::array<ByteIndex, kMaxTurboBits + 1> t{};
+    for (int b = 1; b <= kMaxTurboBits; ++b) {
+      for (int j = 0; j < 64; ++j) t[b].b[j] = 128;
+      for (uint32_t c = 0; c < (1u << b); ++c)
+        t[b].b[c] = static_cast<uint8_t>(128 + CodebookGridValue(LloydMaxGaussian(b), c));
+    }
+    return t;
+  }();
+  return tables[bits];
+}
+
+// Whether a tq K part takes the integer path: 2-4 bit codes (1-bit parts are tiny and stay
+// on the float path), code arrays of whole 32-channel units, no block mean.
+HWY_INLINE bool TurboKeyVnniOk(const KvFormat& f, int bt, int hd) {
+  if (f.type != ElemType::kTurbo || f.tq_mean || (bt != 32 && bt != 64) || f.tq_bits < 2) return false;
+  const int hi = f.tq_plus * hd / 4;
+  const bool three = f.tq_bits == 3 || (hi > 0 && f.tq_bits == 2);
+  return hi % 32 == 0 && (hd - hi) % 32 == 0 && (!three || HasGfni());
+}
+// Values: rows of whole 32-channel units (hi codes have 3 or 4 bits).
+HWY_INLINE bool TurboValueVnniOk(const KvFormat& f, int bt, int hd) {
+  if (f.type != ElemType::kTurbo || bt > kIntBt || f.tq_bits < 2) return false;
+  const int hi = f.tq_plus * hd / 4, lo = hd - hi;
+  if ((f.tq_bits == 3 || (hi > 0 && f.tq_bits == 2)) && !HasGfni()) return false;
+  // 2-bit rows: whole 64-channel units, or exactly 32 channels (ValueQuad<2>).
+  const bool lo_ok = f.tq_bits == 2 ? lo % 64 == 0 || lo == 32 : lo % 32 == 0;
+  return hi % 32 == 0 && lo_ok;
+}
+
+// Calls fn(lo bits, hi bits) with constants (hi 0: no hi channels) for the tq widths the
+// integer paths take.
+template <class Fn>
+HWY_INLINE void WithTurboBits(const TurboLayout& lay, Fn&& fn) {
+  using std::integral_constant;
+  const int key = lay.hi_channels > 0 ? 10 * lay.lo_bits + lay.hi_bits : 10 * lay.lo_bits;
+  switch (key) {
+    case 20: fn(integral_constant<int, 2>(), integral_constant<int, 0>()); break;
+    case 23: fn(integral_constant<int, 2>(), integral_constant<int, 3>()); break;
+    case 30: fn(integral_constant<int, 3>(), integral_constant<int, 0>()); break;
+    case 34: fn(integral_constant<int, 3>(), integral_constant<int, 4>()); break;
+    default: fn(integral_constant<int, 4>(), integral_constant<int, 0>()); break;
+  }
+}
+
+// Per task: each row of s.qp (rotated, softmax scale folded in) as 16-bit integers with
+// step max|q| / levels; q.step holds step / (kTurboGrid sqrt(hd)), so that step * dot *
+// norm[t] is the score.
+SLIMKV_KV_ATTR inline void PrepareTurboQuery(int hd, int rows, BlockScratch& s) {
+  QueryBytes& qb = s.task_query;
+  const float unit = 1.0f / (kTurboGrid * std::sqrt(static_cast<float>(hd)));
+  for (int r = 0; r < rows; ++r) {
+    const float* q = s.qp + r * hd;
+    __m512 vmax = _mm512_setzero_ps();
+    for (int j = 0; j < hd; j += 16) vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_load_ps(q + j)));
+    const float step = Max(vmax) / kIntLevels;
+    const __m512 inv = _mm512_set1_ps(step > 0 ? 1.0f / step : 0.0f);
+    __m512i hsum = _mm512_setzero_si512(), lsum = _mm512_setzero_si512();
+    for (int j = 0; j < hd; j += 32) {
+      __m512i qi[2];
+      for (int h = 0; h < 2; ++h) {
+        qi[h] = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_load_ps(q + j + 16 * h), inv));
+        const __m512i hi = _mm512_srai_epi32(_mm512_add_epi32(qi[h], _mm512_set1_epi32(128)), 8);
+        hsum = _mm512_add_epi32(hsum, hi);
+        lsum = _mm512_add_epi32(lsum, _mm512_sub_epi32(qi[h], _mm512_slli_epi32(hi, 8)));
+      }
+      StoreSplit32(qi[0], qi[1], qb.bytes + r * 2 * kMaxHd + 2 * j);
+    }
+    s.tq_qoff_hi[r] = -128 * _mm512_reduce_add_epi32(hsum);
+    s.tq_qoff_lo[r] = -128 * _mm512_reduce_add_epi32(lsum);
+    qb.step[r * (kMaxHd / 16)] = step * unit;
+  }
+}
+
+template <int kLoBits, int kHiBits, int kRows>
+SLIMKV_KV_ATTR HWY_INLINE void ScoreTurboVnniRows(const TurboLayout& lay, const uint8_t* kpart, int bt, int slab, int hd,
+                                                  const BlockScratch& s, int row0, float* scores, int lds) {
+  const QueryBytes& q = s.task_query;
+  KeyAcc<kRows> acc;
+  acc.Start(s.tq_qoff_hi, s.tq_qoff_lo, row0);
+  const int hi = lay.hi_channels;
+  if constexpr (kHiBits > 0)
+    KeyDotsAdd<kHiBits, kRows, true>(kpart + lay.hi_offset, bt, slab, 0, hi, 0, LoadIndex(TurboLevelBytes(kHiBits)), q,
+                                     row0, acc);
+  KeyDotsAdd<kLoBits, kRows, true>(kpart + lay.lo_offset, bt, slab, 0, hd - hi, hi, LoadIndex(TurboLevelBytes(kLoBits)),
+                                   q, row0, acc);
+  __m512 dots[kRows][2];
+  acc.Finish(dots);
+  for (int h = 0; h < 2; ++h) {
+    const __m512 norm = _mm512_cvtph_ps(
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kpart + lay.norm_offset + 2 * (32 * slab + 16 * h))));
+    for (int r = 0; r < kRows; ++r) {
+      const __m512 step = _mm512_set1_ps(q.step[(row0 + r) * (kMaxHd / 16)]);
+      _mm512_storeu_ps(scores + r * lds + 32 * slab + 16 * h, _mm512_mul_ps(_mm512_mul_ps(dots[r][h], step), norm));
+    }
+  }
+}
+
+// scores[r][t] for tokens [0, 32 * n_slabs) of a tq K part (PrepareTurboQuery done).
+SLIMKV_KV_ATTR HWY_NOINLINE void ScoreTurboVnni(const KvFormat& f, const uint8_t* kpart, int bt, int hd, int rows,
+                                                int n_slabs, const BlockScratch& s, float* scores, int lds) {
+  const TurboLayout lay = MakeTurboLayout(f, bt, hd);
+  WithTurboBits(lay, [&](auto lo, auto hi) {
+    constexpr int kLo = decltype(lo)::value, kHi = decltype(hi)::value;
+    for (int slab = 0; slab < n_slabs; ++slab) {
+      int r = 0;
+      if (rows % 3 != 0)
+        for (; r + 4 <= rows; r += 4) ScoreTurboVnniRows<kLo, kHi, 4>(lay, kpart, bt, slab, hd, s, r, scores + r * lds, lds);
+      for (; r + 3 <= rows; r += 3) ScoreTurboVnniRows<kLo, kHi, 3>(lay, kpart, bt, slab, hd, s, r, scores + r * lds, lds);
+      if (rows - r == 2) ScoreTurboVnniRows<kLo, kHi, 2>(lay, kpart, bt, slab, hd, s, r, scores + r * lds, lds);
+      if (rows - r == 1) ScoreTurboVnniRows<kLo, kHi, 1>(lay, kpart, bt, slab, hd, s, r, scores + r * lds, lds);
+    }
+  });
+}
+
+// acc[r] += sum_t p[r][t] v_t for a tq V part (rotated domain), tokens [0, n_valid) of
+// n_tok: weights w = p * norm[t] as integers with step pmax[r] * max norm / levels (norms
+// of slots past n_valid count as 0), vstep = step / (kTurboGrid sqrt(hd)).
+SLIMKV_KV_ATTR HWY_NOINLINE void AccumulateTurboVnni(const KvFormat& f, const uint8_t* vpart, int bt, int hd,
+                                                     const float* p, int ldp, int rows, int n_tok, int n_valid,
+                                                     float* acc, BlockScratch& s) {
+  constexpr int kWRow = 2 * kIntBt * kMaxGroups;
+  const TurboLayout lay = MakeTurboLayout(f, bt, hd);
+  const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  float* norm = s.vscale;  // [n_tok]
+  __m512 nmax = _mm512_setzero_ps();
+  for (int t0 = 0; t0 < n_tok; t0 += 16) {
+    const __mmask16 keep = _mm512_cmplt_epi32_mask(_mm512_add_epi32(lane, _mm512_set1_epi32(t0)), _mm512_set1_epi32(n_valid));
+    const __m512 nv = _mm512_maskz_mov_ps(
+        keep, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(vpart + lay.norm_offset + 2 * t0))));
+    _mm512_store_ps(norm + t0, nv);
+    nmax = _mm512_max_ps(nmax, _mm512_abs_ps(nv));
+  }
+  const float norm_max = Max(nmax);
+  for (int r = 0; r < rows; r += 16) {
+    const DF d;
+    hn::Store(Exp2(d, hn::Load(d, s.dm + r)), d, s.pmax + r);
+  }
+  const float unit = 1.0f / (kTurboGrid * std::sqrt(static_cast<float>(hd)));
+  const int nv = n_tok / 16;
+  for (int r = 0; r < rows; ++r) {
+    const float step = s.pmax[r] * norm_max / kIntLevels;
+    const __m512 inv = _mm512_set1_ps(step > 0 ? 1.0f / step : 0.0f);
+    __m512i hsum = _mm512_setzero_si512(), lsum = _mm512_setzero_si512();
+    int8_t* dst = s.wbytes + r * kWRow;
+    for (int v = 0; v < nv; v += 2) {
+      __m512i wi[2];
+      for (int h = 0; h < 2; ++h) {
+        if (v + h >= nv) {
+          wi[h] = _mm512_setzero_si512();
+          continue;
+        }
+        const int t0 = 16 * (v + h);
+        const __m512 w = _mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(p + r * ldp + t0), inv), _mm512_load_ps(norm + t0));
+        wi[h] = _mm512_cvtps_epi32(w);
+        const __m512i hi = _mm512_srai_epi32(_mm512_add_epi32(wi[h], _mm512_set1_epi32(128)), 8);
+        hsum = _mm512_add_epi32(hsum, hi);
+        lsum = _mm512_add_epi32(lsum, _mm512_sub_epi32(wi[h], _mm512_slli_epi32(hi, 8)));
+      }
+      StoreSplit32(wi[0], wi[1], kSplitGroups[0], dst + 32 * v);
+    }
+    s.tq_woff[2 * r] = -128 * _mm512_reduce_add_epi32(hsum);
+    s.tq_woff[2 * r + 1] = -128 * _mm512_reduce_add_epi32(lsum);
+    s.vstep[r] = step * unit;
+  }
+  WithTurboBits(lay, [&](auto lo, auto hi) {
+    constexpr int kLo = decltype(lo)::value, kHi = decltype(hi)::value;
+    const int h = lay.hi_channels;
+    if constexpr (kHi > 0)
+      AccumValueVnni<kHi>(vpart + lay.hi_offset, h, h, rows, n_tok, s, acc, hd, TurboLut{LoadIndex(TurboLevelBytes(kHi))});
+    AccumValueVnni<kLo>(vpart + lay.lo_offset, hd - h, hd - h, rows, n_tok, s, acc + h, hd,
+                        TurboLut{LoadIndex(TurboLevelBytes(kLo))});
+  });
 }
 
 #endif  // SLIMKV_KV_VNNI
@@ -1024,6 +1336,12 @@ SLIMKV_KV_ATTR inline void ScoreBlock(const BlockKind& kind, const uint8_t* kpar
     return;
   }
   if (f.type == ElemType::kTurbo) {
+#if SLIMKV_KV_VNNI
+    if (int_query) {  // TurboKeyVnniOk: the driver prepared the integer query
+      ScoreTurboVnni(f, kpart, bt, hd, rows, (n_tok + 31) / 32, s, scores, lds);
+      return;
+    }
+#endif
     turbo::ScoreTurboBlock(f, kpart, bt, hd, s.qp, hd, rows, n_tok, scores, lds);
     return;
   }
@@ -1038,10 +1356,8 @@ SLIMKV_KV_ATTR inline void ScoreBlock(const BlockKind& kind, const uint8_t* kpar
     if (KeyVnniOk(f, bits, bt, hd)) {
       WithIntBits(bits, [&](auto bits) {
         constexpr int kBits = decltype(bits)::value;
-        if constexpr (kBits != 3) {
-          PrepareChannelQuery<kBits>(f, meta, hd, rows, s);
-          ScoreChannelVnni<kBits>(kpart, bt, (n_tok + 31) / 32, hd, s.block_query, rows, scores, lds);
-        }
+        PrepareChannelQuery<kBits>(f, meta, hd, rows, s);
+        ScoreChannelVnni<kBits>(kpart, bt, (n_tok + 31) / 32, hd, s.block_query, rows, scores, lds);
       });
       return;
     }
@@ -1078,9 +1394,8 @@ SLIMKV_KV_ATTR inline void ScoreBlock(const BlockKind& kind, const uint8_t* kpar
 #if SLIMKV_KV_VNNI
   if (int_query) {
     WithIntBits(bits, [&](auto bits) {
-      if constexpr (decltype(bits)::value != 3)
-        ScoreTokenVnni<decltype(bits)::value>(kpart, meta, bt, (n_tok + 31) / 32, n_scales, !f.symmetric, hd, g,
-                                               s.task_query, s.qsum, rows, scores, lds);
+      ScoreTokenVnni<decltype(bits)::value>(kpart, meta, bt, (n_tok + 31) / 32, n_scales, !f.symmetric, hd, g,
+                                             s.task_query, s.qsum, rows, scores, lds);
     });
     return;
   }
@@ -1106,6 +1421,12 @@ SLIMKV_KV_ATTR inline void AccumulateBlock(const BlockKind& kind, const uint8_t*
     return;
   }
   if (f.type == ElemType::kTurbo) {  // rotated domain: the cache rotates each head's output back
+#if SLIMKV_KV_VNNI
+    if (TurboValueVnniOk(f, bt, hd)) {
+      AccumulateTurboVnni(f, vpart, bt, hd, p, ldp, rows, n_tok, n_valid, acc, s);
+      return;
+    }
+#endif
     turbo::AccumulateTurboBlock(f, vpart, bt, hd, p, ldp, rows, n_valid, n_tok, acc, s.p2);
     return;
   }
@@ -1143,10 +1464,8 @@ SLIMKV_KV_ATTR inline void AccumulateBlock(const BlockKind& kind, const uint8_t*
     const int g = f.group_size(hd), groups = hd / g;
     WithIntBits(bits, [&](auto bits) {
       constexpr int kBits = decltype(bits)::value;
-      if constexpr (kBits != 3) {
-        PrepareValueWeights<kBits>(f, meta, bt, hd, p, ldp, rows, n_tok, n_valid, s);
-        AccumValueVnni<kBits>(vpart, hd, g, rows, n_tok, s, acc);
-      }
+      PrepareValueWeights<kBits>(f, meta, bt, hd, p, ldp, rows, n_tok, n_valid, s);
+      AccumValueVnni<kBits>(vpart, hd, g, rows, n_tok, s, acc, hd);
     });
     for (int r = 0; r < rows; ++r)
       for (int gi = 0; gi < groups; ++gi) s.vconst_sum[r * kMaxGroups + gi] += s.vconst[r * kMaxGroups + gi];
@@ -1228,13 +1547,17 @@ SLIMKV_KV_ATTR inline void AttnTaskImpl(const AttnTask& t, AttnPartial out) {
     }
 #if SLIMKV_KV_VNNI
     if (KeyVnniOk(kf, t.sealed->k_bits, bt, hd)) {
-      WithIntBits(t.sealed->k_bits, [&](auto bits) {
-        if constexpr (decltype(bits)::value != 3) PrepareTokenQuery<decltype(bits)::value>(kf, hd, rows, s);
-      });
+      WithIntBits(t.sealed->k_bits, [&](auto bits) { PrepareTokenQuery<decltype(bits)::value>(kf, hd, rows, s); });
       int_query = true;
     }
 #endif
   }
+#if SLIMKV_KV_VNNI
+  if (!t.rope && TurboKeyVnniOk(kf, bt, hd)) {
+    PrepareTurboQuery(hd, rows, s);
+    int_query = true;
+  }
+#endif
   if (kf.granularity == Granularity::kChannel) {
     for (int r = 0; r < rows; ++r) {
       VF amax = hn::Zero(d);

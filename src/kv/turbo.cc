@@ -63,8 +63,24 @@ Codebook ComputeLloydMax(int bits) {
   for (int i = 0; i < n; ++i) d -= (Cdf(t[i + 1]) - Cdf(t[i])) * c[i] * c[i];
   cb.distortion = d;
   const int half = n / 2;
-  for (int m = 0; m < half; ++m) cb.magnitude[m] = static_cast<float>(0.5 * (c[half + m] - c[half - 1 - m]));
-  for (int m = 0; m + 1 < half; ++m) cb.bound[m] = 0.5f * (cb.magnitude[m] + cb.magnitude[m + 1]);
+  for (int m = 0; m < half; ++m) {
+    cb.magnitude[m] = static_cast<float>(0.5 * (c[half + m] - c[half - 1 - m]));
+    const long k = std::lround(static_cast<double>(cb.magnitude[m]) * kTurboGrid);
+    CHECK(k >= 1 && k <= 127, "level {} of {} bits off the grid", cb.magnitude[m], bits);
+    cb.level_code[m] = static_cast<int8_t>(k);
+    cb.level[m] = static_cast<float>(k) / kTurboGrid;
+  }
+  for (int m = 0; m + 1 < half; ++m) cb.bound[m] = 0.5f * (cb.level[m] + cb.level[m + 1]);
+  // Distortion of the stored levels: sum over cells [a, b) of E[(X - l)^2; a <= X < b] =
+  // (Phi(b) - Phi(a)) (1 + l^2) + a phi(a) - b phi(b) - 2 l (phi(a) - phi(b)), both signs.
+  double gd = 0;
+  for (int m = 0; m < half; ++m) {
+    const double a = m == 0 ? 0.0 : cb.bound[m - 1], b = m + 1 < half ? cb.bound[m] : INFINITY;
+    const double l = cb.level[m];
+    const double x_phi_b = std::isinf(b) ? 0.0 : b * Pdf(b);
+    gd += 2 * ((Cdf(b) - Cdf(a)) * (1 + l * l) + a * Pdf(a) - x_phi_b - 2 * l * (Pdf(a) - Pdf(b)));
+  }
+  cb.grid_distortion = gd;
   return cb;
 }
 
@@ -80,7 +96,13 @@ const Codebook& LloydMaxGaussian(int bits) {
 
 float CodebookValue(const Codebook& cb, uint32_t code) {
   const uint32_t half = 1u << (cb.bits - 1);
-  const float m = cb.magnitude[code & (half - 1)];
+  const float m = cb.level[code & (half - 1)];
+  return (code & half) ? -m : m;
+}
+
+int CodebookGridValue(const Codebook& cb, uint32_t code) {
+  const uint32_t half = 1u << (cb.bits - 1);
+  const int m = cb.level_code[code & (half - 1)];
   return (code & half) ? -m : m;
 }
 

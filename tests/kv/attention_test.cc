@@ -29,8 +29,10 @@ constexpr float kRelTol = 3e-5f;
 constexpr float kIntRelTol = 1e-3f;
 constexpr float kIntShareOfFormatError = 0.05f;
 
+// Formats the AVX3_DL integer paths may take (tq: 2-4 bit levels on their grid).
 bool IsInt(const KvFormat& f) {
-  return f.type == ElemType::kInt8 || f.type == ElemType::kInt4 || f.type == ElemType::kInt2;
+  return f.type == ElemType::kInt8 || f.type == ElemType::kInt4 || f.type == ElemType::kInt3 ||
+         f.type == ElemType::kInt2 || (f.type == ElemType::kTurbo && f.tq_bits >= 2);
 }
 
 struct Stream {
@@ -262,7 +264,15 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"tq4", "tq3", 64, 3, 1, 1000, 0, true, 64}, Case{"tq2.5", "tq2", 64, 3, 8, 17, 0, false, 64},
         Case{"tq4", "f16", 64, 3, 1, 100, 0, false}, Case{"int4:channel", "tq3", 64, 3, 1, 100, 0, true},
         Case{"tq2.5:mean", "tq2.5", 64, 3, 1, 300, 0, true}, Case{"tq3:mean", "tq2", 256, 4, 5, 200, 40, true},
-        Case{"tq2:mean", "tq3", 64, 3, 2, 130, 0, true}));
+        Case{"tq2:mean", "tq3", 64, 3, 2, 130, 0, true},
+        // tq on the integer paths: 3-bit planes in 32- and 64-token blocks, both halves of
+        // fractional budgets (hi 3-bit and lo 2-bit arrays), value rows of 32 and 128
+        // channels, 3-bit integer formats
+        Case{"tq3", "tq3", 64, 3, 1, 300, 0, true, 64}, Case{"tq3.5", "tq3.5", 64, 3, 1, 200, 0, true},
+        Case{"tq2.5", "tq2.5", 256, 4, 1, 300, 0, true}, Case{"tq3", "tq2", 256, 4, 2, 190, 0, false, 64},
+        Case{"tq2", "tq4", 128, 2, 3, 161, 0, true}, Case{"tq4", "tq2.5", 128, 3, 1, 100, 30, false},
+        Case{"int3:channel", "int3:token", 64, 3, 2, 200, 0, true, 64},
+        Case{"int3:channel", "int3:g32", 128, 3, 1, 300, 0, true}, Case{"int3:g32", "int3:g64", 128, 2, 1, 130, 0, false}));
 
 TEST(MergePartialsTest, RowsWithoutKeysAreZero) {
   float acc[4] = {1, 2, 3, 4}, m[1] = {-INFINITY}, l[1] = {0};

@@ -54,7 +54,28 @@ TEST(TurboCodebookTest, LloydMaxReproducesTheKnownDistortionsAndLevels) {
   EXPECT_EQ(CodebookCode(cb, 1.2f), 1u);
   EXPECT_EQ(CodebookCode(cb, -0.1f), 2u);
   EXPECT_EQ(CodebookCode(cb, -9.0f), 3u);
-  EXPECT_EQ(CodebookValue(cb, 3), -cb.magnitude[1]);
+  EXPECT_EQ(CodebookValue(cb, 3), -cb.level[1]);
+  EXPECT_EQ(CodebookGridValue(cb, 3), -cb.level_code[1]);
+}
+
+// The stored levels sit on the 1/kTurboGrid grid (the integer kernels multiply them as
+// bytes): each within half a step of its exact level, strictly ascending, and the grid's
+// cost in distortion (computed in closed form) under 0.5 % of D(b).
+TEST(TurboCodebookTest, GridLevelsCostUnderHalfAPercentOfTheDistortion) {
+  for (int b = 1; b <= 4; ++b) {
+    const Codebook& cb = LloydMaxGaussian(b);
+    SCOPED_TRACE(std::to_string(b) + " bits");
+    for (int m = 0; m < (1 << (b - 1)); ++m) {
+      EXPECT_FLOAT_EQ(cb.level[m] * kTurboGrid, static_cast<float>(cb.level_code[m]));
+      EXPECT_LE(std::abs(cb.level[m] - cb.magnitude[m]), 0.5f / kTurboGrid + 1e-6f);
+      if (m > 0) EXPECT_GT(cb.level_code[m], cb.level_code[m - 1]);
+      EXPECT_FLOAT_EQ(CodebookValue(cb, static_cast<uint32_t>(m)) * kTurboGrid,
+                static_cast<float>(CodebookGridValue(cb, static_cast<uint32_t>(m))));
+    }
+    EXPECT_GE(cb.grid_distortion, cb.distortion);  // Lloyd-Max is the optimum
+    EXPECT_LE(cb.grid_distortion, 1.005 * cb.distortion);
+  }
+  EXPECT_EQ(LloydMaxGaussian(4).level_code[7], 127);
 }
 
 enum class Data { kGaussian, kOutliers };
