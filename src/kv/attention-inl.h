@@ -922,7 +922,7 @@ SLIMKV_KV_ATTR HWY_INLINE void ValueQuad(const uint8_t* codes, int hd, int t, in
 // 128 times each byte pass's weight sum), which leaves sum_t w[r][t] level[t][:] exactly.
 struct NoLut {};
 struct TurboLut {
-  __m512i bytes;
+  const ByteIndex* table;
 };
 template <int kBits, int kRows, class Lut>
 SLIMKV_KV_ATTR HWY_INLINE void AccumValueVnniRows(const uint8_t* codes, int width, int g, int n_tok, const BlockScratch& s,
@@ -932,6 +932,8 @@ SLIMKV_KV_ATTR HWY_INLINE void AccumValueVnniRows(const uint8_t* codes, int widt
   constexpr int kVecs = 2;
   const int groups = width / g, tpc = 32 / groups;
   const int log_tpc = __builtin_ctz(tpc);
+  __m512i table = _mm512_setzero_si512();
+  if constexpr (kTurbo) table = LoadIndex(*lut.table);
   for (int d0 = 0; d0 < width; d0 += 16 * kVecs) {
     __m512i ah[kRows][kVecs], al[kRows][kVecs];
     for (int r = 0; r < kRows; ++r) {
@@ -950,7 +952,7 @@ SLIMKV_KV_ATTR HWY_INLINE void AccumValueVnniRows(const uint8_t* codes, int widt
       __m512i c[kVecs];
       ValueQuad<kBits>(codes, width, t, d0, c);
       if constexpr (kTurbo)
-        for (int j = 0; j < kVecs; ++j) c[j] = _mm512_permutexvar_epi8(c[j], lut.bytes);
+        for (int j = 0; j < kVecs; ++j) c[j] = _mm512_permutexvar_epi8(c[j], table);
       const int base = ((t >> log_tpc) << 6) + (t & (tpc - 1));
       for (int r = 0; r < kRows; ++r) {
         const int8_t* lo = s.wbytes + (row0 + r) * kWRow + base;
@@ -1119,19 +1121,10 @@ HWY_INLINE bool TurboValueVnniOk(const KvFormat& f, int bt, int hd) {
   return hi % 32 == 0 && lo_ok;
 }
 
-// Calls fn(lo bits, hi bits) with constants (hi 0: no hi channels) for the tq widths the
-// integer paths take.
-template <class Fn>
-HWY_INLINE void WithTurboBits(const TurboLayout& lay, Fn&& fn) {
-  using std::integral_constant;
-  const int key = lay.hi_channels > 0 ? 10 * lay.lo_bits + lay.hi_bits : 10 * lay.lo_bits;
-  switch (key) {
-    case 20: fn(integral_constant<int, 2>(), integral_constant<int, 0>()); break;
-    case 23: fn(integral_constant<int, 2>(), integral_constant<int, 3>()); break;
-    case 30: fn(integral_constant<int, 3>(), integral_constant<int, 0>()); break;
-    case 34: fn(integral_constant<int, 3>(), integral_constant<int, 4>()); break;
-    default: fn(integral_constant<int, 4>(), integral_constant<int, 0>()); break;
-  }
+// The tq widths the integer paths take, as 10 * lo bits + hi bits (hi 0: no hi channels):
+// 20, 23, 30, 34, 40.
+HWY_INLINE int TurboBitsKey(const TurboLayout& lay) {
+  return 10 * lay.lo_bits + (lay.hi_channels > 0 ? lay.hi_bits : 0);
 }
 
 // Per task: each row of s.qp (rotated, softmax scale folded in) as 16-bit integers with
@@ -1188,20 +1181,30 @@ SLIMKV_KV_ATTR HWY_INLINE void ScoreTurboVnniRows(const TurboLayout& lay, const 
 }
 
 // scores[r][t] for tokens [0, 32 * n_slabs) of a tq K part (PrepareTurboQuery done).
-SLIMKV_KV_ATTR HWY_NOINLINE void ScoreTurboVnni(const KvFormat& f, const uint8_t* kpart, int bt, int hd, int rows,
-                                                int n_slabs, const BlockScratch& s, float* scores, int lds) {
+// (Functions, not lambdas, below: clang compiles a lambda without its caller's target
+// attribute, so it could not inline the VNNI kernels.)
+template <int kLo, int kHi>
+SLIMKV_KV_ATTR HWY_NOINLINE void ScoreTurboVnniBits(const TurboLayout& lay, const uint8_t* kpart, int bt, int hd,
+                                                    int rows, int n_slabs, const BlockScratch& s, float* scores, int lds) {
+  for (int slab = 0; slab < n_slabs; ++slab) {
+    int r = 0;
+    if (rows % 3 != 0)
+      for (; r + 4 <= rows; r += 4) ScoreTurboVnniRows<kLo, kHi, 4>(lay, kpart, bt, slab, hd, s, r, scores + r * lds, lds);
+    for (; r + 3 <= rows; r += 3) ScoreTurboVnniRows<kLo, kHi, 3>(lay, kpart, bt, slab, hd, s, r, scores + r * lds, lds);
+    if (rows - r == 2) ScoreTurboVnniRows<kLo, kHi, 2>(lay, kpart, bt, slab, hd, s, r, scores + r * lds, lds);
+    if (rows - r == 1) ScoreTurboVnniRows<kLo, kHi, 1>(lay, kpart, bt, slab, hd, s, r, scores + r * lds, lds);
+  }
+}
+SLIMKV_KV_ATTR inline void ScoreTurboVnni(const KvFormat& f, const uint8_t* kpart, int bt, int hd, int rows,
+                                          int n_slabs, const BlockScratch& s, float* scores, int lds) {
   const TurboLayout lay = MakeTurboLayout(f, bt, hd);
-  WithTurboBits(lay, [&](auto lo, auto hi) {
-    constexpr int kLo = decltype(lo)::value, kHi = decltype(hi)::value;
-    for (int slab = 0; slab < n_slabs; ++slab) {
-      int r = 0;
-      if (rows % 3 != 0)
-        for (; r + 4 <= rows; r += 4) ScoreTurboVnniRows<kLo, kHi, 4>(lay, kpart, bt, slab, hd, s, r, scores + r * lds, lds);
-      for (; r + 3 <= rows; r += 3) ScoreTurboVnniRows<kLo, kHi, 3>(lay, kpart, bt, slab, hd, s, r, scores + r * lds, lds);
-      if (rows - r == 2) ScoreTurboVnniRows<kLo, kHi, 2>(lay, kpart, bt, slab, hd, s, r, scores + r * lds, lds);
-      if (rows - r == 1) ScoreTurboVnniRows<kLo, kHi, 1>(lay, kpart, bt, slab, hd, s, r, scores + r * lds, lds);
-    }
-  });
+  switch (TurboBitsKey(lay)) {
+    case 20: ScoreTurboVnniBits<2, 0>(lay, kpart, bt, hd, rows, n_slabs, s, scores, lds); break;
+    case 23: ScoreTurboVnniBits<2, 3>(lay, kpart, bt, hd, rows, n_slabs, s, scores, lds); break;
+    case 30: ScoreTurboVnniBits<3, 0>(lay, kpart, bt, hd, rows, n_slabs, s, scores, lds); break;
+    case 34: ScoreTurboVnniBits<3, 4>(lay, kpart, bt, hd, rows, n_slabs, s, scores, lds); break;
+    default: ScoreTurboVnniBits<4, 0>(lay, kpart, bt, hd, rows, n_slabs, s, scores, lds); break;
+  }
 }
 
 // acc[r] += sum_t p[r][t] v_t for a tq V part (rotated domain), tokens [0, n_valid) of
@@ -1254,14 +1257,17 @@ SLIMKV_KV_ATTR HWY_NOINLINE void AccumulateTurboVnni(const KvFormat& f, const ui
     s.tq_woff[2 * r + 1] = -128 * _mm512_reduce_add_epi32(lsum);
     s.vstep[r] = step * unit;
   }
-  WithTurboBits(lay, [&](auto lo, auto hi) {
-    constexpr int kLo = decltype(lo)::value, kHi = decltype(hi)::value;
-    const int h = lay.hi_channels;
-    if constexpr (kHi > 0)
-      AccumValueVnni<kHi>(vpart + lay.hi_offset, h, h, rows, n_tok, s, acc, hd, TurboLut{LoadIndex(TurboLevelBytes(kHi))});
-    AccumValueVnni<kLo>(vpart + lay.lo_offset, hd - h, hd - h, rows, n_tok, s, acc + h, hd,
-                        TurboLut{LoadIndex(TurboLevelBytes(kLo))});
-  });
+  const int h = lay.hi_channels;
+  auto part = [&](int bits, size_t offset, int width, float* a) {
+    const TurboLut lut{&TurboLevelBytes(bits)};
+    switch (bits) {
+      case 2: AccumValueVnni<2>(vpart + offset, width, width, rows, n_tok, s, a, hd, lut); break;
+      case 3: AccumValueVnni<3>(vpart + offset, width, width, rows, n_tok, s, a, hd, lut); break;
+      default: AccumValueVnni<4>(vpart + offset, width, width, rows, n_tok, s, a, hd, lut); break;
+    }
+  };
+  if (h > 0) part(lay.hi_bits, lay.hi_offset, h, acc);
+  part(lay.lo_bits, lay.lo_offset, hd - h, acc + h);
 }
 
 #endif  // SLIMKV_KV_VNNI
