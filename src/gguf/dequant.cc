@@ -19,8 +19,9 @@ namespace {
 static_assert(std::endian::native == std::endian::little,
               "the loads below assume a little-endian host, as GGUF v3 files are");
 
-constexpr int kQK = 32;     // elements of a Q4_0 .. Q8_1 block
-constexpr int kQK_K = 256;  // elements of a K-quant super-block
+// Block sizes (types.h) as int, for loops over elements.
+constexpr int kQK = static_cast<int>(gguf::kQK);
+constexpr int kQK_K = static_cast<int>(gguf::kQK_K);
 
 uint16_t LoadU16(const uint8_t* p) {
   uint16_t v;

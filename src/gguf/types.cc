@@ -7,7 +7,6 @@
 namespace slimkv::gguf {
 namespace {
 
-constexpr uint32_t kQK_K = 256;  // elements of a K-quant / IQ super-block
 
 struct TypeEntry {
   uint32_t id;

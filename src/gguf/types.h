@@ -14,6 +14,10 @@
 
 namespace slimkv::gguf {
 
+// Elements of a Q4_0 .. Q8_1 block, and of a K-quant / IQ super-block.
+inline constexpr uint32_t kQK = 32;
+inline constexpr uint32_t kQK_K = 256;
+
 // Values are the on-disk ggml_type ids.
 enum class TensorType : uint32_t {
   kF32 = 0,

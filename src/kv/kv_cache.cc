@@ -6,12 +6,11 @@
 #include <limits>
 
 #include "base/check.h"
+#include "base/int_math.h"
 #include "kv/codec.h"
 
 namespace slimkv::kv {
 namespace {
-
-int CeilDiv(int64_t a, int64_t b) { return static_cast<int>((a + b - 1) / b); }
 
 // Query tokens of a prompt chunk whose attention feeds the policies' mass (decode steps: 1).
 constexpr int kMassTokens = 32;

@@ -5,13 +5,11 @@
 #include <limits>
 
 #include "base/check.h"
+#include "base/int_math.h"
 #include "kv/codec.h"
 #include "kv/kv_cache.h"
 
 namespace slimkv::kv {
-namespace {
-int CeilDiv(int64_t a, int64_t b) { return static_cast<int>((a + b - 1) / b); }
-}  // namespace
 
 void KvCache::UpdateQueryStats(Sequence& s, int layer, const float* q, int64_t ldq, int n_tokens) {
   // Exponential moving moments of the recent queries of each KV head's group (post-RoPE),

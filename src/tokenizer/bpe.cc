@@ -13,7 +13,7 @@ namespace {
 constexpr std::string_view kMergesKey = "tokenizer.ggml.merges";
 
 // Heap order: lowest rank first, then leftmost (std heaps keep the "largest" on top).
-bool PairAfter(const BpeModel::Scratch::Pair& a, const BpeModel::Scratch::Pair& b) {
+bool BpePairAfter(const BpeModel::Scratch::Pair& a, const BpeModel::Scratch::Pair& b) {
   return a.rank > b.rank || (a.rank == b.rank && a.left > b.left);
 }
 
@@ -59,7 +59,7 @@ void BpeModel::PushPair(Scratch* s, int32_t left, int32_t right) const {
   const auto it = merges_.find(Key(l, r));
   if (it == merges_.end()) return;
   s->heap.push_back({it->second.rank, left, right, l, r, it->second.result});
-  std::push_heap(s->heap.begin(), s->heap.end(), PairAfter);
+  std::push_heap(s->heap.begin(), s->heap.end(), BpePairAfter);
 }
 
 void BpeModel::EncodeWord(std::string_view word, Scratch* s, std::vector<TokenId>* out) const {
@@ -82,7 +82,7 @@ void BpeModel::EncodeWord(std::string_view word, Scratch* s, std::vector<TokenId
   for (int32_t i = 1; i < n; ++i) PushPair(s, i - 1, i);
 
   while (!s->heap.empty()) {
-    std::pop_heap(s->heap.begin(), s->heap.end(), PairAfter);
+    std::pop_heap(s->heap.begin(), s->heap.end(), BpePairAfter);
     const Scratch::Pair p = s->heap.back();
     s->heap.pop_back();
     Scratch::Symbol& left = s->symbols[p.left];

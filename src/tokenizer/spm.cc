@@ -10,7 +10,7 @@ namespace slimkv::tokenizer {
 namespace {
 
 // Heap order: highest score first, then leftmost.
-bool PairAfter(const SpmModel::Scratch::Pair& a, const SpmModel::Scratch::Pair& b) {
+bool SpmPairAfter(const SpmModel::Scratch::Pair& a, const SpmModel::Scratch::Pair& b) {
   return a.score < b.score || (a.score == b.score && a.left > b.left);
 }
 
@@ -25,7 +25,7 @@ void SpmModel::PushPair(std::string_view text, Scratch* s, int32_t left, int32_t
   const TokenId id = vocab_.Find(text.substr(l.begin, len));
   if (id < 0) return;
   s->heap.push_back({vocab_.Score(id), left, right, len});
-  std::push_heap(s->heap.begin(), s->heap.end(), PairAfter);
+  std::push_heap(s->heap.begin(), s->heap.end(), SpmPairAfter);
 }
 
 void SpmModel::Encode(std::string_view text, Scratch* s, std::vector<TokenId>* out) const {
@@ -42,7 +42,7 @@ void SpmModel::Encode(std::string_view text, Scratch* s, std::vector<TokenId>* o
   for (int32_t i = 1; i < n; ++i) PushPair(text, s, i - 1, i);
 
   while (!s->heap.empty()) {
-    std::pop_heap(s->heap.begin(), s->heap.end(), PairAfter);
+    std::pop_heap(s->heap.begin(), s->heap.end(), SpmPairAfter);
     const Scratch::Pair p = s->heap.back();
     s->heap.pop_back();
     Scratch::Symbol& left = s->symbols[p.left];

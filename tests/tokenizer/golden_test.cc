@@ -15,10 +15,7 @@ using testing::CachedTokenizer;
 using testing::GoldenCases;
 using testing::IdsToString;
 
-struct ModelCase {
-  const char* key;   // golden file stem
-  const char* file;  // model file under models/
-};
+using testing::ModelCase;
 
 class GoldenTest : public ::testing::TestWithParam<ModelCase> {};
 

@@ -42,10 +42,7 @@ std::string SpacesForSpmSpaces(std::string text) {
   return out;
 }
 
-struct ModelCase {
-  const char* key;
-  const char* file;
-};
+using testing::ModelCase;
 
 class RoundTripTest : public ::testing::TestWithParam<ModelCase> {};
 

@@ -24,6 +24,12 @@ namespace slimkv::tokenizer::testing {
 inline constexpr char kSmolLm2File[] = "SmolLM2-135M-Instruct.Q4_1.gguf";
 inline constexpr char kGemma3File[] = "gemma-3-270m-q4_k_m.gguf";
 
+// A model of the parameterized tokenizer tests.
+struct ModelCase {
+  const char* key;   // golden file stem
+  const char* file;  // model file under models/
+};
+
 // The tokenizer of a model file, loaded on first use and kept for the whole binary.
 inline const Tokenizer& CachedTokenizer(const std::string& path) {
   static std::map<std::string, std::unique_ptr<Tokenizer>> cache;
