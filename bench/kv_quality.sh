@@ -37,6 +37,20 @@ CONFIGS=(
   "int3|--kv int4 --kv-k int3:channel --kv-v int3:token"
   "kivi2|--kv kivi2"
   "int2 K rot|--kv kivi2 --kv-k int2:channel:rot"
+  # TurboQuant (docs/BENCHMARKS.md "TurboQuant KV")
+  "tq4|--kv tq4"
+  "tqk4v3|--kv tqk4v3"
+  "tq3.5|--kv tqk4v3 --kv-k tq3.5 --kv-v tq3.5"
+  "tq3|--kv tq3"
+  "tq3 K mean|--kv tq3 --kv-k tq3:mean"
+  "tq2.5|--kv tq2.5"
+  "tq2.5 K mean|--kv tq2.5 --kv-k tq2.5:mean"
+  "tqk3v2|--kv tqk3v2"
+  "tqk3v2 K mean|--kv tqk3v2 --kv-k tq3:mean"
+  "tq2|--kv tq2"
+  "tqk4v3 residual 128|--kv tqk4v3 --kv-residual 128"
+  "tq4 no residual|--kv tq4 --kv-residual 0"
+  "tq3 no residual|--kv tq3 --kv-residual 0"
 )
 
 # With names: those configurations, in the order given.

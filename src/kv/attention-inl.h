@@ -19,7 +19,9 @@
 //           way, and vpdpbusd multiplies 4 tokens of 16 channels per instruction.
 // The rounding (2^-15 of the largest query element or weight) stays below 5 % of each
 // format's own error (tests/kv/attention_test.cc); 8-bit integers would cost 10-40 %.
-// Other targets and formats (int3, per-channel values, fp8, floats) use float FMAs.
+// tq parts take the same kernels with their levels as bytes (a vpermb after the code
+// extraction; see "tq on the integer paths"). Other targets and formats (per-channel values,
+// fp8, floats, 1-bit tq) use float FMAs.
 #if defined(SLIMKV_KV_ATTENTION_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef SLIMKV_KV_ATTENTION_INL_H_
 #undef SLIMKV_KV_ATTENTION_INL_H_

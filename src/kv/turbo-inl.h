@@ -8,7 +8,8 @@
 // signed values, which fit one vector) and multiplied by a broadcast query element; the
 // norm multiplies each token's sum once. Values accumulate in the rotated domain:
 //   acc[r][d] += sum_t (p[r][t] * norm[t] / sqrt(d)) * C[code[t][d]]
-// and the cache rotates each head's output back once, after merging.
+// and the cache rotates each head's output back once, after merging. These are the kernels
+// of every target but AVX3_DL, where attention-inl.h multiplies the levels as integers.
 #if defined(SLIMKV_KV_TURBO_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef SLIMKV_KV_TURBO_INL_H_
 #undef SLIMKV_KV_TURBO_INL_H_
