@@ -182,56 +182,85 @@ void StreamAll(const WeightMatrix& w, int64_t r_begin, int64_t r_end, const floa
 }
 
 // ---------------------------------------------------------------- panel kernel
-inline constexpr int kPanelRows = 6;
+inline constexpr int kPanelRows = 12;
 inline constexpr int64_t kTokenBlock = 64;
 
-// Floats of scratch the panel kernel needs for a matrix of `cols` columns.
+// Floats of scratch the kernels need per thread for a matrix of `cols` columns: the
+// dequantized panel (or the stream kernel's per-group sums of x, which are smaller).
 inline size_t PanelScratchFloats(int64_t cols) {
-  return static_cast<size_t>(kPanelRows + kTokenBlock) * cols + 64;
+  return static_cast<size_t>(kPanelRows) * cols + 64;
 }
 
-// acc[6 rows][2 token vectors] over all columns; panel is [kPanelRows][cols] row-major,
-// xt is x of the block packed as [cols][ldt] (ldt = tokens in block rounded up to 2N).
+// Tokens per micro-kernel call for a block of nt tokens: one vector when the block fits
+// in one (a decode batch), else two.
+inline int64_t PanelTile(int64_t nt) {
+  const int64_t N = static_cast<int64_t>(hn::Lanes(DF()));
+  return nt <= N ? N : 2 * N;
+}
+
+// x packed for the panel kernel: per block of kTokenBlock tokens, [cols][ldt] (ldt = the
+// block's tokens rounded up to its tile, padding zero), blocks kTokenBlock * cols apart.
+// Packed once per MatMul call and shared by all threads and outputs.
+inline size_t PackedXFloats(int64_t cols, int64_t n_tokens) {
+  const int64_t blocks = (n_tokens + kTokenBlock - 1) / kTokenBlock;
+  return static_cast<size_t>(blocks * kTokenBlock * cols);
+}
+
+inline void PackX(const float* x, int64_t ldx, int64_t n_tokens, int64_t cols, float* xpack) {
+  for (int64_t t0 = 0; t0 < n_tokens; t0 += kTokenBlock) {
+    const int64_t nt = std::min(kTokenBlock, n_tokens - t0);
+    const int64_t tile = PanelTile(nt);
+    const int64_t ldt = (nt + tile - 1) / tile * tile;
+    float* xt = xpack + (t0 / kTokenBlock) * kTokenBlock * cols;
+    for (int64_t t = 0; t < nt; ++t) {  // rows of x read in order
+      const float* src = x + (t0 + t) * ldx;
+      for (int64_t c = 0; c < cols; ++c) xt[c * ldt + t] = src[c];
+    }
+    for (int64_t c = 0; c < cols; ++c)
+      for (int64_t t = nt; t < ldt; ++t) xt[c * ldt + t] = 0.0f;
+  }
+}
+
+// acc[kRowsM rows][kVecs token vectors] over all columns; panel is [kRowsM][cols] row-major,
+// xt is x of the block packed as [cols][ldt] (ldt = tokens in block rounded up to kVecs*N).
+// 6 rows x 2 vectors or 12 rows x 1 vector: 12 accumulators either way, so a block of at
+// most N tokens (a decode batch) does not multiply a vector of zero padding.
+template <int kRowsM, int kVecs>
 HWY_INLINE void PanelMicro(const float* panel, int64_t cols, const float* xt, int64_t ldt,
-                           float* out /* [kPanelRows][2N] */) {
+                           float* out /* [kRowsM][kVecs * N] */) {
   const DF d;
   const size_t N = hn::Lanes(d);
-  VF a0[kPanelRows], a1[kPanelRows];
-  for (int i = 0; i < kPanelRows; ++i) a0[i] = a1[i] = hn::Zero(d);
+  VF acc[kRowsM][kVecs];
+  for (int i = 0; i < kRowsM; ++i)
+    for (int v = 0; v < kVecs; ++v) acc[i][v] = hn::Zero(d);
   for (int64_t c = 0; c < cols; ++c) {
-    const VF x0 = hn::Load(d, xt + c * ldt);
-    const VF x1 = hn::Load(d, xt + c * ldt + N);
-    for (int i = 0; i < kPanelRows; ++i) {
+    VF xv[kVecs];
+    for (int v = 0; v < kVecs; ++v) xv[v] = hn::Load(d, xt + c * ldt + v * N);
+    for (int i = 0; i < kRowsM; ++i) {
       const VF wv = hn::Set(d, panel[i * cols + c]);
-      a0[i] = hn::MulAdd(wv, x0, a0[i]);
-      a1[i] = hn::MulAdd(wv, x1, a1[i]);
+      for (int v = 0; v < kVecs; ++v) acc[i][v] = hn::MulAdd(wv, xv[v], acc[i][v]);
     }
   }
-  for (int i = 0; i < kPanelRows; ++i) {
-    hn::Store(a0[i], d, out + i * 2 * N);
-    hn::Store(a1[i], d, out + i * 2 * N + N);
-  }
+  for (int i = 0; i < kRowsM; ++i)
+    for (int v = 0; v < kVecs; ++v) hn::Store(acc[i][v], d, out + (i * kVecs + v) * N);
 }
 
 template <WeightFormat kFormat, int kGroup>
-void PanelAll(const WeightMatrix& w, int64_t r_begin, int64_t r_end, const float* x,
-              int64_t ldx, int64_t n_tokens, float* y, int64_t ldy, float* scratch) {
+void PanelAll(const WeightMatrix& w, int64_t r_begin, int64_t r_end, const float* xpack,
+              int64_t n_tokens, float* y, int64_t ldy, float* scratch) {
   using C = Codes<kFormat, kGroup>;
   const DF d;
   const size_t N = hn::Lanes(d);
   const int64_t cols = w.cols, ng = cols / C::kCols;
   const size_t vpg = C::kCols / N;
   float* panel = scratch;                                   // [kPanelRows][cols]
-  float* xt = scratch + kPanelRows * cols;                  // [cols][ldt]
-  HWY_ALIGN float out[kPanelRows * 2 * hn::MaxLanes(d)];
+  HWY_ALIGN float out[kPanelRows * 2 * hn::MaxLanes(d)];  // [kPanelRows][tile]
   const size_t row_bytes = w.code_bytes_per_row();
   for (int64_t t0 = 0; t0 < n_tokens; t0 += kTokenBlock) {
     const int64_t nt = std::min(kTokenBlock, n_tokens - t0);
-    const int64_t ldt = (nt + 2 * N - 1) / (2 * N) * (2 * N);
-    for (int64_t c = 0; c < cols; ++c) {  // pack x transposed, zero padding
-      for (int64_t t = 0; t < nt; ++t) xt[c * ldt + t] = x[(t0 + t) * ldx + c];
-      for (int64_t t = nt; t < ldt; ++t) xt[c * ldt + t] = 0.0f;
-    }
+    const int64_t tile = PanelTile(nt);
+    const int64_t ldt = (nt + tile - 1) / tile * tile;
+    const float* xt = xpack + (t0 / kTokenBlock) * kTokenBlock * cols;  // [cols][ldt]
     for (int64_t r = r_begin; r < r_end; r += kPanelRows) {
       const int rows = static_cast<int>(std::min<int64_t>(kPanelRows, r_end - r));
       for (int i = 0; i < kPanelRows; ++i) {
@@ -253,11 +282,17 @@ void PanelAll(const WeightMatrix& w, int64_t r_begin, int64_t r_end, const float
           }
         }
       }
-      for (int64_t tt = 0; tt < nt; tt += 2 * N) {
-        PanelMicro(panel, cols, xt + tt, ldt, out);
-        const int64_t ntt = std::min<int64_t>(2 * N, nt - tt);
+      for (int64_t tt = 0; tt < nt; tt += tile) {
+        if (tile == static_cast<int64_t>(N)) {
+          PanelMicro<kPanelRows, 1>(panel, cols, xt + tt, ldt, out);
+        } else {
+          PanelMicro<kPanelRows / 2, 2>(panel, cols, xt + tt, ldt, out);
+          PanelMicro<kPanelRows / 2, 2>(panel + kPanelRows / 2 * cols, cols, xt + tt, ldt,
+                                        out + kPanelRows / 2 * 2 * N);
+        }
+        const int64_t ntt = std::min<int64_t>(tile, nt - tt);
         for (int i = 0; i < rows; ++i)
-          for (int64_t t = 0; t < ntt; ++t) y[(t0 + tt + t) * ldy + r + i] = out[i * 2 * N + t];
+          for (int64_t t = 0; t < ntt; ++t) y[(t0 + tt + t) * ldy + r + i] = out[i * tile + t];
       }
     }
   }
@@ -266,27 +301,30 @@ void PanelAll(const WeightMatrix& w, int64_t r_begin, int64_t r_end, const float
 // ---------------------------------------------------------------- entry
 template <WeightFormat kFormat, int kGroup>
 void MatMulRowsT(const WeightMatrix& w, int64_t r_begin, int64_t r_end, const float* x,
-                 int64_t ldx, int64_t n_tokens, float* y, int64_t ldy, float* scratch) {
+                 int64_t ldx, const float* xpack, int64_t n_tokens, float* y, int64_t ldy,
+                 float* scratch) {
   if (n_tokens <= kMatMulStreamMaxTokens) {
     StreamAll<kFormat, kGroup>(w, r_begin, r_end, x, ldx, n_tokens, y, ldy, scratch);
   } else {
-    PanelAll<kFormat, kGroup>(w, r_begin, r_end, x, ldx, n_tokens, y, ldy, scratch);
+    PanelAll<kFormat, kGroup>(w, r_begin, r_end, xpack, n_tokens, y, ldy, scratch);
   }
 }
 
+// x: [n_tokens, ldx]; xpack: x packed by PackX when n_tokens > kMatMulStreamMaxTokens.
 inline void MatMulRows(const WeightMatrix& w, int64_t r_begin, int64_t r_end, const float* x,
-                       int64_t ldx, int64_t n_tokens, float* y, int64_t ldy, float* scratch) {
+                       int64_t ldx, const float* xpack, int64_t n_tokens, float* y, int64_t ldy,
+                       float* scratch) {
   switch (w.format) {
     case WeightFormat::kF32:
-      return MatMulRowsT<WeightFormat::kF32, 16>(w, r_begin, r_end, x, ldx, n_tokens, y, ldy, scratch);
+      return MatMulRowsT<WeightFormat::kF32, 16>(w, r_begin, r_end, x, ldx, xpack, n_tokens, y, ldy, scratch);
     case WeightFormat::kF16:
-      return MatMulRowsT<WeightFormat::kF16, 16>(w, r_begin, r_end, x, ldx, n_tokens, y, ldy, scratch);
+      return MatMulRowsT<WeightFormat::kF16, 16>(w, r_begin, r_end, x, ldx, xpack, n_tokens, y, ldy, scratch);
     case WeightFormat::kQ4:
-      return MatMulRowsT<WeightFormat::kQ4, 32>(w, r_begin, r_end, x, ldx, n_tokens, y, ldy, scratch);
+      return MatMulRowsT<WeightFormat::kQ4, 32>(w, r_begin, r_end, x, ldx, xpack, n_tokens, y, ldy, scratch);
     case WeightFormat::kQ8:
       if (w.group == 16)
-        return MatMulRowsT<WeightFormat::kQ8, 16>(w, r_begin, r_end, x, ldx, n_tokens, y, ldy, scratch);
-      return MatMulRowsT<WeightFormat::kQ8, 32>(w, r_begin, r_end, x, ldx, n_tokens, y, ldy, scratch);
+        return MatMulRowsT<WeightFormat::kQ8, 16>(w, r_begin, r_end, x, ldx, xpack, n_tokens, y, ldy, scratch);
+      return MatMulRowsT<WeightFormat::kQ8, 32>(w, r_begin, r_end, x, ldx, xpack, n_tokens, y, ldy, scratch);
   }
 }
 

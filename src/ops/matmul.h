@@ -2,9 +2,11 @@
 //
 // One call computes several outputs that share the same input (Q, K and V; gate and up) in
 // one parallel region, because on a small model per-region synchronisation, not arithmetic,
-// is the cost to fight. Small batches (decode) dequantize weights in registers and stream
-// them once; large batches (prefill) dequantize a panel of rows to fp32 once per block of
-// tokens and run a register-tiled fp32 kernel on it.
+// is the cost to fight. Small batches (one decode step of a few sequences) dequantize
+// weights in registers and stream them once per 4 tokens; larger ones (prefill, a decode
+// step of many sequences) dequantize a panel of 12 rows to fp32 once per block of 64 tokens
+// and run a register-tiled fp32 kernel on x packed once per call (12 rows x 16 tokens, or
+// 6 x 32, so a 9-16 sequence decode batch wastes no lanes on padding).
 #pragma once
 
 #include <cstdint>
@@ -31,7 +33,7 @@ void MatMulReference(const float* x, int64_t ldx, int64_t n_tokens,
                      std::span<const MatMulOutput> outs);
 
 // Batches up to this many tokens use the register-dequantizing kernel (chosen by
-// bench/bench_matmul.cc; see docs/BENCHMARKS.md).
-inline constexpr int64_t kMatMulStreamMaxTokens = 4;
+// bench/bench_matmul.cc, tokens 4/8/16: docs/BENCHMARKS.md "Weights in the matmul").
+inline constexpr int64_t kMatMulStreamMaxTokens = 8;
 
 }  // namespace slimkv::ops

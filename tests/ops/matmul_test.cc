@@ -52,7 +52,7 @@ TEST_P(MatMulTest, MatchesReferenceOnOddShapes) {
   for (int64_t rows : {1, 3, 5, 17, 97}) {
     for (int64_t cols : {32, 96, 576}) {
       if (c.group && cols % c.group) continue;
-      for (int64_t tokens : {1, 2, 3, 4, 5, 17, 70}) {
+      for (int64_t tokens : {1, 2, 3, 4, 5, 8, 11, 16, 17, 70}) {
         SCOPED_TRACE(::testing::Message() << rows << "x" << cols << " tokens " << tokens);
         WeightMatrix w = RandomMatrix(c.format, rows, cols, c.group, c.has_min, rows * 131 + cols);
         const int64_t ldx = cols + 3;  // misaligned rows of x
