@@ -31,6 +31,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -252,8 +253,13 @@ int RunThroughput(const CommonOptions& co, const ThroughputOptions& o) {
   // Warm-up: one request, not measured.
   Post(t, "/v1/completions",
        json{{"model", co.model}, {"prompt", Words(o.prompt_words, 1)}, {"max_tokens", 4}, {"stream", true}}.dump(), true);
-  std::printf("| server | clients | requests | errors | gen tokens | wall s | tokens/s | per client | TTFT p50 | TTFT p99 | ITL p50 | ITL p99 |\n");
-  std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+  // "decode tok/s": text chunks after each request's first, over the time during which at
+  // least one request was between its first and last chunk: the aggregate decode rate,
+  // prefill stalls of running requests included, idle gaps before a first token not (with
+  // one client those gaps are the prompt's prefill; a server that caps its slots is not
+  // credited with clients it does not run).
+  std::printf("| server | clients | requests | errors | gen tokens | wall s | tokens/s | per client | decode tok/s | TTFT p50 | TTFT p99 | ITL p50 | ITL p99 |\n");
+  std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   std::fflush(stdout);
   uint64_t seed = 1000;
   for (int clients : o.clients) {
@@ -262,7 +268,8 @@ int RunThroughput(const CommonOptions& co, const ThroughputOptions& o) {
     std::atomic<int> next{0};
     std::mutex mu;
     std::vector<double> ttft, itl;
-    int64_t tokens = 0;
+    int64_t tokens = 0, decode_chunks = 0;
+    std::vector<std::pair<double, double>> decoding;  // [first chunk, last chunk] since t0
     int done = 0, errors = 0;
     const auto t0 = Clock::now();
     const uint64_t level_seed = seed;
@@ -281,24 +288,39 @@ int RunThroughput(const CommonOptions& co, const ThroughputOptions& o) {
                              {"ignore_eos", true},
                              {"stream", true},
                              {"stream_options", {{"include_usage", true}}}};
+          const double sent = Seconds(t0, Clock::now());
           const Outcome r = Post(t, "/v1/completions", body.dump(), true);
           std::lock_guard<std::mutex> lock(mu);
           if (r.status != 200 || !r.done || r.ttft < 0) {
-            ++errors;
+            if (++errors <= 5)
+              std::fprintf(stderr, "request %d failed: HTTP %d%s, %s%s\n", i, r.status, r.done ? "" : ", stream not done",
+                           r.error_type.empty() ? "" : (r.error_type + ": ").c_str(), r.error.c_str());
             continue;
           }
           ++done;
           ttft.push_back(r.ttft);
           for (size_t k = 1; k < r.token_times.size(); ++k) itl.push_back(r.token_times[k] - r.token_times[k - 1]);
+          if (r.token_times.size() > 1) {
+            decode_chunks += static_cast<int64_t>(r.token_times.size()) - 1;
+            decoding.emplace_back(sent + r.token_times.front(), sent + r.token_times.back());
+          }
           tokens += r.completion_tokens > 0 ? r.completion_tokens : static_cast<int64_t>(r.token_times.size());
         }
       });
     }
     for (auto& th : threads) th.join();
     const double wall = Seconds(t0, Clock::now());
-    std::printf("| %s | %d | %d | %d | %lld | %.1f | %.1f | %.1f | %.3f | %.3f | %.4f | %.4f |\n", co.label.c_str(),
+    std::sort(decoding.begin(), decoding.end());
+    double decode_seconds = 0, covered_to = 0;  // length of the union of the intervals
+    for (const auto& [a, b] : decoding) {
+      const double from = std::max(a, covered_to);
+      if (b > from) decode_seconds += b - from;
+      covered_to = std::max(covered_to, b);
+    }
+    const double decode_rate = decode_seconds > 0 ? decode_chunks / decode_seconds : 0.0;
+    std::printf("| %s | %d | %d | %d | %lld | %.1f | %.1f | %.1f | %.1f | %.3f | %.3f | %.4f | %.4f |\n", co.label.c_str(),
                 clients, done, errors, static_cast<long long>(tokens), wall, tokens / wall, tokens / wall / clients,
-                Quantile(ttft, 0.5), Quantile(ttft, 0.99), Quantile(itl, 0.5), Quantile(itl, 0.99));
+                decode_rate, Quantile(ttft, 0.5), Quantile(ttft, 0.99), Quantile(itl, 0.5), Quantile(itl, 0.99));
     std::fflush(stdout);
   }
   return 0;

@@ -1,6 +1,7 @@
 #include "server/server.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <ctime>
 #include <random>
@@ -52,6 +53,8 @@ struct HttpServer::Impl {
   void Routes();
   void Generate(Endpoint endpoint, const httplib::Request& req, httplib::Response& res);
   uint64_t NextSeed() { return SplitMix64(seed_base + next.fetch_add(1)); }
+  // The socket cpp-httplib last created for listening (see the constructor).
+  int listen_fd = -1;
   std::string NextId(const char* prefix) { return fmt::format("{}-{:016x}", prefix, NextSeed()); }
 
   const engine::Engine& engine;
@@ -294,6 +297,16 @@ HttpServer::HttpServer(const engine::Engine& engine, engine::Scheduler& schedule
   h.set_keep_alive_timeout(5);
   h.set_keep_alive_max_count(1000);
   h.set_tcp_nodelay(true);  // stream tokens as they come
+  // Debian's cpp-httplib is compiled with a listen backlog of 5: 64 clients connecting at
+  // once overflowed the accept queue (TcpExtListenOverflows) and some saw their connection
+  // closed without a response (bench/loadgen: "transport: Read"). The socket is kept here
+  // and listened on again with a real backlog once bound (Bind). SO_REUSEADDR only, not the
+  // library's default SO_REUSEPORT, which lets a second server bind a port in use silently.
+  h.set_socket_options([impl = impl_.get()](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    impl->listen_fd = sock;
+  });
   impl_->Routes();
 }
 
@@ -310,6 +323,8 @@ Status HttpServer::Bind() {
     }
     port_ = o.port;
   }
+  if (impl_->listen_fd >= 0 && ::listen(impl_->listen_fd, kListenBacklog) != 0)
+    return IoError("cannot listen on {}:{} with a backlog of {}", o.host, port_, kListenBacklog);
   return Status::Ok();
 }
 

@@ -26,6 +26,10 @@
 
 namespace slimkv::server {
 
+// Connections the kernel completes and queues before the server accepts them (the
+// listen backlog; the kernel caps it at net.core.somaxconn).
+inline constexpr int kListenBacklog = 1024;
+
 struct ServerOptions {
   std::string host = "127.0.0.1";
   int port = 8080;                  // 0: any free port (port() says which)
