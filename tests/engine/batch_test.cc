@@ -6,21 +6,13 @@
 
 #include "engine/engine.h"
 #include "kv/format.h"
+#include "engine_test_util.h"
 #include "test_util.h"
 
 namespace slimkv {
 namespace {
 
-std::unique_ptr<engine::Engine> Make(const std::string& path) {
-  engine::EngineOptions o;
-  o.model_path = path;
-  o.kv = *kv::ParsePreset("fp32");
-  o.n_ctx = 256;
-  o.n_seq = 4;
-  auto e = engine::Engine::Create(o);
-  EXPECT_TRUE(e.ok()) << e.status().ToString();
-  return e.ok() ? std::move(e).value() : nullptr;
-}
+std::unique_ptr<engine::Engine> Make(const std::string& path) { return testing::MakeTestEngine(path); }
 
 float MaxDiff(const float* a, const float* b, size_t n) {
   float d = 0;

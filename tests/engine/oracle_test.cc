@@ -11,6 +11,7 @@
 
 #include "engine/engine.h"
 #include "kv/format.h"
+#include "engine_test_util.h"
 #include "test_util.h"
 
 namespace slimkv {
@@ -70,14 +71,7 @@ class Oracle {
 };
 
 std::unique_ptr<engine::Engine> MakeEngine(const std::string& path, const char* kv, int batch) {
-  engine::EngineOptions o;
-  o.model_path = path;
-  o.kv = *kv::ParsePreset(kv);
-  o.n_ctx = 1024;
-  o.prefill_chunk = batch;
-  auto e = engine::Engine::Create(o);
-  EXPECT_TRUE(e.ok()) << e.status().ToString();
-  return e.ok() ? std::move(e).value() : nullptr;
+  return testing::MakeTestEngine(path, {.kv = kv, .n_ctx = 1024, .n_seq = 1, .prefill_chunk = batch});
 }
 
 std::vector<float> EngineLogits(engine::Engine& e, const std::vector<int32_t>& ids, int every = 1) {

@@ -12,6 +12,7 @@
 
 #include "engine/request_stream.h"
 #include "kv/format.h"
+#include "engine_test_util.h"
 #include "test_util.h"
 
 namespace slimkv::engine {
@@ -20,15 +21,7 @@ namespace {
 constexpr int kCtx = 256;
 
 std::unique_ptr<Engine> MakeEngine(const std::string& path, size_t budget_bytes = 0, const char* preset = "fp32") {
-  EngineOptions o;
-  o.model_path = path;
-  o.kv = *kv::ParsePreset(preset);
-  o.n_ctx = kCtx;
-  o.n_seq = 8;
-  o.kv_budget_bytes = budget_bytes;
-  auto e = Engine::Create(o);
-  EXPECT_TRUE(e.ok()) << e.status().ToString();
-  return e.ok() ? std::move(e).value() : nullptr;
+  return testing::MakeTestEngine(path, {.kv = preset, .n_ctx = kCtx, .n_seq = 8, .kv_budget_bytes = budget_bytes});
 }
 
 const char* kPrompts[] = {

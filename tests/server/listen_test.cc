@@ -11,25 +11,13 @@
 
 #include <vector>
 
-#include "engine/engine.h"
+#include "engine/engine_test_util.h"
 #include "engine/scheduler.h"
-#include "kv/format.h"
 #include "server/server.h"
 #include "test_util.h"
 
 namespace slimkv::server {
 namespace {
-
-std::unique_ptr<engine::Engine> MakeEngine(const std::string& path) {
-  engine::EngineOptions o;
-  o.model_path = path;
-  o.kv = *kv::ParsePreset("fp16");
-  o.n_ctx = 128;
-  o.n_seq = 2;
-  auto e = engine::Engine::Create(o);
-  EXPECT_TRUE(e.ok()) << e.status().ToString();
-  return e.ok() ? std::move(e).value() : nullptr;
-}
 
 // Starts a non-blocking connect to 127.0.0.1:port; -1 on failure to start.
 int ConnectNonBlocking(int port) {
@@ -47,15 +35,30 @@ int ConnectNonBlocking(int port) {
   return fd;
 }
 
-TEST(ListenTest, ABurstOfConnectionsIsQueuedBeforeAnyIsAccepted) {
-  SLIMKV_REQUIRE_MODEL(path, testing::DefaultModelFile());
-  auto e = MakeEngine(path);
-  ASSERT_NE(e, nullptr);
-  auto sched = engine::Scheduler::Create(e.get(), engine::SchedulerOptions{});
-  ASSERT_TRUE(sched.ok()) << sched.status().ToString();
-  ServerOptions so;
-  so.port = 0;
-  HttpServer server(*e, **sched, so);
+// A small engine and an idle scheduler for servers that are bound but never serve.
+class ListenTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    SLIMKV_REQUIRE_MODEL(path, testing::DefaultModelFile());
+    engine_ = testing::MakeTestEngine(path, {.kv = "fp16", .n_ctx = 128, .n_seq = 2});
+    ASSERT_NE(engine_, nullptr);
+    auto sched = engine::Scheduler::Create(engine_.get(), engine::SchedulerOptions{});
+    ASSERT_TRUE(sched.ok()) << sched.status().ToString();
+    scheduler_ = std::move(sched).value();
+  }
+  // A server on `port` (0: any free one); Bind() not yet called.
+  std::unique_ptr<HttpServer> Server(int port) {
+    ServerOptions so;
+    so.port = port;
+    return std::make_unique<HttpServer>(*engine_, *scheduler_, so);
+  }
+  std::unique_ptr<engine::Engine> engine_;
+  std::unique_ptr<engine::Scheduler> scheduler_;
+};
+
+TEST_F(ListenTest, ABurstOfConnectionsIsQueuedBeforeAnyIsAccepted) {
+  auto server_ptr = Server(0);
+  HttpServer& server = *server_ptr;
   ASSERT_TRUE(server.Bind().ok());
   // Nobody accepts (Serve is never called): every handshake the kernel completes waits in
   // the accept queue. With a backlog of 5 only about 6 of these complete; the rest stay in
@@ -81,21 +84,13 @@ TEST(ListenTest, ABurstOfConnectionsIsQueuedBeforeAnyIsAccepted) {
   EXPECT_EQ(connected, kClients) << "connections completed by the kernel before any accept";
 }
 
-TEST(ListenTest, APortInUseIsAnError) {
-  SLIMKV_REQUIRE_MODEL(path, testing::DefaultModelFile());
-  auto e = MakeEngine(path);
-  ASSERT_NE(e, nullptr);
-  auto sched = engine::Scheduler::Create(e.get(), engine::SchedulerOptions{});
-  ASSERT_TRUE(sched.ok()) << sched.status().ToString();
-  ServerOptions so;
-  so.port = 0;
-  HttpServer first(*e, **sched, so);
-  ASSERT_TRUE(first.Bind().ok());
-  so.port = first.port();
-  HttpServer second(*e, **sched, so);
-  const Status st = second.Bind();
-  ASSERT_FALSE(st.ok()) << "a second server bound port " << so.port;
-  EXPECT_NE(st.ToString().find(std::to_string(so.port)), std::string::npos) << st.ToString();
+TEST_F(ListenTest, APortInUseIsAnError) {
+  auto first = Server(0);
+  ASSERT_TRUE(first->Bind().ok());
+  const int port = first->port();
+  const Status st = Server(port)->Bind();
+  ASSERT_FALSE(st.ok()) << "a second server bound port " << port;
+  EXPECT_NE(st.ToString().find(std::to_string(port)), std::string::npos) << st.ToString();
 }
 
 }  // namespace
