@@ -33,7 +33,7 @@ void MatMulReference(const float* x, int64_t ldx, int64_t n_tokens,
                      std::span<const MatMulOutput> outs);
 
 // Batches up to this many tokens use the register-dequantizing kernel (chosen by
-// bench/bench_matmul.cc, tokens 4/8/16: docs/BENCHMARKS.md "Weights in the matmul").
+// bench/bench_matmul.cc at 4, 8 and 16 tokens: docs/DECISIONS.md "Matmul kernels").
 inline constexpr int64_t kMatMulStreamMaxTokens = 8;
 
 }  // namespace slimkv::ops

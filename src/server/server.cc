@@ -53,9 +53,9 @@ struct HttpServer::Impl {
   void Routes();
   void Generate(Endpoint endpoint, const httplib::Request& req, httplib::Response& res);
   uint64_t NextSeed() { return SplitMix64(seed_base + next.fetch_add(1)); }
+  std::string NextId(const char* prefix) { return fmt::format("{}-{:016x}", prefix, NextSeed()); }
   // The socket cpp-httplib last created for listening (see the constructor).
   int listen_fd = -1;
-  std::string NextId(const char* prefix) { return fmt::format("{}-{:016x}", prefix, NextSeed()); }
 
   const engine::Engine& engine;
   engine::Scheduler& scheduler;
