@@ -206,12 +206,23 @@ inline size_t PackedXFloats(int64_t cols, int64_t n_tokens) {
   return static_cast<size_t>(blocks * kTokenBlock * cols);
 }
 
+// Where the block of tokens starting at t0 (a multiple of kTokenBlock) lies in the packed x.
+struct PackedBlock {
+  int64_t nt;      // tokens in the block
+  int64_t tile;    // tokens per micro-kernel call
+  int64_t ldt;     // nt rounded up to the tile
+  int64_t offset;  // of the block's [cols][ldt] in floats
+};
+inline PackedBlock PackedBlockAt(int64_t t0, int64_t n_tokens, int64_t cols) {
+  const int64_t nt = std::min(kTokenBlock, n_tokens - t0);
+  const int64_t tile = PanelTile(nt);
+  return {nt, tile, (nt + tile - 1) / tile * tile, (t0 / kTokenBlock) * kTokenBlock * cols};
+}
+
 inline void PackX(const float* x, int64_t ldx, int64_t n_tokens, int64_t cols, float* xpack) {
   for (int64_t t0 = 0; t0 < n_tokens; t0 += kTokenBlock) {
-    const int64_t nt = std::min(kTokenBlock, n_tokens - t0);
-    const int64_t tile = PanelTile(nt);
-    const int64_t ldt = (nt + tile - 1) / tile * tile;
-    float* xt = xpack + (t0 / kTokenBlock) * kTokenBlock * cols;
+    const auto [nt, tile, ldt, offset] = PackedBlockAt(t0, n_tokens, cols);
+    float* xt = xpack + offset;
     for (int64_t t = 0; t < nt; ++t) {  // rows of x read in order
       const float* src = x + (t0 + t) * ldx;
       for (int64_t c = 0; c < cols; ++c) xt[c * ldt + t] = src[c];
@@ -257,10 +268,8 @@ void PanelAll(const WeightMatrix& w, int64_t r_begin, int64_t r_end, const float
   HWY_ALIGN float out[kPanelRows * 2 * hn::MaxLanes(d)];  // [kPanelRows][tile]
   const size_t row_bytes = w.code_bytes_per_row();
   for (int64_t t0 = 0; t0 < n_tokens; t0 += kTokenBlock) {
-    const int64_t nt = std::min(kTokenBlock, n_tokens - t0);
-    const int64_t tile = PanelTile(nt);
-    const int64_t ldt = (nt + tile - 1) / tile * tile;
-    const float* xt = xpack + (t0 / kTokenBlock) * kTokenBlock * cols;  // [cols][ldt]
+    const auto [nt, tile, ldt, offset] = PackedBlockAt(t0, n_tokens, cols);
+    const float* xt = xpack + offset;  // [cols][ldt]
     for (int64_t r = r_begin; r < r_end; r += kPanelRows) {
       const int rows = static_cast<int>(std::min<int64_t>(kPanelRows, r_end - r));
       for (int i = 0; i < kPanelRows; ++i) {
