@@ -9,6 +9,9 @@ FUZZ_SECONDS ?= 60
 # Tests run two at a time: most use both cores only part of the time (the float64 oracle is
 # single-threaded Python for minutes), and make test must stay under 20 minutes.
 TEST_JOBS ?= 2
+# ccache, when installed, makes rebuilds across build directories and checkouts cheap.
+CCACHE := $(shell command -v ccache 2>/dev/null)
+LAUNCHER := $(if $(CCACHE),-DCMAKE_CXX_COMPILER_LAUNCHER=$(CCACHE) -DCMAKE_C_COMPILER_LAUNCHER=$(CCACHE))
 DEMO_PROMPT ?= Explain in three sentences why the KV cache of an LLM grows with the context length.
 
 .PHONY: all setup models build build-asan demo test test-release test-asan fuzz bench clean
@@ -22,14 +25,14 @@ models:
 	@tools/setup.sh --gemma3
 
 $(BUILD)/build.ninja: CMakeLists.txt
-	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release $(LAUNCHER)
 
 build: $(BUILD)/build.ninja
 	cmake --build $(BUILD) -j $(JOBS)
 
 build-asan:
 	CC=clang-14 CXX=clang++-14 cmake -S . -B $(ASAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-	  -DSLIMKV_SANITIZE=ON -DSLIMKV_BUILD_BENCH=OFF
+	  -DSLIMKV_SANITIZE=ON -DSLIMKV_BUILD_BENCH=OFF $(LAUNCHER)
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 
 demo: setup build
