@@ -39,6 +39,7 @@
 #include "hwy/cache_control.h"
 #include "hwy/highway.h"
 #include "kv/attention.h"
+#include "kv/attention_scratch.h"
 #include "kv/turbo-inl.h"  // TurboQuant parts: kernels on the codes (per target, like this file)
 
 HWY_BEFORE_NAMESPACE();
@@ -332,52 +333,6 @@ HWY_NOINLINE void AccumTokenMajor(const Loader& load, const uint8_t* codes, int 
     default: break;
   }
 }
-
-// ------------------------------------------------------------------ scratch
-// Integer (VNNI) paths, blocks of 32 or 64 tokens: queries (keys side) and weights (values
-// side) become 16-bit integers x stored as two signed bytes x = 256 * hi + lo, multiplied
-// in two vpdpbusd passes; |x| <= kIntLevels keeps hi = (x + 128) >> 8 a byte.
-inline constexpr float kIntLevels = 32639.0f;
-inline constexpr int kIntBt = 64;  // the largest block the integer paths handle
-inline constexpr int kMaxGroups = 8;  // channel groups per head on the integer value path
-
-// Per row, per 32 channels: 32 lo bytes, then 32 hi bytes (QueryLo/QueryHi).
-struct QueryBytes {
-  HWY_ALIGN int8_t bytes[kMaxRows * 2 * kMaxHd];
-  float step[kMaxRows * (kMaxHd / 16)];  // per row (and group): value of one unit
-  float bias[kMaxRows * (kMaxHd / 16)];  // per row (and group): added to step * dot
-};
-
-// Scratch of one task (thread-local: ~1 MB).
-struct BlockScratch {
-  HWY_ALIGN float qp[kMaxRows * kMaxHd];      // prepared queries [rows][hd]
-  HWY_ALIGN float scores[kMaxRows * kMaxBt];  // scores, then weights, of one block [rows][bt]
-  HWY_ALIGN float lsum[kMaxRows * 16];        // per-row softmax sums, one vector per row
-  HWY_ALIGN float q2[kMaxRows * kMaxHd];      // queries with per-block scales folded in
-  HWY_ALIGN float qn[kMaxRows * kMaxHd];      // queries * kIntLevels / max|q[r]| (integer keys)
-  HWY_ALIGN float p2[kMaxRows * kMaxBt];      // weights with per-token scales folded in
-  HWY_ALIGN float part[kMaxRows * kMaxHd];    // per-channel V partial sums
-  HWY_ALIGN float tile[kMaxHd * kMaxBt];      // pre-RoPE keys decoded and rotated
-  HWY_ALIGN float channel_scale[kMaxHd], channel_zero[kMaxHd];
-  float cst[kMaxRows];
-  float qsum[kMaxRows * (kMaxHd / 16)];
-  // Integer paths.
-  HWY_ALIGN float vscale[kIntBt * kMaxGroups], vzero[kIntBt * kMaxGroups];  // [token][group]
-  // Integer weights per row: per 32 (token, group) entries, 32 lo bytes then 32 hi bytes, in
-  // [group][token] order within the 32 (ValueWeightLo).
-  HWY_ALIGN int8_t wbytes[kMaxRows * 2 * kIntBt * kMaxGroups];
-  HWY_ALIGN float dm[kMaxRows + 16];    // per row: block maximum - running maximum (base 2)
-  HWY_ALIGN float pmax[kMaxRows + 16];  // per row: the block's largest weight
-  float qmax[kMaxRows];                 // per row: max |q|
-  float vstep[kMaxRows];
-  float vconst[kMaxRows * kMaxGroups];  // per row and group, added to the accumulators
-  float vconst_sum[kMaxRows * kMaxGroups];  // the same, summed over blocks (rescaled)
-  // tq on the integer paths: per row, the accumulators' start of the hi and lo byte passes.
-  int32_t tq_qoff_hi[kMaxRows], tq_qoff_lo[kMaxRows];  // keys, per task
-  int32_t tq_woff[2 * kMaxRows];  // values, per block
-  QueryBytes block_query;  // per block: keys quantized per channel
-  QueryBytes task_query;   // per task: keys quantized per token group
-};
 
 template <class Fn>
 HWY_INLINE void WithIntBits(int bits, Fn&& fn) {
@@ -1516,7 +1471,7 @@ HWY_INLINE void PrefetchBlock(const uint8_t* p, size_t bytes) {
 }
 
 // Online softmax of one task over the blocks of its key range.
-SLIMKV_KV_ATTR inline void AttnTaskImpl(const AttnTask& t, AttnPartial out) {
+SLIMKV_KV_ATTR inline void AttnTaskImpl(const AttnTask& t, AttnPartial out, BlockScratch& s) {
   const DF d;
   const DI di;
   const size_t N = hn::Lanes(d);
@@ -1524,8 +1479,6 @@ SLIMKV_KV_ATTR inline void AttnTaskImpl(const AttnTask& t, AttnPartial out) {
   const int rows = t.n_q_tokens * G;
   const int bt = t.block_tokens;
   const int hd = t.head_dim;
-  static thread_local BlockScratch scratch;  // ~1 MB per thread: too large for the stack
-  BlockScratch& s = scratch;
   float* scores = s.scores;
   const int lds = bt;
   const float kNegInf = -std::numeric_limits<float>::infinity();

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "base/check.h"
+#include "kv/attention_scratch.h"
 #include "kv/codec.h"
 
 #undef HWY_TARGET_INCLUDE
@@ -16,7 +17,9 @@
 
 HWY_BEFORE_NAMESPACE();
 namespace slimkv::kv::HWY_NAMESPACE {
-SLIMKV_KV_ATTR void RunAttnTaskEntry(const AttnTask& task, AttnPartial out) { AttnTaskImpl(task, out); }
+SLIMKV_KV_ATTR void RunAttnTaskEntry(const AttnTask& task, AttnPartial out, BlockScratch& s) {
+  AttnTaskImpl(task, out, s);
+}
 }  // namespace slimkv::kv::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
 
@@ -46,9 +49,16 @@ BlockKind MakeBlockKind(const KvFormat& k, const KvFormat& v, int block_tokens, 
   return b;
 }
 
-void RunAttnTask(const AttnTask& task, AttnPartial out) {
+// Default-initialised, not zeroed: the kernels write before they read, and a page nobody
+// uses (the pre-RoPE tile, the integer buffers of the float paths) is never touched.
+AttnScratch::AttnScratch() : p_(new BlockScratch) {}
+AttnScratch::~AttnScratch() = default;
+AttnScratch::AttnScratch(AttnScratch&&) noexcept = default;
+AttnScratch& AttnScratch::operator=(AttnScratch&&) noexcept = default;
+
+void RunAttnTask(const AttnTask& task, AttnPartial out, AttnScratch& scratch) {
   CheckTask(task);
-  HWY_DYNAMIC_DISPATCH(RunAttnTaskEntry)(task, out);
+  HWY_DYNAMIC_DISPATCH(RunAttnTaskEntry)(task, out, scratch.get());
 }
 
 void RunAttnTaskReference(const AttnTask& t, AttnPartial out) {

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 
 #include "kv/format.h"
 #include "kv/rotation.h"
@@ -81,8 +82,27 @@ struct AttnPartial {
   float* l;
 };
 
-// Runs one task with the best SIMD target (one dispatch per task).
-void RunAttnTask(const AttnTask& task, AttnPartial out);
+struct BlockScratch;  // attention_scratch.h
+
+// Working memory of the tasks one thread runs (about 1.3 MB, allocated when constructed,
+// its pages touched only as the kernels use them). Whoever runs tasks owns one per thread
+// (KvCache: one per thread of the pool that calls Attend) — never thread_local, so threads
+// that never run attention (a server's HTTP threads) do not pay for it.
+class AttnScratch {
+ public:
+  AttnScratch();
+  ~AttnScratch();
+  AttnScratch(AttnScratch&&) noexcept;
+  AttnScratch& operator=(AttnScratch&&) noexcept;
+  BlockScratch& get() { return *p_; }
+
+ private:
+  std::unique_ptr<BlockScratch> p_;
+};
+
+// Runs one task with the best SIMD target (one dispatch per task), in `scratch` (which no
+// other task may use at the same time).
+void RunAttnTask(const AttnTask& task, AttnPartial out, AttnScratch& scratch);
 
 // Scalar reference of RunAttnTask: decodes every visible key and value with the reference
 // codecs (codec.h) and runs a plain softmax in double.

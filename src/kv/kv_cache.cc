@@ -472,14 +472,19 @@ void KvCache::Attend(ThreadPool& pool, int layer, std::span<const StepChunk> chu
         for (int g = 0; g < G; ++g) rot.Inverse(o + i * ldo + g * hd);
     }
   };
+  if (static_cast<int>(attn_scratch_.size()) < pool.num_threads()) attn_scratch_.resize(pool.num_threads());
+  auto run_task = [&](int task, int thread) {
+    std::unique_ptr<AttnScratch>& scratch = attn_scratch_[thread];
+    if (!scratch) scratch = std::make_unique<AttnScratch>();
+    RunAttnTask(scratch_tasks_[task], partial(task), *scratch);
+  };
   if (parts == 1) {
-    pool.Run(static_cast<int>(units.size()), [&](int i, int) {
-      RunAttnTask(scratch_tasks_[units[i].part0], partial(units[i].part0));
+    pool.Run(static_cast<int>(units.size()), [&](int i, int thread) {
+      run_task(units[i].part0, thread);
       merge(units[i]);
     });
   } else {
-    pool.Run(static_cast<int>(scratch_tasks_.size()),
-             [&](int i, int) { RunAttnTask(scratch_tasks_[i], partial(i)); });
+    pool.Run(static_cast<int>(scratch_tasks_.size()), [&](int i, int thread) { run_task(i, thread); });
     pool.Run(static_cast<int>(units.size()), [&](int i, int) { merge(units[i]); });
   }
   if (!want_mass) return;

@@ -209,6 +209,9 @@ class KvCache {
   std::vector<size_t> scratch_score_off_;  // [task] offset into scratch_scores_, or SIZE_MAX
   std::vector<float> scratch_ml_;          // [unit] merged max and sum of each row
   std::vector<float> scratch_vec_;
+  // Attention working memory, one per pool thread (indexed by ThreadPool::Run's thread),
+  // made on the first task that thread runs: only threads that attend pay for it.
+  std::vector<std::unique_ptr<AttnScratch>> attn_scratch_;
 };
 
 }  // namespace slimkv::kv

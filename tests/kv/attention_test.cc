@@ -186,14 +186,15 @@ TEST_P(AttnTaskTest, KernelMatchesReferenceOnEveryTarget) {
     MergePartials(&ref, 1, rows, c.group, c.hd, want.data(), c.group * c.hd);
     const bool has_truth = !kf->rotate && !kf->pre_rope && !vf->rotate && c.window == 0;
     const float format_error = has_truth ? FormatError(s, c, q, ldq, t.scale, want) : 0.0f;
+    AttnScratch scratch;
     slimkv::testing::ForEachTarget([&](int64_t target) {
       const int mid = split ? (c.n_keys / 2) / bt * bt : c.n_keys;
       std::vector<float> a0(rows * c.hd), m0(rows), l0(rows), a1(rows * c.hd), m1(rows), l1(rows);
       AttnTask t0 = t, t1 = t;
       t0.key_end = mid;
       t1.key_begin = mid;
-      RunAttnTask(t0, {a0.data(), m0.data(), l0.data()});
-      RunAttnTask(t1, {a1.data(), m1.data(), l1.data()});
+      RunAttnTask(t0, {a0.data(), m0.data(), l0.data()}, scratch);
+      RunAttnTask(t1, {a1.data(), m1.data(), l1.data()}, scratch);
       AttnPartial parts[2] = {{a0.data(), m0.data(), l0.data()}, {a1.data(), m1.data(), l1.data()}};
       MergePartials(parts, 2, rows, c.group, c.hd, got.data(), c.group * c.hd);
       float vmax = 1e-6f;

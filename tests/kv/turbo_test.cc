@@ -270,6 +270,7 @@ TEST(TurboAttentionTest, ErrorAgainstFp32AttentionFollowsTheCodebookDistortion) 
         ptrs.push_back(blocks.back().data());
       }
       double err2 = 0, pred2 = 0;
+      AttnScratch scratch;
       for (int trial = 0; trial < 25; ++trial) {
         const std::vector<float> q = MakeVectors(Data::kGaussian, group, hd, 1000 * hd + trial);
         AttnTask t;
@@ -287,7 +288,7 @@ TEST(TurboAttentionTest, ErrorAgainstFp32AttentionFollowsTheCodebookDistortion) 
         t.first_q_slot = n_keys - 1;
         t.key_end = n_keys;
         std::vector<float> acc(group * hd), m(group), l(group), out(group * hd);
-        RunAttnTask(t, {acc.data(), m.data(), l.data()});
+        RunAttnTask(t, {acc.data(), m.data(), l.data()}, scratch);
         AttnPartial part{acc.data(), m.data(), l.data()};
         MergePartials(&part, 1, group, group, hd, out.data(), group * hd);
         for (int r = 0; r < group; ++r) {
