@@ -97,7 +97,9 @@ Result<NeedleResult> RunNeedle(engine::Engine& engine, const std::string& haysta
       NeedleCell cell{ctx, depth, NormalizeAnswer(out).find(want) != std::string::npos, out};
       found += cell.found;
       r.cells.push_back(std::move(cell));
-      if (o.progress) progress.Update(++done, fmt::format("found {}/{}", found, done));
+      // done is counted before the line is formatted (an argument list has no order).
+      ++done;
+      if (o.progress) progress.Update(done, fmt::format("found {}/{}", found, done));
     }
   }
   progress.Finish();
@@ -121,7 +123,7 @@ Status WriteNeedleChart(const NeedleResult& r, const std::string& title, const s
   h.title = title;
   h.x_label = "context (tokens)";
   h.y_label = "needle depth (%)";
-  h.scale_label = "found";
+  h.scale_label = "found (1) or missed (0)";
   h.scale_min = 0;
   h.scale_max = 1;
   h.decimals = 0;

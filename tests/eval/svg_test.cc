@@ -19,9 +19,10 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-// "" if `s` is well-formed XML as far as these charts go: one root element, every tag
-// closed in order, quoted attributes, no raw '<' in attributes, only the five named
-// entities after '&', nothing but white space outside the root. Else what is wrong.
+// "" if `s` is well-formed XML as far as these charts go: one root element,
+// every tag closed in order, quoted attributes, no raw '<' in attributes, only
+// the five named entities after '&', nothing but white space outside the root.
+// Else what is wrong.
 std::string XmlProblem(const std::string& s) {
   std::vector<std::string> open;
   int roots = 0;
@@ -70,7 +71,9 @@ std::vector<std::string> Texts(const std::string& svg) {
   return out;
 }
 
-bool Has(const std::vector<std::string>& v, const std::string& s) { return std::find(v.begin(), v.end(), s) != v.end(); }
+bool Has(const std::vector<std::string>& v, const std::string& s) {
+  return std::find(v.begin(), v.end(), s) != v.end();
+}
 
 BarChart UsersChart() {
   return BarChart{.title = "Concurrent users, Llama-3.1-8B",
@@ -87,8 +90,8 @@ TEST(SvgTest, BarChartIsWellFormedAndShowsItsValues) {
   EXPECT_EQ(XmlProblem(*svg), "");
   EXPECT_TRUE(svg->starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
   const auto texts = Texts(*svg);
-  for (const char* s : {"296", "74", "18", "4", "1184", "2K", "8K", "32K", "128K", "fp16", "int4", "users",
-                        "context", "Concurrent users, Llama-3.1-8B"}) {
+  for (const char* s : {"296", "74", "18", "4", "1184", "2K", "8K", "32K", "128K", "fp16", "int4",
+                        "users (log scale)", "context", "Concurrent users, Llama-3.1-8B"}) {
     EXPECT_TRUE(Has(texts, s)) << s;
   }
   // Eight bars, each with a tooltip naming it.
@@ -185,8 +188,8 @@ TEST(SvgTest, ManySeriesAndCategoriesStayReadable) {
   EXPECT_EQ(XmlProblem(*svg), "");
   const auto texts = Texts(*svg);
   for (int s = 0; s < 10; ++s) EXPECT_TRUE(Has(texts, "series number " + std::to_string(s)));
-  // Category labels do not fit side by side: rotated, and far enough apart that parallel
-  // rotated labels (12 px text at 35 degrees) do not touch.
+  // Category labels do not fit side by side: rotated, and far enough apart that
+  // parallel rotated labels (12 px text at 35 degrees) do not touch.
   std::vector<double> xs;
   static const std::regex re("<text x=\"([0-9.]+)\"[^>]*rotate\\(-35[^>]*>category");
   for (auto it = std::sregex_iterator(svg->begin(), svg->end(), re); it != std::sregex_iterator(); ++it) {
@@ -194,16 +197,19 @@ TEST(SvgTest, ManySeriesAndCategoriesStayReadable) {
   }
   ASSERT_EQ(xs.size(), 20u);
   for (size_t i = 1; i < xs.size(); ++i) EXPECT_GE((xs[i] - xs[i - 1]) * std::sin(35 * M_PI / 180), 13.0);
-  // 200 values over bars ~2.5 px wide would overlap even written vertically: tooltips only.
+  // 200 values over bars ~2.5 px wide would overlap even written vertically:
+  // tooltips only.
   const std::string vertical_value = "font-size=\"10.5\" text-anchor=\"start\" transform=\"rotate(-90";
   EXPECT_EQ(svg->find(vertical_value), std::string::npos);
   EXPECT_FALSE(Has(texts, "1037"));
   EXPECT_NE(svg->find("<title>series number 0, category 1: 1037</title>"), std::string::npos);
-  // Eight series over four categories: vertical value labels, each bar wider than the text height.
+  // Eight series over four categories: vertical value labels, each bar wider
+  // than the text height.
   BarChart eight = UsersChart();
   for (int i = 0; i < 6; ++i) eight.series.push_back({"copy " + std::to_string(i), {1184, 296, 74, 18}});
   EXPECT_NE(eight.ToSvg()->find(vertical_value), std::string::npos);
-  EXPECT_EQ(UsersChart().ToSvg()->find(vertical_value), std::string::npos);  // wide bars: horizontal
+  EXPECT_EQ(UsersChart().ToSvg()->find(vertical_value),
+            std::string::npos);  // wide bars: horizontal
   // Few short categories stay horizontal.
   EXPECT_EQ(UsersChart().ToSvg()->find("rotate(-35"), std::string::npos);
 }
@@ -220,10 +226,12 @@ TEST(SvgTest, HeatMapPrintsEveryCellWithItsColour) {
   ASSERT_TRUE(svg.ok()) << svg.status().ToString();
   EXPECT_EQ(XmlProblem(*svg), "");
   const auto texts = Texts(*svg);
-  for (const char* s : {"1.00", "0.75", "0.50", "0.25", "0.00", "0.30", "0%", "100%", "8K", "score", "needle"}) {
+  for (const char* s :
+       {"1.00", "0.75", "0.50", "0.25", "0.00", "0.30", "0%", "100%", "8K", "score", "needle"}) {
     EXPECT_TRUE(Has(texts, s)) << s;
   }
-  EXPECT_EQ(std::count(texts.begin(), texts.end(), "1.00"), 6 + 1);  // 6 cells and the colour bar's top
+  EXPECT_EQ(std::count(texts.begin(), texts.end(), "1.00"),
+            6 + 1);  // 6 cells and the colour bar's top
   // Lowest value red, highest green, the missing cell grey.
   EXPECT_NE(svg->find("<title>50%, 4K: 0.00</title>"), std::string::npos);
   EXPECT_NE(svg->find("fill=\"#d73027\"><title>50%, 4K"), std::string::npos);
@@ -242,7 +250,9 @@ TEST(SvgTest, HeatMapPrintsEveryCellWithItsColour) {
 }
 
 TEST(SvgTest, EmptyOrBadDataIsAnError) {
-  auto bad = [](const Result<std::string>& r) { return !r.ok() && r.status().code() == StatusCode::kInvalidArgument; };
+  auto bad = [](const Result<std::string>& r) {
+    return !r.ok() && r.status().code() == StatusCode::kInvalidArgument;
+  };
   EXPECT_TRUE(bad(LineChart{}.ToSvg()));
   EXPECT_TRUE(bad(LineChart{.series = {{"s", {}, {}}}}.ToSvg()));
   EXPECT_TRUE(bad(LineChart{.series = {{"s", {1, 2}, {1}}}}.ToSvg()));
@@ -257,11 +267,13 @@ TEST(SvgTest, EmptyOrBadDataIsAnError) {
   EXPECT_TRUE(bad(BarChart{.categories = {"a"}, .series = {{"s", {kNaN}}}}.ToSvg()));
   EXPECT_TRUE(bad(HeatMap{}.ToSvg()));
   EXPECT_TRUE(bad(HeatMap{.row_labels = {"r"}, .column_labels = {}, .values = {{}}}.ToSvg()));
-  EXPECT_TRUE(bad(HeatMap{.row_labels = {"a", "b"}, .column_labels = {"x", "y"}, .values = {{1, 2}, {3}}}.ToSvg()));
+  EXPECT_TRUE(
+      bad(HeatMap{.row_labels = {"a", "b"}, .column_labels = {"x", "y"}, .values = {{1, 2}, {3}}}.ToSvg()));
   EXPECT_TRUE(bad(HeatMap{.row_labels = {"a"}, .column_labels = {"x"}, .values = {{1}, {2}}}.ToSvg()));
   EXPECT_TRUE(bad(HeatMap{.row_labels = {"a"}, .column_labels = {"x"}, .values = {{kNaN}}}.ToSvg()));
-  EXPECT_TRUE(bad(HeatMap{.row_labels = {"a"}, .column_labels = {"x"}, .values = {{1}}, .scale_min = 2,
-                          .scale_max = 1}.ToSvg()));
+  EXPECT_TRUE(bad(
+      HeatMap{.row_labels = {"a"}, .column_labels = {"x"}, .values = {{1}}, .scale_min = 2, .scale_max = 1}
+          .ToSvg()));
   EXPECT_FALSE(UsersChart().WriteFile("/nonexistent-dir/x.svg").ok());
   EXPECT_FALSE(BarChart{}.WriteFile(::testing::TempDir() + "/never_written.svg").ok());
   EXPECT_FALSE(std::filesystem::exists(::testing::TempDir() + "/never_written.svg"));
@@ -276,6 +288,90 @@ TEST(SvgTest, NonPositiveBarsOnALogAxisAreLabelledNotDrawn) {
   EXPECT_EQ(svg->find("<title>fp16, 128K"), std::string::npos);
   c.series[0].values = {0, 0};  // nothing to draw: a frame and the labels
   EXPECT_TRUE(c.ToSvg().ok());
+}
+
+// A title wider than the chart is broken into lines that fit (it was one line,
+// clipped at both edges: the attention charts' titles).
+TEST(SvgTest, LongTitlesWrapInsteadOfBeingClipped) {
+  const std::string title =
+      "Attention per decode step, one layer of SmolLM2-135M (3 KV heads, 9 "
+      "query heads, head dim 64), 2 threads";
+  LineChart c{.title = title,
+              .x_label = "cached tokens",
+              .y_label = "µs per step",
+              .series = {{"fp16", {4096, 16384}, {10, 40}}}};
+  auto svg = c.ToSvg();
+  ASSERT_TRUE(svg.ok()) << svg.status().ToString();
+  EXPECT_EQ(XmlProblem(*svg), "");
+  static const std::regex bold(
+      "<text "
+      "x=\"([0-9.]+)\"[^>]*font-size=\"17\"[^>]*font-"
+      "weight=\"bold\">([^<]*)</text>");
+  std::string joined;
+  int lines = 0;
+  for (auto it = std::sregex_iterator(svg->begin(), svg->end(), bold); it != std::sregex_iterator();
+       ++it, ++lines) {
+    const std::string line = (*it)[2].str();
+    EXPECT_LE(line.size() * 0.62 * 17, c.width - 20.0) << line;  // the width estimate of svg.h
+    joined += (joined.empty() ? "" : " ") + line;
+  }
+  EXPECT_GE(lines, 2);
+  EXPECT_EQ(joined, title);
+  // The plot starts below the last title line.
+  BarChart b{.title = title, .categories = {"a"}, .series = {{"s", {1}}}};
+  EXPECT_TRUE(b.ToSvg().ok());
+}
+
+TEST(SvgTest, LogAxesSayTheyAreLogarithmic) {
+  LineChart c{.x_label = "cached tokens",
+              .y_label = "µs per step",
+              .series = {{"fp16", {4096, 65536}, {10, 400}}},
+              .log_x = true,
+              .log_y = true};
+  auto texts = Texts(*c.ToSvg());
+  EXPECT_TRUE(Has(texts, "cached tokens (log scale)"));
+  EXPECT_TRUE(Has(texts, "µs per step (log scale)"));
+  c.log_x = false;
+  texts = Texts(*c.ToSvg());
+  EXPECT_TRUE(Has(texts, "cached tokens"));
+  // A label that says so already is left alone.
+  BarChart b = UsersChart();
+  b.y_label = "users (log scale)";
+  EXPECT_TRUE(Has(Texts(*b.ToSvg()), "users (log scale)"));
+  EXPECT_FALSE(Has(Texts(*b.ToSvg()), "users (log scale) (log scale)"));
+}
+
+// Whole-number cells on a 0..1 scale (the needle map): the colour bar's five
+// labels are the quarters, not "0 0 0 1 1".
+TEST(SvgTest, ColourBarLabelsAreDistinctWhateverTheCellDecimals) {
+  HeatMap h{.scale_label = "found",
+            .row_labels = {"0%", "100%"},
+            .column_labels = {"1024", "2048"},
+            .values = {{1, 0}, {1, 1}},
+            .scale_min = 0,
+            .scale_max = 1,
+            .decimals = 0};
+  auto svg = h.ToSvg();
+  ASSERT_TRUE(svg.ok()) << svg.status().ToString();
+  const auto texts = Texts(*svg);
+  for (const char* s : {"0.00", "0.25", "0.50", "0.75", "1.00"}) EXPECT_TRUE(Has(texts, s)) << s;
+  EXPECT_EQ(std::count(texts.begin(), texts.end(), "1"),
+            3);  // the cells keep their own decimals
+}
+
+// Several maps inlined in one page (the report) must not share one gradient id.
+TEST(SvgTest, HeatMapsHaveTheirOwnGradientIds) {
+  HeatMap a{.row_labels = {"r"}, .column_labels = {"c"}, .values = {{0.5}}};
+  HeatMap b = a;
+  b.values = {{0.25}};
+  static const std::regex id("linearGradient id=\"([^\"]+)\"");
+  std::smatch ma, mb;
+  const std::string sa = *a.ToSvg(), sb = *b.ToSvg();
+  ASSERT_TRUE(std::regex_search(sa, ma, id));
+  ASSERT_TRUE(std::regex_search(sb, mb, id));
+  EXPECT_NE(ma[1].str(), mb[1].str());
+  EXPECT_NE(sa.find("fill=\"url(#" + ma[1].str() + ")\""), std::string::npos);
+  EXPECT_EQ(sa, *a.ToSvg());  // deterministic
 }
 
 TEST(SvgTest, WriteFileWritesTheSvg) {
