@@ -7,6 +7,7 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "eval/needle.h"
+#include "eval/result_json.h"
 
 namespace slimkv::cli {
 namespace {
@@ -21,6 +22,7 @@ struct NeedleFlags {
   int max_new = 32;
   std::string svg;
   bool outputs = false;
+  std::string json;
 };
 
 int NeedleMain(NeedleFlags f) {
@@ -75,6 +77,11 @@ int NeedleMain(NeedleFlags f) {
     const Status st = eval::WriteNeedleChart(*r, "needle: " + what, f.svg);
     if (!st.ok()) return Fail(st);
   }
+  if (!f.json.empty()) {
+    nlohmann::json j{{"model", eng.model().config().name}, {"kv", what}};
+    j.update(eval::ToJson(*r));
+    if (Status st = eval::WriteJsonFile(f.json, j); !st.ok()) return Fail(st);
+  }
   return 0;
 }
 
@@ -93,6 +100,7 @@ CommandMain AddNeedleCommand(CLI::App& app) {
   cmd->add_option("--max-new", f->max_new, "answer tokens at most")->check(CLI::Range(1, 4096));
   cmd->add_option("--svg", f->svg, "write the heat map to this SVG file");
   cmd->add_flag("--outputs", f->outputs, "print every generated answer");
+  cmd->add_option("--json", f->json, "also write the results to this JSON file");
   return [f] { return NeedleMain(*f); };
 }
 

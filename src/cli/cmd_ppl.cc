@@ -6,6 +6,7 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "eval/perplexity.h"
+#include "eval/result_json.h"
 
 namespace slimkv::cli {
 namespace {
@@ -18,10 +19,20 @@ struct PplFlags {
   std::string kl_base = "fp16";
   bool stream = false;
   int max_tokens = 0;
+  std::string json;
 };
 
+// The run's identity beside its numbers in --json.
+nlohmann::json Header(engine::Engine& eng, int n_ctx) {
+  return {{"model", eng.model().config().name},
+          {"kv", kv::ConfigName(eng.kv().config())},
+          {"policy", kv::PolicyName(eng.kv().policy())},
+          {"policy_budget", eng.kv().policy().budget},
+          {"n_ctx", n_ctx}};
+}
+
 int PplMain(const PplFlags& f) {
-  auto text = ReadFile(f.file);
+  auto text = ReadFile(ResolveDataFile(f.file));
   if (!text.ok()) return Fail(text.status());
   size_t bad = 0;
   if (!tokenizer::IsValidUtf8(*text, &bad)) {
@@ -51,6 +62,11 @@ int PplMain(const PplFlags& f) {
                 HumanBytes(r->kv_bytes_end).c_str(), HumanBytes(r->kv_bytes_max).c_str(),
                 r->scored_tokens / std::max(1e-9, r->seconds));
     for (const auto& [n, p] : r->curve) std::fprintf(stderr, "  after %lld tokens: ppl %.4f\n", static_cast<long long>(n), p);
+    if (!f.json.empty()) {
+      nlohmann::json j = Header(eng, n_ctx);
+      j.update(eval::ToJson(*r));
+      if (Status st = eval::WriteJsonFile(f.json, j); !st.ok()) return Fail(st);
+    }
     return 0;
   }
   eval::PerplexityOptions po;
@@ -79,6 +95,13 @@ int PplMain(const PplFlags& f) {
   }
   std::fprintf(stderr, "%.1f s, %.1f tokens/s\n", r->seconds,
                static_cast<double>(r->chunks) * n_ctx / std::max(1e-9, r->seconds));
+  if (!f.json.empty()) {
+    nlohmann::json j = Header(eng, n_ctx);
+    j["bytes_per_token"] = eng.kv().DataBytesPerToken() + eng.kv().MetaBytesPerToken();
+    if (po.kl_base) j["kl_base"] = f.kl_base;
+    j.update(eval::ToJson(*r));
+    if (Status st = eval::WriteJsonFile(f.json, j); !st.ok()) return Fail(st);
+  }
   return 0;
 }
 
@@ -104,6 +127,7 @@ CommandMain AddPerplexityCommand(CLI::App& app) {
   cmd->add_option("--max-tokens", f->max_tokens, "with --stream: stop after this many tokens")->check(CLI::Range(0, 1 << 30));
   cmd->add_option("--chunks", f->chunks, "score at most this many windows (default: all)")
       ->check(CLI::Range(1, 1 << 30));
+  cmd->add_option("--json", f->json, "also write the results to this JSON file");
   return [f] { return PplMain(*f); };
 }
 

@@ -17,6 +17,7 @@ CommandMain AddBenchCommand(CLI::App& app);
 CommandMain AddPlanCommand(CLI::App& app);
 CommandMain AddInspectKvCommand(CLI::App& app);
 CommandMain AddNeedleCommand(CLI::App& app);
+CommandMain AddRulerCommand(CLI::App& app);
 CommandMain AddServeCommand(CLI::App& app);
 
 }  // namespace slimkv::cli

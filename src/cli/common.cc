@@ -97,7 +97,7 @@ std::string ResolveDataFile(const std::string& path) {
   return path;
 }
 
-Result<std::unique_ptr<engine::Engine>> MakeEngine(const CommonFlags& f, int default_ctx) {
+Result<std::unique_ptr<engine::Engine>> MakeEngine(const CommonFlags& f, int default_ctx, int n_seq) {
   // CLI11's range check lets NaN through, and converting NaN to size_t is undefined.
   if (!(f.kv_mem_mib >= 0 && f.kv_mem_mib <= kMaxKvMemMib)) {
     return InvalidArgument("--kv-mem must be a number of MiB in [0, {}], got {}", kMaxKvMemMib,
@@ -112,6 +112,7 @@ Result<std::unique_ptr<engine::Engine>> MakeEngine(const CommonFlags& f, int def
     return InvalidArgument("--kv-budget {} needs --kv-policy (one of {})", f.kv_budget, kv::PolicyList());
   }
   o.n_ctx = f.n_ctx > 0 ? f.n_ctx : default_ctx;
+  o.n_seq = n_seq;
   o.threads = f.threads;
   o.prefill_chunk = f.batch;
   o.kv_budget_bytes = static_cast<size_t>(f.kv_mem_mib * 1024 * 1024);

@@ -37,7 +37,8 @@ Result<std::string> ResolveModel(const std::string& arg);
 // directory, else under the checkout holding the binary; unchanged when neither has it.
 std::string ResolveDataFile(const std::string& path);
 
-Result<std::unique_ptr<engine::Engine>> MakeEngine(const CommonFlags& f, int default_ctx);
+// Without --kv-mem the KV budget holds `n_seq` sequences of the context.
+Result<std::unique_ptr<engine::Engine>> MakeEngine(const CommonFlags& f, int default_ctx, int n_seq = 1);
 // The KV configuration the flags describe.
 Result<kv::KvConfig> KvConfigFromFlags(const CommonFlags& f);
 

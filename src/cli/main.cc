@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   add(slimkv::cli::AddPlanCommand);
   add(slimkv::cli::AddInspectKvCommand);
   add(slimkv::cli::AddNeedleCommand);
+  add(slimkv::cli::AddRulerCommand);
   add(slimkv::cli::AddServeCommand);
   try {
     app.parse(argc, argv);

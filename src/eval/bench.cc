@@ -12,12 +12,15 @@ Result<BenchCase> ParseBenchCase(const std::string& spec) {
   static const std::regex re(R"((pp|tg)(\d+)(@d(\d+))?)");
   std::smatch m;
   if (!std::regex_match(spec, m, re)) {
-    return InvalidArgument("bad benchmark '{}': expected ppN, tgN or tgN@dD (e.g. pp512, tg128@d2048)", spec);
+    return InvalidArgument(
+        "bad benchmark '{}': expected ppN, tgN or tgN@dD "
+        "(e.g. pp512, tg128@d2048)",
+        spec);
   }
   BenchCase c;
   c.name = spec;
-  // Counts are bounded before conversion (std::stoi throws past INT_MAX) and so that
-  // prompt + generated + 1 still fits in an int.
+  // Counts are bounded before conversion (std::stoi throws past INT_MAX) and so
+  // that prompt + generated + 1 still fits in an int.
   constexpr int kMaxTokens = 1 << 24;
   for (int g : {2, 4}) {
     if (m[g].matched && (m[g].length() > 8 || std::stoi(m[g]) > kMaxTokens)) {
@@ -37,7 +40,67 @@ Result<BenchCase> ParseBenchCase(const std::string& spec) {
   return c;
 }
 
-Result<BenchResult> RunBench(engine::Engine& engine, const BenchCase& c, int reps, uint64_t seed) {
+namespace {
+
+// Mean and sample standard deviation of the timed repetitions' rates.
+void Summarize(const std::vector<double>& rates, BenchResult* r) {
+  double mean = 0;
+  for (double x : rates) mean += x / static_cast<double>(rates.size());
+  double var = 0;
+  for (double x : rates)
+    var += (x - mean) * (x - mean) / static_cast<double>(std::max<size_t>(1, rates.size() - 1));
+  r->tokens_per_s = mean;
+  r->stddev = std::sqrt(var);
+}
+
+// tgN@dD with the context built once: the warm-up and the timed repetitions
+// decode N tokens each, one after another on the same sequence.
+Result<BenchResult> RunDecodeOnOneContext(engine::Engine& engine, const BenchCase& c, int reps,
+                                          uint64_t seed) {
+  const int total = c.prompt_tokens + c.gen_tokens * (reps + 1);
+  if (total + 1 > engine.options().n_ctx) {
+    return InvalidArgument("benchmark {} on one context needs {} tokens, the engine has {} (-c)", c.name,
+                           total + 1, engine.options().n_ctx);
+  }
+  const int V = engine.model().config().n_vocab;
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int> tok(V / 8, V - 1);
+  std::vector<int32_t> prompt(std::max(1, c.prompt_tokens));
+  for (auto& t : prompt) t = tok(rng);
+  std::vector<float> logits;
+  kv::KvCache& kv = engine.kv();
+  const kv::SeqId seq = kv.AddSequence();
+  Status st = c.prompt_tokens > 0 ? engine.Prefill(seq, prompt, -1, &logits) : Status::Ok();
+  std::vector<double> rates;
+  int32_t next = tok(rng);
+  for (int rep = 0; st.ok() && rep < reps + 1; ++rep) {  // the first decodes untimed: warm-up
+    const double t0 = NowSeconds();
+    for (int i = 0; st.ok() && i < c.gen_tokens; ++i) {
+      const model::BatchEntry e{seq, {&next, 1}};
+      st = engine.model().Forward(engine.pool(), kv, {&e, 1}, &logits);
+      next = tok(rng);
+    }
+    if (st.ok() && rep > 0) rates.push_back(c.gen_tokens / (NowSeconds() - t0));
+  }
+  kv.RemoveSequence(seq);
+  RETURN_IF_ERROR(st);
+  BenchResult r;
+  r.c = c;
+  Summarize(rates, &r);
+  const double mean = r.tokens_per_s;
+  // The timed steps run at depths D + N .. D + N (reps + 1).
+  const double depth = c.prompt_tokens + c.gen_tokens * (1 + reps / 2.0);
+  r.bytes_per_step = static_cast<double>(engine.model().WeightBytesPerToken()) +
+                     depth * (kv.DataBytesPerToken() + kv.MetaBytesPerToken());
+  r.gbps = r.bytes_per_step * mean / 1e9;
+  return r;
+}
+
+}  // namespace
+
+Result<BenchResult> RunBench(engine::Engine& engine, const BenchCase& c, int reps, uint64_t seed,
+                             bool same_context) {
+  if (same_context && c.gen_tokens > 0) return RunDecodeOnOneContext(engine, c, reps, seed);
   const int total = c.prompt_tokens + c.gen_tokens;
   if (total + 1 > engine.options().n_ctx) {
     return InvalidArgument("benchmark {} needs {} tokens of context, the engine has {} (-c)", c.name,
@@ -45,7 +108,8 @@ Result<BenchResult> RunBench(engine::Engine& engine, const BenchCase& c, int rep
   }
   const int V = engine.model().config().n_vocab;
   std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<int> tok(V / 8, V - 1);  // ordinary tokens, no specials
+  std::uniform_int_distribution<int> tok(V / 8,
+                                         V - 1);  // ordinary tokens, no specials
   std::vector<int32_t> prompt(std::max(1, c.prompt_tokens));
   std::vector<float> logits;
   std::vector<double> rates;
@@ -77,12 +141,8 @@ Result<BenchResult> RunBench(engine::Engine& engine, const BenchCase& c, int rep
     kv.RemoveSequence(seq);
     RETURN_IF_ERROR(st);
   }
-  double mean = 0;
-  for (double x : rates) mean += x / rates.size();
-  double var = 0;
-  for (double x : rates) var += (x - mean) * (x - mean) / std::max<size_t>(1, rates.size() - 1);
-  r.tokens_per_s = mean;
-  r.stddev = std::sqrt(var);
+  Summarize(rates, &r);
+  const double mean = r.tokens_per_s;
   if (c.gen_tokens > 0) {
     const double depth = c.prompt_tokens + c.gen_tokens / 2.0;
     r.bytes_per_step = static_cast<double>(engine.model().WeightBytesPerToken()) +

@@ -1,5 +1,6 @@
-// Throughput benchmarks of the whole engine, in llama-bench's terms: pp<N> (prefill of an
-// N-token prompt) and tg<N>@d<D> (N decode steps after a D-token context), on random tokens.
+// Throughput benchmarks of the whole engine, in llama-bench's terms: pp<N>
+// (prefill of an N-token prompt) and tg<N>@d<D> (N decode steps after a D-token
+// context), on random tokens.
 #pragma once
 
 #include <string>
@@ -20,7 +21,8 @@ struct BenchResult {
   BenchCase c;
   double tokens_per_s = 0;  // mean over repetitions
   double stddev = 0;
-  // Decode only: bytes one decode step reads (weights + KV at the mean depth) and the rate.
+  // Decode only: bytes one decode step reads (weights + KV at the mean depth)
+  // and the rate.
   double bytes_per_step = 0;
   double gbps = 0;
 };
@@ -28,6 +30,12 @@ struct BenchResult {
 // Parses "pp512", "tg128", "tg128@d2048".
 Result<BenchCase> ParseBenchCase(const std::string& spec);
 
-Result<BenchResult> RunBench(engine::Engine& engine, const BenchCase& c, int reps, uint64_t seed);
+// Each repetition (and a first, untimed warm-up) runs on a fresh sequence, as
+// llama-bench does. `same_context`: a tg test builds its context once and times
+// the repetitions one after another on it (the depth grows by N tokens per
+// repetition): one prefill of D tokens instead of reps + 1, for deep contexts
+// where the prefill is most of the time.
+Result<BenchResult> RunBench(engine::Engine& engine, const BenchCase& c, int reps, uint64_t seed,
+                             bool same_context = false);
 
 }  // namespace slimkv::eval

@@ -38,10 +38,14 @@ Result<PerplexityResult> Perplexity(engine::Engine& engine, const std::vector<in
   const int step = o.step > 0 ? o.step
                               : (kv.config().needs_staging() ? kv.config().block_tokens
                                                              : engine.options().prefill_chunk);
+  // The base runs at its own default step: for an unquantized base the step changes nothing
+  // but the time (a tested cache with a policy steps a few tokens at a time; its base need not).
   std::unique_ptr<kv::KvCache> base;
+  int base_step = step;
   if (o.kl_base) {
+    base_step = o.kl_base->needs_staging() ? o.kl_base->block_tokens : engine.options().prefill_chunk;
     ASSIGN_OR_RETURN(base, kv::KvCache::Create(kv.spec(), *o.kl_base,
-                                               kv::KvCache::BudgetFor(kv.spec(), *o.kl_base, n_ctx, 1, step)));
+                                               kv::KvCache::BudgetFor(kv.spec(), *o.kl_base, n_ctx, 1, base_step)));
   }
 
   PerplexityResult r;
@@ -62,7 +66,7 @@ Result<PerplexityResult> Perplexity(engine::Engine& engine, const std::vector<in
     RETURN_IF_ERROR(st);
     if (base) {
       const kv::SeqId bs = base->AddSequence();
-      st = engine.Prefill(*base, bs, window, first, &base_logits, step);
+      st = engine.Prefill(*base, bs, window, first, &base_logits, base_step);
       base->RemoveSequence(bs);
       RETURN_IF_ERROR(st);
     }
