@@ -18,6 +18,7 @@ CommandMain AddPlanCommand(CLI::App& app);
 CommandMain AddInspectKvCommand(CLI::App& app);
 CommandMain AddNeedleCommand(CLI::App& app);
 CommandMain AddRulerCommand(CLI::App& app);
+CommandMain AddReportCommand(CLI::App& app);
 CommandMain AddServeCommand(CLI::App& app);
 
 }  // namespace slimkv::cli

@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   add(slimkv::cli::AddInspectKvCommand);
   add(slimkv::cli::AddNeedleCommand);
   add(slimkv::cli::AddRulerCommand);
+  add(slimkv::cli::AddReportCommand);
   add(slimkv::cli::AddServeCommand);
   try {
     app.parse(argc, argv);

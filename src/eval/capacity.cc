@@ -397,6 +397,8 @@ std::string PlanReport(const Plan& plan, const MemoryBudget& budget) {
     head.push_back("users @ " + ContextLabel(ctx) + (ctx > m.max_context ? "*" : ""));
     beyond |= ctx > m.max_context;
   }
+  const bool quality = !plan.quality_source.empty();
+  if (quality) head.push_back("ΔPPL / KL†");
   std::vector<std::vector<std::string>> rows;
   for (const PlanRow& r : plan.rows) {
     std::vector<std::string> row = {r.format, Bytes(r.bytes.data), Bytes(r.bytes.meta), Bytes(r.bytes.stored),
@@ -405,12 +407,17 @@ std::string PlanReport(const Plan& plan, const MemoryBudget& budget) {
     for (size_t i = 0; i < o.contexts.size(); ++i) {
       row.push_back(fmt::format("{}{}", r.users[i], o.contexts[i] > m.max_context ? "*" : ""));
     }
+    if (quality) row.push_back(r.quality.empty() ? "not measured" : r.quality);
     rows.push_back(std::move(row));
   }
   std::vector<size_t> width(head.size());
   for (size_t c = 0; c < head.size(); ++c) {
-    width[c] = head[c].size();
-    for (const auto& row : rows) width[c] = std::max(width[c], row[c].size());
+    // Columns are padded by code points (fmt's width), so they are measured in code points.
+    auto points = [](const std::string& t) {
+      return static_cast<size_t>(std::count_if(t.begin(), t.end(), [](char ch) { return (ch & 0xC0) != 0x80; }));
+    };
+    width[c] = points(head[c]);
+    for (const auto& row : rows) width[c] = std::max(width[c], points(row[c]));
   }
   s += "\n|";
   for (size_t c = 0; c < head.size(); ++c) s += fmt::format(" {:<{}} |", head[c], width[c]);
@@ -431,6 +438,7 @@ std::string PlanReport(const Plan& plan, const MemoryBudget& budget) {
     s += fmt::format("* beyond the model's maximum context of {} ({} tokens)\n", ContextLabel(m.max_context),
                      m.max_context);
   }
+  if (quality) s += fmt::format("† measured: {}\n", plan.quality_source);
   return s;
 }
 

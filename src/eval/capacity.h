@@ -94,12 +94,16 @@ struct PlanRow {
   uint64_t residual_bytes = 0;          // per sequence
   std::vector<uint64_t> sequence_bytes;  // [contexts]
   std::vector<int64_t> users;            // [contexts]
+  std::string quality;                   // measured quality ("+0.41 % / 0.0045"), empty if none
 };
 
 struct Plan {
   ModelShape model;
   PlanOptions options;
   std::vector<PlanRow> rows;  // one per format, in the order asked
+  // Where the rows' quality comes from ("perplexity change and mean KL ... on smollm2-135m,
+  // from docs/report/results.json"); empty: no quality column.
+  std::string quality_source;
 };
 
 // InvalidArgument for an unknown preset (listing them), a format the head dim cannot hold,
