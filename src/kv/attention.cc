@@ -30,8 +30,7 @@ HWY_EXPORT(RunAttnTaskEntry);
 namespace {
 void CheckTask(const AttnTask& t) {
   CHECK(t.n_q_tokens * t.group <= kMaxAttnTaskRows, "task rows {}", t.n_q_tokens * t.group);
-  CHECK(t.block_tokens % 16 == 0 && t.block_tokens <= kMaxAttnBlockTokens, "block_tokens {}",
-        t.block_tokens);
+  CHECK(t.block_tokens % 16 == 0 && t.block_tokens <= kMaxAttnBlockTokens, "block_tokens {}", t.block_tokens);
   CHECK(t.head_dim % 16 == 0 && t.head_dim <= kMaxAttnHeadDim, "head_dim {}", t.head_dim);
   CHECK(t.sealed && t.staged, "task without block kinds");
 }
@@ -44,8 +43,6 @@ BlockKind MakeBlockKind(const KvFormat& k, const KvFormat& v, int block_tokens, 
   b.k_layout = KLayout(k, block_tokens, head_dim);
   b.v_layout = VLayout(v, block_tokens, head_dim);
   b.v_offset = b.k_layout.total();
-  b.k_bits = k.bits();
-  b.v_bits = v.bits();
   return b;
 }
 
@@ -111,8 +108,8 @@ void RunAttnTaskReference(const AttnTask& t, AttnPartial out) {
   }
 }
 
-void MergePartials(const AttnPartial* parts, int n_parts, int rows, int group, int head_dim,
-                   float* out, int64_t ldo, float* merged_m, float* merged_l) {
+void MergePartials(const AttnPartial* parts, int n_parts, int rows, int group, int head_dim, float* out,
+                   int64_t ldo, float* merged_m, float* merged_l) {
   for (int r = 0; r < rows; ++r) {
     float m = -std::numeric_limits<float>::infinity();
     for (int p = 0; p < n_parts; ++p) m = std::max(m, parts[p].m[r]);

@@ -1,7 +1,7 @@
 // TurboQuant: the Lloyd-Max codebooks against the known distortions of N(0, 1), the codec's
 // mean squared error on random and outlier-heavy vectors after the Hadamard rotation, bad
 // vectors (zero, NaN, Inf), the part layouts and the spec strings.
-#include "kv/turbo.h"
+#include "kv/codecs/turbo_codec.h"
 
 #include <gtest/gtest.h>
 
