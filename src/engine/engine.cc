@@ -70,7 +70,7 @@ Result<GenerationStats> Engine::Generate(const std::vector<TokenId>& prompt,
   RETURN_IF_ERROR(Prefill(seq, prompt, -1, &logits));
   kv_->Compress(seq);  // policies that decide at the end of the prompt (SnapKV) act now
   st.prefill_seconds = NowSeconds() - t0;
-  Sampler sampler(go.sampling);
+  Sampler sampler(go.sampling, prompt.size());
   tokenizer::StreamDecoder decoder(*tokenizer_);
   t0 = NowSeconds();
   st.stop_reason = "length";

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "engine/logprobs.h"
 #include "engine/sampler.h"
 
 namespace slimkv::engine {
@@ -43,9 +44,20 @@ struct RequestOutput {
   FinishReason finish_reason = FinishReason::kNone;
   Status error;              // with kError
   RequestUsage usage;        // on the final event
+  // With RequestParams::logprobs >= 0: the sampled token's log-probability
+  // (token >= 0).
+  bool has_logprob = false;
+  TokenLogprob logprob;
+  // With RequestParams::prompt_logprobs, on the first token's event: for prompt
+  // tokens 1 .. n-1 in order, each token's log-probability given the tokens
+  // before it.
+  std::vector<TokenLogprob> prompt_logprobs;
 };
 
 using OutputCallback = std::function<void(const RequestOutput&)>;
+
+// The most top log-probabilities a request may ask for (OpenAI's limit).
+inline constexpr int kMaxTopLogprobs = 20;
 
 struct RequestParams {
   std::vector<TokenId> prompt;  // token ids, BOS included when the model wants it
@@ -54,6 +66,10 @@ struct RequestParams {
   std::vector<std::string> stop;  // stop strings: generation ends before the first match
   bool ignore_eos = false;      // keep generating past end-of-generation tokens
   uint64_t cache_salt = 0;      // tenant salt of the prefix cache (HashCacheSalt of the text)
+  int logprobs = -1;            // >= 0: each token's log-probability and this many top tokens
+  bool prompt_logprobs = false;  // the prompt tokens' log-probabilities too
+                                 // (OpenAI's echo); the prompt is then computed
+                                 // whole, not taken from the prefix cache
   OutputCallback on_output;
 };
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <unordered_map>
 #include <unordered_set>
 
 namespace slimkv::engine {
@@ -14,6 +15,12 @@ Status SamplingParams::Validate() const {
     return InvalidArgument("--repeat-penalty must be > 0, got {}", repeat_penalty);
   }
   if (repeat_last_n < 0) return InvalidArgument("--repeat-last-n must be >= 0, got {}", repeat_last_n);
+  if (!(frequency_penalty >= -2 && frequency_penalty <= 2)) {
+    return InvalidArgument("frequency_penalty must be in [-2, 2], got {}", frequency_penalty);
+  }
+  if (!(presence_penalty >= -2 && presence_penalty <= 2)) {
+    return InvalidArgument("presence_penalty must be in [-2, 2], got {}", presence_penalty);
+  }
   return Status::Ok();
 }
 
@@ -36,6 +43,12 @@ TokenId Sampler::Sample(std::span<const float> logits, std::span<const TokenId> 
       float& l = cand_[t].first;
       l = l > 0 ? l / p_.repeat_penalty : l * p_.repeat_penalty;
     }
+  }
+  if ((p_.frequency_penalty != 0 || p_.presence_penalty != 0) && history.size() > prompt_tokens_) {
+    std::unordered_map<TokenId, int> count;
+    for (size_t i = prompt_tokens_; i < history.size(); ++i)
+      if (history[i] >= 0 && history[i] < n) ++count[history[i]];
+    for (const auto& [t, c] : count) cand_[t].first -= p_.frequency_penalty * c + p_.presence_penalty;
   }
   if (p_.temperature <= 0) {
     return std::max_element(cand_.begin(), cand_.end(), [](auto& a, auto& b) { return a.first < b.first; })->second;

@@ -1,6 +1,12 @@
-// Next-token sampling, in llama.cpp's default order: repetition penalty -> top-k -> top-p
+// Next-token sampling, in llama.cpp's default order: penalties -> top-k -> top-p
 // -> min-p -> temperature -> draw. Temperature <= 0 is greedy. The random generator is
 // seeded explicitly so runs repeat.
+//
+// Penalties: the repetition penalty (llama.cpp's and vLLM's: positive logits
+// divided, negative ones multiplied) over the last repeat_last_n tokens, prompt
+// included; then OpenAI's frequency and presence penalties over the generated
+// tokens only (as vLLM applies them): logit -= frequency_penalty x count +
+// presence_penalty x (count > 0).
 #pragma once
 
 #include <cstdint>
@@ -21,6 +27,8 @@ struct SamplingParams {
   float min_p = 0.05f;       // <= 0: off
   float repeat_penalty = 1.0f;  // 1: off
   int repeat_last_n = 64;    // tokens of history the penalty looks at
+  float frequency_penalty = 0.0f;  // [-2, 2]; 0: off
+  float presence_penalty = 0.0f;   // [-2, 2]; 0: off
   uint64_t seed = 0;
 
   // InvalidArgument naming the field for values outside their range.
@@ -29,13 +37,17 @@ struct SamplingParams {
 
 class Sampler {
  public:
-  explicit Sampler(const SamplingParams& p) : p_(p), rng_(p.seed) {}
+  // `prompt_tokens`: how many of the history's first tokens are the prompt (the
+  // frequency and presence penalties count the rest).
+  explicit Sampler(const SamplingParams& p, size_t prompt_tokens = 0)
+      : p_(p), rng_(p.seed), prompt_tokens_(prompt_tokens) {}
   // `logits` of the vocabulary (not modified); `history`: tokens so far (prompt included).
   TokenId Sample(std::span<const float> logits, std::span<const TokenId> history);
 
  private:
   SamplingParams p_;
   std::mt19937_64 rng_;
+  size_t prompt_tokens_ = 0;
   std::vector<std::pair<float, TokenId>> cand_;  // scratch
 };
 

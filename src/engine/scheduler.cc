@@ -19,7 +19,7 @@ constexpr double kPrefixStatsSeconds = 0.25;
 
 struct Scheduler::Seq {
   Seq(RequestParams p, const tokenizer::Tokenizer& tok)
-      : params(std::move(p)), sampler(params.sampling), decoder(tok) {
+      : params(std::move(p)), sampler(params.sampling, params.prompt.size()), decoder(tok) {
     tokens = params.prompt;
     n_prompt = static_cast<int>(tokens.size());
   }
@@ -41,6 +41,10 @@ struct Scheduler::Seq {
   bool admitted_before = false;
   int preemptions = 0;
   double first_token_time = -1, last_token_time = -1;
+  std::vector<TokenLogprob> prompt_logprobs;  // filled while the prompt is computed
+  bool prompt_logprobs_sent = false;
+  bool has_logprob = false;  // of the token being emitted
+  TokenLogprob logprob;
   bool done = false;
   bool publish_on_exit = false;  // finished normally: keep its blocks in the prefix cache
 };
@@ -78,6 +82,9 @@ Result<RequestId> Scheduler::Submit(RequestParams p) {
   RETURN_IF_ERROR(p.sampling.Validate());
   if (p.prompt.empty()) return InvalidArgument("empty prompt");
   if (p.max_tokens < 1) return InvalidArgument("max_tokens must be at least 1, got {}", p.max_tokens);
+  if (p.logprobs < -1 || p.logprobs > kMaxTopLogprobs) {
+    return InvalidArgument("logprobs must be in [0, {}], got {}", kMaxTopLogprobs, p.logprobs);
+  }
   const int n_vocab = engine_->model().config().n_vocab;
   for (TokenId t : p.prompt) {
     if (t < 0 || t >= n_vocab) return InvalidArgument("token id {} is out of range (vocabulary of {})", t, n_vocab);
@@ -171,12 +178,21 @@ std::vector<Scheduler::Chunk> Scheduler::PlanBatch(int* tokens_left) {
   return batch;
 }
 
+bool Scheduler::WantsPromptLogits(const Seq& s) {
+  return s.params.prompt_logprobs && !s.prompt_logprobs_sent && s.n_computed < s.n_prompt;
+}
+
 void Scheduler::StartSequence(Seq* s) {
   kv::KvCache& kv = engine_->kv();
   s->kv_seq = kv.AddSequence();
   s->n_computed = 0;
   s->n_published = 0;
-  if (options_.prefix_sharing) {
+  // Prompt log-probabilities need the logits of every prompt token: computed,
+  // not attached (after a preemption, once they were sent, the prefix cache may
+  // serve again).
+  const bool needs_prompt_logits = s->params.prompt_logprobs && !s->prompt_logprobs_sent;
+  if (needs_prompt_logits) s->prompt_logprobs.clear();
+  if (options_.prefix_sharing && !needs_prompt_logits) {
     const int attached = kv.AttachPrefix(s->kv_seq, s->params.cache_salt, s->tokens);
     CHECK(attached >= 0 && attached < static_cast<int>(s->tokens.size()) &&
               attached % kv.config().block_tokens == 0,
@@ -272,7 +288,9 @@ Status Scheduler::RunBatch(std::vector<Chunk>* batch) {
     if (batch->empty()) return Status::Ok();
     entries.clear();
     for (const Chunk& c : *batch) {
-      entries.push_back({c.seq->kv_seq, std::span<const TokenId>(c.seq->tokens).subspan(c.seq->n_computed, c.n_tokens)});
+      entries.push_back({c.seq->kv_seq,
+                         std::span<const TokenId>(c.seq->tokens).subspan(c.seq->n_computed, c.n_tokens),
+                         WantsPromptLogits(*c.seq) ? 0 : -1});
     }
     Status st = engine_->model().Forward(engine_->pool(), engine_->kv(), entries, &logits_);
     if (st.ok() || st.code() != StatusCode::kResourceExhausted) return st;
@@ -312,6 +330,13 @@ void Scheduler::EmitText(Seq* s, std::string text, bool final) {
   }
   RequestOutput out;
   out.token = s->tokens.back();
+  out.has_logprob = s->has_logprob;
+  out.logprob = s->logprob;
+  s->has_logprob = false;
+  if (s->params.prompt_logprobs && !s->prompt_logprobs_sent) {
+    out.prompt_logprobs = std::move(s->prompt_logprobs);
+    s->prompt_logprobs_sent = true;
+  }
   if (stop_at != std::string::npos) {
     out.text = s->held.substr(0, stop_at);
     s->held.clear();
@@ -424,8 +449,25 @@ bool Scheduler::Step() {
     int batch_tokens = 0;
     const int n_vocab = engine_->model().config().n_vocab;
     std::vector<size_t> sample;  // batch entries whose sequence reached its end: sample
+    std::vector<size_t> last_row(batch.size());  // each entry's last row of logits
+    size_t rows = 0;
     for (size_t i = 0; i < batch.size(); ++i) {
       Seq* s = batch[i].seq;
+      if (WantsPromptLogits(*s)) {
+        // Row r predicts token n_computed + r + 1: a prompt token's
+        // log-probability.
+        for (int r = 0; r < batch[i].n_tokens; ++r) {
+          const int next = s->n_computed + r + 1;
+          if (next >= s->n_prompt) break;
+          const std::span<const float> row(logits_.data() + (rows + r) * static_cast<size_t>(n_vocab),
+                                           n_vocab);
+          s->prompt_logprobs.push_back(ComputeLogprob(row, s->tokens[next], std::max(0, s->params.logprobs)));
+        }
+        rows += batch[i].n_tokens;
+      } else {
+        rows += 1;
+      }
+      last_row[i] = rows - 1;
       s->n_computed += batch[i].n_tokens;
       batch_tokens += batch[i].n_tokens;
       if (s->remaining() > 0) {
@@ -439,8 +481,13 @@ bool Scheduler::Step() {
     std::vector<TokenId> drawn(sample.size());
     engine_->pool().Run(static_cast<int>(sample.size()), [&](int j, int) {
       const size_t i = sample[j];
-      const std::span<const float> row(logits_.data() + i * static_cast<size_t>(n_vocab), n_vocab);
-      drawn[j] = batch[i].seq->sampler.Sample(row, batch[i].seq->tokens);
+      Seq* s = batch[i].seq;
+      const std::span<const float> row(logits_.data() + last_row[i] * static_cast<size_t>(n_vocab), n_vocab);
+      drawn[j] = s->sampler.Sample(row, s->tokens);
+      if (s->params.logprobs >= 0) {
+        s->logprob = ComputeLogprob(row, drawn[j], s->params.logprobs);
+        s->has_logprob = true;
+      }
     });
     for (size_t j = 0; j < sample.size(); ++j) OnToken(batch[sample[j]].seq, drawn[j], now);
     std::lock_guard<std::mutex> stats_lock(stats_mu_);

@@ -112,6 +112,9 @@ class Scheduler {
   void Finish(Seq* seq, FinishReason reason, Status error = Status::Ok());
   void RemoveFinished();
   void StartSequence(Seq* seq);
+  // Whether a sequence's next chunk needs logits for every token (prompt
+  // log-probabilities).
+  static bool WantsPromptLogits(const Seq& seq);
   void PublishPrefix(Seq* seq);
   size_t SequenceBudget(int64_t tokens) const;
   size_t CommittedBytes() const;
