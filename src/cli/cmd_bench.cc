@@ -60,11 +60,11 @@ int BenchMain(BenchFlags f) {
   std::printf(
       "model %s, KV %s (%zu bytes/token), %d threads, weights %.1f MiB "
       "read per token\n",
-      eng.model().config().name.c_str(), kv::ConfigName(eng.kv().config()).c_str(),
+      eng.model().config().name.c_str(), KvDescription(eng).c_str(),
       eng.kv().DataBytesPerToken() + eng.kv().MetaBytesPerToken(), f.common.threads,
       eng.model().WeightBytesPerToken() / 1048576.0);
   nlohmann::json out{{"model", eng.model().config().name},
-                     {"kv", kv::ConfigName(eng.kv().config())},
+                     {"kv", KvDescription(eng)},
                      {"threads", f.common.threads},
                      {"tests", nlohmann::json::array()}};
   if (bw > 0) {

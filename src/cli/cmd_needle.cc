@@ -62,7 +62,7 @@ int NeedleMain(NeedleFlags f) {
   engine::Engine& eng = **engine_or;
   auto r = eval::RunNeedle(eng, *text, *spec, o);
   if (!r.ok()) return Fail(r.status());
-  std::string what = kv::ConfigName(eng.kv().config());
+  std::string what = KvDescription(eng);
   if (o.policy.active()) {
     what += ", " + kv::PolicyName(o.policy) +
             (f.budget_fraction > 0 ? fmt::format(" at {:.0f}% of the context", 100 * f.budget_fraction)

@@ -33,6 +33,7 @@ struct PlanFlags {
   std::string policy;
   double budget_fraction = 0;
   std::string json;
+  std::string kv_share;
   std::string quality = "docs/report/results.json";
   CLI::Option* quality_opt = nullptr;
   CLI::Option* weight_bits_opt = nullptr;
@@ -102,6 +103,23 @@ Status AddQuality(const PlanFlags& f, eval::Plan* plan) {
 int PlanMain(const PlanFlags& f) {
   auto shape = ResolveShape(f.model);
   if (!shape.ok()) return Fail(shape.status());
+  const int64_t elements_per_token =
+      static_cast<int64_t>(shape->n_layers) * shape->n_kv_heads * shape->head_dim * 2;
+  std::string share_map;
+  if (!f.kv_share.empty()) {
+    // The sharing map needs the model (a search runs it): the layers that keep
+    // no cache leave the shape.
+    if (shape->file_weight_bytes == 0)
+      return Fail(InvalidArgument("--kv-share needs a GGUF model, not a preset"));
+    CommonFlags cf;
+    cf.model = f.model;
+    cf.kv_share = f.kv_share;
+    auto eng = MakeEngine(cf, 64);
+    if (!eng.ok()) return Fail(eng.status());
+    *shape = eval::ShareShape(*shape, (*eng)->model().kv_share());
+    share_map = model::KvShareMapString((*eng)->model().kv_share());
+    std::fprintf(stderr, "--kv-share %s: %s\n", f.kv_share.c_str(), share_map.c_str());
+  }
   const bool from_file = shape->file_weight_bytes > 0;
   auto gpu = eval::ParseGpu(f.gpu);
   if (!gpu.ok()) return Fail(gpu.status());
@@ -140,6 +158,12 @@ int PlanMain(const PlanFlags& f) {
   if (Status st = AddQuality(f, &*plan); !st.ok()) return Fail(st);
   std::fputs(eval::PlanReport(*plan, budget).c_str(), stdout);
   nlohmann::json out = eval::PlanJson(*plan);
+  out["elements_per_token"] = elements_per_token;  // of the whole model: sharing
+                                                   // saves bytes, not elements
+  if (!f.kv_share.empty()) {
+    out["kv_share"] = f.kv_share;
+    out["kv_share_map"] = share_map;  // what a search found: --kv-share MAP repeats it
+  }
   if (f.held || !f.policy.empty()) {
     if (!f.held) return Fail(InvalidArgument("--kv-policy applies to --held only"));
     if (!(f.budget_fraction >= 0 && f.budget_fraction <= 1)) {
@@ -198,6 +222,10 @@ CommandMain AddPlanCommand(CLI::App& app) {
   cmd->add_option("--svg", f->svg,
                   "also write a bar chart of users per format and context to "
                   "this SVG file");
+  cmd->add_option("--kv-share", f->kv_share,
+                  "with a GGUF model: cross-layer KV sharing (LAYER=SOURCE,... or "
+                  "kvsharer:N[:THRESHOLD]); the "
+                  "layers without a cache of their own are left out of every figure");
   cmd->add_flag("--held", f->held,
                 "also measure the bytes a sequence holds in a real cache at each context "
                 "(data, metadata, fp16 "

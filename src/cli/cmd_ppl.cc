@@ -25,7 +25,8 @@ struct PplFlags {
 // The run's identity beside its numbers in --json.
 nlohmann::json Header(engine::Engine& eng, int n_ctx) {
   return {{"model", eng.model().config().name},
-          {"kv", kv::ConfigName(eng.kv().config())},
+          {"kv", KvDescription(eng)},
+          {"kv_share", model::KvShareMapString(eng.model().kv_share())},
           {"policy", kv::PolicyName(eng.kv().policy())},
           {"policy_budget", eng.kv().policy().budget},
           {"n_ctx", n_ctx}};
@@ -83,10 +84,11 @@ int PplMain(const PplFlags& f) {
   }
   auto r = eval::Perplexity(eng, ids, po);
   if (!r.ok()) return Fail(r.status());
-  std::printf("model %s, KV %s (%zu bytes/token), ctx %d, %d chunks, %lld scored tokens, %d tokens per step\n",
-              eng.model().config().name.c_str(), kv::ConfigName(eng.kv().config()).c_str(),
-              eng.kv().DataBytesPerToken() + eng.kv().MetaBytesPerToken(), n_ctx, r->chunks,
-              static_cast<long long>(r->scored_tokens), r->step);
+  std::printf(
+      "model %s, KV %s (%zu bytes/token), ctx %d, %d chunks, %lld scored tokens, %d tokens per step\n",
+      eng.model().config().name.c_str(), KvDescription(eng).c_str(),
+      eng.kv().DataBytesPerToken() + eng.kv().MetaBytesPerToken(), n_ctx, r->chunks,
+      static_cast<long long>(r->scored_tokens), r->step);
   std::printf("PPL = %.4f +/- %.5f\n", r->ppl, r->ppl_stderr);
   if (po.kl_base) {
     std::printf("base %s: PPL = %.4f, delta %+.3f%%; mean KL(base || this) = %.6f +/- %.6f nats; same top-1 %.2f%%\n",

@@ -18,6 +18,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <thread>
 
@@ -110,14 +111,100 @@ json MethodJson(const eval::ReportMethod& m) {
           {"budget", m.budget}};
 }
 
-// The cached result of a cell, or null when it must run.
-json Cached(const eval::ReportCell& c, const std::string& path) {
-  auto j = eval::ReadJsonFile(path);
-  if (!j.ok() || !j->is_object() || !j->contains("args") || (*j)["args"] != c.args ||
-      !j->contains("result")) {
+// Runs one command as a cell (or takes it from the cache): its JSON result, or null when it failed (reported
+// on stderr).
+struct CellRunner {
+  std::string out;
+  bool render_only = false;
+
+  // The cell's JSON when it ran before with the same arguments, else null.
+  json Cached(const std::string& id, const std::vector<std::string>& args) const {
+    auto cached = eval::ReadJsonFile((fs::path(out) / "cells" / (id + ".json")).string());
+    if (cached.ok() && cached->is_object() && cached->value("args", json()) == json(args) &&
+        cached->contains("result")) {
+      return *cached;
+    }
     return nullptr;
   }
-  return *j;
+
+  // Cached (seconds = -1) unless `force`, else run (null when it failed or
+  // render_only).
+  json Run(const std::string& id, const std::vector<std::string>& args, bool force, double* seconds) const {
+    const std::string base = (fs::path(out) / "cells" / id).string();
+    if (json cached = force ? json(nullptr) : Cached(id, args); !cached.is_null()) {
+      *seconds = -1;
+      return cached;
+    }
+    if (render_only) return nullptr;
+    std::vector<std::string> child = args;
+    child.push_back("--json");
+    child.push_back(base + ".result.json");
+    const double start = NowSeconds();
+    const int rc = RunChild(child, base + ".log");
+    *seconds = NowSeconds() - start;
+    auto result =
+        rc == 0 ? eval::ReadJsonFile(base + ".result.json") : Result<json>(Internal("exit status {}", rc));
+    if (!result.ok()) {
+      std::fprintf(stderr, "  FAILED (%s) after %.1f s: see %s.log\n", result.status().message().c_str(),
+                   *seconds, base.c_str());
+      return nullptr;
+    }
+    std::error_code ec;
+    fs::remove(base + ".result.json", ec);
+    return {{"id", id},
+            {"args", args},
+            {"seconds", *seconds},
+            {"finished", UtcNow()},
+            {"load", LoadAverage()},
+            {"result", *result}};
+  }
+};
+
+// KVSharer's search runs once per model and grid spec (a `plan --kv-share
+// kvsharer:...` cell); every cell of that model then names the map it found, so
+// its command repeats the number without searching again. The search cells join
+// the results (measure "share").
+Status ResolveSharing(const CellRunner& runner, std::vector<eval::ReportCell>* cells, json* share_cells,
+                      int* failed) {
+  std::map<std::string, std::string> found;  // model + spec -> map
+  for (eval::ReportCell& c : *cells) {
+    for (size_t i = 1; i < c.args.size(); ++i) {
+      if (c.args[i - 1] != "--kv-share" || !c.args[i].starts_with("kvsharer:")) continue;
+      const std::string key = c.model + "\x1f" + c.args[i];
+      if (!found.count(key)) {
+        const std::vector<std::string> args = {"plan", "-m",           c.model, "--kv",       "fp16",   "-c",
+                                               "256",  "--kv-mem-gib", "1",     "--kv-share", c.args[i]};
+        eval::ReportCell search;
+        search.model = c.model;
+        search.args = args;
+        std::fprintf(stderr, "KVSharer search for %s: %s\n", c.model.c_str(), search.Command().c_str());
+        double seconds = 0;
+        json cell = runner.Run(eval::ReportCellId(args), args, false, &seconds);
+        if (cell.is_null() || !cell["result"].contains("kv_share_map")) {
+          ++*failed;
+          found[key] = "";
+        } else {
+          found[key] = cell["result"]["kv_share_map"].get<std::string>();
+          if (seconds >= 0) {
+            if (Status st = eval::WriteJsonFile(
+                    (fs::path(runner.out) / "cells" / (eval::ReportCellId(args) + ".json")).string(), cell);
+                !st.ok()) {
+              return st;
+            }
+          }
+          cell["measure"] = "share";
+          cell["model"] = c.model;
+          cell["method"] = {{"label", c.args[i]}};
+          cell["command"] = search.Command();
+          share_cells->push_back(cell);
+          std::fprintf(stderr, "  %s -> %s\n", c.args[i].c_str(), found[key].c_str());
+        }
+      }
+      if (!found[key].empty()) c.args[i] = found[key];
+      c.id = eval::ReportCellId(c.args);
+    }
+  }
+  return Status::Ok();
 }
 
 int ReportMain(const ReportFlags& f) {
@@ -132,8 +219,13 @@ int ReportMain(const ReportFlags& f) {
   std::error_code ec;
   fs::create_directories(fs::path(out) / "cells", ec);
   if (ec) return Fail(IoError("cannot create '{}': {}", out, ec.message()));
-
-  const std::vector<eval::ReportCell> cells = eval::ExpandReportGrid(*grid);
+  std::vector<eval::ReportCell> cells = eval::ExpandReportGrid(*grid);
+  const std::string load_start = LoadAverage();
+  const double t0 = NowSeconds();
+  const CellRunner runner{.out = out, .render_only = f.render_only || f.dry_run};
+  json share_cells = json::array();
+  int failed = 0;
+  if (Status st = ResolveSharing(runner, &cells, &share_cells, &failed); !st.ok()) return Fail(st);
   double total_cost = 0;
   for (const auto& c : cells) total_cost += c.cost;
   std::fprintf(stderr,
@@ -145,63 +237,50 @@ int ReportMain(const ReportFlags& f) {
     for (const auto& c : cells) std::printf("%s  %s\n", c.id.c_str(), c.Command().c_str());
     return 0;
   }
-  const std::string load_start = LoadAverage();
-  const double t0 = NowSeconds();
-  json results_cells = json::array();
-  int failed = 0, ran = 0;
+  json results_cells = share_cells;
+  int ran = 0;
   double cost_done = 0, cost_ran = 0, seconds_ran = 0;
   for (size_t i = 0; i < cells.size(); ++i) {
     const eval::ReportCell& c = cells[i];
-    const std::string base = (fs::path(out) / "cells" / c.id).string();
-    json cell = Cached(c, base + ".json");
     const bool rerun =
         std::find(f.rerun.begin(), f.rerun.end(), eval::MeasureName(c.measure)) != f.rerun.end() ||
         std::find(f.rerun.begin(), f.rerun.end(), "all") != f.rerun.end();
-    if ((cell.is_null() || rerun) && !f.render_only) {
-      // The time left scales the estimate by how the cells run so far compared
-      // with theirs.
-      const double pace = cost_ran > 0 ? seconds_ran / cost_ran : 1.0;
-      std::fprintf(stderr, "[%zu/%zu] %s elapsed, ~%s left | %s / %s / %s\n  %s\n", i + 1, cells.size(),
-                   Clock(NowSeconds() - t0).c_str(), Clock((total_cost - cost_done) * pace).c_str(),
-                   c.model.c_str(), c.method.Label().c_str(), eval::MeasureName(c.measure),
-                   c.Command().c_str());
-      std::vector<std::string> args = c.args;
-      args.push_back("--json");
-      args.push_back(base + ".result.json");
-      const double start = NowSeconds();
-      const int rc = RunChild(args, base + ".log");
-      const double seconds = NowSeconds() - start;
-      auto result =
-          rc == 0 ? eval::ReadJsonFile(base + ".result.json") : Result<json>(Internal("exit status {}", rc));
-      if (!result.ok()) {
-        ++failed;
-        std::fprintf(stderr, "  FAILED (%s) after %.1f s: see %s.log\n", result.status().message().c_str(),
-                     seconds, base.c_str());
-        cell = nullptr;
-      } else {
-        cell = {{"id", c.id},
-                {"measure", eval::MeasureName(c.measure)},
-                {"model", c.model},
-                {"method", MethodJson(c.method)},
-                {"command", c.Command()},
-                {"args", c.args},
-                {"seconds", seconds},
-                {"finished", UtcNow()},
-                {"load", LoadAverage()},
-                {"result", *result}};
-        if (Status st = eval::WriteJsonFile(base + ".json", cell); !st.ok()) return Fail(st);
-        fs::remove(base + ".result.json", ec);
-        std::fprintf(stderr, "  done in %.1f s (estimated %.0f)\n", seconds, c.cost);
-        ++ran;
-        cost_ran += c.cost;
-        seconds_ran += seconds;
-      }
-    } else if (!cell.is_null()) {
-      std::fprintf(stderr, "[%zu/%zu] cached: %s / %s / %s\n", i + 1, cells.size(), c.model.c_str(),
-                   c.method.Label().c_str(), eval::MeasureName(c.measure));
+    // The time left scales the estimate by how the cells run so far compared
+    // with theirs.
+    const double pace = cost_ran > 0 ? seconds_ran / cost_ran : 1.0;
+    const std::string what =
+        fmt::format("{} / {} / {}", c.model, c.method.Label(), eval::MeasureName(c.measure));
+    const std::string head =
+        fmt::format("[{}/{}] {} elapsed, ~{} left | {}", i + 1, cells.size(), Clock(NowSeconds() - t0),
+                    Clock((total_cost - cost_done) * pace), what);
+    const bool cached = !rerun && !runner.Cached(c.id, c.args).is_null();
+    if (cached) {
+      std::fprintf(stderr, "[%zu/%zu] cached: %s\n", i + 1, cells.size(), what.c_str());
+    } else if (!f.render_only) {
+      std::fprintf(stderr, "%s\n  %s\n", head.c_str(), c.Command().c_str());
     }
+    double seconds = 0;
+    json cell = runner.Run(c.id, c.args, rerun, &seconds);
     cost_done += c.cost;
-    if (!cell.is_null()) results_cells.push_back(cell);
+    if (cell.is_null()) {
+      failed += !f.render_only;
+      continue;
+    }
+    cell["measure"] = eval::MeasureName(c.measure);
+    cell["model"] = c.model;
+    cell["method"] = MethodJson(c.method);
+    cell["command"] = c.Command();
+    if (seconds >= 0) {
+      if (Status st = eval::WriteJsonFile((fs::path(out) / "cells" / (c.id + ".json")).string(), cell);
+          !st.ok()) {
+        return Fail(st);
+      }
+      std::fprintf(stderr, "  done in %.1f s (estimated %.0f)\n", seconds, c.cost);
+      ++ran;
+      cost_ran += c.cost;
+      seconds_ran += seconds;
+    }
+    results_cells.push_back(cell);
   }
   const double wall = NowSeconds() - t0;
   json results = {
@@ -236,7 +315,8 @@ int ReportMain(const ReportFlags& f) {
     }
   }
   std::fprintf(stderr, "report: %d cells run, %zu cached, %d failed in %s; %s\n", ran,
-               results_cells.size() - static_cast<size_t>(ran), failed, Clock(wall).c_str(), page.c_str());
+               results_cells.size() - share_cells.size() - static_cast<size_t>(ran), failed,
+               Clock(wall).c_str(), page.c_str());
   return failed ? 1 : 0;
 }
 

@@ -69,6 +69,11 @@ void CommonFlags::Add(CLI::App* app, bool with_model_flag) {
       ->check(CLI::Range(0.0, kMaxKvMemMib));
   app->add_option("--kv-block", block_tokens, "tokens per KV block, a multiple of 16 (default: the preset's, 32 for most)");
   app->add_option("-b,--batch-size", batch, "prompt tokens per forward call")->check(CLI::Range(1, 1 << 16));
+  app->add_option("--kv-share", kv_share,
+                  "cross-layer KV sharing: LAYER=SOURCE,... (a layer attends "
+                  "over an earlier layer's cache and keeps "
+                  "none), or kvsharer:N[:THRESHOLD] to let KVSharer's search "
+                  "pick N layers on the eval text");
   app->add_flag("-v,--verbose", verbose, "print model, KV layout and byte accounting");
 }
 
@@ -113,10 +118,24 @@ Result<std::unique_ptr<engine::Engine>> MakeEngine(const CommonFlags& f, int def
   }
   o.n_ctx = f.n_ctx > 0 ? f.n_ctx : default_ctx;
   o.n_seq = n_seq;
+  o.kv_share = f.kv_share;
+  if (f.kv_share.starts_with("kvsharer:")) {
+    ASSIGN_OR_RETURN(o.kv_share_text, ReadFile(ResolveDataFile("data/pg_essays.txt")));
+  }
   o.threads = f.threads;
   o.prefill_chunk = f.batch;
   o.kv_budget_bytes = static_cast<size_t>(f.kv_mem_mib * 1024 * 1024);
   return engine::Engine::Create(o);
+}
+
+std::string KvDescription(engine::Engine& eng) {
+  std::string s = kv::ConfigName(eng.kv().config());
+  const model::KvShare& share = eng.model().kv_share();
+  if (share.active()) {
+    s += fmt::format(", {} of {} layers share a cache ({})", share.shared(), eng.model().config().n_layers,
+                     model::KvShareMapString(share));
+  }
+  return s;
 }
 
 Result<kv::KvConfig> KvConfigFromFlags(const CommonFlags& f) {

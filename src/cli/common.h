@@ -24,6 +24,7 @@ struct CommonFlags {
   int kv_budget = 0;          // --kv-budget: tokens kept per layer and KV head
   double kv_mem_mib = 0;      // --kv-mem: KV budget in MiB (0 = exactly what the context needs)
   int block_tokens = 0;       // --kv-block (0: the preset's, 32 for most)
+  std::string kv_share;       // --kv-share: cross-layer sharing, a map or kvsharer:N[:T]
   int batch = 512;            // -b: prompt tokens per forward call
   bool verbose = false;
 
@@ -39,6 +40,9 @@ std::string ResolveDataFile(const std::string& path);
 
 // Without --kv-mem the KV budget holds `n_seq` sequences of the context.
 Result<std::unique_ptr<engine::Engine>> MakeEngine(const CommonFlags& f, int default_ctx, int n_seq = 1);
+// The engine's KV cache in words: the formats, and the layers that share a
+// cache.
+std::string KvDescription(engine::Engine& eng);
 // The KV configuration the flags describe.
 Result<kv::KvConfig> KvConfigFromFlags(const CommonFlags& f);
 

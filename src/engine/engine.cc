@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "base/log.h"
+#include "engine/kv_sharer.h"
 
 namespace slimkv::engine {
 
@@ -13,6 +14,11 @@ Result<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& o) {
   std::unique_ptr<Engine> e(new Engine(o, o.threads));
   ASSIGN_OR_RETURN(e->model_, model::Model::Load(o.model_path));
   ASSIGN_OR_RETURN(e->tokenizer_, tokenizer::Tokenizer::FromGguf(e->model_->file()));
+  if (!o.kv_share.empty()) {
+    ASSIGN_OR_RETURN(model::KvShare share,
+                     ResolveKvShare(o.kv_share, *e->model_, e->pool_, *e->tokenizer_, o.kv_share_text));
+    RETURN_IF_ERROR(e->model_->SetKvShare(share));
+  }
   const kv::KvSpec spec = e->model_->KvSpec();
   // With an eviction policy a sequence holds at most about twice its token budget (prompt
   // chunks are compacted at the end of each chunk), whatever its length.

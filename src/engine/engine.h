@@ -25,6 +25,11 @@ struct EngineOptions {
   size_t kv_budget_bytes = 0;  // 0: exactly n_seq sequences of n_ctx tokens
   int threads = 2;
   int prefill_chunk = 512;     // prompt tokens per forward call
+  // Cross-layer KV sharing (model/kv_share.h): "" none, "L=S,..." a map,
+  // "kvsharer:N[:T]" KVSharer's search for N layers on kv_share_text
+  // (engine/kv_sharer.h).
+  std::string kv_share;
+  std::string kv_share_text;
 };
 
 struct GenerateOptions {

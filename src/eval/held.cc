@@ -7,6 +7,20 @@
 
 namespace slimkv::eval {
 
+ModelShape ShareShape(const ModelShape& m, const model::KvShare& share) {
+  if (!share.active()) return m;
+  ModelShape s = m;
+  s.n_layers = 0;
+  s.layer_window.clear();
+  for (int l = 0; l < m.n_layers; ++l) {
+    if (!share.Owns(l)) continue;
+    ++s.n_layers;
+    if (!m.layer_window.empty()) s.layer_window.push_back(m.layer_window[l]);
+  }
+  s.name += fmt::format(" ({} layers share a cache)", share.shared());
+  return s;
+}
+
 kv::KvSpec SpecOf(const ModelShape& m) {
   return kv::KvSpec{.n_layers = m.n_layers,
                     .n_kv_heads = m.n_kv_heads,

@@ -20,6 +20,7 @@
 #include "kv/format.h"
 #include "kv/kv_cache.h"
 #include "kv/policy.h"
+#include "model/kv_share.h"
 
 namespace slimkv::eval {
 
@@ -29,6 +30,10 @@ struct HeldBytes {
   double slots = 0;     // token slots held per layer (the most of its KV heads),
                         // mean over layers
 };
+
+// The shape without the layers that keep no cache of their own
+// (model/kv_share.h).
+ModelShape ShareShape(const ModelShape& m, const model::KvShare& share);
 
 // The spec of a model shape, enough for a cache that is filled but never
 // attended.

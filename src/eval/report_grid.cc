@@ -307,6 +307,11 @@ std::string ReportCell::Command() const {
   return s;
 }
 
+std::string ReportCellId(const std::vector<std::string>& args) {
+  const std::string joined = Join(args, "\x1f");
+  return fmt::format("{:016x}", SipHash24(joined.data(), joined.size()));
+}
+
 std::vector<ReportCell> ExpandReportGrid(const ReportGrid& g) {
   const ReportMeasures& r = g.measures;
   std::vector<ReportCell> cells;
@@ -323,8 +328,7 @@ std::vector<ReportCell> ExpandReportGrid(const ReportGrid& g) {
           c.args.push_back(std::to_string(g.threads));
         }
         c.args.insert(c.args.end(), args.begin(), args.end());
-        const std::string joined = Join(c.args, "\x1f");
-        c.id = fmt::format("{:016x}", SipHash24(joined.data(), joined.size()));
+        c.id = ReportCellId(c.args);
         cells.push_back(std::move(c));
       };
       const std::string policy = method.policy;

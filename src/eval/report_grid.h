@@ -116,6 +116,9 @@ struct ReportCell {
   std::string Command() const;
 };
 
+// The cache name of a cell: 16 hex digits of a hash of its arguments.
+std::string ReportCellId(const std::vector<std::string>& args);
+
 // Every cell of the grid, model-major, then method, then measure.
 std::vector<ReportCell> ExpandReportGrid(const ReportGrid& g);
 

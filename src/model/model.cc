@@ -35,6 +35,7 @@ Result<std::unique_ptr<Model>> Model::Load(const std::string& path) {
     m->inv_freq_.push_back(ops::RopeInvFreq(c.rope_dim, c.layer_rope_base[l],
                                             c.layer_rope_freq_scale[l], m->w_.rope_factors));
   }
+  m->cache_layer_ = m->share_.CacheLayers(c.n_layers);
   return m;
 }
 
@@ -121,15 +122,27 @@ Status Model::LoadWeights() {
 }
 
 kv::KvSpec Model::KvSpec() const {
-  return kv::KvSpec{.n_layers = config_.n_layers,
-                    .n_kv_heads = config_.n_kv_heads,
-                    .n_q_heads = config_.n_heads,
-                    .head_dim = config_.head_dim,
-                    .max_context = config_.context_length,
-                    .layer_window = config_.layer_window,
-                    .rope_dim = config_.rope_dim,
-                    .rope_style = config_.rope_style,
-                    .layer_inv_freq = inv_freq_};
+  kv::KvSpec spec{.n_layers = 0,
+                  .n_kv_heads = config_.n_kv_heads,
+                  .n_q_heads = config_.n_heads,
+                  .head_dim = config_.head_dim,
+                  .max_context = config_.context_length,
+                  .rope_dim = config_.rope_dim,
+                  .rope_style = config_.rope_style};
+  for (int l = 0; l < config_.n_layers; ++l) {
+    if (!share_.Owns(l)) continue;  // attends over its source's cache layer
+    ++spec.n_layers;
+    spec.layer_window.push_back(config_.layer_window[l]);
+    spec.layer_inv_freq.push_back(inv_freq_[l]);
+  }
+  return spec;
+}
+
+Status Model::SetKvShare(const KvShare& share) {
+  RETURN_IF_ERROR(CheckKvShare(share, config_));
+  share_ = share;
+  cache_layer_ = share_.CacheLayers(config_.n_layers);
+  return Status::Ok();
 }
 
 size_t Model::WeightBytesPerToken() const {
@@ -269,27 +282,34 @@ void Model::Layer(ThreadPool& pool, kv::KvCache& kv, int l, int64_t rows) {
   per_row([&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) ops::RmsNorm(x + i * E, L.attn_norm.data(), E, c.rms_eps, xn + i * E);
   });
+  // A layer that shares an earlier layer's cache needs only its queries.
+  const bool owns_kv = share_.Owns(l);
   const ops::MatMulOutput qkv[] = {{&L.wq, q, QD}, {&L.wk, k, KD}, {&L.wv, v, KD}};
-  ops::MatMul(pool, xn, E, rows, qkv);
+  ops::MatMul(pool, xn, E, rows, std::span(qkv, owns_kv ? 3 : 1));
   per_row([&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
       float *qi = q + i * QD, *ki = k + i * KD, *vi = v + i * KD;
       if (c.qkv_bias) {
         ops::AddInPlace(qi, L.bq.data(), QD);
-        ops::AddInPlace(ki, L.bk.data(), KD);
-        ops::AddInPlace(vi, L.bv.data(), KD);
+        if (owns_kv) {
+          ops::AddInPlace(ki, L.bk.data(), KD);
+          ops::AddInPlace(vi, L.bv.data(), KD);
+        }
       }
       if (c.qk_norm) {
         for (int h = 0; h < c.n_heads; ++h) ops::RmsNorm(qi + h * hd, L.q_norm.data(), hd, c.rms_eps, qi + h * hd);
-        for (int h = 0; h < c.n_kv_heads; ++h) ops::RmsNorm(ki + h * hd, L.k_norm.data(), hd, c.rms_eps, ki + h * hd);
+        if (owns_kv) {
+          for (int h = 0; h < c.n_kv_heads; ++h)
+            ops::RmsNorm(ki + h * hd, L.k_norm.data(), hd, c.rms_eps, ki + h * hd);
+        }
       }
       // Keys go to the cache before RoPE: it applies RoPE itself, or stores them raw for
       // formats that keep keys pre-RoPE.
       ops::RopeApply(qi, c.n_heads, hd, c.rope_dim, cos + i * half, sin + i * half, c.rope_style);
     }
   });
-  kv.Append(l, ws_.chunks, k, KD, v, KD);
-  kv.Attend(pool, l, ws_.chunks, q, QD, att, QD, c.attn_scale);
+  if (owns_kv) kv.Append(cache_layer_[l], ws_.chunks, k, KD, v, KD);
+  kv.Attend(pool, cache_layer_[l], ws_.chunks, q, QD, att, QD, c.attn_scale);
   const ops::MatMulOutput o[] = {{&L.wo, tmp, E}};
   ops::MatMul(pool, att, QD, rows, o);
   per_row([&](int64_t b, int64_t e) {

@@ -18,6 +18,7 @@
 #include "gguf/gguf_file.h"
 #include "kv/kv_cache.h"
 #include "model/config.h"
+#include "model/kv_share.h"
 #include "ops/weights.h"
 
 namespace slimkv::model {
@@ -61,7 +62,14 @@ class Model {
 
   const ModelConfig& config() const { return config_; }
   const gguf::GgufFile& file() const { return *file_; }
+  // The cache the model needs: one layer per layer that owns its KV (all,
+  // unless sharing).
   kv::KvSpec KvSpec() const;
+  // Cross-layer KV sharing (kv_share.h); set before a cache is made from
+  // KvSpec(), since the cache's layers change. InvalidArgument when the map
+  // breaks a rule.
+  Status SetKvShare(const KvShare& share);
+  const KvShare& kv_share() const { return share_; }
   // Bytes of weights one decode token reads (all matrices, the output projection included).
   size_t WeightBytesPerToken() const;
   size_t WeightTensorCount() const;
@@ -81,6 +89,9 @@ class Model {
   ModelConfig config_;
   Weights w_;
   std::vector<std::vector<float>> inv_freq_;  // per layer (bases differ per layer kind)
+  KvShare share_;
+  std::vector<int> cache_layer_;  // [n_layers] the cache layer a layer appends
+                                  // to / attends over
 
   // Workspace of the current step, grown as needed. [rows, width] each.
   struct Workspace {
