@@ -86,7 +86,7 @@ int ServeMain(const ServeFlags& f) {
     return Fail(InvalidArgument("--kv-mem must be a number of MiB, got {}", f.common.kv_mem_mib));
   }
   eo.kv_budget_bytes = static_cast<size_t>(f.common.kv_mem_mib * 1024 * 1024);
-  auto eng = engine::Engine::Create(eo);
+  auto eng = LoadEngine(eo);
   if (!eng.ok()) return Fail(eng.status());
   engine::Engine& e = **eng;
 
@@ -164,7 +164,7 @@ CommandMain AddServeCommand(CLI::App& app) {
   cmd->add_option("--host", f->host, "address to listen on (default 127.0.0.1: this machine only)");
   cmd->add_option("--port", f->port, "port (0: any free port; the chosen one is printed)")->check(CLI::Range(0, 65535));
   cmd->add_option("--parallel", f->parallel,
-                  "full-context sequences the default KV budget holds (without --kv-mem; default 8)")
+                  "(-np) full-context sequences the default KV budget holds (without --kv-mem; default 8)")
       ->check(CLI::Range(1, 4096));
   cmd->add_option("--max-running", f->max_running, "sequences decoded together at most (default 32)")
       ->check(CLI::Range(1, 4096));
