@@ -41,9 +41,10 @@ build:
 	  $(CONFIGURE) -DSLIMKV_BUILD_TESTS=ON -DSLIMKV_BUILD_BENCH=ON
 	cmake --build $(BUILD) -j $(JOBS)
 
-# The slimkv binary alone (what the demo runs); ninja prints one [n/N] line per file.
+# The slimkv binary alone (what the demo runs); ninja prints one [n/N] line per compiler run.
+# A fresh directory is configured as a unity build (docs/BENCHMARKS.md "First run").
 build-demo:
-	@test -f $(BUILD)/build.ninja || $(CONFIGURE) -DSLIMKV_BUILD_TESTS=OFF -DSLIMKV_BUILD_BENCH=OFF
+	@test -f $(BUILD)/build.ninja || $(CONFIGURE) -DSLIMKV_BUILD_TESTS=OFF -DSLIMKV_BUILD_BENCH=OFF -DSLIMKV_UNITY=ON
 	cmake --build $(BUILD) -j $(JOBS) --target slimkv
 
 build-asan:
