@@ -20,15 +20,16 @@ for arg in "$@"; do
   esac
 done
 
-# What the slimkv binary needs to build and fetch its model.
+# What the slimkv binary needs to build and fetch its model. g++ rather than build-essential:
+# the latter adds dpkg-dev and Perl (thousands of files to unpack) that the build never runs.
 APT_DEMO=(
-  build-essential cmake ninja-build pkg-config
+  g++ cmake ninja-build pkg-config
   libhwy-dev libpcre2-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libcpp-httplib-dev
   python3 python3-venv
 )
 # What the tests, the sanitizer build, the fuzzer and the benchmarks need in addition.
 APT_TEST=(
-  clang-14 libclang-rt-14-dev
+  build-essential clang-14 libclang-rt-14-dev
   libgtest-dev libgmock-dev libbenchmark-dev libhiredis-dev
   python3-pip
   chromium
