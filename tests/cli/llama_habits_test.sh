@@ -12,34 +12,10 @@
 # "-f a", -hf printed the help and exited 0, -t was always 2, no progress without a terminal.
 #
 # Environment (set by ctest): SLIMKV_BIN, SLIMKV_MODEL_DIR, SLIMKV_SOURCE_DIR, SLIMKV_DATA_DIR.
-# Runs in ~20 s (release), ~60 s under ASan/UBSan (2 cores).
-set -u
-
-BIN=${SLIMKV_BIN:?set SLIMKV_BIN to the slimkv binary}
-SRC=${SLIMKV_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
-DATA=${SLIMKV_DATA_DIR:-$SRC/data}
-export SLIMKV_MODEL_DIR=${SLIMKV_MODEL_DIR:-$SRC/models}
-if [[ ! -x $BIN ]]; then echo "FAIL: slimkv binary '$BIN' not found"; exit 1; fi
-if [[ ! -f $SLIMKV_MODEL_DIR/SmolLM2-135M-Instruct.Q4_1.gguf ]]; then
-  echo "FAIL: default model not found in $SLIMKV_MODEL_DIR (run make models)"
-  exit 1
-fi
-
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/slimkv_llama_habits.XXXXXX")
-trap 'rm -rf "$TMP"' EXIT
-OUT=$TMP/out.txt
-ERR=$TMP/err.txt
+# Runs in ~30 s (release; 60 s with the machine loaded).
+source "$(dirname "$0")/cli_common.sh" llama_habits
 n_cases=0
-n_failed=0
-start=$SECONDS
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-
-fail() {
-  n_failed=$((n_failed + 1))
-  echo "FAIL $1"
-  echo "    stdout: $(head -c 1500 "$OUT")"
-  echo "    stderr: $(head -c 1500 "$ERR")"
-}
 
 # run NAME WANT_RC ARG...: slimkv ARG... (stdout, stderr to files, neither a terminal) must
 # exit with WANT_RC and no sanitizer report. Returns non-zero (after reporting) otherwise.
