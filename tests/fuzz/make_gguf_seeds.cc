@@ -19,8 +19,7 @@ using slimkv::gguf::testing::Value;
 void Write(const std::filesystem::path& dir, const std::string& name, const GgufWriter& w) {
   const auto bytes = w.Build();
   std::ofstream out(dir / (name + ".gguf"), std::ios::binary);
-  out.write(reinterpret_cast<const char*>(bytes.data()),
-            static_cast<std::streamsize>(bytes.size()));
+  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
 }
 
 // Deterministic filler; fp16 scales that happen to be inf/NaN only make values non-finite.
@@ -65,7 +64,8 @@ GgufWriter VocabBpe() {
   std::vector<std::string> tokens;
   for (int b = 0; b < 256; ++b) tokens.push_back(slimkv::tokenizer::ByteLevelChar(static_cast<uint8_t>(b)));
   const std::string sp = slimkv::tokenizer::ByteLevelChar(' ');
-  for (std::string t : {sp + "t", std::string("he"), sp + "the", std::string("em"), sp + "them"}) tokens.push_back(t);
+  for (std::string t : {sp + "t", std::string("he"), sp + "the", std::string("em"), sp + "them"})
+    tokens.push_back(t);
   const std::vector<std::string> merges = {sp + " t", "h e", sp + "t he", "e m", sp + "the m"};
   std::vector<int32_t> types(tokens.size(), 1);
   for (std::string special : {"<|endoftext|>", "<|im_start|>", "<|im_end|>"}) {
@@ -82,10 +82,11 @@ GgufWriter VocabBpe() {
       .Kv("tokenizer.ggml.eos_token_id", Value::U32(n - 1))
       .Kv("tokenizer.ggml.add_bos_token", Value::Bool(false))
       .Kv("tokenizer.chat_template",
-          Value::String("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
-                        "{{ '<|im_start|>system\nYou are helpful.<|im_end|>\n' }}{% endif %}"
-                        "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
-                        "{% endfor %}"));
+          Value::String(
+              "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+              "{{ '<|im_start|>system\nYou are helpful.<|im_end|>\n' }}{% endif %}"
+              "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+              "{% endfor %}"));
   return w;
 }
 
@@ -96,7 +97,8 @@ GgufWriter VocabSpm() {
   Config(w, "gemma3");
   w.Kv("gemma3.attention.sliding_window", Value::U32(64))
       .Kv("gemma3.rope.freq_base_swa", Value::F32(10000.f))
-      .Kv("gemma3.attention.sliding_window_pattern", Value::Array(7, {Value::Bool(true), Value::Bool(false)}));
+      .Kv("gemma3.attention.sliding_window_pattern",
+          Value::Array(7, {Value::Bool(true), Value::Bool(false)}));
   std::vector<std::string> tokens = {"<unk>", "<s>", "</s>"};
   std::vector<int32_t> types = {2, 3, 3};
   for (int b = 0; b < 256; ++b) {
@@ -104,8 +106,8 @@ GgufWriter VocabSpm() {
     types.push_back(6);
   }
   const std::string sp = "\xE2\x96\x81";
-  for (std::string t : {sp, std::string("t"), std::string("h"), std::string("e"), sp + "t", sp + "th", sp + "the",
-                        std::string("m"), sp + "them"}) {
+  for (std::string t : {sp, std::string("t"), std::string("h"), std::string("e"), sp + "t", sp + "th",
+                        sp + "the", std::string("m"), sp + "them"}) {
     tokens.push_back(t);
     types.push_back(1);
   }
@@ -174,8 +176,7 @@ int main(int argc, char** argv) {
   for (uint32_t id = 0; id < 64; ++id) {
     const auto traits = slimkv::gguf::GetTypeTraits(id);
     if (!traits || !traits->can_dequantize) continue;
-    all.Tensor(std::string(traits->name), {traits->block_elems, 2}, id,
-               Bytes(2 * traits->block_bytes, id));
+    all.Tensor(std::string(traits->name), {traits->block_elems, 2}, id, Bytes(2 * traits->block_bytes, id));
   }
   all.Tensor("iq4_nl", {32}, 20, Bytes(18, 99));
   Write(dir, "all_types", all);
