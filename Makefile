@@ -41,10 +41,9 @@ build:
 	  $(CONFIGURE) -DSLIMKV_BUILD_TESTS=ON -DSLIMKV_BUILD_BENCH=ON
 	cmake --build $(BUILD) -j $(JOBS)
 
-# The slimkv binary alone (what the demo runs); ninja prints one [n/N] line per compiler run.
-# A fresh directory is configured as a unity build (docs/BENCHMARKS.md "First run").
+# The slimkv binary alone (what the demo runs); ninja prints one [n/N] line per file.
 build-demo:
-	@test -f $(BUILD)/build.ninja || $(CONFIGURE) -DSLIMKV_BUILD_TESTS=OFF -DSLIMKV_BUILD_BENCH=OFF -DSLIMKV_UNITY=ON
+	@test -f $(BUILD)/build.ninja || $(CONFIGURE) -DSLIMKV_BUILD_TESTS=OFF -DSLIMKV_BUILD_BENCH=OFF
 	cmake --build $(BUILD) -j $(JOBS) --target slimkv
 
 build-asan:
