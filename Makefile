@@ -1,6 +1,6 @@
 # slimkv: the two commands of the quick start, and the pieces they are made of.
 #   make demo   install what the demo needs, build the slimkv binary alone, fetch the default
-#               model, generate text (a few minutes on a fresh 2-core machine)
+#               model, generate text (docs/BENCHMARKS.md "First run")
 #   make test   install everything the tests need, build everything, then every test (release
 #               build, sanitizer build, a fuzz run)
 SHELL := /bin/bash

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what slimkv needs on a fresh Debian 12 machine, idempotently, in two sets:
 #   demo   what `make demo` needs: the compiler, CMake/Ninja, the libraries the slimkv binary
-#          links, python3-venv, and the default model in models/ (a few minutes on 2 cores).
+#          links, python3-venv, and the default model in models/.
 #   test   (the default) everything `make test` needs on top: clang and the sanitizer runtime,
 #          GoogleTest, Google Benchmark, hiredis, chromium (the dashboard test), the pinned
 #          Python packages of .venv (tools/requirements.txt), the eval text in data/.
