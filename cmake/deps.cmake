@@ -10,3 +10,5 @@ find_package(benchmark REQUIRED)
 pkg_check_modules(HWY REQUIRED IMPORTED_TARGET libhwy libhwy-contrib)
 pkg_check_modules(HWY_TEST REQUIRED IMPORTED_TARGET libhwy-test)
 pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
+# Boost.Beast and Asio (header-only) for the HTTP server (docs/DECISIONS.md, "The HTTP edge").
+find_package(Boost 1.81 REQUIRED CONFIG)

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   build-essential cmake ninja-build pkg-config clang-14 libclang-rt-14-dev
   libhwy-dev libpcre2-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
-  libgtest-dev libgmock-dev libbenchmark-dev libcpp-httplib-dev libhiredis-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libcpp-httplib-dev libhiredis-dev libboost1.81-dev
   python3 python3-venv python3-pip
   chromium
 )
