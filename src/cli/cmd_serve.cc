@@ -186,8 +186,10 @@ int ServeMain(const ServeFlags& f) {
     const int again = sigtimedwait(&signals, &info, &timeout);
     if (again == SIGUSR1) return;  // drained
     std::fprintf(stderr, "slimkv serve: cancelling the requests still in flight\n");
-    scheduler.Stop();  // every request ends (cancelled)
-    http.Close();      // and every connection, even one whose client stopped reading
+    scheduler.Stop();  // every request ends (cancelled); its client is told so
+    const timespec grace{1, 0};
+    if (sigtimedwait(&signals, &info, &grace) == SIGUSR1) return;
+    http.Close();  // every connection, even one whose client stopped reading
   });
   http.Serve();
   pthread_kill(waiter.native_handle(), SIGUSR1);

@@ -3,7 +3,8 @@
 // The scheduler calls `on_output` on its own (engine) thread, once per generated token
 // (with the text that token completed, possibly empty) and once more when the request
 // ends (finished = true, with the usage counts). The callback must not block and must not
-// call back into the scheduler; RequestStream (request_stream.h) is the usual receiver.
+// call back into the scheduler: RequestStream (request_stream.h) queues outputs for a thread
+// that waits; the HTTP server posts each one to its io thread (server/generation.cc).
 #pragma once
 
 #include <cstdint>

@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "base/log.h"
+#include "server/api_error.h"
 #include "server/http_guard.h"
 
 namespace slimkv::server {
@@ -221,7 +222,16 @@ void Session::Dispatch() {
   owner_.ExchangeStarted();
   auto ex = std::make_shared<SessionExchange>(weak_from_this(), exchange_, owner_.gate(), head_.request_id);
   Watch();
-  owner_.handler().Handle(std::move(req), std::move(ex));
+  try {
+    owner_.handler().Handle(std::move(req), ex);
+  } catch (const std::exception& e) {  // a bug: answer 500 (without its text) and go on serving
+    SPDLOG_ERROR("request {}: {}", head_.request_id, e.what());
+    HttpResponse r;
+    r.status = 500;
+    r.body = ApiError{500, "internal error (request id " + head_.request_id + ")", "server_error", "", ""}
+                 .ToJson();
+    ex->Respond(std::move(r));
+  }
 }
 
 void Session::Watch() {

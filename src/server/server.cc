@@ -295,10 +295,12 @@ HttpServer::HttpServer(const engine::Engine& engine, engine::Scheduler& schedule
 HttpServer::~HttpServer() {
   impl_->gate->Close();
   impl_->workers.join();
-  // Let every connection finish closing, so none outlives the listener.
+  // Let every connection finish closing, so none outlives the listener. A queued Close or
+  // drain end stops run() early: run again until nothing is left to run.
   impl_->listener.CloseAll();
-  impl_->ioc.restart();
-  impl_->ioc.run();
+  do {
+    impl_->ioc.restart();
+  } while (impl_->ioc.run() > 0);
 }
 
 Status HttpServer::Bind() {
@@ -309,7 +311,14 @@ Status HttpServer::Bind() {
 
 void HttpServer::Serve() {
   impl_->listener.Start();
-  impl_->ioc.run();
+  for (;;) {
+    try {
+      impl_->ioc.run();
+      return;
+    } catch (const std::exception& e) {  // a bug in a handler: log it, keep serving
+      SPDLOG_ERROR("http: {}", e.what());
+    }
+  }
 }
 
 void HttpServer::Shutdown() {

@@ -9,7 +9,7 @@ is read from /proc. Every check fails against the server of bb8f74c (cpp-httplib
     refused at once, and /health stays fast meanwhile;
   conflicting Content-Length / Transfer-Encoding is 400; pipelined requests are all answered,
     in order; wrong JSON types are 400s without exception text;
-  SIGTERM closes idle and slow connections at once.
+  SIGTERM closes idle and slow connections at once, and cancels a stream --drain-timeout later.
 Run by server/abuse_test.sh under ctest; prints one line per check and 'N passed, N failed'.
 """
 import json
@@ -203,6 +203,35 @@ def main():
             assert took < 3, f"exit took {took:.1f} s"
 
         checks.run("SIGTERM closes slow connections", sigterm_with_slow_connections)
+
+    # SIGTERM with a long stream in flight: --drain-timeout later it is cancelled, its client
+    # is told so, and the process exits.
+    with Server("-c", "2048", "--kv-mem", "64", "--drain-timeout", "1") as srv:
+
+        def sigterm_honours_drain_timeout():
+            s = raw_connect(srv.port, timeout=20)
+            s.sendall(post_bytes("/v1/completions", json.dumps(
+                {"prompt": "Count:", "max_tokens": 1900, "ignore_eos": True, "stream": True}).encode()))
+            got = b""
+            while got.count(b"data: ") < 3:
+                got += s.recv(4096)
+            t0 = time.time()
+            rc = srv.terminate(timeout=15)
+            took = time.time() - t0
+            try:
+                while True:
+                    data = s.recv(65536)
+                    if not data:
+                        break
+                    got += data
+            except OSError:
+                pass
+            s.close()
+            assert rc == 0, rc
+            assert took < 4, f"exit took {took:.1f} s with --drain-timeout 1"
+            assert b"shutting_down" in got, got[-300:]
+
+        checks.run("SIGTERM honours --drain-timeout", sigterm_honours_drain_timeout)
     checks.finish()
 
 
