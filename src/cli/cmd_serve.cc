@@ -14,9 +14,9 @@
 #include <cctype>
 #include <cstdio>
 #include <cstdlib>
-#include <sstream>
 #include <filesystem>
 #include <memory>
+#include <sstream>
 #include <thread>
 
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -81,7 +81,9 @@ Result<std::vector<std::string>> ApiKeys(const ServeFlags& f) {
       keys.push_back(line.substr(start));
       ++found;
     }
-    if (found == 0) return InvalidArgument("--api-key-file '{}' holds no key (one per line, # for comments)", f.api_key_file);
+    if (found == 0) {
+      return InvalidArgument("--api-key-file '{}' holds no key (one per line, # for comments)", f.api_key_file);
+    }
   }
   if (const char* env = std::getenv("SLIMKV_API_KEY"); env != nullptr && *env != '\0') keys.emplace_back(env);
   for (const std::string& k : keys) {
@@ -208,7 +210,8 @@ int ServeMain(const ServeFlags& f) {
 CommandMain AddServeCommand(CLI::App& app) {
   auto f = std::make_shared<ServeFlags>();
   f->sampling = engine::SamplingParams{};  // llama.cpp's defaults; a request's fields override them
-  CLI::App* cmd = app.add_subcommand("serve", "OpenAI-compatible HTTP server with continuous batching");
+  CLI::App* cmd = app.add_subcommand(
+      "serve", "OpenAI-compatible HTTP server with continuous batching (-v: an access log line per request on stderr)");
   f->common.Add(cmd);
   cmd->add_option("-c,--ctx,--ctx-size", f->common.n_ctx, "context size per sequence in tokens (default 4096)")
       ->check(CLI::Range(0, 1 << 24));

@@ -90,6 +90,8 @@ bool IsLoopbackHostName(std::string_view host) {
 }
 
 bool HostAllowed(std::string_view host_header, const HostPolicy& policy) {
+  // Browsers always send Host: a request without one is no DNS-rebinding page.
+  if (Trim(host_header).empty()) return true;
   if (std::find(policy.allowed.begin(), policy.allowed.end(), "*") != policy.allowed.end()) return true;
   if (IsLoopbackHostName(host_header)) return true;
   const std::string host = HostOf(host_header);
@@ -111,9 +113,12 @@ bool OriginListed(std::string_view origin, const std::vector<std::string>& cors_
 
 bool SameOrigin(std::string_view origin, std::string_view host_header) {
   origin = Trim(origin);
-  constexpr std::string_view kHttp = "http://";
-  if (origin.size() <= kHttp.size() || !EqualsIgnoreCase(origin.substr(0, kHttp.size()), kHttp)) return false;
-  return EqualsIgnoreCase(origin.substr(kHttp.size()), Trim(host_header));
+  for (std::string_view scheme : {"http://", "https://"}) {  // https: behind a TLS proxy
+    if (origin.size() > scheme.size() && EqualsIgnoreCase(origin.substr(0, scheme.size()), scheme)) {
+      return EqualsIgnoreCase(origin.substr(scheme.size()), Trim(host_header));
+    }
+  }
+  return false;
 }
 
 std::string_view BearerToken(std::string_view authorization) {

@@ -28,7 +28,7 @@ struct HostPolicy {
   std::vector<std::string> allowed;  // --allow-host names; "*" allows any
 };
 // Loopback names always pass; listed names pass; any name passes when the server is not
-// bound to loopback and nothing is listed.
+// bound to loopback and nothing is listed; a request without a Host (not a browser's) passes.
 bool HostAllowed(std::string_view host_header, const HostPolicy& policy);
 
 // An Origin header is allowed when it is the server's own origin (its authority equals the

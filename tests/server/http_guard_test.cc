@@ -25,7 +25,7 @@ TEST(HttpGuardTest, HostPolicy) {
   EXPECT_TRUE(HostAllowed("127.0.0.1:8080", loopback));
   EXPECT_TRUE(HostAllowed("localhost:8080", loopback));
   EXPECT_FALSE(HostAllowed("rebind.attacker.example:8080", loopback));  // DNS rebinding
-  EXPECT_FALSE(HostAllowed("", loopback));
+  EXPECT_TRUE(HostAllowed("", loopback));  // no Host: not a browser, so not a rebinding page
   const HostPolicy listed{.loopback_only = true, .allowed = {"my-box.lan"}};
   EXPECT_TRUE(HostAllowed("MY-BOX.lan:8080", listed));
   EXPECT_TRUE(HostAllowed("localhost", listed));
@@ -44,6 +44,8 @@ TEST(HttpGuardTest, Origins) {
   EXPECT_FALSE(SameOrigin("http://evil.com", "127.0.0.1:8080"));
   EXPECT_FALSE(SameOrigin("http://127.0.0.1:9999", "127.0.0.1:8080"));
   EXPECT_FALSE(SameOrigin("null", "127.0.0.1:8080"));
+  EXPECT_TRUE(SameOrigin("https://llm.example.com", "llm.example.com"));  // behind a TLS proxy
+  EXPECT_FALSE(SameOrigin("ftp://127.0.0.1:8080", "127.0.0.1:8080"));
   EXPECT_TRUE(OriginListed("http://localhost:3000", {"http://localhost:3000/"}));
   EXPECT_FALSE(OriginListed("http://localhost:3001", {"http://localhost:3000"}));
   EXPECT_TRUE(OriginListed("https://x.example", {"*"}));
