@@ -127,14 +127,7 @@ void Session::OnHeader(beast::error_code ec) {
   if (ec == http::error::bad_transfer_encoding) {
     return Refuse(400, "Transfer-Encoding repeated or together with Content-Length");
   }
-  if (ec == beast::error::timeout) {  // the stream has closed the socket
-    ++owner_.mutable_counters().timed_out;
-    return Close();
-  }
-  if (ec == http::error::end_of_stream || ec == http::error::partial_message || ec == net::error::eof ||
-      ec == net::error::connection_reset || ec == net::error::operation_aborted) {
-    return Close();
-  }
+  if (ClosedBy(ec)) return Close();
   if (ec) return Refuse(400, "malformed HTTP request (" + ec.message() + ")");
 
   const auto& req = parser_->get();
@@ -183,6 +176,15 @@ void Session::OnHeader(beast::error_code ec) {
   ReadBody();
 }
 
+bool Session::ClosedBy(beast::error_code ec) {
+  if (ec == beast::error::timeout) {  // a deadline passed; the stream has closed the socket
+    ++owner_.mutable_counters().timed_out;
+    return true;
+  }
+  return ec == http::error::end_of_stream || ec == http::error::partial_message || ec == net::error::eof ||
+         ec == net::error::connection_reset || ec == net::error::operation_aborted;
+}
+
 void Session::ReadBody() {
   state_ = State::kBody;
   if (parser_->is_done()) return Dispatch();
@@ -197,14 +199,7 @@ void Session::OnBody(beast::error_code ec) {
     return Refuse(413, fmt::format("the request body is larger than {} bytes (--max-body)",
                                    owner_.limits().max_body_bytes));
   }
-  if (ec == beast::error::timeout) {
-    ++owner_.mutable_counters().timed_out;
-    return Close();
-  }
-  if (ec == http::error::end_of_stream || ec == http::error::partial_message || ec == net::error::eof ||
-      ec == net::error::connection_reset || ec == net::error::operation_aborted) {
-    return Close();
-  }
+  if (ClosedBy(ec)) return Close();
   if (ec) return Refuse(400, "malformed request body framing (" + ec.message() + ")");
   Dispatch();
 }

@@ -50,6 +50,8 @@ class Session : public std::enable_shared_from_this<Session> {
   void ReadIdle();
   void ReadHeader();
   void OnHeader(boost::beast::error_code ec);
+  // A read that ended because the client left or a deadline passed (counted): just close.
+  bool ClosedBy(boost::beast::error_code ec);
   void ReadBody();
   void OnBody(boost::beast::error_code ec);
   void Dispatch();

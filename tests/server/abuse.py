@@ -14,12 +14,10 @@ Run by server/abuse_test.sh under ctest; prints one line per check and 'N passed
 """
 import json
 import select
-import socket
-import threading
 import time
 
-from serve_util import (Checks, Server, metrics, post_bytes, raw_connect, raw_request, read_response, request, rss_bytes,
-                        wait_for)
+from serve_util import (Checks, Server, metrics, post_bytes, raw_connect, raw_request, read_response, request,
+                        rss_bytes)
 
 AUTH = b"Authorization: Bearer sekret\r\n"
 MiB = 1 << 20

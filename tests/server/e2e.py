@@ -9,11 +9,10 @@ import json
 import re
 import socket
 import threading
-import time
 
 import openai
 
-from serve_util import Checks, Server, metrics, request, wait_for
+from serve_util import Checks, Server, assert_cancelled, metrics, request, wait_for
 
 SYSTEM = ("You are a careful assistant. Answer in one short sentence and never invent facts. "
           "If a question is unclear, say so. ") * 6
@@ -163,11 +162,7 @@ def main():
             while got.count(b"data: ") < 5:
                 got += s.recv(4096)
             s.close()
-            wait_for(lambda: metrics(srv.url)['slimkv_requests_total{outcome="cancelled"}'] >
-                     before['slimkv_requests_total{outcome="cancelled"}'], 30, "the request to be cancelled")
-            m = metrics(srv.url)
-            assert m["slimkv_requests_running"] == 0
-            assert m["slimkv_generation_tokens_total"] - before["slimkv_generation_tokens_total"] < 250
+            assert_cancelled(srv.url, before, 30, 250)
 
         for name, fn in [("completions", completions), ("chat", chat), ("chat stream + usage", chat_stream_with_usage),
                          ("completion stream", completion_stream), ("n and seed", n_choices_and_seed),

@@ -202,6 +202,16 @@ def metrics(url):
     return out
 
 
+def assert_cancelled(url, before, timeout, fewer_than):
+    """Waits until one more request than in `before` (metrics) was cancelled; then none runs and
+    fewer than `fewer_than` tokens were generated since `before`."""
+    wait_for(lambda: metrics(url)['slimkv_requests_total{outcome="cancelled"}'] >
+             before['slimkv_requests_total{outcome="cancelled"}'], timeout, "the request to be cancelled")
+    m = metrics(url)
+    assert m["slimkv_requests_running"] == 0
+    assert m["slimkv_generation_tokens_total"] - before["slimkv_generation_tokens_total"] < fewer_than
+
+
 def wait_for(predicate, timeout=60, what="condition"):
     deadline = time.time() + timeout
     while time.time() < deadline:
