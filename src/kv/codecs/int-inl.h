@@ -20,6 +20,7 @@
 
 #include "kv/codecs/int_codec.h"
 #include "kv/codecs/kernels-inl.h"
+#include "kv/codecs/packing-inl.h"
 #include "kv/codecs/vnni-inl.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -30,33 +31,10 @@ namespace int_codec {
 // float-FMA paths (every target but AVX3_DL, and the formats the integer paths do not take).
 template <int kBits>
 struct CodeLoader {
-  HWY_INLINE VF operator()(DF d, const uint8_t* p, size_t e) const {
-    const DU du;
-    const hn::Rebind<uint8_t, DF> d8;
-    if constexpr (kBits == 8) {
-      return hn::ConvertTo(d, hn::BitCast(DI(), hn::PromoteTo(du, hn::LoadU(d8, p + e))));
-    } else if constexpr (kBits == 3) {
-      const uint8_t* planes = p + (e / 16) * 6;
-      const size_t j0 = e % 16;
-      const auto lane = hn::Iota(du, 0);
-      auto v = hn::Zero(du);
-      for (int k = 0; k < 3; ++k) {
-        uint32_t bits;
-        uint16_t plane;
-        std::memcpy(&plane, planes + 2 * k, 2);
-        bits = static_cast<uint32_t>(plane) >> j0;
-        const auto bit = hn::And(hn::Shr(hn::Set(du, bits), lane), hn::Set(du, 1u));
-        v = hn::Or(v, hn::ShiftLeftSame(bit, k));
-      }
-      return hn::ConvertTo(d, hn::BitCast(DI(), v));
-    } else {
-      constexpr size_t kPer = 8 / kBits;
-      const size_t unit = e / (16 * kPer), r = e % (16 * kPer);
-      const auto bytes = hn::PromoteTo(du, hn::LoadU(d8, p + unit * 16 + r % 16));
-      const auto v = hn::And(hn::ShiftRightSame(bytes, static_cast<int>((r / 16) * kBits)),
-                             hn::Set(du, (1u << kBits) - 1));
-      return hn::ConvertTo(d, hn::BitCast(DI(), v));
-    }
+  int width;  // channels of the array
+  bool is_key;
+  HWY_INLINE VF operator()(DF d, const uint8_t* p, size_t, int t, int c) const {
+    return hn::ConvertTo(d, hn::BitCast(DI(), TileCodes<kBits>(p, width, is_key, t, c)));
   }
 };
 
@@ -120,7 +98,7 @@ HWY_INLINE void ScoreTokenGroupRows(const uint8_t* codes, const uint8_t* meta, s
                                     const float* qsum, int n_tok, float* scores, int lds) {
   const DF d;
   const size_t N = hn::Lanes(d);
-  const CodeLoader<kBits> load;
+  const CodeLoader<kBits> load{hd, true};
   const int groups = hd / g;
   const float offset = symmetric ? static_cast<float>(1 << (kBits - 1)) : 0.0f;
   for (int t0 = 0; t0 < n_tok; t0 += static_cast<int>(N)) {
@@ -130,7 +108,7 @@ HWY_INLINE void ScoreTokenGroupRows(const uint8_t* codes, const uint8_t* meta, s
       VF part[kRows];
       for (int r = 0; r < kRows; ++r) part[r] = hn::Zero(d);
       for (int dim = gi * g; dim < (gi + 1) * g; ++dim) {
-        const VF kv = load(d, codes, static_cast<size_t>(dim) * bt + t0);
+        const VF kv = load(d, codes, 0, t0, dim);
         for (int r = 0; r < kRows; ++r) part[r] = hn::MulAdd(hn::Set(d, q[r * ldq + dim]), kv, part[r]);
       }
       const size_t i0 = static_cast<size_t>(gi) * bt + t0;
@@ -191,7 +169,7 @@ void ScoreChannelKeys(const KernelArgs& a, const ChunkView& c, float* scores, in
       s.cst[r] = ReduceSum(d, cz);
     }
     float* sc = scores + i * a.bt;
-    ScoreChannelMajor(CodeLoader<kBits>(), c.blocks[i], a.bt, hd, s.q2, hd, a.rows, n, sc, lds);
+    ScoreChannelMajor(CodeLoader<kBits>{hd, true}, c.blocks[i], a.bt, hd, s.q2, hd, a.rows, n, sc, lds);
     for (int r = 0; r < a.rows; ++r) {
       const VF cz = hn::Set(d, s.cst[r]);
       for (int t = 0; t < n; t += N)
@@ -246,8 +224,8 @@ void AccumulateChannelValues(const KernelArgs& a, const ChunkView& c, const floa
     const float* pi = p + i * a.bt;
     const uint8_t* meta = ValueMeta(a, c.blocks[i]);
     std::fill(s.part, s.part + a.rows * hd, 0.0f);
-    AccumTokenMajor(CodeLoader<kBits>(), c.blocks[i] + a.kind->v_offset, hd, 0, hd, pi, ldp, a.rows, n,
-                    s.part, hd);
+    AccumTokenMajor(CodeLoader<kBits>{hd, false}, c.blocks[i] + a.kind->v_offset, hd, 0, hd, pi, ldp, a.rows,
+                    n, s.part, hd);
     for (int r = 0; r < a.rows; ++r) {
       VF ps = hn::Zero(d);
       for (int t = 0; t < (n + N - 1) / N * N; t += N) ps = hn::Add(ps, hn::LoadU(d, pi + r * ldp + t));
@@ -292,8 +270,8 @@ void AccumulateTokenValues(const KernelArgs& a, const ChunkView& c, const float*
         }
         s.cst[r] = cz;
       }
-      AccumTokenMajor(CodeLoader<kBits>(), c.blocks[i] + a.kind->v_offset, hd, gi * g, (gi + 1) * g, s.p2,
-                      kMaxBt, a.rows, n, acc, hd);
+      AccumTokenMajor(CodeLoader<kBits>{hd, false}, c.blocks[i] + a.kind->v_offset, hd, gi * g, (gi + 1) * g,
+                      s.p2, kMaxBt, a.rows, n, acc, hd);
       for (int r = 0; r < a.rows; ++r) {
         const VF cz = hn::Set(d, s.cst[r]);
         for (int j = gi * g; j < (gi + 1) * g; j += N)
@@ -314,7 +292,7 @@ void DecodeTile(const KernelArgs& a, const uint8_t* kpart, float* tile) {
   const bool per_channel = f.granularity == Granularity::kChannel;
   const size_t n_scales = IntScaleCount(f, bt, hd);
   const float offset = IntCodeOffset(f, kBits);
-  const CodeLoader<kBits> load;
+  const CodeLoader<kBits> load{hd, true};
   for (int dim = 0; dim < hd; ++dim) {
     for (int t = 0; t < bt; t += N) {
       const size_t e = static_cast<size_t>(dim) * bt + t;
@@ -327,7 +305,7 @@ void DecodeTile(const KernelArgs& a, const uint8_t* kpart, float* tile) {
         sc = LoadHalves(d, meta, si);
         z = f.symmetric ? hn::Zero(d) : LoadHalves(d, meta, n_scales + si);
       }
-      hn::StoreU(hn::MulAdd(hn::Sub(load(d, kpart, e), hn::Set(d, offset)), sc, z), d, tile + e);
+      hn::StoreU(hn::MulAdd(hn::Sub(load(d, kpart, e, t, dim), hn::Set(d, offset)), sc, z), d, tile + e);
     }
   }
 }
@@ -347,7 +325,7 @@ SLIMKV_KV_ATTR HWY_INLINE void ScoreChannelVnniRows(const uint8_t* codes, int bt
                                                     const QueryBytes& q, int row0, float* scores, int lds) {
   for (int slab = 0; slab < n_slabs; ++slab) {
     __m512 dots[kRows][2];
-    KeyDots<kBits, kRows>(codes, bt, slab, 0, hd, q, row0, dots);
+    KeyDots<kBits, kRows>(codes, hd, slab, 0, hd, q, row0, dots);
     for (int r = 0; r < kRows; ++r) {
       const int i = (row0 + r) * (kMaxHd / 16);
       const __m512 step = _mm512_set1_ps(q.step[i]), bias = _mm512_set1_ps(q.bias[i]);
@@ -384,7 +362,7 @@ SLIMKV_KV_ATTR HWY_INLINE void ScoreTokenVnniRows(const uint8_t* codes, const ui
   for (int r = 0; r < kRows; ++r) acc[r][0] = acc[r][1] = hn::Zero(d);
   for (int gi = 0; gi < groups; ++gi) {
     __m512 dots[kRows][2];
-    KeyDots<kBits, kRows>(codes, bt, slab, gi * g, (gi + 1) * g, q, row0, dots);
+    KeyDots<kBits, kRows>(codes, hd, slab, gi * g, (gi + 1) * g, q, row0, dots);
     for (int h = 0; h < 2; ++h) {
       const size_t i0 = static_cast<size_t>(gi) * bt + 32 * slab + 16 * h;
       const VF sc = LoadHalves(d, meta, i0);
@@ -509,12 +487,12 @@ SLIMKV_KV_ATTR inline void PrepareTokenQuery(const KvFormat& f, int hd, int rows
 
 // Whether the integer key kernels read a K part of this block size and group.
 HWY_INLINE bool KeyVnniOk(const KvFormat& f, int bits, int bt, int hd) {
-  return (bt == 32 || bt == 64) && hd % 32 == 0 && f.group_size(hd) % 32 == 0 && (bits != 3 || HasGfni());
+  return bt % 32 == 0 && hd % 32 == 0 && f.group_size(hd) % 32 == 0;
 }
 // Whether the integer value kernel handles a per-token-group V format.
 inline bool ValueVnniOk(const KvFormat& f, int bits, int bt, int hd) {
   const int groups = hd / f.group_size(hd);
-  return hd % 64 == 0 && (groups & (groups - 1)) == 0 && groups <= kMaxGroups && (bits != 3 || HasGfni());
+  return hd % 32 == 0 && f.group_size(hd) % 16 == 0 && (groups & (groups - 1)) == 0 && groups <= kMaxGroups;
 }
 
 // Per-channel keys: the query normalised per row once per task, then per block.

@@ -24,6 +24,7 @@
 #include <cstring>
 
 #include "kv/codecs/kernels-inl.h"
+#include "kv/codecs/packing-inl.h"
 #include "kv/codecs/turbo_codec.h"
 #include "kv/codecs/vnni-inl.h"
 
@@ -34,40 +35,6 @@ namespace turbo {
 using VU = hn::Vec<DU>;
 
 // ------------------------------------------------------------------ float paths
-// Codes of N consecutive elements e (e % N == 0, N <= 16) of a code array packed as
-// format.h describes, as u32 lanes in [0, 2^kBits).
-template <int kBits>
-HWY_INLINE VU LoadCodes(const uint8_t* p, size_t e) {
-  const DU du;
-  const hn::Rebind<uint8_t, DU> d8;
-  constexpr size_t kN = hn::MaxLanes(DU());
-  if constexpr (kBits == 3 && (kN == 8 || kN == 16)) {
-    // Bit planes: 16 elements per 3 x 2 bytes; a plane's bits are the lanes' mask (kmov on AVX-512).
-    const uint8_t* planes = p + (e / 16) * 6 + (e % 16) / 8;
-    VU v = hn::IfThenElseZero(hn::LoadMaskBits(du, planes), hn::Set(du, 1u));
-    v = hn::Or(v, hn::IfThenElseZero(hn::LoadMaskBits(du, planes + 2), hn::Set(du, 2u)));
-    return hn::Or(v, hn::IfThenElseZero(hn::LoadMaskBits(du, planes + 4), hn::Set(du, 4u)));
-  } else if constexpr (kBits == 3) {  // fewer lanes (EMU128): shift each plane per lane
-    const uint8_t* planes = p + (e / 16) * 6;
-    const size_t j0 = e % 16;
-    const VU lane = hn::Iota(du, 0);
-    VU v = hn::Zero(du);
-    for (int k = 0; k < 3; ++k) {
-      uint16_t plane;
-      std::memcpy(&plane, planes + 2 * k, 2);
-      const VU bit = hn::And(hn::Shr(hn::Set(du, static_cast<uint32_t>(plane) >> j0), lane), hn::Set(du, 1u));
-      v = hn::Or(v, hn::ShiftLeftSame(bit, k));
-    }
-    return v;
-  } else {
-    constexpr size_t kPer = 8 / kBits;
-    const size_t unit = e / (16 * kPer), r = e % (16 * kPer);
-    const VU bytes = hn::PromoteTo(du, hn::LoadU(d8, p + unit * 16 + r % 16));
-    return hn::And(hn::ShiftRightSame(bytes, static_cast<int>((r / 16) * kBits)),
-                   hn::Set(du, (1u << kBits) - 1));
-  }
-}
-
 // The signed values of every code of a codebook: val[code] = CodebookValue(code), so a
 // lookup is one lane permute (vpermps) of the codes; zeros past 2^bits.
 struct Table {
@@ -123,7 +90,7 @@ HWY_INLINE VF LoadNorms(const uint8_t* p, size_t i) {
 
 // ------------------------------------------------------------------ score
 // acc[s][r] += sum over channels [0, n_ch) of q[r][q0 + c] * C[code[c][t0..t0+N)], the
-// codes of a channel-major array of `bt` tokens per channel; two accumulator sets (even
+// codes of a K array of `n_ch` channels (packing.h); two accumulator sets (even
 // and odd channels) hide the FMA latency.
 template <int kBits, int kRows>
 HWY_INLINE void ScoreChannels(const Table& tab, const uint8_t* codes, int bt, int n_ch, const float* q,
@@ -133,13 +100,13 @@ HWY_INLINE void ScoreChannels(const Table& tab, const uint8_t* codes, int bt, in
   int c = 0;
   for (; c + 2 <= n_ch; c += 2) {
     for (int s = 0; s < 2; ++s) {
-      const VF k = Lookup<kBits>(tab, tv, LoadCodes<kBits>(codes, static_cast<size_t>(c + s) * bt + t0));
+      const VF k = Lookup<kBits>(tab, tv, TileCodes<kBits>(codes, n_ch, true, t0, c + s));
       for (int r = 0; r < kRows; ++r)
         acc[s][r] = hn::MulAdd(hn::Set(d, q[r * ldq + q0 + c + s]), k, acc[s][r]);
     }
   }
   for (; c < n_ch; ++c) {
-    const VF k = Lookup<kBits>(tab, tv, LoadCodes<kBits>(codes, static_cast<size_t>(c) * bt + t0));
+    const VF k = Lookup<kBits>(tab, tv, TileCodes<kBits>(codes, n_ch, true, t0, c));
     for (int r = 0; r < kRows; ++r) acc[0][r] = hn::MulAdd(hn::Set(d, q[r * ldq + q0 + c]), k, acc[0][r]);
   }
 }
@@ -218,7 +185,7 @@ HWY_NOINLINE void ScoreTurboBlock(const KvFormat& f, const uint8_t* kpart, int b
 
 // ------------------------------------------------------------------ accumulate
 // acc[r][c0 + j*N ...] += sum_t w[r][t] * C[code[t][c0 + j*N ...]] for kVecs vectors of
-// channels of a token-major code array of `n_ch` channels per token.
+// channels of a V code array of `n_ch` channels (packing.h).
 template <int kBits, int kRows, int kVecs>
 HWY_INLINE void AccumChannels(const Table& tab, const uint8_t* codes, int n_ch, int c0, const float* w,
                               int ldw, int n_tok, float* acc, int lda, int acc0) {
@@ -231,7 +198,7 @@ HWY_INLINE void AccumChannels(const Table& tab, const uint8_t* codes, int n_ch, 
   for (int t = 0; t < n_tok; ++t) {
     VF v[kVecs];
     for (int j = 0; j < kVecs; ++j)
-      v[j] = Lookup<kBits>(tab, tv, LoadCodes<kBits>(codes, static_cast<size_t>(t) * n_ch + c0 + j * N));
+      v[j] = Lookup<kBits>(tab, tv, TileCodes<kBits>(codes, n_ch, false, t, c0 + j * N));
     for (int r = 0; r < kRows; ++r) {
       const VF wb = hn::Set(d, w[r * ldw + t]);
       for (int j = 0; j < kVecs; ++j) a[r][j] = hn::MulAdd(wb, v[j], a[r][j]);
@@ -362,22 +329,15 @@ inline const ByteIndex& TurboLevelBytes(int bits) {
   return tables[bits];
 }
 
-// Whether a tq K part takes the integer path: 2-4 bit codes (1-bit parts are tiny and stay
-// on the float path), code arrays of whole 32-channel units, no block mean.
+// Whether a tq part takes the integer path: 2-4 bit codes (1-bit parts are tiny and stay on
+// the float path), no block mean, keys in slabs of 32 tokens, value rows of whole pairs of
+// 16-channel tiles.
 HWY_INLINE bool TurboKeyVnniOk(const KvFormat& f, int bt, int hd) {
-  if (f.type != ElemType::kTurbo || f.tq_mean || (bt != 32 && bt != 64) || f.tq_bits < 2) return false;
-  const int hi = f.tq_plus * hd / 4;
-  const bool three = f.tq_bits == 3 || (hi > 0 && f.tq_bits == 2);
-  return hi % 32 == 0 && (hd - hi) % 32 == 0 && (!three || HasGfni());
+  return f.type == ElemType::kTurbo && !f.tq_mean && bt % 32 == 0 && f.tq_bits >= 2;
 }
-// Values: rows of whole 32-channel units (hi codes have 3 or 4 bits).
 HWY_INLINE bool TurboValueVnniOk(const KvFormat& f, int bt, int hd) {
-  if (f.type != ElemType::kTurbo || f.tq_bits < 2) return false;
-  const int hi = f.tq_plus * hd / 4, lo = hd - hi;
-  if ((f.tq_bits == 3 || (hi > 0 && f.tq_bits == 2)) && !HasGfni()) return false;
-  // 2-bit rows: whole 64-channel units, or exactly 32 channels (ValueQuad<2>).
-  const bool lo_ok = f.tq_bits == 2 ? lo % 64 == 0 || lo == 32 : lo % 32 == 0;
-  return hi % 32 == 0 && lo_ok;
+  const int hi = f.tq_plus * hd / 4;
+  return f.type == ElemType::kTurbo && f.tq_bits >= 2 && hi % 32 == 0 && (hd - hi) % 32 == 0;
 }
 
 // The tq widths the integer paths take, as 10 * lo bits + hi bits (hi 0: no hi channels):
@@ -433,9 +393,9 @@ SLIMKV_KV_ATTR HWY_INLINE void ScoreTurboVnniRows(const TurboLayout& lay, const 
   acc.Start(s.qoff_hi, s.qoff_lo, row0);
   const int hi = lay.hi_channels;
   if constexpr (kHiBits > 0)
-    KeyDotsAdd<kHiBits, kRows, true>(kpart + lay.hi_offset, bt, slab, 0, hi, 0,
+    KeyDotsAdd<kHiBits, kRows, true>(kpart + lay.hi_offset, hi, slab, 0, hi, 0,
                                      LoadIndex(TurboLevelBytes(kHiBits)), q, row0, acc);
-  KeyDotsAdd<kLoBits, kRows, true>(kpart + lay.lo_offset, bt, slab, 0, hd - hi, hi,
+  KeyDotsAdd<kLoBits, kRows, true>(kpart + lay.lo_offset, hd - hi, slab, 0, hd - hi, hi,
                                    LoadIndex(TurboLevelBytes(kLoBits)), q, row0, acc);
   __m512 dots[kRows][2];
   acc.Finish(dots);
