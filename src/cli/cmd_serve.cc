@@ -129,6 +129,12 @@ int ServeMain(const ServeFlags& f) {
     return Fail(InvalidArgument("--kv-mem must be a number of MiB, got {}", f.common.kv_mem_mib));
   }
   eo.kv_budget_bytes = static_cast<size_t>(f.common.kv_mem_mib * 1024 * 1024);
+  eo.kv_share = f.common.kv_share;
+  if (eo.kv_share.starts_with("kvsharer:")) {
+    auto text = ReadFile(ResolveDataFile("data/pg_essays.txt"));
+    if (!text.ok()) return Fail(text.status());
+    eo.kv_share_text = *text;
+  }
   auto eng = LoadEngine(eo);
   if (!eng.ok()) return Fail(eng.status());
   engine::Engine& e = **eng;
@@ -168,10 +174,12 @@ int ServeMain(const ServeFlags& f) {
   scheduler.Start();
 
   const kv::KvCache& kv = e.kv();
-  std::fprintf(stderr, "slimkv serve: model %s, context %d, KV %s (%zu bytes/token), budget %s, up to %d running / %d waiting\n",
-               o.model_name.c_str(), eo.n_ctx, kv::ConfigName(kv.config()).c_str(),
-               kv.DataBytesPerToken() + kv.MetaBytesPerToken(), HumanBytes(kv.budget_bytes()).c_str(), f.max_running,
-               f.max_waiting);
+  std::fprintf(stderr,
+               "slimkv serve: model %s, context %d, KV %s (%zu bytes/token), budget %s, up to %d running / "
+               "%d waiting\n",
+               o.model_name.c_str(), eo.n_ctx, KvDescription(e).c_str(),
+               kv.DataBytesPerToken() + kv.MetaBytesPerToken(), HumanBytes(kv.budget_bytes()).c_str(),
+               f.max_running, f.max_waiting);
   std::printf("listening on http://%s:%d\n", f.host.c_str(), http.port());
   std::fflush(stdout);
 

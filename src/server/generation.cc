@@ -1,6 +1,7 @@
 #include "server/generation.h"
 
 #include "base/log.h"
+#include "server/logprobs_json.h"
 
 namespace slimkv::server {
 namespace {
@@ -24,7 +25,11 @@ GenerationCall::GenerationCall(engine::Scheduler& scheduler, ParsedRequest reque
       request_(std::move(request)),
       options_(std::move(options)),
       exchange_(std::move(exchange)),
-      choices_(request_.n) {}
+      choices_(request_.n),
+      generated_lp_(request_.n),
+      prompt_lp_(request_.n),
+      echoed_(request_.n, false),
+      sent_bytes_(request_.n, 0) {}
 
 void GenerationCall::Run(engine::Scheduler& scheduler, ParsedRequest request, GenerationOptions options,
                          std::shared_ptr<Exchange> exchange, const std::function<uint64_t()>& seeds) {
@@ -40,6 +45,8 @@ void GenerationCall::Run(engine::Scheduler& scheduler, ParsedRequest request, Ge
     p.stop = pr.stop;
     p.ignore_eos = pr.ignore_eos;
     p.cache_salt = call->options_.cache_salt;
+    p.logprobs = pr.logprobs;
+    p.prompt_logprobs = pr.echo && pr.logprobs >= 0;
     // Engine thread: hand the output to the connection's thread, never block.
     p.on_output = [call, i](const engine::RequestOutput& out) {
       call->exchange_->Post([call, i, out] { call->OnOutput(i, out); });
@@ -131,7 +138,19 @@ void GenerationCall::Handle(int index, const engine::RequestOutput& out) {
   HandleWhole(index, out);
 }
 
+json GenerationCall::LogprobsJson(const std::vector<engine::TokenLogprob>& prompt_logprobs,
+                                  const std::vector<engine::TokenLogprob>& generated, bool with_prompt,
+                                  size_t first_offset) const {
+  if (request_.logprobs < 0 || options_.tokenizer == nullptr) return nullptr;
+  if (request_.endpoint == Endpoint::kChat) return ChatLogprobsJson(*options_.tokenizer, generated);
+  static const std::vector<int32_t> kNone;
+  return CompletionLogprobsJson(*options_.tokenizer, with_prompt ? request_.prompt : kNone, prompt_logprobs,
+                                generated, first_offset);
+}
+
 void GenerationCall::HandleWhole(int index, const engine::RequestOutput& out) {
+  if (out.has_logprob) generated_lp_[index].push_back(out.logprob);
+  if (!out.prompt_logprobs.empty()) prompt_lp_[index] = out.prompt_logprobs;
   if (!out.finished) {
     choices_[index].text += out.text;
     return;
@@ -158,6 +177,10 @@ void GenerationCall::HandleWhole(int index, const engine::RequestOutput& out) {
         "server_error", "", "timeout"};
     return exchange_->Respond(Json(e.http_status, e.ToJson()));
   }
+  for (int i = 0; i < request_.n; ++i) {
+    if (request_.echo) choices_[i].text = request_.prompt_text + choices_[i].text;
+    choices_[i].logprobs = LogprobsJson(prompt_lp_[i], generated_lp_[i], request_.echo, 0);
+  }
   const json usage = UsageJson(static_cast<int>(request_.prompt.size()), completion_tokens_, cached_tokens_);
   exchange_->Respond(Json(200, Dump(CompletionResponse(request_.endpoint, options_.id, options_.created,
                                                        options_.model, choices_, usage))));
@@ -166,12 +189,27 @@ void GenerationCall::HandleWhole(int index, const engine::RequestOutput& out) {
 void GenerationCall::SendEvent(const json& j) { exchange_->Write("data: " + Dump(j) + "\n\n"); }
 
 void GenerationCall::HandleStream(int index, const engine::RequestOutput& out) {
-  const auto chunk = [&](const std::string& text, const std::string& finish) {
+  const auto chunk = [&](const std::string& text, const std::string& finish, const json& logprobs) {
     return StreamChunk(request_.endpoint, options_.id, options_.created, options_.model, index, text, finish,
-                       false);
+                       false, logprobs);
   };
   if (!out.finished) {
-    if (!out.text.empty()) SendEvent(chunk(out.text, ""));
+    // The echo (with the prompt's log-probabilities) comes with the first token.
+    const bool echo = request_.echo && !echoed_[index];
+    echoed_[index] = echoed_[index] || request_.echo;
+    const std::string text = echo ? request_.prompt_text + out.text : out.text;
+    std::vector<engine::TokenLogprob> generated;
+    if (out.has_logprob) generated.push_back(out.logprob);
+    if (!text.empty() || !generated.empty()) {
+      SendEvent(chunk(text, "", LogprobsJson(out.prompt_logprobs, generated, echo, sent_bytes_[index])));
+      // Offsets count token pieces, as the whole response's do.
+      if (echo) {
+        for (int32_t t : request_.prompt)
+          sent_bytes_[index] += options_.tokenizer ? options_.tokenizer->TokenToPiece(t).size() : 0;
+      }
+      for (const auto& lp : generated)
+        sent_bytes_[index] += options_.tokenizer ? options_.tokenizer->TokenToPiece(lp.token).size() : 0;
+    }
     return;
   }
   const bool cancelled = out.finish_reason == engine::FinishReason::kCancelled && !timed_out_;
@@ -183,7 +221,7 @@ void GenerationCall::HandleStream(int index, const engine::RequestOutput& out) {
     CancelAll();
     return exchange_->End();
   }
-  SendEvent(chunk("", FinishReason(out)));
+  SendEvent(chunk("", FinishReason(out), nullptr));
   if (finished_ < request_.n) return;
   done_ = true;
   if (request_.include_usage) {

@@ -26,6 +26,7 @@ struct GenerationOptions {
   double keepalive_seconds = 1.0;  // SSE comment while a stream has nothing to send
   double time_limit_seconds = 0;   // 0: none
   std::vector<std::pair<std::string, std::string>> headers;  // added to the response (CORS)
+  const tokenizer::Tokenizer* tokenizer = nullptr;           // token texts of logprobs
 };
 
 class GenerationCall : public std::enable_shared_from_this<GenerationCall> {
@@ -52,6 +53,10 @@ class GenerationCall : public std::enable_shared_from_this<GenerationCall> {
   void SendEvent(const nlohmann::json& j);
   std::string FinishReason(const engine::RequestOutput& out) const;
   HttpResponse Json(int status, std::string body) const;
+  // The logprobs of one choice's event (stream) or of the whole choice (null when not asked).
+  nlohmann::json LogprobsJson(const std::vector<engine::TokenLogprob>& prompt_logprobs,
+                              const std::vector<engine::TokenLogprob>& generated, bool with_prompt,
+                              size_t first_offset) const;
 
   engine::Scheduler& scheduler_;
   ParsedRequest request_;
@@ -63,6 +68,11 @@ class GenerationCall : public std::enable_shared_from_this<GenerationCall> {
   bool started_ = false, failed_ = false, done_ = false;
   bool gone_ = false, timed_out_ = false;
   std::vector<ChoiceResult> choices_;
+  // Per choice: the sampled tokens' and the prompt's log-probabilities (whole responses), and
+  // whether the echo was streamed and how many bytes of text were sent (streams).
+  std::vector<std::vector<engine::TokenLogprob>> generated_lp_, prompt_lp_;
+  std::vector<bool> echoed_;
+  std::vector<size_t> sent_bytes_;
   int finished_ = 0, completion_tokens_ = 0, cached_tokens_ = 0;
   Status failure_;
 };

@@ -214,8 +214,7 @@ bool ReadStop(const json& body, const ApiLimits& limits, std::vector<std::string
 // Fields that change what is generated and that slimkv does not implement: refused rather
 // than silently ignored (false, 0 and null are accepted, as they mean "off").
 bool RejectUnsupported(const json& body, ApiError* error) {
-  for (const char* name :
-       {"logprobs", "top_logprobs", "echo", "suffix", "tools", "functions", "logit_bias"}) {
+  for (const char* name : {"suffix", "tools", "functions", "logit_bias"}) {
     auto it = body.find(name);
     if (it == body.end() || it->is_null()) continue;
     const bool off = (it->is_boolean() && !it->get<bool>()) || (it->is_number() && it->get<double>() == 0) ||
@@ -223,14 +222,6 @@ bool RejectUnsupported(const json& body, ApiError* error) {
     if (!off) {
       *error = BadRequest(fmt::format("'{}' is not supported by this server", name), name,
                           "unsupported_parameter");
-      return false;
-    }
-  }
-  for (const char* name : {"presence_penalty", "frequency_penalty"}) {
-    auto it = body.find(name);
-    if (it != body.end() && !it->is_null() && !(it->is_number() && it->get<double>() == 0)) {
-      *error = BadRequest(fmt::format("'{}' is not supported by this server (use repeat_penalty)", name),
-                          name, "unsupported_parameter");
       return false;
     }
   }
@@ -242,11 +233,43 @@ bool RejectUnsupported(const json& body, ApiError* error) {
   if (auto it = body.find("response_format"); it != body.end() && !it->is_null()) {
     const auto type = it->is_object() ? it->find("type") : it->end();
     if (!it->is_object() || type == it->end() || !type->is_string() || *type != "text") {
-      *error = BadRequest("only response_format {\"type\": \"text\"} is supported", "response_format",
-                          "unsupported_parameter");
+      *error = BadRequest(
+          "only response_format {\"type\": \"text\"} is supported (json_object needs constrained "
+          "decoding, which slimkv does not have)",
+          "response_format", "unsupported_parameter");
       return false;
     }
   }
+  return true;
+}
+
+// Completions: logprobs N (0..20, null: none) and echo. Chat: logprobs true/false and
+// top_logprobs N, which needs logprobs (OpenAI refuses it alone).
+bool ReadLogprobs(Endpoint endpoint, const json& body, ParsedRequest* r, ApiError* error) {
+  int64_t n = -1;
+  if (endpoint == Endpoint::kCompletions) {
+    if (!ReadInt(body, "logprobs", 0, engine::kMaxTopLogprobs, &n, error)) return false;
+    if (!ReadBool(body, "echo", &r->echo, error)) return false;
+    if (body.contains("top_logprobs") && !body["top_logprobs"].is_null()) {
+      *error =
+          BadRequest("'top_logprobs' is a chat parameter; completions take 'logprobs': N", "top_logprobs");
+      return false;
+    }
+  } else {
+    bool on = false;
+    if (!ReadBool(body, "logprobs", &on, error)) return false;
+    if (!ReadInt(body, "top_logprobs", 0, engine::kMaxTopLogprobs, &n, error)) return false;
+    if (n >= 0 && !on) {
+      *error = BadRequest("'top_logprobs' needs 'logprobs': true", "top_logprobs");
+      return false;
+    }
+    if (on && n < 0) n = 0;
+    if (body.contains("echo") && !body["echo"].is_null() && body["echo"] != false) {
+      *error = BadRequest("'echo' is a completions parameter", "echo", "unsupported_parameter");
+      return false;
+    }
+  }
+  r->logprobs = static_cast<int>(n);
   return true;
 }
 
@@ -268,6 +291,14 @@ bool ParseRequest(Endpoint endpoint, const json& body, const tokenizer::Tokenize
     if (!ChatPrompt(body, tok, chat, &r.prompt, error)) return false;
   } else {
     if (!CompletionPrompt(body, tok, &r.prompt, error)) return false;
+    if (const auto it = body.find("prompt"); it != body.end()) {
+      const json* p = &*it;
+      if (p->is_array() && p->size() == 1) p = &(*p)[0];
+      if (p->is_string())
+        r.prompt_text = p->get<std::string>();
+      else
+        r.prompt_text = tok.Decode(r.prompt);
+    }
   }
   const char* prompt_param = endpoint == Endpoint::kChat ? "messages" : "prompt";
   const int64_t n_prompt = static_cast<int64_t>(r.prompt.size());
@@ -340,6 +371,11 @@ bool ParseRequest(Endpoint endpoint, const json& body, const tokenizer::Tokenize
   if (!ReadNumber(body, "top_p", 1e-6, 1, &r.sampling.top_p, error)) return false;
   if (!ReadNumber(body, "min_p", 0, 0.999999, &r.sampling.min_p, error)) return false;
   if (!ReadNumber(body, "repeat_penalty", 1e-3, 100, &r.sampling.repeat_penalty, error)) return false;
+  // vLLM's name for llama.cpp's repeat_penalty.
+  if (!ReadNumber(body, "repetition_penalty", 1e-3, 100, &r.sampling.repeat_penalty, error)) return false;
+  if (!ReadNumber(body, "frequency_penalty", -2, 2, &r.sampling.frequency_penalty, error)) return false;
+  if (!ReadNumber(body, "presence_penalty", -2, 2, &r.sampling.presence_penalty, error)) return false;
+  if (!ReadLogprobs(endpoint, body, &r, error)) return false;
   int64_t top_k = r.sampling.top_k;
   if (!ReadInt(body, "top_k", 0, 1 << 30, &top_k, error)) return false;
   r.sampling.top_k = static_cast<int>(top_k);
@@ -370,7 +406,7 @@ json CompletionResponse(Endpoint endpoint, const std::string& id, int64_t create
                         const std::vector<ChoiceResult>& choices, const json& usage) {
   json cs = json::array();
   for (size_t i = 0; i < choices.size(); ++i) {
-    json c = {{"index", i}, {"logprobs", nullptr}, {"finish_reason", choices[i].finish_reason}};
+    json c = {{"index", i}, {"logprobs", choices[i].logprobs}, {"finish_reason", choices[i].finish_reason}};
     if (endpoint == Endpoint::kChat) {
       c["message"] = {{"role", "assistant"}, {"content", choices[i].text}};
     } else {
@@ -387,8 +423,9 @@ json CompletionResponse(Endpoint endpoint, const std::string& id, int64_t create
 }
 
 json StreamChunk(Endpoint endpoint, const std::string& id, int64_t created, const std::string& model,
-                 int index, const std::string& text, const std::string& finish_reason, bool first) {
-  json c = {{"index", index}, {"logprobs", nullptr}};
+                 int index, const std::string& text, const std::string& finish_reason, bool first,
+                 const json& logprobs) {
+  json c = {{"index", index}, {"logprobs", logprobs}};
   c["finish_reason"] = finish_reason.empty() ? json(nullptr) : json(finish_reason);
   if (endpoint == Endpoint::kChat) {
     json delta = json::object();

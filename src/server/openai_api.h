@@ -49,6 +49,11 @@ struct ParsedRequest {
   std::vector<std::string> stop;
   std::string cache_salt;  // tenant of the prefix cache
   bool ignore_eos = false;
+  // Log-probabilities: -1 none, else each sampled token's with this many top tokens
+  // (completions: `logprobs: N`; chat: `logprobs: true` with `top_logprobs: N`).
+  int logprobs = -1;
+  bool echo = false;        // completions: the prompt starts the text (and its logprobs)
+  std::string prompt_text;  // with echo: the prompt as the client sent it (else decoded)
 };
 
 // Parses and checks a request body. On failure returns false with *error set (400 naming
@@ -65,6 +70,7 @@ nlohmann::json UsageJson(int prompt_tokens, int completion_tokens, int cached_to
 struct ChoiceResult {
   std::string text;
   std::string finish_reason;  // "stop" or "length"
+  nlohmann::json logprobs;    // null, or logprobs_json.h's form of the endpoint
 };
 
 // The whole (non-streamed) response.
@@ -75,7 +81,8 @@ nlohmann::json CompletionResponse(Endpoint endpoint, const std::string& id, int6
 // Chat's first chunk of a choice carries the role (`first`).
 nlohmann::json StreamChunk(Endpoint endpoint, const std::string& id, int64_t created,
                            const std::string& model, int index, const std::string& text,
-                           const std::string& finish_reason, bool first);
+                           const std::string& finish_reason, bool first,
+                           const nlohmann::json& logprobs = nullptr);
 // The last chunk when include_usage: no choices, the usage.
 nlohmann::json UsageChunk(Endpoint endpoint, const std::string& id, int64_t created, const std::string& model,
                           const nlohmann::json& usage);

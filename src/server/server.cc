@@ -13,6 +13,7 @@
 #include "server/generation.h"
 #include "server/http_guard.h"
 #include "server/metrics.h"
+#include "server/tokenize_api.h"
 
 namespace slimkv::server {
 namespace {
@@ -43,7 +44,19 @@ HttpResponse JsonResponse(const json& j, int status = 200) {
   return r;
 }
 
-enum class Route { kNone, kCompletions, kChat, kModels, kModel, kHealth, kMetrics, kStats, kDashboard };
+enum class Route {
+  kNone,
+  kCompletions,
+  kChat,
+  kModels,
+  kModel,
+  kHealth,
+  kMetrics,
+  kStats,
+  kDashboard,
+  kTokenize,
+  kDetokenize
+};
 
 // The route of a path and the method it takes.
 Route RouteOf(const std::string& path, const char** method) {
@@ -55,6 +68,8 @@ Route RouteOf(const std::string& path, const char** method) {
   static constexpr Entry kRoutes[] = {
       {"/v1/completions", Route::kCompletions, "POST"},
       {"/v1/chat/completions", Route::kChat, "POST"},
+      {"/tokenize", Route::kTokenize, "POST"},
+      {"/detokenize", Route::kDetokenize, "POST"},
       {"/v1/models", Route::kModels, "GET"},
       {"/health", Route::kHealth, "GET"},
       {"/metrics", Route::kMetrics, "GET"},
@@ -98,6 +113,7 @@ struct HttpServer::Impl : HttpHandler {
   bool CheckHeader(const HttpRequest& head, HttpResponse* refusal) override;
   void Handle(HttpRequest request, std::shared_ptr<Exchange> exchange) override;
   void Generate(Endpoint endpoint, const HttpRequest& req, std::shared_ptr<Exchange> ex);
+  void Tokenize(bool detokenize, HttpRequest& req, std::shared_ptr<Exchange> ex);
   // CORS headers for a response to `req` (none unless its origin is listed).
   std::vector<std::pair<std::string, std::string>> CorsHeaders(const HttpRequest& req) const;
   // The tenant of a request: a hash of the API key it used, "" without keys.
@@ -164,7 +180,7 @@ bool HttpServer::Impl::CheckHeader(const HttpRequest& head, HttpResponse* refusa
     refusal->headers.emplace_back("Access-Control-Max-Age", "600");
     return false;
   }
-  const bool api = head.path.rfind("/v1/", 0) == 0;
+  const bool api = head.path.rfind("/v1/", 0) == 0 || head.path == "/tokenize" || head.path == "/detokenize";
   if (api && !options.api_keys.empty() &&
       MatchApiKey(BearerToken(head.Header("Authorization")), options.api_keys) < 0) {
     if (!refuse(ForHttpStatus(401))) refusal->headers.emplace_back("WWW-Authenticate", "Bearer");
@@ -208,6 +224,9 @@ void HttpServer::Impl::Handle(HttpRequest req, std::shared_ptr<Exchange> ex) {
       return Generate(Endpoint::kCompletions, req, std::move(ex));
     case Route::kChat:
       return Generate(Endpoint::kChat, req, std::move(ex));
+    case Route::kTokenize:
+    case Route::kDetokenize:
+      return Tokenize(route == Route::kDetokenize, req, std::move(ex));
     case Route::kModels:
       r = JsonResponse(json{{"object", "list"}, {"data", json::array({ModelJson()})}});
       break;
@@ -253,6 +272,7 @@ void HttpServer::Impl::Generate(Endpoint endpoint, const HttpRequest& req, std::
   go.keepalive_seconds = options.keepalive_seconds;
   go.time_limit_seconds = options.request_timeout_seconds;
   go.headers = CorsHeaders(req);
+  go.tokenizer = &engine.tokenizer();
   const std::string tenant = Tenant(req);
   // Parsing and tokenizing can take a while for a large body: off the io thread.
   net::post(workers, [this, endpoint, body = std::move(req.body), tenant, go = std::move(go), ex]() mutable {
@@ -280,6 +300,26 @@ void HttpServer::Impl::Generate(Endpoint endpoint, const HttpRequest& req, std::
       ex->Respond(Error(ApiError{500, fmt::format("internal error (request id {})", ex->request_id()),
                                  "server_error", "", ""}));
     }
+  });
+}
+
+void HttpServer::Impl::Tokenize(bool detokenize, HttpRequest& req, std::shared_ptr<Exchange> ex) {
+  // Off the io thread, as generation requests are parsed: a large body takes a while.
+  net::post(workers, [this, detokenize, body = std::move(req.body), headers = CorsHeaders(req), ex] {
+    const json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
+    json out;
+    ApiError err;
+    HttpResponse r;
+    if (j.is_discarded()) {
+      r = Error(BadRequest("the request body is not valid JSON"));
+    } else if (detokenize ? DetokenizeResponse(j, engine.tokenizer(), &out, &err)
+                          : TokenizeResponse(j, engine.tokenizer(), options.limits.n_ctx, &out, &err)) {
+      r = JsonResponse(out);
+    } else {
+      r = Error(err);
+    }
+    r.headers = headers;
+    ex->Respond(std::move(r));
   });
 }
 

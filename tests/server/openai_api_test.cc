@@ -199,10 +199,23 @@ TEST_F(OpenAiApiTest, BadRequestsNameTheField) {
   EXPECT_EQ(ParseError(Endpoint::kCompletions, R"({"prompt": "x", "stream": "yes"})").param, "stream");
   EXPECT_EQ(ParseError(Endpoint::kCompletions, R"({"prompt": "x", "stop": ["a","b","c","d","e"]})").param,
             "stop");
-  EXPECT_EQ(ParseError(Endpoint::kCompletions, R"({"prompt": "x", "logprobs": 3})").code,
+  EXPECT_EQ(ParseError(Endpoint::kCompletions, R"({"prompt": "x", "suffix": "y"})").code,
             "unsupported_parameter");
-  EXPECT_EQ(ParseError(Endpoint::kCompletions, R"({"prompt": "x", "presence_penalty": 1})").param,
+  EXPECT_EQ(ParseError(Endpoint::kCompletions, R"({"prompt": "x", "logprobs": 21})").param, "logprobs");
+  EXPECT_EQ(ParseError(Endpoint::kCompletions, R"({"prompt": "x", "top_logprobs": 2})").param, "top_logprobs");
+  EXPECT_EQ(ParseError(Endpoint::kChat, R"({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2})")
+                .param,
+            "top_logprobs");
+  EXPECT_EQ(ParseError(Endpoint::kChat, R"({"messages": [{"role": "user", "content": "x"}], "echo": true})")
+                .param,
+            "echo");
+  EXPECT_EQ(ParseError(Endpoint::kCompletions, R"({"prompt": "x", "presence_penalty": 2.5})").param,
             "presence_penalty");
+  EXPECT_EQ(ParseError(Endpoint::kCompletions, R"({"prompt": "x", "frequency_penalty": -3})").param,
+            "frequency_penalty");
+  EXPECT_EQ(ParseError(Endpoint::kCompletions, R"({"prompt": "x", "response_format": {"type": "json_object"}})")
+                .param,
+            "response_format");
   EXPECT_EQ(ParseError(Endpoint::kChat, R"({"messages": []})").param, "messages");
   EXPECT_EQ(ParseError(Endpoint::kChat, R"({"messages": [{"role": "wizard", "content": "x"}]})").param,
             "messages[0].role");
