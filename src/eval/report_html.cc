@@ -5,37 +5,14 @@
 #include <map>
 
 #include "eval/report_data.h"
+#include "eval/svg.h"
 
 namespace slimkv::eval {
 namespace {
 
 using nlohmann::json;
 
-std::string Html(std::string_view s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      case '\'':
-        out += "&#39;";
-        break;
-      default:
-        out += c;
-    }
-  }
-  return out;
-}
+std::string Html(std::string_view s) { return XmlEscape(s); }
 
 // Which chart follows which table on the page.
 const std::map<std::string, std::vector<std::string>> kChartsAfter = {{"bytes", {"bytes", "users"}},

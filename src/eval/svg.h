@@ -17,6 +17,7 @@
 
 #include <limits>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/status.h"
@@ -85,5 +86,7 @@ struct HeatMap {
 
 // Writes `text` to `path` (replacing it); errors name the path.
 Status WriteTextFile(const std::string& path, const std::string& text);
+// Text for an XML or HTML attribute or element: & < > " ' as entities.
+std::string XmlEscape(std::string_view s);
 
 }  // namespace slimkv::eval
