@@ -80,7 +80,11 @@ int PplMain(const PplFlags& f) {
     auto base = kv::ParsePreset(f.kl_base);
     if (!base.ok()) return Fail(base.status());
     if (f.common.block_tokens > 0) base->block_tokens = f.common.block_tokens;
-    if (!(base->k == cfg->k && base->v == cfg->v && base->residual == cfg->residual)) po.kl_base = *base;
+    // The same format is its own base, unless layers share a cache (the base has none).
+    if (!(base->k == cfg->k && base->v == cfg->v && base->residual == cfg->residual) ||
+        !f.common.kv_share.empty()) {
+      po.kl_base = *base;
+    }
   }
   auto r = eval::Perplexity(eng, ids, po);
   if (!r.ok()) return Fail(r.status());

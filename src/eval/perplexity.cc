@@ -40,12 +40,27 @@ Result<PerplexityResult> Perplexity(engine::Engine& engine, const std::vector<in
                                                              : engine.options().prefill_chunk);
   // The base runs at its own default step: for an unquantized base the step changes nothing
   // but the time (a tested cache with a policy steps a few tokens at a time; its base need not).
+  // With cross-layer sharing the base is the whole model (every layer its own cache): the
+  // sharing is part of what is tested.
   std::unique_ptr<kv::KvCache> base;
   int base_step = step;
+  model::Model& m = engine.model();
+  const model::KvShare share = m.kv_share();
+  const auto base_prefill = [&](const std::vector<int32_t>& window, std::vector<float>* out) -> Status {
+    if (share.active()) RETURN_IF_ERROR(m.SetKvShare({}));
+    const kv::SeqId bs = base->AddSequence();
+    Status st = engine.Prefill(*base, bs, window, n_ctx / 2, out, base_step);
+    base->RemoveSequence(bs);
+    if (share.active()) RETURN_IF_ERROR(m.SetKvShare(share));
+    return st;
+  };
   if (o.kl_base) {
     base_step = o.kl_base->needs_staging() ? o.kl_base->block_tokens : engine.options().prefill_chunk;
-    ASSIGN_OR_RETURN(base, kv::KvCache::Create(kv.spec(), *o.kl_base,
-                                               kv::KvCache::BudgetFor(kv.spec(), *o.kl_base, n_ctx, 1, base_step)));
+    RETURN_IF_ERROR(m.SetKvShare({}));
+    const kv::KvSpec full = m.KvSpec();
+    RETURN_IF_ERROR(m.SetKvShare(share));
+    ASSIGN_OR_RETURN(base, kv::KvCache::Create(full, *o.kl_base,
+                                               kv::KvCache::BudgetFor(full, *o.kl_base, n_ctx, 1, base_step)));
   }
 
   PerplexityResult r;
@@ -64,12 +79,7 @@ Result<PerplexityResult> Perplexity(engine::Engine& engine, const std::vector<in
     Status st = engine.Prefill(kv, seq, window, first, &logits, step);
     kv.RemoveSequence(seq);
     RETURN_IF_ERROR(st);
-    if (base) {
-      const kv::SeqId bs = base->AddSequence();
-      st = engine.Prefill(*base, bs, window, first, &base_logits, base_step);
-      base->RemoveSequence(bs);
-      RETURN_IF_ERROR(st);
-    }
+    if (base) RETURN_IF_ERROR(base_prefill(window, &base_logits));
     // Row j of logits predicts token first + j + 1 (the original tokens, not the BOS).
     for (int j = 0; j + first < n_ctx - 1; ++j) {
       const float* row = logits.data() + static_cast<int64_t>(j) * V;
