@@ -489,7 +489,7 @@ int main(int argc, char** argv) {
             hi = std::max(hi, r.bw_gbps);
           }
         }
-        bound.name = fmt::format("{} bytes at the measured {:.0f}-{:.0f} GB/s", p, lo, hi);
+        bound.name = fmt::format("{} bytes at the measured {:.1f}-{:.1f} GB/s", p, lo, hi);
         if (!bound.x.empty()) chart.series.push_back(std::move(bound));
       }
       const std::string path = o.svg + "_" + sh.name + ".svg";
