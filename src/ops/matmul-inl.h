@@ -1,16 +1,14 @@
 // SIMD bodies of the matmul kernels (included once per Highway target by matmul.cc).
 //
-// Weights are in 16-row tiles (ops/weights.h); every kernel keeps a tile's rows in vector lanes, so outputs
-// are stored as vectors and no kernel sums horizontally.
-//  * Decode (at most kMatMulStreamMaxTokens tokens): gemv-inl.h, weights used
-//  straight from
-//    their codes, 4 tokens per pass.
-//  * Prefill (more tokens): a tile is dequantized to an fp32 panel [cols][16]
-//  once per block
-//    of kTokenBlock tokens, and an outer-product micro-kernel multiplies it
-//    with x broadcast one value at a time: 12 accumulators (12 tokens x 16 rows
-//    on AVX-512, 6 x 2 vectors on AVX2), one panel load per 12 FMAs, x read in
-//    place (no packing).
+// Weights are in 16-row tiles (ops/weights.h); every kernel keeps a tile's rows in vector
+// lanes, so outputs are stored as vectors and no kernel sums horizontally.
+//  * Few tokens (kMatMulIntegerMaxTokens for quantized weights on VNNI, else
+//    kMatMulStreamMaxTokens): gemv-inl.h, weights used straight from their codes, 4 tokens
+//    per pass.
+//  * More tokens: a tile is dequantized to an fp32 panel [cols][16] once per block of
+//    kTokenBlock tokens, and an outer-product micro-kernel multiplies it with x broadcast one
+//    value at a time: 12 accumulators (12 tokens x 16 rows on AVX-512, 6 x 2 vectors on
+//    AVX2), one panel load per 12 FMAs, x read in place (no packing).
 #if defined(SLIMKV_OPS_MATMUL_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef SLIMKV_OPS_MATMUL_INL_H_
 #undef SLIMKV_OPS_MATMUL_INL_H_
@@ -152,7 +150,8 @@ void PanelAll(const WeightMatrix& w, int64_t tile_begin, int64_t tile_end, const
 template <WeightFormat kFormat, int kGroup, bool kHalf = false>
 void MatMulTilesT(const WeightMatrix& w, int64_t tile_begin, int64_t tile_end, const float* x, int64_t ldx,
                   const QuantizedX* q, int64_t n_tokens, float* y, int64_t ldy, float* scratch) {
-  if (n_tokens <= kMatMulStreamMaxTokens) {
+  constexpr bool kInteger = kIntegerGemv && (kFormat == WeightFormat::kQ4 || kFormat == WeightFormat::kQ8);
+  if (n_tokens <= (kInteger ? kMatMulIntegerMaxTokens : kMatMulStreamMaxTokens)) {
     GemvAll<kFormat, kGroup, kHalf>(w, tile_begin, tile_end, x, ldx, *q, n_tokens, y, ldy);
   } else {
     PanelAll<kFormat, kGroup, kHalf>(w, tile_begin, tile_end, x, ldx, n_tokens, y, ldy, scratch);
@@ -169,7 +168,7 @@ void MatMulTilesQ(const WeightMatrix& w, int64_t tile_begin, int64_t tile_end, c
 }
 
 // Tiles [tile_begin, tile_end) of w times x ([n_tokens, ldx]) into y. `q`: x prepared by QuantizeX with w's
-// group when w is quantized and n_tokens <= kMatMulStreamMaxTokens.
+// group when w is quantized and n_tokens <= kMatMulIntegerMaxTokens.
 inline void MatMulTiles(const WeightMatrix& w, int64_t tile_begin, int64_t tile_end, const float* x,
                         int64_t ldx, const QuantizedX* q, int64_t n_tokens, float* y, int64_t ldy,
                         float* scratch) {

@@ -91,7 +91,7 @@ void MatMul(ThreadPool& pool, const float* x, int64_t ldx, int64_t n_tokens,
   QuantizedX prepared[2];
   CHECK(outs.size() <= kMaxOutputs, "{} outputs in one MatMul", outs.size());
   std::array<const QuantizedX*, kMaxOutputs> q{};
-  if (n_tokens <= kMatMulStreamMaxTokens) {
+  if (n_tokens <= std::max(kMatMulIntegerMaxTokens, kMatMulStreamMaxTokens)) {
     for (size_t i = 0; i < outs.size(); ++i) {
       const WeightMatrix& w = *outs[i].w;
       if (!w.quantized()) continue;
@@ -103,7 +103,7 @@ void MatMul(ThreadPool& pool, const float* x, int64_t ldx, int64_t n_tokens,
   }
   // Split the concatenated tiles of all outputs into a few ranges per thread.
   pool.ParallelFor(0, total_tiles, 1, [&](int64_t b, int64_t e, int) {
-    float* scratch = n_tokens > kMatMulStreamMaxTokens ? Scratch(cols) : nullptr;
+    float* scratch = n_tokens > kMatMulStreamMaxTokens ? Scratch(cols) : nullptr;  // for the fp32 kernel
     int64_t base = 0;
     for (size_t i = 0; i < outs.size(); ++i) {
       const auto& o = outs[i];

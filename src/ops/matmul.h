@@ -30,8 +30,12 @@ void MatMul(ThreadPool& pool, const float* x, int64_t ldx, int64_t n_tokens,
 // Scalar reference with the same contract (single-threaded, obviously right).
 void MatMulReference(const float* x, int64_t ldx, int64_t n_tokens, std::span<const MatMulOutput> outs);
 
-// Batches up to this many tokens use the register-dequantizing kernel (chosen by bench/bench_matmul.cc at 4,
-// 8 and 16 tokens: docs/DECISIONS.md "Matmul kernels").
+// Batches of up to this many tokens use the weights straight from their codes (gemv-inl.h);
+// larger ones dequantize tiles for a register-tiled fp32 kernel. The integer kernel for
+// quantized weights on AVX-512 VNNI is as fast per token as the fp32 one up to 64 tokens and
+// faster below; the float kernels hand over at 8 (bench/bench_matmul.cc, docs/DECISIONS.md
+// "Matmul kernels").
+inline constexpr int64_t kMatMulIntegerMaxTokens = 64;
 inline constexpr int64_t kMatMulStreamMaxTokens = 8;
 
 }  // namespace slimkv::ops

@@ -75,7 +75,7 @@ void ExpectMatchesReference(ThreadPool& pool, const WeightMatrix& w, const float
       for (int64_t r = rows; r < ldy; ++r)
         ASSERT_EQ(got[t * ldy + r], kUntouched) << "token " << t << " column " << r;
     }
-    const bool x_parts = target == HWY_AVX3_DL && w.quantized() && tokens <= kMatMulStreamMaxTokens;
+    const bool x_parts = target == HWY_AVX3_DL && w.quantized() && tokens <= kMatMulIntegerMaxTokens;
     for (int64_t r = 0; r < rows; ++r) {
       w.DequantizeRow(r, row.data());
       for (int64_t t = 0; t < tokens; ++t) {
