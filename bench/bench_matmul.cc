@@ -67,7 +67,7 @@ void BM_MatMul(benchmark::State& state) {
 void Shapes(benchmark::internal::Benchmark* b) {
   // SmolLM2-135M: fused QKV 960x576, gate+up 3072x576, down 576x1536; output 49152x576.
   for (int threads : {1, 2}) {
-    for (int tokens : {1, 4, 8, 16, 32, 64, 512}) {
+    for (int tokens : {1, 4, 8, 16, 32, 64, 70, 512}) {
       b->Args({static_cast<int>(WeightFormat::kQ4), 3072, 576, tokens, threads});
       b->Args({static_cast<int>(WeightFormat::kQ4), 576, 1536, tokens, threads});
       if (tokens <= 64) b->Args({static_cast<int>(WeightFormat::kQ8), 49152, 576, tokens, threads});

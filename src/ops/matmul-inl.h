@@ -6,7 +6,7 @@
 //    kMatMulStreamMaxTokens): gemv-inl.h, weights used straight from their codes, 4 tokens
 //    per pass.
 //  * More tokens: a tile is dequantized to an fp32 panel [cols][16] once per block of
-//    kTokenBlock tokens, and an outer-product micro-kernel multiplies it with x broadcast one
+//    up to kMaxTokenBlock tokens, and an outer-product micro-kernel multiplies it with x broadcast one
 //    value at a time: 12 accumulators (12 tokens x 16 rows on AVX-512, 6 x 2 vectors on
 //    AVX2), one panel load per 12 FMAs, x read in place (no packing).
 #if defined(SLIMKV_OPS_MATMUL_INL_H_) == defined(HWY_TARGET_TOGGLE)
@@ -29,7 +29,10 @@ namespace slimkv::ops::HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
 // ---------------------------------------------------------------- panel kernel
-inline constexpr int64_t kTokenBlock = 64;
+// Tokens per block of the fp32 kernel: at most kMaxTokenBlock (x of a block stays in L2), in
+// blocks of equal size (every block dequantizes every tile once, so a 70-token prompt is one
+// block, not 64 + 6).
+inline constexpr int64_t kMaxTokenBlock = 128;
 // Tokens per micro-kernel call: 12 accumulators of kTileVecs vectors each.
 inline constexpr int kPanelTokens = std::max(1, 12 / kTileVecs);
 
@@ -133,8 +136,10 @@ HWY_INLINE void PanelTokens(int64_t nt, const float* panel, int64_t cols, const 
 template <WeightFormat kFormat, int kGroup, bool kHalf>
 void PanelAll(const WeightMatrix& w, int64_t tile_begin, int64_t tile_end, const float* x, int64_t ldx,
               int64_t n_tokens, float* y, int64_t ldy, float* scratch) {
-  for (int64_t t0 = 0; t0 < n_tokens; t0 += kTokenBlock) {
-    const int64_t t1 = std::min(n_tokens, t0 + kTokenBlock);
+  const int64_t blocks = (n_tokens + kMaxTokenBlock - 1) / kMaxTokenBlock;
+  const int64_t block = ((n_tokens + blocks - 1) / blocks + kPanelTokens - 1) / kPanelTokens * kPanelTokens;
+  for (int64_t t0 = 0; t0 < n_tokens; t0 += block) {
+    const int64_t t1 = std::min(n_tokens, t0 + block);
     for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
       const float* panel = DequantTile<kFormat, kGroup, kHalf>(w, tile, scratch);
       const int64_t r0 = tile * kWeightTileRows, n_rows = std::min(kWeightTileRows, w.rows - r0);
