@@ -5,10 +5,10 @@
 //  * Few tokens (kMatMulIntegerMaxTokens for quantized weights on VNNI, else
 //    kMatMulStreamMaxTokens): gemv-inl.h, weights used straight from their codes, 4 tokens
 //    per pass.
-//  * More tokens: a tile is dequantized to an fp32 panel [cols][16] once per block of
-//    up to kMaxTokenBlock tokens, and an outer-product micro-kernel multiplies it with x broadcast one
-//    value at a time: 12 accumulators (12 tokens x 16 rows on AVX-512, 6 x 2 vectors on
-//    AVX2), one panel load per 12 FMAs, x read in place (no packing).
+//  * More tokens: a tile is dequantized to an fp32 panel [cols][16] once per block of up to
+//    kMaxTokenBlock tokens, and an outer-product micro-kernel multiplies panels with x
+//    broadcast one value at a time: 12 tokens x 2 tiles (24 accumulators) on AVX-512, 6
+//    tokens x 2 vectors on AVX2; x is read in place (no packing).
 #if defined(SLIMKV_OPS_MATMUL_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef SLIMKV_OPS_MATMUL_INL_H_
 #undef SLIMKV_OPS_MATMUL_INL_H_
@@ -33,11 +33,16 @@ namespace hn = hwy::HWY_NAMESPACE;
 // blocks of equal size (every block dequantizes every tile once, so a 70-token prompt is one
 // block, not 64 + 6).
 inline constexpr int64_t kMaxTokenBlock = 128;
-// Tokens per micro-kernel call: 12 accumulators of kTileVecs vectors each.
+// Tiles and tokens per micro-kernel call: 12 tokens x 2 tiles of one vector each on AVX-512
+// (24 accumulators of 32 registers: 14 loads per 24 FMAs), 12 accumulators elsewhere (16
+// registers on AVX2).
+inline constexpr int kPanelTiles = kTileVecs == 1 ? 2 : 1;
 inline constexpr int kPanelTokens = std::max(1, 12 / kTileVecs);
 
-// Floats of per-thread scratch for a matrix of `cols` columns (one dequantized tile).
-inline size_t PanelScratchFloats(int64_t cols) { return static_cast<size_t>(cols * kWeightTileRows); }
+// Floats of per-thread scratch for a matrix of `cols` columns (kPanelTiles dequantized tiles).
+inline size_t PanelScratchFloats(int64_t cols) {
+  return static_cast<size_t>(kPanelTiles * cols * kWeightTileRows);
+}
 
 // Code byte kB of each row's 4 bytes in `v` to fp32 weights (scale s, minimum m), stored to the panel columns
 // it holds.
@@ -95,42 +100,51 @@ HWY_INLINE const float* DequantTile(const WeightMatrix& w, int64_t tile, float* 
   }
 }
 
-// y[t][rows of the tile] for tokens x[0..kT) ([kT, ldx]) times the panel [cols][16].
-template <int kT>
-HWY_NOINLINE void PanelMicro(const float* HWY_RESTRICT panel, int64_t cols, const float* x, int64_t ldx,
-                             float* y, int64_t ldy, int64_t n_rows) {
+// y[t][rows of kTiles consecutive tiles] for tokens x[0..kT) ([kT, ldx]) times their panels
+// ([cols][16] each); the last tile has n_rows rows.
+template <int kT, int kTiles>
+HWY_NOINLINE void PanelMicro(const float* const* panels, int64_t cols, const float* x, int64_t ldx, float* y,
+                             int64_t ldy, int64_t n_rows) {
   const DF d;
   constexpr size_t N = kLanes;
-  VF acc[kT][kTileVecs];
+  constexpr int kV = kTiles * kTileVecs;  // vectors of rows
+  const float* p[kTiles];
+  for (int i = 0; i < kTiles; ++i) p[i] = panels[i];
+  VF acc[kT][kV];
   for (int t = 0; t < kT; ++t)
-    for (int h = 0; h < kTileVecs; ++h) acc[t][h] = hn::Zero(d);
+    for (int v = 0; v < kV; ++v) acc[t][v] = hn::Zero(d);
   for (int64_t c = 0; c < cols; ++c) {
-    VF wv[kTileVecs];
-    for (int h = 0; h < kTileVecs; ++h) wv[h] = hn::LoadU(d, panel + c * kWeightTileRows + h * N);
+    VF wv[kV];
+    for (int v = 0; v < kV; ++v)
+      wv[v] = hn::LoadU(d, p[v / kTileVecs] + c * kWeightTileRows + (v % kTileVecs) * N);
     for (int t = 0; t < kT; ++t) {
       const VF xv = hn::Set(d, x[t * ldx + c]);
-      for (int h = 0; h < kTileVecs; ++h) acc[t][h] = hn::MulAdd(wv[h], xv, acc[t][h]);
+      for (int v = 0; v < kV; ++v) acc[t][v] = hn::MulAdd(wv[v], xv, acc[t][v]);
     }
+  }
+  constexpr int kFull = (kTiles - 1) * kTileVecs;  // vectors of the tiles before the last
+  for (int t = 0; t < kT; ++t) {
+    for (int v = 0; v < kFull; ++v) hn::StoreU(acc[t][v], d, y + t * ldy + v * N);
   }
   if (n_rows == kWeightTileRows) {
     for (int t = 0; t < kT; ++t)
-      for (int h = 0; h < kTileVecs; ++h) hn::StoreU(acc[t][h], d, y + t * ldy + h * N);
+      for (int v = kFull; v < kV; ++v) hn::StoreU(acc[t][v], d, y + t * ldy + v * N);
     return;
   }
   HWY_ALIGN float out[kWeightTileRows];
   for (int t = 0; t < kT; ++t) {
-    for (int h = 0; h < kTileVecs; ++h) hn::Store(acc[t][h], d, out + h * N);
-    std::memcpy(y + t * ldy, out, n_rows * sizeof(float));
+    for (int v = kFull; v < kV; ++v) hn::Store(acc[t][v], d, out + (v - kFull) * N);
+    std::memcpy(y + t * ldy + kFull * N, out, n_rows * sizeof(float));
   }
 }
 
-template <int kT = kPanelTokens>
-HWY_INLINE void PanelTokens(int64_t nt, const float* panel, int64_t cols, const float* x, int64_t ldx,
+template <int kTiles, int kT = kPanelTokens>
+HWY_INLINE void PanelTokens(int64_t nt, const float* const* panels, int64_t cols, const float* x, int64_t ldx,
                             float* y, int64_t ldy, int64_t n_rows) {
   if constexpr (kT > 1) {
-    if (nt < kT) return PanelTokens<kT - 1>(nt, panel, cols, x, ldx, y, ldy, n_rows);
+    if (nt < kT) return PanelTokens<kTiles, kT - 1>(nt, panels, cols, x, ldx, y, ldy, n_rows);
   }
-  PanelMicro<kT>(panel, cols, x, ldx, y, ldy, n_rows);
+  PanelMicro<kT, kTiles>(panels, cols, x, ldx, y, ldy, n_rows);
 }
 
 template <WeightFormat kFormat, int kGroup, bool kHalf>
@@ -140,12 +154,21 @@ void PanelAll(const WeightMatrix& w, int64_t tile_begin, int64_t tile_end, const
   const int64_t block = ((n_tokens + blocks - 1) / blocks + kPanelTokens - 1) / kPanelTokens * kPanelTokens;
   for (int64_t t0 = 0; t0 < n_tokens; t0 += block) {
     const int64_t t1 = std::min(n_tokens, t0 + block);
-    for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
-      const float* panel = DequantTile<kFormat, kGroup, kHalf>(w, tile, scratch);
-      const int64_t r0 = tile * kWeightTileRows, n_rows = std::min(kWeightTileRows, w.rows - r0);
+    for (int64_t tile = tile_begin; tile < tile_end; tile += kPanelTiles) {
+      const int tiles = static_cast<int>(std::min<int64_t>(kPanelTiles, tile_end - tile));
+      const float* panels[kPanelTiles];
+      for (int i = 0; i < tiles; ++i) {
+        panels[i] = DequantTile<kFormat, kGroup, kHalf>(w, tile + i, scratch + i * w.cols * kWeightTileRows);
+      }
+      const int64_t r0 = tile * kWeightTileRows;
+      const int64_t n_rows = std::min(kWeightTileRows, w.rows - (tile + tiles - 1) * kWeightTileRows);
       for (int64_t t = t0; t < t1; t += kPanelTokens) {
-        PanelTokens(std::min<int64_t>(kPanelTokens, t1 - t), panel, w.cols, x + t * ldx, ldx,
-                    y + t * ldy + r0, ldy, n_rows);
+        const int64_t nt = std::min<int64_t>(kPanelTokens, t1 - t);
+        if (tiles == kPanelTiles) {
+          PanelTokens<kPanelTiles>(nt, panels, w.cols, x + t * ldx, ldx, y + t * ldy + r0, ldy, n_rows);
+        } else {
+          PanelTokens<1>(nt, panels, w.cols, x + t * ldx, ldx, y + t * ldy + r0, ldy, n_rows);
+        }
       }
     }
   }
