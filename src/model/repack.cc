@@ -1,6 +1,7 @@
 #include "model/repack.h"
 
 #include <cstring>
+#include <vector>
 
 #include "base/half.h"
 #include "gguf/dequant.h"
@@ -23,12 +24,9 @@ void PutQ4Group(const uint8_t* n, uint8_t* out) {
   for (int j = 0; j < 16; ++j) out[j] = static_cast<uint8_t>(n[j] | (n[j + 16] << 4));
 }
 
-// One row of `cols` elements starting at `src` (whole blocks) into row r of `m`.
-void RepackRow(TensorType type, const uint8_t* src, int64_t cols, WeightMatrix& m, int64_t r) {
-  uint8_t* codes = m.codes.data() + r * m.code_bytes_per_row();
-  const int64_t ng = m.groups_per_row();
-  float* scale = ng ? m.scales.data() + r * ng : nullptr;
-  float* min = m.has_min ? m.mins.data() + r * ng : nullptr;
+// One row of `cols` elements starting at `src` (whole blocks) in the row-major form that
+// WeightMatrix::SetRow takes: codes [code bytes per row], scale and min [groups].
+void RepackRow(TensorType type, const uint8_t* src, int64_t cols, uint8_t* codes, float* scale, float* min) {
   switch (type) {
     case TensorType::kF32:
       std::memcpy(codes, src, cols * 4);
@@ -191,7 +189,13 @@ Result<WeightMatrix> Repack(const gguf::TensorInfo& t) {
   }
   WeightMatrix m = WeightMatrix::Allocate(fmt, rows, cols, group, has_min);
   const uint64_t row_bytes = t.n_bytes / rows;
-  for (int64_t r = 0; r < rows; ++r) RepackRow(t.type, t.data + r * row_bytes, cols, m, r);
+  std::vector<uint8_t> codes(m.code_bytes_per_row());
+  std::vector<float> scale(m.groups_per_row()), min(m.groups_per_row());
+  for (int64_t r = 0; r < rows; ++r) {
+    RepackRow(t.type, t.data + r * row_bytes, cols, codes.data(), scale.data(), min.data());
+    m.SetRow(r, codes.data(), scale.data(), min.data());
+  }
+  m.CompactScales();  // fp16 where the type's scales are fp16 values (Q4_0, Q4_1, Q5_x, Q8_0)
   return m;
 }
 
