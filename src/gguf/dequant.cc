@@ -216,7 +216,40 @@ void DequantizeQ8_K(const uint8_t* x, float* y, uint64_t blocks) {
   }
 }
 
+// IQ4_NL [d, qs[16]]: nibbles as Q4_0, each an index into kIq4nlValues.
+void DequantizeIq4Nl(const uint8_t* x, float* y, uint64_t blocks) {
+  for (uint64_t b = 0; b < blocks; ++b, x += 18, y += kQK) {
+    const float d = LoadHalf(x);
+    const uint8_t* qs = x + 2;
+    for (int j = 0; j < kQK / 2; ++j) {
+      y[j] = d * F(kIq4nlValues[qs[j] & 15]);
+      y[j + kQK / 2] = d * F(kIq4nlValues[qs[j] >> 4]);
+    }
+  }
+}
+
+// IQ4_XS [d, scales_h, scales_l[4], qs[128]]: 8 groups of 32, IQ4_NL nibbles per group.
+void DequantizeIq4Xs(const uint8_t* x, float* y, uint64_t blocks) {
+  for (uint64_t b = 0; b < blocks; ++b, x += 136) {
+    const float d = LoadHalf(x);
+    for (int ib = 0; ib < 8; ++ib, y += 32) {
+      const float dl = d * F(Iq4XsScale(x, ib) - 32);
+      const uint8_t* qs = x + 8 + 16 * ib;
+      for (int j = 0; j < 16; ++j) {
+        y[j] = dl * F(kIq4nlValues[qs[j] & 15]);
+        y[j + 16] = dl * F(kIq4nlValues[qs[j] >> 4]);
+      }
+    }
+  }
+}
+
 }  // namespace
+
+int Iq4XsScale(const uint8_t* block, int ib) {
+  const int low = (block[4 + ib / 2] >> (4 * (ib % 2))) & 15;
+  const int high = (LoadU16(block + 2) >> (2 * ib)) & 3;
+  return low | (high << 4);
+}
 
 void GetScaleMinK4(int j, const uint8_t* scales, uint8_t* scale, uint8_t* min) {
   CHECK(j >= 0 && j < 8, "sub-block {} out of range", j);
@@ -263,6 +296,12 @@ Status Dequantize(TensorType type, const uint8_t* src, float* dst, uint64_t n) {
     case TensorType::kQ5_K: DequantizeQ45_K(src, dst, blocks, true); break;
     case TensorType::kQ6_K: DequantizeQ6_K(src, dst, blocks); break;
     case TensorType::kQ8_K: DequantizeQ8_K(src, dst, blocks); break;
+    case TensorType::kIQ4_NL:
+      DequantizeIq4Nl(src, dst, blocks);
+      break;
+    case TensorType::kIQ4_XS:
+      DequantizeIq4Xs(src, dst, blocks);
+      break;
     default: CHECK(false, "type {} is marked dequantizable but has no dequantizer", traits->name);
   }
   return Status::Ok();

@@ -17,6 +17,10 @@
 //   Q5_K 256 elems,176 B: d, dmin, scales[12], qh[32], qs[128]; as Q4_K with a 5th bit
 //   Q6_K 256 elems,210 B: ql[128], qh[64], scales[16] int8, d; x = d*sc*(q-32), 16 per scale
 //   Q8_K 256 elems,292 B: d (fp32), qs[256] int8, bsums[16] int16 (unused here); x = d*q
+//   IQ4_NL 32 elems, 18 B: d, qs[16]; x = d*kIq4nlValues[nibble], nibbles ordered as Q4_0
+//   IQ4_XS 256 elems,136 B: d, scales_h (u16), scales_l[4], qs[128]; 8 groups of 32, each
+//        with a 6-bit scale (low 4 bits in scales_l, high 2 in scales_h) biased by 32 and 16
+//        bytes of IQ4_NL nibbles: x = d*(ls-32)*kIq4nlValues[nibble]
 //   F16 / BF16 / F32 plain.
 // Within the 2-bit and 4-bit K-quants, quants are interleaved: byte l of a 32-byte run holds
 // element l in its low bits and element l+32 (4-bit) or l+32k (2-bit, shift 2k) above; the
@@ -34,6 +38,13 @@ namespace slimkv::gguf {
 // particular alignment. Unimplemented for types without a dequantizer (can_dequantize false),
 // InvalidArgument for an unknown type or a partial block.
 Status Dequantize(TensorType type, const uint8_t* src, float* dst, uint64_t n);
+
+// The 16 non-linear levels of IQ4_NL and IQ4_XS (ggml's kvalues_iq4nl).
+inline constexpr int8_t kIq4nlValues[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                            1,    13,   25,  38,  53,  69,  89,  113};
+
+// IQ4_XS scale of group ib (0..7) of the block at `block`, before the bias of 32 is removed.
+int Iq4XsScale(const uint8_t* block, int ib);
 
 // Q4_K/Q5_K 6-bit scale/min unpacking for sub-block j (0..7), as ggml's get_scale_min_k4.
 // `scales` is the 12-byte scales field of the block.
