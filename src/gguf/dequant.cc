@@ -130,14 +130,6 @@ void DequantizeQ2_K(const uint8_t* x, float* y, uint64_t blocks) {
   }
 }
 
-// Q3_K scale i (0..15): low 4 bits from the nibbles of bytes 0..7 (scales 0..7 in the low
-// nibbles, 8..15 in the high ones), high 2 bits from bytes 8..11 (bits 2*(i/4) of byte 8+i%4).
-int Q3KScale(const uint8_t* s, int i) {
-  const int low = i < 8 ? (s[i] & 15) : (s[i - 8] >> 4);
-  const int high = (s[8 + i % 4] >> (2 * (i / 4))) & 3;
-  return (low | (high << 4)) - 32;
-}
-
 // Q3_K [hmask[32], qs[64], scales[12], d]. The 2 low bits are ordered as in Q2_K; element e's
 // high bit is bit e/32 of hmask[e%32], and a *clear* high bit subtracts 4.
 void DequantizeQ3_K(const uint8_t* x, float* y, uint64_t blocks) {
@@ -244,26 +236,6 @@ void DequantizeIq4Xs(const uint8_t* x, float* y, uint64_t blocks) {
 }
 
 }  // namespace
-
-int Iq4XsScale(const uint8_t* block, int ib) {
-  const int low = (block[4 + ib / 2] >> (4 * (ib % 2))) & 15;
-  const int high = (LoadU16(block + 2) >> (2 * ib)) & 3;
-  return low | (high << 4);
-}
-
-void GetScaleMinK4(int j, const uint8_t* scales, uint8_t* scale, uint8_t* min) {
-  CHECK(j >= 0 && j < 8, "sub-block {} out of range", j);
-  // Bytes 0..3: scales 0..3 in bits 0..5; bytes 4..7: mins 0..3 in bits 0..5. The top two
-  // bits of those bytes are the high bits of scales/mins 4..7, whose low nibbles are in
-  // bytes 8..11 (scale in the low nibble, min in the high nibble).
-  if (j < 4) {
-    *scale = scales[j] & 63;
-    *min = scales[j + 4] & 63;
-  } else {
-    *scale = static_cast<uint8_t>((scales[j + 4] & 15) | ((scales[j - 4] >> 6) << 4));
-    *min = static_cast<uint8_t>((scales[j + 4] >> 4) | ((scales[j] >> 6) << 4));
-  }
-}
 
 Status Dequantize(TensorType type, const uint8_t* src, float* dst, uint64_t n) {
   const auto traits = GetTypeTraits(type);

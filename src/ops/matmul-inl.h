@@ -334,6 +334,8 @@ inline void MatMulRows(const WeightMatrix& w, int64_t r_begin, int64_t r_end, co
       if (w.group == 16)
         return MatMulRowsT<WeightFormat::kQ8, 16>(w, r_begin, r_end, x, ldx, xpack, n_tokens, y, ldy, scratch);
       return MatMulRowsT<WeightFormat::kQ8, 32>(w, r_begin, r_end, x, ldx, xpack, n_tokens, y, ldy, scratch);
+    case WeightFormat::kGgml:  // GGUF's own blocks: blocks::MatMulRows (matmul_blocks-inl.h)
+      break;
   }
 }
 

@@ -11,6 +11,7 @@
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
 #include "ops/matmul-inl.h"
+#include "ops/matmul_blocks-inl.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace slimkv::ops::HWY_NAMESPACE {
@@ -18,6 +19,9 @@ namespace slimkv::ops::HWY_NAMESPACE {
 void MatMulRowsEntry(const WeightMatrix& w, int64_t r_begin, int64_t r_end, const float* x,
                      int64_t ldx, const float* xpack, int64_t n_tokens, float* y, int64_t ldy,
                      float* scratch) {
+  if (w.format == WeightFormat::kGgml) {
+    return blocks::MatMulRows(w, r_begin, r_end, x, ldx, xpack, n_tokens, y, ldy, scratch);
+  }
   MatMulRows(w, r_begin, r_end, x, ldx, xpack, n_tokens, y, ldy, scratch);
 }
 size_t PackedXFloatsEntry(int64_t cols, int64_t n_tokens) { return PackedXFloats(cols, n_tokens); }

@@ -1,7 +1,10 @@
 #include "ops/weights.h"
 
+#include <algorithm>
+
 #include "base/check.h"
 #include "base/half.h"
+#include "gguf/dequant.h"
 
 namespace slimkv::ops {
 
@@ -11,8 +14,37 @@ std::string_view WeightFormatName(WeightFormat f) {
     case WeightFormat::kF16: return "f16";
     case WeightFormat::kQ4: return "q4";
     case WeightFormat::kQ8: return "q8";
+    case WeightFormat::kGgml:
+      return "ggml";
   }
   return "?";
+}
+
+bool IsGgmlMatMulType(gguf::TensorType t) {
+  using T = gguf::TensorType;
+  switch (t) {
+    case T::kBF16:
+    case T::kQ4_0:
+    case T::kQ4_1:
+    case T::kQ5_0:
+    case T::kQ5_1:
+    case T::kQ8_0:
+    case T::kQ2_K:
+    case T::kQ3_K:
+    case T::kQ4_K:
+    case T::kQ5_K:
+    case T::kQ6_K:
+    case T::kIQ4_NL:
+    case T::kIQ4_XS:
+      return true;
+    default:
+      return false;
+  }
+}
+
+int64_t GgmlMatMulColumns(gguf::TensorType t) {
+  const auto traits = gguf::GetTypeTraits(t);
+  return traits ? std::max<int64_t>(32, traits->block_elems) : 32;
 }
 
 size_t WeightMatrix::code_bytes_per_row() const {
@@ -21,6 +53,8 @@ size_t WeightMatrix::code_bytes_per_row() const {
     case WeightFormat::kF16: return cols * 2;
     case WeightFormat::kQ4: return cols / 2;
     case WeightFormat::kQ8: return cols;
+    case WeightFormat::kGgml:
+      return ggml_row_bytes;
   }
   return 0;
 }
@@ -48,10 +82,31 @@ WeightMatrix WeightMatrix::Allocate(WeightFormat format, int64_t rows, int64_t c
   return m;
 }
 
+WeightMatrix WeightMatrix::AllocateGgml(gguf::TensorType type, int64_t rows, int64_t cols) {
+  CHECK(IsGgmlMatMulType(type), "type {} has no matmul kernel", gguf::TypeName(type));
+  CHECK(rows > 0 && cols > 0 && cols % GgmlMatMulColumns(type) == 0, "rows {} cols {}", rows, cols);
+  WeightMatrix m;
+  m.format = WeightFormat::kGgml;
+  m.ggml_type = type;
+  m.rows = rows;
+  m.cols = cols;
+  const auto traits = gguf::GetTypeTraits(type);
+  m.ggml_row_bytes = cols / traits->block_elems * traits->block_bytes;
+  m.codes.Resize(m.code_bytes_per_row() * rows);
+  return m;
+}
+
 void WeightMatrix::DequantizeRow(int64_t r, float* out) const {
   CHECK(r >= 0 && r < rows);
   const uint8_t* row = codes.data() + r * code_bytes_per_row();
   switch (format) {
+    case WeightFormat::kGgml: {
+      // gguf's scalar dequantizer: the reference (bit-exact with gguf-py) the kernels are
+      // tested against.
+      const Status st = gguf::Dequantize(ggml_type, row, out, cols);
+      CHECK(st.ok(), "{}", st.ToString());
+      return;
+    }
     case WeightFormat::kF32:
       for (int64_t c = 0; c < cols; ++c) out[c] = reinterpret_cast<const float*>(row)[c];
       return;

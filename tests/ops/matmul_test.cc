@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "base/half.h"
+#include "ops/ggml_blocks_util.h"
 #include "ops/target_util.h"
 #include "test_util.h"
 
@@ -94,6 +95,61 @@ INSTANTIATE_TEST_SUITE_P(Formats, MatMulTest,
                                            Case{WeightFormat::kQ4, 32, false},
                                            Case{WeightFormat::kQ8, 32, true},
                                            Case{WeightFormat::kQ8, 16, false}));
+
+// GGUF's own blocks (WeightFormat::kGgml): every type, odd row counts, token counts on both
+// sides of the stream/panel switch, misaligned x, on every target.
+class GgmlMatMulTest : public ::testing::TestWithParam<gguf::TensorType> {};
+
+TEST_P(GgmlMatMulTest, MatchesReferenceOnOddShapes) {
+  const gguf::TensorType type = GetParam();
+  ThreadPool pool(2);
+  const int64_t block = GgmlMatMulColumns(type);  // BF16 is read 32 columns at a time
+  for (int64_t rows : {1, 5, 17, 97}) {
+    // 17 blocks of 32: a whole chunk of scales converted together and a tail.
+    for (int64_t cols : {block, 3 * block, block == 32 ? 17 * block : 2 * block}) {
+      for (int64_t tokens : {1, 2, 3, 5, 8, 11, 17, 70}) {
+        SCOPED_TRACE(::testing::Message()
+                     << gguf::TypeName(type) << " " << rows << "x" << cols << " tokens " << tokens);
+        const WeightMatrix w =
+            slimkv::testing::RandomGgmlMatrix(type, rows, cols, rows * 131 + cols, /*any_finite=*/false);
+        const int64_t ldx = cols + 3;  // misaligned rows of x
+        std::vector<float> x(tokens * ldx + 1);
+        std::mt19937_64 rng(tokens);
+        std::normal_distribution<float> nd(0.0f, 1.0f);
+        for (auto& v : x) v = nd(rng);
+        for (int64_t t = 0; t < tokens; ++t) x[1 + t * ldx + cols / 3] *= 50.0f;  // an outlier channel
+        const float* xp = x.data() + 1;
+        const int64_t ldy = rows + 2;
+        std::vector<float> want(tokens * ldy), got(tokens * ldy), row(cols);
+        const MatMulOutput ref{&w, want.data(), ldy};
+        MatMulReference(xp, ldx, tokens, {&ref, 1});
+        slimkv::testing::ForEachTarget([&](int64_t) {
+          std::fill(got.begin(), got.end(), 0.0f);
+          const MatMulOutput out{&w, got.data(), ldy};
+          MatMul(pool, xp, ldx, tokens, {&out, 1});
+          for (int64_t r = 0; r < rows; ++r) {
+            w.DequantizeRow(r, row.data());
+            // The stream kernel sums s * raw code * x and subtracts (min + offset * s) * sum(x)
+            // per sub-block (Q4_0's offset is 8): both terms are bounded by 2 max|w| |x|.
+            float w_max = 0;
+            for (float v : row) w_max = std::max(w_max, std::abs(v));
+            for (int64_t t = 0; t < tokens; ++t) {
+              double mag = 0;
+              for (int64_t k = 0; k < cols; ++k) mag += 2.0 * w_max * std::abs(xp[t * ldx + k]);
+              const double tol = 0.25 * cols * kEps * mag + 1e-6;
+              ASSERT_NEAR(got[t * ldy + r], want[t * ldy + r], tol) << "row " << r << " token " << t;
+            }
+          }
+        });
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, GgmlMatMulTest, ::testing::ValuesIn(slimkv::testing::kGgmlTypes),
+                         [](const ::testing::TestParamInfo<gguf::TensorType>& i) {
+                           return std::string(gguf::TypeName(i.param));
+                         });
 
 TEST(MatMulTest, SeveralOutputsShareOneRegion) {
   ThreadPool pool(2);

@@ -1,0 +1,211 @@
+// Matmul kernels over GGUF's own quantized blocks (WeightFormat::kGgml), included once per
+// Highway target by matmul.cc after matmul-inl.h, whose panel micro-kernel and packed x they
+// share. The same two shapes as the group formats:
+//  * Stream (decode, <= kMatMulStreamMaxTokens tokens): each block's sub-block scales are
+//    computed once per row and its codes decoded in registers and multiplied with the tokens
+//    of x; the matrix is read exactly once, at the file's bits per weight.
+//  * Panel (prefill): kPanelRows rows are decoded to fp32 per block of kTokenBlock tokens and
+//    multiplied by the register-tiled kernel of matmul-inl.h.
+#if defined(SLIMKV_OPS_MATMUL_BLOCKS_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef SLIMKV_OPS_MATMUL_BLOCKS_INL_H_
+#undef SLIMKV_OPS_MATMUL_BLOCKS_INL_H_
+#else
+#define SLIMKV_OPS_MATMUL_BLOCKS_INL_H_
+#endif
+
+#include <algorithm>
+#include <cstring>
+
+#include "hwy/cache_control.h"
+#include "hwy/highway.h"
+#include "ops/block_decode-inl.h"
+#include "ops/matmul-inl.h"
+#include "ops/weights.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace slimkv::ops::HWY_NAMESPACE {
+namespace blocks {
+
+// ---------------------------------------------------------------- stream kernel
+// kRows rows x kTokens tokens. Per sub-block, the raw codes are multiplied with x first and
+// the sub-block's scale applied once: y = sum_j s_j * (raw_j . x_j) - sum_j m_j * xsum_j
+// (StreamScales: m_j includes the type's code offset), with xsum_j (x summed over sub-block
+// j) computed once per call, as the group kernel does.
+// Blocks whose scales are computed together (StreamScales): 512 elements.
+template <class B>
+inline constexpr int kChunkBlocks = 512 / B::kElems;
+
+template <class B, int kRows, int kTokens>
+HWY_INLINE void StreamTile(const WeightMatrix& w, int64_t r0, const float* x, int64_t ldx, const float* xsum,
+                           int64_t n_subs, float* y, int64_t ldy) {
+  constexpr int kSubs = B::kElems / B::kSub;
+  constexpr int kChunk = kChunkBlocks<B>;
+  const DF d;
+  const size_t N = hn::Lanes(d);
+  const size_t row_bytes = w.code_bytes_per_row();
+  const int64_t n_blocks = w.cols / B::kElems;
+  const uint8_t* codes = w.codes.data() + r0 * row_bytes;
+  {  // the rows a few tiles ahead, as the group kernel does (matmul-inl.h)
+    const int64_t ahead = r0 + std::max<int64_t>(kRows, kPrefetchBytes / static_cast<int64_t>(row_bytes));
+    if (ahead + kRows <= w.rows) {
+      const uint8_t* p = w.codes.data() + ahead * row_bytes;
+      for (size_t off = 0; off < kRows * row_bytes; off += 64) hwy::Prefetch(p + off);
+    }
+  }
+  VF acc[kRows][kTokens], min_acc[kRows][kTokens];
+  for (int i = 0; i < kRows; ++i)
+    for (int t = 0; t < kTokens; ++t) acc[i][t] = min_acc[i][t] = hn::Zero(d);
+  // [kRows][chunk sub-blocks]; the tail of a short chunk's mins stays zero (its xsum is
+  // zero-padded too), so the min dot always covers the whole chunk in vectors.
+  constexpr size_t kChunkSubs = kChunk * kSubs;
+  HWY_ALIGN float s[kRows][kChunkSubs];
+  HWY_ALIGN float m[kRows][kChunkSubs] = {};
+  for (int64_t b0 = 0; b0 < n_blocks; b0 += kChunk) {
+    const int n = static_cast<int>(std::min<int64_t>(kChunk, n_blocks - b0));
+    for (int i = 0; i < kRows; ++i) {
+      StreamScales<B>(codes + i * row_bytes + b0 * B::kBytes, n, s[i], m[i]);
+      if constexpr (kStreamMin<B>) {
+        std::fill(m[i] + n * kSubs, m[i] + kChunkSubs, 0.0f);
+        for (int t = 0; t < kTokens; ++t) {
+          const float* xs = xsum + t * n_subs + b0 * kSubs;
+          for (size_t q = 0; q < kChunkSubs; q += N)
+            min_acc[i][t] = hn::MulAdd(hn::Load(d, m[i] + q), hn::LoadU(d, xs + q), min_acc[i][t]);
+        }
+      }
+    }
+    for (int bb = 0; bb < n; ++bb) {
+      for (int i = 0; i < kRows; ++i) {
+        const uint8_t* block = codes + i * row_bytes + (b0 + bb) * B::kBytes;
+        for (int j = 0; j < kSubs; ++j) {
+          const float* xc = x + (b0 + bb) * B::kElems + j * B::kSub;
+          VF part[kTokens];
+          for (int t = 0; t < kTokens; ++t) part[t] = hn::Zero(d);
+          for (size_t e = 0; e < static_cast<size_t>(B::kSub); e += N) {
+            const VF q = B::Raw(d, block, j, e);
+            for (int t = 0; t < kTokens; ++t)
+              part[t] = hn::MulAdd(q, hn::LoadU(d, xc + t * ldx + e), part[t]);
+          }
+          if constexpr (IsPlain<B>::value) {
+            for (int t = 0; t < kTokens; ++t) acc[i][t] = hn::Add(acc[i][t], part[t]);
+          } else {
+            const VF vs = hn::Set(d, s[i][bb * kSubs + j]);
+            for (int t = 0; t < kTokens; ++t) acc[i][t] = hn::MulAdd(part[t], vs, acc[i][t]);
+          }
+        }
+      }
+    }
+  }
+  for (int i = 0; i < kRows; ++i)
+    for (int t = 0; t < kTokens; ++t)
+      y[t * ldy + r0 + i] = hn::GetLane(hn::SumOfLanes(d, hn::Sub(acc[i][t], min_acc[i][t])));
+}
+
+template <class B, int kTokens>
+HWY_NOINLINE void StreamRows(const WeightMatrix& w, int64_t r_begin, int64_t r_end, const float* x,
+                             int64_t ldx, const float* xsum, int64_t n_subs, float* y, int64_t ldy) {
+  constexpr int kRows = kTokens == 1 ? 4 : (kTokens == 2 ? 2 : 1);
+  int64_t r = r_begin;
+  for (; r + kRows <= r_end; r += kRows) StreamTile<B, kRows, kTokens>(w, r, x, ldx, xsum, n_subs, y, ldy);
+  for (; r < r_end; ++r) StreamTile<B, 1, kTokens>(w, r, x, ldx, xsum, n_subs, y, ldy);
+}
+
+// Sub-blocks of a row's sums of x, padded to whole chunks (the padding is zero).
+template <class B>
+inline int64_t PaddedSubs(int64_t cols) {
+  const int64_t chunk = kChunkBlocks<B> * B::kElems;
+  return (cols + chunk - 1) / chunk * chunk / B::kSub;
+}
+
+// scratch: n_tokens * PaddedSubs<B>(cols) floats (the per-sub-block sums of x).
+template <class B>
+void StreamAll(const WeightMatrix& w, int64_t r_begin, int64_t r_end, const float* x, int64_t ldx,
+               int64_t n_tokens, float* y, int64_t ldy, float* scratch) {
+  const int64_t n_subs = PaddedSubs<B>(w.cols);
+  float* xsum = scratch;  // [n_tokens][n_subs]
+  if constexpr (kStreamMin<B>) {
+    for (int64_t t = 0; t < n_tokens; ++t)
+      for (int64_t g = 0; g < n_subs; ++g) {
+        float sum = 0;
+        for (int j = 0; g * B::kSub < w.cols && j < B::kSub; ++j) sum += x[t * ldx + g * B::kSub + j];
+        xsum[t * n_subs + g] = sum;
+      }
+  }
+  for (int64_t t = 0; t < n_tokens; t += 4) {
+    const float* xt = x + t * ldx;
+    const float* st = xsum + t * n_subs;
+    float* yt = y + t * ldy;
+    switch (std::min<int64_t>(4, n_tokens - t)) {
+      case 4:
+        StreamRows<B, 4>(w, r_begin, r_end, xt, ldx, st, n_subs, yt, ldy);
+        break;
+      case 3:
+        StreamRows<B, 3>(w, r_begin, r_end, xt, ldx, st, n_subs, yt, ldy);
+        break;
+      case 2:
+        StreamRows<B, 2>(w, r_begin, r_end, xt, ldx, st, n_subs, yt, ldy);
+        break;
+      default:
+        StreamRows<B, 1>(w, r_begin, r_end, xt, ldx, st, n_subs, yt, ldy);
+        break;
+    }
+  }
+}
+
+// ---------------------------------------------------------------- panel kernel
+template <class B>
+void PanelAll(const WeightMatrix& w, int64_t r_begin, int64_t r_end, const float* xpack, int64_t n_tokens,
+              float* y, int64_t ldy, float* scratch) {
+  const DF d;
+  const size_t N = hn::Lanes(d);
+  const int64_t cols = w.cols;
+  float* panel = scratch;                                 // [kPanelRows][cols]
+  HWY_ALIGN float out[kPanelRows * 2 * hn::MaxLanes(d)];  // [kPanelRows][tile]
+  const size_t row_bytes = w.code_bytes_per_row();
+  for (int64_t t0 = 0; t0 < n_tokens; t0 += kTokenBlock) {
+    const auto [nt, tile, ldt, offset] = PackedBlockAt(t0, n_tokens, cols);
+    const float* xt = xpack + offset;  // [cols][ldt]
+    for (int64_t r = r_begin; r < r_end; r += kPanelRows) {
+      const int rows = static_cast<int>(std::min<int64_t>(kPanelRows, r_end - r));
+      for (int i = 0; i < kPanelRows; ++i) {
+        if (i < rows) {
+          DequantRow<B>(w.codes.data() + (r + i) * row_bytes, cols, panel + i * cols);
+        } else {
+          std::memset(panel + i * cols, 0, cols * sizeof(float));
+        }
+      }
+      for (int64_t tt = 0; tt < nt; tt += tile) {
+        if (tile == static_cast<int64_t>(N)) {
+          PanelMicro<kPanelRows, 1>(panel, cols, xt + tt, ldt, out);
+        } else {
+          PanelMicro<kPanelRows / 2, 2>(panel, cols, xt + tt, ldt, out);
+          PanelMicro<kPanelRows / 2, 2>(panel + kPanelRows / 2 * cols, cols, xt + tt, ldt,
+                                        out + kPanelRows / 2 * 2 * N);
+        }
+        const int64_t ntt = std::min<int64_t>(tile, nt - tt);
+        for (int i = 0; i < rows; ++i)
+          for (int64_t t = 0; t < ntt; ++t) y[(t0 + tt + t) * ldy + r + i] = out[i * tile + t];
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------- entry
+// Rows [r_begin, r_end) of a kGgml matrix; x packed by PackX when n_tokens exceeds
+// kMatMulStreamMaxTokens (as MatMulRows of matmul-inl.h).
+inline void MatMulRows(const WeightMatrix& w, int64_t r_begin, int64_t r_end, const float* x, int64_t ldx,
+                       const float* xpack, int64_t n_tokens, float* y, int64_t ldy, float* scratch) {
+  WithBlockType(w.ggml_type, [&](auto block) {
+    using B = decltype(block);
+    if (n_tokens <= kMatMulStreamMaxTokens) {
+      StreamAll<B>(w, r_begin, r_end, x, ldx, n_tokens, y, ldy, scratch);
+    } else {
+      PanelAll<B>(w, r_begin, r_end, xpack, n_tokens, y, ldy, scratch);
+    }
+  });
+}
+
+}  // namespace blocks
+}  // namespace slimkv::ops::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#endif  // per-target include guard
