@@ -27,17 +27,19 @@ namespace slimkv::ops::HWY_NAMESPACE {
 namespace blocks {
 
 // ---------------------------------------------------------------- stream kernel
-// kRows rows x kTokens tokens. Per sub-block, the raw codes are multiplied with x first and
-// the sub-block's scale applied once: y = sum_j s_j * (raw_j . x_j) - sum_j m_j * xsum_j
-// (StreamScales: m_j includes the type's code offset), with xsum_j (x summed over sub-block
-// j) computed once per call, as the group kernel does.
+// kRows rows x kTokens tokens. Per sub-block j, the raw codes are multiplied with x first
+// and the sub-block's scale applied once, and the min term (StreamScales: the type's min
+// plus its folded code offset) is subtracted lane-wise against xsum_j, x summed over the
+// sub-block's vectors but not across lanes (computed once per call):
+//   acc += s_j * (raw_j . x_j) - m_j * xsum_j,   y = sum of acc's lanes.
+
 // Blocks whose scales are computed together (StreamScales): 512 elements.
 template <class B>
 inline constexpr int kChunkBlocks = 512 / B::kElems;
 
 template <class B, int kRows, int kTokens>
 HWY_INLINE void StreamTile(const WeightMatrix& w, int64_t r0, const float* x, int64_t ldx, const float* xsum,
-                           int64_t n_subs, float* y, int64_t ldy) {
+                           int64_t ldxsum, float* y, int64_t ldy) {
   constexpr int kSubs = B::kElems / B::kSub;
   constexpr int kChunk = kChunkBlocks<B>;
   const DF d;
@@ -52,32 +54,19 @@ HWY_INLINE void StreamTile(const WeightMatrix& w, int64_t r0, const float* x, in
       for (size_t off = 0; off < kRows * row_bytes; off += 64) hwy::Prefetch(p + off);
     }
   }
-  VF acc[kRows][kTokens], min_acc[kRows][kTokens];
+  VF acc[kRows][kTokens];
   for (int i = 0; i < kRows; ++i)
-    for (int t = 0; t < kTokens; ++t) acc[i][t] = min_acc[i][t] = hn::Zero(d);
-  // [kRows][chunk sub-blocks]; the tail of a short chunk's mins stays zero (its xsum is
-  // zero-padded too), so the min dot always covers the whole chunk in vectors.
-  constexpr size_t kChunkSubs = kChunk * kSubs;
-  HWY_ALIGN float s[kRows][kChunkSubs];
-  HWY_ALIGN float m[kRows][kChunkSubs] = {};
+    for (int t = 0; t < kTokens; ++t) acc[i][t] = hn::Zero(d);
+  float s[kRows][kChunk * kSubs], m[kRows][kChunk * kSubs];
   for (int64_t b0 = 0; b0 < n_blocks; b0 += kChunk) {
     const int n = static_cast<int>(std::min<int64_t>(kChunk, n_blocks - b0));
-    for (int i = 0; i < kRows; ++i) {
-      StreamScales<B>(codes + i * row_bytes + b0 * B::kBytes, n, s[i], m[i]);
-      if constexpr (kStreamMin<B>) {
-        std::fill(m[i] + n * kSubs, m[i] + kChunkSubs, 0.0f);
-        for (int t = 0; t < kTokens; ++t) {
-          const float* xs = xsum + t * n_subs + b0 * kSubs;
-          for (size_t q = 0; q < kChunkSubs; q += N)
-            min_acc[i][t] = hn::MulAdd(hn::Load(d, m[i] + q), hn::LoadU(d, xs + q), min_acc[i][t]);
-        }
-      }
-    }
+    for (int i = 0; i < kRows; ++i) StreamScales<B>(codes + i * row_bytes + b0 * B::kBytes, n, s[i], m[i]);
     for (int bb = 0; bb < n; ++bb) {
       for (int i = 0; i < kRows; ++i) {
         const uint8_t* block = codes + i * row_bytes + (b0 + bb) * B::kBytes;
         for (int j = 0; j < kSubs; ++j) {
-          const float* xc = x + (b0 + bb) * B::kElems + j * B::kSub;
+          const int64_t sub = (b0 + bb) * kSubs + j;
+          const float* xc = x + sub * B::kSub;
           VF part[kTokens];
           for (int t = 0; t < kTokens; ++t) part[t] = hn::Zero(d);
           for (size_t e = 0; e < static_cast<size_t>(B::kSub); e += N) {
@@ -90,62 +79,71 @@ HWY_INLINE void StreamTile(const WeightMatrix& w, int64_t r0, const float* x, in
           } else {
             const VF vs = hn::Set(d, s[i][bb * kSubs + j]);
             for (int t = 0; t < kTokens; ++t) acc[i][t] = hn::MulAdd(part[t], vs, acc[i][t]);
+            if constexpr (kStreamMin<B>) {
+              const VF vm = hn::Set(d, m[i][bb * kSubs + j]);
+              for (int t = 0; t < kTokens; ++t)
+                acc[i][t] = hn::NegMulAdd(vm, hn::Load(d, xsum + t * ldxsum + sub * N), acc[i][t]);
+            }
           }
         }
       }
     }
   }
   for (int i = 0; i < kRows; ++i)
-    for (int t = 0; t < kTokens; ++t)
-      y[t * ldy + r0 + i] = hn::GetLane(hn::SumOfLanes(d, hn::Sub(acc[i][t], min_acc[i][t])));
+    for (int t = 0; t < kTokens; ++t) y[t * ldy + r0 + i] = hn::GetLane(hn::SumOfLanes(d, acc[i][t]));
 }
 
 template <class B, int kTokens>
 HWY_NOINLINE void StreamRows(const WeightMatrix& w, int64_t r_begin, int64_t r_end, const float* x,
-                             int64_t ldx, const float* xsum, int64_t n_subs, float* y, int64_t ldy) {
+                             int64_t ldx, const float* xsum, int64_t ldxsum, float* y, int64_t ldy) {
   constexpr int kRows = kTokens == 1 ? 4 : (kTokens == 2 ? 2 : 1);
   int64_t r = r_begin;
-  for (; r + kRows <= r_end; r += kRows) StreamTile<B, kRows, kTokens>(w, r, x, ldx, xsum, n_subs, y, ldy);
-  for (; r < r_end; ++r) StreamTile<B, 1, kTokens>(w, r, x, ldx, xsum, n_subs, y, ldy);
+  for (; r + kRows <= r_end; r += kRows) StreamTile<B, kRows, kTokens>(w, r, x, ldx, xsum, ldxsum, y, ldy);
+  for (; r < r_end; ++r) StreamTile<B, 1, kTokens>(w, r, x, ldx, xsum, ldxsum, y, ldy);
 }
 
-// Sub-blocks of a row's sums of x, padded to whole chunks (the padding is zero).
+// Floats of scratch StreamAll needs: the lane-wise sub-block sums of x, [n_tokens][cols /
+// kSub][N] (at most n_tokens * cols, as N <= kSub).
 template <class B>
-inline int64_t PaddedSubs(int64_t cols) {
-  const int64_t chunk = kChunkBlocks<B> * B::kElems;
-  return (cols + chunk - 1) / chunk * chunk / B::kSub;
+inline size_t StreamScratchFloats(int64_t cols, int64_t n_tokens) {
+  return static_cast<size_t>(n_tokens * (cols / B::kSub) * hn::Lanes(DF()));
 }
 
-// scratch: n_tokens * PaddedSubs<B>(cols) floats (the per-sub-block sums of x).
+// scratch: StreamScratchFloats<B>(cols, n_tokens) floats, vector-aligned (MatMul's per-thread
+// scratch holds PanelScratchFloats(cols) > 8 * cols, and n_tokens <= kMatMulStreamMaxTokens).
 template <class B>
 void StreamAll(const WeightMatrix& w, int64_t r_begin, int64_t r_end, const float* x, int64_t ldx,
                int64_t n_tokens, float* y, int64_t ldy, float* scratch) {
-  const int64_t n_subs = PaddedSubs<B>(w.cols);
-  float* xsum = scratch;  // [n_tokens][n_subs]
+  const DF d;
+  const size_t N = hn::Lanes(d);
+  const int64_t n_subs = w.cols / B::kSub;
+  const int64_t ldxsum = n_subs * static_cast<int64_t>(N);
+  float* xsum = scratch;  // [n_tokens][n_subs][N]
   if constexpr (kStreamMin<B>) {
     for (int64_t t = 0; t < n_tokens; ++t)
       for (int64_t g = 0; g < n_subs; ++g) {
-        float sum = 0;
-        for (int j = 0; g * B::kSub < w.cols && j < B::kSub; ++j) sum += x[t * ldx + g * B::kSub + j];
-        xsum[t * n_subs + g] = sum;
+        const float* xg = x + t * ldx + g * B::kSub;
+        VF sum = hn::LoadU(d, xg);
+        for (size_t e = N; e < static_cast<size_t>(B::kSub); e += N) sum = hn::Add(sum, hn::LoadU(d, xg + e));
+        hn::Store(sum, d, xsum + t * ldxsum + g * N);
       }
   }
   for (int64_t t = 0; t < n_tokens; t += 4) {
     const float* xt = x + t * ldx;
-    const float* st = xsum + t * n_subs;
+    const float* st = xsum + t * ldxsum;
     float* yt = y + t * ldy;
     switch (std::min<int64_t>(4, n_tokens - t)) {
       case 4:
-        StreamRows<B, 4>(w, r_begin, r_end, xt, ldx, st, n_subs, yt, ldy);
+        StreamRows<B, 4>(w, r_begin, r_end, xt, ldx, st, ldxsum, yt, ldy);
         break;
       case 3:
-        StreamRows<B, 3>(w, r_begin, r_end, xt, ldx, st, n_subs, yt, ldy);
+        StreamRows<B, 3>(w, r_begin, r_end, xt, ldx, st, ldxsum, yt, ldy);
         break;
       case 2:
-        StreamRows<B, 2>(w, r_begin, r_end, xt, ldx, st, n_subs, yt, ldy);
+        StreamRows<B, 2>(w, r_begin, r_end, xt, ldx, st, ldxsum, yt, ldy);
         break;
       default:
-        StreamRows<B, 1>(w, r_begin, r_end, xt, ldx, st, n_subs, yt, ldy);
+        StreamRows<B, 1>(w, r_begin, r_end, xt, ldx, st, ldxsum, yt, ldy);
         break;
     }
   }
