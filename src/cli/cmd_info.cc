@@ -35,10 +35,29 @@ int InfoMain(const InfoFlags& f) {
   std::printf("attention:     %d query heads, %d KV heads (%s), head dim %d, context %d\n", c.n_heads,
               c.n_kv_heads, c.n_kv_heads == c.n_heads ? "MHA" : (c.n_kv_heads == 1 ? "MQA" : "GQA"),
               c.head_dim, c.context_length);
-  std::printf("rope:          %s, dim %d, base %g%s\n",
-              c.rope_style == ops::RopeStyle::kNormal ? "normal" : "neox", c.rope_dim,
-              c.layer_rope_base.empty() ? 0.0 : c.layer_rope_base[0],
-              c.rope_freq_scale != 1.0f ? fmt::format(", linear scale {}", 1 / c.rope_freq_scale).c_str() : "");
+  std::string scaling;
+  const model::RopeScaling& rs = c.rope_scaling;
+  switch (rs.kind) {
+    case model::RopeScalingKind::kNone:
+      break;
+    case model::RopeScalingKind::kLinear:
+      scaling = fmt::format(", linear x{}", 1 / rs.freq_scale);
+      break;
+    case model::RopeScalingKind::kYarn:
+      scaling = fmt::format(", yarn x{} from {} tokens", 1 / rs.freq_scale, rs.orig_context);
+      break;
+    case model::RopeScalingKind::kLongRope:
+      scaling = ", longrope";
+      break;
+  }
+  if (c.longrope_factors) scaling += fmt::format(", long factors beyond {} tokens", rs.orig_context);
+  if (file->FindTensor("rope_freqs.weight")) scaling += ", per-pair factors (rope_freqs: Llama-3 scaling)";
+  if (rs.attn_factor != 1.0f) scaling += fmt::format(", attention factor {}", rs.attn_factor);
+  std::printf(
+      "rope:          %s, dim %d, base %g%s\n", c.rope_style == ops::RopeStyle::kNormal ? "normal" : "neox",
+      c.rope_dim,
+      c.layer_rope_base.empty() ? 0.0 : *std::max_element(c.layer_rope_base.begin(), c.layer_rope_base.end()),
+      scaling.c_str());
   // Per tensor type: what the file holds and what the engine will hold after repacking (a
   // matrix keeps the file's blocks; a vector is dequantized to fp32).
   struct TypeBytes {
