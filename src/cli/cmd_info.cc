@@ -7,6 +7,7 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "gguf/gguf_file.h"
+#include "kv/footprint.h"
 #include "kv/kv_cache.h"
 #include "model/config.h"
 #include "model/repack.h"
@@ -107,24 +108,29 @@ int InfoMain(const InfoFlags& f) {
     std::printf("layers:        %d global, %d sliding-window (window %d tokens)\n", n_global, n_window, window);
   }
   std::printf("KV bytes per token (K+V, all heads; data + metadata, as stored once quantized):\n");
-  std::printf("  %-7s %10s %10s %12s  %s\n", "preset", "data", "metadata", "total", n_window ? "at full context, window-aware (without windows)" : "at full context");
+  std::printf("  %-7s %10s %10s %12s  %s\n", "preset", "data", "metadata", "total",
+              n_window ? "one sequence at full context, window-aware (without windows)"
+                       : "one sequence at full context");
+  const kv::KvSpec spec{.n_layers = c.n_layers,
+                        .n_kv_heads = c.n_kv_heads,
+                        .n_q_heads = c.n_heads,
+                        .head_dim = c.head_dim,
+                        .layer_window = c.layer_window};
+  kv::KvSpec no_windows = spec;
+  no_windows.layer_window.clear();
   for (const std::string& preset : kv::PresetNames()) {
     auto kc = kv::ParsePreset(preset);
     if (!kc.ok() || !kv::CheckFormat(kc->k, c.head_dim, true).ok() || !kv::CheckFormat(kc->v, c.head_dim, false).ok()) {
       continue;
     }
-    const kv::PartLayout kl = kv::KLayout(kc->k, kc->block_tokens, c.head_dim);
-    const kv::PartLayout vl = kv::VLayout(kc->v, kc->block_tokens, c.head_dim);
-    const double scale = static_cast<double>(c.n_kv_heads) / kc->block_tokens;  // per layer, per token
-    const double data = (kl.data_bytes + vl.data_bytes) * scale, meta = (kl.meta_bytes + vl.meta_bytes) * scale;
-    const double per_layer = data + meta;
-    // A window layer holds at most `window` tokens, whatever the context.
-    const double at_ctx = per_layer * (static_cast<double>(n_global) * c.context_length +
-                                       static_cast<double>(n_window) * std::min(window, c.context_length));
-    std::string full = HumanBytes(at_ctx);
-    if (n_window) full += " (" + HumanBytes(per_layer * c.n_layers * c.context_length) + ")";
-    std::printf("  %-7s %10.1f %10.1f %12.1f  %s\n", preset.c_str(), data * c.n_layers, meta * c.n_layers,
-                per_layer * c.n_layers, full.c_str());
+    const double data = kv::DataBytesPerToken(spec, *kc), meta = kv::MetaBytesPerToken(spec, *kc);
+    // What the cache holds (kv/footprint.h): whole blocks, the residual window in staging
+    // blocks, and on a window layer only the blocks a future token can see.
+    std::string full = HumanBytes(kv::SequenceFootprint(spec, *kc, c.context_length).bytes_allocated);
+    if (n_window)
+      full +=
+          " (" + HumanBytes(kv::SequenceFootprint(no_windows, *kc, c.context_length).bytes_allocated) + ")";
+    std::printf("  %-7s %10.1f %10.1f %12.1f  %s\n", preset.c_str(), data, meta, data + meta, full.c_str());
   }
   if (n_window) {
     std::printf("  (a window layer holds at most %d tokens: per sequence, global layers cost %d/%d of the bytes "

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "base/check.h"
+#include "kv/footprint.h"
 #include "kv/format.h"
 
 namespace slimkv::engine {
@@ -68,28 +69,7 @@ Result<std::unique_ptr<Scheduler>> Scheduler::Create(Engine* engine, const Sched
 Scheduler::~Scheduler() { Stop(); }
 
 size_t SequenceKvBytes(const kv::KvCache& kv, int64_t tokens) {
-  const kv::KvSpec& spec = kv.spec();
-  const kv::KvConfig& c = kv.config();
-  const int64_t bt = c.block_tokens;
-  size_t bytes = 0;
-  for (int l = 0; l < spec.n_layers; ++l) {
-    const int w = spec.window(l);
-    int64_t blocks = (tokens + bt - 1) / bt;
-    if (w > 0) {  // blocks from the first one the next token sees to the open one
-      const int64_t first = std::max<int64_t>(0, tokens - w + 1) / bt;
-      blocks -= std::min(blocks, first);
-    }
-    if (!c.needs_staging()) {
-      bytes += static_cast<size_t>(blocks) * kv.sealed_block_bytes();
-      continue;
-    }
-    // Sealed: full blocks older than the residual window (kv_cache.cc: Seal).
-    const int64_t all = (tokens + bt - 1) / bt;
-    const int64_t staged = std::min(blocks, all - std::max<int64_t>(0, tokens - c.residual) / bt);
-    bytes += static_cast<size_t>(staged) * kv.staged_block_bytes() +
-             static_cast<size_t>(blocks - staged) * kv.sealed_block_bytes();
-  }
-  return bytes * spec.n_kv_heads;
+  return kv::SequenceFootprint(kv.spec(), kv.config(), tokens).bytes_allocated;
 }
 
 size_t Scheduler::SequenceBudget(int64_t tokens) const { return SequenceKvBytes(engine_->kv(), tokens); }

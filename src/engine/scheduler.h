@@ -12,7 +12,7 @@
 //      within `max_batch_tokens`.
 //   3. Admission: waiting requests (oldest first, preempted ones ahead of new ones) join
 //      while the step has tokens to spare, fewer than `max_running` run, and the KV budget
-//      has room for the new sequence (KvCache::BudgetFor its tokens plus one block, in bytes
+//      has room for the new sequence (SequenceKvBytes of its tokens plus one block, in bytes
 //      of the chosen format) beside what running sequences hold or their prompts still need.
 //      Blocks only the prefix cache holds count as free (the pool evicts them on demand).
 //      Decode growth is not reserved: when it runs the pool dry, preemption makes room
@@ -55,10 +55,8 @@ struct SchedulerOptions {
   std::function<double()> clock;  // seconds; NowSeconds when empty (tests inject their own)
 };
 
-// Bytes the KV cache allocates for one sequence of `tokens` committed tokens, in decode
-// (one token per step): whole blocks per stream; for formats that stage, the residual window
-// and the open block in staging blocks and the rest sealed; on a sliding-window layer only
-// the blocks its window still sees. The scheduler's unit of admission; it equals what
+// Bytes the KV cache allocates for one sequence of `tokens` committed tokens: the footprint
+// rule (kv/footprint.h, SequenceFootprint). The scheduler's unit of admission; it equals what
 // BeginStep/EndStep allocate (bench/loadgen_capacity.cc checks it against a filled pool).
 size_t SequenceKvBytes(const kv::KvCache& kv, int64_t tokens);
 

@@ -5,6 +5,7 @@
 #include <regex>
 
 #include "base/log.h"
+#include "kv/footprint.h"
 
 namespace slimkv::eval {
 
@@ -85,8 +86,9 @@ Result<BenchResult> RunBench(engine::Engine& engine, const BenchCase& c, int rep
   r.stddev = std::sqrt(var);
   if (c.gen_tokens > 0) {
     const double depth = c.prompt_tokens + c.gen_tokens / 2.0;
-    r.bytes_per_step = static_cast<double>(engine.model().WeightBytesPerToken()) +
-                       depth * (kv.DataBytesPerToken() + kv.MetaBytesPerToken());
+    const kv::KvUsage held = kv::SequenceFootprint(kv.spec(), kv.config(), static_cast<int64_t>(depth));
+    r.bytes_per_step = static_cast<double>(engine.model().WeightBytesPerToken()) + held.bytes_data +
+                       held.bytes_meta + held.bytes_residual;
     r.gbps = r.bytes_per_step * mean / 1e9;
   }
   return r;

@@ -7,6 +7,7 @@
 #include <charconv>
 #include <cmath>
 
+#include "kv/footprint.h"
 #include "model/config.h"
 
 namespace slimkv::eval {
@@ -189,53 +190,36 @@ std::string GpuList() {
   return s;
 }
 
+namespace {
+kv::KvSpec SpecOf(const ModelShape& m) {
+  return kv::KvSpec{.n_layers = m.n_layers,
+                    .n_kv_heads = m.n_kv_heads,
+                    .n_q_heads = m.n_kv_heads,
+                    .head_dim = m.head_dim,
+                    .layer_window = m.layer_window};
+}
+}  // namespace
+
 TokenBytes BytesPerToken(const ModelShape& m, const kv::KvConfig& c) {
-  const int bt = c.block_tokens, hd = m.head_dim;
-  const kv::PartLayout k = kv::KLayout(c.k, bt, hd), v = kv::VLayout(c.v, bt, hd);
   const double streams = static_cast<double>(m.n_layers) * m.n_kv_heads;
   TokenBytes b;
-  b.data = streams * static_cast<double>(k.data_bytes + v.data_bytes) / bt;
-  b.meta = streams * static_cast<double>(k.meta_bytes + v.meta_bytes) / bt;
-  b.stored = streams * static_cast<double>(k.total() + v.total()) / bt;
-  b.staged = b.stored;
-  if (c.needs_staging()) {
-    b.staged = streams *
-               static_cast<double>(kv::KLayout(c.StagingK(), bt, hd).total() + kv::VLayout(c.StagingV(), bt, hd).total()) /
-               bt;
-  }
+  b.data = kv::DataBytesPerToken(SpecOf(m), c);
+  b.meta = kv::MetaBytesPerToken(SpecOf(m), c);
+  b.stored = streams * static_cast<double>(kv::SealedBlockBytes(c, m.head_dim)) / c.block_tokens;
+  b.staged = streams * static_cast<double>(kv::StagedBlockBytes(c, m.head_dim)) / c.block_tokens;
   return b;
 }
 
 uint64_t SequenceBytes(const ModelShape& m, const kv::KvConfig& c, int64_t context, Counting counting) {
+  if (counting == Counting::kStored) return kv::SequenceFootprint(SpecOf(m), c, context).bytes_allocated;
   const int64_t bt = c.block_tokens;
   const int hd = m.head_dim;
   const kv::PartLayout k = kv::KLayout(c.k, c.block_tokens, hd), v = kv::VLayout(c.v, c.block_tokens, hd);
   uint64_t stream_bytes = 0;  // summed over layers, for one KV head
-  if (counting == Counting::kData) {
-    for (int l = 0; l < m.n_layers; ++l) {
-      const int64_t held = m.window(l) > 0 ? std::min<int64_t>(context, m.window(l)) : context;
-      // data_bytes = bt x head_dim x bits / 8, so this division is exact.
-      stream_bytes += static_cast<uint64_t>(held) * (k.data_bytes + v.data_bytes) / bt;
-    }
-    return stream_bytes * m.n_kv_heads;
-  }
-  const uint64_t sealed = k.total() + v.total();  // both parts are multiples of 64 bytes
-  const bool staging = c.needs_staging();
-  const uint64_t staged = staging ? kv::KLayout(c.StagingK(), c.block_tokens, hd).total() +
-                                        kv::VLayout(c.StagingV(), c.block_tokens, hd).total()
-                                  : sealed;
-  const int64_t blocks = CeilDiv(context, bt);
   for (int l = 0; l < m.n_layers; ++l) {
-    const int w = m.window(l);
-    // As KvCache::DropOutOfWindow: the next token sees keys > length - window.
-    const int64_t first_live = w > 0 ? std::max<int64_t>(0, context - w + 1) / bt : 0;
-    if (!staging) {
-      stream_bytes += static_cast<uint64_t>(blocks - first_live) * sealed;
-      continue;
-    }
-    // As KvCache::Seal: blocks whose every slot is older than the residual window.
-    const int64_t n_sealed = std::max(std::max<int64_t>(0, context - c.residual) / bt, first_live);
-    stream_bytes += static_cast<uint64_t>(n_sealed - first_live) * sealed + static_cast<uint64_t>(blocks - n_sealed) * staged;
+    const int64_t held = m.window(l) > 0 ? std::min<int64_t>(context, m.window(l)) : context;
+    // data_bytes = bt x head_dim x bits / 8, so this division is exact.
+    stream_bytes += static_cast<uint64_t>(held) * (k.data_bytes + v.data_bytes) / bt;
   }
   return stream_bytes * m.n_kv_heads;
 }

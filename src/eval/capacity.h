@@ -8,7 +8,7 @@
 //                     block_tokens, sealed blocks in the final format (codes, scales and zero
 //                     points, each part padded to 64 bytes), the newest `residual` tokens still
 //                     in f16 staging blocks, and on a window layer only the blocks from the
-//                     first one a future token can see (kv/kv_cache.cc: Seal, DropOutOfWindow).
+//                     first one a future token can see (kv/footprint.h: SequenceFootprint).
 // users(C) = floor(kv_bytes / sequence_bytes(C)).
 // With global layers only and C a multiple of block_tokens, kStored is
 //   C x stored_bytes_per_token + residual x (f16 - stored) bytes per token,

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "base/check.h"
+#include "kv/attention_scratch.h"
 #include "kv/codec.h"
 
 #undef HWY_TARGET_INCLUDE
@@ -16,7 +17,9 @@
 
 HWY_BEFORE_NAMESPACE();
 namespace slimkv::kv::HWY_NAMESPACE {
-SLIMKV_KV_ATTR void RunAttnTaskEntry(const AttnTask& task, AttnPartial out) { AttnTaskImpl(task, out); }
+SLIMKV_KV_ATTR void RunAttnTaskEntry(const AttnTask& task, AttnPartial out, BlockScratch& s) {
+  AttnTaskImpl(task, out, s);
+}
 }  // namespace slimkv::kv::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
 
@@ -27,8 +30,7 @@ HWY_EXPORT(RunAttnTaskEntry);
 namespace {
 void CheckTask(const AttnTask& t) {
   CHECK(t.n_q_tokens * t.group <= kMaxAttnTaskRows, "task rows {}", t.n_q_tokens * t.group);
-  CHECK(t.block_tokens % 16 == 0 && t.block_tokens <= kMaxAttnBlockTokens, "block_tokens {}",
-        t.block_tokens);
+  CHECK(t.block_tokens % 16 == 0 && t.block_tokens <= kMaxAttnBlockTokens, "block_tokens {}", t.block_tokens);
   CHECK(t.head_dim % 16 == 0 && t.head_dim <= kMaxAttnHeadDim, "head_dim {}", t.head_dim);
   CHECK(t.sealed && t.staged, "task without block kinds");
 }
@@ -41,14 +43,19 @@ BlockKind MakeBlockKind(const KvFormat& k, const KvFormat& v, int block_tokens, 
   b.k_layout = KLayout(k, block_tokens, head_dim);
   b.v_layout = VLayout(v, block_tokens, head_dim);
   b.v_offset = b.k_layout.total();
-  b.k_bits = k.bits();
-  b.v_bits = v.bits();
   return b;
 }
 
-void RunAttnTask(const AttnTask& task, AttnPartial out) {
+// Default-initialised, not zeroed: the kernels write before they read, and a page nobody
+// uses (the pre-RoPE tile, the integer buffers of the float paths) is never touched.
+AttnScratch::AttnScratch() : p_(new BlockScratch) {}
+AttnScratch::~AttnScratch() = default;
+AttnScratch::AttnScratch(AttnScratch&&) noexcept = default;
+AttnScratch& AttnScratch::operator=(AttnScratch&&) noexcept = default;
+
+void RunAttnTask(const AttnTask& task, AttnPartial out, AttnScratch& scratch) {
   CheckTask(task);
-  HWY_DYNAMIC_DISPATCH(RunAttnTaskEntry)(task, out);
+  HWY_DYNAMIC_DISPATCH(RunAttnTaskEntry)(task, out, scratch.get());
 }
 
 void RunAttnTaskReference(const AttnTask& t, AttnPartial out) {
@@ -101,8 +108,8 @@ void RunAttnTaskReference(const AttnTask& t, AttnPartial out) {
   }
 }
 
-void MergePartials(const AttnPartial* parts, int n_parts, int rows, int group, int head_dim,
-                   float* out, int64_t ldo, float* merged_m, float* merged_l) {
+void MergePartials(const AttnPartial* parts, int n_parts, int rows, int group, int head_dim, float* out,
+                   int64_t ldo, float* merged_m, float* merged_l) {
   for (int r = 0; r < rows; ++r) {
     float m = -std::numeric_limits<float>::infinity();
     for (int p = 0; p < n_parts; ++p) m = std::max(m, parts[p].m[r]);

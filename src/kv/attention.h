@@ -7,13 +7,14 @@
 //
 // A stream's blocks come in two kinds: sealed blocks [0, n_sealed) in the configured
 // formats, and staged blocks after them in the high-precision staging formats (the residual
-// window and the open block). Per block, the codec kernels work on the bytes directly:
-//   score:      s[r][t] = q_r . k_t       (scales folded into the query per block, or applied
-//                                          per token group after an integer-code partial dot)
-//   accumulate: acc[r] += sum_t p[r][t] v_t (per-token scales folded into p)
+// window and the open block). The kernels of each kind's codec families (codecs/) work on
+// the bytes directly, a chunk of blocks at a time:
+//   score:      s[r][t] = q_r . k_t          (scales folded into the query or the scores)
+//   accumulate: acc[r] += sum_t p[r][t] v_t  (scales folded into the weights p)
 #pragma once
 
 #include <cstdint>
+#include <memory>
 
 #include "kv/format.h"
 #include "kv/rotation.h"
@@ -31,7 +32,6 @@ struct BlockKind {
   KvFormat k, v;
   PartLayout k_layout, v_layout;
   size_t v_offset = 0;  // bytes from the block start to the V part (= k_layout.total())
-  int k_bits = 0, v_bits = 0;  // k.bits(), v.bits(): the kernels dispatch on them per block
 };
 BlockKind MakeBlockKind(const KvFormat& k, const KvFormat& v, int block_tokens, int head_dim);
 
@@ -59,8 +59,8 @@ struct AttnTask {
   // heads are contiguous within a token). Outputs of a rotated V side stay rotated; the
   // caller applies the inverse after merging.
   const float* q = nullptr;
-  int64_t ldq = 0;       // floats between consecutive query tokens
-  float scale = 1.0f;    // softmax scale, folded into the queries
+  int64_t ldq = 0;     // floats between consecutive query tokens
+  float scale = 1.0f;  // softmax scale, folded into the queries
   int n_q_tokens = 0;
   int group = 1;         // query heads per KV head (rows per query token)
   int first_q_slot = 0;  // slot of the first query token; token i sees keys <= first_q_slot + i
@@ -81,8 +81,27 @@ struct AttnPartial {
   float* l;
 };
 
-// Runs one task with the best SIMD target (one dispatch per task).
-void RunAttnTask(const AttnTask& task, AttnPartial out);
+struct BlockScratch;  // attention_scratch.h
+
+// Working memory of the tasks one thread runs (about 1.3 MB, allocated when constructed,
+// its pages touched only as the kernels use them). Whoever runs tasks owns one per thread
+// (KvCache: one per thread of the pool that calls Attend) — never thread_local, so threads
+// that never run attention (a server's HTTP threads) do not pay for it.
+class AttnScratch {
+ public:
+  AttnScratch();
+  ~AttnScratch();
+  AttnScratch(AttnScratch&&) noexcept;
+  AttnScratch& operator=(AttnScratch&&) noexcept;
+  BlockScratch& get() { return *p_; }
+
+ private:
+  std::unique_ptr<BlockScratch> p_;
+};
+
+// Runs one task with the best SIMD target (one dispatch per task), in `scratch` (which no
+// other task may use at the same time).
+void RunAttnTask(const AttnTask& task, AttnPartial out, AttnScratch& scratch);
 
 // Scalar reference of RunAttnTask: decodes every visible key and value with the reference
 // codecs (codec.h) and runs a plain softmax in double.
@@ -93,7 +112,7 @@ void RunAttnTaskReference(const AttnTask& task, AttnPartial out);
 // (l == 0) get zeros.
 // merged_m / merged_l, when given, receive each row's log-sum-exp parts (max, sum of
 // exp(score - max)) for turning scores_out into attention weights.
-void MergePartials(const AttnPartial* parts, int n_parts, int rows, int group, int head_dim,
-                   float* out, int64_t ldo, float* merged_m = nullptr, float* merged_l = nullptr);
+void MergePartials(const AttnPartial* parts, int n_parts, int rows, int group, int head_dim, float* out,
+                   int64_t ldo, float* merged_m = nullptr, float* merged_l = nullptr);
 
 }  // namespace slimkv::kv

@@ -19,20 +19,7 @@ constexpr int kMinKeysPerPart = 512;
 // Seed of the Hadamard rotations (fixed: a stream's rotation is the same in every process).
 constexpr uint64_t kRotationSeed = 0x5EED5EED5EEDull;
 
-size_t BlockBytes(const BlockKind& k) { return (k.v_offset + k.v_layout.total() + 63) / 64 * 64; }
-
 }  // namespace
-
-KvUsage& KvUsage::operator+=(const KvUsage& o) {
-  tokens = std::max(tokens, o.tokens);
-  blocks += o.blocks;
-  bytes_data += o.bytes_data;
-  bytes_meta += o.bytes_meta;
-  bytes_residual += o.bytes_residual;
-  bytes_waste += o.bytes_waste;
-  bytes_allocated += o.bytes_allocated;
-  return *this;
-}
 
 Result<std::unique_ptr<KvCache>> KvCache::Create(const KvSpec& spec, const KvConfig& config,
                                                  size_t budget_bytes) {
@@ -75,9 +62,11 @@ Result<std::unique_ptr<KvCache>> KvCache::Create(const KvSpec& spec, const KvCon
     return InvalidArgument("K format {}: the model has no RoPE to apply later", FormatName(config.k));
   }
   std::unique_ptr<KvCache> c(new KvCache(spec, config, budget_bytes));
-  ASSIGN_OR_RETURN(c->staged_pool_, BlockPool::Create(BlockBytes(c->staged_), budget_bytes, &c->budget_));
+  ASSIGN_OR_RETURN(c->staged_pool_,
+                   BlockPool::Create(StagedBlockBytes(config, spec.head_dim), budget_bytes, &c->budget_));
   if (!c->staged_only()) {
-    ASSIGN_OR_RETURN(c->sealed_pool_, BlockPool::Create(BlockBytes(c->sealed_), budget_bytes, &c->budget_));
+    ASSIGN_OR_RETURN(c->sealed_pool_,
+                     BlockPool::Create(SealedBlockBytes(config, spec.head_dim), budget_bytes, &c->budget_));
   }
   return c;
 }
@@ -120,27 +109,7 @@ KvCache::KvCache(const KvSpec& spec, const KvConfig& config, size_t budget)
 
 size_t KvCache::BudgetFor(const KvSpec& spec, const KvConfig& config, int64_t tokens,
                           int sequences, int step_tokens) {
-  if (config.block_tokens <= 0) return 0;  // Create rejects the config with a message
-  const int bt = config.block_tokens;
-  const size_t sealed = BlockBytes(MakeBlockKind(config.k, config.v, bt, spec.head_dim));
-  const size_t staged = config.needs_staging()
-                            ? BlockBytes(MakeBlockKind(config.StagingK(), config.StagingV(), bt, spec.head_dim))
-                            : sealed;
-  size_t bytes = 0;
-  for (int l = 0; l < spec.n_layers; ++l) {
-    int64_t held = tokens;
-    // A window layer holds the window, the step's tokens and a partly dead first block.
-    if (spec.window(l) > 0) held = std::min<int64_t>(tokens, spec.window(l) + step_tokens + bt);
-    const int64_t blocks = CeilDiv(held, bt) + (spec.window(l) > 0 ? 1 : 0);
-    if (!config.needs_staging()) {
-      bytes += blocks * sealed;
-    } else {
-      // At most the residual window, the step's tokens and the open block are staged.
-      const int64_t staged_blocks = std::min<int64_t>(blocks, CeilDiv(config.residual + step_tokens, bt) + 1);
-      bytes += staged_blocks * staged + blocks * sealed;
-    }
-  }
-  return bytes * spec.n_kv_heads * sequences;
+  return PeakSequenceBytes(spec, config, tokens, step_tokens) * std::max(0, sequences);
 }
 
 KvCache::Sequence KvCache::NewSequence() const {
@@ -285,6 +254,7 @@ Status KvCache::BeginStep(std::span<const StepChunk> chunks) {
   size_t next = 0;
   for (const StepChunk& c : chunks) {
     Sequence& s = seqs_[c.seq];
+    s.pending = c.n_tokens;
     for (int st = 0; st < streams(); ++st) {
       const int want = CeilDiv(s.slots[st] + c.n_tokens, bt);
       while (static_cast<int>(s.tables[st].size()) < want) s.tables[st].push_back(fresh[next++]);
@@ -472,14 +442,19 @@ void KvCache::Attend(ThreadPool& pool, int layer, std::span<const StepChunk> chu
         for (int g = 0; g < G; ++g) rot.Inverse(o + i * ldo + g * hd);
     }
   };
+  if (static_cast<int>(attn_scratch_.size()) < pool.num_threads()) attn_scratch_.resize(pool.num_threads());
+  auto run_task = [&](int task, int thread) {
+    std::unique_ptr<AttnScratch>& scratch = attn_scratch_[thread];
+    if (!scratch) scratch = std::make_unique<AttnScratch>();
+    RunAttnTask(scratch_tasks_[task], partial(task), *scratch);
+  };
   if (parts == 1) {
-    pool.Run(static_cast<int>(units.size()), [&](int i, int) {
-      RunAttnTask(scratch_tasks_[units[i].part0], partial(units[i].part0));
+    pool.Run(static_cast<int>(units.size()), [&](int i, int thread) {
+      run_task(units[i].part0, thread);
       merge(units[i]);
     });
   } else {
-    pool.Run(static_cast<int>(scratch_tasks_.size()),
-             [&](int i, int) { RunAttnTask(scratch_tasks_[i], partial(i)); });
+    pool.Run(static_cast<int>(scratch_tasks_.size()), [&](int i, int thread) { run_task(i, thread); });
     pool.Run(static_cast<int>(units.size()), [&](int i, int) { merge(units[i]); });
   }
   if (!want_mass) return;
@@ -523,6 +498,7 @@ void KvCache::EndStep(std::span<const StepChunk> chunks) {
   for (const StepChunk& c : chunks) {
     Sequence& s = Seq(c.seq);
     s.length += c.n_tokens;
+    s.pending = 0;
     for (int& n : s.slots) n += c.n_tokens;
     s.next_pos = policy_.reindexes() ? s.slots[0] : s.length;
     DropOutOfWindow(s);
@@ -623,43 +599,22 @@ Status KvCache::ReadTokensOf(const Sequence& s, int st, int first, int n, float*
 }
 
 size_t KvCache::DataBytesPerToken() const {
-  return (sealed_.k_layout.data_bytes + sealed_.v_layout.data_bytes) * streams() / config_.block_tokens;
+  return static_cast<size_t>(kv::DataBytesPerToken(spec_, config_));
 }
 size_t KvCache::MetaBytesPerToken() const {
-  return (sealed_.k_layout.meta_bytes + sealed_.v_layout.meta_bytes) * streams() / config_.block_tokens;
+  return static_cast<size_t>(kv::MetaBytesPerToken(spec_, config_));
 }
 
 KvUsage KvCache::LayerUsage(SeqId id, int layer) const {
   const Sequence& s = Seq(id);
-  const int bt = config_.block_tokens;
-  const double data_slot = static_cast<double>(sealed_.k_layout.data_bytes + sealed_.v_layout.data_bytes) / bt;
-  const double meta_slot = static_cast<double>(sealed_.k_layout.meta_bytes + sealed_.v_layout.meta_bytes) / bt;
-  const double staged_slot = static_cast<double>(staged_.k_layout.total() + staged_.v_layout.total()) / bt;
   KvUsage u;
   for (int h = 0; h < spec_.n_kv_heads; ++h) {
     const int st = layer * spec_.n_kv_heads + h;
-    const int64_t n_blocks = static_cast<int64_t>(s.tables[st].size());
-    const int64_t sealed = staged_only() ? 0 : s.n_sealed[st] - s.first_live[st];
-    const int64_t staged = n_blocks - std::max(s.n_sealed[st], s.first_live[st]) + (staged_only() ? 0 : 0);
-    const int64_t first_slot = static_cast<int64_t>(s.first_live[st]) * bt;
-    const int64_t slots = std::max<int64_t>(0, s.slots[st] - first_slot);
-    const int64_t sealed_slots = sealed * bt;
-    const int64_t staged_slots = slots - sealed_slots;
-    u.blocks += staged_only() ? n_blocks - s.first_live[st] : sealed + staged;
-    u.tokens = std::max(u.tokens, slots);
-    if (staged_only()) {
-      u.bytes_data += static_cast<size_t>(data_slot * slots);
-      u.bytes_meta += static_cast<size_t>(meta_slot * slots);
-      u.bytes_allocated += static_cast<size_t>(n_blocks - s.first_live[st]) * staged_pool_.block_bytes();
-    } else {
-      u.bytes_data += static_cast<size_t>(data_slot * sealed_slots);
-      u.bytes_meta += static_cast<size_t>(meta_slot * sealed_slots);
-      u.bytes_residual += static_cast<size_t>(staged_slot * staged_slots);
-      u.bytes_allocated += static_cast<size_t>(sealed) * sealed_pool_.block_bytes() +
-                           static_cast<size_t>(staged) * staged_pool_.block_bytes();
-    }
+    const StreamBlocks b{.first_live = s.first_live[st],
+                         .n_sealed = staged_only() ? 0 : s.n_sealed[st],
+                         .n_blocks = static_cast<int64_t>(s.tables[st].size())};
+    u += StreamUsage(config_, spec_.head_dim, b, s.slots[st]);
   }
-  u.bytes_waste = u.bytes_allocated - u.bytes_data - u.bytes_meta - u.bytes_residual;
   return u;
 }
 
@@ -730,6 +685,36 @@ void KvCache::CheckInvariants() const {
   CHECK(budget_.used == staged_pool_.bytes_used() + (staged_only() ? 0 : sealed_pool_.bytes_used()),
         "budget says {} bytes used, pools {}", budget_.used,
         staged_pool_.bytes_used() + (staged_only() ? 0 : sealed_pool_.bytes_used()));
+  // The footprint rule. A policy compacts streams its own way; sealing waits while the pool
+  // has no room (never ahead of the rule), and an attached prefix may arrive sealed.
+  if (policy_.active()) return;
+  for (size_t i = 0; i < seqs_.size(); ++i) {
+    const Sequence& s = seqs_[i];
+    if (!s.live) continue;
+    bool at_rule = true;
+    for (int st = 0; st < streams(); ++st) {
+      const StreamBlocks r =
+          RuleBlocks(config_, spec_.window(st / spec_.n_kv_heads), s.slots[st] + s.pending, s.pending);
+      CHECK(static_cast<int64_t>(s.tables[st].size()) == r.n_blocks && s.first_live[st] == r.first_live,
+            "sequence {} stream {}: blocks [{}, {}), the footprint rule says [{}, {})", i, st,
+            s.first_live[st], s.tables[st].size(), r.first_live, r.n_blocks);
+      if (staged_only()) continue;
+      CHECK(s.attached || s.n_sealed[st] <= r.n_sealed,
+            "sequence {} stream {}: {} blocks sealed, the rule seals {}", i, st, s.n_sealed[st], r.n_sealed);
+      at_rule = at_rule && s.n_sealed[st] == r.n_sealed;
+    }
+    if (!at_rule) continue;
+    const KvUsage got = SequenceUsage(static_cast<SeqId>(i));
+    const KvUsage want = SequenceFootprint(spec_, config_, s.length + s.pending, s.pending);
+    CHECK(got.bytes_allocated == want.bytes_allocated && got.blocks == want.blocks,
+          "sequence {}: {} blocks, {} bytes; the footprint rule says {} blocks, {} bytes", i, got.blocks,
+          got.bytes_allocated, want.blocks, want.bytes_allocated);
+    CHECK(s.pending > 0 || (got.bytes_data == want.bytes_data && got.bytes_meta == want.bytes_meta &&
+                            got.bytes_residual == want.bytes_residual),
+          "sequence {}: data/meta/residual {}/{}/{} bytes, the footprint rule says {}/{}/{}", i,
+          got.bytes_data, got.bytes_meta, got.bytes_residual, want.bytes_data, want.bytes_meta,
+          want.bytes_residual);
+  }
 }
 
 }  // namespace slimkv::kv

@@ -22,6 +22,7 @@
 #include "base/thread_pool.h"
 #include "kv/attention.h"
 #include "kv/block_pool.h"
+#include "kv/footprint.h"
 #include "kv/format.h"
 #include "kv/policy.h"
 #include "kv/prefix_index.h"
@@ -50,19 +51,6 @@ struct PrefixStats {
   int64_t evicted = 0;        // entries evicted to make room
 };
 
-// Byte accounting. data + meta + residual + waste == allocated.
-struct KvUsage {
-  int64_t tokens = 0;            // token slots held
-  size_t bytes_data = 0;         // codes of the tokens in their final format
-  size_t bytes_meta = 0;         // scales and zero points of those tokens
-  size_t bytes_residual = 0;     // tokens still in high-precision staging blocks
-  size_t bytes_waste = 0;        // allocated but holding no token (open blocks, padding)
-  size_t bytes_allocated = 0;    // blocks x block bytes
-  int64_t blocks = 0;
-
-  KvUsage& operator+=(const KvUsage& o);
-};
-
 class KvCache {
  public:
   static Result<std::unique_ptr<KvCache>> Create(const KvSpec& spec, const KvConfig& config,
@@ -70,9 +58,8 @@ class KvCache {
   KvCache(const KvCache&) = delete;
   KvCache& operator=(const KvCache&) = delete;
 
-  // Budget that holds `sequences` sequences of `tokens` tokens each (whole blocks), when
-  // steps add at most `step_tokens` tokens (a window layer holds window + step tokens;
-  // staging holds the residual window + step tokens).
+  // Budget that holds `sequences` sequences of `tokens` tokens each when steps add at most
+  // `step_tokens` tokens: sequences x PeakSequenceBytes (footprint.h).
   static size_t BudgetFor(const KvSpec& spec, const KvConfig& config, int64_t tokens,
                           int sequences, int step_tokens);
 
@@ -131,7 +118,8 @@ class KvCache {
   KvUsage SequenceUsage(SeqId seq) const;
   KvUsage LayerUsage(SeqId seq, int layer) const;
   KvUsage TotalUsage() const;
-  // Bytes of K and V per token over all layers and heads in the final format.
+  // Bytes of K and V per token over all layers and heads in the final format (footprint.h,
+  // rounded down).
   size_t DataBytesPerToken() const;
   size_t MetaBytesPerToken() const;
 
@@ -143,6 +131,8 @@ class KvCache {
   size_t sealed_block_bytes() const { return staged_only() ? staged_pool_.block_bytes() : sealed_pool_.block_bytes(); }
   size_t staged_block_bytes() const { return staged_pool_.block_bytes(); }
   int blocks_in_use() const { return staged_pool_.num_used() + sealed_pool_.num_used(); }
+  // Pools, block tables and reference counts agree; a sequence without a policy holds the
+  // blocks the footprint rule (footprint.h) names.
   void CheckInvariants() const;
 
  private:
@@ -154,6 +144,9 @@ class KvCache {
     std::vector<int> first_live;               // [stream] first block not freed
     std::vector<int> n_sealed;                 // [stream] blocks before this are sealed
     std::vector<int> slots;                    // [stream] token slots in use
+    int pending = 0;                           // tokens BeginStep reserved blocks for, until EndStep
+    bool attached = false;                     // holds a prefix's blocks (AttachPrefix): they may be sealed
+                                               // sooner than the footprint rule would seal them
     // Eviction metadata, [stream][slot], kept only while a policy is active.
     std::vector<std::vector<int32_t>> pos;     // RoPE position the key was stored with
     std::vector<std::vector<float>> mass;      // accumulated attention mass
@@ -209,6 +202,9 @@ class KvCache {
   std::vector<size_t> scratch_score_off_;  // [task] offset into scratch_scores_, or SIZE_MAX
   std::vector<float> scratch_ml_;          // [unit] merged max and sum of each row
   std::vector<float> scratch_vec_;
+  // Attention working memory, one per pool thread (indexed by ThreadPool::Run's thread),
+  // made on the first task that thread runs: only threads that attend pay for it.
+  std::vector<std::unique_ptr<AttnScratch>> attn_scratch_;
 };
 
 }  // namespace slimkv::kv

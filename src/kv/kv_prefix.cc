@@ -80,6 +80,7 @@ int KvCache::AttachPrefix(SeqId id, uint64_t salt, std::span<const int32_t> toke
     s.n_sealed[st] = staged_only() ? first_needed : sealed;
   }
   s.length = k * bt;
+  s.attached = true;
   s.next_pos = s.length;
   for (int& n : s.slots) n = s.length;
   ++prefix_stats_.hits;

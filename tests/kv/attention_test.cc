@@ -186,14 +186,15 @@ TEST_P(AttnTaskTest, KernelMatchesReferenceOnEveryTarget) {
     MergePartials(&ref, 1, rows, c.group, c.hd, want.data(), c.group * c.hd);
     const bool has_truth = !kf->rotate && !kf->pre_rope && !vf->rotate && c.window == 0;
     const float format_error = has_truth ? FormatError(s, c, q, ldq, t.scale, want) : 0.0f;
+    AttnScratch scratch;
     slimkv::testing::ForEachTarget([&](int64_t target) {
       const int mid = split ? (c.n_keys / 2) / bt * bt : c.n_keys;
       std::vector<float> a0(rows * c.hd), m0(rows), l0(rows), a1(rows * c.hd), m1(rows), l1(rows);
       AttnTask t0 = t, t1 = t;
       t0.key_end = mid;
       t1.key_begin = mid;
-      RunAttnTask(t0, {a0.data(), m0.data(), l0.data()});
-      RunAttnTask(t1, {a1.data(), m1.data(), l1.data()});
+      RunAttnTask(t0, {a0.data(), m0.data(), l0.data()}, scratch);
+      RunAttnTask(t1, {a1.data(), m1.data(), l1.data()}, scratch);
       AttnPartial parts[2] = {{a0.data(), m0.data(), l0.data()}, {a1.data(), m1.data(), l1.data()}};
       MergePartials(parts, 2, rows, c.group, c.hd, got.data(), c.group * c.hd);
       float vmax = 1e-6f;
@@ -272,7 +273,12 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"tq2.5", "tq2.5", 256, 4, 1, 300, 0, true}, Case{"tq3", "tq2", 256, 4, 2, 190, 0, false, 64},
         Case{"tq2", "tq4", 128, 2, 3, 161, 0, true}, Case{"tq4", "tq2.5", 128, 3, 1, 100, 30, false},
         Case{"int3:channel", "int3:token", 64, 3, 2, 200, 0, true, 64},
-        Case{"int3:channel", "int3:g32", 128, 3, 1, 300, 0, true}, Case{"int3:g32", "int3:g64", 128, 2, 1, 130, 0, false}));
+        Case{"int3:channel", "int3:g32", 128, 3, 1, 300, 0, true}, Case{"int3:g32", "int3:g64", 128, 2, 1, 130, 0, false},
+        // chunks of one block and blocks larger than the integer key paths take (values on
+        // the integer path, keys on the float path), a window cutting into a chunk
+        Case{"int4:channel", "int4:g32", 64, 3, 1, 600, 0, true, 128},
+        Case{"q8_0", "int8:token", 128, 2, 2, 700, 300, false, 256},
+        Case{"tq4", "tq3", 64, 3, 1, 500, 0, false, 128}, Case{"f16", "tq2.5", 256, 4, 1, 517, 0, true, 256}));
 
 TEST(MergePartialsTest, RowsWithoutKeysAreZero) {
   float acc[4] = {1, 2, 3, 4}, m[1] = {-INFINITY}, l[1] = {0};

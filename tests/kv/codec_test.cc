@@ -1,6 +1,8 @@
 // The reference codecs against the formats' own error bounds, against llama.cpp's
 // quantizers (through the PyPI gguf package's numpy port of them), and against bad values.
 #include "kv/codec.h"
+#include "kv/codecs/float_codec.h"
+#include "kv/codecs/packing.h"
 
 #include <gtest/gtest.h>
 

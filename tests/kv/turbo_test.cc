@@ -1,7 +1,7 @@
 // TurboQuant: the Lloyd-Max codebooks against the known distortions of N(0, 1), the codec's
 // mean squared error on random and outlier-heavy vectors after the Hadamard rotation, bad
 // vectors (zero, NaN, Inf), the part layouts and the spec strings.
-#include "kv/turbo.h"
+#include "kv/codecs/turbo_codec.h"
 
 #include <gtest/gtest.h>
 
@@ -270,6 +270,7 @@ TEST(TurboAttentionTest, ErrorAgainstFp32AttentionFollowsTheCodebookDistortion) 
         ptrs.push_back(blocks.back().data());
       }
       double err2 = 0, pred2 = 0;
+      AttnScratch scratch;
       for (int trial = 0; trial < 25; ++trial) {
         const std::vector<float> q = MakeVectors(Data::kGaussian, group, hd, 1000 * hd + trial);
         AttnTask t;
@@ -287,7 +288,7 @@ TEST(TurboAttentionTest, ErrorAgainstFp32AttentionFollowsTheCodebookDistortion) 
         t.first_q_slot = n_keys - 1;
         t.key_end = n_keys;
         std::vector<float> acc(group * hd), m(group), l(group), out(group * hd);
-        RunAttnTask(t, {acc.data(), m.data(), l.data()});
+        RunAttnTask(t, {acc.data(), m.data(), l.data()}, scratch);
         AttnPartial part{acc.data(), m.data(), l.data()};
         MergePartials(&part, 1, group, group, hd, out.data(), group * hd);
         for (int r = 0; r < group; ++r) {

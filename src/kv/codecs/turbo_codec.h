@@ -16,8 +16,16 @@
 // codes hold k - m, so keys that share a large offset (RoPE'd channel biases) spend their
 // bits on what differs between tokens; the score kernel adds q . m back per block.
 //
-// The byte layout of a part is at the top of format.h (TurboLayout). Codes are
-// sign-magnitude: code = (x < 0) << (b - 1) | m, value = +-level[m].
+// Layout of a part of `bt` tokens, `hd` channels (TurboLayout): channels [0, hi) are coded
+// with hi_bits = bits + 1, channels [hi, hd) with bits (hi = a quarter, half or three
+// quarters of hd for the fractional budgets, else 0); each code array is packed as
+// packing.h says for its own width:
+//   K: codes_hi [hi][bt], codes_lo [hd - hi][bt], then norm [bt] (fp16), (:mean) mean [hd] (fp16)
+//   V: codes_hi [bt][hi], codes_lo [bt][hd - hi], then norm [bt] (fp16)
+//   each part padded to a multiple of 64 bytes.
+// Invariants: hd a power of two; hi % 16 == 0 (tq_plus > 0 needs hd % 64 == 0); data_bytes
+// == bt * (hi * hi_bits + (hd - hi) * bits) / 8. Codes are sign-magnitude: code = (x < 0)
+// << (b - 1) | m, value = +-level[m].
 //
 // Stored levels sit on one grid of step 1 / kTurboGrid for every bit width: level[m] =
 // round(magnitude[m] * kTurboGrid) / kTurboGrid, so a code's value is a signed byte over
@@ -29,10 +37,24 @@
 #include <array>
 #include <cstdint>
 
+#include "kv/codecs/codec_family.h"
 #include "kv/format.h"
-#include "kv/rotation.h"
 
 namespace slimkv::kv {
+
+extern const CodecFamily kTurboFamily;
+
+// Where the arrays of a tq part live (bytes from the part's start).
+struct TurboLayout {
+  int hi_channels = 0;
+  int hi_bits = 0, lo_bits = 0;         // bits of the codebook codes
+  size_t hi_offset = 0, lo_offset = 0;  // codes
+  bool mean = false;
+  size_t norm_offset = 0;  // fp16 per token
+  size_t mean_offset = 0;  // fp16 per channel (mean keys)
+  size_t data_bytes = 0, meta_bytes = 0;
+};
+TurboLayout MakeTurboLayout(const KvFormat& f, int block_tokens, int head_dim);
 
 inline constexpr int kMaxTurboBits = 4;
 // Levels are multiples of 1 / kTurboGrid: the largest, 4 bits' 2.7326, becomes 127.
@@ -41,12 +63,12 @@ inline constexpr float kTurboGrid = 127.0f / 2.7326f;
 // Lloyd-Max quantizer of N(0, 1) with 2^bits levels, symmetric around 0.
 struct Codebook {
   int bits = 0;
-  std::array<float, 8> magnitude{};   // [2^(bits-1)] ascending positive levels (exact)
+  std::array<float, 8> magnitude{};    // [2^(bits-1)] ascending positive levels (exact)
   std::array<int8_t, 8> level_code{};  // [2^(bits-1)] round(magnitude * kTurboGrid)
-  std::array<float, 8> level{};       // [2^(bits-1)] level_code / kTurboGrid: what is stored
-  std::array<float, 7> bound{};       // [2^(bits-1) - 1] decision thresholds between levels
-  double distortion = 0;              // E[(X - Q(X))^2], X ~ N(0, 1), exact levels
-  double grid_distortion = 0;         // the same with the stored levels and their bounds
+  std::array<float, 8> level{};        // [2^(bits-1)] level_code / kTurboGrid: what is stored
+  std::array<float, 7> bound{};        // [2^(bits-1) - 1] decision thresholds between levels
+  double distortion = 0;               // E[(X - Q(X))^2], X ~ N(0, 1), exact levels
+  double grid_distortion = 0;          // the same with the stored levels and their bounds
 };
 // Iterates the centroid condition (each level the conditional mean of N(0, 1) between its
 // thresholds, thresholds the midpoints) in double until the levels move less than 1e-13.
@@ -59,17 +81,5 @@ float CodebookValue(const Codebook& cb, uint32_t code);
 int CodebookGridValue(const Codebook& cb, uint32_t code);
 // Code of u (in N(0, 1) units): the nearest level.
 uint32_t CodebookCode(const Codebook& cb, float u);
-
-
-// n tokens [n][head_dim] (already rotated) into an empty tq part: with `:mean`, their mean
-// (rounded to fp16) first, and the codes of x - mean.
-void EncodeTurboPart(const KvFormat& f, bool is_key, int block_tokens, int head_dim, const float* x, int n,
-                     uint8_t* part);
-// One token (already rotated) into a tq part (is_key: channel-major codes), or back (the
-// mean added back for `:mean`). Formats with `:mean` are encoded a part at a time.
-void EncodeTurboToken(const KvFormat& f, bool is_key, int block_tokens, int head_dim, int slot, const float* x,
-                      uint8_t* part);
-void DecodeTurboToken(const KvFormat& f, bool is_key, int block_tokens, int head_dim, int slot,
-                      const uint8_t* part, float* out);
 
 }  // namespace slimkv::kv
