@@ -129,10 +129,12 @@ class Vocab:
         self.merges: list[str] | None = [] if model == "gpt2" else None
         self.bos = self.eos = self.unk = -1
         self.add_bos = False
+        self.seen: set[str] = set()
 
     def add(self, token: str, ttype: int, score: float = 0.0):
-        if token in self.tokens:
+        if token in self.seen:
             return
+        self.seen.add(token)
         self.tokens.append(token)
         self.types.append(ttype)
         if self.scores is not None:
