@@ -124,6 +124,13 @@ HWY_INLINE VF Iq4Level(VU nibble) {
   return hn::GatherIndex(DF(), kLevels, hn::BitCast(DI(), nibble));
 }
 
+// fp16 bit patterns in the low 16 bits of u32 lanes, as floats.
+HWY_INLINE VF HalvesToFloat(VU halves) {
+  const hn::Rebind<uint16_t, DF> d16;
+  const hn::Rebind<hwy::float16_t, DF> dh;
+  return hn::PromoteTo(DF(), hn::BitCast(dh, hn::DemoteTo(d16, hn::BitCast(DI(), halves))));
+}
+
 // The fp16 fields at offsets 0 and 2 of N consecutive blocks `stride` bytes apart, as
 // floats, the second negated (lo[i], -hi[i] of block i): one gather and two conversions.
 HWY_INLINE void HalvesOfBlocks(const uint8_t* p, int stride, float* lo, float* neg_hi) {
@@ -131,13 +138,8 @@ HWY_INLINE void HalvesOfBlocks(const uint8_t* p, int stride, float* lo, float* n
   const DI di;
   const VI offsets = hn::Mul(hn::Iota(di, 0), hn::Set(di, stride));
   const VU words = hn::BitCast(DU(), hn::GatherOffset(di, reinterpret_cast<const int32_t*>(p), offsets));
-  const hn::Rebind<uint16_t, DF> d16;
-  const hn::Rebind<hwy::float16_t, DF> dh;
-  auto to_float = [&](VU halves) {
-    return hn::PromoteTo(d, hn::BitCast(dh, hn::DemoteTo(d16, hn::BitCast(di, halves))));
-  };
-  hn::StoreU(to_float(hn::And(words, hn::Set(DU(), 0xFFFF))), d, lo);
-  if (neg_hi) hn::StoreU(hn::Neg(to_float(hn::ShiftRight<16>(words))), d, neg_hi);
+  hn::StoreU(HalvesToFloat(hn::And(words, hn::Set(DU(), 0xFFFF))), d, lo);
+  if (neg_hi) hn::StoreU(hn::Neg(HalvesToFloat(hn::ShiftRight<16>(words))), d, neg_hi);
 }
 
 struct Q4_0 {  // d, qs[16]: d * (q - 8)
@@ -367,37 +369,39 @@ HWY_INLINE void DequantRow(const uint8_t* row, int64_t cols, float* out) {
   }
 }
 
-// Calls fn(B{}) with the trait of `type` (one of IsGgmlMatMulType).
-template <class Fn>
-HWY_INLINE void WithBlockType(gguf::TensorType type, Fn&& fn) {
+// Op<B>::Run(args...) with the trait B of `type` (one of IsGgmlMatMulType). A class template,
+// not a generic lambda: clang compiles lambdas without the target's attributes, and the
+// decoders are always-inline SIMD code.
+template <template <class> class Op, typename... Args>
+HWY_INLINE void ForBlockType(gguf::TensorType type, Args&&... args) {
   using T = gguf::TensorType;
   switch (type) {
     case T::kQ4_0:
-      return fn(Q4_0{});
+      return Op<Q4_0>::Run(args...);
     case T::kQ4_1:
-      return fn(Q4_1{});
+      return Op<Q4_1>::Run(args...);
     case T::kQ5_0:
-      return fn(Q5_0{});
+      return Op<Q5_0>::Run(args...);
     case T::kQ5_1:
-      return fn(Q5_1{});
+      return Op<Q5_1>::Run(args...);
     case T::kQ8_0:
-      return fn(Q8_0{});
+      return Op<Q8_0>::Run(args...);
     case T::kIQ4_NL:
-      return fn(IQ4_NL{});
+      return Op<IQ4_NL>::Run(args...);
     case T::kQ2_K:
-      return fn(Q2_K{});
+      return Op<Q2_K>::Run(args...);
     case T::kQ3_K:
-      return fn(Q3_K{});
+      return Op<Q3_K>::Run(args...);
     case T::kQ4_K:
-      return fn(Q4_K{});
+      return Op<Q4_K>::Run(args...);
     case T::kQ5_K:
-      return fn(Q5_K{});
+      return Op<Q5_K>::Run(args...);
     case T::kQ6_K:
-      return fn(Q6_K{});
+      return Op<Q6_K>::Run(args...);
     case T::kIQ4_XS:
-      return fn(IQ4_XS{});
+      return Op<IQ4_XS>::Run(args...);
     case T::kBF16:
-      return fn(BF16{});
+      return Op<BF16>::Run(args...);
     default:
       return;
   }

@@ -10,10 +10,15 @@
 
 HWY_BEFORE_NAMESPACE();
 namespace slimkv::ops::HWY_NAMESPACE {
+template <class B>
+struct DequantRowOp {
+  static void Run(const WeightMatrix& w, int64_t r, float* out) {
+    blocks::DequantRow<B>(w.codes.data() + r * w.code_bytes_per_row(), w.cols, out);
+  }
+};
+
 void DequantizeGgmlRowEntry(const WeightMatrix& w, int64_t r, float* out) {
-  blocks::WithBlockType(w.ggml_type, [&](auto block) {
-    blocks::DequantRow<decltype(block)>(w.codes.data() + r * w.code_bytes_per_row(), w.cols, out);
-  });
+  blocks::ForBlockType<DequantRowOp>(w.ggml_type, w, r, out);
 }
 }  // namespace slimkv::ops::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();

@@ -256,39 +256,26 @@ HWY_INLINE void PanelMicro(const float* panel, int64_t cols, const float* xt, in
     for (int v = 0; v < kVecs; ++v) hn::Store(acc[i][v], d, out + (i * kVecs + v) * N);
 }
 
-template <WeightFormat kFormat, int kGroup>
-void PanelAll(const WeightMatrix& w, int64_t r_begin, int64_t r_end, const float* xpack,
-              int64_t n_tokens, float* y, int64_t ldy, float* scratch) {
-  using C = Codes<kFormat, kGroup>;
+// The panel kernel for rows [r_begin, r_end) of a matrix of `cols` columns: `dequant(row,
+// out)` writes one row as fp32 (a functor, not a lambda: clang compiles lambdas without the
+// target's attributes). Shared by the group layouts and GGUF's blocks (matmul_blocks-inl.h).
+template <class DequantRow>
+void PanelLoop(const DequantRow& dequant, int64_t cols, int64_t r_begin, int64_t r_end, const float* xpack,
+               int64_t n_tokens, float* y, int64_t ldy, float* scratch) {
   const DF d;
   const size_t N = hn::Lanes(d);
-  const int64_t cols = w.cols, ng = cols / C::kCols;
-  const size_t vpg = C::kCols / N;
   float* panel = scratch;                                   // [kPanelRows][cols]
-  HWY_ALIGN float out[kPanelRows * 2 * hn::MaxLanes(d)];  // [kPanelRows][tile]
-  const size_t row_bytes = w.code_bytes_per_row();
+  HWY_ALIGN float out[kPanelRows * 2 * hn::MaxLanes(d)];    // [kPanelRows][tile]
   for (int64_t t0 = 0; t0 < n_tokens; t0 += kTokenBlock) {
     const auto [nt, tile, ldt, offset] = PackedBlockAt(t0, n_tokens, cols);
     const float* xt = xpack + offset;  // [cols][ldt]
     for (int64_t r = r_begin; r < r_end; r += kPanelRows) {
       const int rows = static_cast<int>(std::min<int64_t>(kPanelRows, r_end - r));
       for (int i = 0; i < kPanelRows; ++i) {
-        float* prow = panel + i * cols;
-        if (i >= rows) {
-          std::memset(prow, 0, cols * sizeof(float));
-          continue;
-        }
-        const uint8_t* codes = w.codes.data() + (r + i) * row_bytes;
-        for (int64_t g = 0; g < ng; ++g) {
-          VF q[kMaxVecPerGroup];
-          C::Decode(d, codes + C::GroupOffset(g), q);
-          if constexpr (C::kQuant) {
-            const VF s = hn::Set(d, w.scales[(r + i) * ng + g]);
-            const VF m = hn::Set(d, w.has_min ? w.mins[(r + i) * ng + g] : 0.0f);
-            for (size_t v = 0; v < vpg; ++v) hn::StoreU(hn::MulAdd(q[v], s, m), d, prow + g * C::kCols + v * N);
-          } else {
-            for (size_t v = 0; v < vpg; ++v) hn::StoreU(q[v], d, prow + g * C::kCols + v * N);
-          }
+        if (i < rows) {
+          dequant(r + i, panel + i * cols);
+        } else {
+          std::memset(panel + i * cols, 0, cols * sizeof(float));
         }
       }
       for (int64_t tt = 0; tt < nt; tt += tile) {
@@ -305,6 +292,37 @@ void PanelAll(const WeightMatrix& w, int64_t r_begin, int64_t r_end, const float
       }
     }
   }
+}
+
+// One row of a group-layout matrix as fp32, for PanelLoop.
+template <WeightFormat kFormat, int kGroup>
+struct GroupRowDequant {
+  const WeightMatrix& w;
+  void operator()(int64_t row, float* prow) const {
+    using C = Codes<kFormat, kGroup>;
+    const DF d;
+    const size_t N = hn::Lanes(d);
+    const int64_t ng = w.cols / C::kCols;
+    const size_t vpg = C::kCols / N;
+    const uint8_t* codes = w.codes.data() + row * w.code_bytes_per_row();
+    for (int64_t g = 0; g < ng; ++g) {
+      VF q[kMaxVecPerGroup];
+      C::Decode(d, codes + C::GroupOffset(g), q);
+      if constexpr (C::kQuant) {
+        const VF s = hn::Set(d, w.scales[row * ng + g]);
+        const VF m = hn::Set(d, w.has_min ? w.mins[row * ng + g] : 0.0f);
+        for (size_t v = 0; v < vpg; ++v) hn::StoreU(hn::MulAdd(q[v], s, m), d, prow + g * C::kCols + v * N);
+      } else {
+        for (size_t v = 0; v < vpg; ++v) hn::StoreU(q[v], d, prow + g * C::kCols + v * N);
+      }
+    }
+  }
+};
+
+template <WeightFormat kFormat, int kGroup>
+void PanelAll(const WeightMatrix& w, int64_t r_begin, int64_t r_end, const float* xpack, int64_t n_tokens,
+              float* y, int64_t ldy, float* scratch) {
+  PanelLoop(GroupRowDequant<kFormat, kGroup>{w}, w.cols, r_begin, r_end, xpack, n_tokens, y, ldy, scratch);
 }
 
 // ---------------------------------------------------------------- entry

@@ -150,56 +150,33 @@ void StreamAll(const WeightMatrix& w, int64_t r_begin, int64_t r_end, const floa
 }
 
 // ---------------------------------------------------------------- panel kernel
+// One row of a kGgml matrix as fp32 (bit-exact with gguf::Dequantize), for PanelLoop.
 template <class B>
-void PanelAll(const WeightMatrix& w, int64_t r_begin, int64_t r_end, const float* xpack, int64_t n_tokens,
-              float* y, int64_t ldy, float* scratch) {
-  const DF d;
-  const size_t N = hn::Lanes(d);
-  const int64_t cols = w.cols;
-  float* panel = scratch;                                 // [kPanelRows][cols]
-  HWY_ALIGN float out[kPanelRows * 2 * hn::MaxLanes(d)];  // [kPanelRows][tile]
-  const size_t row_bytes = w.code_bytes_per_row();
-  for (int64_t t0 = 0; t0 < n_tokens; t0 += kTokenBlock) {
-    const auto [nt, tile, ldt, offset] = PackedBlockAt(t0, n_tokens, cols);
-    const float* xt = xpack + offset;  // [cols][ldt]
-    for (int64_t r = r_begin; r < r_end; r += kPanelRows) {
-      const int rows = static_cast<int>(std::min<int64_t>(kPanelRows, r_end - r));
-      for (int i = 0; i < kPanelRows; ++i) {
-        if (i < rows) {
-          DequantRow<B>(w.codes.data() + (r + i) * row_bytes, cols, panel + i * cols);
-        } else {
-          std::memset(panel + i * cols, 0, cols * sizeof(float));
-        }
-      }
-      for (int64_t tt = 0; tt < nt; tt += tile) {
-        if (tile == static_cast<int64_t>(N)) {
-          PanelMicro<kPanelRows, 1>(panel, cols, xt + tt, ldt, out);
-        } else {
-          PanelMicro<kPanelRows / 2, 2>(panel, cols, xt + tt, ldt, out);
-          PanelMicro<kPanelRows / 2, 2>(panel + kPanelRows / 2 * cols, cols, xt + tt, ldt,
-                                        out + kPanelRows / 2 * 2 * N);
-        }
-        const int64_t ntt = std::min<int64_t>(tile, nt - tt);
-        for (int i = 0; i < rows; ++i)
-          for (int64_t t = 0; t < ntt; ++t) y[(t0 + tt + t) * ldy + r + i] = out[i * tile + t];
-      }
-    }
+struct RowDequant {
+  const WeightMatrix& w;
+  void operator()(int64_t row, float* out) const {
+    DequantRow<B>(w.codes.data() + row * w.code_bytes_per_row(), w.cols, out);
   }
-}
+};
 
 // ---------------------------------------------------------------- entry
-// Rows [r_begin, r_end) of a kGgml matrix; x packed by PackX when n_tokens exceeds
-// kMatMulStreamMaxTokens (as MatMulRows of matmul-inl.h).
-inline void MatMulRows(const WeightMatrix& w, int64_t r_begin, int64_t r_end, const float* x, int64_t ldx,
-                       const float* xpack, int64_t n_tokens, float* y, int64_t ldy, float* scratch) {
-  WithBlockType(w.ggml_type, [&](auto block) {
-    using B = decltype(block);
+// Rows [r_begin, r_end) of a kGgml matrix of block type B; x packed by PackX when n_tokens
+// exceeds kMatMulStreamMaxTokens (as MatMulRows of matmul-inl.h).
+template <class B>
+struct MatMulRowsOp {
+  static void Run(const WeightMatrix& w, int64_t r_begin, int64_t r_end, const float* x, int64_t ldx,
+                  const float* xpack, int64_t n_tokens, float* y, int64_t ldy, float* scratch) {
     if (n_tokens <= kMatMulStreamMaxTokens) {
       StreamAll<B>(w, r_begin, r_end, x, ldx, n_tokens, y, ldy, scratch);
     } else {
-      PanelAll<B>(w, r_begin, r_end, xpack, n_tokens, y, ldy, scratch);
+      PanelLoop(RowDequant<B>{w}, w.cols, r_begin, r_end, xpack, n_tokens, y, ldy, scratch);
     }
-  });
+  }
+};
+
+inline void MatMulRows(const WeightMatrix& w, int64_t r_begin, int64_t r_end, const float* x, int64_t ldx,
+                       const float* xpack, int64_t n_tokens, float* y, int64_t ldy, float* scratch) {
+  ForBlockType<MatMulRowsOp>(w.ggml_type, w, r_begin, r_end, x, ldx, xpack, n_tokens, y, ldy, scratch);
 }
 
 }  // namespace blocks

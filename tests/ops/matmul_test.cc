@@ -14,9 +14,6 @@
 namespace slimkv::ops {
 namespace {
 
-// fp32 accumulation over `cols` products: the kernel's error is bounded by about
-// cols * eps * sum|w*x| (it sums in a different order than the double reference); use
-// a quarter of that worst case, which real rounding never approaches.
 constexpr float kEps = 1.1920929e-7f;
 
 WeightMatrix RandomMatrix(WeightFormat f, int64_t rows, int64_t cols, int group, bool has_min,
@@ -39,6 +36,50 @@ WeightMatrix RandomMatrix(WeightFormat f, int64_t rows, int64_t cols, int group,
   return m;
 }
 
+// How the tolerance of one output is bounded from its row of weights and its x.
+enum class Bound {
+  kProducts,   // sum |w * x|: the kernel multiplies dequantized weights (or codes) with x
+  kMaxWeight,  // 2 max|w| sum |x|: the kernel also subtracts (min + offset * scale) * sum(x)
+};
+
+// MatMul against MatMulReference for `tokens` rows of x (misaligned, with an outlier
+// channel, as real activations have) on every target. fp32 accumulation over `cols` products
+// errs by at most about cols * eps * magnitude (a different order from the double reference);
+// a quarter of that worst case, which real rounding never approaches.
+void ExpectMatchesReference(const WeightMatrix& w, int64_t tokens, Bound bound, ThreadPool& pool) {
+  const int64_t rows = w.rows, cols = w.cols;
+  const int64_t ldx = cols + 3;  // misaligned rows of x
+  std::vector<float> x(tokens * ldx + 1);
+  std::mt19937_64 rng(tokens);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (auto& v : x) v = nd(rng);
+  for (int64_t t = 0; t < tokens; ++t) x[1 + t * ldx + cols / 3] *= 50.0f;
+  const float* xp = x.data() + 1;
+  const int64_t ldy = rows + 2;
+  std::vector<float> want(tokens * ldy), got(tokens * ldy), row(cols);
+  const MatMulOutput ref{&w, want.data(), ldy};
+  MatMulReference(xp, ldx, tokens, {&ref, 1});
+  slimkv::testing::ForEachTarget([&](int64_t) {
+    std::fill(got.begin(), got.end(), 0.0f);
+    const MatMulOutput out{&w, got.data(), ldy};
+    MatMul(pool, xp, ldx, tokens, {&out, 1});
+    for (int64_t r = 0; r < rows; ++r) {
+      w.DequantizeRow(r, row.data());
+      float w_max = 0;
+      for (float v : row) w_max = std::max(w_max, std::abs(v));
+      for (int64_t t = 0; t < tokens; ++t) {
+        double mag = 0;
+        for (int64_t k = 0; k < cols; ++k) {
+          mag += bound == Bound::kProducts ? std::abs(row[k] * xp[t * ldx + k])
+                                           : 2.0 * w_max * std::abs(xp[t * ldx + k]);
+        }
+        const double tol = 0.25 * cols * kEps * mag + 1e-6;
+        ASSERT_NEAR(got[t * ldy + r], want[t * ldy + r], tol) << "row " << r << " token " << t;
+      }
+    }
+  });
+}
+
 struct Case {
   WeightFormat format;
   int group;
@@ -55,34 +96,8 @@ TEST_P(MatMulTest, MatchesReferenceOnOddShapes) {
       if (c.group && cols % c.group) continue;
       for (int64_t tokens : {1, 2, 3, 4, 5, 8, 11, 16, 17, 70}) {
         SCOPED_TRACE(::testing::Message() << rows << "x" << cols << " tokens " << tokens);
-        WeightMatrix w = RandomMatrix(c.format, rows, cols, c.group, c.has_min, rows * 131 + cols);
-        const int64_t ldx = cols + 3;  // misaligned rows of x
-        std::vector<float> x = std::vector<float>(tokens * ldx + 1);
-        std::mt19937_64 rng(tokens);
-        std::normal_distribution<float> nd(0.0f, 1.0f);
-        for (auto& v : x) v = nd(rng);
-        // Outlier channels, as real activations have.
-        for (int64_t t = 0; t < tokens; ++t) x[t * ldx + (cols / 3)] *= 50.0f;
-        const float* xp = x.data() + 1;
-        const int64_t ldy = rows + 2;
-        std::vector<float> want(tokens * ldy), got(tokens * ldy);
-        const MatMulOutput ref{&w, want.data(), ldy};
-        MatMulReference(xp, ldx, tokens, {&ref, 1});
-        std::vector<float> row(cols);
-        slimkv::testing::ForEachTarget([&](int64_t) {
-          std::fill(got.begin(), got.end(), 0.0f);
-          const MatMulOutput out{&w, got.data(), ldy};
-          MatMul(pool, xp, ldx, tokens, {&out, 1});
-          for (int64_t r = 0; r < rows; ++r) {
-            w.DequantizeRow(r, row.data());
-            for (int64_t t = 0; t < tokens; ++t) {
-              double mag = 0;
-              for (int64_t k = 0; k < cols; ++k) mag += std::abs(row[k] * xp[t * ldx + k]);
-              const double tol = 0.25 * cols * kEps * mag + 1e-6;
-              ASSERT_NEAR(got[t * ldy + r], want[t * ldy + r], tol) << "row " << r << " token " << t;
-            }
-          }
-        });
+        const WeightMatrix w = RandomMatrix(c.format, rows, cols, c.group, c.has_min, rows * 131 + cols);
+        ExpectMatchesReference(w, tokens, Bound::kProducts, pool);
       }
     }
   }
@@ -112,35 +127,9 @@ TEST_P(GgmlMatMulTest, MatchesReferenceOnOddShapes) {
                      << gguf::TypeName(type) << " " << rows << "x" << cols << " tokens " << tokens);
         const WeightMatrix w =
             slimkv::testing::RandomGgmlMatrix(type, rows, cols, rows * 131 + cols, /*any_finite=*/false);
-        const int64_t ldx = cols + 3;  // misaligned rows of x
-        std::vector<float> x(tokens * ldx + 1);
-        std::mt19937_64 rng(tokens);
-        std::normal_distribution<float> nd(0.0f, 1.0f);
-        for (auto& v : x) v = nd(rng);
-        for (int64_t t = 0; t < tokens; ++t) x[1 + t * ldx + cols / 3] *= 50.0f;  // an outlier channel
-        const float* xp = x.data() + 1;
-        const int64_t ldy = rows + 2;
-        std::vector<float> want(tokens * ldy), got(tokens * ldy), row(cols);
-        const MatMulOutput ref{&w, want.data(), ldy};
-        MatMulReference(xp, ldx, tokens, {&ref, 1});
-        slimkv::testing::ForEachTarget([&](int64_t) {
-          std::fill(got.begin(), got.end(), 0.0f);
-          const MatMulOutput out{&w, got.data(), ldy};
-          MatMul(pool, xp, ldx, tokens, {&out, 1});
-          for (int64_t r = 0; r < rows; ++r) {
-            w.DequantizeRow(r, row.data());
-            // The stream kernel sums s * raw code * x and subtracts (min + offset * s) * sum(x)
-            // per sub-block (Q4_0's offset is 8): both terms are bounded by 2 max|w| |x|.
-            float w_max = 0;
-            for (float v : row) w_max = std::max(w_max, std::abs(v));
-            for (int64_t t = 0; t < tokens; ++t) {
-              double mag = 0;
-              for (int64_t k = 0; k < cols; ++k) mag += 2.0 * w_max * std::abs(xp[t * ldx + k]);
-              const double tol = 0.25 * cols * kEps * mag + 1e-6;
-              ASSERT_NEAR(got[t * ldy + r], want[t * ldy + r], tol) << "row " << r << " token " << t;
-            }
-          }
-        });
+        // The stream kernel sums scale * raw code * x and subtracts (min + offset * scale) *
+        // sum(x) per sub-block (Q4_0's offset is 8).
+        ExpectMatchesReference(w, tokens, Bound::kMaxWeight, pool);
       }
     }
   }
