@@ -28,7 +28,10 @@ import sys
 from datetime import date
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-KV_TO_LLAMA = {"fp16": "f16", "fp32": "f32", "q8_0": "q8_0", "q4_0": "q4_0", "bf16": "bf16"}
+# slimkv's preset -> llama.cpp's cache type of the same bytes (int4: 4-bit codes and an fp16
+# scale per 32, as q4_0).
+KV_TO_LLAMA = {"fp16": "f16", "fp32": "f32", "q8_0": "q8_0", "q4_0": "q4_0", "bf16": "bf16", "int4": "q4_0",
+               "int8": "q8_0"}
 
 
 def run(cmd, stdout_only=False):
@@ -53,7 +56,7 @@ def llama_bench(dir_, model, kv, test, reps, fa):
            "-d", depth, "-ctk", KV_TO_LLAMA[kv], "-ctv", KV_TO_LLAMA[kv]]
     cmd += ["-p", n, "-n", "0"] if kind == "pp" else ["-p", "0", "-n", n]
     # Quantized V needs flash attention in llama.cpp; --llama-fa chooses for the others.
-    cmd += ["-fa", "1" if kv not in ("fp16", "fp32", "bf16") else fa]
+    cmd += ["-fa", "on" if kv not in ("fp16", "fp32", "bf16") else fa]
     rows = json.loads(run(cmd, stdout_only=True))
     return float(rows[0]["avg_ts"])
 

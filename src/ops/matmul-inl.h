@@ -1,14 +1,18 @@
-// SIMD bodies of the matmul kernels (included once per Highway target by matmul.cc).
+// SIMD bodies of the matmul kernels (included once per Highway target by
+// matmul.cc).
 //
-// Weights are in 16-row tiles (ops/weights.h); every kernel keeps a tile's rows in vector
-// lanes, so outputs are stored as vectors and no kernel sums horizontally.
+// Weights are in 16-row tiles (ops/weights.h); every kernel keeps a tile's rows
+// in vector lanes, so outputs are stored as vectors and no kernel sums
+// horizontally.
 //  * Few tokens (kMatMulIntegerMaxTokens for quantized weights on VNNI, else
-//    kMatMulStreamMaxTokens): gemv-inl.h, weights used straight from their codes, 4 tokens
-//    per pass.
-//  * More tokens: a tile is dequantized to an fp32 panel [cols][16] once per block of up to
-//    kMaxTokenBlock tokens, and an outer-product micro-kernel multiplies panels with x
-//    broadcast one value at a time: 12 tokens x 2 tiles (24 accumulators) on AVX-512, 6
-//    tokens x 2 vectors on AVX2; x is read in place (no packing).
+//    kMatMulStreamMaxTokens): gemv-inl.h, weights used straight from their
+//    codes, 4 tokens per pass.
+//  * More tokens: a tile is dequantized to an fp32 panel [cols][16] once per
+//  block of up to
+//    kMaxTokenBlock tokens, and an outer-product micro-kernel multiplies panels
+//    with x broadcast one value at a time: 12 tokens x 2 tiles (24
+//    accumulators) on AVX-512, 6 tokens x 2 vectors on AVX2; x is read in place
+//    (no packing).
 #if defined(SLIMKV_OPS_MATMUL_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef SLIMKV_OPS_MATMUL_INL_H_
 #undef SLIMKV_OPS_MATMUL_INL_H_
@@ -29,25 +33,26 @@ namespace slimkv::ops::HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
 // ---------------------------------------------------------------- panel kernel
-// Tokens per block of the fp32 kernel: at most kMaxTokenBlock (x of a block stays in L2), in
-// blocks of equal size (every block dequantizes every tile once, so a 70-token prompt is one
-// block, not 64 + 6).
+// Tokens per block of the fp32 kernel: at most kMaxTokenBlock (x of a block
+// stays in L2), in blocks of equal size (every block dequantizes every tile
+// once, so a 70-token prompt is one block, not 64 + 6).
 inline constexpr int64_t kMaxTokenBlock = 128;
-// Tiles and tokens per micro-kernel call: 12 tokens x 2 tiles of one vector each on AVX-512
-// (24 accumulators of 32 registers: 14 loads per 24 FMAs), 12 accumulators elsewhere (16
-// registers on AVX2).
+// Tiles and tokens per micro-kernel call: 12 tokens x 2 tiles of one vector
+// each on AVX-512 (24 accumulators of 32 registers: 14 loads per 24 FMAs), 12
+// accumulators elsewhere (16 registers on AVX2).
 inline constexpr int kPanelTiles = kTileVecs == 1 ? 2 : 1;
 inline constexpr int kPanelTokens = std::max(1, 12 / kTileVecs);
 
-// Floats of per-thread scratch for a matrix of `cols` columns (kPanelTiles dequantized tiles).
+// Floats of per-thread scratch for a matrix of `cols` columns (kPanelTiles
+// dequantized tiles).
 inline size_t PanelScratchFloats(int64_t cols) {
   return static_cast<size_t>(kPanelTiles * cols * kWeightTileRows);
 }
 
-// Code byte kB of each row's 4 bytes in `v` to fp32 weights (scale s, minimum m), stored to the panel columns
-// it holds.
+// Code byte kB of each row's 4 bytes in `v` to fp32 weights (scale s, minimum
+// m), stored to the panel columns it holds.
 template <WeightFormat kFormat, int kB>
-HWY_INLINE void DequantByte(hn::Vec<DU> v, VF s, VF m, float* col /* panel + column * 16 */) {
+HWY_INLINE void DequantByte(hn::Vec<DU> v, VF s, VF m, float *col /* panel + column * 16 */) {
   const DF d;
   const DU du;
   if constexpr (kFormat == WeightFormat::kQ4) {
@@ -61,34 +66,35 @@ HWY_INLINE void DequantByte(hn::Vec<DU> v, VF s, VF m, float* col /* panel + col
   }
 }
 
-// The tile's weights as fp32 [cols][16]: the tile itself for kF32, else `scratch`.
+// The tile's weights as fp32 [cols][16]: the tile itself for kF32, else
+// `scratch`.
 template <WeightFormat kFormat, int kGroup, bool kHalf>
-HWY_INLINE const float* DequantTile(const WeightMatrix& w, int64_t tile, float* HWY_RESTRICT scratch) {
+HWY_INLINE const float *DequantTile(const WeightMatrix &w, int64_t tile, float *HWY_RESTRICT scratch) {
   const DF d;
   const DU du;
   constexpr size_t N = kLanes;
-  const uint8_t* codes = w.tile_codes(tile);
+  const uint8_t *codes = w.tile_codes(tile);
   if constexpr (kFormat == WeightFormat::kF32) {
-    return reinterpret_cast<const float*>(codes);
+    return reinterpret_cast<const float *>(codes);
   } else if constexpr (kFormat == WeightFormat::kF16) {
     const hn::Rebind<hwy::float16_t, DF> dh;
-    const auto* h = reinterpret_cast<const hwy::float16_t*>(codes);
+    const auto *h = reinterpret_cast<const hwy::float16_t *>(codes);
     for (int64_t i = 0; i < w.cols * kWeightTileRows; i += N)
       hn::StoreU(hn::PromoteTo(d, hn::LoadU(dh, h + i)), d, scratch + i);
     return scratch;
   } else {
     constexpr int kChunks = (kFormat == WeightFormat::kQ4 ? kGroup / 2 : kGroup) / 4;
     const int64_t ng = w.cols / kGroup;
-    const uint8_t* scales = w.tile_scales(tile);
-    const uint8_t* mins = w.has_min ? w.tile_mins(tile) : nullptr;
+    const uint8_t *scales = w.tile_scales(tile);
+    const uint8_t *mins = w.has_min ? w.tile_mins(tile) : nullptr;
     for (int64_t g = 0; g < ng; ++g) {
       for (int h = 0; h < kTileVecs; ++h) {
         const VF s = LoadScales<kHalf>(scales, g * kWeightTileRows + h * N);
         const VF m = mins ? LoadScales<kHalf>(mins, g * kWeightTileRows + h * N) : hn::Zero(d);
         for (int k = 0; k < kChunks; ++k) {
           const auto v =
-              hn::LoadU(du, reinterpret_cast<const uint32_t*>(codes + (g * kChunks + k) * 64) + h * N);
-          float* col = scratch + (g * kGroup + 4 * k) * kWeightTileRows + h * N;
+              hn::LoadU(du, reinterpret_cast<const uint32_t *>(codes + (g * kChunks + k) * 64) + h * N);
+          float *col = scratch + (g * kGroup + 4 * k) * kWeightTileRows + h * N;
           DequantByte<kFormat, 0>(v, s, m, col);
           DequantByte<kFormat, 1>(v, s, m, col);
           DequantByte<kFormat, 2>(v, s, m, col);
@@ -100,15 +106,16 @@ HWY_INLINE const float* DequantTile(const WeightMatrix& w, int64_t tile, float* 
   }
 }
 
-// y[t][rows of kTiles consecutive tiles] for tokens x[0..kT) ([kT, ldx]) times their panels
+// y[t][rows of kTiles consecutive tiles] for tokens x[0..kT) ([kT, ldx]) times
+// their panels
 // ([cols][16] each); the last tile has n_rows rows.
 template <int kT, int kTiles>
-HWY_NOINLINE void PanelMicro(const float* const* panels, int64_t cols, const float* x, int64_t ldx, float* y,
+HWY_NOINLINE void PanelMicro(const float *const *panels, int64_t cols, const float *x, int64_t ldx, float *y,
                              int64_t ldy, int64_t n_rows) {
   const DF d;
   constexpr size_t N = kLanes;
   constexpr int kV = kTiles * kTileVecs;  // vectors of rows
-  const float* p[kTiles];
+  const float *p[kTiles];
   for (int i = 0; i < kTiles; ++i) p[i] = panels[i];
   VF acc[kT][kV];
   for (int t = 0; t < kT; ++t)
@@ -139,35 +146,45 @@ HWY_NOINLINE void PanelMicro(const float* const* panels, int64_t cols, const flo
 }
 
 template <int kTiles, int kT = kPanelTokens>
-HWY_INLINE void PanelTokens(int64_t nt, const float* const* panels, int64_t cols, const float* x, int64_t ldx,
-                            float* y, int64_t ldy, int64_t n_rows) {
+HWY_INLINE void PanelTokens(int64_t nt, const float *const *panels, int64_t cols, const float *x, int64_t ldx,
+                            float *y, int64_t ldy, int64_t n_rows) {
   if constexpr (kT > 1) {
     if (nt < kT) return PanelTokens<kTiles, kT - 1>(nt, panels, cols, x, ldx, y, ldy, n_rows);
   }
   PanelMicro<kT, kTiles>(panels, cols, x, ldx, y, ldy, n_rows);
 }
 
+// The fp32 panels of a tile-layout matrix (DequantTile), for PanelAll.
 template <WeightFormat kFormat, int kGroup, bool kHalf>
-void PanelAll(const WeightMatrix& w, int64_t tile_begin, int64_t tile_end, const float* x, int64_t ldx,
-              int64_t n_tokens, float* y, int64_t ldy, float* scratch) {
+struct TileDequant {
+  const WeightMatrix &w;
+  const float *operator()(int64_t tile, float *scratch) const {
+    return DequantTile<kFormat, kGroup, kHalf>(w, tile, scratch);
+  }
+};
+
+// Tiles [tile_begin, tile_end) of a matrix [rows, cols] times x. `dequant(tile,
+// scratch)` returns the tile's weights as fp32 [cols][16] (in scratch, [cols *
+// 16] floats, or elsewhere).
+template <class Dequant>
+void PanelAll(const Dequant &dequant, int64_t rows, int64_t cols, int64_t tile_begin, int64_t tile_end,
+              const float *x, int64_t ldx, int64_t n_tokens, float *y, int64_t ldy, float *scratch) {
   const int64_t blocks = (n_tokens + kMaxTokenBlock - 1) / kMaxTokenBlock;
   const int64_t block = ((n_tokens + blocks - 1) / blocks + kPanelTokens - 1) / kPanelTokens * kPanelTokens;
   for (int64_t t0 = 0; t0 < n_tokens; t0 += block) {
     const int64_t t1 = std::min(n_tokens, t0 + block);
     for (int64_t tile = tile_begin; tile < tile_end; tile += kPanelTiles) {
       const int tiles = static_cast<int>(std::min<int64_t>(kPanelTiles, tile_end - tile));
-      const float* panels[kPanelTiles];
-      for (int i = 0; i < tiles; ++i) {
-        panels[i] = DequantTile<kFormat, kGroup, kHalf>(w, tile + i, scratch + i * w.cols * kWeightTileRows);
-      }
+      const float *panels[kPanelTiles];
+      for (int i = 0; i < tiles; ++i) panels[i] = dequant(tile + i, scratch + i * cols * kWeightTileRows);
       const int64_t r0 = tile * kWeightTileRows;
-      const int64_t n_rows = std::min(kWeightTileRows, w.rows - (tile + tiles - 1) * kWeightTileRows);
+      const int64_t n_rows = std::min(kWeightTileRows, rows - (tile + tiles - 1) * kWeightTileRows);
       for (int64_t t = t0; t < t1; t += kPanelTokens) {
         const int64_t nt = std::min<int64_t>(kPanelTokens, t1 - t);
         if (tiles == kPanelTiles) {
-          PanelTokens<kPanelTiles>(nt, panels, w.cols, x + t * ldx, ldx, y + t * ldy + r0, ldy, n_rows);
+          PanelTokens<kPanelTiles>(nt, panels, cols, x + t * ldx, ldx, y + t * ldy + r0, ldy, n_rows);
         } else {
-          PanelTokens<1>(nt, panels, w.cols, x + t * ldx, ldx, y + t * ldy + r0, ldy, n_rows);
+          PanelTokens<1>(nt, panels, cols, x + t * ldx, ldx, y + t * ldy + r0, ldy, n_rows);
         }
       }
     }
@@ -176,30 +193,32 @@ void PanelAll(const WeightMatrix& w, int64_t tile_begin, int64_t tile_end, const
 
 // ---------------------------------------------------------------- entry
 template <WeightFormat kFormat, int kGroup, bool kHalf = false>
-void MatMulTilesT(const WeightMatrix& w, int64_t tile_begin, int64_t tile_end, const float* x, int64_t ldx,
-                  const QuantizedX* q, int64_t n_tokens, float* y, int64_t ldy, float* scratch) {
+void MatMulTilesT(const WeightMatrix &w, int64_t tile_begin, int64_t tile_end, const float *x, int64_t ldx,
+                  const QuantizedX *q, int64_t n_tokens, float *y, int64_t ldy, float *scratch) {
   constexpr bool kInteger = kIntegerGemv && (kFormat == WeightFormat::kQ4 || kFormat == WeightFormat::kQ8);
   if (n_tokens <= (kInteger ? kMatMulIntegerMaxTokens : kMatMulStreamMaxTokens)) {
     GemvAll<kFormat, kGroup, kHalf>(w, tile_begin, tile_end, x, ldx, *q, n_tokens, y, ldy);
   } else {
-    PanelAll<kFormat, kGroup, kHalf>(w, tile_begin, tile_end, x, ldx, n_tokens, y, ldy, scratch);
+    PanelAll(TileDequant<kFormat, kGroup, kHalf>{w}, w.rows, w.cols, tile_begin, tile_end, x, ldx, n_tokens,
+             y, ldy, scratch);
   }
 }
 
 // The same for a quantized format, with fp16 or fp32 scales.
 template <WeightFormat kFormat, int kGroup>
-void MatMulTilesQ(const WeightMatrix& w, int64_t tile_begin, int64_t tile_end, const float* x, int64_t ldx,
-                  const QuantizedX* q, int64_t n_tokens, float* y, int64_t ldy, float* scratch) {
+void MatMulTilesQ(const WeightMatrix &w, int64_t tile_begin, int64_t tile_end, const float *x, int64_t ldx,
+                  const QuantizedX *q, int64_t n_tokens, float *y, int64_t ldy, float *scratch) {
   if (w.half_scales)
     return MatMulTilesT<kFormat, kGroup, true>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy, scratch);
   MatMulTilesT<kFormat, kGroup, false>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy, scratch);
 }
 
-// Tiles [tile_begin, tile_end) of w times x ([n_tokens, ldx]) into y. `q`: x prepared by QuantizeX with w's
-// group when w is quantized and n_tokens <= kMatMulIntegerMaxTokens.
-inline void MatMulTiles(const WeightMatrix& w, int64_t tile_begin, int64_t tile_end, const float* x,
-                        int64_t ldx, const QuantizedX* q, int64_t n_tokens, float* y, int64_t ldy,
-                        float* scratch) {
+// Tiles [tile_begin, tile_end) of w times x ([n_tokens, ldx]) into y. `q`: x
+// prepared by QuantizeX with w's group when w is quantized and n_tokens <=
+// kMatMulIntegerMaxTokens.
+inline void MatMulTiles(const WeightMatrix &w, int64_t tile_begin, int64_t tile_end, const float *x,
+                        int64_t ldx, const QuantizedX *q, int64_t n_tokens, float *y, int64_t ldy,
+                        float *scratch) {
   switch (w.format) {
     case WeightFormat::kF32:
       return MatMulTilesT<WeightFormat::kF32, 16>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy,
@@ -216,6 +235,9 @@ inline void MatMulTiles(const WeightMatrix& w, int64_t tile_begin, int64_t tile_
                                                    scratch);
       return MatMulTilesQ<WeightFormat::kQ8, 32>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy,
                                                  scratch);
+    case WeightFormat::kGgml:  // GGUF's own blocks: blocks::MatMulTiles
+                               // (matmul_blocks-inl.h)
+      break;
   }
 }
 

@@ -1,10 +1,12 @@
 #include "ops/weights.h"
 
+#include <algorithm>
 #include <bit>
 #include <cstring>
 
 #include "base/check.h"
 #include "base/half.h"
+#include "gguf/dequant.h"
 
 namespace slimkv::ops {
 
@@ -18,8 +20,37 @@ std::string_view WeightFormatName(WeightFormat f) {
       return "q4";
     case WeightFormat::kQ8:
       return "q8";
+    case WeightFormat::kGgml:
+      return "ggml";
   }
   return "?";
+}
+
+bool IsGgmlMatMulType(gguf::TensorType t) {
+  using T = gguf::TensorType;
+  switch (t) {
+    case T::kBF16:
+    case T::kQ4_0:
+    case T::kQ4_1:
+    case T::kQ5_0:
+    case T::kQ5_1:
+    case T::kQ8_0:
+    case T::kQ2_K:
+    case T::kQ3_K:
+    case T::kQ4_K:
+    case T::kQ5_K:
+    case T::kQ6_K:
+    case T::kIQ4_NL:
+    case T::kIQ4_XS:
+      return true;
+    default:
+      return false;
+  }
+}
+
+int64_t GgmlMatMulColumns(gguf::TensorType t) {
+  const auto traits = gguf::GetTypeTraits(t);
+  return traits ? std::max<int64_t>(32, traits->block_elems) : 32;
 }
 
 size_t WeightMatrix::code_bytes_per_row() const {
@@ -32,6 +63,8 @@ size_t WeightMatrix::code_bytes_per_row() const {
       return cols / 2;
     case WeightFormat::kQ8:
       return cols;
+    case WeightFormat::kGgml:
+      return ggml_row_bytes;
   }
   return 0;
 }
@@ -40,7 +73,7 @@ size_t WeightMatrix::group_code_bytes() const { return format == WeightFormat::k
 
 size_t WeightMatrix::bytes() const { return codes.size() + scales.size() + mins.size(); }
 
-float WeightMatrix::ScaleAt(const AlignedBuffer<uint8_t>& b, int64_t r, int64_t g) const {
+float WeightMatrix::ScaleAt(const AlignedBuffer<uint8_t> &b, int64_t r, int64_t g) const {
   const size_t i = ((r / kWeightTileRows) * groups_per_row() + g) * kWeightTileRows + r % kWeightTileRows;
   if (half_scales) {
     uint16_t h;
@@ -55,8 +88,8 @@ float WeightMatrix::ScaleAt(const AlignedBuffer<uint8_t>& b, int64_t r, int64_t 
 void WeightMatrix::CompactScales() {
   if (!quantized() || half_scales) return;
   const size_t n = scales.size() / 4;
-  auto exact = [n](const AlignedBuffer<uint8_t>& b) {
-    const float* f = reinterpret_cast<const float*>(b.data());
+  auto exact = [n](const AlignedBuffer<uint8_t> &b) {
+    const float *f = reinterpret_cast<const float *>(b.data());
     for (size_t i = 0; i < n; ++i) {
       if (std::bit_cast<uint32_t>(HalfToFloat(FloatToHalf(f[i]))) != std::bit_cast<uint32_t>(f[i]))
         return false;
@@ -64,9 +97,9 @@ void WeightMatrix::CompactScales() {
     return true;
   };
   if (!exact(scales) || (has_min && !exact(mins))) return;
-  auto to_half = [n](AlignedBuffer<uint8_t>& b) {
+  auto to_half = [n](AlignedBuffer<uint8_t> &b) {
     AlignedBuffer<uint8_t> h(2 * n);
-    const float* f = reinterpret_cast<const float*>(b.data());
+    const float *f = reinterpret_cast<const float *>(b.data());
     for (size_t i = 0; i < n; ++i) {
       const uint16_t v = FloatToHalf(f[i]);
       std::memcpy(h.data() + 2 * i, &v, 2);
@@ -97,12 +130,13 @@ WeightMatrix WeightMatrix::Allocate(WeightFormat format, int64_t rows, int64_t c
   return m;
 }
 
-void WeightMatrix::SetRow(int64_t r, const uint8_t* row_codes, const float* row_scales,
-                          const float* row_mins) {
+void WeightMatrix::SetRow(int64_t r, const uint8_t *row_codes, const float *row_scales,
+                          const float *row_mins) {
   CHECK(r >= 0 && r < rows);
   CHECK(!half_scales, "SetRow after CompactScales");
+  CHECK(format != WeightFormat::kGgml, "SetRow on a kGgml matrix (its codes are the file's rows)");
   const int64_t tile = r / kWeightTileRows, i = r % kWeightTileRows;
-  uint8_t* t = codes.data() + tile * tile_code_bytes();
+  uint8_t *t = codes.data() + tile * tile_code_bytes();
   if (!quantized()) {
     const size_t e = format == WeightFormat::kF32 ? 4 : 2;  // bytes per weight
     for (int64_t c = 0; c < cols; ++c) std::memcpy(t + (c * kWeightTileRows + i) * e, row_codes + c * e, e);
@@ -121,11 +155,32 @@ void WeightMatrix::SetRow(int64_t r, const uint8_t* row_codes, const float* row_
   }
 }
 
-void WeightMatrix::DequantizeRow(int64_t r, float* out) const {
+WeightMatrix WeightMatrix::AllocateGgml(gguf::TensorType type, int64_t rows, int64_t cols) {
+  CHECK(IsGgmlMatMulType(type), "type {} has no matmul kernel", gguf::TypeName(type));
+  CHECK(rows > 0 && cols > 0 && cols % GgmlMatMulColumns(type) == 0, "rows {} cols {}", rows, cols);
+  WeightMatrix m;
+  m.format = WeightFormat::kGgml;
+  m.ggml_type = type;
+  m.rows = rows;
+  m.cols = cols;
+  const auto traits = gguf::GetTypeTraits(type);
+  m.ggml_row_bytes = cols / traits->block_elems * traits->block_bytes;
+  m.codes.Resize(m.code_bytes_per_row() * rows);
+  return m;
+}
+
+void WeightMatrix::DequantizeRow(int64_t r, float *out) const {
   CHECK(r >= 0 && r < rows);
   const int64_t tile = r / kWeightTileRows, i = r % kWeightTileRows;
-  const uint8_t* t = tile_codes(tile);
+  const uint8_t *t = tile_codes(tile);
   switch (format) {
+    case WeightFormat::kGgml: {
+      // gguf's scalar dequantizer: the reference (bit-exact with gguf-py) the
+      // kernels are tested against.
+      const Status st = gguf::Dequantize(ggml_type, codes.data() + r * ggml_row_bytes, out, cols);
+      CHECK(st.ok(), "{}", st.ToString());
+      return;
+    }
     case WeightFormat::kF32:
       for (int64_t c = 0; c < cols; ++c) std::memcpy(&out[c], t + (c * kWeightTileRows + i) * 4, 4);
       return;

@@ -8,6 +8,7 @@
 
 #include "base/half.h"
 #include "hwy/targets.h"
+#include "ops/ggml_blocks_util.h"
 #include "ops/matmul_x.h"
 #include "ops/target_util.h"
 #include "test_util.h"
@@ -15,9 +16,6 @@
 namespace slimkv::ops {
 namespace {
 
-// fp32 accumulation over `cols` products: the kernel's error is bounded by about cols * eps * sum|w*x| (it
-// sums in a different order than the double reference); use a quarter of that worst case, which real rounding
-// never approaches.
 constexpr float kEps = 1.1920929e-7f;
 
 WeightMatrix RandomMatrix(WeightFormat f, int64_t rows, int64_t cols, int group, bool has_min, uint64_t seed,
@@ -32,13 +30,13 @@ WeightMatrix RandomMatrix(WeightFormat f, int64_t rows, int64_t cols, int group,
   auto round = [&](float v) { return half_scales ? HalfToFloat(FloatToHalf(v)) : v; };
   for (int64_t r = 0; r < rows; ++r) {
     if (f == WeightFormat::kF32) {
-      for (int64_t c = 0; c < cols; ++c) reinterpret_cast<float*>(codes.data())[c] = nd(rng);
+      for (int64_t c = 0; c < cols; ++c) reinterpret_cast<float *>(codes.data())[c] = nd(rng);
     } else if (f == WeightFormat::kF16) {
-      for (int64_t c = 0; c < cols; ++c) reinterpret_cast<uint16_t*>(codes.data())[c] = FloatToHalf(nd(rng));
+      for (int64_t c = 0; c < cols; ++c) reinterpret_cast<uint16_t *>(codes.data())[c] = FloatToHalf(nd(rng));
     } else {
-      for (auto& b : codes) b = static_cast<uint8_t>(byte(rng));
-      for (auto& v : scales) v = round(0.01f + std::abs(nd(rng)) * 0.05f);
-      for (auto& v : mins) v = round(nd(rng) * 0.1f);
+      for (auto &b : codes) b = static_cast<uint8_t>(byte(rng));
+      for (auto &v : scales) v = round(0.01f + std::abs(nd(rng)) * 0.05f);
+      for (auto &v : mins) v = round(nd(rng) * 0.1f);
     }
     m.SetRow(r, codes.data(), scales.data(), mins.data());
   }
@@ -56,11 +54,21 @@ struct Case {
   bool half_scales = false;
 };
 
-// w times x ([tokens, ldx]) on every target against the double reference. The tolerance bounds fp32 rounding
-// (a quarter of the worst case over `cols` products) and, for the integer decode kernel, x seen through its
-// three int8 parts (ops/matmul_x.h).
-void ExpectMatchesReference(ThreadPool& pool, const WeightMatrix& w, const float* xp, int64_t ldx,
-                            int64_t tokens) {
+// How the tolerance of one output is bounded from its row of weights and its x.
+enum class Bound {
+  kProducts,   // sum |w * x|: the kernel multiplies dequantized weights (or
+               // codes) with x
+  kMaxWeight,  // 2 max|w| sum |x|: the kernel also subtracts (min + offset *
+               // scale) * sum(x) (kGgml)
+};
+
+// w times x ([tokens, ldx]) on every target against the double reference. The
+// tolerance bounds fp32 rounding (a quarter of the worst case over `cols`
+// products, which real rounding never approaches: fp32 accumulation in a
+// different order from the double reference) and, for the integer decode
+// kernel, x seen through its three int8 parts (ops/matmul_x.h).
+void ExpectMatchesReference(ThreadPool &pool, const WeightMatrix &w, const float *xp, int64_t ldx,
+                            int64_t tokens, Bound bound = Bound::kProducts) {
   const int64_t rows = w.rows, cols = w.cols, ldy = rows + 2;
   std::vector<float> want(tokens * ldy), got(tokens * ldy);
   const MatMulOutput ref{&w, want.data(), ldy};
@@ -78,13 +86,17 @@ void ExpectMatchesReference(ThreadPool& pool, const WeightMatrix& w, const float
     const bool x_parts = target == HWY_AVX3_DL && w.quantized() && tokens <= kMatMulIntegerMaxTokens;
     for (int64_t r = 0; r < rows; ++r) {
       w.DequantizeRow(r, row.data());
+      float w_max = 0;
+      for (float v : row) w_max = std::max(w_max, std::abs(v));
       for (int64_t t = 0; t < tokens; ++t) {
-        const float* xt = xp + t * ldx;
+        const float *xt = xp + t * ldx;
         double mag = 0, parts = 0;
         for (int64_t k = 0; k < cols; ++k) {
-          // w = s * q + m is rounded once: both terms count, not only their sum.
+          // w = s * q + m is rounded once: both terms count, not only their
+          // sum.
           const double m = (w.quantized() ? w.min(r, k / w.group) : 0.0);
-          mag += (std::abs(row[k] - m) + std::abs(m)) * std::abs(xt[k]);
+          mag += bound == Bound::kProducts ? (std::abs(row[k] - m) + std::abs(m)) * std::abs(xt[k])
+                                           : 2.0 * w_max * std::abs(xt[k]);
         }
         for (int64_t g = 0; x_parts && g < w.groups_per_row(); ++g) {
           double amax = 0, wsum = 0;
@@ -101,6 +113,21 @@ void ExpectMatchesReference(ThreadPool& pool, const WeightMatrix& w, const float
   });
 }
 
+// `tokens` rows of x [tokens, cols + 3] (misaligned rows), normal, with an
+// outlier channel as real activations have; x() points one float into the
+// buffer (misaligned start).
+struct RandomX {
+  RandomX(int64_t tokens, int64_t cols) : ldx(cols + 3), buf(tokens * ldx + 1) {
+    std::mt19937_64 rng(tokens);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    for (auto &v : buf) v = nd(rng);
+    for (int64_t t = 0; t < tokens; ++t) buf[1 + t * ldx + cols / 3] *= 50.0f;
+  }
+  const float *x() const { return buf.data() + 1; }
+  int64_t ldx;
+  std::vector<float> buf;
+};
+
 class MatMulTest : public ::testing::TestWithParam<Case> {};
 
 TEST_P(MatMulTest, MatchesReferenceOnOddShapes) {
@@ -113,22 +140,17 @@ TEST_P(MatMulTest, MatchesReferenceOnOddShapes) {
         SCOPED_TRACE(::testing::Message() << rows << "x" << cols << " tokens " << tokens);
         WeightMatrix w =
             RandomMatrix(c.format, rows, cols, c.group, c.has_min, rows * 131 + cols, c.half_scales);
-        const int64_t ldx = cols + 3;  // misaligned rows of x
-        std::vector<float> x = std::vector<float>(tokens * ldx + 1);
-        std::mt19937_64 rng(tokens);
-        std::normal_distribution<float> nd(0.0f, 1.0f);
-        for (auto& v : x) v = nd(rng);
-        // Outlier channels, as real activations have.
-        for (int64_t t = 0; t < tokens; ++t) x[t * ldx + (cols / 3)] *= 50.0f;
-        ExpectMatchesReference(pool, w, x.data() + 1, ldx, tokens);
+        const RandomX x(tokens, cols);
+        ExpectMatchesReference(pool, w, x.x(), x.ldx, tokens);
         if (HasFatalFailure()) return;
       }
     }
   }
 }
 
-// Groups of x the int8 parts find hard: all zero, one non-zero value, values near the smallest normal float,
-// huge values, constant values, and a sign flip at the maximum.
+// Groups of x the int8 parts find hard: all zero, one non-zero value, values
+// near the smallest normal float, huge values, constant values, and a sign flip
+// at the maximum.
 TEST_P(MatMulTest, ZeroTinyAndHugeActivations) {
   const Case c = GetParam();
   ThreadPool pool(2);
@@ -138,7 +160,7 @@ TEST_P(MatMulTest, ZeroTinyAndHugeActivations) {
   std::mt19937_64 rng(9);
   std::normal_distribution<float> nd(0.0f, 1.0f);
   for (int64_t t = 0; t < tokens; ++t) {
-    float* xt = x.data() + t * cols;
+    float *xt = x.data() + t * cols;
     for (int64_t k = 0; k < cols; ++k) {
       switch (k / 32) {
         case 0:
@@ -172,6 +194,38 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{WeightFormat::kQ8, 32, true}, Case{WeightFormat::kQ8, 16, false},
                       Case{WeightFormat::kQ4, 32, true, true}, Case{WeightFormat::kQ8, 32, false, true},
                       Case{WeightFormat::kQ8, 16, true, true}));
+
+// GGUF's own blocks (WeightFormat::kGgml): every type, odd row counts, token
+// counts on both sides of the stream/panel switch, misaligned x, on every
+// target.
+class GgmlMatMulTest : public ::testing::TestWithParam<gguf::TensorType> {};
+
+TEST_P(GgmlMatMulTest, MatchesReferenceOnOddShapes) {
+  const gguf::TensorType type = GetParam();
+  ThreadPool pool(2);
+  const int64_t block = GgmlMatMulColumns(type);  // BF16 is read 32 columns at a time
+  for (int64_t rows : {1, 5, 17, 97}) {
+    // 17 blocks of 32: a whole chunk of scales converted together and a tail.
+    for (int64_t cols : {block, 3 * block, block == 32 ? 17 * block : 2 * block}) {
+      for (int64_t tokens : {1, 2, 3, 5, 8, 11, 17, 70}) {
+        SCOPED_TRACE(::testing::Message()
+                     << gguf::TypeName(type) << " " << rows << "x" << cols << " tokens " << tokens);
+        const WeightMatrix w =
+            slimkv::testing::RandomGgmlMatrix(type, rows, cols, rows * 131 + cols, /*any_finite=*/false);
+        // The stream kernel sums scale * raw code * x and subtracts (min +
+        // offset * scale) * sum(x) per sub-block (Q4_0's offset is 8).
+        const RandomX x(tokens, cols);
+        ExpectMatchesReference(pool, w, x.x(), x.ldx, tokens, Bound::kMaxWeight);
+        if (HasFatalFailure()) return;
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, GgmlMatMulTest, ::testing::ValuesIn(slimkv::testing::kGgmlTypes),
+                         [](const ::testing::TestParamInfo<gguf::TensorType> &i) {
+                           return std::string(gguf::TypeName(i.param));
+                         });
 
 TEST(MatMulTest, SeveralOutputsShareOneRegion) {
   ThreadPool pool(2);
