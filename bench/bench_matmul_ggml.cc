@@ -3,8 +3,7 @@
 // same shape in the same run: GB/s of weights and GFLOP/s for decode (1-4
 // tokens, the stream kernel) and prefill (64+, panel).
 //   build/bin/bench_matmul_ggml [--benchmark_filter=...]
-// Shapes: SmolLM2-135M's gate+up (3072 x 576) and a 1B model's (16384 x 2048,
-// Llama-3.2-1B).
+// Shapes: SmolLM2-135M's gate+up (3072 x 576) and a 1B model's (16384 x 2048, Llama-3.2-1B).
 #include <benchmark/benchmark.h>
 
 #include <cmath>
@@ -33,7 +32,7 @@ WeightMatrix Make(int fmt, int64_t rows, int64_t cols) {
     const std::vector<float> scales(w.groups_per_row(), 0.01000213623046875f),
         mins(w.groups_per_row(), -0.08001708984375f);  // fp16 values
     for (int64_t r = 0; r < rows; ++r) {
-      for (auto &c : codes) c = static_cast<uint8_t>(rng());
+      for (auto& c : codes) c = static_cast<uint8_t>(rng());
       w.SetRow(r, codes.data(), scales.data(), mins.data());
     }
     w.CompactScales();
@@ -42,8 +41,7 @@ WeightMatrix Make(int fmt, int64_t rows, int64_t cols) {
   const auto type = static_cast<TensorType>(fmt);
   WeightMatrix w = WeightMatrix::AllocateGgml(type, rows, cols);
   // Bytes below 0x40 keep every fp16 scale finite and normal-sized; BF16 gets
-  // values of order one (subnormal weights would time the CPU's denormal
-  // assists, not the kernel).
+  // values of order one (subnormal weights would time the CPU's denormal assists, not the kernel).
   for (size_t i = 0; i < w.codes.size(); ++i) {
     w.codes[i] = static_cast<uint8_t>(type == TensorType::kBF16 && i % 2 ? 0x3F : rng() & 0x3F);
   }
@@ -56,7 +54,7 @@ std::string Name(int fmt) {
   return std::string(slimkv::gguf::TypeName(static_cast<TensorType>(fmt)));
 }
 
-void BM_MatMulGgml(benchmark::State &state) {
+void BM_MatMulGgml(benchmark::State& state) {
   const int fmt = static_cast<int>(state.range(0));
   const int64_t rows = state.range(1), cols = state.range(2), tokens = state.range(3);
   slimkv::ThreadPool pool(static_cast<int>(state.range(4)));
@@ -76,7 +74,7 @@ void BM_MatMulGgml(benchmark::State &state) {
   state.SetLabel(Name(fmt));
 }
 
-void Shapes(benchmark::internal::Benchmark *b) {
+void Shapes(benchmark::internal::Benchmark* b) {
   const int types[] = {-1, -2, 2, 3, 6, 7, 8, 10, 11, 12, 13, 14, 20, 23, 30};
   for (auto [rows, cols] : {std::pair{3072, 576}, std::pair{16384, 2048}}) {
     for (int tokens : {1, 4, 64}) {

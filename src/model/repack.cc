@@ -16,7 +16,7 @@ struct Shape {
   int64_t rows, cols;
 };
 
-float H(const uint8_t *p) {
+float H(const uint8_t* p) {
   uint16_t h;
   std::memcpy(&h, p, 2);
   return HalfToFloat(h);
@@ -33,9 +33,8 @@ bool Tiled(TensorType type) {
 }
 
 // One row of `cols` elements starting at `src` (whole blocks) of a Tiled type
-// in the row-major form that WeightMatrix::SetRow takes: codes [code bytes per
-// row], scale and min [groups].
-void RepackRow(TensorType type, const uint8_t *src, int64_t cols, uint8_t *codes, float *scale, float *min) {
+// in the row-major form that WeightMatrix::SetRow takes: codes [code bytes per row], scale and min [groups].
+void RepackRow(TensorType type, const uint8_t* src, int64_t cols, uint8_t* codes, float* scale, float* min) {
   switch (type) {
     case TensorType::kF32:
       std::memcpy(codes, src, cols * 4);
@@ -81,7 +80,7 @@ TileForm TileFormOf(TensorType type) {
   }
 }
 
-Result<Shape> MatrixShape(const gguf::TensorInfo &t) {
+Result<Shape> MatrixShape(const gguf::TensorInfo& t) {
   if (t.dims.size() != 1 && t.dims.size() != 2) {
     return InvalidArgument("tensor '{}' has {} dimensions; a matrix has 2", t.name, t.dims.size());
   }
@@ -102,14 +101,12 @@ std::string SupportedMatrixTypes() {
   return s;
 }
 
-Result<RepackPlan> PlanRepack(const gguf::TensorInfo &t) {
+Result<RepackPlan> PlanRepack(const gguf::TensorInfo& t) {
   ASSIGN_OR_RETURN(const Shape shape, MatrixShape(t));
   RepackPlan p;
   if (t.type != TensorType::kF32 && t.type != TensorType::kF16 && !ops::IsGgmlMatMulType(t.type)) {
-    return Unimplemented(
-        "tensor '{}' has type {}, which slimkv cannot use for "
-        "a matrix; supported: {}",
-        t.name, gguf::TypeName(t.type), SupportedMatrixTypes());
+    return Unimplemented("tensor '{}' has type {}, which slimkv cannot use for a matrix; supported: {}",
+                         t.name, gguf::TypeName(t.type), SupportedMatrixTypes());
   }
   if (Tiled(t.type)) {
     const TileForm f = TileFormOf(t.type);
@@ -117,8 +114,7 @@ Result<RepackPlan> PlanRepack(const gguf::TensorInfo &t) {
       return InvalidArgument("tensor '{}': {} columns, not a multiple of its {}-element blocks", t.name,
                              shape.cols, f.group);
     }
-    // Rows padded to whole tiles; scales (and minimums) fp16, as the file
-    // stores them.
+    // Rows padded to whole tiles; scales (and minimums) fp16, as the file stores them.
     const size_t rows = (shape.rows + ops::kWeightTileRows - 1) / ops::kWeightTileRows * ops::kWeightTileRows;
     const size_t cols = shape.cols;
     p.format = f.format;
@@ -148,7 +144,7 @@ Result<RepackPlan> PlanRepack(const gguf::TensorInfo &t) {
 
 namespace {
 
-Result<ops::WeightMatrix> RepackGgml(const gguf::TensorInfo &t, const Shape &shape) {
+Result<ops::WeightMatrix> RepackGgml(const gguf::TensorInfo& t, const Shape& shape) {
   ops::WeightMatrix m = ops::WeightMatrix::AllocateGgml(t.type, shape.rows, shape.cols);
   if (m.codes.size() != t.n_bytes) {
     return DataLoss("tensor '{}' holds {} bytes; {} rows of {} {} need {}", t.name, t.n_bytes, shape.rows,
@@ -160,7 +156,7 @@ Result<ops::WeightMatrix> RepackGgml(const gguf::TensorInfo &t, const Shape &sha
 
 }  // namespace
 
-Result<ops::WeightMatrix> Repack(const gguf::TensorInfo &t) {
+Result<ops::WeightMatrix> Repack(const gguf::TensorInfo& t) {
   ASSIGN_OR_RETURN(const RepackPlan plan, PlanRepack(t));
   ASSIGN_OR_RETURN(const Shape shape, MatrixShape(t));
   if (plan.format == WeightFormat::kGgml) return RepackGgml(t, shape);

@@ -1,9 +1,7 @@
-// SIMD bodies of the matmul kernels (included once per Highway target by
-// matmul.cc).
+// SIMD bodies of the matmul kernels (included once per Highway target by matmul.cc).
 //
 // Weights are in 16-row tiles (ops/weights.h); every kernel keeps a tile's rows
-// in vector lanes, so outputs are stored as vectors and no kernel sums
-// horizontally.
+// in vector lanes, so outputs are stored as vectors and no kernel sums horizontally.
 //  * Few tokens (kMatMulIntegerMaxTokens for quantized weights on VNNI, else
 //    kMatMulStreamMaxTokens): gemv-inl.h, weights used straight from their
 //    codes, 4 tokens per pass.
@@ -43,8 +41,7 @@ inline constexpr int64_t kMaxTokenBlock = 128;
 inline constexpr int kPanelTiles = kTileVecs == 1 ? 2 : 1;
 inline constexpr int kPanelTokens = std::max(1, 12 / kTileVecs);
 
-// Floats of per-thread scratch for a matrix of `cols` columns (kPanelTiles
-// dequantized tiles).
+// Floats of per-thread scratch for a matrix of `cols` columns (kPanelTiles dequantized tiles).
 inline size_t PanelScratchFloats(int64_t cols) {
   return static_cast<size_t>(kPanelTiles * cols * kWeightTileRows);
 }
@@ -52,7 +49,7 @@ inline size_t PanelScratchFloats(int64_t cols) {
 // Code byte kB of each row's 4 bytes in `v` to fp32 weights (scale s, minimum
 // m), stored to the panel columns it holds.
 template <WeightFormat kFormat, int kB>
-HWY_INLINE void DequantByte(hn::Vec<DU> v, VF s, VF m, float *col /* panel + column * 16 */) {
+HWY_INLINE void DequantByte(hn::Vec<DU> v, VF s, VF m, float* col /* panel + column * 16 */) {
   const DF d;
   const DU du;
   if constexpr (kFormat == WeightFormat::kQ4) {
@@ -66,35 +63,34 @@ HWY_INLINE void DequantByte(hn::Vec<DU> v, VF s, VF m, float *col /* panel + col
   }
 }
 
-// The tile's weights as fp32 [cols][16]: the tile itself for kF32, else
-// `scratch`.
+// The tile's weights as fp32 [cols][16]: the tile itself for kF32, else `scratch`.
 template <WeightFormat kFormat, int kGroup, bool kHalf>
-HWY_INLINE const float *DequantTile(const WeightMatrix &w, int64_t tile, float *HWY_RESTRICT scratch) {
+HWY_INLINE const float* DequantTile(const WeightMatrix& w, int64_t tile, float* HWY_RESTRICT scratch) {
   const DF d;
   const DU du;
   constexpr size_t N = kLanes;
-  const uint8_t *codes = w.tile_codes(tile);
+  const uint8_t* codes = w.tile_codes(tile);
   if constexpr (kFormat == WeightFormat::kF32) {
-    return reinterpret_cast<const float *>(codes);
+    return reinterpret_cast<const float*>(codes);
   } else if constexpr (kFormat == WeightFormat::kF16) {
     const hn::Rebind<hwy::float16_t, DF> dh;
-    const auto *h = reinterpret_cast<const hwy::float16_t *>(codes);
+    const auto* h = reinterpret_cast<const hwy::float16_t*>(codes);
     for (int64_t i = 0; i < w.cols * kWeightTileRows; i += N)
       hn::StoreU(hn::PromoteTo(d, hn::LoadU(dh, h + i)), d, scratch + i);
     return scratch;
   } else {
     constexpr int kChunks = (kFormat == WeightFormat::kQ4 ? kGroup / 2 : kGroup) / 4;
     const int64_t ng = w.cols / kGroup;
-    const uint8_t *scales = w.tile_scales(tile);
-    const uint8_t *mins = w.has_min ? w.tile_mins(tile) : nullptr;
+    const uint8_t* scales = w.tile_scales(tile);
+    const uint8_t* mins = w.has_min ? w.tile_mins(tile) : nullptr;
     for (int64_t g = 0; g < ng; ++g) {
       for (int h = 0; h < kTileVecs; ++h) {
         const VF s = LoadScales<kHalf>(scales, g * kWeightTileRows + h * N);
         const VF m = mins ? LoadScales<kHalf>(mins, g * kWeightTileRows + h * N) : hn::Zero(d);
         for (int k = 0; k < kChunks; ++k) {
           const auto v =
-              hn::LoadU(du, reinterpret_cast<const uint32_t *>(codes + (g * kChunks + k) * 64) + h * N);
-          float *col = scratch + (g * kGroup + 4 * k) * kWeightTileRows + h * N;
+              hn::LoadU(du, reinterpret_cast<const uint32_t*>(codes + (g * kChunks + k) * 64) + h * N);
+          float* col = scratch + (g * kGroup + 4 * k) * kWeightTileRows + h * N;
           DequantByte<kFormat, 0>(v, s, m, col);
           DequantByte<kFormat, 1>(v, s, m, col);
           DequantByte<kFormat, 2>(v, s, m, col);
@@ -106,16 +102,15 @@ HWY_INLINE const float *DequantTile(const WeightMatrix &w, int64_t tile, float *
   }
 }
 
-// y[t][rows of kTiles consecutive tiles] for tokens x[0..kT) ([kT, ldx]) times
-// their panels
+// y[t][rows of kTiles consecutive tiles] for tokens x[0..kT) ([kT, ldx]) times their panels
 // ([cols][16] each); the last tile has n_rows rows.
 template <int kT, int kTiles>
-HWY_NOINLINE void PanelMicro(const float *const *panels, int64_t cols, const float *x, int64_t ldx, float *y,
+HWY_NOINLINE void PanelMicro(const float* const* panels, int64_t cols, const float* x, int64_t ldx, float* y,
                              int64_t ldy, int64_t n_rows) {
   const DF d;
   constexpr size_t N = kLanes;
   constexpr int kV = kTiles * kTileVecs;  // vectors of rows
-  const float *p[kTiles];
+  const float* p[kTiles];
   for (int i = 0; i < kTiles; ++i) p[i] = panels[i];
   VF acc[kT][kV];
   for (int t = 0; t < kT; ++t)
@@ -146,8 +141,8 @@ HWY_NOINLINE void PanelMicro(const float *const *panels, int64_t cols, const flo
 }
 
 template <int kTiles, int kT = kPanelTokens>
-HWY_INLINE void PanelTokens(int64_t nt, const float *const *panels, int64_t cols, const float *x, int64_t ldx,
-                            float *y, int64_t ldy, int64_t n_rows) {
+HWY_INLINE void PanelTokens(int64_t nt, const float* const* panels, int64_t cols, const float* x, int64_t ldx,
+                            float* y, int64_t ldy, int64_t n_rows) {
   if constexpr (kT > 1) {
     if (nt < kT) return PanelTokens<kTiles, kT - 1>(nt, panels, cols, x, ldx, y, ldy, n_rows);
   }
@@ -157,25 +152,24 @@ HWY_INLINE void PanelTokens(int64_t nt, const float *const *panels, int64_t cols
 // The fp32 panels of a tile-layout matrix (DequantTile), for PanelAll.
 template <WeightFormat kFormat, int kGroup, bool kHalf>
 struct TileDequant {
-  const WeightMatrix &w;
-  const float *operator()(int64_t tile, float *scratch) const {
+  const WeightMatrix& w;
+  const float* operator()(int64_t tile, float* scratch) const {
     return DequantTile<kFormat, kGroup, kHalf>(w, tile, scratch);
   }
 };
 
 // Tiles [tile_begin, tile_end) of a matrix [rows, cols] times x. `dequant(tile,
-// scratch)` returns the tile's weights as fp32 [cols][16] (in scratch, [cols *
-// 16] floats, or elsewhere).
+// scratch)` returns the tile's weights as fp32 [cols][16] (in scratch, [cols * 16] floats, or elsewhere).
 template <class Dequant>
-void PanelAll(const Dequant &dequant, int64_t rows, int64_t cols, int64_t tile_begin, int64_t tile_end,
-              const float *x, int64_t ldx, int64_t n_tokens, float *y, int64_t ldy, float *scratch) {
+void PanelAll(const Dequant& dequant, int64_t rows, int64_t cols, int64_t tile_begin, int64_t tile_end,
+              const float* x, int64_t ldx, int64_t n_tokens, float* y, int64_t ldy, float* scratch) {
   const int64_t blocks = (n_tokens + kMaxTokenBlock - 1) / kMaxTokenBlock;
   const int64_t block = ((n_tokens + blocks - 1) / blocks + kPanelTokens - 1) / kPanelTokens * kPanelTokens;
   for (int64_t t0 = 0; t0 < n_tokens; t0 += block) {
     const int64_t t1 = std::min(n_tokens, t0 + block);
     for (int64_t tile = tile_begin; tile < tile_end; tile += kPanelTiles) {
       const int tiles = static_cast<int>(std::min<int64_t>(kPanelTiles, tile_end - tile));
-      const float *panels[kPanelTiles];
+      const float* panels[kPanelTiles];
       for (int i = 0; i < tiles; ++i) panels[i] = dequant(tile + i, scratch + i * cols * kWeightTileRows);
       const int64_t r0 = tile * kWeightTileRows;
       const int64_t n_rows = std::min(kWeightTileRows, rows - (tile + tiles - 1) * kWeightTileRows);
@@ -193,8 +187,8 @@ void PanelAll(const Dequant &dequant, int64_t rows, int64_t cols, int64_t tile_b
 
 // ---------------------------------------------------------------- entry
 template <WeightFormat kFormat, int kGroup, bool kHalf = false>
-void MatMulTilesT(const WeightMatrix &w, int64_t tile_begin, int64_t tile_end, const float *x, int64_t ldx,
-                  const QuantizedX *q, int64_t n_tokens, float *y, int64_t ldy, float *scratch) {
+void MatMulTilesT(const WeightMatrix& w, int64_t tile_begin, int64_t tile_end, const float* x, int64_t ldx,
+                  const QuantizedX* q, int64_t n_tokens, float* y, int64_t ldy, float* scratch) {
   constexpr bool kInteger = kIntegerGemv && (kFormat == WeightFormat::kQ4 || kFormat == WeightFormat::kQ8);
   if (n_tokens <= (kInteger ? kMatMulIntegerMaxTokens : kMatMulStreamMaxTokens)) {
     GemvAll<kFormat, kGroup, kHalf>(w, tile_begin, tile_end, x, ldx, *q, n_tokens, y, ldy);
@@ -206,19 +200,18 @@ void MatMulTilesT(const WeightMatrix &w, int64_t tile_begin, int64_t tile_end, c
 
 // The same for a quantized format, with fp16 or fp32 scales.
 template <WeightFormat kFormat, int kGroup>
-void MatMulTilesQ(const WeightMatrix &w, int64_t tile_begin, int64_t tile_end, const float *x, int64_t ldx,
-                  const QuantizedX *q, int64_t n_tokens, float *y, int64_t ldy, float *scratch) {
+void MatMulTilesQ(const WeightMatrix& w, int64_t tile_begin, int64_t tile_end, const float* x, int64_t ldx,
+                  const QuantizedX* q, int64_t n_tokens, float* y, int64_t ldy, float* scratch) {
   if (w.half_scales)
     return MatMulTilesT<kFormat, kGroup, true>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy, scratch);
   MatMulTilesT<kFormat, kGroup, false>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy, scratch);
 }
 
 // Tiles [tile_begin, tile_end) of w times x ([n_tokens, ldx]) into y. `q`: x
-// prepared by QuantizeX with w's group when w is quantized and n_tokens <=
-// kMatMulIntegerMaxTokens.
-inline void MatMulTiles(const WeightMatrix &w, int64_t tile_begin, int64_t tile_end, const float *x,
-                        int64_t ldx, const QuantizedX *q, int64_t n_tokens, float *y, int64_t ldy,
-                        float *scratch) {
+// prepared by QuantizeX with w's group when w is quantized and n_tokens <= kMatMulIntegerMaxTokens.
+inline void MatMulTiles(const WeightMatrix& w, int64_t tile_begin, int64_t tile_end, const float* x,
+                        int64_t ldx, const QuantizedX* q, int64_t n_tokens, float* y, int64_t ldy,
+                        float* scratch) {
   switch (w.format) {
     case WeightFormat::kF32:
       return MatMulTilesT<WeightFormat::kF32, 16>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy,

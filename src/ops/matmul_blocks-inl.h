@@ -44,19 +44,19 @@ template <class B>
 inline constexpr int kChunkBlocks = 512 / B::kElems;
 
 template <class B, int kRows, int kTokens>
-HWY_INLINE void StreamTile(const WeightMatrix &w, int64_t r0, const float *x, int64_t ldx, const float *xsum,
-                           int64_t ldxsum, float *y, int64_t ldy) {
+HWY_INLINE void StreamTile(const WeightMatrix& w, int64_t r0, const float* x, int64_t ldx, const float* xsum,
+                           int64_t ldxsum, float* y, int64_t ldy) {
   constexpr int kSubs = B::kElems / B::kSub;
   constexpr int kChunk = kChunkBlocks<B>;
   const DF d;
   const size_t N = hn::Lanes(d);
   const size_t row_bytes = w.code_bytes_per_row();
   const int64_t n_blocks = w.cols / B::kElems;
-  const uint8_t *codes = w.codes.data() + r0 * row_bytes;
+  const uint8_t* codes = w.codes.data() + r0 * row_bytes;
   {  // the rows a few tiles ahead, as the group kernel does (matmul-inl.h)
     const int64_t ahead = r0 + std::max<int64_t>(kRows, kPrefetchBytes / static_cast<int64_t>(row_bytes));
     if (ahead + kRows <= w.rows) {
-      const uint8_t *p = w.codes.data() + ahead * row_bytes;
+      const uint8_t* p = w.codes.data() + ahead * row_bytes;
       for (size_t off = 0; off < kRows * row_bytes; off += 64) hwy::Prefetch(p + off);
     }
   }
@@ -69,10 +69,10 @@ HWY_INLINE void StreamTile(const WeightMatrix &w, int64_t r0, const float *x, in
     for (int i = 0; i < kRows; ++i) StreamScales<B>(codes + i * row_bytes + b0 * B::kBytes, n, s[i], m[i]);
     for (int bb = 0; bb < n; ++bb) {
       for (int i = 0; i < kRows; ++i) {
-        const uint8_t *block = codes + i * row_bytes + (b0 + bb) * B::kBytes;
+        const uint8_t* block = codes + i * row_bytes + (b0 + bb) * B::kBytes;
         for (int j = 0; j < kSubs; ++j) {
           const int64_t sub = (b0 + bb) * kSubs + j;
-          const float *xc = x + sub * B::kSub;
+          const float* xc = x + sub * B::kSub;
           VF part[kTokens];
           for (int t = 0; t < kTokens; ++t) part[t] = hn::Zero(d);
           for (size_t e = 0; e < static_cast<size_t>(B::kSub); e += N) {
@@ -100,8 +100,8 @@ HWY_INLINE void StreamTile(const WeightMatrix &w, int64_t r0, const float *x, in
 }
 
 template <class B, int kTokens>
-HWY_NOINLINE void StreamRows(const WeightMatrix &w, int64_t r_begin, int64_t r_end, const float *x,
-                             int64_t ldx, const float *xsum, int64_t ldxsum, float *y, int64_t ldy) {
+HWY_NOINLINE void StreamRows(const WeightMatrix& w, int64_t r_begin, int64_t r_end, const float* x,
+                             int64_t ldx, const float* xsum, int64_t ldxsum, float* y, int64_t ldy) {
   constexpr int kRows = kTokens == 1 ? 4 : (kTokens == 2 ? 2 : 1);
   int64_t r = r_begin;
   for (; r + kRows <= r_end; r += kRows) StreamTile<B, kRows, kTokens>(w, r, x, ldx, xsum, ldxsum, y, ldy);
@@ -119,26 +119,26 @@ inline size_t StreamScratchFloats(int64_t cols, int64_t n_tokens) {
 // (MatMul's per-thread scratch holds PanelScratchFloats(cols) > 8 * cols, and
 // n_tokens <= kMatMulStreamMaxTokens).
 template <class B>
-void StreamAll(const WeightMatrix &w, int64_t r_begin, int64_t r_end, const float *x, int64_t ldx,
-               int64_t n_tokens, float *y, int64_t ldy, float *scratch) {
+void StreamAll(const WeightMatrix& w, int64_t r_begin, int64_t r_end, const float* x, int64_t ldx,
+               int64_t n_tokens, float* y, int64_t ldy, float* scratch) {
   const DF d;
   const size_t N = hn::Lanes(d);
   const int64_t n_subs = w.cols / B::kSub;
   const int64_t ldxsum = n_subs * static_cast<int64_t>(N);
-  float *xsum = scratch;  // [n_tokens][n_subs][N]
+  float* xsum = scratch;  // [n_tokens][n_subs][N]
   if constexpr (kStreamMin<B>) {
     for (int64_t t = 0; t < n_tokens; ++t)
       for (int64_t g = 0; g < n_subs; ++g) {
-        const float *xg = x + t * ldx + g * B::kSub;
+        const float* xg = x + t * ldx + g * B::kSub;
         VF sum = hn::LoadU(d, xg);
         for (size_t e = N; e < static_cast<size_t>(B::kSub); e += N) sum = hn::Add(sum, hn::LoadU(d, xg + e));
         hn::Store(sum, d, xsum + t * ldxsum + g * N);
       }
   }
   for (int64_t t = 0; t < n_tokens; t += 4) {
-    const float *xt = x + t * ldx;
-    const float *st = xsum + t * ldxsum;
-    float *yt = y + t * ldy;
+    const float* xt = x + t * ldx;
+    const float* st = xsum + t * ldxsum;
+    float* yt = y + t * ldy;
     switch (std::min<int64_t>(4, n_tokens - t)) {
       case 4:
         StreamRows<B, 4>(w, r_begin, r_end, xt, ldx, st, ldxsum, yt, ldy);
@@ -159,12 +159,11 @@ void StreamAll(const WeightMatrix &w, int64_t r_begin, int64_t r_end, const floa
 // ---------------------------------------------------------------- panel kernel
 // One 16-row tile of a kGgml matrix as the fp32 panel [cols][16] of PanelAll
 // (matmul-inl.h): each row decoded by DequantRow (bit-exact with
-// gguf::Dequantize), then written down its lane; rows past the matrix's end are
-// zero.
+// gguf::Dequantize), then written down its lane; rows past the matrix's end are zero.
 template <class B>
 struct TileDequant {
-  const WeightMatrix &w;
-  const float *operator()(int64_t tile, float *panel) const {
+  const WeightMatrix& w;
+  const float* operator()(int64_t tile, float* panel) const {
     thread_local AlignedBuffer<float> row;
     if (row.size() < static_cast<size_t>(w.cols)) row.Resize(w.cols);
     const int64_t r0 = tile * kWeightTileRows;
@@ -185,8 +184,8 @@ struct TileDequant {
 // PanelScratchFloats(cols) floats.
 template <class B>
 struct MatMulTilesOp {
-  static void Run(const WeightMatrix &w, int64_t tile_begin, int64_t tile_end, const float *x, int64_t ldx,
-                  int64_t n_tokens, float *y, int64_t ldy, float *scratch) {
+  static void Run(const WeightMatrix& w, int64_t tile_begin, int64_t tile_end, const float* x, int64_t ldx,
+                  int64_t n_tokens, float* y, int64_t ldy, float* scratch) {
     if (n_tokens <= kMatMulStreamMaxTokens) {
       const int64_t r_end = std::min(w.rows, tile_end * kWeightTileRows);
       StreamAll<B>(w, tile_begin * kWeightTileRows, r_end, x, ldx, n_tokens, y, ldy, scratch);
@@ -196,8 +195,8 @@ struct MatMulTilesOp {
   }
 };
 
-inline void MatMulTiles(const WeightMatrix &w, int64_t tile_begin, int64_t tile_end, const float *x,
-                        int64_t ldx, int64_t n_tokens, float *y, int64_t ldy, float *scratch) {
+inline void MatMulTiles(const WeightMatrix& w, int64_t tile_begin, int64_t tile_end, const float* x,
+                        int64_t ldx, int64_t n_tokens, float* y, int64_t ldy, float* scratch) {
   ForBlockType<MatMulTilesOp>(w.ggml_type, w, tile_begin, tile_end, x, ldx, n_tokens, y, ldy, scratch);
 }
 

@@ -73,7 +73,7 @@ size_t WeightMatrix::group_code_bytes() const { return format == WeightFormat::k
 
 size_t WeightMatrix::bytes() const { return codes.size() + scales.size() + mins.size(); }
 
-float WeightMatrix::ScaleAt(const AlignedBuffer<uint8_t> &b, int64_t r, int64_t g) const {
+float WeightMatrix::ScaleAt(const AlignedBuffer<uint8_t>& b, int64_t r, int64_t g) const {
   const size_t i = ((r / kWeightTileRows) * groups_per_row() + g) * kWeightTileRows + r % kWeightTileRows;
   if (half_scales) {
     uint16_t h;
@@ -88,8 +88,8 @@ float WeightMatrix::ScaleAt(const AlignedBuffer<uint8_t> &b, int64_t r, int64_t 
 void WeightMatrix::CompactScales() {
   if (!quantized() || half_scales) return;
   const size_t n = scales.size() / 4;
-  auto exact = [n](const AlignedBuffer<uint8_t> &b) {
-    const float *f = reinterpret_cast<const float *>(b.data());
+  auto exact = [n](const AlignedBuffer<uint8_t>& b) {
+    const float* f = reinterpret_cast<const float*>(b.data());
     for (size_t i = 0; i < n; ++i) {
       if (std::bit_cast<uint32_t>(HalfToFloat(FloatToHalf(f[i]))) != std::bit_cast<uint32_t>(f[i]))
         return false;
@@ -97,9 +97,9 @@ void WeightMatrix::CompactScales() {
     return true;
   };
   if (!exact(scales) || (has_min && !exact(mins))) return;
-  auto to_half = [n](AlignedBuffer<uint8_t> &b) {
+  auto to_half = [n](AlignedBuffer<uint8_t>& b) {
     AlignedBuffer<uint8_t> h(2 * n);
-    const float *f = reinterpret_cast<const float *>(b.data());
+    const float* f = reinterpret_cast<const float*>(b.data());
     for (size_t i = 0; i < n; ++i) {
       const uint16_t v = FloatToHalf(f[i]);
       std::memcpy(h.data() + 2 * i, &v, 2);
@@ -130,13 +130,13 @@ WeightMatrix WeightMatrix::Allocate(WeightFormat format, int64_t rows, int64_t c
   return m;
 }
 
-void WeightMatrix::SetRow(int64_t r, const uint8_t *row_codes, const float *row_scales,
-                          const float *row_mins) {
+void WeightMatrix::SetRow(int64_t r, const uint8_t* row_codes, const float* row_scales,
+                          const float* row_mins) {
   CHECK(r >= 0 && r < rows);
   CHECK(!half_scales, "SetRow after CompactScales");
   CHECK(format != WeightFormat::kGgml, "SetRow on a kGgml matrix (its codes are the file's rows)");
   const int64_t tile = r / kWeightTileRows, i = r % kWeightTileRows;
-  uint8_t *t = codes.data() + tile * tile_code_bytes();
+  uint8_t* t = codes.data() + tile * tile_code_bytes();
   if (!quantized()) {
     const size_t e = format == WeightFormat::kF32 ? 4 : 2;  // bytes per weight
     for (int64_t c = 0; c < cols; ++c) std::memcpy(t + (c * kWeightTileRows + i) * e, row_codes + c * e, e);
@@ -169,14 +169,13 @@ WeightMatrix WeightMatrix::AllocateGgml(gguf::TensorType type, int64_t rows, int
   return m;
 }
 
-void WeightMatrix::DequantizeRow(int64_t r, float *out) const {
+void WeightMatrix::DequantizeRow(int64_t r, float* out) const {
   CHECK(r >= 0 && r < rows);
   const int64_t tile = r / kWeightTileRows, i = r % kWeightTileRows;
-  const uint8_t *t = tile_codes(tile);
+  const uint8_t* t = tile_codes(tile);
   switch (format) {
     case WeightFormat::kGgml: {
-      // gguf's scalar dequantizer: the reference (bit-exact with gguf-py) the
-      // kernels are tested against.
+      // gguf's scalar dequantizer: the reference (bit-exact with gguf-py) the kernels are tested against.
       const Status st = gguf::Dequantize(ggml_type, codes.data() + r * ggml_row_bytes, out, cols);
       CHECK(st.ok(), "{}", st.ToString());
       return;

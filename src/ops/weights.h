@@ -25,8 +25,7 @@
 // kGgml rows are row-major, [rows][ggml_row_bytes]. The other formats store
 // rows in tiles of kWeightTileRows rows (the last one padded with zero rows),
 // so a SIMD lane can stand for a row: a decode kernel computes 16 outputs per
-// vector with no horizontal sums, and applies a group's scale to 16 rows with
-// one instruction.
+// vector with no horizontal sums, and applies a group's scale to 16 rows with one instruction.
 //   kF32/kF16  tile = [cols][16]: column c of the tile's 16 rows is contiguous.
 //   kQ4/kQ8    tile = [groups][chunks][16][4 bytes]: a group's codes (in the
 //   row order above:
@@ -63,8 +62,7 @@ inline constexpr int64_t kWeightTileRows = 16;
 
 // The GGUF block types the matmul kernels read as stored (WeightFormat::kGgml).
 bool IsGgmlMatMulType(gguf::TensorType t);
-// A kGgml matrix's columns are a multiple of this: the type's block (BF16: 32,
-// read as blocks of 32 values).
+// A kGgml matrix's columns are a multiple of this: the type's block (BF16: 32, read as blocks of 32 values).
 int64_t GgmlMatMulColumns(gguf::TensorType t);
 
 struct WeightMatrix {
@@ -87,16 +85,15 @@ struct WeightMatrix {
   size_t code_bytes_per_row() const;
   size_t group_code_bytes() const;
   size_t tile_code_bytes() const { return code_bytes_per_row() * kWeightTileRows; }
-  const uint8_t *tile_codes(int64_t tile) const { return codes.data() + tile * tile_code_bytes(); }
+  const uint8_t* tile_codes(int64_t tile) const { return codes.data() + tile * tile_code_bytes(); }
   // A tile's [groups][16] scales and minimums (fp32 or fp16 elements).
-  const uint8_t *tile_scales(int64_t tile) const { return scales.data() + tile * tile_scale_bytes(); }
-  const uint8_t *tile_mins(int64_t tile) const { return mins.data() + tile * tile_scale_bytes(); }
+  const uint8_t* tile_scales(int64_t tile) const { return scales.data() + tile * tile_scale_bytes(); }
+  const uint8_t* tile_mins(int64_t tile) const { return mins.data() + tile * tile_scale_bytes(); }
   size_t tile_scale_bytes() const { return groups_per_row() * kWeightTileRows * scale_bytes(); }
   // Scale and minimum of group g of row r (0 without minimums).
   float scale(int64_t r, int64_t g) const { return ScaleAt(scales, r, g); }
   float min(int64_t r, int64_t g) const { return has_min ? ScaleAt(mins, r, g) : 0.0f; }
-  // Bytes the matmul reads for the whole matrix: codes + scales + mins (padding
-  // included).
+  // Bytes the matmul reads for the whole matrix: codes + scales + mins (padding included).
   size_t bytes() const;
 
   static WeightMatrix Allocate(WeightFormat format, int64_t rows, int64_t cols, int group, bool has_min);
@@ -105,17 +102,15 @@ struct WeightMatrix {
   static WeightMatrix AllocateGgml(gguf::TensorType type, int64_t rows, int64_t cols);
   // Writes row r from its row-major form: `row_codes` [code_bytes_per_row()] in
   // the group order above (for kF32/kF16 the values), `row_scales` and
-  // `row_mins` [groups_per_row()] (null for float formats; `row_mins` ignored
-  // without has_min).
-  void SetRow(int64_t r, const uint8_t *row_codes, const float *row_scales, const float *row_mins);
-  // Stores scales and minimums as fp16 if every one of them is exactly an fp16
-  // value.
+  // `row_mins` [groups_per_row()] (null for float formats; `row_mins` ignored without has_min).
+  void SetRow(int64_t r, const uint8_t* row_codes, const float* row_scales, const float* row_mins);
+  // Stores scales and minimums as fp16 if every one of them is exactly an fp16 value.
   void CompactScales();
   // Row r dequantized to fp32 [cols] (embedding lookups, references and tests).
-  void DequantizeRow(int64_t r, float *out) const;
+  void DequantizeRow(int64_t r, float* out) const;
 
  private:
-  float ScaleAt(const AlignedBuffer<uint8_t> &b, int64_t r, int64_t g) const;
+  float ScaleAt(const AlignedBuffer<uint8_t>& b, int64_t r, int64_t g) const;
 };
 
 }  // namespace slimkv::ops

@@ -1,6 +1,5 @@
 // Repacking GGUF tensors into the matmul layouts is lossless: every repacked
-// weight equals ggml's dequantized value bit for bit (gguf::Dequantize is
-// itself bit-exact to gguf-py).
+// weight equals ggml's dequantized value bit for bit (gguf::Dequantize is itself bit-exact to gguf-py).
 #include "model/repack.h"
 
 #include <gtest/gtest.h>
@@ -18,8 +17,7 @@ namespace {
 
 using gguf::TensorType;
 
-// Byte offsets of the fp16 fields in each block type, which must hold finite
-// values.
+// Byte offsets of the fp16 fields in each block type, which must hold finite values.
 std::vector<int> HalfFields(TensorType t) {
   switch (t) {
     case TensorType::kQ4_0:
@@ -52,7 +50,7 @@ std::vector<uint8_t> RandomTensor(TensorType t, int64_t rows, int64_t cols, uint
   std::vector<uint8_t> data(blocks * traits.block_bytes);
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> nd(0.0f, 1.0f);
-  for (auto &b : data) b = static_cast<uint8_t>(rng());
+  for (auto& b : data) b = static_cast<uint8_t>(rng());
   if (t == TensorType::kF32) {
     for (int64_t i = 0; i < rows * cols; ++i) {
       const float v = nd(rng);
@@ -73,7 +71,7 @@ std::vector<uint8_t> RandomTensor(TensorType t, int64_t rows, int64_t cols, uint
   return data;
 }
 
-void ExpectLossless(const gguf::TensorInfo &t) {
+void ExpectLossless(const gguf::TensorInfo& t) {
   auto m = Repack(t);
   ASSERT_TRUE(m.ok()) << m.status().ToString();
   const int64_t cols = static_cast<int64_t>(t.dims[0]);
@@ -111,7 +109,7 @@ INSTANTIATE_TEST_SUITE_P(Types, RepackTypeTest,
                                            TensorType::kQ5_1, TensorType::kQ8_0, TensorType::kQ2_K,
                                            TensorType::kQ3_K, TensorType::kQ4_K, TensorType::kQ5_K,
                                            TensorType::kQ6_K, TensorType::kIQ4_NL, TensorType::kIQ4_XS),
-                         [](const auto &info) { return std::string(gguf::TypeName(info.param)); });
+                         [](const auto& info) { return std::string(gguf::TypeName(info.param)); });
 
 TEST(RepackTest, RejectsUnsupportedTypesAndShapes) {
   std::vector<uint8_t> data(4096);
@@ -166,8 +164,7 @@ TEST(RepackTest, RepackedBytesAreTheFileBytes) {
   }
 }
 
-// Which form each type takes: tiles (the VNNI decode kernel) where they cost no
-// bytes.
+// Which form each type takes: tiles (the VNNI decode kernel) where they cost no bytes.
 TEST(RepackTest, TiledWhereTheFileBitsAllow) {
   for (auto [type, want] : {std::pair{TensorType::kQ4_1, ops::WeightFormat::kQ4},
                             std::pair{TensorType::kQ8_0, ops::WeightFormat::kQ8},
@@ -191,7 +188,7 @@ TEST(RepackTest, TiledWhereTheFileBitsAllow) {
 }
 
 TEST(RepackTest, EveryMatrixOfTheModelsIsLossless) {
-  for (const std::string &file : {testing::DefaultModelFile(), std::string("gemma-3-270m-q4_k_m.gguf")}) {
+  for (const std::string& file : {testing::DefaultModelFile(), std::string("gemma-3-270m-q4_k_m.gguf")}) {
     auto path = testing::ModelPath(file);
     if (!path) {
       if (testing::ModelsRequired()) FAIL() << "missing " << file;
@@ -200,7 +197,7 @@ TEST(RepackTest, EveryMatrixOfTheModelsIsLossless) {
     auto f = gguf::GgufFile::Open(*path);
     ASSERT_TRUE(f.ok()) << f.status().ToString();
     int checked = 0;
-    for (const auto &t : f->tensors()) {
+    for (const auto& t : f->tensors()) {
       if (t.dims.size() != 2) continue;
       // All rows of small matrices; the embeddings' first rows are enough.
       gguf::TensorInfo part = t;

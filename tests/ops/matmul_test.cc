@@ -30,13 +30,13 @@ WeightMatrix RandomMatrix(WeightFormat f, int64_t rows, int64_t cols, int group,
   auto round = [&](float v) { return half_scales ? HalfToFloat(FloatToHalf(v)) : v; };
   for (int64_t r = 0; r < rows; ++r) {
     if (f == WeightFormat::kF32) {
-      for (int64_t c = 0; c < cols; ++c) reinterpret_cast<float *>(codes.data())[c] = nd(rng);
+      for (int64_t c = 0; c < cols; ++c) reinterpret_cast<float*>(codes.data())[c] = nd(rng);
     } else if (f == WeightFormat::kF16) {
-      for (int64_t c = 0; c < cols; ++c) reinterpret_cast<uint16_t *>(codes.data())[c] = FloatToHalf(nd(rng));
+      for (int64_t c = 0; c < cols; ++c) reinterpret_cast<uint16_t*>(codes.data())[c] = FloatToHalf(nd(rng));
     } else {
-      for (auto &b : codes) b = static_cast<uint8_t>(byte(rng));
-      for (auto &v : scales) v = round(0.01f + std::abs(nd(rng)) * 0.05f);
-      for (auto &v : mins) v = round(nd(rng) * 0.1f);
+      for (auto& b : codes) b = static_cast<uint8_t>(byte(rng));
+      for (auto& v : scales) v = round(0.01f + std::abs(nd(rng)) * 0.05f);
+      for (auto& v : mins) v = round(nd(rng) * 0.1f);
     }
     m.SetRow(r, codes.data(), scales.data(), mins.data());
   }
@@ -67,7 +67,7 @@ enum class Bound {
 // products, which real rounding never approaches: fp32 accumulation in a
 // different order from the double reference) and, for the integer decode
 // kernel, x seen through its three int8 parts (ops/matmul_x.h).
-void ExpectMatchesReference(ThreadPool &pool, const WeightMatrix &w, const float *xp, int64_t ldx,
+void ExpectMatchesReference(ThreadPool& pool, const WeightMatrix& w, const float* xp, int64_t ldx,
                             int64_t tokens, Bound bound = Bound::kProducts) {
   const int64_t rows = w.rows, cols = w.cols, ldy = rows + 2;
   std::vector<float> want(tokens * ldy), got(tokens * ldy);
@@ -89,11 +89,10 @@ void ExpectMatchesReference(ThreadPool &pool, const WeightMatrix &w, const float
       float w_max = 0;
       for (float v : row) w_max = std::max(w_max, std::abs(v));
       for (int64_t t = 0; t < tokens; ++t) {
-        const float *xt = xp + t * ldx;
+        const float* xt = xp + t * ldx;
         double mag = 0, parts = 0;
         for (int64_t k = 0; k < cols; ++k) {
-          // w = s * q + m is rounded once: both terms count, not only their
-          // sum.
+          // w = s * q + m is rounded once: both terms count, not only their sum.
           const double m = (w.quantized() ? w.min(r, k / w.group) : 0.0);
           mag += bound == Bound::kProducts ? (std::abs(row[k] - m) + std::abs(m)) * std::abs(xt[k])
                                            : 2.0 * w_max * std::abs(xt[k]);
@@ -114,16 +113,15 @@ void ExpectMatchesReference(ThreadPool &pool, const WeightMatrix &w, const float
 }
 
 // `tokens` rows of x [tokens, cols + 3] (misaligned rows), normal, with an
-// outlier channel as real activations have; x() points one float into the
-// buffer (misaligned start).
+// outlier channel as real activations have; x() points one float into the buffer (misaligned start).
 struct RandomX {
   RandomX(int64_t tokens, int64_t cols) : ldx(cols + 3), buf(tokens * ldx + 1) {
     std::mt19937_64 rng(tokens);
     std::normal_distribution<float> nd(0.0f, 1.0f);
-    for (auto &v : buf) v = nd(rng);
+    for (auto& v : buf) v = nd(rng);
     for (int64_t t = 0; t < tokens; ++t) buf[1 + t * ldx + cols / 3] *= 50.0f;
   }
-  const float *x() const { return buf.data() + 1; }
+  const float* x() const { return buf.data() + 1; }
   int64_t ldx;
   std::vector<float> buf;
 };
@@ -149,8 +147,7 @@ TEST_P(MatMulTest, MatchesReferenceOnOddShapes) {
 }
 
 // Groups of x the int8 parts find hard: all zero, one non-zero value, values
-// near the smallest normal float, huge values, constant values, and a sign flip
-// at the maximum.
+// near the smallest normal float, huge values, constant values, and a sign flip at the maximum.
 TEST_P(MatMulTest, ZeroTinyAndHugeActivations) {
   const Case c = GetParam();
   ThreadPool pool(2);
@@ -160,7 +157,7 @@ TEST_P(MatMulTest, ZeroTinyAndHugeActivations) {
   std::mt19937_64 rng(9);
   std::normal_distribution<float> nd(0.0f, 1.0f);
   for (int64_t t = 0; t < tokens; ++t) {
-    float *xt = x.data() + t * cols;
+    float* xt = x.data() + t * cols;
     for (int64_t k = 0; k < cols; ++k) {
       switch (k / 32) {
         case 0:
@@ -196,8 +193,7 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{WeightFormat::kQ8, 16, true, true}));
 
 // GGUF's own blocks (WeightFormat::kGgml): every type, odd row counts, token
-// counts on both sides of the stream/panel switch, misaligned x, on every
-// target.
+// counts on both sides of the stream/panel switch, misaligned x, on every target.
 class GgmlMatMulTest : public ::testing::TestWithParam<gguf::TensorType> {};
 
 TEST_P(GgmlMatMulTest, MatchesReferenceOnOddShapes) {
@@ -223,7 +219,7 @@ TEST_P(GgmlMatMulTest, MatchesReferenceOnOddShapes) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, GgmlMatMulTest, ::testing::ValuesIn(slimkv::testing::kGgmlTypes),
-                         [](const ::testing::TestParamInfo<gguf::TensorType> &i) {
+                         [](const ::testing::TestParamInfo<gguf::TensorType>& i) {
                            return std::string(gguf::TypeName(i.param));
                          });
 
