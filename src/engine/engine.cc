@@ -11,7 +11,7 @@ Result<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& o) {
   if (o.threads <= 0) return InvalidArgument("threads must be positive, got {}", o.threads);
   if (o.prefill_chunk <= 0) return InvalidArgument("prefill chunk must be positive, got {}", o.prefill_chunk);
   std::unique_ptr<Engine> e(new Engine(o, o.threads));
-  ASSIGN_OR_RETURN(e->model_, model::Model::Load(o.model_path));
+  ASSIGN_OR_RETURN(e->model_, model::Model::Load(o.model_path, o.n_ctx));
   ASSIGN_OR_RETURN(e->tokenizer_, tokenizer::Tokenizer::FromGguf(e->model_->file()));
   const kv::KvSpec spec = e->model_->KvSpec();
   // With an eviction policy a sequence holds at most about twice its token budget (prompt

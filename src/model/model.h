@@ -39,7 +39,9 @@ struct Weights {
   ops::WeightMatrix token_embd;  // [n_vocab, n_embd]
   ops::WeightMatrix output;      // [n_vocab, n_embd]; empty when tied to token_embd
   std::vector<float> output_norm;
-  std::vector<float> rope_factors;  // [rope_dim / 2] or empty
+  // Per-pair RoPE frequency divisors [rope_dim / 2] or empty: Llama-3's rope_freqs, or the
+  // LongRoPE factors (short or long) that the context size selects.
+  std::vector<float> rope_factors;
   std::vector<LayerWeights> layers;
 };
 
@@ -57,7 +59,9 @@ struct BatchEntry {
 class Model {
  public:
   // Opens, validates and repacks the model. Errors name the file and the tensor or key.
-  static Result<std::unique_ptr<Model>> Load(const std::string& path);
+  // `n_ctx`: tokens per sequence the caller will run (0: the model's training context);
+  // it chooses Phi-3's long or short RoPE factors, as llama.cpp's context size does.
+  static Result<std::unique_ptr<Model>> Load(const std::string& path, int n_ctx = 0);
 
   const ModelConfig& config() const { return config_; }
   const gguf::GgufFile& file() const { return *file_; }
@@ -74,13 +78,14 @@ class Model {
 
  private:
   Model() = default;
-  Status LoadWeights();
+  Status LoadWeights(int n_ctx);
   void Layer(ThreadPool& pool, kv::KvCache& kv, int layer, int64_t rows);
 
   std::unique_ptr<gguf::GgufFile> file_;
   ModelConfig config_;
   Weights w_;
   std::vector<std::vector<float>> inv_freq_;  // per layer (bases differ per layer kind)
+  std::vector<float> rope_mscale_;            // per layer: YaRN / attention factor on q and k
 
   // Workspace of the current step, grown as needed. [rows, width] each.
   struct Workspace {
