@@ -2,15 +2,13 @@
 // holds each run of slots, whether it is sealed, and how many of its slots hold
 // tokens.
 //
-// Slot s lives in block s / bt at offset s % bt. Block b holds tokens in slots
-// [b * bt, b * bt + fill[b]): every block is full except the last one (being
-// filled) and a block an eviction shortened (the attention sinks' block), whose
-// later slots are holes nobody reads. Blocks before first_live were freed (a
-// sliding-window layer's past; their ids are kNoBlock). The first `pinned`
-// blocks came from the prefix cache to a sequence with an eviction policy:
-// shared, never evicted or sealed by it. A block's bytes are written when its
-// tokens arrive (staging) and once more when it is sealed; evictions only drop
-// or shorten blocks, so a sealed token's bytes never change.
+// Slot s lives in block s / bt at offset s % bt. Block b holds tokens in slots [b * bt, b * bt + fill[b]):
+// every block is full except the last one (being filled) and a block an eviction shortened (the attention
+// sinks' block), whose later slots are holes nobody reads. Blocks before first_live were freed (a
+// sliding-window layer's past; their ids are kNoBlock). The first `pinned` blocks came from the prefix cache
+// to a sequence with an eviction policy: shared, never evicted or sealed by it. A block's bytes are written
+// when its tokens arrive (staging) and once more when it is sealed; evictions only drop or shorten blocks, so
+// a sealed token's bytes never change.
 //
 // Invariants: ids, sealed and fill have one entry per block; slots == (n - 1) *
 // bt + fill[n - 1] for n > 0 committed blocks; 0 <= fill[b] <= bt; fill[b] ==

@@ -15,12 +15,11 @@
 //   need staging
 //                (blocks whose every slot is older than the residual window),
 //                else 0
-// Blocks [first_live, n_sealed) are sealed (final format), [n_sealed, n_blocks)
-// staged (the staging format, or the final one when nothing is staged). Tokens
-// in flight are neither sealed nor dropped until their step ends. A sequence
-// with an eviction policy or an attached prefix may hold other blocks (the
-// policy compacts, a prefix arrives already sealed); a block stays staged while
-// the pool has no room to seal it.
+// Blocks [first_live, n_sealed) are sealed (final format), [n_sealed, n_blocks) staged (the staging format,
+// or the final one when nothing is staged). Tokens in flight are neither sealed nor dropped until their step
+// ends. A sequence with an attached prefix may hold other blocks (a prefix arrives already sealed); a block
+// stays staged while the pool has no room to seal it. The streams an eviction policy manages follow the
+// policy's bounds instead (PolicyPeakSequenceBytes).
 #pragma once
 
 #include <cstddef>

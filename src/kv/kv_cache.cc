@@ -204,8 +204,11 @@ Status KvCache::BeginStep(std::span<const StepChunk> chunks) {
     for (size_t j = 0; j < i; ++j) {
       if (chunks[j].seq == c.seq) return InvalidArgument("sequence {} appears twice in a step", c.seq);
     }
+    if (seqs_[c.seq].pending > 0) return InvalidArgument("sequence {} already has a step reserved", c.seq);
+    // A prompt's eviction waits for its next step (or Compress), so the blocks of the last chunk could be
+    // published to the prefix cache as they were computed.
+    if (seqs_[c.seq].prompt_open && policy_.active()) Evict(seqs_[c.seq], /*at_prompt_end=*/false);
     const Sequence& s = seqs_[c.seq];
-    if (s.pending > 0) return InvalidArgument("sequence {} already has a step reserved", c.seq);
     for (const BlockTable& t : s.tables) {
       need += std::max(0, CeilDiv(t.slots + c.n_tokens, bt) - t.n_blocks());
       max_slot = std::max<int64_t>(max_slot, t.slots + c.n_tokens);
@@ -328,7 +331,7 @@ void KvCache::EndStep(std::span<const StepChunk> chunks) {
       t.slots += c.n_tokens;
     }
     DropOutOfWindow(s);
-    if (policy_.active()) Evict(s, /*at_prompt_end=*/false);
+    if (policy_.active() && !s.prompt_open) Evict(s, /*at_prompt_end=*/false);
     if (!staged_only()) Seal(s);
   }
 }

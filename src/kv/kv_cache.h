@@ -213,8 +213,7 @@ class KvCache {
   void DropOutOfWindow(Sequence& s);  // frees the blocks of window layers no token can see
   Status ReadHeld(const BlockTable& t, int first, int n, float* k, float* v) const;
 
-  // Eviction (kv_evict.cc).
-  // A stream's own (unpinned) held tokens as the policy sees them.
+  // Eviction (kv_evict.cc). A stream's own (unpinned) held tokens as the policy sees them.
   struct ViewData {
     std::vector<int> slots;         // [token] slot of each view token
     std::vector<int> block_of;      // [view block] the table's block index

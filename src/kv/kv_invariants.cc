@@ -82,12 +82,11 @@ void KvCache::CheckInvariants() const {
     }
     // A policy's bounds, per layer, after a step (an eviction skipped for want
     // of room aside).
-    if (any_policy && s.pending == 0 && s.deferred == 0) {
+    if (any_policy && s.pending == 0 && s.deferred == 0 && !s.prompt_open) {
       for (int l = 0; l < spec_.n_layers; ++l) {
         if (!PolicyLayer(l)) continue;
         const int budget = policy_.LayerBudget(l, spec_.n_layers);
-        int64_t limit = budget + bt;
-        if (s.prompt_open) limit = policy_.kind == PolicyKind::kSnapKv ? INT64_MAX : 2LL * budget;
+        const int64_t limit = budget + bt;
         int64_t total = 0;
         for (int h = 0; h < H; ++h) {
           const BlockTable& t = s.tables[l * H + h];
