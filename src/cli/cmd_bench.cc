@@ -37,11 +37,12 @@ int BenchMain(const BenchFlags& f) {
     bw = eval::MeasureReadBandwidth(eng.pool(), size_t{1} << 30, 5).read_gbps;
   }
   std::printf("model %s, KV %s (%zu bytes/token), %d threads, weights %.1f MiB read per token\n",
-              eng.model().config().name.c_str(), f.common.kv.c_str(),
+              eng.model().config().name.c_str(), kv::ConfigName(eng.kv().config()).c_str(),
               eng.kv().DataBytesPerToken() + eng.kv().MetaBytesPerToken(), f.common.threads,
               eng.model().WeightBytesPerToken() / 1048576.0);
   if (bw > 0) std::printf("measured read bandwidth: %.1f GB/s (%d threads)\n", bw, f.common.threads);
-  std::printf("| %-14s | %14s | %12s | %10s | %12s |\n", "test", "tokens/s", "MB/step", "GB/s", "of bandwidth");
+  std::printf("| %-14s | %14s | %12s | %10s | %12s |\n", "test", "tokens/s", "MB/step", "GB/s",
+              "of bandwidth");
   std::printf("|%s|%s|%s|%s|%s|\n", std::string(16, '-').c_str(), std::string(16, '-').c_str(),
               std::string(14, '-').c_str(), std::string(12, '-').c_str(), std::string(14, '-').c_str());
   for (const auto& c : cases) {

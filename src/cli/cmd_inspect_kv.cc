@@ -28,6 +28,8 @@ int InspectMain(InspectFlags f) {
   f.common.kv = "fp32";
   f.common.kv_k.clear();
   f.common.kv_v.clear();
+  f.common.llama.cache_type_k.clear();
+  f.common.llama.cache_type_v.clear();
   auto engine_or = MakeEngine(f.common, f.tokens + 1);
   if (!engine_or.ok()) return Fail(engine_or.status());
   engine::Engine& eng = **engine_or;
@@ -36,8 +38,8 @@ int InspectMain(InspectFlags f) {
   const int bt = eng.kv().config().block_tokens;
   auto r = eval::InspectKv(eng, ids, bt);
   if (!r.ok()) return Fail(r.status());
-  std::printf("model %s, %d tokens of %s, blocks of %d tokens\n\n", eng.model().config().name.c_str(), r->tokens,
-              f.file.c_str(), bt);
+  std::printf("model %s, %d tokens of %s, blocks of %d tokens\n\n", eng.model().config().name.c_str(),
+              r->tokens, f.file.c_str(), bt);
   std::fputs(eval::FormatInspectTable(*r).c_str(), stdout);
   if (!f.svg.empty()) {
     std::string name = eng.options().model_path;
@@ -54,10 +56,12 @@ int InspectMain(InspectFlags f) {
 
 CommandMain AddInspectKvCommand(CLI::App& app) {
   auto f = std::make_shared<InspectFlags>();
-  CLI::App* cmd = app.add_subcommand("inspect-kv", "statistics of cached keys and values, error per granularity");
+  CLI::App* cmd =
+      app.add_subcommand("inspect-kv", "statistics of cached keys and values, error per granularity");
   f->common.Add(cmd);
   cmd->add_option("-f,--file", f->file, "text file")->required();
-  cmd->add_option("-n,--tokens", f->tokens, "tokens of the text to run (default 1024)")->check(CLI::Range(32, 1 << 20));
+  cmd->add_option("-n,--tokens", f->tokens, "tokens of the text to run (default 1024)")
+      ->check(CLI::Range(32, 1 << 20));
   cmd->add_option("--svg", f->svg, "also draw the error per layer into this SVG file");
   return [f] { return InspectMain(*f); };
 }

@@ -1,14 +1,18 @@
 #include "cli/common.h"
 
+#include <sched.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
+#include "base/log.h"
 #include "kv/format.h"
 
 namespace slimkv::cli {
@@ -25,6 +29,8 @@ constexpr KnownModel kKnownModels[] = {
     {"gemma3-270m", "gemma-3-270m-q4_k_m.gguf"},
     {"gemma3", "gemma-3-270m-q4_k_m.gguf"},
 };
+
+constexpr int kMaxThreads = 256;
 
 // Far above any machine (1 PiB), and small enough that the byte count fits in size_t.
 constexpr double kMaxKvMemMib = 1 << 30;
@@ -45,31 +51,73 @@ std::vector<fs::path> ModelDirs() {
 }
 }  // namespace
 
+int DefaultThreads() {
+  int n = 0;
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) n = CPU_COUNT(&set);
+  if (n <= 0) n = static_cast<int>(std::thread::hardware_concurrency());
+  return std::clamp(n, 1, kMaxThreads);
+}
+
+std::string KnownModelList() {
+  std::string s;
+  for (const auto& k : kKnownModels) {
+    // The long names only; the others are their abbreviations.
+    if (std::string_view(k.short_name).find('-') != std::string_view::npos) {
+      s += fmt::format("{}{}", s.empty() ? "" : ", ", k.short_name);
+    }
+  }
+  return s;
+}
+
+void ShowDefaults(CLI::App& app) {
+  for (CLI::App* sub : app.get_subcommands({})) ShowDefaults(*sub);
+  for (CLI::Option* opt : app.get_options()) {
+    if (opt->get_expected_min() == 0 && opt->get_expected_max() == 0) continue;  // a flag
+    if (opt->get_required() || opt->get_positional()) continue;
+    const std::string& d = opt->get_description();
+    if (d.find("(default") != std::string::npos || d.find("; default") != std::string::npos ||
+        d.find(", default") != std::string::npos) {
+      opt->default_str("");  // the description says it
+    } else if (opt->get_default_str().empty() || opt->get_default_str() == "[]") {
+      opt->default_str("none");
+    }
+  }
+}
+
 void CommonFlags::Add(CLI::App* app, bool with_model_flag) {
   if (with_model_flag) {
     app->add_option("-m,--model", model,
-                    "model: a GGUF path or a short name (smollm2-135m, gemma3-270m); default smollm2-135m");
+                    "model: a GGUF path or a short name (" + KnownModelList() + "); default smollm2-135m");
   }
-  app->add_option("-t,--threads", threads, "threads (the caller included)")->check(CLI::Range(1, 256));
+  app->add_option(
+         "-t,--threads", threads,
+         fmt::format("threads (the caller included; default: the CPUs this process may use, {} here)",
+                     threads))
+      ->check(CLI::Range(1, kMaxThreads));
   app->add_option("--kv", kv, "KV cache preset: " + kv::PresetList());
-  app->add_option("--kv-k", kv_k,
-                  "key format, overriding the preset: TYPE[:OPTION...] with TYPE f32|f16|bf16|fp8|fp8e4m3|"
-                  "fp8e5m2|int8|int4|int3|int2|q8_0|q4_0|tq4|tq3|tq2|tq1 (TurboQuant; tq3.5, tq2.5, tq2.25...: that "
-                  "fraction of the channels one bit more) and OPTION channel|token|g32|g64|g128|sym|asym|rot|pre|mean "
-                  "(tq keys)");
-  app->add_option("--kv-v", kv_v, "value format, overriding the preset (as --kv-k, without pre)");
-  app->add_option("--kv-policy", kv_policy,
-                  "eviction policy: " + kv::PolicyList());
+  app->add_option(
+      "--kv-k", kv_k,
+      "key format, overriding the preset: TYPE[:OPTION...] with TYPE f32|f16|bf16|fp8|fp8e4m3|"
+      "fp8e5m2|int8|int4|int3|int2|q8_0|q4_0|tq4|tq3|tq2|tq1 (TurboQuant; tq3.5, tq2.5, tq2.25...: that "
+      "fraction of the channels one bit more) and OPTION channel|token|g32|g64|g128|sym|asym|rot|pre|mean "
+      "(tq keys); default: the preset's");
+  app->add_option("--kv-v", kv_v,
+                  "value format, overriding the preset (as --kv-k, without pre; default: the preset's)");
+  app->add_option("--kv-policy", kv_policy, "eviction policy: " + kv::PolicyList());
   app->add_option("--kv-budget", kv_budget, "tokens the policy keeps per layer and KV head")
       ->check(CLI::Range(0, 1 << 24));
   app->add_option("--kv-residual", kv_residual,
-                  "most recent tokens kept in fp16 before quantization (a multiple of --kv-block)")
+                  "most recent tokens kept in fp16 before quantization, a multiple of --kv-block (default: "
+                  "the preset's)")
       ->check(CLI::Range(0, 1 << 20));
   app->add_option("--kv-mem", kv_mem_mib, "KV cache budget in MiB (default: what the context needs)")
       ->check(CLI::Range(0.0, kMaxKvMemMib));
-  app->add_option("--kv-block", block_tokens, "tokens per KV block, a multiple of 16 (default: the preset's, 32 for most)");
+  app->add_option("--kv-block", block_tokens,
+                  "tokens per KV block, a multiple of 16 (default: the preset's, 32 for most)");
   app->add_option("-b,--batch-size", batch, "prompt tokens per forward call")->check(CLI::Range(1, 1 << 16));
   app->add_flag("-v,--verbose", verbose, "print model, KV layout and byte accounting");
+  llama.Add(app, with_model_flag);
 }
 
 Result<std::string> ResolveModel(const std::string& arg) {
@@ -100,8 +148,7 @@ std::string ResolveDataFile(const std::string& path) {
 Result<std::unique_ptr<engine::Engine>> MakeEngine(const CommonFlags& f, int default_ctx) {
   // CLI11's range check lets NaN through, and converting NaN to size_t is undefined.
   if (!(f.kv_mem_mib >= 0 && f.kv_mem_mib <= kMaxKvMemMib)) {
-    return InvalidArgument("--kv-mem must be a number of MiB in [0, {}], got {}", kMaxKvMemMib,
-                           f.kv_mem_mib);
+    return InvalidArgument("--kv-mem must be a number of MiB in [0, {}], got {}", kMaxKvMemMib, f.kv_mem_mib);
   }
   engine::EngineOptions o;
   ASSIGN_OR_RETURN(o.model_path, ResolveModel(f.model));
@@ -115,11 +162,32 @@ Result<std::unique_ptr<engine::Engine>> MakeEngine(const CommonFlags& f, int def
   o.threads = f.threads;
   o.prefill_chunk = f.batch;
   o.kv_budget_bytes = static_cast<size_t>(f.kv_mem_mib * 1024 * 1024);
-  return engine::Engine::Create(o);
+  return LoadEngine(o);
+}
+
+Result<std::unique_ptr<engine::Engine>> LoadEngine(const engine::EngineOptions& o) {
+  std::fprintf(stderr, "loading model %s\n", o.model_path.c_str());
+  const double t0 = NowSeconds();
+  ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> eng, engine::Engine::Create(o));
+  const model::ModelConfig& c = eng->model().config();
+  std::fprintf(stderr, "loaded %s (%s, %d layers, %s of weights) in %.2f s\n", c.name.c_str(), c.arch.c_str(),
+               c.n_layers, HumanBytes(static_cast<double>(eng->model().WeightBytesPerToken())).c_str(),
+               NowSeconds() - t0);
+  return eng;
 }
 
 Result<kv::KvConfig> KvConfigFromFlags(const CommonFlags& f) {
-  ASSIGN_OR_RETURN(kv::KvConfig c, kv::MakeConfig(f.kv, f.kv_k, f.kv_v, f.kv_residual));
+  // llama.cpp's -ctk/-ctv name one side each, as --kv-k/--kv-v do: both at once is ambiguous.
+  std::string k = f.kv_k, v = f.kv_v;
+  if (!f.llama.cache_type_k.empty()) {
+    if (!k.empty()) return InvalidArgument("give --kv-k or --cache-type-k (-ctk), not both");
+    ASSIGN_OR_RETURN(k, KvSpecFromCacheType("--cache-type-k", f.llama.cache_type_k));
+  }
+  if (!f.llama.cache_type_v.empty()) {
+    if (!v.empty()) return InvalidArgument("give --kv-v or --cache-type-v (-ctv), not both");
+    ASSIGN_OR_RETURN(v, KvSpecFromCacheType("--cache-type-v", f.llama.cache_type_v));
+  }
+  ASSIGN_OR_RETURN(kv::KvConfig c, kv::MakeConfig(f.kv, k, v, f.kv_residual));
   if (f.block_tokens != 0) c.block_tokens = f.block_tokens;
   return c;
 }
@@ -128,13 +196,18 @@ int Fail(const Status& st) {
   std::fprintf(stderr, "error: %s\n", st.message().c_str());
   switch (st.code()) {
     case StatusCode::kInvalidArgument:
-    case StatusCode::kOutOfRange: return 2;
+    case StatusCode::kOutOfRange:
+      return 2;
     case StatusCode::kNotFound:
-    case StatusCode::kIo: return 3;
+    case StatusCode::kIo:
+      return 3;
     case StatusCode::kDataLoss:
-    case StatusCode::kUnimplemented: return 4;
-    case StatusCode::kResourceExhausted: return 5;
-    default: return 1;
+    case StatusCode::kUnimplemented:
+      return 4;
+    case StatusCode::kResourceExhausted:
+      return 5;
+    default:
+      return 1;
   }
 }
 

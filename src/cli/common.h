@@ -2,33 +2,47 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
-
 #include <memory>
 #include <string>
 
 #include "base/status.h"
+#include "cli/llama_flags.h"
 #include "engine/engine.h"
 #include "kv/format.h"
 
 namespace slimkv::cli {
 
+// The CPUs this process may run on (its affinity mask, so taskset and cpusets count), the
+// default of -t.
+int DefaultThreads();
+
 // Model, context, threads and KV flags, as llama.cpp names them where it has them.
 struct CommonFlags {
-  std::string model;          // -m: path or short name; empty = default model
-  int n_ctx = 0;              // -c: 0 = command's default
-  int threads = 2;            // -t
-  std::string kv = "fp16";    // --kv preset
-  std::string kv_k, kv_v;     // --kv-k / --kv-v: free-form format of one side (overrides the preset)
-  int kv_residual = -1;       // --kv-residual: tokens kept in fp16 before sealing (-1: the preset's)
-  std::string kv_policy;      // --kv-policy NAME[:OPTIONS]
-  int kv_budget = 0;          // --kv-budget: tokens kept per layer and KV head
-  double kv_mem_mib = 0;      // --kv-mem: KV budget in MiB (0 = exactly what the context needs)
-  int block_tokens = 0;       // --kv-block (0: the preset's, 32 for most)
-  int batch = 512;            // -b: prompt tokens per forward call
+  std::string model;               // -m: path or short name; empty = default model
+  int n_ctx = 0;                   // -c: 0 = command's default
+  int threads = DefaultThreads();  // -t
+  std::string kv = "fp16";         // --kv preset
+  std::string kv_k, kv_v;          // --kv-k / --kv-v: free-form format of one side (overrides the preset)
+  int kv_residual = -1;            // --kv-residual: tokens kept in fp16 before sealing (-1: the preset's)
+  std::string kv_policy;           // --kv-policy NAME[:OPTIONS]
+  int kv_budget = 0;               // --kv-budget: tokens kept per layer and KV head
+  double kv_mem_mib = 0;           // --kv-mem: KV budget in MiB (0 = exactly what the context needs)
+  int block_tokens = 0;            // --kv-block (0: the preset's, 32 for most)
+  int batch = 512;                 // -b: prompt tokens per forward call
   bool verbose = false;
+  LlamaCppFlags llama;  // -ctk/-ctv (override --kv-k/--kv-v's defaults), -fa, -ngl, -hf
 
   void Add(CLI::App* app, bool with_model_flag = true);
 };
+
+// "smollm2-135m, gemma3-270m": the short names -m takes.
+std::string KnownModelList();
+
+// --help shows every default: each option that takes a value and is not required shows the
+// value it starts with ("[4096]"), unless its description already says what the default is
+// (options whose stored default is a sentinel such as 0 = "the command's"). Call after every
+// command has added its options.
+void ShowDefaults(CLI::App& app);
 
 // Resolves a model argument: a path, or a short name (smollm2-135m, gemma3-270m), or empty
 // for the default; searched in $SLIMKV_MODEL_DIR, ./models and the checkout's models/.
@@ -38,6 +52,8 @@ Result<std::string> ResolveModel(const std::string& arg);
 std::string ResolveDataFile(const std::string& path);
 
 Result<std::unique_ptr<engine::Engine>> MakeEngine(const CommonFlags& f, int default_ctx);
+// Engine::Create with a line on stderr before (the file) and after (what loaded, how long).
+Result<std::unique_ptr<engine::Engine>> LoadEngine(const engine::EngineOptions& o);
 // The KV configuration the flags describe.
 Result<kv::KvConfig> KvConfigFromFlags(const CommonFlags& f);
 

@@ -53,6 +53,7 @@ Result<BenchResult> RunBench(engine::Engine& engine, const BenchCase& c, int rep
   BenchResult r;
   r.c = c;
   kv::KvCache& kv = engine.kv();
+  Progress progress("bench " + c.name, reps + 1, "runs");
   for (int rep = 0; rep < reps + 1; ++rep) {  // the first run warms up and is not counted
     for (auto& t : prompt) t = tok(rng);
     const kv::SeqId seq = kv.AddSequence();
@@ -77,7 +78,9 @@ Result<BenchResult> RunBench(engine::Engine& engine, const BenchCase& c, int rep
     }
     kv.RemoveSequence(seq);
     RETURN_IF_ERROR(st);
+    progress.Update(rep + 1, rep == 0 ? "(warm-up)" : "");
   }
+  progress.Finish();
   double mean = 0;
   for (double x : rates) mean += x / rates.size();
   double var = 0;

@@ -1,40 +1,47 @@
 #include "tokenizer/special_split.h"
 
 #include <algorithm>
-#include <map>
+#include <numeric>
 
 #include "tokenizer/vocab.h"
 
 namespace slimkv::tokenizer {
 
 SpecialSplitter::SpecialSplitter(const Vocab& vocab) : vocab_(vocab) {
-  // Build with maps, then flatten.
-  std::vector<std::map<uint8_t, int32_t>> children(1);
-  std::vector<int32_t> priority(1, -1);
+  // Built breadth-first from the texts in byte order: a node is the range of sorted texts
+  // sharing its prefix, its children the runs of equal next bytes in that range. Only the
+  // flat arrays are allocated, about 16 bytes per byte of special text at most (a std::map
+  // per node took 116, so a file of special texts could exhaust memory). Texts are unique
+  // (Vocab rejects duplicates), so at most one ends at a node, and it sorts first there.
   const std::vector<TokenId>& specials = vocab.special_tokens();
-  for (size_t p = 0; p < specials.size(); ++p) {
-    int32_t node = 0;
-    for (char c : vocab.Text(specials[p])) {
-      const auto b = static_cast<uint8_t>(c);
-      auto it = children[node].find(b);
-      if (it == children[node].end()) {
-        it = children[node].emplace(b, static_cast<int32_t>(children.size())).first;
-        children.emplace_back();
-        priority.push_back(-1);
-      }
-      node = it->second;
-    }
-    priority[node] = static_cast<int32_t>(p);
-  }
-  node_priority_ = std::move(priority);
-  edge_begin_.reserve(children.size() + 1);
-  for (const auto& c : children) {
+  auto text = [&](uint32_t p) -> std::string_view { return vocab.Text(specials[p]); };
+  std::vector<uint32_t> order(specials.size());  // positions in `specials`, by text
+  std::iota(order.begin(), order.end(), 0u);
+  std::sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) { return text(a) < text(b); });
+  struct Range {
+    uint32_t lo, hi;  // [lo, hi) of `order`
+    uint32_t depth;   // prefix length
+  };
+  std::vector<Range> nodes = {{0, static_cast<uint32_t>(order.size()), 0}};
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    const Range r = nodes[i];
+    uint32_t lo = r.lo;
+    int32_t priority = -1;
+    if (lo < r.hi && text(order[lo]).size() == r.depth) priority = static_cast<int32_t>(order[lo++]);
+    node_priority_.push_back(priority);
     edge_begin_.push_back(static_cast<uint32_t>(edges_.size()));
-    for (const auto& [byte, child] : c) edges_.push_back({byte, child});
+    while (lo < r.hi) {
+      const auto byte = static_cast<uint8_t>(text(order[lo])[r.depth]);
+      uint32_t hi = lo + 1;
+      while (hi < r.hi && static_cast<uint8_t>(text(order[hi])[r.depth]) == byte) ++hi;
+      edges_.push_back({byte, static_cast<int32_t>(nodes.size())});
+      nodes.push_back({lo, hi, r.depth + 1});
+      lo = hi;
+    }
   }
   edge_begin_.push_back(static_cast<uint32_t>(edges_.size()));
   root_child_.assign(256, -1);
-  for (const auto& [byte, child] : children[0]) root_child_[byte] = child;
+  for (uint32_t e = edge_begin_[0]; e < edge_begin_[1]; ++e) root_child_[edges_[e].byte] = edges_[e].child;
 }
 
 int32_t SpecialSplitter::Child(int32_t node, uint8_t byte) const {

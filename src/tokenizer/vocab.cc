@@ -13,6 +13,11 @@ namespace slimkv::tokenizer {
 
 namespace {
 
+// Special tokens are cut out of every input by a trie of their texts (special_split.h). Real
+// vocabularies hold well under 1 MiB of such text (Gemma-3: 6,414 tokens, 75,784 bytes); a
+// file with more is refused rather than left to size the trie.
+constexpr size_t kMaxSpecialTextBytes = size_t{4} << 20;
+
 constexpr std::string_view kModelKey = "tokenizer.ggml.model";
 constexpr std::string_view kPreKey = "tokenizer.ggml.pre";
 constexpr std::string_view kTokensKey = "tokenizer.ggml.tokens";
@@ -293,6 +298,13 @@ Result<std::unique_ptr<Vocab>> Vocab::Load(const gguf::GgufFile& file) {
   RETURN_IF_ERROR(v->LoadTokens(file));
   RETURN_IF_ERROR(v->LoadSpecialIds(file));
   v->DeriveAttributes();
+  size_t special_bytes = 0;
+  for (TokenId id : v->special_tokens_) special_bytes += v->texts_[id].size();
+  if (special_bytes > kMaxSpecialTextBytes) {
+    return DataLoss("{}: {}: the {} control, user-defined and unknown tokens hold {} bytes of text, more than the {} "
+                    "slimkv accepts",
+                    name, kTokensKey, v->special_tokens_.size(), special_bytes, kMaxSpecialTextBytes);
+  }
 
   for (int b = 0; b < 256; ++b) {
     TokenId id = -1;

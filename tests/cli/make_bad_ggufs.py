@@ -24,7 +24,7 @@ import sys
 
 # GGUF metadata value types with a fixed encoded size.
 FIXED = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
-STRING, ARRAY, UINT32, FLOAT32 = 8, 9, 4, 6
+STRING, ARRAY, UINT32, INT32, FLOAT32 = 8, 9, 4, 5, 6
 F32, Q8_0, I8 = 0, 8, 24
 
 
@@ -324,6 +324,24 @@ def main():
     rebuilt("merge_malformed", ["tokenizer.ggml.merges[0]", "'nospace'"], commands="run",
             kvs=with_kv("tokenizer.ggml.merges", ARRAY,
                         struct.pack("<IQ", STRING, 2) + string_raw("nospace") + string_raw("a b")))
+    # Special tokens (control, user-defined, unknown) are cut out of every input through a
+    # trie of their texts: 8 MB of such text made the old trie take ~1 GB (116 bytes per byte)
+    # and abort with std::bad_alloc under the test's memory cap. Now refused (over 4 MiB).
+    letters = bytes(range(97, 123)) * 400
+    filler = [b"%05d" % i + letters[i % 26:i % 26 + 9995] for i in range(800)]
+
+    def appended(key, elem_type, items):
+        """The raw value of array `key` with `items` (encoded) appended."""
+        raw = g.kv(key).raw
+        count = struct.unpack_from("<Q", raw, 4)[0] + len(items)
+        return struct.pack("<IQ", elem_type, count) + raw[12:] + b"".join(items)
+
+    more = {"tokenizer.ggml.tokens": appended("tokenizer.ggml.tokens", STRING,
+                                              [struct.pack("<Q", len(x)) + x for x in filler]),
+            "tokenizer.ggml.token_type": appended("tokenizer.ggml.token_type", INT32,
+                                                  [struct.pack("<i", 3)] * len(filler))}
+    rebuilt("special_text_huge", ["tokenizer.ggml.tokens", "bytes of text, more than"], commands="run",
+            kvs=[(k, t, more.get(k, r)) for k, t, r in g.kv_tuples()])
     rebuilt("chat_template_unknown", ["chat template"], commands="chat",
             kvs=with_kv("tokenizer.chat_template", STRING, string_raw("{% for m in messages %}{{ m")))
 

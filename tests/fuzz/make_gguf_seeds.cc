@@ -1,5 +1,7 @@
-// Writes the GGUF fuzzer's seed corpus: small valid files covering every metadata type,
-// nested arrays, versions 2 and 3, alignments, and a tensor of every dequantizable type.
+// Writes the fuzzers' seed corpus: small valid files covering every metadata type, nested
+// arrays, versions 2 and 3, alignments, a tensor of every dequantizable type (gguf_fuzz), and
+// two whole small vocabularies with a model configuration and a chat template: byte-level BPE
+// (llama) and SentencePiece (gemma3) (vocab_fuzz).
 // Usage: make_gguf_seeds OUT_DIR
 #include <cstdio>
 #include <filesystem>
@@ -7,6 +9,7 @@
 
 #include "gguf/gguf_writer.h"
 #include "gguf/types.h"
+#include "tokenizer/unicode.h"
 
 namespace {
 
@@ -16,8 +19,7 @@ using slimkv::gguf::testing::Value;
 void Write(const std::filesystem::path& dir, const std::string& name, const GgufWriter& w) {
   const auto bytes = w.Build();
   std::ofstream out(dir / (name + ".gguf"), std::ios::binary);
-  out.write(reinterpret_cast<const char*>(bytes.data()),
-            static_cast<std::streamsize>(bytes.size()));
+  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
 }
 
 // Deterministic filler; fp16 scales that happen to be inf/NaN only make values non-finite.
@@ -28,6 +30,103 @@ std::vector<uint8_t> Bytes(size_t n, uint32_t seed) {
     b[i] = static_cast<uint8_t>(seed >> 24) & 0x3F;  // small fp16 exponents: finite scales
   }
   return b;
+}
+
+Value Strings(const std::vector<std::string>& items) {
+  std::vector<Value> v;
+  for (const std::string& s : items) v.push_back(Value::String(s));
+  return Value::Array(8, v);
+}
+
+Value Ints(const std::vector<int32_t>& items) {
+  std::vector<Value> v;
+  for (int32_t x : items) v.push_back(Value::I32(x));
+  return Value::Array(5, v);
+}
+
+// The configuration keys every family reads, for a tiny model.
+void Config(GgufWriter& w, const std::string& arch) {
+  w.Kv("general.architecture", Value::String(arch))
+      .Kv(arch + ".block_count", Value::U32(2))
+      .Kv(arch + ".context_length", Value::U32(256))
+      .Kv(arch + ".embedding_length", Value::U32(64))
+      .Kv(arch + ".feed_forward_length", Value::U32(128))
+      .Kv(arch + ".attention.head_count", Value::U32(4))
+      .Kv(arch + ".attention.head_count_kv", Value::U32(2))
+      .Kv(arch + ".attention.layer_norm_rms_epsilon", Value::F32(1e-5f))
+      .Kv(arch + ".rope.freq_base", Value::F32(10000.f));
+}
+
+// Byte-level BPE: the 256 byte characters, a few merges, ChatML special tokens.
+GgufWriter VocabBpe() {
+  GgufWriter w;
+  Config(w, "llama");
+  std::vector<std::string> tokens;
+  for (int b = 0; b < 256; ++b) tokens.push_back(slimkv::tokenizer::ByteLevelChar(static_cast<uint8_t>(b)));
+  const std::string sp = slimkv::tokenizer::ByteLevelChar(' ');
+  for (std::string t : {sp + "t", std::string("he"), sp + "the", std::string("em"), sp + "them"})
+    tokens.push_back(t);
+  const std::vector<std::string> merges = {sp + " t", "h e", sp + "t he", "e m", sp + "the m"};
+  std::vector<int32_t> types(tokens.size(), 1);
+  for (std::string special : {"<|endoftext|>", "<|im_start|>", "<|im_end|>"}) {
+    tokens.push_back(special);
+    types.push_back(3);
+  }
+  const auto n = static_cast<uint32_t>(tokens.size());
+  w.Kv("tokenizer.ggml.model", Value::String("gpt2"))
+      .Kv("tokenizer.ggml.pre", Value::String("smollm"))
+      .Kv("tokenizer.ggml.tokens", Strings(tokens))
+      .Kv("tokenizer.ggml.token_type", Ints(types))
+      .Kv("tokenizer.ggml.merges", Strings(merges))
+      .Kv("tokenizer.ggml.bos_token_id", Value::U32(n - 2))
+      .Kv("tokenizer.ggml.eos_token_id", Value::U32(n - 1))
+      .Kv("tokenizer.ggml.add_bos_token", Value::Bool(false))
+      .Kv("tokenizer.chat_template",
+          Value::String(
+              "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+              "{{ '<|im_start|>system\nYou are helpful.<|im_end|>\n' }}{% endif %}"
+              "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+              "{% endfor %}"));
+  return w;
+}
+
+// SentencePiece: <unk> <s> </s>, the 256 <0xXX> byte tokens, a few pieces with scores,
+// Gemma's turn tokens; a gemma3 configuration with its sliding-window keys.
+GgufWriter VocabSpm() {
+  GgufWriter w;
+  Config(w, "gemma3");
+  w.Kv("gemma3.attention.sliding_window", Value::U32(64))
+      .Kv("gemma3.rope.freq_base_swa", Value::F32(10000.f))
+      .Kv("gemma3.attention.sliding_window_pattern",
+          Value::Array(7, {Value::Bool(true), Value::Bool(false)}));
+  std::vector<std::string> tokens = {"<unk>", "<s>", "</s>"};
+  std::vector<int32_t> types = {2, 3, 3};
+  for (int b = 0; b < 256; ++b) {
+    tokens.push_back(fmt::format("<0x{:02X}>", b));
+    types.push_back(6);
+  }
+  const std::string sp = "\xE2\x96\x81";
+  for (std::string t : {sp, std::string("t"), std::string("h"), std::string("e"), sp + "t", sp + "th",
+                        sp + "the", std::string("m"), sp + "them"}) {
+    tokens.push_back(t);
+    types.push_back(1);
+  }
+  for (std::string special : {"<start_of_turn>", "<end_of_turn>"}) {
+    tokens.push_back(special);
+    types.push_back(3);
+  }
+  std::vector<Value> scores;
+  for (size_t i = 0; i < tokens.size(); ++i) scores.push_back(Value::F32(-static_cast<float>(i % 17)));
+  w.Kv("tokenizer.ggml.model", Value::String("llama"))
+      .Kv("tokenizer.ggml.tokens", Strings(tokens))
+      .Kv("tokenizer.ggml.scores", Value::Array(6, scores))
+      .Kv("tokenizer.ggml.token_type", Ints(types))
+      .Kv("tokenizer.ggml.bos_token_id", Value::U32(1))
+      .Kv("tokenizer.ggml.eos_token_id", Value::U32(2))
+      .Kv("tokenizer.ggml.unknown_token_id", Value::U32(0))
+      .Kv("tokenizer.chat_template", Value::String("{{ bos_token }}{% set first_user_prefix = "
+                                                   "messages[0]['content'] + '\n\n' %}<start_of_turn>"));
+  return w;
 }
 
 }  // namespace
@@ -77,10 +176,12 @@ int main(int argc, char** argv) {
   for (uint32_t id = 0; id < 64; ++id) {
     const auto traits = slimkv::gguf::GetTypeTraits(id);
     if (!traits || !traits->can_dequantize) continue;
-    all.Tensor(std::string(traits->name), {traits->block_elems, 2}, id,
-               Bytes(2 * traits->block_bytes, id));
+    all.Tensor(std::string(traits->name), {traits->block_elems, 2}, id, Bytes(2 * traits->block_bytes, id));
   }
   all.Tensor("iq4_nl", {32}, 20, Bytes(18, 99));
   Write(dir, "all_types", all);
+
+  Write(dir, "vocab_bpe", VocabBpe());
+  Write(dir, "vocab_spm", VocabSpm());
   return 0;
 }
