@@ -173,6 +173,16 @@ size_t Model::WeightBytesPerToken() const {
 
 size_t Model::WeightTensorCount() const { return file_->tensors().size(); }
 
+std::vector<kv::StepChunk> StepChunks(std::span<const BatchEntry> batch) {
+  std::vector<kv::StepChunk> chunks;
+  int64_t row = 0;
+  for (const BatchEntry& e : batch) {
+    chunks.push_back({e.seq, static_cast<int>(e.tokens.size()), row});
+    row += static_cast<int64_t>(e.tokens.size());
+  }
+  return chunks;
+}
+
 Status Model::Forward(ThreadPool& pool, kv::KvCache& kv, std::span<const BatchEntry> batch,
                       std::vector<float>* logits) {
   const ModelConfig& c = config_;
@@ -195,7 +205,7 @@ Status Model::Forward(ThreadPool& pool, kv::KvCache& kv, std::span<const BatchEn
     logit_rows += static_cast<int64_t>(e.tokens.size()) - e.first_logit();
   }
   if (rows == 0) return InvalidArgument("empty batch");
-  RETURN_IF_ERROR(kv.BeginStep(ws_.chunks));
+  CHECK(kv.StepReserved(ws_.chunks), "the KV slots of the batch are not reserved (KvCache::BeginStep)");
 
   auto grow = [](AlignedBuffer<float>& b, size_t n) {
     if (b.size() < n) b.Resize(n);

@@ -1,9 +1,10 @@
 // A transformer loaded from GGUF and its batched forward pass.
 //
-// One Forward call takes a batch of sequences, each with its own new tokens (a prompt chunk
-// or one decode token): all rows go through every matmul together, so a decode step for
-// many sequences reads the weights once. K/V go to the KV cache through its small interface
-// (BeginStep / Append / Attend / EndStep); the model never sees a block.
+// One Forward call takes a batch of sequences, each with its own new tokens (a prompt chunk or one decode
+// token): all rows go through every matmul together, so a decode step for many sequences reads the weights
+// once. K/V go to the KV cache through its small interface: the caller reserves the step's slots
+// (KvCache::BeginStep, the scheduler's allocate-slots) before the pass, which then Appends, Attends and ends
+// the step (EndStep); the model never sees a block.
 #pragma once
 
 #include <cstdint>
@@ -56,6 +57,9 @@ struct BatchEntry {
   }
 };
 
+// The KV chunks of a batch: entry i's tokens are rows [row, row + n) of the step.
+std::vector<kv::StepChunk> StepChunks(std::span<const BatchEntry> batch);
+
 class Model {
  public:
   // Opens, validates and repacks the model. Errors name the file and the tensor or key.
@@ -70,9 +74,10 @@ class Model {
   size_t WeightBytesPerToken() const;
   size_t WeightTensorCount() const;
 
-  // Runs the batch. `logits` becomes [rows, n_vocab]: for each entry in order, one row per
-  // token from its first_logit() to its end. InvalidArgument for a token id
-  // out of range; ResourceExhausted (from the KV cache) leaves every sequence unchanged.
+  // Runs the batch, whose KV slots are reserved (KvCache::BeginStep with StepChunks(batch)). `logits` becomes
+  // [rows, n_vocab]: for each entry in order, one row per token from its first_logit() to its end.
+  // InvalidArgument for a token id out of range (nothing changed; the caller gives the reservation back with
+  // KvCache::CancelStep).
   Status Forward(ThreadPool& pool, kv::KvCache& kv, std::span<const BatchEntry> batch,
                  std::vector<float>* logits);
 
