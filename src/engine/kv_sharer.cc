@@ -33,7 +33,13 @@ Status RunSamples(model::Model &m, ThreadPool &pool, const std::vector<std::vect
     // would be n x vocab floats per sample: 0.5 GB for Gemma-3's 262K
     // vocabulary).
     const model::BatchEntry e{seq, samples[s], std::max(0, n - 8)};
-    Status st = m.Forward(pool, *cache, {&e, 1}, &(*logits)[s]);
+    // The pass's KV slots are reserved first (Model::Forward's contract).
+    const std::vector<kv::StepChunk> chunks = model::StepChunks({&e, 1});
+    Status st = cache->BeginStep(chunks);
+    if (st.ok()) {
+      st = m.Forward(pool, *cache, {&e, 1}, &(*logits)[s]);
+      if (!st.ok()) cache->CancelStep(chunks);
+    }
     for (int l = 0; st.ok() && k_sum && l < spec.n_layers; ++l) {
       for (int h = 0; st.ok() && h < spec.n_kv_heads; ++h) {
         st = cache->ReadTokens(seq, l, h, 0, n, k.data(), v.data());

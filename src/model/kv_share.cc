@@ -23,7 +23,7 @@ std::vector<int> KvShare::CacheLayers(int n_layers) const {
 
 bool KvShareCompatible(const ModelConfig &c, int a, int b) {
   return c.layer_window[a] == c.layer_window[b] && c.layer_rope_base[a] == c.layer_rope_base[b] &&
-         c.layer_rope_freq_scale[a] == c.layer_rope_freq_scale[b];
+         c.layer_rope_scaling[a] == c.layer_rope_scaling[b];
 }
 
 Status CheckKvShare(const KvShare &s, const ModelConfig &c) {

@@ -19,7 +19,7 @@ model::ModelConfig Config(std::vector<int> windows) {
   c.n_layers = static_cast<int>(windows.size());
   c.layer_window = windows;
   c.layer_rope_base.assign(c.n_layers, 10000.0f);
-  c.layer_rope_freq_scale.assign(c.n_layers, 1.0f);
+  c.layer_rope_scaling.assign(c.n_layers, {});
   return c;
 }
 
