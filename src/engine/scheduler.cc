@@ -37,14 +37,14 @@ struct Scheduler::Seq {
   double arrival = 0;
   std::vector<TokenId> tokens;  // the prompt, then the generated tokens
   int n_prompt = 0;
-  int n_computed = 0;           // tokens [0, n_computed) are in the KV cache
-  int n_published = 0;          // tokens indexed in the prefix cache
-  kv::SeqId kv_seq = -1;        // -1 while waiting
+  int n_computed = 0;     // tokens [0, n_computed) are in the KV cache
+  int n_published = 0;    // tokens indexed in the prefix cache
+  kv::SeqId kv_seq = -1;  // -1 while waiting
   Sampler sampler;
   std::optional<tokenizer::StreamDecoder> decoder;  // without a tokenizer: no text
   std::string held;  // text not sent yet: it could be the start of a stop string
   int generated = 0;
-  int cached_tokens = 0;        // from the prefix cache at the first admission
+  int cached_tokens = 0;  // from the prefix cache at the first admission
   bool admitted_before = false;
   bool compressed = false;  // its prompt's end went through KvCache::Compress
   int preemptions = 0;
@@ -152,14 +152,16 @@ Result<RequestId> Scheduler::Submit(RequestParams p) {
   }
   const size_t need = SequenceBudget(n + 1), budget = kv_->budget_bytes();
   if (need > budget) {
-    return OutOfRange("prompt of {} tokens needs {} bytes of KV cache; the pool holds {} bytes", n, need, budget);
+    return OutOfRange("prompt of {} tokens needs {} bytes of KV cache; the pool holds {} bytes", n, need,
+                      budget);
   }
   // The whole request must fit the pool alone, or it would fail part way through.
   const int64_t generated = p.forced.empty() && !p.prompt_only ? p.max_tokens : 0;
   const int64_t total = std::min<int64_t>(n + generated, n_ctx_);
   if (total > max_sequence_tokens_) {
     return OutOfRange(
-        "prompt ({} tokens) + max_tokens ({}) = {} tokens need {} bytes of KV cache; the pool holds {} bytes, "
+        "prompt ({} tokens) + max_tokens ({}) = {} tokens need {} bytes of KV cache; the pool holds {} "
+        "bytes, "
         "at most {} tokens for one request",
         n, total - n, total, SequenceBudget(total), budget, max_sequence_tokens_);
   }
@@ -400,7 +402,8 @@ Status Scheduler::RunBatch(std::vector<Chunk>* batch) {
     // The pool cannot hold this step; nothing changed. Make room, least valuable work first.
     int last_prompt = -1;
     for (int i = 0; i < static_cast<int>(batch->size()); ++i) {
-      if ((*batch)[i].seq->remaining() > 1 && (last_prompt < 0 || (*batch)[i].seq->id > (*batch)[last_prompt].seq->id)) {
+      if ((*batch)[i].seq->remaining() > 1 &&
+          (last_prompt < 0 || (*batch)[i].seq->id > (*batch)[last_prompt].seq->id)) {
         last_prompt = i;
       }
     }
@@ -508,9 +511,15 @@ void Scheduler::Finish(Seq* s, FinishReason reason, Status error) {
   {
     std::lock_guard<std::mutex> stats_lock(stats_mu_);
     switch (reason) {
-      case FinishReason::kCancelled: ++stats_.cancelled; break;
-      case FinishReason::kError: ++stats_.failed; break;
-      default: ++stats_.finished; break;
+      case FinishReason::kCancelled:
+        ++stats_.cancelled;
+        break;
+      case FinishReason::kError:
+        ++stats_.failed;
+        break;
+      default:
+        ++stats_.finished;
+        break;
     }
     stats_.e2e.Observe(Now() - s->arrival);
   }
@@ -580,13 +589,14 @@ bool Scheduler::Step() {
       if (WantsPromptLogits(*s)) {
         // Chunk row r predicts token n_computed + r + 1: a prompt token's log-probability.
         for (int r = 0; r < n && s->n_computed + r + 1 < s->n_prompt; ++r) {
-          s->prompt_logprobs.push_back(
-              ComputeLogprob(logits_of(r), s->tokens[s->n_computed + r + 1], std::max(0, s->params.logprobs)));
+          s->prompt_logprobs.push_back(ComputeLogprob(logits_of(r), s->tokens[s->n_computed + r + 1],
+                                                      std::max(0, s->params.logprobs)));
         }
       }
       // A forced request sees every row from its prompt's last token on.
       if (s->forced() && s->params.on_logits && s->n_computed + n >= s->n_prompt) {
-        for (int r = std::max(0, s->n_prompt - 1 - s->n_computed); r < n; ++r) s->params.on_logits(logits_of(r));
+        for (int r = std::max(0, s->n_prompt - 1 - s->n_computed); r < n; ++r)
+          s->params.on_logits(logits_of(r));
       }
       row += n - first_row;
       last_row.push_back(row - 1);
@@ -638,8 +648,8 @@ void Scheduler::UpdateStats(double now) {
   seqs.reserve(running_.size());
   for (const auto& s : running_) {
     const kv::KvUsage u = kv.SequenceUsage(s->kv_seq);
-    seqs.push_back({s->id, s->remaining() > 1 ? "prefill" : "decode", s->n_prompt, s->generated, s->cached_tokens,
-                    u.tokens, u.blocks, u.bytes_allocated});
+    seqs.push_back({s->id, s->remaining() > 1 ? "prefill" : "decode", s->n_prompt, s->generated,
+                    s->cached_tokens, u.tokens, u.blocks, u.bytes_allocated});
   }
   int waiting = 0, preempted = 0;
   bool idle = false;
@@ -657,7 +667,8 @@ void Scheduler::UpdateStats(double now) {
     stats_.preempted_waiting = preempted;
     stats_.kv_bytes_used = kv.bytes_in_use();
     stats_.kv_blocks_used = kv.blocks_in_use();
-    const size_t free_bytes = kv.budget_bytes() > kv.bytes_in_use() ? kv.budget_bytes() - kv.bytes_in_use() : 0;
+    const size_t free_bytes =
+        kv.budget_bytes() > kv.bytes_in_use() ? kv.budget_bytes() - kv.bytes_in_use() : 0;
     stats_.kv_blocks_free = static_cast<int64_t>(free_bytes / std::max<size_t>(1, kv.sealed_block_bytes()));
     stats_.sequences = std::move(seqs);
     if (options_.prefix_sharing && (now - prefix_stats_time_ >= kPrefixStatsSeconds || idle)) {
@@ -668,7 +679,8 @@ void Scheduler::UpdateStats(double now) {
       prefix_stats_time_ = now;
     }
     rate_window_.push_back({now, {stats_.generated_tokens, stats_.computed_tokens}});
-    while (rate_window_.size() > 2 && rate_window_[1].first < now - kRateWindowSeconds) rate_window_.pop_front();
+    while (rate_window_.size() > 2 && rate_window_[1].first < now - kRateWindowSeconds)
+      rate_window_.pop_front();
   }
   if (idle) idle_cv_.notify_all();
 }
@@ -692,7 +704,8 @@ void Scheduler::Loop() {
   for (;;) {
     {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] { return stop_ || !waiting_.empty() || !cancels_.empty() || n_running_shared_ > 0; });
+      cv_.wait(lock,
+               [&] { return stop_ || !waiting_.empty() || !cancels_.empty() || n_running_shared_ > 0; });
       if (stop_) return;
     }
     Step();

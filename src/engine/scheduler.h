@@ -68,10 +68,10 @@
 namespace slimkv::engine {
 
 struct SchedulerOptions {
-  int max_running = 64;         // sequences in the running set at most
-  int max_waiting = 256;        // requests queued at most; Submit is ResourceExhausted beyond
-  int max_batch_tokens = 512;   // tokens per forward pass (decode tokens + prompt chunks)
-  bool prefix_sharing = true;   // start sequences from cached prefix blocks
+  int max_running = 64;           // sequences in the running set at most
+  int max_waiting = 256;          // requests queued at most; Submit is ResourceExhausted beyond
+  int max_batch_tokens = 512;     // tokens per forward pass (decode tokens + prompt chunks)
+  bool prefix_sharing = true;     // start sequences from cached prefix blocks
   std::function<double()> clock;  // seconds; NowSeconds when empty (tests inject their own)
 };
 
@@ -178,8 +178,8 @@ class Scheduler {
 
   // Shared with other threads, under mu_.
   mutable std::mutex mu_;
-  std::condition_variable cv_;        // the loop waits here for work
-  std::condition_variable idle_cv_;   // WaitIdle waits here
+  std::condition_variable cv_;                // the loop waits here for work
+  std::condition_variable idle_cv_;           // WaitIdle waits here
   std::deque<std::unique_ptr<Seq>> waiting_;  // ordered by id (preempted ones are older)
   std::unordered_set<RequestId> cancels_;
   RequestId next_id_ = 1;

@@ -89,12 +89,14 @@ Result<PerplexityResult> Perplexity(engine::Engine& engine, const std::vector<in
   model::Model& m = engine.model();
   const model::KvShare share = m.kv_share();
   if (o.kl_base) {
-    const int base_step = o.kl_base->needs_staging() ? o.kl_base->block_tokens : engine.options().prefill_chunk;
+    const int base_step =
+        o.kl_base->needs_staging() ? o.kl_base->block_tokens : engine.options().prefill_chunk;
     RETURN_IF_ERROR(m.SetKvShare({}));
     const kv::KvSpec full = m.KvSpec();
     RETURN_IF_ERROR(m.SetKvShare(share));
-    ASSIGN_OR_RETURN(base, kv::KvCache::Create(full, *o.kl_base,
-                                               kv::KvCache::BudgetFor(full, *o.kl_base, n_ctx, 1, base_step)));
+    ASSIGN_OR_RETURN(
+        base,
+        kv::KvCache::Create(full, *o.kl_base, kv::KvCache::BudgetFor(full, *o.kl_base, n_ctx, 1, base_step)));
     ASSIGN_OR_RETURN(base_sched, ScoringScheduler(engine, *base, n_ctx + 1, base_step));
   }
 
@@ -147,8 +149,9 @@ Result<PerplexityResult> Perplexity(engine::Engine& engine, const std::vector<in
     }
     r.running_ppl.push_back(std::exp(nll / r.scored_tokens));
     if (o.progress) {
-      progress.Update(c + 1, base ? fmt::format("ppl {:.4f} KL {:.5f}", r.running_ppl.back(), kl / r.scored_tokens)
-                                  : fmt::format("ppl {:.4f}", r.running_ppl.back()));
+      progress.Update(c + 1,
+                      base ? fmt::format("ppl {:.4f} KL {:.5f}", r.running_ppl.back(), kl / r.scored_tokens)
+                           : fmt::format("ppl {:.4f}", r.running_ppl.back()));
     }
   }
   progress.Finish();

@@ -199,5 +199,72 @@ TEST(SchedulerFakeTest, SharedPrefixUnderEviction) {
   EXPECT_GT(rig.kv->eviction_stats().tokens_evicted, 0);
 }
 
+// One rule gives each batch entry its rows of logits (Scheduler::FirstLogitRow): a request with prompt
+// log-probabilities (every prompt token's row), a plain one (its last token's) and a forced one (from its
+// prompt's last token on) in the same steps read the same rows as each alone.
+TEST(SchedulerFakeTest, MixedRowsPerEntryMatchEachAlone) {
+  struct Run {
+    std::vector<TokenLogprob> prompt_lp;
+    std::vector<TokenLogprob> sampled_lp;
+    Out echo, plain;
+    std::vector<std::vector<float>> forced_rows;
+  };
+  const auto submit = [](Rig &rig, Run *run, int which) {
+    if (which & 1) {
+      RequestParams p = Greedy(Prompt(70, 11), 3, &run->echo);
+      p.prompt_logprobs = true;
+      p.logprobs = 2;
+      auto inner = p.on_output;
+      p.on_output = [run, inner](const RequestOutput &o) {
+        if (!o.prompt_logprobs.empty()) run->prompt_lp = o.prompt_logprobs;
+        if (o.has_logprob) run->sampled_lp.push_back(o.logprob);
+        inner(o);
+      };
+      ASSERT_TRUE(rig.sched->Submit(std::move(p)).ok());
+    }
+    if (which & 2) ASSERT_TRUE(rig.sched->Submit(Greedy(Prompt(40, 12), 4, &run->plain)).ok());
+    if (which & 4) {
+      RequestParams p;
+      p.prompt = Prompt(30, 13);
+      p.forced = Prompt(20, 14);
+      p.on_logits = [run](std::span<const float> row) {
+        run->forced_rows.emplace_back(row.begin(), row.end());
+      };
+      ASSERT_TRUE(rig.sched->Submit(std::move(p)).ok());
+    }
+  };
+  for (const char *policy : {static_cast<const char *>(nullptr), "h2o"}) {
+    Run alone, together;
+    for (int which : {1, 2, 4}) {
+      Rig rig("fp16", policy, 32, 4096, 8 << 20, {.max_batch_tokens = 256});
+      submit(rig, &alone, which);
+      rig.RunUntilIdle();
+    }
+    Rig rig("fp16", policy, 32, 4096, 8 << 20, {.max_batch_tokens = 256});
+    submit(rig, &together, 7);
+    rig.RunUntilIdle();
+    ASSERT_EQ(alone.prompt_lp.size(), 69u);
+    ASSERT_EQ(together.prompt_lp.size(), 69u);
+    const std::vector<TokenId> prompt = Prompt(70, 11);
+    for (size_t i = 0; i < 69; ++i) {
+      EXPECT_EQ(together.prompt_lp[i].token, prompt[i + 1]);
+      EXPECT_NEAR(together.prompt_lp[i].logprob, alone.prompt_lp[i].logprob, 1e-5) << i;
+      EXPECT_EQ(together.prompt_lp[i].top.size(), 2u);
+    }
+    EXPECT_EQ(together.echo.tokens, alone.echo.tokens);
+    ASSERT_EQ(together.sampled_lp.size(), 3u);
+    for (size_t i = 0; i < 3; ++i)
+      EXPECT_NEAR(together.sampled_lp[i].logprob, alone.sampled_lp[i].logprob, 1e-5);
+    EXPECT_EQ(together.plain.tokens, alone.plain.tokens);
+    ASSERT_EQ(alone.forced_rows.size(), 21u);
+    ASSERT_EQ(together.forced_rows.size(), 21u);
+    for (size_t r = 0; r < 21; ++r) {
+      for (int t = 0; t < FakeModel::kVocab; ++t) {
+        ASSERT_NEAR(together.forced_rows[r][t], alone.forced_rows[r][t], 1e-4) << r << " " << t;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace slimkv::engine
