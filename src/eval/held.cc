@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <random>
 
+#include "kv/footprint.h"
+
 namespace slimkv::eval {
 
 ModelShape ShareShape(const ModelShape& m, const model::KvShare& share) {
@@ -44,7 +46,11 @@ Result<std::vector<HeldBytes>> MeasureHeldBytes(const kv::KvSpec& spec, const kv
   std::vector<HeldBytes> out;
   for (const int64_t ctx : contexts) {
     if (ctx < 1 || ctx > (1 << 24)) return InvalidArgument("context {} is outside [1, 2^24] tokens", ctx);
-    const size_t budget = kv::KvCache::BudgetFor(spec, config, ctx, 1, prefill_chunk);
+    // As the engine sizes it: with a policy the prompt is held staged until it ends (footprint.h).
+    const size_t budget =
+        policy.active() ? std::max(kv::KvCache::BudgetFor(spec, config, ctx, 1, prefill_chunk),
+                                   kv::PolicyPeakSequenceBytes(spec, config, policy, ctx, prefill_chunk))
+                        : kv::KvCache::BudgetFor(spec, config, ctx, 1, prefill_chunk);
     if (budget > max_bytes) {
       return InvalidArgument(
           "a cache for {} tokens needs {} bytes, more than "
