@@ -18,7 +18,10 @@
 //
 //   build/bin/bench_attention [--tokens 4096,16384,65536] [--presets fp16,int4,...]
 //       [--shapes smollm2,gemma3] [--reps 31] [--threads 2] [--cold-mib 128] [--hot] [--json]
-//       [--svg PREFIX]   (PREFIX_smollm2.svg, ...: time per step against context, per preset)
+//       [--svg PREFIX]   (PREFIX_smollm2.svg, ...: time per step against context, per preset,
+//                         with the time fp16's and int4's bytes take at the measured bandwidth)
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -443,6 +446,18 @@ int main(int argc, char** argv) {
           }
         }
         if (!line.x.empty()) chart.series.push_back(std::move(line));
+      }
+      // The memory bound: the time to read a preset's bytes of one layer at the bandwidth
+      // measured in this run (fp16 and int4, the pair the targets compare).
+      for (const char* p : {"fp16", "int4"}) {
+        eval::LineSeries bound{.name = fmt::format("{} bytes at {:.0f} GB/s", p, bw.read_gbps)};
+        for (const Row& r : rows) {
+          if (r.shape == sh.name && r.preset == p) {
+            bound.x.push_back(r.tokens);
+            bound.y.push_back(r.bytes_per_step / (bw.read_gbps * 1e9) * 1e6);
+          }
+        }
+        if (!bound.x.empty()) chart.series.push_back(std::move(bound));
       }
       const std::string path = o.svg + "_" + sh.name + ".svg";
       const Status st = chart.WriteFile(path);

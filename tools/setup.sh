@@ -25,14 +25,14 @@ done
 # the latter adds dpkg-dev and Perl (thousands of files to unpack) that the build never runs.
 APT_DEMO=(
   g++ cmake ninja-build pkg-config
-  libhwy-dev libpcre2-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libcpp-httplib-dev
-  libhiredis-dev libxxhash-dev
+  libhwy-dev libpcre2-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
+  libboost1.81-dev libhiredis-dev libxxhash-dev
   python3 python3-venv
 )
 # What the tests, the sanitizer build, the fuzzer and the benchmarks need in addition.
 APT_TEST=(
   build-essential clang-14 libclang-rt-14-dev
-  libgtest-dev libgmock-dev libbenchmark-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libcpp-httplib-dev
   redis-server
   python3-pip
   chromium

@@ -1,16 +1,25 @@
 // slimkv serve: the OpenAI-compatible HTTP server (continuous batching over one engine).
 //
-// Threads: the engine thread (the scheduler's loop) runs every forward pass; connection
-// threads parse, tokenize and stream; one thread waits for SIGTERM/SIGINT. The first signal
-// stops accepting and drains (requests in flight finish), the second, or --drain-timeout
+// Threads: the engine thread (the scheduler's loop) runs every forward pass; the main thread
+// runs every connection (async I/O); --http-threads workers parse and tokenize; one thread
+// waits for SIGTERM/SIGINT. The first signal drains: idle and half-sent connections close at
+// once, new requests get 503, requests in flight finish; the second, or --drain-timeout
 // seconds later, cancels what is left; the process then exits 0.
+//
+// API keys: --api-key (repeatable), --api-key-file (one per line), and SLIMKV_API_KEY (the
+// only environment variable slimkv reads, here in the CLI).
 #include <pthread.h>
 #include <signal.h>
 
+#include <cctype>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
+#include <sstream>
 #include <thread>
+
+#include <spdlog/sinks/stdout_color_sinks.h>
 
 #include "cli/commands.h"
 #include "cli/common.h"
@@ -30,14 +39,18 @@ struct ServeFlags {
   int max_running = 32;
   int max_waiting = 256;
   int max_batch_tokens = 512;
-  std::string api_key;
+  std::vector<std::string> api_keys;
+  std::string api_key_file;
   int max_tokens_limit = 4096;
   int max_prompt_tokens = 0;
   int max_n = 4;
   double max_body_mib = 1.0;
   bool no_prefix_cache = false;
-  int http_threads = 0;
+  int http_threads = 2;
   double drain_timeout = 30;
+  server::HttpLimits http;
+  double request_timeout = 0;
+  std::vector<std::string> allow_hosts, cors_origins;
   std::string alias;
   engine::SamplingParams sampling;
 };
@@ -53,12 +66,42 @@ sigset_t ShutdownSignals() {
   return set;
 }
 
+// Every key from the flags, the key file and SLIMKV_API_KEY; InvalidArgument for an empty
+// key file or an unreadable one.
+Result<std::vector<std::string>> ApiKeys(const ServeFlags& f) {
+  std::vector<std::string> keys = f.api_keys;
+  if (!f.api_key_file.empty()) {
+    ASSIGN_OR_RETURN(const std::string text, ReadFile(f.api_key_file));
+    size_t found = 0;
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) {
+      while (!line.empty() && std::isspace(static_cast<unsigned char>(line.back()))) line.pop_back();
+      const size_t start = line.find_first_not_of(" \t");
+      if (start == std::string::npos || line[start] == '#') continue;
+      keys.push_back(line.substr(start));
+      ++found;
+    }
+    if (found == 0) {
+      return InvalidArgument("--api-key-file '{}' holds no key (one per line, # for comments)", f.api_key_file);
+    }
+  }
+  if (const char* env = std::getenv("SLIMKV_API_KEY"); env != nullptr && *env != '\0') keys.emplace_back(env);
+  for (const std::string& k : keys) {
+    if (k.empty() || k.find_first_of(" \t\r\n") != std::string::npos) {
+      return InvalidArgument("an API key must be non-empty and have no spaces");
+    }
+  }
+  return keys;
+}
+
 int ServeMain(const ServeFlags& f) {
   if (Status st = f.sampling.Validate(); !st.ok()) return Fail(st);
   if (!(f.max_body_mib > 0 && f.max_body_mib <= 1024)) {
     return Fail(InvalidArgument("--max-body must be in (0, 1024] MiB, got {}", f.max_body_mib));
   }
   if (!(f.drain_timeout >= 0)) return Fail(InvalidArgument("--drain-timeout must be >= 0, got {}", f.drain_timeout));
+  auto keys = ApiKeys(f);
+  if (!keys.ok()) return Fail(keys.status());
   // Before any thread exists, so that only the signal thread sees these signals; a client
   // that closes its socket must not kill the server with SIGPIPE.
   const sigset_t signals = ShutdownSignals();
@@ -102,17 +145,24 @@ int ServeMain(const ServeFlags& f) {
   server::ServerOptions o;
   o.host = f.host;
   o.port = f.port;
-  o.api_key = f.api_key;
+  o.api_keys = *keys;
   o.model_name = f.alias.empty() ? std::filesystem::path(*path).stem().string() : f.alias;
-  o.max_body_bytes = static_cast<size_t>(f.max_body_mib * 1024 * 1024);
+  o.http = f.http;
+  o.http.max_body_bytes = static_cast<size_t>(f.max_body_mib * 1024 * 1024);
+  o.request_timeout_seconds = f.request_timeout;
+  o.allowed_hosts = f.allow_hosts;
+  o.cors_origins = f.cors_origins;
+  o.access_log = f.common.verbose;
   o.limits.n_ctx = eo.n_ctx;
   o.limits.max_prompt_tokens = f.max_prompt_tokens;
   o.limits.max_tokens = f.max_tokens_limit;
   o.limits.max_n = f.max_n;
   o.default_sampling = f.sampling;
-  // A streaming request holds a connection thread: enough for every running and waiting
-  // request, plus a few for /metrics and /health.
-  o.http_threads = f.http_threads > 0 ? f.http_threads : std::min(1024, f.max_running + f.max_waiting + 16);
+  o.worker_threads = f.http_threads;
+  if (f.common.verbose) {  // the access log, on stderr: stdout carries only the "listening on" line
+    spdlog::set_default_logger(spdlog::stderr_color_mt("serve"));
+    spdlog::set_level(spdlog::level::info);
+  }
   server::HttpServer http(e, scheduler, o);
   if (Status st = http.Bind(); !st.ok()) return Fail(st);
   scheduler.Start();
@@ -138,7 +188,10 @@ int ServeMain(const ServeFlags& f) {
     const int again = sigtimedwait(&signals, &info, &timeout);
     if (again == SIGUSR1) return;  // drained
     std::fprintf(stderr, "slimkv serve: cancelling the requests still in flight\n");
-    scheduler.Stop();  // every request ends (cancelled); their connections close
+    scheduler.Stop();  // every request ends (cancelled); its client is told so
+    const timespec grace{1, 0};
+    if (sigtimedwait(&signals, &info, &grace) == SIGUSR1) return;
+    http.Close();  // every connection, even one whose client stopped reading
   });
   http.Serve();
   pthread_kill(waiter.native_handle(), SIGUSR1);
@@ -157,7 +210,8 @@ int ServeMain(const ServeFlags& f) {
 CommandMain AddServeCommand(CLI::App& app) {
   auto f = std::make_shared<ServeFlags>();
   f->sampling = engine::SamplingParams{};  // llama.cpp's defaults; a request's fields override them
-  CLI::App* cmd = app.add_subcommand("serve", "OpenAI-compatible HTTP server with continuous batching");
+  CLI::App* cmd = app.add_subcommand(
+      "serve", "OpenAI-compatible HTTP server with continuous batching (-v: an access log line per request on stderr)");
   f->common.Add(cmd);
   cmd->add_option("-c,--ctx,--ctx-size", f->common.n_ctx, "context size per sequence in tokens (default 4096)")
       ->check(CLI::Range(0, 1 << 24));
@@ -173,17 +227,51 @@ CommandMain AddServeCommand(CLI::App& app) {
   cmd->add_option("--max-batch-tokens", f->max_batch_tokens,
                   "tokens per forward pass: decode tokens plus prompt chunks (default 512)")
       ->check(CLI::Range(1, 1 << 16));
-  cmd->add_option("--api-key", f->api_key, "require 'Authorization: Bearer KEY' on /v1/ routes");
+  cmd->add_option("--api-key", f->api_keys,
+                  "require 'Authorization: Bearer KEY' on /v1/ routes; repeat for several keys (each key is a "
+                  "tenant of the prefix cache); also read from SLIMKV_API_KEY")
+      ->allow_extra_args(false);
+  cmd->add_option("--api-key-file", f->api_key_file, "file of API keys, one per line ('#' starts a comment)");
   cmd->add_option("--max-tokens-limit", f->max_tokens_limit, "largest max_tokens a request may ask for (default 4096)")
       ->check(CLI::Range(1, 1 << 24));
   cmd->add_option("--max-prompt-tokens", f->max_prompt_tokens, "longest prompt accepted (default: the context - 1)")
       ->check(CLI::Range(0, 1 << 24));
   cmd->add_option("--max-n", f->max_n, "choices per request at most (n; default 4)")->check(CLI::Range(1, 64));
-  cmd->add_option("--max-body", f->max_body_mib, "largest request body in MiB; larger gets HTTP 413 (default 1)");
+  cmd->add_option("--max-body", f->max_body_mib,
+                  "largest request body in MiB, chunked or not; larger gets HTTP 413 (default 1)");
   cmd->add_flag("--no-prefix-cache", f->no_prefix_cache, "do not share KV blocks between requests with a common prefix");
   cmd->add_option("--http-threads", f->http_threads,
-                  "connections served at once (default: max running + max waiting + 16)")
-      ->check(CLI::Range(0, 4096));
+                  "threads that parse and tokenize requests (default 2; connections need no thread)")
+      ->check(CLI::Range(1, 256));
+  cmd->add_option("--max-connections", f->http.max_connections,
+                  "open connections at most; more are answered 503 and closed (default 1024)")
+      ->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--max-connections-per-client", f->http.max_connections_per_peer,
+                  "open connections per client address at most (default 128; raise it behind a proxy)")
+      ->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--header-timeout", f->http.header_timeout_s,
+                  "seconds a client has to send a request header, from its first byte (default 10)")
+      ->check(CLI::Range(0.1, 3600.0));
+  cmd->add_option("--idle-timeout", f->http.idle_timeout_s,
+                  "seconds a kept-alive connection may wait for its next request (default 15)")
+      ->check(CLI::Range(0.1, 3600.0));
+  cmd->add_option("--body-timeout", f->http.body_timeout_s, "seconds a client has to send a request body (default 30)")
+      ->check(CLI::Range(0.1, 3600.0));
+  cmd->add_option("--write-timeout", f->http.write_timeout_s,
+                  "seconds a client may leave a response unread before it is dropped (default 30)")
+      ->check(CLI::Range(0.1, 3600.0));
+  cmd->add_option("--request-timeout", f->request_timeout,
+                  "seconds a request may run; then it ends with finish_reason 'length' (503 if it never started; "
+                  "0: no limit; default 0)")
+      ->check(CLI::Range(0.0, 1e7));
+  cmd->add_option("--allow-host", f->allow_hosts,
+                  "Host name accepted besides loopback names (repeat; '*' for any). Bound to loopback, only "
+                  "loopback names are accepted by default (DNS rebinding)")
+      ->allow_extra_args(false);
+  cmd->add_option("--cors-origin", f->cors_origins,
+                  "origin allowed to call from a browser, e.g. http://localhost:3000 (repeat; '*' for any; "
+                  "default none)")
+      ->allow_extra_args(false);
   cmd->add_option("--drain-timeout", f->drain_timeout,
                   "seconds to let requests finish after SIGTERM before cancelling them (default 30)");
   cmd->add_option("--alias", f->alias, "model id shown in /v1/models and responses (default: the file name)");

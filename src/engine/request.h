@@ -3,7 +3,8 @@
 // The scheduler calls `on_output` on its own (engine) thread, once per generated token
 // (with the text that token completed, possibly empty) and once more when the request
 // ends (finished = true, with the usage counts). The callback must not block and must not
-// call back into the scheduler; RequestStream (request_stream.h) is the usual receiver.
+// call back into the scheduler: RequestStream (request_stream.h) queues outputs for a thread
+// that waits; the HTTP server posts each one to its io thread (server/generation.cc).
 #pragma once
 
 #include <cstdint>
@@ -61,5 +62,10 @@ struct RequestParams {
 // same in every process and build, unlike std::hash. An empty salt hashes to 0 (the shared
 // tenant).
 uint64_t HashCacheSalt(std::string_view salt);
+// The salt of a tenant's own prefix cache: requests share cached blocks only when both the
+// tenant (the server's name for who is asking, e.g. a hash of the API key) and the
+// cache_salt text are equal. An empty tenant is HashCacheSalt(salt), so a server without
+// tenants keeps its salts; a non-empty tenant never maps to the shared tenant 0.
+uint64_t TenantSalt(std::string_view tenant, std::string_view salt);
 
 }  // namespace slimkv::engine

@@ -62,6 +62,23 @@ Result<std::unique_ptr<Scheduler>> Scheduler::Create(Engine* engine, const Sched
   s->stats_.kv_block_bytes = kv.sealed_block_bytes();
   s->stats_.kv_bytes_per_token = static_cast<double>(kv.DataBytesPerToken() + kv.MetaBytesPerToken());
   s->stats_.kv_format = kv::ConfigName(kv.config());
+  // The largest length whose bytes fit the pool (SequenceKvBytes grows with the length,
+  // give or take a block on window layers: the last step of a too-long request still ends
+  // it with kLength, see Step).
+  int64_t lo = 0, hi = s->n_ctx_;
+  if (!kv.policy().active()) {
+    while (lo < hi) {
+      const int64_t mid = lo + (hi - lo + 1) / 2;
+      if (SequenceKvBytes(kv, mid) <= kv.budget_bytes()) {
+        lo = mid;
+      } else {
+        hi = mid - 1;
+      }
+    }
+    s->max_sequence_tokens_ = lo;
+  } else {
+    s->max_sequence_tokens_ = s->n_ctx_;
+  }
   s->UpdateStats(s->Now());
   return s;
 }
@@ -89,6 +106,14 @@ Result<RequestId> Scheduler::Submit(RequestParams p) {
   const size_t need = SequenceBudget(n + 1), budget = engine_->kv().budget_bytes();
   if (need > budget) {
     return OutOfRange("prompt of {} tokens needs {} bytes of KV cache; the pool holds {} bytes", n, need, budget);
+  }
+  // The whole request must fit the pool alone, or it would fail part way through.
+  const int64_t total = std::min<int64_t>(n + p.max_tokens, n_ctx_);
+  if (total > max_sequence_tokens_) {
+    return OutOfRange(
+        "prompt ({} tokens) + max_tokens ({}) = {} tokens need {} bytes of KV cache; the pool holds {} bytes, "
+        "at most {} tokens for one request",
+        n, total - n, total, SequenceBudget(total), budget, max_sequence_tokens_);
   }
   auto seq = std::make_unique<Seq>(std::move(p), engine_->tokenizer());
   std::lock_guard<std::mutex> lock(mu_);
@@ -418,8 +443,17 @@ bool Scheduler::Step() {
   const Status st = RunBatch(&batch);
   const double now = Now();
   if (!st.ok()) {
-    // A lone request the pool cannot hold, or a failure of the forward pass itself.
-    for (const Chunk& c : batch) Finish(c.seq, FinishReason::kError, st);
+    // A lone request the pool cannot hold, or a failure of the forward pass itself. One that
+    // has already generated ends as if it reached its length, so its text is not lost
+    // (Submit refuses requests that cannot fit, so this is a last resort).
+    for (const Chunk& c : batch) {
+      if (st.code() == StatusCode::kResourceExhausted && c.seq->generated > 0) {
+        EmitText(c.seq, c.seq->decoder.Flush(), /*final=*/true);
+        Finish(c.seq, FinishReason::kLength);
+      } else {
+        Finish(c.seq, FinishReason::kError, st);
+      }
+    }
   } else {
     int batch_tokens = 0;
     const int n_vocab = engine_->model().config().n_vocab;

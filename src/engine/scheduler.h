@@ -70,9 +70,14 @@ class Scheduler {
 
   // Any thread. Queues a request. InvalidArgument for a bad request (empty prompt, token out
   // of the vocabulary, sampling out of range, max_tokens < 1); OutOfRange for a prompt that
-  // does not fit the context, naming both lengths, or that the whole KV pool cannot hold;
-  // ResourceExhausted when max_waiting requests already wait; Cancelled after StopAccepting.
+  // does not fit the context, naming both lengths, or a prompt + max_tokens (up to the
+  // context) that the whole KV pool cannot hold, naming the tokens and bytes; ResourceExhausted
+  // when max_waiting requests already wait; Cancelled after StopAccepting.
   Result<RequestId> Submit(RequestParams params);
+  // The most tokens (prompt + generated) one sequence can hold: the context, or fewer when
+  // the KV pool alone cannot hold a sequence of the whole context (without an eviction
+  // policy, which bounds what a sequence holds).
+  int64_t MaxSequenceTokens() const { return max_sequence_tokens_; }
   // Any thread. The request ends with FinishReason::kCancelled; a running one's blocks are
   // freed at the next step boundary. Unknown or finished ids are ignored.
   void Cancel(RequestId id);
@@ -121,6 +126,7 @@ class Scheduler {
   Engine* engine_;
   SchedulerOptions options_;
   int n_ctx_;
+  int64_t max_sequence_tokens_ = 0;
 
   // Shared with other threads, under mu_.
   mutable std::mutex mu_;

@@ -2,6 +2,7 @@
 // taken at the end of each step, copied out under a lock.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -31,11 +32,21 @@ class LatencyHistogram {
     for (size_t i = 0; i <= b && i < counts_.size(); ++i) c += counts_[i];
     return c;
   }
-  // The bucket bound below which fraction q of the observations lie (an upper estimate).
+  // The q-quantile, interpolated linearly inside the bucket it falls in (as Prometheus'
+  // histogram_quantile does); the largest finite bound when it falls past it.
   double Quantile(double q) const {
     if (count_ == 0) return 0;
-    for (size_t b = 0; b < kBounds.size(); ++b)
-      if (static_cast<double>(Cumulative(b)) >= q * static_cast<double>(count_)) return kBounds[b];
+    const double rank = q * static_cast<double>(count_);
+    uint64_t below = 0;
+    for (size_t b = 0; b < kBounds.size(); ++b) {
+      const uint64_t in = counts_[b];
+      if (in > 0 && static_cast<double>(below + in) >= rank) {
+        const double lo = b == 0 ? 0.0 : kBounds[b - 1];
+        const double frac = std::clamp((rank - static_cast<double>(below)) / static_cast<double>(in), 0.0, 1.0);
+        return lo + (kBounds[b] - lo) * frac;
+      }
+      below += in;
+    }
     return kBounds.back();
   }
   double sum() const { return sum_; }

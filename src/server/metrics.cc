@@ -14,15 +14,21 @@ class Writer {
   void Header(const char* name, const char* type, const char* help) {
     out_ += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
   }
-  void Sample(const std::string& name_and_labels, double value) { out_ += fmt::format("{} {}\n", name_and_labels, value); }
-  void Histogram(const char* name, const char* help, const engine::LatencyHistogram& h) {
+  void Sample(const std::string& name_and_labels, double value) {
+    out_ += fmt::format("{} {}\n", name_and_labels, value);
+  }
+  // `labels`: "" or `name="value",...` added to every sample.
+  void Histogram(const char* name, const char* help, const engine::LatencyHistogram& h,
+                 const std::string& labels = "") {
     Header(name, "histogram", help);
+    const std::string extra = labels.empty() ? "" : "," + labels;
     const auto& bounds = engine::LatencyHistogram::kBounds;
     for (size_t b = 0; b < bounds.size(); ++b) {
-      out_ += fmt::format("{}_bucket{{le=\"{}\"}} {}\n", name, bounds[b], h.Cumulative(b));
+      out_ += fmt::format("{}_bucket{{le=\"{}\"{}}} {}\n", name, bounds[b], extra, h.Cumulative(b));
     }
-    out_ += fmt::format("{}_bucket{{le=\"+Inf\"}} {}\n", name, h.count());
-    out_ += fmt::format("{}_sum {}\n{}_count {}\n", name, h.sum(), name, h.count());
+    out_ += fmt::format("{}_bucket{{le=\"+Inf\"{}}} {}\n", name, extra, h.count());
+    const std::string braces = labels.empty() ? "" : "{" + labels + "}";
+    out_ += fmt::format("{}_sum{} {}\n{}_count{} {}\n", name, braces, h.sum(), name, braces, h.count());
   }
   std::string Take() { return std::move(out_); }
 
@@ -30,34 +36,88 @@ class Writer {
   std::string out_;
 };
 
+// A label value as the text format wants it: backslash, double quote and newline escaped.
+std::string LabelValue(const std::string& v) {
+  std::string out;
+  for (char c : v) {
+    if (c == '\\' || c == '"') {
+      out += '\\';
+      out += c;
+    } else if (c == '\n') {
+      out += "\\n";
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
 double HitRate(const engine::SchedulerStats& s) {
   return s.prefix_lookups ? static_cast<double>(s.prefix_hits) / static_cast<double>(s.prefix_lookups) : 0.0;
 }
 double TokenHitRate(const engine::SchedulerStats& s) {
-  return s.prompt_tokens ? static_cast<double>(s.prompt_tokens_cached) / static_cast<double>(s.prompt_tokens) : 0.0;
+  return s.prompt_tokens ? static_cast<double>(s.prompt_tokens_cached) / static_cast<double>(s.prompt_tokens)
+                         : 0.0;
+}
+
+// The quantities vLLM (V1) exports, under its names and its model_name label. vLLM counts
+// prefix-cache queries and hits in tokens: prompt tokens looked up and found.
+void VllmMetrics(Writer& w, const engine::SchedulerStats& s, const std::string& model) {
+  const std::string label = fmt::format("model_name=\"{}\"", LabelValue(model));
+  auto metric = [&](const char* name, const char* type, const char* help, double value) {
+    w.Header(name, type, help);
+    w.Sample(fmt::format("{}{{{}}}", name, label), value);
+  };
+  metric("vllm:num_requests_running", "gauge", "Number of requests in model execution batches.", s.running);
+  metric("vllm:num_requests_waiting", "gauge", "Number of requests waiting to be processed.", s.waiting);
+  metric("vllm:kv_cache_usage_perc", "gauge", "KV-cache usage. 1 means 100 percent usage.",
+         s.kv_budget_bytes ? static_cast<double>(s.kv_bytes_used) / static_cast<double>(s.kv_budget_bytes)
+                           : 0.0);
+  metric("vllm:prefix_cache_queries_total", "counter",
+         "Prefix cache queries, in terms of number of queried tokens.", static_cast<double>(s.prompt_tokens));
+  metric("vllm:prefix_cache_hits_total", "counter", "Prefix cache hits, in terms of number of cached tokens.",
+         static_cast<double>(s.prompt_tokens_cached));
+  metric("vllm:num_preemptions_total", "counter", "Cumulative number of preemption from the engine.",
+         static_cast<double>(s.preemptions));
+  metric("vllm:prompt_tokens_total", "counter", "Number of prefill tokens processed.",
+         static_cast<double>(s.prompt_tokens));
+  metric("vllm:generation_tokens_total", "counter", "Number of generation tokens processed.",
+         static_cast<double>(s.generated_tokens));
+  w.Histogram("vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.", s.ttft,
+              label);
+  w.Histogram("vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", s.itl,
+              label);
+  w.Histogram("vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.", s.e2e,
+              label);
 }
 
 }  // namespace
 
-std::string PrometheusText(const engine::SchedulerStats& s, const std::string& model) {
+std::string PrometheusText(const engine::SchedulerStats& s, const std::string& model, const HttpStats* http) {
   Writer w;
   w.Header("slimkv_info", "gauge", "The model and KV format served (labels), always 1.");
-  w.Sample(fmt::format("slimkv_info{{model=\"{}\",kv_format=\"{}\"}}", model, s.kv_format), 1);
-  w.Metric("slimkv_kv_budget_bytes", "gauge", "KV cache budget in bytes.", static_cast<double>(s.kv_budget_bytes));
-  w.Metric("slimkv_kv_bytes_used", "gauge", "KV cache bytes in allocated blocks (prefix-cache blocks included).",
+  w.Sample(
+      fmt::format("slimkv_info{{model=\"{}\",kv_format=\"{}\"}}", LabelValue(model), LabelValue(s.kv_format)),
+      1);
+  w.Metric("slimkv_kv_budget_bytes", "gauge", "KV cache budget in bytes.",
+           static_cast<double>(s.kv_budget_bytes));
+  w.Metric("slimkv_kv_bytes_used", "gauge",
+           "KV cache bytes in allocated blocks (prefix-cache blocks included).",
            static_cast<double>(s.kv_bytes_used));
-  w.Metric("slimkv_kv_bytes_free", "gauge", "KV cache bytes not allocated.",
-           static_cast<double>(s.kv_budget_bytes > s.kv_bytes_used ? s.kv_budget_bytes - s.kv_bytes_used : 0));
+  w.Metric(
+      "slimkv_kv_bytes_free", "gauge", "KV cache bytes not allocated.",
+      static_cast<double>(s.kv_budget_bytes > s.kv_bytes_used ? s.kv_budget_bytes - s.kv_bytes_used : 0));
   w.Metric("slimkv_kv_blocks_used", "gauge", "KV blocks allocated (staging and sealed).",
            static_cast<double>(s.kv_blocks_used));
   w.Metric("slimkv_kv_blocks_free", "gauge", "Free KV bytes in blocks of the final format.",
            static_cast<double>(s.kv_blocks_free));
-  w.Metric("slimkv_kv_blocks_shared", "gauge", "KV blocks with more than one owner (sequences or the prefix cache).",
+  w.Metric("slimkv_kv_blocks_shared", "gauge",
+           "KV blocks with more than one owner (sequences or the prefix cache).",
            static_cast<double>(s.kv_blocks_shared));
   w.Metric("slimkv_kv_block_bytes", "gauge", "Bytes of one KV block of the final format.",
            static_cast<double>(s.kv_block_bytes));
-  w.Metric("slimkv_kv_bytes_per_token", "gauge", "KV bytes per token of the active format (data and metadata, all layers).",
-           s.kv_bytes_per_token);
+  w.Metric("slimkv_kv_bytes_per_token", "gauge",
+           "KV bytes per token of the active format (data and metadata, all layers).", s.kv_bytes_per_token);
   w.Metric("slimkv_prefix_cache_entries", "gauge", "Block positions held by the prefix cache.",
            static_cast<double>(s.prefix_cache_entries));
   w.Metric("slimkv_prefix_cache_lookups_total", "counter", "Requests that looked up the prefix cache.",
@@ -65,8 +125,8 @@ std::string PrometheusText(const engine::SchedulerStats& s, const std::string& m
   w.Metric("slimkv_prefix_cache_hits_total", "counter", "Requests that reused at least one cached block.",
            static_cast<double>(s.prefix_hits));
   w.Metric("slimkv_prefix_cache_hit_rate", "gauge", "Prefix cache hits per lookup.", HitRate(s));
-  w.Metric("slimkv_prefix_cache_token_hit_rate", "gauge", "Prompt tokens taken from the prefix cache per prompt token.",
-           TokenHitRate(s));
+  w.Metric("slimkv_prefix_cache_token_hit_rate", "gauge",
+           "Prompt tokens taken from the prefix cache per prompt token.", TokenHitRate(s));
   w.Metric("slimkv_prefix_cache_evictions_total", "counter", "Prefix cache entries evicted for room.",
            static_cast<double>(s.prefix_evictions));
   w.Metric("slimkv_requests_running", "gauge", "Sequences in the running batch.", s.running);
@@ -84,18 +144,35 @@ std::string PrometheusText(const engine::SchedulerStats& s, const std::string& m
            static_cast<double>(s.prompt_tokens));
   w.Metric("slimkv_prompt_tokens_cached_total", "counter", "Prompt tokens taken from the prefix cache.",
            static_cast<double>(s.prompt_tokens_cached));
-  w.Metric("slimkv_generation_tokens_total", "counter", "Tokens generated.", static_cast<double>(s.generated_tokens));
-  w.Metric("slimkv_computed_tokens_total", "counter", "Tokens run through the model (recomputation included).",
-           static_cast<double>(s.computed_tokens));
+  w.Metric("slimkv_generation_tokens_total", "counter", "Tokens generated.",
+           static_cast<double>(s.generated_tokens));
+  w.Metric("slimkv_computed_tokens_total", "counter",
+           "Tokens run through the model (recomputation included).", static_cast<double>(s.computed_tokens));
   w.Metric("slimkv_generation_tokens_per_second", "gauge", "Tokens generated per second over the last 5 s.",
            s.generated_tokens_per_s);
-  w.Metric("slimkv_computed_tokens_per_second", "gauge", "Tokens through the model per second over the last 5 s.",
-           s.computed_tokens_per_s);
+  w.Metric("slimkv_computed_tokens_per_second", "gauge",
+           "Tokens through the model per second over the last 5 s.", s.computed_tokens_per_s);
   w.Metric("slimkv_steps_total", "counter", "Forward passes.", static_cast<double>(s.steps));
   w.Metric("slimkv_batch_tokens", "gauge", "Tokens in the last forward pass.", s.last_batch_tokens);
-  w.Histogram("slimkv_time_to_first_token_seconds", "Time from arrival to the first generated token.", s.ttft);
+  w.Histogram("slimkv_time_to_first_token_seconds", "Time from arrival to the first generated token.",
+              s.ttft);
   w.Histogram("slimkv_inter_token_latency_seconds", "Time between consecutive tokens of a request.", s.itl);
   w.Histogram("slimkv_request_duration_seconds", "Time from arrival to the end of a request.", s.e2e);
+  if (http != nullptr) {
+    w.Metric("slimkv_http_connections", "gauge", "Open HTTP connections.", static_cast<double>(http->open));
+    w.Metric("slimkv_http_connections_accepted_total", "counter", "HTTP connections accepted.",
+             static_cast<double>(http->accepted));
+    w.Metric("slimkv_http_connections_refused_total", "counter",
+             "Connections answered 503 and closed: over --max-connections or the per-client cap.",
+             static_cast<double>(http->refused));
+    w.Metric("slimkv_http_timeouts_total", "counter",
+             "Connections closed for missing a deadline (idle, header, body or write).",
+             static_cast<double>(http->timed_out));
+    w.Metric("slimkv_http_rejected_total", "counter",
+             "Requests refused by the HTTP layer (malformed, header or body too large).",
+             static_cast<double>(http->rejected));
+  }
+  VllmMetrics(w, s, model);
   return w.Take();
 }
 

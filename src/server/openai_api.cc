@@ -86,7 +86,9 @@ bool ContentText(const json& content, size_t i, std::string* text, ApiError* err
   }
   text->clear();
   for (const json& part : content) {
-    if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") || !part["text"].is_string()) {
+    const auto type = part.is_object() ? part.find("type") : part.end();
+    if (!part.is_object() || type == part.end() || !type->is_string() || *type != "text" ||
+        !part.contains("text") || !part["text"].is_string()) {
       *error = BadRequest(param + ": only parts of type 'text' are supported", param);
       return false;
     }
@@ -106,14 +108,16 @@ bool ChatPrompt(const json& body, const tokenizer::Tokenizer& tok, const ChatFor
   for (size_t i = 0; i < it->size(); ++i) {
     const json& m = (*it)[i];
     if (!m.is_object() || !m.contains("role") || !m["role"].is_string()) {
-      *error = BadRequest(fmt::format("messages[{}] must be an object with a 'role'", i), fmt::format("messages[{}]", i));
+      *error = BadRequest(fmt::format("messages[{}] must be an object with a 'role'", i),
+                          fmt::format("messages[{}]", i));
       return false;
     }
     std::string role = m["role"].get<std::string>();
     if (role == "developer") role = "system";
     if (role != "system" && role != "user" && role != "assistant") {
-      *error = BadRequest(fmt::format("messages[{}].role '{}' is not one of system, developer, user, assistant", i, role),
-                          fmt::format("messages[{}].role", i));
+      *error = BadRequest(
+          fmt::format("messages[{}].role '{}' is not one of system, developer, user, assistant", i, role),
+          fmt::format("messages[{}].role", i));
       return false;
     }
     std::string text;
@@ -121,9 +125,15 @@ bool ChatPrompt(const json& body, const tokenizer::Tokenizer& tok, const ChatFor
     msgs.push_back({std::move(role), std::move(text)});
   }
   const std::string rendered = tokenizer::ApplyChatTemplate(chat.style, chat.template_text, msgs, true);
-  *prompt = tok.Encode(rendered, tok.add_bos_default(), /*parse_special=*/true);
+  auto ids = tok.EncodeText(rendered, tok.add_bos_default(), /*parse_special=*/true);
+  if (!ids.ok()) {
+    *error = BadRequest("'messages': " + ids.status().message(), "messages");
+    return false;
+  }
+  *prompt = std::move(ids).value();
   // A template that already starts with BOS must not get a second one.
-  if (prompt->size() >= 2 && (*prompt)[0] == tok.bos() && (*prompt)[1] == tok.bos()) prompt->erase(prompt->begin());
+  if (prompt->size() >= 2 && (*prompt)[0] == tok.bos() && (*prompt)[1] == tok.bos())
+    prompt->erase(prompt->begin());
   return true;
 }
 
@@ -139,8 +149,8 @@ bool TokenArray(const json& a, int32_t n_vocab, std::vector<tokenizer::TokenId>*
   return true;
 }
 
-bool CompletionPrompt(const json& body, const tokenizer::Tokenizer& tok, std::vector<tokenizer::TokenId>* prompt,
-                      ApiError* error) {
+bool CompletionPrompt(const json& body, const tokenizer::Tokenizer& tok,
+                      std::vector<tokenizer::TokenId>* prompt, ApiError* error) {
   auto it = body.find("prompt");
   if (it == body.end() || it->is_null()) {
     *error = BadRequest("'prompt' is required", "prompt");
@@ -149,13 +159,21 @@ bool CompletionPrompt(const json& body, const tokenizer::Tokenizer& tok, std::ve
   const json* p = &*it;
   if (p->is_array() && p->size() == 1 && ((*p)[0].is_string() || (*p)[0].is_array())) p = &(*p)[0];
   if (p->is_string()) {
-    *prompt = tok.Encode(p->get<std::string>(), tok.add_bos_default(), /*parse_special=*/false);
+    auto ids =
+        tok.EncodeText(p->get_ref<const std::string&>(), tok.add_bos_default(), /*parse_special=*/false);
+    if (!ids.ok()) {
+      *error = BadRequest("'prompt': " + ids.status().message(), "prompt");
+      return false;
+    }
+    *prompt = std::move(ids).value();
     return true;
   }
-  if (p->is_array() && !p->empty() && (*p)[0].is_number()) return TokenArray(*p, tok.vocab_size(), prompt, error);
-  *error = BadRequest("'prompt' must be a string, an array of token ids, or an array holding one of those "
-                      "(send one request per prompt)",
-                      "prompt");
+  if (p->is_array() && !p->empty() && (*p)[0].is_number())
+    return TokenArray(*p, tok.vocab_size(), prompt, error);
+  *error = BadRequest(
+      "'prompt' must be a string, an array of token ids, or an array holding one of those "
+      "(send one request per prompt)",
+      "prompt");
   return false;
 }
 
@@ -178,7 +196,8 @@ bool ReadStop(const json& body, const ApiLimits& limits, std::vector<std::string
     return false;
   }
   if (static_cast<int>(out.size()) > limits.max_stop) {
-    *error = BadRequest(fmt::format("at most {} stop strings are allowed, got {}", limits.max_stop, out.size()), "stop");
+    *error = BadRequest(
+        fmt::format("at most {} stop strings are allowed, got {}", limits.max_stop, out.size()), "stop");
     return false;
   }
   for (const std::string& s : out) {
@@ -195,30 +214,34 @@ bool ReadStop(const json& body, const ApiLimits& limits, std::vector<std::string
 // Fields that change what is generated and that slimkv does not implement: refused rather
 // than silently ignored (false, 0 and null are accepted, as they mean "off").
 bool RejectUnsupported(const json& body, ApiError* error) {
-  for (const char* name : {"logprobs", "top_logprobs", "echo", "suffix", "tools", "functions", "logit_bias"}) {
+  for (const char* name :
+       {"logprobs", "top_logprobs", "echo", "suffix", "tools", "functions", "logit_bias"}) {
     auto it = body.find(name);
     if (it == body.end() || it->is_null()) continue;
     const bool off = (it->is_boolean() && !it->get<bool>()) || (it->is_number() && it->get<double>() == 0) ||
                      ((it->is_array() || it->is_object()) && it->empty());
     if (!off) {
-      *error = BadRequest(fmt::format("'{}' is not supported by this server", name), name, "unsupported_parameter");
+      *error = BadRequest(fmt::format("'{}' is not supported by this server", name), name,
+                          "unsupported_parameter");
       return false;
     }
   }
   for (const char* name : {"presence_penalty", "frequency_penalty"}) {
     auto it = body.find(name);
     if (it != body.end() && !it->is_null() && !(it->is_number() && it->get<double>() == 0)) {
-      *error = BadRequest(fmt::format("'{}' is not supported by this server (use repeat_penalty)", name), name,
-                          "unsupported_parameter");
+      *error = BadRequest(fmt::format("'{}' is not supported by this server (use repeat_penalty)", name),
+                          name, "unsupported_parameter");
       return false;
     }
   }
-  if (auto it = body.find("best_of"); it != body.end() && !it->is_null() && !(it->is_number_integer() && it->get<int64_t>() == 1)) {
+  if (auto it = body.find("best_of");
+      it != body.end() && !it->is_null() && !(it->is_number_integer() && it->get<int64_t>() == 1)) {
     *error = BadRequest("'best_of' is not supported by this server", "best_of", "unsupported_parameter");
     return false;
   }
   if (auto it = body.find("response_format"); it != body.end() && !it->is_null()) {
-    if (!it->is_object() || it->value("type", "") != "text") {
+    const auto type = it->is_object() ? it->find("type") : it->end();
+    if (!it->is_object() || type == it->end() || !type->is_string() || *type != "text") {
       *error = BadRequest("only response_format {\"type\": \"text\"} is supported", "response_format",
                           "unsupported_parameter");
       return false;
@@ -229,9 +252,9 @@ bool RejectUnsupported(const json& body, ApiError* error) {
 
 }  // namespace
 
-bool ParseRequest(Endpoint endpoint, const json& body, const tokenizer::Tokenizer& tok, const ChatFormat& chat,
-                  const ApiLimits& limits, const engine::SamplingParams& defaults, ParsedRequest* out,
-                  ApiError* error) {
+bool ParseRequest(Endpoint endpoint, const json& body, const tokenizer::Tokenizer& tok,
+                  const ChatFormat& chat, const ApiLimits& limits, const engine::SamplingParams& defaults,
+                  ParsedRequest* out, ApiError* error) {
   if (!body.is_object()) {
     *error = BadRequest("the request body must be a JSON object");
     return false;
@@ -253,27 +276,55 @@ bool ParseRequest(Endpoint endpoint, const json& body, const tokenizer::Tokenize
     return false;
   }
   if (n_prompt >= limits.n_ctx) {
-    *error = BadRequest(fmt::format("This model's maximum context length is {} tokens, but the prompt has {} tokens",
-                                    limits.n_ctx, n_prompt),
-                        prompt_param, "context_length_exceeded");
+    *error = BadRequest(
+        fmt::format("This model's maximum context length is {} tokens, but the prompt has {} tokens",
+                    limits.n_ctx, n_prompt),
+        prompt_param, "context_length_exceeded");
     return false;
   }
   if (limits.max_prompt_tokens > 0 && n_prompt > limits.max_prompt_tokens) {
-    *error = BadRequest(fmt::format("the prompt has {} tokens; this server accepts at most {} prompt tokens", n_prompt,
-                                    limits.max_prompt_tokens),
+    *error = BadRequest(fmt::format("the prompt has {} tokens; this server accepts at most {} prompt tokens",
+                                    n_prompt, limits.max_prompt_tokens),
                         prompt_param, "prompt_too_long");
     return false;
   }
-  // Tokens to generate: the request's, or the endpoint's default, never past the context.
-  const int64_t room = limits.n_ctx - n_prompt;
-  int64_t max_tokens = limits.default_max_tokens > 0 ? limits.default_max_tokens
-                       : endpoint == Endpoint::kCompletions ? 16
-                                                            : room;
-  max_tokens = std::min<int64_t>(max_tokens, limits.max_tokens);
-  const char* max_name = endpoint == Endpoint::kChat && body.contains("max_completion_tokens") ? "max_completion_tokens"
-                                                                                                : "max_tokens";
+  // The most tokens one request may hold: the context, or what the KV pool holds for one.
+  const int64_t pool = limits.max_sequence_tokens > 0 ? limits.max_sequence_tokens : limits.n_ctx;
+  const int64_t most = std::min<int64_t>(limits.n_ctx, pool);
+  if (n_prompt >= most) {
+    *error = BadRequest(
+        fmt::format("the prompt has {} tokens; the KV cache holds at most {} tokens for one request "
+                    "(the prompt and at least one generated token)",
+                    n_prompt, most),
+        prompt_param, "context_length_exceeded");
+    return false;
+  }
+  // Tokens to generate: the request's, which must fit (as vLLM and OpenAI answer, rather than
+  // failing or cutting it later), or the endpoint's default cut to what fits.
+  const int64_t room = most - n_prompt;
+  const char* max_name = endpoint == Endpoint::kChat && body.contains("max_completion_tokens")
+                             ? "max_completion_tokens"
+                             : "max_tokens";
+  int64_t max_tokens = -1;
   if (!ReadInt(body, max_name, 1, limits.max_tokens, &max_tokens, error)) return false;
-  r.max_tokens = static_cast<int>(std::min<int64_t>(max_tokens, room));
+  if (max_tokens < 0) {
+    max_tokens = limits.default_max_tokens > 0        ? limits.default_max_tokens
+                 : endpoint == Endpoint::kCompletions ? 16
+                                                      : room;
+    max_tokens = std::min<int64_t>({max_tokens, limits.max_tokens, room});
+  } else if (max_tokens > room) {
+    const std::string holds =
+        most < limits.n_ctx ? fmt::format("The KV cache holds {} tokens for one request (the context is {})",
+                                          most, limits.n_ctx)
+                            : fmt::format("This model's maximum context length is {} tokens", most);
+    *error = BadRequest(
+        fmt::format("{}. However, you requested {} tokens ({} in the {}, {} in the completion). "
+                    "Please reduce the length of the {} or {}.",
+                    holds, n_prompt + max_tokens, n_prompt, prompt_param, max_tokens, prompt_param, max_name),
+        max_name, "context_length_exceeded");
+    return false;
+  }
+  r.max_tokens = static_cast<int>(max_tokens);
   int64_t n = 1;
   if (!ReadInt(body, "n", 1, limits.max_n, &n, error)) return false;
   r.n = static_cast<int>(n);
@@ -294,7 +345,8 @@ bool ParseRequest(Endpoint endpoint, const json& body, const tokenizer::Tokenize
   r.sampling.top_k = static_cast<int>(top_k);
   int64_t seed = 0;
   if (body.contains("seed") && !body["seed"].is_null()) {
-    if (!ReadInt(body, "seed", std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max(), &seed, error)) {
+    if (!ReadInt(body, "seed", std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max(),
+                 &seed, error)) {
       return false;
     }
     r.sampling.seed = static_cast<uint64_t>(seed);
@@ -334,8 +386,8 @@ json CompletionResponse(Endpoint endpoint, const std::string& id, int64_t create
           {"usage", usage}};
 }
 
-json StreamChunk(Endpoint endpoint, const std::string& id, int64_t created, const std::string& model, int index,
-                 const std::string& text, const std::string& finish_reason, bool first) {
+json StreamChunk(Endpoint endpoint, const std::string& id, int64_t created, const std::string& model,
+                 int index, const std::string& text, const std::string& finish_reason, bool first) {
   json c = {{"index", index}, {"logprobs", nullptr}};
   c["finish_reason"] = finish_reason.empty() ? json(nullptr) : json(finish_reason);
   if (endpoint == Endpoint::kChat) {

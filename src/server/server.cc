@@ -1,36 +1,24 @@
 #include "server/server.h"
 
-#include <httplib.h>
-#include <sys/socket.h>
-
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <ctime>
 #include <random>
+#include <thread>
 
-#include "engine/request_stream.h"
+#include "base/hash.h"
+#include "base/log.h"
 #include "server/dashboard.h"
+#include "server/generation.h"
+#include "server/http_guard.h"
 #include "server/metrics.h"
 
 namespace slimkv::server {
 namespace {
 
+namespace net = boost::asio;
 using nlohmann::json;
-
-void SendError(httplib::Response& res, const ApiError& e) {
-  res.status = e.http_status;
-  res.set_content(e.ToJson(), "application/json");
-}
-
-void SendJson(httplib::Response& res, const json& j, int status = 200) {
-  res.status = status;
-  res.set_content(Dump(j), "application/json");
-}
-
-// Compares without an early exit, so the time taken does not tell how much of a key matched.
-bool SameKey(const std::string& a, const std::string& b) {
-  unsigned char diff = a.size() != b.size();
-  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i % std::max<size_t>(1, b.size())]);
-  return diff == 0;
-}
 
 uint64_t SplitMix64(uint64_t x) {
   x += 0x9e3779b97f4a7c15ull;
@@ -39,301 +27,314 @@ uint64_t SplitMix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
+bool IsLoopbackBind(const std::string& host) { return IsLoopbackHostName(host) || host == "::1"; }
+
+HttpResponse Error(const ApiError& e) {
+  HttpResponse r;
+  r.status = e.http_status;
+  r.body = e.ToJson();
+  return r;
+}
+
+HttpResponse JsonResponse(const json& j, int status = 200) {
+  HttpResponse r;
+  r.status = status;
+  r.body = Dump(j);
+  return r;
+}
+
+enum class Route { kNone, kCompletions, kChat, kModels, kModel, kHealth, kMetrics, kStats, kDashboard };
+
+// The route of a path and the method it takes.
+Route RouteOf(const std::string& path, const char** method) {
+  struct Entry {
+    const char* path;
+    Route route;
+    const char* method;
+  };
+  static constexpr Entry kRoutes[] = {
+      {"/v1/completions", Route::kCompletions, "POST"},
+      {"/v1/chat/completions", Route::kChat, "POST"},
+      {"/v1/models", Route::kModels, "GET"},
+      {"/health", Route::kHealth, "GET"},
+      {"/metrics", Route::kMetrics, "GET"},
+      {"/stats", Route::kStats, "GET"},
+      {"/", Route::kDashboard, "GET"},
+  };
+  for (const Entry& e : kRoutes) {
+    if (path == e.path) {
+      *method = e.method;
+      return e.route;
+    }
+  }
+  if (path.rfind("/v1/models/", 0) == 0 && path.size() > 11) {
+    *method = "GET";
+    return Route::kModel;
+  }
+  return Route::kNone;
+}
+
 }  // namespace
 
-struct HttpServer::Impl {
+struct HttpServer::Impl : HttpHandler {
   Impl(const engine::Engine& e, engine::Scheduler& s, ServerOptions o, std::atomic<bool>* d)
-      : engine(e), scheduler(s), options(std::move(o)), draining(d) {
+      : engine(e),
+        scheduler(s),
+        options(std::move(o)),
+        draining(d),
+        gate(std::make_shared<IoGate>(&ioc)),
+        workers(static_cast<size_t>(std::max(1, options.worker_threads))),
+        listener(ioc, *this, options.http, gate, options.access_log) {
     auto style = tokenizer::DetectChatStyle(e.tokenizer());
     chat.style = style.ok() ? *style : tokenizer::ChatStyle::kChatMl;
     chat.template_text = e.tokenizer().chat_template();
     seed_base = std::random_device{}();
+    host_policy.loopback_only = IsLoopbackBind(options.host);
+    host_policy.allowed = options.allowed_hosts;
+    options.limits.max_sequence_tokens = s.MaxSequenceTokens();
+    listener.set_on_idle([this] { MaybeFinishDrain(); });
   }
 
-  void Routes();
-  void Generate(Endpoint endpoint, const httplib::Request& req, httplib::Response& res);
+  bool CheckHeader(const HttpRequest& head, HttpResponse* refusal) override;
+  void Handle(HttpRequest request, std::shared_ptr<Exchange> exchange) override;
+  void Generate(Endpoint endpoint, const HttpRequest& req, std::shared_ptr<Exchange> ex);
+  // CORS headers for a response to `req` (none unless its origin is listed).
+  std::vector<std::pair<std::string, std::string>> CorsHeaders(const HttpRequest& req) const;
+  // The tenant of a request: a hash of the API key it used, "" without keys.
+  std::string Tenant(const HttpRequest& req) const;
+  json ModelJson() const;
+  void MaybeFinishDrain();
   uint64_t NextSeed() { return SplitMix64(seed_base + next.fetch_add(1)); }
-  std::string NextId(const char* prefix) { return fmt::format("{}-{:016x}", prefix, NextSeed()); }
-  // The socket cpp-httplib last created for listening (see the constructor).
-  int listen_fd = -1;
 
   const engine::Engine& engine;
   engine::Scheduler& scheduler;
   ServerOptions options;
   std::atomic<bool>* draining;
   ChatFormat chat;
+  HostPolicy host_policy;
   uint64_t seed_base = 0;
   std::atomic<uint64_t> next{0};
-  httplib::Server http;
+  net::io_context ioc{1};
+  std::shared_ptr<IoGate> gate;
+  net::thread_pool workers;
+  HttpListener listener;
 };
 
-// The state of one streamed response, shared by the content provider and its releaser.
-struct StreamState {
-  Endpoint endpoint;
-  std::string id, model;
-  int64_t created = 0;
-  int n = 1;
-  bool include_usage = false;
-  std::shared_ptr<engine::RequestStream> stream;
-  std::vector<engine::RequestId> ids;
-  bool all_done = false;
-};
-
-void HttpServer::Impl::Generate(Endpoint endpoint, const httplib::Request& req, httplib::Response& res) {
-  const json body = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
-  if (body.is_discarded()) return SendError(res, BadRequest("the request body is not valid JSON"));
-  ParsedRequest pr;
-  ApiError err;
-  if (!ParseRequest(endpoint, body, engine.tokenizer(), chat, options.limits, options.default_sampling, &pr, &err)) {
-    return SendError(res, err);
-  }
-  auto stream = std::make_shared<engine::RequestStream>();
-  std::vector<engine::RequestId> ids;
-  const uint64_t salt = engine::HashCacheSalt(pr.cache_salt);
-  for (int i = 0; i < pr.n; ++i) {
-    engine::RequestParams p;
-    p.prompt = pr.prompt;
-    p.max_tokens = pr.max_tokens;
-    p.sampling = pr.sampling;
-    p.sampling.seed = pr.seed_given ? pr.sampling.seed + static_cast<uint64_t>(i) : NextSeed();
-    p.stop = pr.stop;
-    p.ignore_eos = pr.ignore_eos;
-    p.cache_salt = salt;
-    p.on_output = engine::RequestStream::Sink(stream, i);
-    auto id = scheduler.Submit(std::move(p));
-    if (!id.ok()) {
-      for (engine::RequestId done : ids) scheduler.Cancel(done);
-      return SendError(res, FromStatus(id.status(), endpoint == Endpoint::kChat ? "messages" : "prompt"));
-    }
-    ids.push_back(*id);
-  }
-  const std::string model = pr.model.empty() ? options.model_name : pr.model;
-  const std::string rid = NextId(endpoint == Endpoint::kChat ? "chatcmpl" : "cmpl");
-  const int64_t created = static_cast<int64_t>(std::time(nullptr));
-
-  if (!pr.stream) {
-    // Waits for every choice. A client that leaves meanwhile is not noticed (nothing is
-    // written before the end); the request is bounded by max_tokens.
-    std::vector<ChoiceResult> choices(pr.n);
-    int finished = 0, completion_tokens = 0, cached = 0;
-    Status failure;
-    engine::RequestStream::Item item;
-    while (finished < pr.n) {
-      if (!stream->Pop(&item, 3600.0)) continue;
-      const engine::RequestOutput& o = item.output;
-      if (!o.finished) {
-        choices[item.index].text += o.text;
-        continue;
-      }
-      ++finished;
-      completion_tokens += o.usage.completion_tokens;
-      if (item.index == 0) cached = o.usage.cached_tokens;
-      choices[item.index].finish_reason = engine::FinishReasonName(o.finish_reason);
-      if (o.finish_reason == engine::FinishReason::kError) failure = o.error;
-      if (o.finish_reason == engine::FinishReason::kCancelled) failure = Status(StatusCode::kCancelled, "cancelled: the server is shutting down");
-    }
-    if (!failure.ok()) return SendError(res, FromStatus(failure));
-    const json usage = UsageJson(static_cast<int>(pr.prompt.size()), completion_tokens, cached);
-    return SendJson(res, CompletionResponse(endpoint, rid, created, model, choices, usage));
-  }
-
-  auto st = std::make_shared<StreamState>();
-  st->endpoint = endpoint;
-  st->id = rid;
-  st->model = model;
-  st->created = created;
-  st->n = pr.n;
-  st->include_usage = pr.include_usage;
-  st->stream = stream;
-  st->ids = ids;
-  const int prompt_tokens = static_cast<int>(pr.prompt.size());
-  const double keepalive = options.keepalive_seconds;
-  res.set_header("Cache-Control", "no-cache");
-  res.set_header("X-Accel-Buffering", "no");
-  res.set_chunked_content_provider(
-      "text/event-stream",
-      [st, prompt_tokens, keepalive](size_t, httplib::DataSink& sink) {
-        auto send = [&](const json& j) {
-          const std::string event = "data: " + Dump(j) + "\n\n";
-          return sink.write(event.data(), event.size());
-        };
-        if (st->endpoint == Endpoint::kChat) {  // the role comes first, as OpenAI sends it
-          for (int i = 0; i < st->n; ++i)
-            if (!send(StreamChunk(st->endpoint, st->id, st->created, st->model, i, "", "", true))) return false;
-        }
-        int finished = 0, completion_tokens = 0, cached = 0;
-        engine::RequestStream::Item item;
-        while (finished < st->n) {
-          if (!st->stream->Pop(&item, keepalive)) {
-            static constexpr char kComment[] = ": keep-alive\n\n";
-            if (!sink.write(kComment, sizeof(kComment) - 1)) return false;  // the client left
-            continue;
-          }
-          const engine::RequestOutput& o = item.output;
-          if (!o.finished) {
-            if (o.text.empty()) continue;
-            if (!send(StreamChunk(st->endpoint, st->id, st->created, st->model, item.index, o.text, "", false))) {
-              return false;
-            }
-            continue;
-          }
-          ++finished;
-          completion_tokens += o.usage.completion_tokens;
-          if (item.index == 0) cached = o.usage.cached_tokens;
-          if (o.finish_reason == engine::FinishReason::kError || o.finish_reason == engine::FinishReason::kCancelled) {
-            const Status err = o.finish_reason == engine::FinishReason::kError
-                                   ? o.error
-                                   : Status(StatusCode::kCancelled, "cancelled: the server is shutting down");
-            send(json::parse(FromStatus(err).ToJson()));
-            st->all_done = finished == st->n;
-            return false;  // ends the response; the releaser cancels the other choices
-          }
-          if (!send(StreamChunk(st->endpoint, st->id, st->created, st->model, item.index, "",
-                                engine::FinishReasonName(o.finish_reason), false))) {
-            return false;
-          }
-        }
-        st->all_done = true;
-        if (st->include_usage) {
-          send(UsageChunk(st->endpoint, st->id, st->created, st->model,
-                          UsageJson(prompt_tokens, completion_tokens, cached)));
-        }
-        static constexpr char kDone[] = "data: [DONE]\n\n";
-        sink.write(kDone, sizeof(kDone) - 1);
-        sink.done();
-        return true;
-      },
-      [st, this](bool) {
-        // However the response ended: cancel what is still running (the client left, or
-        // the connection failed before the first byte). Finished ids are ignored.
-        if (!st->all_done)
-          for (engine::RequestId id : st->ids) scheduler.Cancel(id);
-      });
+std::vector<std::pair<std::string, std::string>> HttpServer::Impl::CorsHeaders(const HttpRequest& req) const {
+  const std::string_view origin = req.Header("Origin");
+  if (origin.empty() || !OriginListed(origin, options.cors_origins)) return {};
+  return {{"Access-Control-Allow-Origin", std::string(origin)}, {"Vary", "Origin"}};
 }
 
-void HttpServer::Impl::Routes() {
-  http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-    const bool api = req.path.rfind("/v1/", 0) == 0;
-    if (api && !options.api_key.empty()) {
-      const std::string auth = req.get_header_value("Authorization");
-      if (!SameKey(auth, "Bearer " + options.api_key)) {
-        SendError(res, ForHttpStatus(401));
-        res.set_header("WWW-Authenticate", "Bearer");
-        return httplib::Server::HandlerResponse::Handled;
-      }
-    }
-    if (api && req.method == "POST" && draining->load()) {
-      SendError(res, ForHttpStatus(503));
-      return httplib::Server::HandlerResponse::Handled;
-    }
-    return httplib::Server::HandlerResponse::Unhandled;
-  });
-  // Fills the body of errors the HTTP layer made itself (404, 413, ...); ours have one.
-  http.set_error_handler(httplib::Server::HandlerWithResponse(
-      [](const httplib::Request&, httplib::Response& res) {
-        if (!res.body.empty() || res.is_chunked_content_provider_) return httplib::Server::HandlerResponse::Unhandled;
-        res.set_content(ForHttpStatus(res.status).ToJson(), "application/json");
-        return httplib::Server::HandlerResponse::Handled;
-      }));
-  http.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
-    std::string what = "internal error";
-    try {
-      if (ep) std::rethrow_exception(ep);
-    } catch (const std::exception& e) {
-      what = e.what();
-    } catch (...) {
-    }
-    SendError(res, ApiError{500, what, "server_error", "", ""});
-  });
+std::string HttpServer::Impl::Tenant(const HttpRequest& req) const {
+  if (options.api_keys.empty()) return {};
+  const int k = MatchApiKey(BearerToken(req.Header("Authorization")), options.api_keys);
+  if (k < 0) return {};
+  const std::string& key = options.api_keys[k];
+  // The key itself never leaves this function: the tenant is a keyed hash of it.
+  return fmt::format("key:{:016x}", SipHash24(key.data(), key.size()));
+}
 
-  http.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
-    Generate(Endpoint::kCompletions, req, res);
-  });
-  http.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
-    Generate(Endpoint::kChat, req, res);
-  });
-  auto model_json = [this] {
-    return json{{"id", options.model_name},
-                {"object", "model"},
-                {"created", 0},
-                {"owned_by", "slimkv"},
-                {"meta", {{"n_ctx", options.limits.n_ctx},
-                          {"n_vocab", engine.tokenizer().vocab_size()},
-                          {"kv_format", scheduler.Stats().kv_format}}}};
+bool HttpServer::Impl::CheckHeader(const HttpRequest& head, HttpResponse* refusal) {
+  auto refuse = [&](ApiError e) {
+    *refusal = Error(e);
+    refusal->headers = CorsHeaders(head);
+    return false;
   };
-  http.Get("/v1/models", [model_json](const httplib::Request&, httplib::Response& res) {
-    SendJson(res, json{{"object", "list"}, {"data", json::array({model_json()})}});
-  });
-  http.Get(R"(/v1/models/(.+))", [this, model_json](const httplib::Request& req, httplib::Response& res) {
-    if (req.matches[1] != options.model_name) {
-      return SendError(res, ApiError{404, fmt::format("the model '{}' does not exist", std::string(req.matches[1])),
-                                     "invalid_request_error", "model", "model_not_found"});
+  if (!HostAllowed(head.Header("Host"), host_policy)) {
+    return refuse(ApiError{403,
+                           fmt::format("the Host '{}' is not allowed (a server on a loopback address answers "
+                                       "loopback names only; --allow-host adds names)",
+                                       std::string(head.Header("Host").substr(0, 100))),
+                           "permission_error", "", "host_not_allowed"});
+  }
+  const std::string_view origin = head.Header("Origin");
+  const bool origin_listed = !origin.empty() && OriginListed(origin, options.cors_origins);
+  if (!origin.empty() && !origin_listed && !SameOrigin(origin, head.Header("Host"))) {
+    return refuse(ApiError{403, "cross-origin requests are not allowed (--cors-origin allows an origin)",
+                           "permission_error", "", "origin_not_allowed"});
+  }
+  if (head.method == "OPTIONS") {  // a CORS preflight
+    if (!origin_listed) return refuse(ForHttpStatus(405));
+    *refusal =
+        HttpResponse{.status = 204, .content_type = "text/plain", .body = "", .headers = CorsHeaders(head)};
+    refusal->headers.emplace_back("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+    refusal->headers.emplace_back("Access-Control-Allow-Headers",
+                                  "Authorization, Content-Type, X-Request-Id");
+    refusal->headers.emplace_back("Access-Control-Max-Age", "600");
+    return false;
+  }
+  const bool api = head.path.rfind("/v1/", 0) == 0;
+  if (api && !options.api_keys.empty() &&
+      MatchApiKey(BearerToken(head.Header("Authorization")), options.api_keys) < 0) {
+    if (!refuse(ForHttpStatus(401))) refusal->headers.emplace_back("WWW-Authenticate", "Bearer");
+    return false;
+  }
+  const char* method = "";
+  const Route route = RouteOf(head.path, &method);
+  if (route == Route::kNone) return refuse(ForHttpStatus(404));
+  if (head.method != method) {
+    refuse(ForHttpStatus(405));
+    refusal->headers.emplace_back("Allow", method);
+    return false;
+  }
+  if (head.method == "POST") {
+    if (!IsJsonMediaType(head.Header("Content-Type"))) {
+      return refuse(ApiError{415, "the body must be JSON sent as Content-Type: application/json",
+                             "invalid_request_error", "", "unsupported_media_type"});
     }
-    SendJson(res, model_json());
+    if (draining->load()) return refuse(ForHttpStatus(503));
+  }
+  return true;
+}
+
+json HttpServer::Impl::ModelJson() const {
+  return json{{"id", options.model_name},
+              {"object", "model"},
+              {"created", 0},
+              {"owned_by", "slimkv"},
+              {"meta",
+               {{"n_ctx", options.limits.n_ctx},
+                {"n_vocab", engine.tokenizer().vocab_size()},
+                {"kv_format", scheduler.Stats().kv_format}}}};
+}
+
+void HttpServer::Impl::Handle(HttpRequest req, std::shared_ptr<Exchange> ex) {
+  const char* method = "";
+  const Route route = RouteOf(req.path, &method);
+  HttpResponse r;
+  switch (route) {
+    case Route::kCompletions:
+      return Generate(Endpoint::kCompletions, req, std::move(ex));
+    case Route::kChat:
+      return Generate(Endpoint::kChat, req, std::move(ex));
+    case Route::kModels:
+      r = JsonResponse(json{{"object", "list"}, {"data", json::array({ModelJson()})}});
+      break;
+    case Route::kModel: {
+      const std::string id = req.path.substr(11);
+      r = id == options.model_name
+              ? JsonResponse(ModelJson())
+              : Error(ApiError{404, fmt::format("the model '{}' does not exist", id.substr(0, 200)),
+                               "invalid_request_error", "model", "model_not_found"});
+      break;
+    }
+    case Route::kHealth:
+      r = draining->load() ? JsonResponse(json{{"status", "draining"}}, 503)
+                           : JsonResponse(json{{"status", "ok"}});
+      break;
+    case Route::kMetrics: {
+      const HttpCounters& c = listener.counters();
+      const HttpStats http{c.open.load(), c.accepted.load(), c.refused.load(), c.timed_out.load(),
+                           c.rejected.load()};
+      r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+      r.body = PrometheusText(scheduler.Stats(), options.model_name, &http);
+      break;
+    }
+    case Route::kStats:
+      r = JsonResponse(StatsJson(scheduler.Stats(), options.model_name));
+      break;
+    case Route::kDashboard:
+      r.content_type = "text/html; charset=utf-8";
+      r.body = DashboardHtml();
+      break;
+    case Route::kNone:
+      r = Error(ForHttpStatus(404));
+      break;
+  }
+  r.headers = CorsHeaders(req);
+  ex->Respond(std::move(r));
+}
+
+void HttpServer::Impl::Generate(Endpoint endpoint, const HttpRequest& req, std::shared_ptr<Exchange> ex) {
+  GenerationOptions go;
+  go.id = fmt::format("{}-{:016x}", endpoint == Endpoint::kChat ? "chatcmpl" : "cmpl", NextSeed());
+  go.created = static_cast<int64_t>(std::time(nullptr));
+  go.keepalive_seconds = options.keepalive_seconds;
+  go.time_limit_seconds = options.request_timeout_seconds;
+  go.headers = CorsHeaders(req);
+  const std::string tenant = Tenant(req);
+  // Parsing and tokenizing can take a while for a large body: off the io thread.
+  net::post(workers, [this, endpoint, body = std::move(req.body), tenant, go = std::move(go), ex]() mutable {
+    try {
+      const json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
+      body = std::string();
+      ParsedRequest pr;
+      ApiError err;
+      if (j.is_discarded()) {
+        err = BadRequest("the request body is not valid JSON");
+      } else if (!ParseRequest(endpoint, j, engine.tokenizer(), chat, options.limits,
+                               options.default_sampling, &pr, &err)) {
+      } else {
+        go.model = pr.model.empty() ? options.model_name : pr.model;
+        go.cache_salt = engine::TenantSalt(tenant, pr.cache_salt);
+        return GenerationCall::Run(scheduler, std::move(pr), std::move(go), ex,
+                                   [this] { return NextSeed(); });
+      }
+      HttpResponse r = Error(err);
+      r.headers = go.headers;
+      ex->Respond(std::move(r));
+    } catch (const std::exception& e) {
+      // Never the exception's text to the client: it is ours, not theirs.
+      SPDLOG_ERROR("request {}: {}", ex->request_id(), e.what());
+      ex->Respond(Error(ApiError{500, fmt::format("internal error (request id {})", ex->request_id()),
+                                 "server_error", "", ""}));
+    }
   });
-  http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
-    if (draining->load()) return SendJson(res, json{{"status", "draining"}}, 503);
-    SendJson(res, json{{"status", "ok"}});
-  });
-  http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
-    res.set_content(PrometheusText(scheduler.Stats(), options.model_name), "text/plain; version=0.0.4; charset=utf-8");
-  });
-  http.Get("/stats", [this](const httplib::Request&, httplib::Response& res) {
-    SendJson(res, StatsJson(scheduler.Stats(), options.model_name));
-  });
-  http.Get("/", [](const httplib::Request&, httplib::Response& res) {
-    res.set_content(DashboardHtml(), "text/html; charset=utf-8");
-  });
+}
+
+void HttpServer::Impl::MaybeFinishDrain() {
+  if (!draining->load() || listener.in_flight() > 0) return;
+  listener.CloseAll();
+  ioc.stop();
 }
 
 HttpServer::HttpServer(const engine::Engine& engine, engine::Scheduler& scheduler, ServerOptions options)
-    : impl_(std::make_unique<Impl>(engine, scheduler, std::move(options), &draining_)) {
-  httplib::Server& h = impl_->http;
-  const int threads = std::max(2, impl_->options.http_threads);
-  h.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
-  h.set_payload_max_length(impl_->options.max_body_bytes);
-  h.set_read_timeout(impl_->options.read_timeout_seconds, 0);
-  h.set_write_timeout(10, 0);
-  h.set_keep_alive_timeout(5);
-  h.set_keep_alive_max_count(1000);
-  h.set_tcp_nodelay(true);  // stream tokens as they come
-  // Debian's cpp-httplib is compiled with a listen backlog of 5: 64 clients connecting at
-  // once overflowed the accept queue (TcpExtListenOverflows) and some saw their connection
-  // closed without a response (bench/loadgen: "transport: Read"). The socket is kept here
-  // and listened on again with a real backlog once bound (Bind). SO_REUSEADDR only, not the
-  // library's default SO_REUSEPORT, which lets a second server bind a port in use silently.
-  h.set_socket_options([impl = impl_.get()](socket_t sock) {
-    int yes = 1;
-    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
-    impl->listen_fd = sock;
-  });
-  impl_->Routes();
+    : impl_(std::make_unique<Impl>(engine, scheduler, std::move(options), &draining_)) {}
+
+HttpServer::~HttpServer() {
+  impl_->gate->Close();
+  impl_->workers.join();
+  // Let every connection finish closing, so none outlives the listener. A queued Close or
+  // drain end stops run() early: run again until nothing is left to run.
+  impl_->listener.CloseAll();
+  do {
+    impl_->ioc.restart();
+  } while (impl_->ioc.run() > 0);
 }
 
-HttpServer::~HttpServer() = default;
-
 Status HttpServer::Bind() {
-  const ServerOptions& o = impl_->options;
-  if (o.port == 0) {
-    port_ = impl_->http.bind_to_any_port(o.host);
-    if (port_ <= 0) return IoError("cannot listen on {} (any port)", o.host);
-  } else {
-    if (!impl_->http.bind_to_port(o.host, o.port)) {
-      return IoError("cannot listen on {}:{} (address in use, or not an address of this machine)", o.host, o.port);
-    }
-    port_ = o.port;
-  }
-  if (impl_->listen_fd >= 0 && ::listen(impl_->listen_fd, kListenBacklog) != 0)
-    return IoError("cannot listen on {}:{} with a backlog of {}", o.host, port_, kListenBacklog);
+  RETURN_IF_ERROR(impl_->listener.Bind(impl_->options.host, impl_->options.port, kListenBacklog));
+  port_ = impl_->listener.port();
   return Status::Ok();
 }
 
-void HttpServer::Serve() { impl_->http.listen_after_bind(); }
+void HttpServer::Serve() {
+  impl_->listener.Start();
+  for (;;) {
+    try {
+      impl_->ioc.run();
+      return;
+    } catch (const std::exception& e) {  // a bug in a handler: log it, keep serving
+      SPDLOG_ERROR("http: {}", e.what());
+    }
+  }
+}
 
 void HttpServer::Shutdown() {
   draining_ = true;
   impl_->scheduler.StopAccepting();
-  impl_->http.stop();
+  net::post(impl_->ioc, [impl = impl_.get()] {
+    impl->listener.Drain();
+    impl->MaybeFinishDrain();
+  });
+}
+
+void HttpServer::Close() {
+  net::post(impl_->ioc, [impl = impl_.get()] {
+    impl->listener.CloseAll();
+    impl->ioc.stop();
+  });
 }
 
 }  // namespace slimkv::server

@@ -101,9 +101,16 @@ Result<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(const gguf::GgufFile& fil
   return tok;
 }
 
+Result<std::vector<TokenId>> Tokenizer::EncodeText(std::string_view text, bool add_bos, bool parse_special) const {
+  if (text.size() > kMaxTextBytes) {
+    return InvalidArgument("the text is {} bytes; at most {} bytes can be tokenized", text.size(), kMaxTextBytes);
+  }
+  return Encode(text, add_bos, parse_special);
+}
+
 std::vector<TokenId> Tokenizer::Encode(std::string_view text, bool add_bos, bool parse_special) const {
-  CHECK(text.size() < (1u << 30), "Encode: {} bytes is more than the 1 GiB a text may have",
-        text.size());
+  CHECK(text.size() <= kMaxTextBytes, "Encode: {} bytes is more than the 1 GiB a text may have (EncodeText for "
+        "text from outside)", text.size());
   std::vector<TokenId> out;
   out.reserve(text.size() / 3 + 2);
   if (add_bos && vocab_->bos() >= 0) out.push_back(vocab_->bos());

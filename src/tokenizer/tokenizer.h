@@ -54,6 +54,11 @@ class Tokenizer {
   // same). Invalid UTF-8 is not an error: it is tokenized exactly as llama.cpp does (see
   // docs/TOKENIZER.md).
   std::vector<TokenId> Encode(std::string_view text, bool add_bos, bool parse_special) const;
+  // The longest text Encode takes.
+  static constexpr size_t kMaxTextBytes = (size_t{1} << 30) - 1;
+  // Encode for text from outside the program (a request): InvalidArgument naming both sizes
+  // for a text longer than kMaxTextBytes, where Encode would stop the program.
+  Result<std::vector<TokenId>> EncodeText(std::string_view text, bool add_bos, bool parse_special) const;
 
   // Bytes of one token as it contributes to the output text (byte-level BPE decoded to raw
   // bytes, SPM "▁" -> " ", <0xAB> byte tokens -> the byte). Control and unknown tokens give

@@ -289,6 +289,45 @@ TEST(SchedulerTest, SaltHashIsFixed) {
   EXPECT_NE(HashCacheSalt("tenant-a"), HashCacheSalt("tenant-b"));
   // Pinned: the hash must be the same in every process and build (it keys a shared cache).
   EXPECT_EQ(HashCacheSalt("tenant-a"), 0x8cd3349041b718b6u) << std::hex << HashCacheSalt("tenant-a");
+  // Tenants (issue 12, finding 9): the same cache_salt under two API keys is two tenants; no
+  // tenant is the shared one; without a tenant the salt alone decides, as before.
+  EXPECT_EQ(TenantSalt("", "tenant-a"), HashCacheSalt("tenant-a"));
+  EXPECT_EQ(TenantSalt("", ""), 0u);
+  EXPECT_NE(TenantSalt("key:1", ""), 0u);
+  EXPECT_NE(TenantSalt("key:1", ""), TenantSalt("key:2", ""));
+  EXPECT_NE(TenantSalt("key:1", "s"), TenantSalt("key:2", "s"));
+  EXPECT_NE(TenantSalt("key:1", "s"), HashCacheSalt("s"));
+  EXPECT_NE(TenantSalt("ab", "c"), TenantSalt("a", "bc"));
+  EXPECT_EQ(TenantSalt("key:1", "s"), TenantSalt("key:1", "s"));
+}
+
+// Issue 12, finding 7: a request whose prompt + max_tokens the whole pool cannot hold is
+// refused at Submit, naming the numbers, instead of failing when the pool runs dry.
+TEST(SchedulerTest, RequestsThatCannotFitThePoolAreRefusedAtSubmit) {
+  SLIMKV_REQUIRE_MODEL(path, testing::DefaultModelFile());
+  auto probe = MakeEngine(path);
+  ASSERT_TRUE(probe);
+  const size_t budget = SequenceKvBytes(probe->kv(), 100);  // a pool of 100 tokens for one sequence
+  probe.reset();
+  auto e = MakeEngine(path, budget);
+  ASSERT_TRUE(e);
+  auto s = Scheduler::Create(e.get(), {});
+  ASSERT_TRUE(s.ok());
+  const int64_t most = (*s)->MaxSequenceTokens();
+  EXPECT_GE(most, 100);
+  EXPECT_LT(most, kCtx);
+  const std::vector<TokenId> prompt = Encode(*e, kPrompts[0]);
+  Collected c;
+  auto refused = (*s)->Submit(Greedy(prompt, static_cast<int>(most - prompt.size()) + 1, &c));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kOutOfRange);
+  EXPECT_NE(refused.status().message().find(std::to_string(most)), std::string::npos) << refused.status().message();
+  // The most that fits runs to its length, every token kept.
+  auto id = (*s)->Submit(Greedy(prompt, static_cast<int>(most - prompt.size()), &c));
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  RunUntilIdle(**s, e->kv());
+  ASSERT_TRUE(c.finished);
+  EXPECT_NE(c.final.finish_reason, FinishReason::kError) << c.final.error.ToString();
 }
 
 TEST(SchedulerTest, EngineThreadServesOtherThreadsWithAnInjectedClock) {

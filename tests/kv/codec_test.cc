@@ -21,16 +21,29 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// Every (token, channel) of K and V arrays of every width keeps its code, and the arrays are
+// dense: exactly bt x width x bits / 8 bytes, nothing written past them.
 TEST(CodecTest, PackedCodesRoundTripAtEveryPosition) {
   std::mt19937 rng(3);
-  for (int bits : {2, 3, 4, 8}) {
-    const size_t n = 32 * 256;
-    std::vector<uint8_t> buf(n * bits / 8 + 16, 0);
-    std::vector<uint32_t> want(n);
-    for (size_t e = 0; e < n; ++e) PutCode(buf.data(), bits, e, want[e] = rng() & ((1u << bits) - 1));
-    for (size_t e = 0; e < n; ++e) ASSERT_EQ(GetCode(buf.data(), bits, e), want[e]) << bits << " bits, element " << e;
-    // Dense: exactly n * bits / 8 bytes are used.
-    for (size_t i = n * bits / 8; i < buf.size(); ++i) ASSERT_EQ(buf[i], 0) << bits;
+  for (int bits : {1, 2, 3, 4, 8}) {
+    for (bool is_key : {true, false}) {
+      for (auto [bt, width] : {std::pair{32, 64}, std::pair{16, 48}, std::pair{64, 256}, std::pair{48, 32}}) {
+        if (bits == 1 && bt * width % 512 != 0) continue;  // 1-bit units hold 8 tiles
+        const CodeArray a{bits, is_key, bt, width};
+        SCOPED_TRACE(::testing::Message()
+                     << bits << " bits, " << (is_key ? "K " : "V ") << bt << " x " << width);
+        ASSERT_EQ(a.bytes(), static_cast<size_t>(bt) * width * bits / 8);
+        std::vector<uint8_t> buf(a.bytes() + 64, 0);
+        std::vector<uint32_t> want(static_cast<size_t>(bt) * width);
+        for (int t = 0; t < bt; ++t)
+          for (int d = 0; d < width; ++d)
+            PutCode(buf.data(), a, t, d, want[t * width + d] = rng() & ((1u << bits) - 1));
+        for (int t = 0; t < bt; ++t)
+          for (int d = 0; d < width; ++d)
+            ASSERT_EQ(GetCode(buf.data(), a, t, d), want[t * width + d]) << t << ", " << d;
+        for (size_t i = a.bytes(); i < buf.size(); ++i) ASSERT_EQ(buf[i], 0) << i;
+      }
+    }
   }
 }
 

@@ -54,7 +54,8 @@ class OpenAiApiTest : public ::testing::Test {
 TEST_F(OpenAiApiTest, CompletionRequests) {
   ParsedRequest r;
   ApiError e;
-  ASSERT_TRUE(Parse(Endpoint::kCompletions, R"({"model": "x", "prompt": "Hello there"})", &r, &e)) << e.message;
+  ASSERT_TRUE(Parse(Endpoint::kCompletions, R"({"model": "x", "prompt": "Hello there"})", &r, &e))
+      << e.message;
   EXPECT_EQ(r.prompt, tok_->Encode("Hello there", tok_->add_bos_default(), false));
   EXPECT_EQ(r.max_tokens, 16);  // OpenAI's default for completions
   EXPECT_EQ(r.n, 1);
@@ -76,10 +77,91 @@ TEST_F(OpenAiApiTest, CompletionRequests) {
   EXPECT_EQ(r.stop, (std::vector<std::string>{"\n", "END"}));
   EXPECT_TRUE(r.stream && r.include_usage);
   EXPECT_EQ(r.cache_salt, "tenant");
-  // Token ids, and max_tokens cut to what the context has room for.
-  ASSERT_TRUE(Parse(Endpoint::kCompletions, R"({"prompt": [1, 2, 3], "max_tokens": 100})", &r, &e)) << e.message;
+  // Token ids; max_tokens up to exactly what the context has room for.
+  ASSERT_TRUE(Parse(Endpoint::kCompletions, R"({"prompt": [1, 2, 3], "max_tokens": 61})", &r, &e))
+      << e.message;
   EXPECT_EQ(r.prompt, (std::vector<int32_t>{1, 2, 3}));
   EXPECT_EQ(r.max_tokens, 61);
+}
+
+// Issue 12, finding 7: a prompt + max_tokens that cannot fit is refused up front, naming
+// every number (as vLLM does), instead of running until the pool is full and failing.
+TEST_F(OpenAiApiTest, MaxTokensThatCannotFitAreRefusedUpFront) {
+  ApiError e = ParseError(Endpoint::kCompletions, R"({"prompt": [1, 2, 3], "max_tokens": 62})");
+  EXPECT_EQ(e.http_status, 400);
+  EXPECT_EQ(e.code, "context_length_exceeded");
+  EXPECT_EQ(e.param, "max_tokens");
+  for (const char* n : {"64", "65", "3", "62"})
+    EXPECT_NE(e.message.find(n), std::string::npos) << n << ": " << e.message;
+  // The KV pool holds 20 tokens for one request: the pool, not the context, is the limit.
+  limits_.max_sequence_tokens = 20;
+  e = ParseError(Endpoint::kCompletions, R"({"prompt": [1, 2, 3], "max_tokens": 18})");
+  EXPECT_EQ(e.code, "context_length_exceeded");
+  for (const char* n : {"20", "21", "3", "18", "64"})
+    EXPECT_NE(e.message.find(n), std::string::npos) << n << ": " << e.message;
+  ParsedRequest r;
+  ASSERT_TRUE(Parse(Endpoint::kCompletions, R"({"prompt": [1, 2, 3], "max_tokens": 17})", &r, &e))
+      << e.message;
+  EXPECT_EQ(r.max_tokens, 17);
+  // Omitted, the default is cut to what fits: chat's "rest of the context" becomes the rest
+  // of what the pool holds, and the request ends with "length" there.
+  limits_.max_sequence_tokens = 40;
+  ASSERT_TRUE(Parse(Endpoint::kChat, R"({"messages": [{"role": "user", "content": "Hi"}]})", &r, &e))
+      << e.message;
+  EXPECT_EQ(r.max_tokens, 40 - static_cast<int>(r.prompt.size()));
+  limits_.max_sequence_tokens = 20;
+  // A prompt the pool cannot hold with one generated token.
+  e = ParseError(Endpoint::kCompletions, json{{"prompt", std::vector<int>(20, 1)}}.dump());
+  EXPECT_EQ(e.code, "context_length_exceeded");
+  EXPECT_NE(e.message.find("20"), std::string::npos) << e.message;
+}
+
+// Issue 12, finding 5: wrong types inside content parts and response_format were 500s with
+// the JSON library's exception text. Every malformed body is a 400 naming the field, and
+// ParseRequest never throws.
+TEST_F(OpenAiApiTest, WrongTypesAnywhereAre400sNeverExceptions) {
+  for (const char* body :
+       {R"({"messages": [{"role": "user", "content": [{"type": 5}]}]})",
+        R"({"messages": [{"role": "user", "content": [{"type": null, "text": "x"}]}]})",
+        R"({"messages": [{"role": "user", "content": [{"type": ["text"], "text": "x"}]}]})",
+        R"({"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]})",
+        R"({"messages": [{"role": "user", "content": [5]}]})",
+        R"({"messages": [{"role": "user", "content": {"type": "text"}}]})",
+        R"({"messages": [{"role": 5, "content": "x"}]})",
+        R"({"messages": [null]})",
+        R"({"messages": "x", "response_format": {"type": 5}})",
+        R"({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": 5}})",
+        R"({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": null}})",
+        R"({"messages": [{"role": "user", "content": "x"}], "response_format": "json"})",
+        R"({"messages": [{"role": "user", "content": "x"}], "stream_options": {"include_usage": 1}})",
+        R"({"messages": [{"role": "user", "content": "x"}], "stop": [1]})",
+        R"({"messages": [{"role": "user", "content": "x"}], "seed": 1.5})",
+        R"({"messages": [{"role": "user", "content": "x"}], "seed": 18446744073709551615})",
+        R"({"messages": [{"role": "user", "content": "x"}], "n": -1})",
+        R"({"messages": [{"role": "user", "content": "x"}], "best_of": "2"})",
+        R"({"messages": [{"role": "user", "content": "x"}], "logit_bias": {"1": 5}})",
+        R"({"messages": [{"role": "user", "content": "x"}], "max_completion_tokens": 1e300})",
+        R"({"messages": [{"role": "user", "content": "x"}], "top_k": -5})",
+        R"({"messages": [{"role": "user", "content": "x"}], "cache_salt": 7})"}) {
+    SCOPED_TRACE(body);
+    ParsedRequest r;
+    ApiError e;
+    bool ok = true;
+    ASSERT_NO_THROW(ok = ParseRequest(Endpoint::kChat, json::parse(body), *tok_, chat_, limits_,
+                                      engine::SamplingParams{}, &r, &e));
+    if (ok) continue;  // the seed as an unsigned 64-bit number is a valid seed
+    EXPECT_EQ(e.http_status, 400);
+    EXPECT_EQ(e.message.find("json.exception"), std::string::npos) << e.message;
+    EXPECT_EQ(e.message.find("type_error"), std::string::npos) << e.message;
+  }
+  // Nested a hundred thousand deep: parsed without recursion, refused, destroyed.
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  const json j = json::parse(deep, nullptr, false);
+  ParsedRequest r;
+  ApiError e;
+  EXPECT_FALSE(
+      ParseRequest(Endpoint::kCompletions, j, *tok_, chat_, limits_, engine::SamplingParams{}, &r, &e));
+  EXPECT_EQ(e.http_status, 400);
 }
 
 TEST_F(OpenAiApiTest, ChatRequestsUseTheTemplate) {
@@ -115,15 +197,19 @@ TEST_F(OpenAiApiTest, BadRequestsNameTheField) {
   EXPECT_EQ(ParseError(Endpoint::kCompletions, R"({"prompt": "x", "temperature": -1})").param, "temperature");
   EXPECT_EQ(ParseError(Endpoint::kCompletions, R"({"prompt": "x", "top_p": 0})").param, "top_p");
   EXPECT_EQ(ParseError(Endpoint::kCompletions, R"({"prompt": "x", "stream": "yes"})").param, "stream");
-  EXPECT_EQ(ParseError(Endpoint::kCompletions, R"({"prompt": "x", "stop": ["a","b","c","d","e"]})").param, "stop");
-  EXPECT_EQ(ParseError(Endpoint::kCompletions, R"({"prompt": "x", "logprobs": 3})").code, "unsupported_parameter");
+  EXPECT_EQ(ParseError(Endpoint::kCompletions, R"({"prompt": "x", "stop": ["a","b","c","d","e"]})").param,
+            "stop");
+  EXPECT_EQ(ParseError(Endpoint::kCompletions, R"({"prompt": "x", "logprobs": 3})").code,
+            "unsupported_parameter");
   EXPECT_EQ(ParseError(Endpoint::kCompletions, R"({"prompt": "x", "presence_penalty": 1})").param,
             "presence_penalty");
   EXPECT_EQ(ParseError(Endpoint::kChat, R"({"messages": []})").param, "messages");
   EXPECT_EQ(ParseError(Endpoint::kChat, R"({"messages": [{"role": "wizard", "content": "x"}]})").param,
             "messages[0].role");
-  EXPECT_EQ(ParseError(Endpoint::kChat, R"({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]})").param,
-            "messages[0].content");
+  EXPECT_EQ(
+      ParseError(Endpoint::kChat, R"({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]})")
+          .param,
+      "messages[0].content");
   EXPECT_EQ(ParseError(Endpoint::kCompletions, R"([1, 2])").http_status, 400);
   // A prompt longer than the context: 400 naming both lengths.
   std::string long_prompt;
@@ -187,7 +273,8 @@ TEST(MetricsTest, PrometheusTextFormat) {
   s.ttft.Observe(100);
   const std::string text = PrometheusText(s, "model");
   // Every sample line is "name[{labels}] value", every metric has HELP and TYPE first.
-  const std::regex sample(R"(^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[a-zA-Z_]+="[^"]*"(,[a-zA-Z_]+="[^"]*")*\})? (\S+)$)");
+  const std::regex sample(
+      R"(^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[a-zA-Z_]+="[^"]*"(,[a-zA-Z_]+="[^"]*")*\})? (\S+)$)");
   std::istringstream in(text);
   std::string line;
   std::set<std::string> typed;
@@ -207,7 +294,8 @@ TEST(MetricsTest, PrometheusTextFormat) {
     ASSERT_TRUE(std::regex_match(line, m, sample)) << line;
     std::string base = m[1];
     for (const char* suffix : {"_bucket", "_sum", "_count"})
-      if (base.ends_with(suffix) && !typed.count(base)) base = base.substr(0, base.size() - std::strlen(suffix));
+      if (base.ends_with(suffix) && !typed.count(base))
+        base = base.substr(0, base.size() - std::strlen(suffix));
     EXPECT_TRUE(typed.count(base)) << "no TYPE before " << line;
     EXPECT_NO_THROW(std::stod(m[4].str())) << line;
     ++samples;
@@ -224,6 +312,63 @@ TEST(MetricsTest, PrometheusTextFormat) {
   const json j = StatsJson(s, "model");
   EXPECT_EQ(j["running"], 3);
   EXPECT_DOUBLE_EQ(j["prefix_hit_rate"].get<double>(), 0.75);
+}
+
+// Issue 12, finding 11: the quantities vLLM exports, under vLLM's names with a model_name
+// label, beside slimkv's own; label values escaped; the HTTP layer's counters.
+TEST(MetricsTest, VllmNamesBesideOurs) {
+  engine::SchedulerStats s;
+  s.kv_budget_bytes = 1000;
+  s.kv_bytes_used = 250;
+  s.running = 3;
+  s.waiting = 2;
+  s.prompt_tokens = 100;
+  s.prompt_tokens_cached = 64;
+  s.itl.Observe(0.02);
+  s.ttft.Observe(0.3);
+  const HttpStats http{.open = 7, .accepted = 9, .refused = 1, .timed_out = 2, .rejected = 3};
+  const std::string text = PrometheusText(s, "my \"model\"", &http);
+  const std::string label = R"(model_name="my \"model\"")";
+  for (const std::string& line :
+       {"vllm:num_requests_running{" + label + "} 3", "vllm:num_requests_waiting{" + label + "} 2",
+        "vllm:kv_cache_usage_perc{" + label + "} 0.25", "vllm:prefix_cache_queries_total{" + label + "} 100",
+        "vllm:prefix_cache_hits_total{" + label + "} 64",
+        "vllm:time_to_first_token_seconds_bucket{le=\"0.5\"," + label + "} 1",
+        "vllm:time_to_first_token_seconds_count{" + label + "} 1",
+        "vllm:inter_token_latency_seconds_bucket{le=\"0.025\"," + label + "} 1",
+        std::string("slimkv_info{model=\"my \\\"model\\\"\",kv_format=\"\"} 1"),
+        std::string("slimkv_http_connections 7"), std::string("slimkv_http_connections_refused_total 1"),
+        std::string("slimkv_http_timeouts_total 2")}) {
+    EXPECT_NE(text.find(line + "\n"), std::string::npos) << line;
+  }
+  EXPECT_NE(text.find("# TYPE vllm:prefix_cache_hits_total counter\n"), std::string::npos);
+}
+
+// The dashboard's quantiles are quantiles, interpolated inside the bucket as Prometheus'
+// histogram_quantile does, not the bucket's upper bound (which read 100 ms for any p50
+// between 50 and 100 ms).
+TEST(MetricsTest, QuantilesAreInterpolatedNotBucketBounds) {
+  engine::LatencyHistogram h;
+  for (int i = 0; i < 100; ++i) h.Observe(0.06);  // all in (0.05, 0.1]
+  EXPECT_NEAR(h.Quantile(0.5), 0.075, 1e-12);
+  EXPECT_NEAR(h.Quantile(0.99), 0.0995, 1e-12);
+  engine::LatencyHistogram g;
+  for (int i = 0; i < 50; ++i) g.Observe(0.0005);  // (0, 0.001]
+  for (int i = 0; i < 50; ++i) g.Observe(0.2);     // (0.1, 0.25]
+  EXPECT_NEAR(g.Quantile(0.25), 0.0005, 1e-12);
+  EXPECT_NEAR(g.Quantile(0.75), 0.175, 1e-12);
+  EXPECT_DOUBLE_EQ(engine::LatencyHistogram().Quantile(0.5), 0.0);
+  engine::LatencyHistogram over;
+  over.Observe(100);  // past the last bound: the last bound
+  EXPECT_DOUBLE_EQ(over.Quantile(0.5), 30.0);
+  const json j = StatsJson(
+      [&] {
+        engine::SchedulerStats s;
+        s.ttft = h;
+        return s;
+      }(),
+      "m");
+  EXPECT_NEAR(j["ttft_p50"].get<double>(), 0.075, 1e-12);
 }
 
 }  // namespace

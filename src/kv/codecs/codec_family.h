@@ -60,11 +60,6 @@ inline const CodecFamily& FamilyOf(const KvFormat& f) { return FamilyOf(f.type);
 // Every family, in the order specs are tried.
 std::span<const CodecFamily* const> CodecFamilies();
 
-// Shared by the families: element index of (token t, channel d) in a code array of
-// `channels` channels — K codes are channel-major [channels][bt], V codes token-major.
-inline size_t CodeIndex(bool is_key, int bt, int channels, int t, int d) {
-  return is_key ? static_cast<size_t>(d) * bt + t : static_cast<size_t>(t) * channels + d;
-}
 // fp16 metadata.
 float GetHalf(const uint8_t* p, size_t i);
 void PutHalf(uint8_t* p, size_t i, float x);

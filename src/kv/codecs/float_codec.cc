@@ -24,6 +24,11 @@ constexpr std::array<TypeName, 8> kNames = {{{"f32", ElemType::kF32},
                                              {"fp8e4m3", ElemType::kFp8E4M3},
                                              {"fp8e5m2", ElemType::kFp8E5M2}}};
 
+// Element (token t, channel d) of a plain array: K channel-major [hd][bt], V token-major [bt][hd].
+size_t CodeIndex(bool is_key, int bt, int hd, int t, int d) {
+  return is_key ? static_cast<size_t>(d) * bt + t : static_cast<size_t>(t) * hd + d;
+}
+
 bool IsFp8(ElemType t) { return t == ElemType::kFp8E4M3 || t == ElemType::kFp8E5M2; }
 bool Owns(ElemType t) {
   return t == ElemType::kF32 || t == ElemType::kF16 || t == ElemType::kBF16 || IsFp8(t);

@@ -206,7 +206,7 @@ void EncodeTokenGroups(const KvFormat& f, bool is_key, int bt, int hd, int t, co
     const float inv = f.ggml_rounding ? GgmlInverse(f, xs, g, 1) : 0;
     meta.Put(meta.ScaleIndex(is_key, bt, groups, t, gi), s);
     for (int j = 0; j < g; ++j)
-      PutCode(part, b, CodeIndex(is_key, bt, hd, t, gi * g + j), Quantize(f, s, xs[j], inv));
+      PutCode(part, CodeArray{b, is_key, bt, hd}, t, gi * g + j, Quantize(f, s, xs[j], inv));
   }
 }
 
@@ -227,7 +227,7 @@ void EncodePart(const KvFormat& f, bool is_key, int bt, int hd, const float* x, 
     const ScaleZero s = ChooseScale(f, x + d, n, hd);
     meta.Put(meta.ScaleIndex(is_key, bt, 0, 0, d), s);
     for (int t = 0; t < n; ++t)
-      PutCode(part, b, CodeIndex(is_key, bt, hd, t, d), Quantize(f, s, x[t * hd + d], 0));
+      PutCode(part, CodeArray{b, is_key, bt, hd}, t, d, Quantize(f, s, x[t * hd + d], 0));
   }
 }
 
@@ -238,7 +238,7 @@ void DecodeToken(const KvFormat& f, bool is_key, int bt, int hd, int t, const ui
   for (int d = 0; d < hd; ++d) {
     const size_t si = meta.ScaleIndex(is_key, bt, groups, t, per_channel ? d : d / g);
     out[d] =
-        Dequantize(f, meta.scale(si), meta.zero(si), GetCode(part, Bits(f), CodeIndex(is_key, bt, hd, t, d)));
+        Dequantize(f, meta.scale(si), meta.zero(si), GetCode(part, CodeArray{Bits(f), is_key, bt, hd}, t, d));
   }
 }
 

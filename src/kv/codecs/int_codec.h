@@ -7,7 +7,9 @@
 //
 // Layout of a part of `bt` tokens, `hd` channels, b-bit codes, groups of g channels
 // (G = hd / g):
-//   codes: K [hd][bt] channel-major, V [bt][hd] token-major, packed as packing.h says
+//   codes: one K or V array of hd channels, tiled for the integer dot product (packing.h:
+//          K tiles 16 tokens x 4 channels, V tiles 16 channels x 4 tokens, 8 / b tiles per
+//          64-byte unit in bit slices; 3-bit units of 96 bytes carry their high bits apart)
 //   then the fp16 metadata:
 //     per channel (K, `:channel`):  scale [hd], zero [hd]  (over the block's tokens)
 //     per token group, K:           scale [G][bt], zero [G][bt]

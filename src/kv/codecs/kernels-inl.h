@@ -29,13 +29,12 @@ namespace slimkv::kv::HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
 // VNNI intrinsics need their target feature on every function that inlines them; Highway
-// 1.0.3's AVX3_DL target string does not name avx512vnni (nor gfni, for 3-bit codes), so
-// the attention functions add them.
+// 1.0.3's AVX3_DL target string does not name avx512vnni, so the attention functions add it.
 #undef SLIMKV_KV_VNNI
 #undef SLIMKV_KV_ATTR
 #if HWY_TARGET == HWY_AVX3_DL
 #define SLIMKV_KV_VNNI 1
-#define SLIMKV_KV_ATTR __attribute__((target(HWY_TARGET_STR ",avx512vnni,gfni")))
+#define SLIMKV_KV_ATTR __attribute__((target(HWY_TARGET_STR ",avx512vnni")))
 #else
 #define SLIMKV_KV_VNNI 0
 #define SLIMKV_KV_ATTR
@@ -109,21 +108,22 @@ HWY_INLINE T& CallAs(uint8_t* p) {
 }
 
 // ------------------------------------------------------------------ element loaders
-// Each loader returns N consecutive elements (e % N == 0) of a float part's array as floats.
+// Each loader returns N consecutive elements (e % N == 0) of a part's array as floats: element
+// e of a plain array, which is token t, channel c (packed codes find it by those).
 
 struct F32Loader {
-  HWY_INLINE VF operator()(DF d, const uint8_t* p, size_t e) const {
+  HWY_INLINE VF operator()(DF d, const uint8_t* p, size_t e, int = 0, int = 0) const {
     return hn::LoadU(d, reinterpret_cast<const float*>(p) + e);
   }
 };
 struct F16Loader {
-  HWY_INLINE VF operator()(DF d, const uint8_t* p, size_t e) const {
+  HWY_INLINE VF operator()(DF d, const uint8_t* p, size_t e, int = 0, int = 0) const {
     const hn::Rebind<hwy::float16_t, DF> dh;
     return hn::PromoteTo(d, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(p) + e));
   }
 };
 struct BF16Loader {
-  HWY_INLINE VF operator()(DF d, const uint8_t* p, size_t e) const {
+  HWY_INLINE VF operator()(DF d, const uint8_t* p, size_t e, int = 0, int = 0) const {
     const hn::Rebind<uint16_t, DF> d16;
     const auto h = hn::PromoteTo(DU(), hn::LoadU(d16, reinterpret_cast<const uint16_t*>(p) + e));
     return hn::BitCast(d, hn::ShiftLeft<16>(h));
@@ -135,7 +135,7 @@ struct BF16Loader {
 // instead of seven through fp16.
 template <bool kE4M3>
 struct Fp8Loader {
-  HWY_INLINE VF operator()(DF d, const uint8_t* p, size_t e) const {
+  HWY_INLINE VF operator()(DF d, const uint8_t* p, size_t e, int = 0, int = 0) const {
     const hn::Rebind<uint8_t, DF> d8;
     const auto b = hn::PromoteTo(DU(), hn::LoadU(d8, p + e));
     const auto sign = hn::ShiftLeft<24>(hn::And(b, hn::Set(DU(), 0x80u)));
@@ -170,7 +170,8 @@ HWY_INLINE void ScoreTile(const Loader& load, const uint8_t* codes, int bt, int 
   for (int dim = 0; dim < hd; dim += kSets) {
     for (int s = 0; s < kSets; ++s) {
       VF kv[kVecs];
-      for (int v = 0; v < kVecs; ++v) kv[v] = load(d, codes, static_cast<size_t>(dim + s) * bt + t0 + v * N);
+      for (int v = 0; v < kVecs; ++v)
+        kv[v] = load(d, codes, static_cast<size_t>(dim + s) * bt + t0 + v * N, t0 + v * N, dim + s);
       for (int r = 0; r < kRows; ++r) {
         const VF qb = hn::Set(d, q[r * ldq + dim + s]);
         for (int v = 0; v < kVecs; ++v) acc[s][r][v] = hn::MulAdd(qb, kv[v], acc[s][r][v]);
@@ -196,7 +197,7 @@ HWY_INLINE void ScoreRows(const Loader& load, const uint8_t* codes, int bt, int 
   for (; t0 < n_tok; t0 += N) ScoreTile<Loader, kRows, 1>(load, codes, bt, hd, t0, q, ldq, scores, lds);
 }
 
-// Tokens [0, n_tok) (a multiple of 16) of a channel-major part, every row.
+// Tokens [0, n_tok) (a multiple of 16) of a K array (loaded by channel, 16 tokens a vector), every row.
 template <class Loader>
 HWY_NOINLINE void ScoreChannelMajor(const Loader& load, const uint8_t* codes, int bt, int hd, const float* q,
                                     int ldq, int rows, int n_tok, float* scores, int lds) {
@@ -232,7 +233,8 @@ HWY_INLINE void AccumRows(const Loader& load, const uint8_t* codes, int hd, int 
     for (int j = 0; j < kVecs; ++j) a[r][j] = hn::LoadU(d, acc + r * lda + dim0 + j * N);
   for (int t = 0; t < n_tok; ++t) {
     VF vv[kVecs];
-    for (int j = 0; j < kVecs; ++j) vv[j] = load(d, codes, static_cast<size_t>(t) * hd + dim0 + j * N);
+    for (int j = 0; j < kVecs; ++j)
+      vv[j] = load(d, codes, static_cast<size_t>(t) * hd + dim0 + j * N, t, dim0 + j * N);
     for (int r = 0; r < kRows; ++r) {
       const VF pb = hn::Set(d, p[r * ldp + t]);
       for (int j = 0; j < kVecs; ++j) a[r][j] = hn::MulAdd(pb, vv[j], a[r][j]);

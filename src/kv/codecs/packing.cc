@@ -1,41 +1,46 @@
 #include "kv/codecs/packing.h"
 
 namespace slimkv::kv {
+namespace {
 
-uint32_t GetCode(const uint8_t* codes, int bits, size_t e) {
-  if (bits == 8) return codes[e];
-  if (bits == 3) {
-    const uint8_t* planes = codes + (e / 16) * 6;
-    const size_t j = e % 16;
-    uint32_t v = 0;
-    for (int k = 0; k < 3; ++k) v |= ((planes[2 * k + j / 8] >> (j % 8)) & 1u) << k;
-    return v;
+struct Spot {
+  uint8_t* lo;  // the byte holding the code (the low 2 bits for 3-bit codes)
+  int shift;
+  uint8_t* hi;  // 3-bit codes: the byte holding the high bit
+  int hi_bit;
+};
+
+Spot Locate(uint8_t* codes, const CodeArray& a, int t, int d) {
+  const int tile = TileIndex(a, t, d), byte = TileByte(a, t, d);
+  const int s = SlicesPerUnit(a.bits);
+  uint8_t* unit = codes + static_cast<size_t>(tile / s) * UnitBytes(a.bits);
+  Spot p{unit + byte, (tile % s) * SliceBits(a.bits), nullptr, 0};
+  if (a.bits == 3) {
+    p.hi = unit + 64 + 8 * (tile % s) + byte / 8;
+    p.hi_bit = byte % 8;
   }
-  const size_t per_byte = 8 / bits;
-  const size_t unit = e / (16 * per_byte), r = e % (16 * per_byte);
-  const size_t byte = unit * 16 + r % 16, shift = (r / 16) * bits;
-  return (codes[byte] >> shift) & ((1u << bits) - 1);
+  return p;
 }
 
-void PutCode(uint8_t* codes, int bits, size_t e, uint32_t code) {
-  if (bits == 8) {
-    codes[e] = static_cast<uint8_t>(code);
+}  // namespace
+
+uint32_t GetCode(const uint8_t* codes, const CodeArray& a, int t, int d) {
+  const Spot p = Locate(const_cast<uint8_t*>(codes), a, t, d);
+  if (a.bits == 8) return *p.lo;
+  const uint32_t lo = (*p.lo >> p.shift) & ((1u << SliceBits(a.bits)) - 1);
+  return a.bits == 3 ? lo | (((*p.hi >> p.hi_bit) & 1u) << 2) : lo;
+}
+
+void PutCode(uint8_t* codes, const CodeArray& a, int t, int d, uint32_t code) {
+  const Spot p = Locate(codes, a, t, d);
+  if (a.bits == 8) {
+    *p.lo = static_cast<uint8_t>(code);
     return;
   }
-  if (bits == 3) {
-    uint8_t* planes = codes + (e / 16) * 6;
-    const size_t j = e % 16;
-    for (int k = 0; k < 3; ++k) {
-      uint8_t& b = planes[2 * k + j / 8];
-      b = static_cast<uint8_t>((b & ~(1u << (j % 8))) | (((code >> k) & 1u) << (j % 8)));
-    }
-    return;
-  }
-  const size_t per_byte = 8 / bits;
-  const size_t unit = e / (16 * per_byte), r = e % (16 * per_byte);
-  const size_t byte = unit * 16 + r % 16, shift = (r / 16) * bits;
-  const uint32_t mask = ((1u << bits) - 1) << shift;
-  codes[byte] = static_cast<uint8_t>((codes[byte] & ~mask) | ((code << shift) & mask));
+  const uint32_t mask = ((1u << SliceBits(a.bits)) - 1) << p.shift;
+  *p.lo = static_cast<uint8_t>((*p.lo & ~mask) | ((code << p.shift) & mask));
+  if (a.bits == 3)
+    *p.hi = static_cast<uint8_t>((*p.hi & ~(1u << p.hi_bit)) | (((code >> 2) & 1u) << p.hi_bit));
 }
 
 }  // namespace slimkv::kv

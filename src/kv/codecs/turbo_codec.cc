@@ -125,9 +125,9 @@ void EncodeToken(const KvFormat& f, bool is_key, int bt, int hd, int slot, const
     const bool h = d < hi;
     const uint32_t code = CodebookCode(h ? cb_hi : cb_lo, v[d] * inv);
     if (h)
-      PutCode(part + lay.hi_offset, lay.hi_bits, CodeIndex(is_key, bt, hi, slot, d), code);
+      PutCode(part + lay.hi_offset, CodeArray{lay.hi_bits, is_key, bt, hi}, slot, d, code);
     else
-      PutCode(part + lay.lo_offset, lay.lo_bits, CodeIndex(is_key, bt, hd - hi, slot, d - hi), code);
+      PutCode(part + lay.lo_offset, CodeArray{lay.lo_bits, is_key, bt, hd - hi}, slot, d - hi, code);
   }
 }
 
@@ -172,8 +172,8 @@ void DecodeTurboToken(const KvFormat& f, bool is_key, int bt, int hd, int slot, 
   const Codebook& cb_hi = hi > 0 ? LloydMaxGaussian(lay.hi_bits) : cb_lo;
   for (int d = 0; d < hd; ++d) {
     const uint32_t code =
-        d < hi ? GetCode(part + lay.hi_offset, lay.hi_bits, CodeIndex(is_key, bt, hi, slot, d))
-               : GetCode(part + lay.lo_offset, lay.lo_bits, CodeIndex(is_key, bt, hd - hi, slot, d - hi));
+        d < hi ? GetCode(part + lay.hi_offset, CodeArray{lay.hi_bits, is_key, bt, hi}, slot, d)
+               : GetCode(part + lay.lo_offset, CodeArray{lay.lo_bits, is_key, bt, hd - hi}, slot, d - hi);
     out[d] = step * CodebookValue(d < hi ? cb_hi : cb_lo, code);
     if (lay.mean) out[d] += GetHalf(part + lay.mean_offset, d);
   }
@@ -264,8 +264,8 @@ TurboLayout MakeTurboLayout(const KvFormat& f, int bt, int hd) {
   t.hi_channels = f.tq_plus * hd / 4;
   const size_t btz = static_cast<size_t>(bt);
   t.hi_offset = 0;
-  t.lo_offset = t.hi_offset + btz * t.hi_channels * t.hi_bits / 8;
-  t.data_bytes = t.lo_offset + btz * (hd - t.hi_channels) * t.lo_bits / 8;
+  t.lo_offset = t.hi_offset + (t.hi_channels > 0 ? CodeArray{t.hi_bits, true, bt, t.hi_channels}.bytes() : 0);
+  t.data_bytes = t.lo_offset + CodeArray{t.lo_bits, true, bt, hd - t.hi_channels}.bytes();
   t.norm_offset = t.data_bytes;
   t.mean = f.tq_mean;
   t.mean_offset = t.norm_offset + 2 * btz;

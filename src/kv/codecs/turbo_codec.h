@@ -18,10 +18,11 @@
 //
 // Layout of a part of `bt` tokens, `hd` channels (TurboLayout): channels [0, hi) are coded
 // with hi_bits = bits + 1, channels [hi, hd) with bits (hi = a quarter, half or three
-// quarters of hd for the fractional budgets, else 0); each code array is packed as
-// packing.h says for its own width:
-//   K: codes_hi [hi][bt], codes_lo [hd - hi][bt], then norm [bt] (fp16), (:mean) mean [hd] (fp16)
-//   V: codes_hi [bt][hi], codes_lo [bt][hd - hi], then norm [bt] (fp16)
+// quarters of hd for the fractional budgets, else 0); each code array is tiled as packing.h
+// says for its own width and bits (K tiles 16 tokens x 4 channels, V tiles 16 channels x 4
+// tokens):
+//   K: codes_hi (hi channels), codes_lo (hd - hi channels), then norm [bt] (fp16), (:mean) mean [hd] (fp16)
+//   V: codes_hi (hi channels), codes_lo (hd - hi channels), then norm [bt] (fp16)
 //   each part padded to a multiple of 64 bytes.
 // Invariants: hd a power of two; hi % 16 == 0 (tq_plus > 0 needs hd % 64 == 0); data_bytes
 // == bt * (hi * hi_bits + (hd - hi) * bits) / 8. Codes are sign-magnitude: code = (x < 0)
