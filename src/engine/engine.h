@@ -11,6 +11,7 @@
 #include "base/thread_pool.h"
 #include "engine/sampler.h"
 #include "kv/kv_cache.h"
+#include "kv/tiers/tier_stack.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
 
@@ -25,6 +26,10 @@ struct EngineOptions {
   size_t kv_budget_bytes = 0;  // 0: exactly n_seq sequences of n_ctx tokens
   int threads = 2;
   int prefill_chunk = 512;     // prompt tokens per forward call
+  // Lower tiers of the prefix cache (docs/SERVING.md, "KV tiers"); both off when empty.
+  std::string kv_disk_dir;     // --kv-disk: a directory that keeps prefix blocks across restarts
+  uint64_t kv_disk_bytes = 0;  // --kv-disk-mem: its budget in bytes
+  std::string kv_redis;        // --kv-redis HOST:PORT: blocks shared by every instance using it
 };
 
 struct GenerateOptions {
@@ -57,6 +62,7 @@ class Engine {
   kv::KvCache& kv() { return *kv_; }
   ThreadPool& pool() { return pool_; }
   const EngineOptions& options() const { return options_; }
+  kv::tiers::TierStack* tiers() { return tiers_.get(); }  // nullptr without --kv-disk / --kv-redis
 
   // Generates from `prompt` on a fresh sequence, which is freed at the end. OutOfRange if
   // the prompt does not fit in n_ctx (naming both lengths).
@@ -80,6 +86,7 @@ class Engine {
   ThreadPool pool_;
   std::unique_ptr<model::Model> model_;
   std::unique_ptr<tokenizer::Tokenizer> tokenizer_;
+  std::unique_ptr<kv::tiers::TierStack> tiers_;  // before kv_: the cache points to it
   std::unique_ptr<kv::KvCache> kv_;
 };
 

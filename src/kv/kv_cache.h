@@ -30,6 +30,10 @@
 #include "kv/spec.h"
 
 namespace slimkv::kv {
+namespace tiers {
+class TierStack;
+struct Fingerprint;
+}  // namespace tiers
 
 using SeqId = int32_t;
 
@@ -49,6 +53,7 @@ struct PrefixStats {
   int64_t cached_blocks = 0;  // index entries (one per block position, all streams)
   int64_t shared_blocks = 0;  // pool blocks with more than one owner (sequences or the index)
   int64_t evicted = 0;        // entries evicted to make room
+  int64_t tier_blocks = 0;    // entries fetched from a lower tier (disk, Redis)
 };
 
 class KvCache {
@@ -108,6 +113,10 @@ class KvCache {
   PrefixStats prefix_stats() const;
   // Drops every index entry (and the blocks only it held).
   void ClearPrefixCache();
+  // Lower tiers under the prefix index (kv_tiers.cc; not owned, outlives the cache; nullptr:
+  // none): PublishPrefix also spills each new entry to them, AttachPrefix first fetches the
+  // blocks of the prompt the index lacks from them.
+  void SetTiers(tiers::TierStack* tiers);
 
   // Decodes tokens [first, first + n) of one stream as stored (keys after RoPE unless the
   // format keeps them before, in the rotated domain if the side is rotated) into
@@ -168,6 +177,12 @@ class KvCache {
   Status AllocateEvicting(BlockPool& pool, int n, std::vector<BlockId>* out);
   bool EvictOnePrefix();               // false when nothing can be evicted
   void ReleaseEntry(const PrefixEntry& e);
+  void SpillEntry(const PrefixEntry& e);
+  // Extends the index along tokens' full blocks from the tiers, as far as records check.
+  void FetchFromTiers(uint64_t salt, std::span<const int32_t> tokens);
+  // One record into the pools and the index; false (nothing changed) if any check fails.
+  bool LoadEntry(std::span<const uint8_t> bytes, const tiers::Fingerprint& fp, uint64_t key, uint64_t parent,
+                 uint64_t salt, std::span<const int32_t> block);
   void DropOutOfWindow(Sequence& s);  // frees the blocks of window layers no token can see
   // Applies the policy to every stream over budget (+ slack) of a sequence.
   void Evict(Sequence& s, int slack);
@@ -188,6 +203,7 @@ class KvCache {
   PolicySpec policy_;
   PrefixIndex prefix_;
   PrefixStats prefix_stats_;
+  tiers::TierStack* tiers_ = nullptr;
   std::vector<Rotation> k_rot_, v_rot_;  // [stream] when the side is rotated
   // RoPE angle tables [pair][position] per distinct frequency set; layer -> table.
   std::vector<std::vector<float>> rope_cos_, rope_sin_;

@@ -40,6 +40,7 @@ int KvCache::AttachPrefix(SeqId id, uint64_t salt, std::span<const int32_t> toke
   prefix_stats_.lookup_tokens += static_cast<int64_t>(tokens.size());
   const int bt = config_.block_tokens;
   if (tokens.size() <= static_cast<size_t>(bt)) return 0;
+  if (tiers_) FetchFromTiers(salt, tokens.first(tokens.size() - 1));
   // At least one token is left to compute (its logits start generation).
   const auto chain = prefix_.Match(salt, tokens.first(tokens.size() - 1), bt);
   int k = static_cast<int>(chain.size());
@@ -121,6 +122,7 @@ void KvCache::PublishPrefix(SeqId id, uint64_t salt, std::span<const int32_t> to
       ReleaseEntry(e);
       return;
     }
+    if (tiers_) SpillEntry(e);
     parent = key;
   }
 }

@@ -30,16 +30,12 @@ TEST(BlockRecordTest, RoundTripKeepsEveryByte) {
   std::vector<const uint8_t *> blocks(9, nullptr);
   for (int st = 0; st < 9; ++st) {
     kinds[st] = v->Kind(st);
-    if (kinds[st] != StreamKind::kAbsent)
-      blocks[st] = v->Block(st);
+    if (kinds[st] != StreamKind::kAbsent) blocks[st] = v->Block(st);
   }
   EXPECT_EQ(kinds[6], StreamKind::kAbsent);
   EXPECT_EQ(kinds[3], StreamKind::kSealed);
   EXPECT_EQ(kinds[1], StreamKind::kStaged);
-  RecordSource src{.header = v->header(),
-                   .tokens = tokens,
-                   .kinds = kinds,
-                   .blocks = blocks};
+  RecordSource src{.header = v->header(), .tokens = tokens, .kinds = kinds, .blocks = blocks};
   EXPECT_EQ(EncodeRecord(src), bytes);
   EXPECT_EQ(v->Token(3), tokens[3]);
 }
@@ -51,8 +47,7 @@ TEST(BlockRecordTest, EveryFlippedByteIsRefused) {
       auto bad = good;
       bad[i] ^= mask;
       auto v = ParseRecord(bad, kFp, 5);
-      EXPECT_FALSE(v.ok()) << "byte " << i << " mask " << int(mask)
-                           << " went unnoticed";
+      EXPECT_FALSE(v.ok()) << "byte " << i << " mask " << int(mask) << " went unnoticed";
     }
   }
 }
@@ -69,8 +64,7 @@ TEST(BlockRecordTest, TruncatedAndOverlongRecordsAreDataLoss) {
   EXPECT_EQ(ParseRecord(longer, kFp, 5).status().code(), StatusCode::kDataLoss);
   // The header alone checks the length the file says it has.
   EXPECT_TRUE(ParseRecordHeader(good, good.size()).ok());
-  EXPECT_EQ(ParseRecordHeader(good, good.size() - 1).status().code(),
-            StatusCode::kDataLoss);
+  EXPECT_EQ(ParseRecordHeader(good, good.size() - 1).status().code(), StatusCode::kDataLoss);
 }
 
 TEST(BlockRecordTest, AnIntactRecordOfAnotherFingerprintOrKeyIsRefused) {
@@ -79,8 +73,7 @@ TEST(BlockRecordTest, AnIntactRecordOfAnotherFingerprintOrKeyIsRefused) {
   auto v = ParseRecord(bytes, other, 5);
   ASSERT_FALSE(v.ok());
   EXPECT_EQ(v.status().code(), StatusCode::kInvalidArgument);
-  EXPECT_EQ(ParseRecord(bytes, kFp, 6).status().code(),
-            StatusCode::kInvalidArgument);
+  EXPECT_EQ(ParseRecord(bytes, kFp, 6).status().code(), StatusCode::kInvalidArgument);
 }
 
 // A header that claims huge sizes is refused before anything is allocated or
@@ -100,19 +93,15 @@ TEST(BlockRecordTest, HostileHeadersAreRefused) {
                         {60, 0xFFFFFFFF},
                         {8, 81}}) {
     auto b = set32(off, v);
-    EXPECT_EQ(ParseRecordHeader(b, b.size()).status().code(),
-              StatusCode::kDataLoss)
-        << off << " " << v;
+    EXPECT_EQ(ParseRecordHeader(b, b.size()).status().code(), StatusCode::kDataLoss) << off << " " << v;
   }
   auto b = bytes;
   const uint64_t huge = ~0ull;
   std::memcpy(b.data() + 64, &huge, 8);
-  EXPECT_EQ(ParseRecordHeader(b, b.size()).status().code(),
-            StatusCode::kDataLoss);
+  EXPECT_EQ(ParseRecordHeader(b, b.size()).status().code(), StatusCode::kDataLoss);
   b = bytes;
   b[0] = 'X';
-  EXPECT_EQ(ParseRecordHeader(b, b.size()).status().code(),
-            StatusCode::kDataLoss);
+  EXPECT_EQ(ParseRecordHeader(b, b.size()).status().code(), StatusCode::kDataLoss);
 }
 
 KvSpec SmallSpec() {
@@ -132,8 +121,7 @@ TEST(FingerprintTest, EachInputSeparatesAndTheSameInputsAgree) {
   const KvSpec spec = SmallSpec();
   auto cfg = MakeConfig("int4", "", "", 0);
   ASSERT_TRUE(cfg.ok());
-  const FingerprintInputs base{
-      .model_id = 99, .spec = &spec, .config = &*cfg, .salt = 0};
+  const FingerprintInputs base{.model_id = 99, .spec = &spec, .config = &*cfg, .salt = 0};
   const Fingerprint f0 = MakeFingerprint(base);
   EXPECT_EQ(f0, MakeFingerprint(base));
   std::vector<Fingerprint> others;
@@ -158,17 +146,14 @@ TEST(FingerprintTest, EachInputSeparatesAndTheSameInputsAgree) {
   with([](auto &, auto &, auto &c) { c.k.symmetric = !c.k.symmetric; });
   for (size_t i = 0; i < others.size(); ++i) {
     EXPECT_NE(others[i], f0) << "change " << i;
-    for (size_t j = 0; j < i; ++j)
-      EXPECT_NE(others[i], others[j]) << i << " " << j;
+    for (size_t j = 0; j < i; ++j) EXPECT_NE(others[i], others[j]) << i << " " << j;
   }
-  EXPECT_NE(FingerprintText(base).find("salt 0000000000000000"),
-            std::string::npos);
+  EXPECT_NE(FingerprintText(base).find("salt 0000000000000000"), std::string::npos);
   // Pinned: a change of this value means stored blocks of earlier builds no
   // longer match; bump kLayoutVersion when a codec's bytes change, and update
   // the value here.
-  EXPECT_EQ(f0.Hex(), "eb1f44f39b950cba67d845d55f5fad87")
-      << FingerprintText(base);
+  EXPECT_EQ(f0.Hex(), "eb1f44f39b950cba67d845d55f5fad87") << FingerprintText(base);
 }
 
-} // namespace
-} // namespace slimkv::kv::tiers
+}  // namespace
+}  // namespace slimkv::kv::tiers

@@ -1,5 +1,6 @@
 #include "redis_server.h"
 
+#include <fmt/format.h>
 #include <hiredis/hiredis.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -11,8 +12,6 @@
 #include <cstdio>
 #include <thread>
 #include <vector>
-
-#include <fmt/format.h>
 
 namespace slimkv::kv::tiers::testing {
 
@@ -38,22 +37,18 @@ std::string RedisServer::Start(int port) {
   port_ = port ? port : FreeLoopbackPort();
   const std::string p = std::to_string(port_);
   std::vector<std::string> args = {
-      "redis-server", "--port",     p,         "--bind",
-      "127.0.0.1",    "--save",     "",        "--appendonly",
-      "no",           "--loglevel", "warning", "--dir",
-      "/tmp"};
+      "redis-server", "--port",     p,         "--bind", "127.0.0.1", "--save", "", "--appendonly",
+      "no",           "--loglevel", "warning", "--dir",  "/tmp"};
   pid_ = ::fork();
-  if (pid_ < 0)
-    return "fork failed";
+  if (pid_ < 0) return "fork failed";
   if (pid_ == 0) {
     std::vector<char *> argv;
-    for (auto &a : args)
-      argv.push_back(a.data());
+    for (auto &a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
     ::execvp("redis-server", argv.data());
     ::_exit(127);
   }
-  for (int i = 0; i < 500; ++i) { // up to 10 s on a loaded machine
+  for (int i = 0; i < 500; ++i) {  // up to 10 s on a loaded machine
     int status;
     if (::waitpid(pid_, &status, WNOHANG) == pid_) {
       pid_ = -1;
@@ -67,11 +62,9 @@ std::string RedisServer::Start(int port) {
     if (c && !c->err) {
       auto *r = static_cast<redisReply *>(redisCommand(c, "PING"));
       const bool ok = r && r->type == REDIS_REPLY_STATUS;
-      if (r)
-        freeReplyObject(r);
+      if (r) freeReplyObject(r);
       redisFree(c);
-      if (ok)
-        return "";
+      if (ok) return "";
     } else if (c) {
       redisFree(c);
     }
@@ -81,37 +74,30 @@ std::string RedisServer::Start(int port) {
 }
 
 void RedisServer::Kill() {
-  if (pid_ <= 0)
-    return;
+  if (pid_ <= 0) return;
   ::kill(pid_, SIGKILL);
   ::waitpid(pid_, nullptr, 0);
   pid_ = -1;
 }
 
 void RedisServer::Pause() {
-  if (pid_ > 0)
-    ::kill(pid_, SIGSTOP);
+  if (pid_ > 0) ::kill(pid_, SIGSTOP);
 }
 
 void RedisServer::Resume() {
-  if (pid_ > 0)
-    ::kill(pid_, SIGCONT);
+  if (pid_ > 0) ::kill(pid_, SIGCONT);
 }
 
 std::string RedisServer::Cli(const std::string &args) const {
   std::string out;
-  FILE *f =
-      ::popen(fmt::format("redis-cli -p {} {}", port_, args).c_str(), "r");
-  if (!f)
-    return out;
+  FILE *f = ::popen(fmt::format("redis-cli -p {} {}", port_, args).c_str(), "r");
+  if (!f) return out;
   char buf[256];
   size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
-    out.append(buf, n);
+  while ((n = fread(buf, 1, sizeof(buf), f)) > 0) out.append(buf, n);
   ::pclose(f);
-  while (!out.empty() && (out.back() == '\n' || out.back() == '\r'))
-    out.pop_back();
+  while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
   return out;
 }
 
-} // namespace slimkv::kv::tiers::testing
+}  // namespace slimkv::kv::tiers::testing

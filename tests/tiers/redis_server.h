@@ -11,7 +11,7 @@
 namespace slimkv::kv::tiers::testing {
 
 class RedisServer {
-public:
+ public:
   RedisServer() = default;
   ~RedisServer();
   RedisServer(const RedisServer &) = delete;
@@ -20,19 +20,19 @@ public:
   // Starts on `port` (0: a free one) and waits until it answers PING; "" or why
   // not.
   std::string Start(int port = 0);
-  void Kill();   // SIGKILL, waits for it
-  void Pause();  // SIGSTOP
-  void Resume(); // SIGCONT
+  void Kill();    // SIGKILL, waits for it
+  void Pause();   // SIGSTOP
+  void Resume();  // SIGCONT
   int port() const { return port_; }
   bool running() const { return pid_ > 0; }
   // Runs a command against it with redis-cli; its stdout.
   std::string Cli(const std::string &args) const;
 
-private:
+ private:
   pid_t pid_ = -1;
   int port_ = 0;
 };
 
 int FreeLoopbackPort();
 
-} // namespace slimkv::kv::tiers::testing
+}  // namespace slimkv::kv::tiers::testing

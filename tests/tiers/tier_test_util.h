@@ -14,21 +14,19 @@ namespace slimkv::kv::tiers::testing {
 
 // An encoded record of `n_streams` streams (every third sealed, every seventh
 // absent, the rest staged) and `n_tokens` tokens, bytes a function of `seed`.
-std::vector<uint8_t> MakeRecord(const Fingerprint &fp, uint64_t key,
-                                uint64_t parent, uint64_t seed,
-                                int n_tokens = 16, int n_streams = 5,
-                                uint32_t staged_bytes = 128,
+std::vector<uint8_t> MakeRecord(const Fingerprint &fp, uint64_t key, uint64_t parent, uint64_t seed,
+                                int n_tokens = 16, int n_streams = 5, uint32_t staged_bytes = 128,
                                 uint32_t sealed_bytes = 64);
 
 // A fresh directory under $TMPDIR (or /tmp), removed with everything in it on
 // destruction.
 class ScratchDir {
-public:
+ public:
   ScratchDir();
   ~ScratchDir();
   const std::string &path() const { return path_; }
 
-private:
+ private:
   std::string path_;
 };
 
@@ -45,8 +43,7 @@ struct FakeClock {
 // `remount_read_only(dir)` inside makes it read-only. Returns what body
 // returned ("" = success) or why the child could not run it. The mount
 // disappears with the child.
-std::string InTmpfs(const std::string &dir, size_t bytes,
-                    const std::function<std::string()> &body);
+std::string InTmpfs(const std::string &dir, size_t bytes, const std::function<std::string()> &body);
 bool RemountReadOnly(const std::string &dir);
 
-} // namespace slimkv::kv::tiers::testing
+}  // namespace slimkv::kv::tiers::testing

@@ -42,9 +42,9 @@ inline constexpr uint32_t kMaxRecordStreams = 1 << 16;
 inline constexpr uint32_t kMaxBlockBytes = 1 << 26;
 
 enum class StreamKind : uint8_t {
-  kAbsent = 0, // a window layer had already freed the block
-  kStaged = 1, // a staging block (high precision, not yet sealed)
-  kSealed = 2, // a block in the final format
+  kAbsent = 0,  // a window layer had already freed the block
+  kStaged = 1,  // a staging block (high precision, not yet sealed)
+  kSealed = 2,  // a block in the final format
 };
 
 // What a record says before its payload (the fields of the header above).
@@ -62,9 +62,9 @@ struct RecordHeader {
 // (nullptr where absent).
 struct RecordSource {
   RecordHeader header;
-  std::span<const int32_t> tokens;        // [n_tokens]
-  std::span<const StreamKind> kinds;      // [n_streams]
-  std::span<const uint8_t *const> blocks; // [n_streams]
+  std::span<const int32_t> tokens;         // [n_tokens]
+  std::span<const StreamKind> kinds;       // [n_streams]
+  std::span<const uint8_t *const> blocks;  // [n_streams]
 };
 
 std::vector<uint8_t> EncodeRecord(const RecordSource &src);
@@ -73,39 +73,32 @@ std::vector<uint8_t> EncodeRecord(const RecordSource &src);
 // kRecordHeaderBytes): magic, sizes within limits, and payload bytes consistent
 // with the sizes; `total_bytes` is the record's whole length (a file's size).
 // DataLoss naming the field that is wrong.
-Result<RecordHeader> ParseRecordHeader(std::span<const uint8_t> bytes,
-                                       uint64_t total_bytes);
+Result<RecordHeader> ParseRecordHeader(std::span<const uint8_t> bytes, uint64_t total_bytes);
 
 // A checked record, pointing into the bytes it was parsed from (which must
 // outlive it).
 class RecordView {
-public:
+ public:
   const RecordHeader &header() const { return header_; }
   int32_t Token(int i) const;
   void CopyTokens(std::vector<int32_t> *out) const;
-  StreamKind Kind(int stream) const {
-    return static_cast<StreamKind>(bytes_[kinds_offset_ + stream]);
-  }
+  StreamKind Kind(int stream) const { return static_cast<StreamKind>(bytes_[kinds_offset_ + stream]); }
   // The stored bytes of a present stream's block (staged or sealed block bytes
   // long).
-  const uint8_t *Block(int stream) const {
-    return bytes_.data() + block_offset_[stream];
-  }
+  const uint8_t *Block(int stream) const { return bytes_.data() + block_offset_[stream]; }
 
-private:
-  friend Result<RecordView> ParseRecord(std::span<const uint8_t>,
-                                        const Fingerprint &, uint64_t);
+ private:
+  friend Result<RecordView> ParseRecord(std::span<const uint8_t>, const Fingerprint &, uint64_t);
   RecordHeader header_;
   std::span<const uint8_t> bytes_;
   size_t kinds_offset_ = 0;
-  std::vector<size_t> block_offset_; // [stream]; 0 where absent
+  std::vector<size_t> block_offset_;  // [stream]; 0 where absent
 };
 
 // Checks everything: the header, the checksum over header and payload, and that
 // the record is the one asked for (its fingerprint and key). DataLoss for a
 // truncated or corrupt record, InvalidArgument for an intact record of another
 // fingerprint or key; either way the caller drops it and recomputes the block.
-Result<RecordView> ParseRecord(std::span<const uint8_t> bytes,
-                               const Fingerprint &fingerprint, uint64_t key);
+Result<RecordView> ParseRecord(std::span<const uint8_t> bytes, const Fingerprint &fingerprint, uint64_t key);
 
-} // namespace slimkv::kv::tiers
+}  // namespace slimkv::kv::tiers

@@ -29,11 +29,8 @@ void CircuitBreaker::Failure(double now) {
 }
 
 std::string CircuitBreaker::State(double now) const {
-  if (!open_)
-    return "closed";
-  return now >= open_until_
-             ? "half-open"
-             : fmt::format("open for {:.1f} s more", open_until_ - now);
+  if (!open_) return "closed";
+  return now >= open_until_ ? "half-open" : fmt::format("open for {:.1f} s more", open_until_ - now);
 }
 
-} // namespace slimkv::kv::tiers
+}  // namespace slimkv::kv::tiers

@@ -13,13 +13,13 @@
 namespace slimkv::kv::tiers {
 
 struct BreakerOptions {
-  int failures_to_open = 1; // consecutive failures that open a closed circuit
-  double first_backoff_s = 0.5; // the first open period
-  double max_backoff_s = 30;    // the longest open period
+  int failures_to_open = 1;      // consecutive failures that open a closed circuit
+  double first_backoff_s = 0.5;  // the first open period
+  double max_backoff_s = 30;     // the longest open period
 };
 
 class CircuitBreaker {
-public:
+ public:
   explicit CircuitBreaker(const BreakerOptions &options = {})
       : options_(options), backoff_s_(options.first_backoff_s) {}
 
@@ -31,9 +31,9 @@ public:
   bool open() const { return open_; }
   // "closed", or "open for 1.5 s more" (for stats).
   std::string State(double now) const;
-  int64_t opened() const { return opened_; } // times the circuit opened
+  int64_t opened() const { return opened_; }  // times the circuit opened
 
-private:
+ private:
   BreakerOptions options_;
   bool open_ = false;
   int failures_ = 0;
@@ -42,4 +42,4 @@ private:
   int64_t opened_ = 0;
 };
 
-} // namespace slimkv::kv::tiers
+}  // namespace slimkv::kv::tiers

@@ -41,15 +41,13 @@ namespace slimkv::kv::tiers {
 
 struct DiskTierOptions {
   std::string dir;
-  uint64_t budget_bytes = 0; // records held at most, in file bytes
-  double retry_seconds =
-      30; // after a full or read-only failure, writes resume after this
-  std::function<double()>
-      clock; // seconds; NowSeconds when empty (tests inject their own)
+  uint64_t budget_bytes = 0;      // records held at most, in file bytes
+  double retry_seconds = 30;      // after a full or read-only failure, writes resume after this
+  std::function<double()> clock;  // seconds; NowSeconds when empty (tests inject their own)
 };
 
 class DiskTier final : public BlockTier {
-public:
+ public:
   // Creates the directory if needed and rebuilds the index from it.
   // InvalidArgument for a zero budget; Io if the directory cannot be created or
   // read, or another process holds it. A directory that exists but cannot be
@@ -58,10 +56,8 @@ public:
   ~DiskTier() override;
 
   const char *name() const override { return "disk"; }
-  Result<std::vector<uint8_t>> Get(const Fingerprint &fp,
-                                   uint64_t key) override;
-  Status Put(const Fingerprint &fp, uint64_t key,
-             std::span<const uint8_t> record) override;
+  Result<std::vector<uint8_t>> Get(const Fingerprint &fp, uint64_t key) override;
+  Status Put(const Fingerprint &fp, uint64_t key, std::span<const uint8_t> record) override;
   TierStats Stats() const override;
 
   bool Contains(const Fingerprint &fp, uint64_t key) const;
@@ -71,40 +67,38 @@ public:
   // The file a record lives in (tests corrupt it).
   std::string PathOf(const Fingerprint &fp, uint64_t key) const;
 
-private:
+ private:
   struct Id {
     Fingerprint fp;
     uint64_t key = 0;
     bool operator==(const Id &) const = default;
   };
   struct IdHash {
-    size_t operator()(const Id &id) const {
-      return id.fp.lo ^ (id.fp.hi * 0x9E3779B97F4A7C15ull) ^ id.key;
-    }
+    size_t operator()(const Id &id) const { return id.fp.lo ^ (id.fp.hi * 0x9E3779B97F4A7C15ull) ^ id.key; }
   };
   struct Entry {
     uint64_t bytes = 0;
-    uint64_t last_use = 0; // a tick of use_clock_; the key of order_
+    uint64_t last_use = 0;  // a tick of use_clock_; the key of order_
   };
   enum class State { kOk, kFull, kReadOnly, kFailing };
 
   explicit DiskTier(const DiskTierOptions &options);
   double Now() const;
   Status Scan();
-  void Touch(const Id &id, bool touch_file); // under mu_
-  void Drop(const Id &id, bool unlink_file); // under mu_
-  bool EvictFor(uint64_t bytes);   // under mu_; false if the record cannot fit
-  void Stop(State state, int err); // under mu_
+  void Touch(const Id &id, bool touch_file);  // under mu_
+  void Drop(const Id &id, bool unlink_file);  // under mu_
+  bool EvictFor(uint64_t bytes);              // under mu_; false if the record cannot fit
+  void Stop(State state, int err);            // under mu_
   std::string FileName(const Id &id) const;
 
   DiskTierOptions options_;
   int lock_fd_ = -1;
   mutable std::mutex mu_;
   std::unordered_map<Id, Entry, IdHash> index_;
-  std::map<uint64_t, Id> order_; // last_use -> record, oldest first
+  std::map<uint64_t, Id> order_;  // last_use -> record, oldest first
   uint64_t use_clock_ = 0;
   uint64_t bytes_held_ = 0;
-  uint64_t cap_bytes_ = 0; // the budget, or less while the disk is full
+  uint64_t cap_bytes_ = 0;  // the budget, or less while the disk is full
   uint64_t temp_counter_ = 0;
   State state_ = State::kOk;
   std::string state_reason_;
@@ -112,4 +106,4 @@ private:
   TierStats stats_;
 };
 
-} // namespace slimkv::kv::tiers
+}  // namespace slimkv::kv::tiers

@@ -25,14 +25,14 @@ inline constexpr int kLayoutVersion = 1;
 struct Fingerprint {
   uint64_t lo = 0, hi = 0;
   bool operator==(const Fingerprint &) const = default;
-  std::string Hex() const; // 32 lowercase hex digits, hi first
+  std::string Hex() const;  // 32 lowercase hex digits, hi first
 };
 
 struct FingerprintInputs {
-  uint64_t model_id = 0; // ModelIdentity (model/identity.h) of the weights file
+  uint64_t model_id = 0;  // ModelIdentity (model/identity.h) of the weights file
   const KvSpec *spec = nullptr;
   const KvConfig *config = nullptr;
-  uint64_t salt = 0; // the tenant's cache salt (0: the shared, unsalted tenant)
+  uint64_t salt = 0;  // the tenant's cache salt (0: the shared, unsalted tenant)
 };
 
 // The canonical text the fingerprint hashes ("slimkv-kv v1; model ...; k
@@ -40,4 +40,4 @@ struct FingerprintInputs {
 std::string FingerprintText(const FingerprintInputs &in);
 Fingerprint MakeFingerprint(const FingerprintInputs &in);
 
-} // namespace slimkv::kv::tiers
+}  // namespace slimkv::kv::tiers

@@ -30,10 +30,9 @@ struct RedisTierOptions {
   std::string host = "127.0.0.1";
   int port = 6379;
   double connect_timeout_s = 0.2;
-  double op_timeout_s =
-      0.5; // one command's reply (a record is a few hundred KB to a few MB)
+  double op_timeout_s = 0.5;  // one command's reply (a record is a few hundred KB to a few MB)
   BreakerOptions breaker;
-  std::function<double()> clock; // seconds; NowSeconds when empty
+  std::function<double()> clock;  // seconds; NowSeconds when empty
 };
 
 // Parses "HOST:PORT" (HOST may be a name, an IPv4 address or a bracketed IPv6
@@ -41,29 +40,26 @@ struct RedisTierOptions {
 Result<RedisTierOptions> ParseRedisAddress(std::string_view address);
 
 class RedisTier final : public BlockTier {
-public:
+ public:
   // Connects lazily: a Redis that is not up yet is a closed circuit's first
   // failure, not an error here.
   explicit RedisTier(const RedisTierOptions &options);
   ~RedisTier() override;
 
   const char *name() const override { return "redis"; }
-  Result<std::vector<uint8_t>> Get(const Fingerprint &fp,
-                                   uint64_t key) override;
-  Status Put(const Fingerprint &fp, uint64_t key,
-             std::span<const uint8_t> record) override;
+  Result<std::vector<uint8_t>> Get(const Fingerprint &fp, uint64_t key) override;
+  Status Put(const Fingerprint &fp, uint64_t key, std::span<const uint8_t> record) override;
   TierStats Stats() const override;
 
   static std::string KeyOf(const Fingerprint &fp, uint64_t key);
 
-private:
+ private:
   double Now() const;
   // Under mu_: a connected context, or Io (connect failed, or the circuit is
   // open).
   Status Connect();
-  void Disconnect(); // under mu_
-  Status Fail(const std::string
-                  &what); // under mu_: drops the connection, opens the circuit
+  void Disconnect();                     // under mu_
+  Status Fail(const std::string &what);  // under mu_: drops the connection, opens the circuit
 
   RedisTierOptions options_;
   mutable std::mutex mu_;
@@ -72,4 +68,4 @@ private:
   TierStats stats_;
 };
 
-} // namespace slimkv::kv::tiers
+}  // namespace slimkv::kv::tiers
