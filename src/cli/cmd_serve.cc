@@ -133,6 +133,10 @@ int ServeMain(const ServeFlags& f) {
   if (f.no_prefix_cache && (!eo.kv_disk_dir.empty() || !eo.kv_redis.empty())) {
     return Fail(InvalidArgument("--kv-disk and --kv-redis hold prefix blocks: they need the prefix cache (drop --no-prefix-cache)"));
   }
+  // Every log line on stderr: stdout carries only the "listening on" line (the KV tiers warn
+  // while the engine loads, e.g. of a read-only --kv-disk).
+  spdlog::set_default_logger(spdlog::stderr_color_mt("serve"));
+  spdlog::set_level(spdlog::level::warn);
   auto eng = LoadEngine(eo);
   if (!eng.ok()) return Fail(eng.status());
   engine::Engine& e = **eng;
@@ -163,10 +167,7 @@ int ServeMain(const ServeFlags& f) {
   o.limits.max_n = f.max_n;
   o.default_sampling = f.sampling;
   o.worker_threads = f.http_threads;
-  if (f.common.verbose) {  // the access log, on stderr: stdout carries only the "listening on" line
-    spdlog::set_default_logger(spdlog::stderr_color_mt("serve"));
-    spdlog::set_level(spdlog::level::info);
-  }
+  if (f.common.verbose) spdlog::set_level(spdlog::level::info);  // the access log
   server::HttpServer http(e, scheduler, o);
   if (Status st = http.Bind(); !st.ok()) return Fail(st);
   scheduler.Start();
