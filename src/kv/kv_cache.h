@@ -178,6 +178,8 @@ class KvCache {
   bool EvictOnePrefix();               // false when nothing can be evicted
   void ReleaseEntry(const PrefixEntry& e);
   void SpillEntry(const PrefixEntry& e);
+  // Replaces an entry's staged blocks (block b of a sequence) by the sequence's sealed ones.
+  bool UpgradeEntry(const PrefixEntry& e, const Sequence& s, int b);
   // Extends the index along tokens' full blocks from the tiers, as far as records check.
   void FetchFromTiers(uint64_t salt, std::span<const int32_t> tokens);
   // One record into the pools and the index; false (nothing changed) if any check fails.

@@ -102,6 +102,10 @@ void KvCache::PublishPrefix(SeqId id, uint64_t salt, std::span<const int32_t> to
       if (e->salt != salt || e->parent != parent || !std::equal(block.begin(), block.end(), e->tokens.begin())) {
         return;  // a hash collision with another prefix: stop publishing this one
       }
+      // Published while its blocks were still staged (mid-prompt), now sealed in the
+      // sequence: the entry takes the sealed blocks, so a chain attaches as sealed blocks
+      // before staged ones (AttachPrefix's rule) instead of stopping at the first staged one.
+      if (UpgradeEntry(*e, s, b) && tiers_) SpillEntry(*prefix_.Find(key));
       parent = key;
       continue;
     }
@@ -125,6 +129,22 @@ void KvCache::PublishPrefix(SeqId id, uint64_t salt, std::span<const int32_t> to
     if (tiers_) SpillEntry(e);
     parent = key;
   }
+}
+
+bool KvCache::UpgradeEntry(const PrefixEntry& entry, const Sequence& s, int b) {
+  if (staged_only()) return false;
+  PrefixEntry& e = prefix_.Mutable(entry.key);
+  bool changed = false;
+  for (int st = 0; st < streams(); ++st) {
+    const BlockId id_b = s.tables[st][b];
+    if (e.sealed[st] || e.blocks[st] == kNoBlock || id_b == kNoBlock || b >= s.n_sealed[st]) continue;
+    sealed_pool_.Retain(id_b);
+    staged_pool_.Release(e.blocks[st]);
+    e.blocks[st] = id_b;
+    e.sealed[st] = 1;
+    changed = true;
+  }
+  return changed;
 }
 
 PrefixStats KvCache::prefix_stats() const {
