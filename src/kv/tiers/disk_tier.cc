@@ -283,9 +283,14 @@ Status DiskTier::Put(const Fingerprint &fp, uint64_t key, std::span<const uint8_
   {
     std::lock_guard lock(mu_);
     ++stats_.puts;
-    if (index_.count(id)) {
-      Touch(id, state_ != State::kReadOnly);
-      return Status::Ok();
+    if (auto it = index_.find(id); it != index_.end()) {
+      // The same record again (a copy from Redis, a republished block): keep the file. A
+      // record of another size replaces it (the cache sealed a block published staged).
+      if (it->second.bytes == size) {
+        Touch(id, state_ != State::kReadOnly);
+        return Status::Ok();
+      }
+      Drop(id, /*unlink_file=*/false);  // the write below renames over the file
     }
     if (state_ != State::kOk && Now() >= retry_at_) {  // try growing again
       state_ = State::kOk;
