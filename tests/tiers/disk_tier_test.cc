@@ -43,6 +43,24 @@ int CountFiles(const std::string &dir, const std::string &suffix) {
   return n;
 }
 
+// A block published while staged and again once sealed has a record of another size: the
+// second replaces the first (the cache re-spills it); the same record again keeps the file.
+TEST(DiskTierTest, ARecordOfAnotherSizeReplacesTheStoredOne) {
+  ScratchDir dir;
+  auto t = OpenTier(dir.path(), 1 << 20);
+  const auto staged = MakeRecord(kFp, 1, 0, 11, 16, 5, 128, 64);
+  const auto sealed = MakeRecord(kFp, 1, 0, 12, 16, 5, 64, 32);
+  ASSERT_NE(staged.size(), sealed.size());
+  ASSERT_TRUE(t->Put(kFp, 1, staged).ok());
+  ASSERT_TRUE(t->Put(kFp, 1, sealed).ok());
+  t->CheckInvariants();
+  auto got = t->Get(kFp, 1);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(*got, sealed);
+  EXPECT_EQ(t->Stats().entries, 1);
+  EXPECT_EQ(t->Stats().bytes_held, static_cast<int64_t>(sealed.size()));
+}
+
 TEST(DiskTierTest, PutGetAndNamespaces) {
   ScratchDir dir;
   auto t = OpenTier(dir.path(), 1 << 20);
