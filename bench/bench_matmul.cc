@@ -1,6 +1,6 @@
-// The matmul kernels at SmolLM2-135M's shapes, for decode (1-4 tokens: the register-
-// dequantizing stream kernel) and prefill (64-512 tokens: the panel kernel), against the
-// scalar reference for correctness. Reports GB/s of weights and GFLOP/s.
+// The matmul kernels at SmolLM2-135M's shapes, for decode (1-4 tokens: the register-dequantizing stream
+// kernel) and prefill (64-512 tokens: the panel kernel), against the scalar reference for correctness.
+// Reports GB/s of weights and GFLOP/s.
 //   build/bin/bench_matmul [--benchmark_filter=...]
 #include <benchmark/benchmark.h>
 
@@ -16,13 +16,20 @@ using slimkv::ops::MatMulOutput;
 using slimkv::ops::WeightFormat;
 using slimkv::ops::WeightMatrix;
 
+// Random codes; scales and minimums that are fp16 values, held as fp16 as the repacked Q4_0/Q4_1/Q8_0
+// matrices of SmolLM2 are.
 WeightMatrix Make(WeightFormat f, int64_t rows, int64_t cols) {
   const bool q = f == WeightFormat::kQ4 || f == WeightFormat::kQ8;
   WeightMatrix w = WeightMatrix::Allocate(f, rows, cols, q ? 32 : 0, f == WeightFormat::kQ4);
   std::mt19937 rng(1);
-  for (size_t i = 0; i < w.codes.size(); ++i) w.codes[i] = static_cast<uint8_t>(rng() & (f == WeightFormat::kF32 || f == WeightFormat::kF16 ? 0x3F : 0xFF));
-  for (size_t i = 0; i < w.scales.size(); ++i) w.scales[i] = 0.01f;
-  for (size_t i = 0; i < w.mins.size(); ++i) w.mins[i] = -0.08f;
+  std::vector<uint8_t> codes(w.code_bytes_per_row());
+  const std::vector<float> scales(w.groups_per_row(), 0.01000213623046875f),
+      mins(w.groups_per_row(), -0.08001708984375f);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (auto& c : codes) c = static_cast<uint8_t>(rng() & (q ? 0xFF : 0x3F));
+    w.SetRow(r, codes.data(), scales.data(), mins.data());
+  }
+  w.CompactScales();
   return w;
 }
 
@@ -50,16 +57,17 @@ void BM_MatMul(benchmark::State& state) {
     slimkv::ops::MatMul(pool, x.data(), cols, tokens, {&o, 1});
     benchmark::DoNotOptimize(y.data());
   }
-  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(w.bytes()), benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * rows * cols * tokens / 1e9,
-                                                  benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GB/s"] =
+      benchmark::Counter(static_cast<double>(w.bytes()), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(2.0 * rows * cols * tokens / 1e9, benchmark::Counter::kIsIterationInvariantRate);
   state.SetLabel(std::string(slimkv::ops::WeightFormatName(f)));
 }
 
 void Shapes(benchmark::internal::Benchmark* b) {
   // SmolLM2-135M: fused QKV 960x576, gate+up 3072x576, down 576x1536; output 49152x576.
   for (int threads : {1, 2}) {
-    for (int tokens : {1, 4, 8, 16, 32, 64, 512}) {
+    for (int tokens : {1, 4, 8, 16, 32, 64, 70, 512}) {
       b->Args({static_cast<int>(WeightFormat::kQ4), 3072, 576, tokens, threads});
       b->Args({static_cast<int>(WeightFormat::kQ4), 576, 1536, tokens, threads});
       if (tokens <= 64) b->Args({static_cast<int>(WeightFormat::kQ8), 49152, 576, tokens, threads});

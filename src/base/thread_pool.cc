@@ -52,8 +52,11 @@ int ThreadPool::DoTasks(int thread) {
     if (NextOf(w) >= CountOf(w)) break;
     thunk_(ctx_, NextOf(w), thread);
     ++ran;
-    done_.fetch_add(1, std::memory_order_acq_rel);
   }
+  // One increment for all the tasks this thread ran (they are all of one job: the job cannot
+  // end, and no next one start, before they are counted). The line done_ lives on moves
+  // between the cores once per thread and job, not once per task.
+  if (ran > 0) done_.fetch_add(ran, std::memory_order_acq_rel);
   return ran;
 }
 

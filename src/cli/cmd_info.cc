@@ -10,6 +10,7 @@
 #include "kv/footprint.h"
 #include "kv/kv_cache.h"
 #include "model/config.h"
+#include "model/repack.h"
 
 namespace slimkv::cli {
 namespace {
@@ -35,22 +36,65 @@ int InfoMain(const InfoFlags& f) {
   std::printf("attention:     %d query heads, %d KV heads (%s), head dim %d, context %d\n", c.n_heads,
               c.n_kv_heads, c.n_kv_heads == c.n_heads ? "MHA" : (c.n_kv_heads == 1 ? "MQA" : "GQA"),
               c.head_dim, c.context_length);
-  std::printf("rope:          %s, dim %d, base %g%s\n",
-              c.rope_style == ops::RopeStyle::kNormal ? "normal" : "neox", c.rope_dim,
-              c.layer_rope_base.empty() ? 0.0 : c.layer_rope_base[0],
-              c.rope_freq_scale != 1.0f ? fmt::format(", linear scale {}", 1 / c.rope_freq_scale).c_str() : "");
-  std::map<std::string, std::pair<int, uint64_t>> types;
-  uint64_t total = 0, params = 0;
+  std::string scaling;
+  const model::RopeScaling& rs = c.rope_scaling;
+  switch (rs.kind) {
+    case model::RopeScalingKind::kNone:
+      break;
+    case model::RopeScalingKind::kLinear:
+      scaling = fmt::format(", linear x{}", 1 / rs.freq_scale);
+      break;
+    case model::RopeScalingKind::kYarn:
+      scaling = fmt::format(", yarn x{} from {} tokens", 1 / rs.freq_scale, rs.orig_context);
+      break;
+    case model::RopeScalingKind::kLongRope:
+      scaling = ", longrope";
+      break;
+  }
+  if (c.longrope_factors) scaling += fmt::format(", long factors beyond {} tokens", rs.orig_context);
+  if (file->FindTensor("rope_freqs.weight")) scaling += ", per-pair factors (rope_freqs: Llama-3 scaling)";
+  if (rs.attn_factor != 1.0f) scaling += fmt::format(", attention factor {}", rs.attn_factor);
+  std::printf(
+      "rope:          %s, dim %d, base %g%s\n", c.rope_style == ops::RopeStyle::kNormal ? "normal" : "neox",
+      c.rope_dim,
+      c.layer_rope_base.empty() ? 0.0 : *std::max_element(c.layer_rope_base.begin(), c.layer_rope_base.end()),
+      scaling.c_str());
+  // Per tensor type: what the file holds and what the engine will hold after repacking (a
+  // matrix keeps the file's blocks; a vector is dequantized to fp32).
+  struct TypeBytes {
+    int tensors = 0;
+    uint64_t elements = 0, file = 0, loaded = 0;
+  };
+  std::map<std::string, TypeBytes> types;
+  uint64_t total = 0, params = 0, loaded = 0;
+  Status unusable = Status::Ok();
   for (const auto& t : file->tensors()) {
-    auto& e = types[std::string(gguf::TypeName(t.type))];
-    ++e.first;
-    e.second += t.n_bytes;
+    TypeBytes& e = types[std::string(gguf::TypeName(t.type))];
+    ++e.tensors;
+    e.elements += t.n_elements;
+    e.file += t.n_bytes;
     total += t.n_bytes;
     params += t.n_elements;
+    uint64_t bytes = t.n_elements * 4;  // a vector: fp32
+    if (t.dims.size() == 2) {
+      auto plan = model::PlanRepack(t);
+      if (!plan.ok() && unusable.ok()) unusable = plan.status();
+      bytes = plan.ok() ? plan->bytes : 0;
+    } else if (const auto traits = gguf::GetTypeTraits(t.type); !traits || !traits->can_dequantize) {
+      if (unusable.ok()) {
+        unusable = Unimplemented("tensor '{}' has type {}, which slimkv cannot dequantize; supported: {}",
+                                 t.name, gguf::TypeName(t.type), model::SupportedMatrixTypes());
+      }
+    }
+    e.loaded += bytes;
+    loaded += bytes;
   }
-  std::printf("parameters:    %.1f M, %s of tensor data\n", params / 1e6, HumanBytes(total).c_str());
+  std::printf("parameters:    %.1f M, %s of tensor data (%s once loaded)\n", params / 1e6,
+              HumanBytes(total).c_str(), HumanBytes(loaded).c_str());
+  std::printf("  %-7s %7s %12s %10s %10s\n", "type", "tensors", "file", "bits/w", "loaded b/w");
   for (const auto& [name, e] : types) {
-    std::printf("  %-6s %4d tensors  %s\n", name.c_str(), e.first, HumanBytes(e.second).c_str());
+    std::printf("  %-7s %7d %12s %10.3f %10.3f\n", name.c_str(), e.tensors, HumanBytes(e.file).c_str(),
+                8.0 * e.file / e.elements, 8.0 * e.loaded / e.elements);
   }
   int n_window = 0, window = 0;
   for (int w : c.layer_window) {
@@ -97,6 +141,8 @@ int InfoMain(const InfoFlags& f) {
     std::printf("metadata:\n");
     for (const auto& [k, v] : file->metadata()) std::printf("  %s = %s\n", k.c_str(), v.ToString().c_str());
   }
+  if (!unusable.ok())
+    return Fail(Status(unusable.code(), fmt::format("{}: {}", file->name(), unusable.message())));
   return 0;
 }
 

@@ -67,10 +67,17 @@ int PplMain(const PplFlags& f) {
   }
   auto r = eval::Perplexity(eng, ids, po);
   if (!r.ok()) return Fail(r.status());
-  std::printf("model %s, KV %s (%zu bytes/token), ctx %d, %d chunks, %lld scored tokens, %d tokens per step\n",
-              eng.model().config().name.c_str(), kv::ConfigName(eng.kv().config()).c_str(),
-              eng.kv().DataBytesPerToken() + eng.kv().MetaBytesPerToken(), n_ctx, r->chunks,
-              static_cast<long long>(r->scored_tokens), r->step);
+  const kv::PolicySpec& policy = eng.kv().policy();
+  std::printf(
+      "model %s, KV %s (%zu bytes/token), ctx %d, %d chunks, %lld scored "
+      "tokens, %d tokens per step%s\n",
+      eng.model().config().name.c_str(), kv::ConfigName(eng.kv().config()).c_str(),
+      eng.kv().DataBytesPerToken() + eng.kv().MetaBytesPerToken(), n_ctx, r->chunks,
+      static_cast<long long>(r->scored_tokens), r->step,
+      policy.active() ? fmt::format(", policy {} (budget {}; scored tokens decoded one per step)",
+                                    kv::PolicyName(policy), policy.budget)
+                            .c_str()
+                      : "");
   std::printf("PPL = %.4f +/- %.5f\n", r->ppl, r->ppl_stderr);
   if (po.kl_base) {
     std::printf("base %s: PPL = %.4f, delta %+.3f%%; mean KL(base || this) = %.6f +/- %.6f nats; same top-1 %.2f%%\n",
@@ -92,8 +99,12 @@ CommandMain AddPerplexityCommand(CLI::App& app) {
   cmd->add_option("-c,--ctx,--ctx-size", f->common.n_ctx, "window size in tokens (default 512)")
       ->check(CLI::Range(0, 1 << 24));
   cmd->add_option("--step", f->step,
-                  "tokens per forward call (default: -b, or one KV block for quantized formats so every "
-                  "scored token sees the cache as a decoding token does)")
+                  "tokens per forward call (default: -b, or one KV block for "
+                  "quantized formats so every "
+                  "scored token sees the cache as a decoding token does; with "
+                  "--kv-policy the window's first "
+                  "half is the prompt, compressed at its end, and the scored "
+                  "half is decoded one token per step)")
       ->check(CLI::Range(0, 1 << 16));
   cmd->add_option("--kl-base", f->kl_base,
                   "also run this KV preset and report KL divergence and top-1 agreement against it "

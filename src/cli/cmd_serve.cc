@@ -117,7 +117,7 @@ int ServeMain(const ServeFlags& f) {
   if (!f.common.kv_policy.empty()) {
     auto policy = kv::ParsePolicy(f.common.kv_policy, f.common.kv_budget);
     if (!policy.ok()) return Fail(policy.status());
-    eo.policy = *policy;  // evicting sequences do not share prefix blocks (kv_cache.h)
+    eo.policy = *policy;  // shared prefixes stay shared: each sequence evicts after them
   } else if (f.common.kv_budget > 0) {
     return Fail(InvalidArgument("--kv-budget {} needs --kv-policy (one of {})", f.common.kv_budget, kv::PolicyList()));
   }
@@ -161,7 +161,9 @@ int ServeMain(const ServeFlags& f) {
   o.allowed_hosts = f.allow_hosts;
   o.cors_origins = f.cors_origins;
   o.access_log = f.common.verbose;
-  o.limits.n_ctx = eo.n_ctx;
+  // A policy that re-indexes (window, sinks) holds constant memory: one conversation may run past the
+  // context; -c then only sizes the default KV budget.
+  o.limits.n_ctx = eo.policy.reindexes() ? (1 << 30) : eo.n_ctx;
   o.limits.max_prompt_tokens = f.max_prompt_tokens;
   o.limits.max_tokens = f.max_tokens_limit;
   o.limits.max_n = f.max_n;
@@ -223,7 +225,9 @@ CommandMain AddServeCommand(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
       "serve", "OpenAI-compatible HTTP server with continuous batching (-v: an access log line per request on stderr)");
   f->common.Add(cmd);
-  cmd->add_option("-c,--ctx,--ctx-size", f->common.n_ctx, "context size per sequence in tokens (default 4096)")
+  cmd->add_option("-c,--ctx,--ctx-size", f->common.n_ctx,
+                  "context size per sequence in tokens (default 4096; with --kv-policy window or sinks, "
+                  "requests may run past it)")
       ->check(CLI::Range(0, 1 << 24));
   cmd->add_option("--host", f->host, "address to listen on (default 127.0.0.1: this machine only)");
   cmd->add_option("--port", f->port, "port (0: any free port; the chosen one is printed)")->check(CLI::Range(0, 65535));

@@ -1,5 +1,5 @@
-// The engine: a model, its tokenizer, a KV cache and the threads, and the generation loop
-// (prefill in chunks, then decode token by token, streaming each piece of text).
+// The engine: a model, its tokenizer, a KV cache and the threads. Generation runs on one path, the
+// scheduler's (scheduler.h): Generate is a client of it, as `serve` is.
 #pragma once
 
 #include <functional>
@@ -10,6 +10,7 @@
 #include "base/status.h"
 #include "base/thread_pool.h"
 #include "engine/sampler.h"
+#include "engine/step_model.h"
 #include "kv/kv_cache.h"
 #include "kv/tiers/tier_stack.h"
 #include "model/model.h"
@@ -64,19 +65,27 @@ class Engine {
   const EngineOptions& options() const { return options_; }
   kv::tiers::TierStack* tiers() { return tiers_.get(); }  // nullptr without --kv-disk / --kv-redis
 
-  // Generates from `prompt` on a fresh sequence, which is freed at the end. OutOfRange if
-  // the prompt does not fit in n_ctx (naming both lengths).
-  Result<GenerationStats> Generate(const std::vector<TokenId>& prompt,
-                                   const GenerateOptions& options, const TokenCallback& on_token);
+  // The model behind the scheduler's step interface.
+  StepModel& step_model() { return *step_model_; }
 
-  // Runs `tokens` through a sequence in chunks of prefill_chunk. Appends to *logits the
-  // rows of tokens [logits_from, size) ([n_rows, n_vocab]); logits_from = -1: last token.
+  // Generates from `prompt` on a fresh sequence through a scheduler of its own (one request: the path `serve`
+  // takes, Compress at the end of the prompt included); the sequence is freed at the end. OutOfRange if the
+  // prompt does not fit in n_ctx (naming both lengths), unless the eviction policy re-indexes (window, sinks:
+  // no context limit).
+  Result<GenerationStats> Generate(const std::vector<TokenId>& prompt, const GenerateOptions& options,
+                                   const TokenCallback& on_token);
+
+  // Tools below the generation path (benchmarks, KV inspection, tests). Step reserves the batch's KV slots
+  // and runs one forward pass (the reservation is given back if the pass fails); ResourceExhausted when the
+  // pool cannot hold it, nothing changed.
+  Status Step(kv::KvCache& kv, std::span<const model::BatchEntry> batch, std::vector<float>* logits);
+  // Runs `tokens` through a sequence in chunks of prefill_chunk. Appends to *logits the rows of tokens
+  // [logits_from, size) ([n_rows, n_vocab]); logits_from = -1: last token.
   Status Prefill(kv::SeqId seq, std::span<const TokenId> tokens, int64_t logits_from,
                  std::vector<float>* logits) {
     return Prefill(*kv_, seq, tokens, logits_from, logits, options_.prefill_chunk);
   }
-  // The same on another KV cache of this model (evaluations compare two formats), in steps of
-  // `step` tokens.
+  // The same on another KV cache of this model, in steps of `step` tokens.
   Status Prefill(kv::KvCache& kv, kv::SeqId seq, std::span<const TokenId> tokens, int64_t logits_from,
                  std::vector<float>* logits, int step);
 
@@ -85,6 +94,7 @@ class Engine {
   EngineOptions options_;
   ThreadPool pool_;
   std::unique_ptr<model::Model> model_;
+  std::unique_ptr<StepModel> step_model_;
   std::unique_ptr<tokenizer::Tokenizer> tokenizer_;
   std::unique_ptr<kv::tiers::TierStack> tiers_;  // before kv_: the cache points to it
   std::unique_ptr<kv::KvCache> kv_;

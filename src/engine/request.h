@@ -9,12 +9,14 @@
 
 #include <cstdint>
 #include <functional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "base/status.h"
 #include "engine/sampler.h"
+#include "kv/footprint.h"
 
 namespace slimkv::engine {
 
@@ -42,8 +44,11 @@ struct RequestOutput {
   TokenId token = -1;        // the sampled token, -1 on the final event
   bool finished = false;
   FinishReason finish_reason = FinishReason::kNone;
-  Status error;              // with kError
-  RequestUsage usage;        // on the final event
+  Status error;        // with kError
+  RequestUsage usage;  // on the final event
+  // On the final event of a request with report_kv: what its sequence held at the end, in all and per layer.
+  kv::KvUsage kv_usage;
+  std::vector<kv::KvUsage> kv_layers;
 };
 
 using OutputCallback = std::function<void(const RequestOutput&)>;
@@ -56,6 +61,14 @@ struct RequestParams {
   bool ignore_eos = false;      // keep generating past end-of-generation tokens
   uint64_t cache_salt = 0;      // tenant salt of the prefix cache (HashCacheSalt of the text)
   OutputCallback on_output;
+  // Evaluation. `forced`: after the prompt these tokens are fed instead of sampled ones (teacher forcing),
+  // and `on_logits` receives every logits row the request produces, the prompt's last token's first, then one
+  // per forced token ([n_vocab] each); max_tokens is ignored. With an eviction policy forced tokens take the
+  // decode path, one per step, so each sees the cache a generated token would.
+  std::vector<TokenId> forced;
+  std::function<void(std::span<const float>)> on_logits;
+  bool prompt_only = false;  // read the prompt (compressed at its end) and finish
+  bool report_kv = false;    // fill kv_usage / kv_layers on the final event
 };
 
 // A fixed-key 64-bit hash (SipHash-2-4, base/hash.h) of a tenant's cache_salt text: the

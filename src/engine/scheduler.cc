@@ -1,6 +1,8 @@
 #include "engine/scheduler.h"
 
 #include <algorithm>
+#include <climits>
+#include <optional>
 
 #include "base/check.h"
 #include "kv/footprint.h"
@@ -18,12 +20,16 @@ constexpr double kPrefixStatsSeconds = 0.25;
 }  // namespace
 
 struct Scheduler::Seq {
-  Seq(RequestParams p, const tokenizer::Tokenizer& tok)
-      : params(std::move(p)), sampler(params.sampling), decoder(tok) {
+  Seq(RequestParams p, const tokenizer::Tokenizer* tok) : params(std::move(p)), sampler(params.sampling) {
+    if (tok) decoder.emplace(*tok);
     tokens = params.prompt;
     n_prompt = static_cast<int>(tokens.size());
+    tokens.insert(tokens.end(), params.forced.begin(), params.forced.end());
   }
   int remaining() const { return static_cast<int>(tokens.size()) - n_computed; }
+  bool forced() const { return !params.forced.empty() || params.prompt_only; }
+  std::string Push(TokenId t) { return decoder ? decoder->Push(t) : std::string(); }
+  std::string Flush() { return decoder ? decoder->Flush() : std::string(); }
 
   RequestId id = 0;
   RequestParams params;
@@ -34,29 +40,49 @@ struct Scheduler::Seq {
   int n_published = 0;          // tokens indexed in the prefix cache
   kv::SeqId kv_seq = -1;        // -1 while waiting
   Sampler sampler;
-  tokenizer::StreamDecoder decoder;
-  std::string held;             // text not sent yet: it could be the start of a stop string
+  std::optional<tokenizer::StreamDecoder> decoder;  // without a tokenizer: no text
+  std::string held;  // text not sent yet: it could be the start of a stop string
   int generated = 0;
   int cached_tokens = 0;        // from the prefix cache at the first admission
   bool admitted_before = false;
+  bool compressed = false;  // its prompt's end went through KvCache::Compress
   int preemptions = 0;
   double first_token_time = -1, last_token_time = -1;
   bool done = false;
   bool publish_on_exit = false;  // finished normally: keep its blocks in the prefix cache
 };
 
-Scheduler::Scheduler(Engine* engine, const SchedulerOptions& options)
-    : engine_(engine), options_(options), n_ctx_(engine->options().n_ctx) {}
+Scheduler::Scheduler(const SchedulerParts& parts, const SchedulerOptions& options)
+    : model_(parts.model),
+      kv_(parts.kv),
+      pool_(parts.pool),
+      tok_(parts.tokenizer),
+      options_(options),
+      n_ctx_(parts.n_ctx) {}
 
 Result<std::unique_ptr<Scheduler>> Scheduler::Create(Engine* engine, const SchedulerOptions& o) {
   if (engine == nullptr) return InvalidArgument("scheduler needs an engine");
-  if (o.max_running < 1) return InvalidArgument("max running sequences must be at least 1, got {}", o.max_running);
-  if (o.max_waiting < 0) return InvalidArgument("max waiting requests must not be negative, got {}", o.max_waiting);
+  return Create(SchedulerParts{.model = &engine->step_model(),
+                               .kv = &engine->kv(),
+                               .pool = &engine->pool(),
+                               .tokenizer = &engine->tokenizer(),
+                               .n_ctx = engine->options().n_ctx},
+                o);
+}
+
+Result<std::unique_ptr<Scheduler>> Scheduler::Create(const SchedulerParts& parts, const SchedulerOptions& o) {
+  if (!parts.model || !parts.kv || !parts.pool)
+    return InvalidArgument("scheduler needs a model, a KV cache and threads");
+  if (parts.n_ctx <= 0) return InvalidArgument("context size must be positive, got {}", parts.n_ctx);
+  if (o.max_running < 1)
+    return InvalidArgument("max running sequences must be at least 1, got {}", o.max_running);
+  if (o.max_waiting < 0)
+    return InvalidArgument("max waiting requests must not be negative, got {}", o.max_waiting);
   if (o.max_batch_tokens < 1) {
     return InvalidArgument("max batch tokens must be at least 1, got {}", o.max_batch_tokens);
   }
-  std::unique_ptr<Scheduler> s(new Scheduler(engine, o));
-  const kv::KvCache& kv = engine->kv();
+  std::unique_ptr<Scheduler> s(new Scheduler(parts, o));
+  const kv::KvCache& kv = *parts.kv;
   s->stats_.prefix_sharing = o.prefix_sharing;
   s->stats_.kv_budget_bytes = kv.budget_bytes();
   s->stats_.kv_block_bytes = kv.sealed_block_bytes();
@@ -77,7 +103,9 @@ Result<std::unique_ptr<Scheduler>> Scheduler::Create(Engine* engine, const Sched
     }
     s->max_sequence_tokens_ = lo;
   } else {
-    s->max_sequence_tokens_ = s->n_ctx_;
+    // A policy bounds what a sequence holds; one that re-indexes (window, sinks) also lifts the
+    // context: a conversation runs past it in constant memory.
+    s->max_sequence_tokens_ = s->Streaming() ? kUnboundedTokens : s->n_ctx_;
   }
   s->UpdateStats(s->Now());
   return s;
@@ -89,33 +117,45 @@ size_t SequenceKvBytes(const kv::KvCache& kv, int64_t tokens) {
   return kv::SequenceFootprint(kv.spec(), kv.config(), tokens).bytes_allocated;
 }
 
-size_t Scheduler::SequenceBudget(int64_t tokens) const { return SequenceKvBytes(engine_->kv(), tokens); }
+size_t Scheduler::SequenceBudget(int64_t tokens) const {
+  const kv::KvCache& kv = *kv_;
+  if (!kv.policy().active()) return SequenceKvBytes(kv, tokens);
+  return kv::PolicyPeakSequenceBytes(kv.spec(), kv.config(), kv.policy(), tokens, options_.max_batch_tokens);
+}
+
+bool Scheduler::Streaming() const { return kv_->policy().reindexes(); }
 
 Result<RequestId> Scheduler::Submit(RequestParams p) {
   RETURN_IF_ERROR(p.sampling.Validate());
   if (p.prompt.empty()) return InvalidArgument("empty prompt");
-  if (p.max_tokens < 1) return InvalidArgument("max_tokens must be at least 1, got {}", p.max_tokens);
-  const int n_vocab = engine_->model().config().n_vocab;
-  for (TokenId t : p.prompt) {
-    if (t < 0 || t >= n_vocab) return InvalidArgument("token id {} is out of range (vocabulary of {})", t, n_vocab);
+  if (p.max_tokens < 1 && p.forced.empty() && !p.prompt_only) {
+    return InvalidArgument("max_tokens must be at least 1, got {}", p.max_tokens);
   }
-  const int64_t n = static_cast<int64_t>(p.prompt.size());
-  if (n >= n_ctx_) {
+  const int n_vocab = model_->vocab_size();
+  for (const auto* list : {&p.prompt, &p.forced}) {
+    for (TokenId t : *list) {
+      if (t < 0 || t >= n_vocab)
+        return InvalidArgument("token id {} is out of range (vocabulary of {})", t, n_vocab);
+    }
+  }
+  const int64_t n = static_cast<int64_t>(p.prompt.size() + p.forced.size());
+  if (n >= n_ctx_ && !Streaming()) {
     return OutOfRange("prompt of {} tokens does not fit in the context of {} tokens", n, n_ctx_);
   }
-  const size_t need = SequenceBudget(n + 1), budget = engine_->kv().budget_bytes();
+  const size_t need = SequenceBudget(n + 1), budget = kv_->budget_bytes();
   if (need > budget) {
     return OutOfRange("prompt of {} tokens needs {} bytes of KV cache; the pool holds {} bytes", n, need, budget);
   }
   // The whole request must fit the pool alone, or it would fail part way through.
-  const int64_t total = std::min<int64_t>(n + p.max_tokens, n_ctx_);
+  const int64_t generated = p.forced.empty() && !p.prompt_only ? p.max_tokens : 0;
+  const int64_t total = std::min<int64_t>(n + generated, n_ctx_);
   if (total > max_sequence_tokens_) {
     return OutOfRange(
         "prompt ({} tokens) + max_tokens ({}) = {} tokens need {} bytes of KV cache; the pool holds {} bytes, "
         "at most {} tokens for one request",
         n, total - n, total, SequenceBudget(total), budget, max_sequence_tokens_);
   }
-  auto seq = std::make_unique<Seq>(std::move(p), engine_->tokenizer());
+  auto seq = std::make_unique<Seq>(std::move(p), tok_);
   std::lock_guard<std::mutex> lock(mu_);
   if (!accepting_ || stop_) return Status(StatusCode::kCancelled, "the server is shutting down");
   if (static_cast<int>(waiting_.size()) >= options_.max_waiting) {
@@ -169,7 +209,7 @@ void Scheduler::TakeCancellations() {
     }
   }
   for (auto& s : dropped) {
-    if (s->kv_seq >= 0) engine_->kv().RemoveSequence(s->kv_seq);  // never: waiting ones hold none
+    if (s->kv_seq >= 0) kv_->RemoveSequence(s->kv_seq);  // never: waiting ones hold none
     Finish(s.get(), FinishReason::kCancelled);
   }
   for (auto& s : running_) {
@@ -188,7 +228,8 @@ std::vector<Scheduler::Chunk> Scheduler::PlanBatch(int* tokens_left) {
   }
   for (auto& s : running_) {  // then prompt chunks, oldest first
     if (*tokens_left > 0 && s->remaining() > 1) {
-      const int n = std::min(s->remaining(), *tokens_left);
+      const int n = ChunkOf(s.get(), *tokens_left);
+      if (n == 0) continue;  // its next chunk does not fit this step
       batch.push_back({s.get(), n});
       *tokens_left -= n;
     }
@@ -196,13 +237,36 @@ std::vector<Scheduler::Chunk> Scheduler::PlanBatch(int* tokens_left) {
   return batch;
 }
 
+int Scheduler::ChunkOf(Seq* s, int tokens_left) const {
+  if (!kv_->policy().active()) return std::min(s->remaining(), tokens_left);
+  // With an eviction policy the prompt goes in fixed chunks, whatever else runs in the step: the policy acts
+  // between chunks, and the same chunks give the same evictions (a preempted sequence replays them). A chunk
+  // ends at the next multiple of the batch tokens less the decode tokens the other running sequences may take
+  // (so it always fits in some step; at least half the batch, so many running sequences do not shrink prompts
+  // to a token a step), or at the prompt's end, where it is compressed. Every later token takes the decode
+  // path.
+  if (s->n_computed >= s->n_prompt) return std::min(1, tokens_left);
+  const int chunk =
+      std::max({1, options_.max_batch_tokens / 2, options_.max_batch_tokens - (options_.max_running - 1)});
+  const int n = std::min(s->n_prompt, (s->n_computed / chunk + 1) * chunk) - s->n_computed;
+  return n <= tokens_left ? n : 0;
+}
+
 void Scheduler::StartSequence(Seq* s) {
-  kv::KvCache& kv = engine_->kv();
+  kv::KvCache& kv = *kv_;
   s->kv_seq = kv.AddSequence();
   s->n_computed = 0;
   s->n_published = 0;
+  s->compressed = false;
   if (options_.prefix_sharing) {
-    const int attached = kv.AttachPrefix(s->kv_seq, s->params.cache_salt, s->tokens);
+    // With a policy, a readmitted sequence attaches no more than it did the first time, so it replays the
+    // same evictions (attached blocks are pinned).
+    const int most = kv.policy().active() && s->admitted_before ? s->cached_tokens : INT_MAX;
+    // Logits from the prompt's last token on must be computed: forced requests attach within the prompt, as
+    // policy sequences do (generated tokens go the decode path).
+    const size_t span = kv.policy().active() || s->forced() ? s->n_prompt : s->tokens.size();
+    const int attached = kv.AttachPrefix(s->kv_seq, s->params.cache_salt,
+                                         std::span<const TokenId>(s->tokens).first(span), most);
     CHECK(attached >= 0 && attached < static_cast<int>(s->tokens.size()) &&
               attached % kv.config().block_tokens == 0,
           "AttachPrefix returned {} for {} tokens", attached, s->tokens.size());
@@ -212,10 +276,10 @@ void Scheduler::StartSequence(Seq* s) {
 }
 
 size_t Scheduler::CommittedBytes() const {
-  // What running sequences hold, plus what their prompts still have to allocate. Blocks a
-  // sequence shares are counted once per holder (an overestimate); blocks only the prefix
-  // cache holds are not counted: the pool evicts them when it needs room.
-  const kv::KvCache& kv = engine_->kv();
+  // What running sequences hold, plus what their prompts still have to allocate. Blocks a sequence shares are
+  // counted once per holder (an overestimate); blocks only the prefix cache holds are not counted: the pool
+  // evicts them when it needs room.
+  const kv::KvCache& kv = *kv_;
   size_t out = 0;
   for (const auto& s : running_) {
     const size_t have = kv.SequenceUsage(s->kv_seq).bytes_allocated;
@@ -226,7 +290,7 @@ size_t Scheduler::CommittedBytes() const {
 }
 
 void Scheduler::Admit(int* tokens_left, std::vector<Chunk>* batch) {
-  kv::KvCache& kv = engine_->kv();
+  kv::KvCache& kv = *kv_;
   const int bt = kv.config().block_tokens;
   size_t committed = CommittedBytes();
   const size_t budget = kv.budget_bytes();
@@ -237,7 +301,8 @@ void Scheduler::Admit(int* tokens_left, std::vector<Chunk>* batch) {
     // The prompt (and one block to grow into) beyond the blocks it shares.
     const int64_t len = static_cast<int64_t>(s->tokens.size());
     const size_t need = SequenceBudget(len + bt);
-    if (!running_.empty() && committed + need > budget) {
+    const int n = ChunkOf(s, *tokens_left);
+    if (n == 0 || (!running_.empty() && committed + need > budget)) {
       kv.RemoveSequence(s->kv_seq);
       s->kv_seq = -1;
       s->n_computed = s->n_published = 0;
@@ -255,7 +320,6 @@ void Scheduler::Admit(int* tokens_left, std::vector<Chunk>* batch) {
         if (s->cached_tokens > 0) ++stats_.prefix_hits;
       }
     }
-    const int n = std::min(s->remaining(), *tokens_left);
     *tokens_left -= n;
     std::unique_ptr<Seq> owned = std::move(waiting_.front());
     waiting_.pop_front();
@@ -268,9 +332,9 @@ void Scheduler::Admit(int* tokens_left, std::vector<Chunk>* batch) {
 }
 
 void Scheduler::Preempt(Seq* s) {
-  kv::KvCache& kv = engine_->kv();
-  // Its computed blocks go to the prefix cache, so a readmission finds them unless the pool
-  // needed them in the meantime (then it recomputes).
+  kv::KvCache& kv = *kv_;
+  // Its computed blocks go to the prefix cache, so a readmission finds them unless the pool needed them in
+  // the meantime (then it recomputes).
   PublishPrefix(s);
   kv.RemoveSequence(s->kv_seq);
   s->kv_seq = -1;
@@ -293,14 +357,26 @@ void Scheduler::Preempt(Seq* s) {
 
 Status Scheduler::RunBatch(std::vector<Chunk>* batch) {
   std::vector<model::BatchEntry> entries;
+  std::vector<kv::StepChunk> chunks;
   for (;;) {
     if (batch->empty()) return Status::Ok();
     entries.clear();
     for (const Chunk& c : *batch) {
-      entries.push_back({c.seq->kv_seq, std::span<const TokenId>(c.seq->tokens).subspan(c.seq->n_computed, c.n_tokens)});
+      Seq* s = c.seq;
+      // Rows of logits: a forced request's from its prompt's last token on; else the last.
+      const int first_row = s->forced() ? std::max(0, s->n_prompt - 1 - s->n_computed) : c.n_tokens - 1;
+      entries.push_back({s->kv_seq, std::span<const TokenId>(s->tokens).subspan(s->n_computed, c.n_tokens),
+                         std::min(first_row, c.n_tokens - 1)});
     }
-    Status st = engine_->model().Forward(engine_->pool(), engine_->kv(), entries, &logits_);
-    if (st.ok() || st.code() != StatusCode::kResourceExhausted) return st;
+    chunks = model::StepChunks(entries);
+    // Reserve the step's slots first (allocate-slots); only a step that fits runs.
+    Status st = kv_->BeginStep(chunks);
+    if (st.ok()) {
+      st = model_->Forward(*pool_, *kv_, entries, &logits_);
+      if (!st.ok()) kv_->CancelStep(chunks);
+      return st;
+    }
+    if (st.code() != StatusCode::kResourceExhausted) return st;
     // The pool cannot hold this step; nothing changed. Make room, least valuable work first.
     int last_prompt = -1;
     for (int i = 0; i < static_cast<int>(batch->size()); ++i) {
@@ -375,12 +451,13 @@ void Scheduler::OnToken(Seq* s, TokenId token, double now) {
   }
   if (s->first_token_time < 0) s->first_token_time = now;
   s->last_token_time = now;
-  const bool eog = !s->params.ignore_eos && engine_->tokenizer().IsEndOfGeneration(token);
-  const bool length = s->generated >= s->params.max_tokens || static_cast<int>(s->tokens.size()) >= n_ctx_;
+  const bool eog = !s->params.ignore_eos && tok_ && tok_->IsEndOfGeneration(token);
+  const bool length =
+      s->generated >= s->params.max_tokens || (static_cast<int>(s->tokens.size()) >= n_ctx_ && !Streaming());
   const bool last = eog || length;
   // An end-of-generation token is not rendered; what the decoder still holds is sent.
-  std::string text = eog ? s->decoder.Flush() : s->decoder.Push(token);
-  if (length && !eog) text += s->decoder.Flush();
+  std::string text = eog ? s->Flush() : s->Push(token);
+  if (length && !eog) text += s->Flush();
   EmitText(s, std::move(text), last);
   if (s->done) return;  // a stop string
   if (last) {
@@ -397,6 +474,10 @@ void Scheduler::Finish(Seq* s, FinishReason reason, Status error) {
   out.finish_reason = reason;
   out.error = std::move(error);
   out.usage = {s->n_prompt, s->generated, s->cached_tokens, s->preemptions};
+  if (s->params.report_kv && s->kv_seq >= 0) {
+    out.kv_usage = kv_->SequenceUsage(s->kv_seq);
+    for (int l = 0; l < kv_->spec().n_layers; ++l) out.kv_layers.push_back(kv_->LayerUsage(s->kv_seq, l));
+  }
   {
     std::lock_guard<std::mutex> stats_lock(stats_mu_);
     switch (reason) {
@@ -411,15 +492,15 @@ void Scheduler::Finish(Seq* s, FinishReason reason, Status error) {
 
 void Scheduler::PublishPrefix(Seq* s) {
   if (!options_.prefix_sharing || s->kv_seq < 0) return;
-  const int bt = engine_->kv().config().block_tokens;
+  const int bt = kv_->config().block_tokens;
   if (s->n_computed / bt <= s->n_published / bt) return;  // no new full block
-  engine_->kv().PublishPrefix(s->kv_seq, s->params.cache_salt,
-                              std::span<const TokenId>(s->tokens).first(s->n_computed));
+  kv_->PublishPrefix(s->kv_seq, s->params.cache_salt,
+                     std::span<const TokenId>(s->tokens).first(s->n_computed));
   s->n_published = s->n_computed;
 }
 
 void Scheduler::RemoveFinished() {
-  kv::KvCache& kv = engine_->kv();
+  kv::KvCache& kv = *kv_;
   for (auto& s : running_) {
     if (!s->done) continue;
     if (s->publish_on_exit) PublishPrefix(s.get());
@@ -448,7 +529,7 @@ bool Scheduler::Step() {
     // (Submit refuses requests that cannot fit, so this is a last resort).
     for (const Chunk& c : batch) {
       if (st.code() == StatusCode::kResourceExhausted && c.seq->generated > 0) {
-        EmitText(c.seq, c.seq->decoder.Flush(), /*final=*/true);
+        EmitText(c.seq, c.seq->Flush(), /*final=*/true);
         Finish(c.seq, FinishReason::kLength);
       } else {
         Finish(c.seq, FinishReason::kError, st);
@@ -456,14 +537,37 @@ bool Scheduler::Step() {
     }
   } else {
     int batch_tokens = 0;
-    const int n_vocab = engine_->model().config().n_vocab;
-    std::vector<size_t> sample;  // batch entries whose sequence reached its end: sample
+    const size_t n_vocab = static_cast<size_t>(model_->vocab_size());
+    std::vector<size_t> sample;    // batch entries whose sequence reached its end: sample
+    std::vector<size_t> last_row;  // [entry] row of its last token's logits
+    size_t row = 0;
     for (size_t i = 0; i < batch.size(); ++i) {
       Seq* s = batch[i].seq;
-      s->n_computed += batch[i].n_tokens;
-      batch_tokens += batch[i].n_tokens;
-      if (s->remaining() > 0) {
-        PublishPrefix(s);  // so that requests with the same prompt can start from it
+      const int n = batch[i].n_tokens;
+      const int first_row =
+          s->forced() ? std::min(std::max(0, s->n_prompt - 1 - s->n_computed), n - 1) : n - 1;
+      // A forced request sees every row from its prompt's last token on.
+      if (s->forced() && s->params.on_logits && s->n_computed + n >= s->n_prompt) {
+        for (int r = first_row; r < n; ++r) {
+          s->params.on_logits(
+              std::span<const float>(logits_.data() + (row + r - first_row) * n_vocab, n_vocab));
+        }
+      }
+      row += n - first_row;
+      last_row.push_back(row - 1);
+      s->n_computed += n;
+      batch_tokens += n;
+      // Published before the policy acts, so that requests with the same prompt can start from it.
+      PublishPrefix(s);
+      if (!s->compressed && s->n_computed >= s->n_prompt) {
+        kv_->Compress(s->kv_seq);  // the prompt has ended: the policy cuts it to
+                                   // its budget
+        s->compressed = true;
+      }
+      if (s->remaining() > 0) continue;
+      if (s->forced()) {
+        s->generated = static_cast<int>(s->params.forced.size());
+        Finish(s, FinishReason::kLength);
         continue;
       }
       sample.push_back(i);
@@ -471,10 +575,10 @@ bool Scheduler::Step() {
     // Samplers are independent (each has its own generator): draw in parallel, then emit in
     // batch order.
     std::vector<TokenId> drawn(sample.size());
-    engine_->pool().Run(static_cast<int>(sample.size()), [&](int j, int) {
+    pool_->Run(static_cast<int>(sample.size()), [&](int j, int) {
       const size_t i = sample[j];
-      const std::span<const float> row(logits_.data() + i * static_cast<size_t>(n_vocab), n_vocab);
-      drawn[j] = batch[i].seq->sampler.Sample(row, batch[i].seq->tokens);
+      const std::span<const float> logits(logits_.data() + last_row[i] * n_vocab, n_vocab);
+      drawn[j] = batch[i].seq->sampler.Sample(logits, batch[i].seq->tokens);
     });
     for (size_t j = 0; j < sample.size(); ++j) OnToken(batch[sample[j]].seq, drawn[j], now);
     std::lock_guard<std::mutex> stats_lock(stats_mu_);
@@ -489,7 +593,7 @@ bool Scheduler::Step() {
 }
 
 void Scheduler::UpdateStats(double now) {
-  const kv::KvCache& kv = engine_->kv();
+  const kv::KvCache& kv = *kv_;
   std::vector<SequenceStats> seqs;
   seqs.reserve(running_.size());
   for (const auto& s : running_) {

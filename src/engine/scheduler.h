@@ -1,34 +1,54 @@
 // Continuous batching over one Engine: many requests share each forward pass.
 //
-// Threads. Any thread may Submit, Cancel and read Stats. One thread, the engine thread,
-// calls Step (directly, or through Start's loop) and is the only one that touches the
-// Engine while the scheduler lives.
+// The one generation loop: `serve`, `run` (Engine::Generate), `needle` and `ppl` all go through it. It drives
+// a StepModel (step_model.h) over a KvCache; Create(Engine*) takes the engine's, tests put a fake model
+// behind the interface.
+//
+// Threads. Any thread may Submit, Cancel and read Stats. One thread, the engine thread, calls Step (directly,
+// or through Start's loop) and is the only one that touches the model and the cache while the scheduler
+// lives.
 //
 // A step:
 //   1. Cancelled requests leave: a running one's sequence is removed, so its blocks are free
 //      before anything else happens this step.
-//   2. Batch: every running sequence contributes its next tokens — one decode token, or the
-//      next chunk of its prompt — decode tokens first, then prompt chunks oldest first,
-//      within `max_batch_tokens`.
-//   3. Admission: waiting requests (oldest first, preempted ones ahead of new ones) join
-//      while the step has tokens to spare, fewer than `max_running` run, and the KV budget
-//      has room for the new sequence (SequenceKvBytes of its tokens plus one block, in bytes
-//      of the chosen format) beside what running sequences hold or their prompts still need.
-//      Blocks only the prefix cache holds count as free (the pool evicts them on demand).
-//      Decode growth is not reserved: when it runs the pool dry, preemption makes room
-//      (docs/DECISIONS.md, Serving).
-//      A new sequence starts from the longest cached prefix of its prompt (prefix sharing,
-//      under the request's cache salt) and computes only the rest.
-//   4. One Model::Forward for the batch. If the pool cannot hold the step (ResourceExhausted,
-//      nothing changed), room is made, least valuable work first: prompt chunks of the newest
-//      sequences are deferred to a later step; then the newest running sequence is preempted
-//      (its blocks freed; it waits at the head of the queue and recomputes its prompt and
-//      generated tokens when readmitted, with its sampler state kept, so its output is the
-//      same); a lone sequence's chunk is halved. Only a request that cannot fit even alone
-//      fails. Then the step is retried.
-//   5. Each sequence that finished its tokens samples the next one with its own sampler,
-//      streams the text (held back while it could still be the start of a stop string) and
-//      stops on an end-of-generation token, a stop string, max_tokens or the context size.
+//   2. Batch: every running sequence contributes its next tokens — one decode
+//   token, or the
+//      next chunk of its prompt — decode tokens first, then prompt chunks
+//      oldest first, within `max_batch_tokens`.
+//   3. Admission: waiting requests (oldest first, preempted ones ahead of new
+//   ones) join
+//      while the step has tokens to spare, fewer than `max_running` run, and
+//      the KV budget has room for the new sequence (SequenceKvBytes of its
+//      tokens plus one block, in bytes of the chosen format) beside what
+//      running sequences hold or their prompts still need. Blocks only the
+//      prefix cache holds count as free (the pool evicts them on demand).
+//      Decode growth is not reserved: when it runs the pool dry, preemption
+//      makes room (docs/DECISIONS.md, Serving). A new sequence starts from the
+//      longest cached prefix of its prompt (prefix sharing, under the request's
+//      cache salt) and computes only the rest.
+//   4. Reservation: the step's KV slots are reserved (KvCache::BeginStep,
+//   vLLM's
+//      allocate_slots) before the forward pass. If the pool cannot hold the
+//      step, room is made, least valuable work first: prompt chunks of the
+//      newest sequences are deferred to a later step; then the newest running
+//      sequence is preempted (its blocks freed; it waits at the head of the
+//      queue and recomputes its prompt and generated tokens when readmitted,
+//      with its sampler state kept, so its output is the same); a lone
+//      sequence's chunk is halved. Only a request that cannot fit even alone
+//      fails. Then one forward pass runs the batch.
+//   5. A sequence whose prompt is complete is compressed (KvCache::Compress:
+//   the eviction
+//      policy cuts it to its budget; SnapKV decides here, from the prompt's
+//      last tokens). With a policy, every token after the prompt (generated,
+//      recomputed after preemption, or teacher-forced) takes the decode path,
+//      one per step, so recomputation replays the same evictions.
+//   6. Each sequence that finished its tokens samples the next one with its own
+//   sampler
+//      (or takes its next forced token), streams the text (held back while it
+//      could still be the start of a stop string) and stops on an
+//      end-of-generation token, a stop string, max_tokens or the context size —
+//      none for a policy that re-indexes (window, sinks): a conversation runs
+//      past the context in constant memory.
 #pragma once
 
 #include <condition_variable>
@@ -55,15 +75,29 @@ struct SchedulerOptions {
   std::function<double()> clock;  // seconds; NowSeconds when empty (tests inject their own)
 };
 
-// Bytes the KV cache allocates for one sequence of `tokens` committed tokens: the footprint
-// rule (kv/footprint.h, SequenceFootprint). The scheduler's unit of admission; it equals what
-// BeginStep/EndStep allocate (bench/loadgen_capacity.cc checks it against a filled pool).
+// Bytes the KV cache allocates for one sequence of `tokens` committed tokens: the footprint rule
+// (kv/footprint.h, SequenceFootprint). The scheduler's unit of admission; it equals what BeginStep/EndStep
+// allocate (bench/loadgen_capacity.cc checks it against a filled pool). With an eviction policy, admission
+// uses what the policy bounds (PolicyPeakSequenceBytes).
 size_t SequenceKvBytes(const kv::KvCache& kv, int64_t tokens);
+
+// What a scheduler drives: the model, the cache, the threads, the tokenizer (nullptr: tokens only, no text
+// and no end-of-generation tokens) and the context size.
+struct SchedulerParts {
+  StepModel* model = nullptr;
+  kv::KvCache* kv = nullptr;
+  ThreadPool* pool = nullptr;
+  const tokenizer::Tokenizer* tokenizer = nullptr;
+  int n_ctx = 4096;
+};
 
 class Scheduler {
  public:
   // `engine` must outlive the scheduler. InvalidArgument for options out of range.
   static Result<std::unique_ptr<Scheduler>> Create(Engine* engine, const SchedulerOptions& options);
+  // The same over parts that must outlive the scheduler.
+  static Result<std::unique_ptr<Scheduler>> Create(const SchedulerParts& parts,
+                                                   const SchedulerOptions& options);
   ~Scheduler();  // stops the loop thread; requests still in flight are cancelled
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
@@ -76,8 +110,10 @@ class Scheduler {
   Result<RequestId> Submit(RequestParams params);
   // The most tokens (prompt + generated) one sequence can hold: the context, or fewer when
   // the KV pool alone cannot hold a sequence of the whole context (without an eviction
-  // policy, which bounds what a sequence holds).
+  // policy, which bounds what a sequence holds); kUnboundedTokens with a policy that re-indexes
+  // (window, sinks), which lets a sequence run past the context.
   int64_t MaxSequenceTokens() const { return max_sequence_tokens_; }
+  static constexpr int64_t kUnboundedTokens = int64_t{1} << 40;
   // Any thread. The request ends with FinishReason::kCancelled; a running one's blocks are
   // freed at the next step boundary. Unknown or finished ids are ignored.
   void Cancel(RequestId id);
@@ -104,26 +140,31 @@ class Scheduler {
     Seq* seq;
     int n_tokens;
   };
-  Scheduler(Engine* engine, const SchedulerOptions& options);
+  Scheduler(const SchedulerParts& parts, const SchedulerOptions& options);
   double Now() const { return options_.clock ? options_.clock() : NowSeconds(); }
 
   void TakeCancellations();
   void Admit(int* tokens_left, std::vector<Chunk>* batch);
   std::vector<Chunk> PlanBatch(int* tokens_left);
-  Status RunBatch(std::vector<Chunk>* batch);  // with preemption; batch may shrink
+  int ChunkOf(Seq* seq, int tokens_left) const;  // tokens of its next chunk
+  Status RunBatch(std::vector<Chunk>* batch);    // with preemption; batch may shrink
   void Preempt(Seq* seq);
   void OnToken(Seq* seq, TokenId token, double now);
   void EmitText(Seq* seq, std::string text, bool final);
   void Finish(Seq* seq, FinishReason reason, Status error = Status::Ok());
   void RemoveFinished();
   void StartSequence(Seq* seq);
+  bool Streaming() const;  // the policy re-indexes: no context limit
   void PublishPrefix(Seq* seq);
   size_t SequenceBudget(int64_t tokens) const;
   size_t CommittedBytes() const;
   void UpdateStats(double now);
   void Loop();
 
-  Engine* engine_;
+  StepModel* model_;
+  kv::KvCache* kv_;
+  ThreadPool* pool_;
+  const tokenizer::Tokenizer* tok_;
   SchedulerOptions options_;
   int n_ctx_;
   int64_t max_sequence_tokens_ = 0;

@@ -27,24 +27,27 @@ uint64_t SumWords(const uint64_t* p, size_t n) {
 
 }  // namespace
 
-BandwidthResult MeasureReadBandwidth(ThreadPool& pool, size_t bytes, int reps) {
-  const size_t words = bytes / 8;
-  AlignedBuffer<uint64_t> buf(words);
-  // Touch every page from the thread that will read it (first-touch placement).
-  pool.ParallelFor(0, static_cast<int64_t>(words), 4096, [&](int64_t b, int64_t e, int) {
-    for (int64_t i = b; i < e; ++i) buf[i] = static_cast<uint64_t>(i);
+ReadBandwidthProbe::ReadBandwidthProbe(ThreadPool& pool, size_t bytes)
+    : pool_(pool), words_(bytes / 8), buf_(words_) {
+  pool_.ParallelFor(0, static_cast<int64_t>(words_), 4096, [&](int64_t b, int64_t e, int) {
+    for (int64_t i = b; i < e; ++i) buf_[i] = static_cast<uint64_t>(i);
   });
+}
+
+double ReadBandwidthProbe::Pass() {
   std::atomic<uint64_t> sink{0};
+  const double t0 = NowSeconds();
+  pool_.ParallelFor(0, static_cast<int64_t>(words_), 4096, [&](int64_t b, int64_t e, int) {
+    sink.fetch_add(SumWords(buf_.data() + b, e - b), std::memory_order_relaxed);
+  });
+  return static_cast<double>(bytes()) / (NowSeconds() - t0) / 1e9;
+}
+
+BandwidthResult MeasureReadBandwidth(ThreadPool& pool, size_t bytes, int reps) {
+  ReadBandwidthProbe probe(pool, bytes);
   double best = 0;
-  for (int r = 0; r < reps; ++r) {
-    const double t0 = NowSeconds();
-    pool.ParallelFor(0, static_cast<int64_t>(words), 4096, [&](int64_t b, int64_t e, int) {
-      sink.fetch_add(SumWords(buf.data() + b, e - b), std::memory_order_relaxed);
-    });
-    const double dt = NowSeconds() - t0;
-    best = std::max(best, bytes / dt / 1e9);
-  }
-  return {best, bytes, pool.num_threads()};
+  for (int r = 0; r < reps; ++r) best = std::max(best, probe.Pass());
+  return {best, probe.bytes(), pool.num_threads()};
 }
 
 }  // namespace slimkv::eval

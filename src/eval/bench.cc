@@ -70,7 +70,7 @@ Result<BenchResult> RunBench(engine::Engine& engine, const BenchCase& c, int rep
       const double t0 = NowSeconds();
       for (int i = 0; st.ok() && i < c.gen_tokens; ++i) {
         const model::BatchEntry e{seq, {&next, 1}};
-        st = engine.model().Forward(engine.pool(), kv, {&e, 1}, &logits);
+        st = engine.Step(kv, {&e, 1}, &logits);
         next = tok(rng);
       }
       dt = NowSeconds() - t0;

@@ -88,13 +88,13 @@ Result<InspectResult> InspectKv(engine::Engine& engine, const std::vector<int32_
   r.tokens = static_cast<int>(tokens.size());
   const int d = spec.head_dim, H = spec.n_kv_heads;
   for (int l = 0; l < spec.n_layers; ++l) {
-    // A window layer keeps only its last tokens: analyse what it holds.
+    // A window layer keeps only its last tokens (whole blocks): analyse what it holds.
     const int w = spec.window(l);
     const int first = w > 0 ? std::max(0, r.tokens - w) / block_tokens * block_tokens : 0;
     const int n = r.tokens - first;
     std::vector<float> k(static_cast<size_t>(n) * d * H), v(k.size());
     for (int h = 0; h < H; ++h) {
-      st = kv.ReadTokens(seq, l, h, first, n, k.data() + static_cast<size_t>(h) * n * d,
+      st = kv.ReadTokens(seq, l, h, 0, n, k.data() + static_cast<size_t>(h) * n * d,
                          v.data() + static_cast<size_t>(h) * n * d);
       if (!st.ok()) break;
     }

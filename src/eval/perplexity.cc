@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 
 #include "base/log.h"
+#include "engine/scheduler.h"
 #include "ops/elementwise.h"
 
 namespace slimkv::eval {
@@ -16,6 +18,43 @@ struct RowStats {
 };
 RowStats Stats(const float* row, int n) {
   return {ops::LogSumExp(row, n), static_cast<int>(std::max_element(row, row + n) - row)};
+}
+
+}  // namespace
+
+namespace {
+
+// Runs one request through `sched` to its end: `prompt` then `forced` teacher-forced, the logits rows
+// ([n_vocab] each, from the prompt's last token on) appended to *rows.
+Status Score(engine::Scheduler& sched, std::span<const int32_t> prompt, std::span<const int32_t> forced,
+             std::vector<float>* rows, const std::function<void()>& after_step = {}) {
+  engine::RequestParams p;
+  p.prompt.assign(prompt.begin(), prompt.end());
+  p.forced.assign(forced.begin(), forced.end());
+  p.prompt_only = forced.empty();
+  rows->clear();
+  p.on_logits = [rows](std::span<const float> row) { rows->insert(rows->end(), row.begin(), row.end()); };
+  Status error;
+  p.on_output = [&](const engine::RequestOutput& o) {
+    if (o.finished && o.finish_reason == engine::FinishReason::kError) error = o.error;
+  };
+  RETURN_IF_ERROR(sched.Submit(std::move(p)).status());
+  while (!sched.Idle()) {
+    sched.Step();
+    if (after_step) after_step();
+  }
+  return error;
+}
+
+Result<std::unique_ptr<engine::Scheduler>> ScoringScheduler(engine::Engine& engine, kv::KvCache& kv,
+                                                            int n_ctx, int step) {
+  return engine::Scheduler::Create(
+      engine::SchedulerParts{.model = &engine.step_model(),
+                             .kv = &kv,
+                             .pool = &engine.pool(),
+                             .tokenizer = &engine.tokenizer(),
+                             .n_ctx = n_ctx},
+      {.max_running = 1, .max_waiting = 1, .max_batch_tokens = step, .prefix_sharing = false});
 }
 
 }  // namespace
@@ -35,13 +74,19 @@ Result<PerplexityResult> Perplexity(engine::Engine& engine, const std::vector<in
   const int V = engine.model().config().n_vocab;
   const int first = n_ctx / 2;
   kv::KvCache& kv = engine.kv();
-  const int step = o.step > 0 ? o.step
-                              : (kv.config().needs_staging() ? kv.config().block_tokens
-                                                             : engine.options().prefill_chunk);
+  const int step =
+      o.step > 0 ? o.step
+                 : (kv.config().needs_staging() ? kv.config().block_tokens : engine.options().prefill_chunk);
+  // Each window is one request: its first half (and the token at `first`) the prompt, the rest
+  // teacher-forced, through the scheduler `serve` uses.
+  ASSIGN_OR_RETURN(auto sched, ScoringScheduler(engine, kv, n_ctx + 1, step));
   std::unique_ptr<kv::KvCache> base;
+  std::unique_ptr<engine::Scheduler> base_sched;
   if (o.kl_base) {
-    ASSIGN_OR_RETURN(base, kv::KvCache::Create(kv.spec(), *o.kl_base,
-                                               kv::KvCache::BudgetFor(kv.spec(), *o.kl_base, n_ctx, 1, step)));
+    ASSIGN_OR_RETURN(base,
+                     kv::KvCache::Create(kv.spec(), *o.kl_base,
+                                         kv::KvCache::BudgetFor(kv.spec(), *o.kl_base, n_ctx, 1, step)));
+    ASSIGN_OR_RETURN(base_sched, ScoringScheduler(engine, *base, n_ctx + 1, step));
   }
 
   PerplexityResult r;
@@ -56,15 +101,12 @@ Result<PerplexityResult> Perplexity(engine::Engine& engine, const std::vector<in
     std::copy(tokens.begin() + static_cast<int64_t>(c) * n_ctx,
               tokens.begin() + static_cast<int64_t>(c + 1) * n_ctx, window.begin());
     if (add_bos) window[0] = tok.bos();
-    const kv::SeqId seq = kv.AddSequence();
-    Status st = engine.Prefill(kv, seq, window, first, &logits, step);
-    kv.RemoveSequence(seq);
-    RETURN_IF_ERROR(st);
+    // Rows: the logits after tokens first .. n_ctx - 2, predicting tokens first + 1 .. n_ctx - 1.
+    const std::span<const int32_t> w(window);
+    RETURN_IF_ERROR(Score(*sched, w.first(first + 1), w.subspan(first + 1, n_ctx - first - 2), &logits));
     if (base) {
-      const kv::SeqId bs = base->AddSequence();
-      st = engine.Prefill(*base, bs, window, first, &base_logits, step);
-      base->RemoveSequence(bs);
-      RETURN_IF_ERROR(st);
+      RETURN_IF_ERROR(
+          Score(*base_sched, w.first(first + 1), w.subspan(first + 1, n_ctx - first - 2), &base_logits));
     }
     // Row j of logits predicts token first + j + 1 (the original tokens, not the BOS).
     for (int j = 0; j + first < n_ctx - 1; ++j) {
@@ -119,27 +161,38 @@ Result<StreamResult> StreamPerplexity(engine::Engine& engine, const std::vector<
   if (tokens.size() < 2) return InvalidArgument("streaming perplexity needs at least 2 tokens");
   const int V = engine.model().config().n_vocab;
   kv::KvCache& kv = engine.kv();
+  // One request: the first token its prompt, every other teacher-forced, one per step.
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  ASSIGN_OR_RETURN(auto sched,
+                   ScoringScheduler(engine, kv, std::max<int64_t>(engine.options().n_ctx, n + 1), 1));
   StreamResult r;
-  const kv::SeqId seq = kv.AddSequence();
-  Progress prog("stream perplexity", static_cast<int64_t>(tokens.size()) - 1, "tokens", false);
-  std::vector<float> logits;
+  Progress prog("stream perplexity", n - 1, "tokens", false);
   double nll = 0;
   const double t0 = NowSeconds();
-  Status st;
-  for (size_t i = 0; i + 1 < tokens.size(); ++i) {
-    const model::BatchEntry e{seq, {&tokens[i], 1}};
-    st = engine.model().Forward(engine.pool(), kv, {&e, 1}, &logits);
-    if (!st.ok()) break;
-    nll += ops::LogSumExp(logits.data(), V) - logits[tokens[i + 1]];
+  std::vector<float> rows;
+  engine::RequestParams p;
+  p.prompt = {tokens[0]};
+  p.forced.assign(tokens.begin() + 1, tokens.end() - 1);
+  p.on_logits = [&](std::span<const float> row) {
+    const int64_t i = r.scored_tokens;  // this row predicts tokens[i + 1]
+    nll += ops::LogSumExp(row.data(), V) - row[tokens[i + 1]];
     ++r.scored_tokens;
-    const size_t bytes = kv.SequenceUsage(seq).bytes_allocated;
-    r.kv_bytes_max = std::max(r.kv_bytes_max, bytes);
-    if ((i + 1) % 1024 == 0) r.curve.emplace_back(i + 1, std::exp(nll / r.scored_tokens));
-    if (progress && (i & 63) == 0) prog.Update(static_cast<int64_t>(i) + 1, fmt::format("ppl {:.3f}", std::exp(nll / r.scored_tokens)));
+    if (r.scored_tokens % 1024 == 0) r.curve.emplace_back(r.scored_tokens, std::exp(nll / r.scored_tokens));
+    if (progress && (i & 63) == 0)
+      prog.Update(i + 1, fmt::format("ppl {:.3f}", std::exp(nll / r.scored_tokens)));
+  };
+  Status error;
+  p.on_output = [&](const engine::RequestOutput& o) {
+    if (o.finished && o.finish_reason == engine::FinishReason::kError) error = o.error;
+  };
+  RETURN_IF_ERROR(sched->Submit(std::move(p)).status());
+  while (!sched->Idle()) {
+    sched->Step();
+    // The sequence is the pool's only one: its blocks are the pool's bytes in use.
+    if (!sched->Idle()) r.kv_bytes_end = kv.bytes_in_use();
+    r.kv_bytes_max = std::max(r.kv_bytes_max, kv.bytes_in_use());
   }
-  if (st.ok()) r.kv_bytes_end = kv.SequenceUsage(seq).bytes_allocated;
-  kv.RemoveSequence(seq);
-  RETURN_IF_ERROR(st);
+  RETURN_IF_ERROR(error);
   prog.Finish();
   r.seconds = NowSeconds() - t0;
   r.ppl = std::exp(nll / r.scored_tokens);

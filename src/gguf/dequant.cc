@@ -130,14 +130,6 @@ void DequantizeQ2_K(const uint8_t* x, float* y, uint64_t blocks) {
   }
 }
 
-// Q3_K scale i (0..15): low 4 bits from the nibbles of bytes 0..7 (scales 0..7 in the low
-// nibbles, 8..15 in the high ones), high 2 bits from bytes 8..11 (bits 2*(i/4) of byte 8+i%4).
-int Q3KScale(const uint8_t* s, int i) {
-  const int low = i < 8 ? (s[i] & 15) : (s[i - 8] >> 4);
-  const int high = (s[8 + i % 4] >> (2 * (i / 4))) & 3;
-  return (low | (high << 4)) - 32;
-}
-
 // Q3_K [hmask[32], qs[64], scales[12], d]. The 2 low bits are ordered as in Q2_K; element e's
 // high bit is bit e/32 of hmask[e%32], and a *clear* high bit subtracts 4.
 void DequantizeQ3_K(const uint8_t* x, float* y, uint64_t blocks) {
@@ -216,21 +208,34 @@ void DequantizeQ8_K(const uint8_t* x, float* y, uint64_t blocks) {
   }
 }
 
-}  // namespace
-
-void GetScaleMinK4(int j, const uint8_t* scales, uint8_t* scale, uint8_t* min) {
-  CHECK(j >= 0 && j < 8, "sub-block {} out of range", j);
-  // Bytes 0..3: scales 0..3 in bits 0..5; bytes 4..7: mins 0..3 in bits 0..5. The top two
-  // bits of those bytes are the high bits of scales/mins 4..7, whose low nibbles are in
-  // bytes 8..11 (scale in the low nibble, min in the high nibble).
-  if (j < 4) {
-    *scale = scales[j] & 63;
-    *min = scales[j + 4] & 63;
-  } else {
-    *scale = static_cast<uint8_t>((scales[j + 4] & 15) | ((scales[j - 4] >> 6) << 4));
-    *min = static_cast<uint8_t>((scales[j + 4] >> 4) | ((scales[j] >> 6) << 4));
+// IQ4_NL [d, qs[16]]: nibbles as Q4_0, each an index into kIq4nlValues.
+void DequantizeIq4Nl(const uint8_t* x, float* y, uint64_t blocks) {
+  for (uint64_t b = 0; b < blocks; ++b, x += 18, y += kQK) {
+    const float d = LoadHalf(x);
+    const uint8_t* qs = x + 2;
+    for (int j = 0; j < kQK / 2; ++j) {
+      y[j] = d * F(kIq4nlValues[qs[j] & 15]);
+      y[j + kQK / 2] = d * F(kIq4nlValues[qs[j] >> 4]);
+    }
   }
 }
+
+// IQ4_XS [d, scales_h, scales_l[4], qs[128]]: 8 groups of 32, IQ4_NL nibbles per group.
+void DequantizeIq4Xs(const uint8_t* x, float* y, uint64_t blocks) {
+  for (uint64_t b = 0; b < blocks; ++b, x += 136) {
+    const float d = LoadHalf(x);
+    for (int ib = 0; ib < 8; ++ib, y += 32) {
+      const float dl = d * F(Iq4XsScale(x, ib) - 32);
+      const uint8_t* qs = x + 8 + 16 * ib;
+      for (int j = 0; j < 16; ++j) {
+        y[j] = dl * F(kIq4nlValues[qs[j] & 15]);
+        y[j + 16] = dl * F(kIq4nlValues[qs[j] >> 4]);
+      }
+    }
+  }
+}
+
+}  // namespace
 
 Status Dequantize(TensorType type, const uint8_t* src, float* dst, uint64_t n) {
   const auto traits = GetTypeTraits(type);
@@ -263,6 +268,12 @@ Status Dequantize(TensorType type, const uint8_t* src, float* dst, uint64_t n) {
     case TensorType::kQ5_K: DequantizeQ45_K(src, dst, blocks, true); break;
     case TensorType::kQ6_K: DequantizeQ6_K(src, dst, blocks); break;
     case TensorType::kQ8_K: DequantizeQ8_K(src, dst, blocks); break;
+    case TensorType::kIQ4_NL:
+      DequantizeIq4Nl(src, dst, blocks);
+      break;
+    case TensorType::kIQ4_XS:
+      DequantizeIq4Xs(src, dst, blocks);
+      break;
     default: CHECK(false, "type {} is marked dequantizable but has no dequantizer", traits->name);
   }
   return Status::Ok();

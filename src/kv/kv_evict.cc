@@ -1,239 +1,306 @@
-// Eviction: applying the policy to a sequence's streams and compacting them.
-// (KvCache's methods are split over kv_cache.cc, kv_prefix.cc and kv_evict.cc by concern.)
+// Eviction: applying the policy to a sequence's streams. Token level while the
+// prompt is read (staging blocks: tokens move losslessly), block level after it
+// (blocks dropped or shortened by reference: a sealed token's bytes are never
+// written again). (KvCache's methods are split over kv_cache.cc, kv_attend.cc,
+// kv_evict.cc and kv_invariants.cc by concern.)
 #include <algorithm>
+#include <climits>
 #include <cmath>
-#include <limits>
+#include <cstring>
+#include <numeric>
 
 #include "base/check.h"
 #include "base/int_math.h"
 #include "kv/codec.h"
 #include "kv/kv_cache.h"
+#include "kv/policies/merge.h"
 
 namespace slimkv::kv {
 
-void KvCache::UpdateQueryStats(Sequence& s, int layer, const float* q, int64_t ldq, int n_tokens) {
-  // Exponential moving moments of the recent queries of each KV head's group (post-RoPE),
-  // for the Expected Attention score: a short memory, since future queries resemble recent ones.
-  const int H = spec_.n_kv_heads, G = spec_.group_size(), hd = spec_.head_dim;
-  for (int i = 0; i < n_tokens; ++i) {
-    const double a = std::max(1.0 / static_cast<double>(s.q_count + 1 + i), 1.0 / 64.0);
-    for (int h = 0; h < H; ++h) {
-      auto& mean = s.q_mean[layer * H + h];
-      auto& sq = s.q_sq[layer * H + h];
-      for (int g = 0; g < G; ++g) {
-        const float* x = q + i * ldq + (h * G + g) * hd;
-        const double w = a / G;
-        for (int d = 0; d < hd; ++d) {
-          mean[d] = static_cast<float>((1 - w) * mean[d] + w * x[d]);
-          sq[d] = static_cast<float>((1 - w) * sq[d] + w * x[d] * x[d]);
-        }
-      }
+void KvCache::DecodeSlot(const BlockTable& t, int slot, float* k, float* v) const {
+  const int bt = config_.block_tokens, hd = spec_.head_dim, b = slot / bt;
+  const BlockKind& kind = store_.kind(t.sealed[b]);
+  const uint8_t* block = BlockData(t, b);
+  if (k) DecodeK(kind.k, bt, hd, slot % bt, block, k);
+  if (v) DecodeV(kind.v, bt, hd, slot % bt, block + kind.v_offset, v);
+}
+
+void KvCache::AttentionKeys(const BlockTable& t, int st, std::span<const int> slots, float* keys) const {
+  const int hd = spec_.head_dim, layer = st / spec_.n_kv_heads;
+  std::vector<float> cs(std::max(1, spec_.rope_dim / 2)), sn(cs.size());
+  for (size_t i = 0; i < slots.size(); ++i) {
+    float* k = keys + i * hd;
+    DecodeSlot(t, slots[i], k, nullptr);
+    if (config_.k.rotate) k_rot_[st].Inverse(k);  // the domain queries live in
+    if (config_.k.pre_rope) {                     // rotated by slot, as the kernel does
+      ops::RopeAngles(slots[i], spec_.layer_inv_freq[layer], cs.data(), sn.data());
+      ops::RopeApply(k, 1, hd, spec_.rope_dim, cs.data(), sn.data(), spec_.rope_style);
     }
   }
-  if (layer == spec_.n_layers - 1) s.q_count += n_tokens;
 }
 
-void KvCache::Compress(SeqId id) {
-  if (!policy_.active()) return;
-  Sequence& s = Seq(id);
-  Evict(s, 0);
-  if (!staged_only()) Seal(s);
+void KvCache::MakeView(const Sequence& s, int st, bool with_keys, ViewData* d) const {
+  const int bt = config_.block_tokens, hd = spec_.head_dim;
+  const BlockTable& t = s.tables[st];
+  const TokenStats& ts = s.stats[st];
+  d->slots.clear();
+  d->block_of.clear();
+  d->blocks.clear();
+  for (int b = std::max(t.first_live, t.pinned); b < t.n_blocks(); ++b) {
+    d->block_of.push_back(b);
+    d->blocks.push_back({static_cast<int>(d->slots.size()), t.fill[b], b + 1 < t.n_blocks()});
+    for (int i = 0; i < t.fill[b]; ++i) d->slots.push_back(b * bt + i);
+  }
+  const size_t n = d->slots.size();
+  d->pos.resize(n);
+  d->mass.resize(n);
+  d->last_mass.resize(n);
+  d->score.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    const int slot = d->slots[i];
+    d->pos[i] = ts.pos[slot];
+    d->mass[i] = ts.mass[slot];
+    d->last_mass[i] = ts.last_mass[slot];
+    d->score[i] = ts.score[slot];
+  }
+  d->keys.clear();
+  if (with_keys) {
+    d->keys.resize(n * hd);
+    AttentionKeys(t, st, d->slots, d->keys.data());
+  }
+  StreamView& v = d->view;
+  v = StreamView{};
+  v.positions = d->pos;
+  v.mass = d->mass;
+  v.last_mass = d->last_mass;
+  v.score = d->score;
+  v.keys = d->keys;
+  v.stats = &ts;
+  v.head_dim = hd;
+  v.protect_tail = 1;
 }
 
-void KvCache::Evict(Sequence& s, int slack) {
-  const int bt = config_.block_tokens, H = spec_.n_kv_heads, hd = spec_.head_dim;
-  std::vector<int> keep;
-  std::vector<float> k, v;
-  for (int l = 0; l < spec_.n_layers; ++l) {
-    const int budget = policy_.LayerBudget(l, spec_.n_layers);
-    bool over = false;
+void KvCache::Evict(Sequence& s, bool at_prompt_end) {
+  const int bt = config_.block_tokens, H = spec_.n_kv_heads, L = spec_.n_layers;
+  const bool token_level = s.prompt_open || at_prompt_end;
+  const bool keys = evictor_->wants_keys() || (policy_.merge && !token_level);
+  std::vector<int> sts(H);
+  std::vector<ViewData> views(H);
+  std::vector<std::vector<int>> keeps;
+  std::vector<BlockCut> cuts;
+  for (int l = 0; l < L; ++l) {
+    if (!PolicyLayer(l)) continue;
+    const int budget = policy_.LayerBudget(l, L);
+    // Own tokens a stream may hold before the policy acts.
+    int64_t limit = budget + bt;
+    if (token_level)
+      limit = at_prompt_end ? budget : (policy_.kind == PolicyKind::kSnapKv ? INT_MAX : 2LL * budget);
+    std::vector<int> over;
+    int64_t total = 0;
     for (int h = 0; h < H; ++h) {
-      const int st = l * H + h;
-      over |= s.slots[st] - s.first_live[st] * bt > budget + slack;
+      const BlockTable& t = s.tables[l * H + h];
+      const int own = t.HeldFrom(t.pinned);
+      total += own;
+      if (own > limit) over.push_back(l * H + h);
     }
-    if (!over) continue;
-    // Per-slot views of each head's live tokens [first_live * bt, slots).
-    auto view = [&](int st, std::vector<float>* expected) {
-      const int first = s.first_live[st] * bt, n = s.slots[st] - first;
-      StreamView v;
-      v.positions = std::span<const int32_t>(s.pos[st]).subspan(first, n);
-      v.mass = std::span<const float>(s.mass[st]).subspan(first, n);
-      v.last_mass = std::span<const float>(s.last_mass[st]).subspan(first, n);
-      v.score = std::span<const float>(s.score[st]).subspan(first, n);
-      v.protect_tail = 1;
-      if (policy_.kind == PolicyKind::kExpected) {
-        // log E[exp(q.k * c)] for q ~ N(mean, diag(var)): c mean.k + c^2/2 sum var_d k_d^2.
-        const float c = 1.0f / std::sqrt(static_cast<float>(hd));
-        k.resize(static_cast<size_t>(n) * hd);
-        v.score = {};
-        std::vector<float> vv(static_cast<size_t>(n) * hd);
-        const Status st_read = ReadTokensOf(s, st, first, n, k.data(), vv.data());
-        CHECK(st_read.ok(), "{}", st_read.message());
-        expected->assign(n, 0.0f);
-        for (int t = 0; t < n; ++t) {
-          double e = 0;
-          for (int d = 0; d < hd; ++d) {
-            const double kd = k[static_cast<size_t>(t) * hd + d];
-            const double var = std::max(0.0, static_cast<double>(s.q_sq[st][d]) - static_cast<double>(s.q_mean[st][d]) * s.q_mean[st][d]);
-            e += c * s.q_mean[st][d] * kd + 0.5 * c * c * var * kd * kd;
-          }
-          (*expected)[t] = static_cast<float>(e);
-        }
-        v.score = *expected;
-      }
-      return v;
-    };
     if (policy_.head_adaptive) {
-      // Ada-KV: the layer's H * budget slots go to the highest-scoring tokens of any head,
-      // after each head keeps what the policy always keeps (its recent tokens).
-      std::vector<std::vector<float>> expected(H), scores(H);
-      std::vector<std::vector<int>> keeps(H);
-      struct Cand { float score; int head, slot; };
-      std::vector<Cand> cand;
-      int taken = 0;
-      for (int h = 0; h < H; ++h) {
-        const int st = l * H + h;
-        const StreamView v = view(st, &expected[h]);
-        const int n = static_cast<int>(v.positions.size());
-        const int recent = std::min(n, policy_.recent > 0 ? policy_.recent : std::max(1, budget / 8));
-        ScoreTokens(policy_, v, &scores[h]);
-        // Normalise per head so heads with larger raw scores do not take everything.
-        double sum = 0;
-        for (float x : scores[h]) sum += std::abs(x);
-        const float norm = sum > 0 ? static_cast<float>(n / sum) : 1.0f;
-        for (int t = 0; t < n; ++t) {
-          if (t >= n - recent) {
-            keeps[h].push_back(t);
-            ++taken;
-          } else {
-            cand.push_back({scores[h][t] * norm, h, t});
-          }
-        }
+      if (total <= limit * H) continue;
+      over.resize(H);
+      std::iota(over.begin(), over.end(), l * H);
+    }
+    for (size_t i = 0; i < over.size(); ++i) MakeView(s, over[i], keys, &views[i]);
+    const std::span<ViewData> vd(views.data(), over.size());
+    std::vector<StreamView> sv;
+    for (const ViewData& d : vd) sv.push_back(d.view);
+    if (token_level) {
+      if (policy_.head_adaptive) {
+        SelectTokensAcrossHeads(*evictor_, sv, budget, &keeps);
+      } else {
+        keeps.assign(over.size(), {});
+        for (size_t i = 0; i < over.size(); ++i) SelectTokens(*evictor_, sv[i], budget, &keeps[i]);
       }
-      std::sort(cand.begin(), cand.end(), [](const Cand& a, const Cand& b) { return a.score > b.score; });
-      for (const Cand& c : cand) {
-        if (taken >= budget * H) break;
-        keeps[c.head].push_back(c.slot);
-        ++taken;
-      }
-      for (int h = 0; h < H; ++h) {
-        std::sort(keeps[h].begin(), keeps[h].end());
-        const int st = l * H + h;
-        if (static_cast<int>(keeps[h].size()) < s.slots[st] - s.first_live[st] * bt) Compact(s, st, keeps[h]);
-      }
+      CompactTokens(s, over, vd, keeps);
+    } else {
+      std::vector<std::vector<ViewBlock>> blocks;
+      for (const ViewData& d : vd) blocks.push_back(d.blocks);
+      SelectBlocks(*evictor_, sv, blocks, budget, policy_.head_adaptive, &cuts);
+      CutBlocks(s, over, vd, cuts);
+    }
+  }
+}
+
+bool KvCache::MakePrivate(BlockTable& t, int b) {
+  if (store_.RefCount(t.sealed[b], t.ids[b]) == 1) return true;
+  std::vector<BlockId> fresh;
+  if (!AllocateEvicting(t.sealed[b], 1, &fresh).ok()) return false;
+  std::memcpy(store_.Data(t.sealed[b], fresh[0]), store_.Data(t.sealed[b], t.ids[b]),
+              store_.pool(t.sealed[b]).block_bytes());
+  store_.Release(t.sealed[b], t.ids[b]);
+  t.ids[b] = fresh[0];
+  return true;
+}
+
+void KvCache::CompactTokens(Sequence& s, std::span<const int> sts, std::span<ViewData> views,
+                            const std::vector<std::vector<int>>& keeps) {
+  const int bt = config_.block_tokens, hd = spec_.head_dim;
+  const BlockKind& kind = store_.kind(false);
+  for (size_t i = 0; i < sts.size(); ++i) {
+    const int st = sts[i];
+    BlockTable& t = s.tables[st];
+    TokenStats& ts = s.stats[st];
+    const ViewData& d = views[i];
+    const int n = static_cast<int>(d.slots.size());
+    if (static_cast<int>(keeps[i].size()) == n) continue;
+    std::vector<uint8_t> kept(n, 0);
+    for (int k : keeps[i]) kept[k] = 1;
+    // Blocks before the first evicted token stay as they are (merging rewrites
+    // every value).
+    int first = 0;
+    while (!policy_.merge && first < n && kept[first]) ++first;
+    const int rb = d.slots[first] / bt;
+    int r0 = first;
+    while (r0 > 0 && d.slots[r0 - 1] >= rb * bt) --r0;
+    // The region's tokens, decoded (staging formats: exact), merged when the
+    // policy says so.
+    const int rn = n - r0;
+    std::vector<float> k(static_cast<size_t>(rn) * hd), v(k.size()), mass(rn);
+    std::vector<uint8_t> rkept(kept.begin() + r0, kept.end());
+    for (int j = 0; j < rn; ++j) {
+      CHECK(!t.sealed[d.slots[r0 + j] / bt], "token-level eviction of a sealed block");
+      DecodeSlot(t, d.slots[r0 + j], &k[static_cast<size_t>(j) * hd], &v[static_cast<size_t>(j) * hd]);
+      mass[j] = ts.mass[d.slots[r0 + j]];
+    }
+    int merged = 0;
+    if (policy_.merge) {
+      merged = static_cast<int>(std::count(rkept.begin(), rkept.end(), 0));
+      MergeEvicted(hd, k, v, mass, rkept, rkept);
+    }
+    // Kept tokens go densely, in their order.
+    std::vector<int> dst(rn, -1);
+    int m = 0, next = rb * bt;
+    for (int r = 0; r < rn; ++r) {
+      if (rkept[r]) dst[r] = next++, ++m;
+    }
+    const int nb = CeilDiv(next, bt) - rb;
+    // Room for the rewritten blocks: free blocks, or the region's blocks nobody
+    // else holds.
+    bool released = false;
+    auto release_region = [&] {
+      for (int b = rb; b < t.n_blocks(); ++b) store_.Release(false, t.ids[b]);
+      released = true;
+    };
+    if (!store_.Fits(false, nb)) {
+      int sole = 0;
+      for (int b = rb; b < t.n_blocks(); ++b) sole += store_.RefCount(false, t.ids[b]) == 1;
+      if (store_.Fits(false, std::max(0, nb - sole))) release_region();
+    }
+    std::vector<BlockId> fresh;
+    if (!AllocateEvicting(false, nb, &fresh).ok()) {
+      CHECK(!released, "compaction freed less than it needs");
+      ++s.deferred;  // the stream stays over its bound until room appears
       continue;
     }
-    for (int h = 0; h < H; ++h) {
-      const int st = l * H + h;
-      if (s.slots[st] - s.first_live[st] * bt <= budget + slack) continue;
-      std::vector<float> expected;
-      Select(policy_, view(st, &expected), budget, &keep);
-      Compact(s, st, keep);
+    if (!released) release_region();
+    // Statistics follow the tokens.
+    std::vector<int32_t> rpos(rn);
+    std::vector<float> rlast(rn), rscore(rn);
+    for (int r = 0; r < rn; ++r) {
+      const int src = d.slots[r0 + r];
+      rpos[r] = ts.pos[src], rlast[r] = ts.last_mass[src], rscore[r] = ts.score[src];
     }
+    ts.Truncate(rb * bt);
+    ts.Grow(next);
+    t.ids.resize(rb);
+    t.sealed.resize(rb);
+    t.fill.resize(rb);
+    for (int b = 0; b < nb; ++b) t.Push(fresh[b], false);
+    for (int r = 0; r < rn; ++r) {
+      if (dst[r] < 0) continue;
+      const int b = dst[r] / bt;
+      uint8_t* block = store_.Data(false, t.ids[b]);
+      EncodeKToken(kind.k, bt, hd, dst[r] % bt, &k[static_cast<size_t>(r) * hd], block);
+      EncodeVToken(kind.v, bt, hd, dst[r] % bt, &v[static_cast<size_t>(r) * hd], block + kind.v_offset);
+      ++t.fill[b];
+      ts.pos[dst[r]] = rpos[r];
+      ts.mass[dst[r]] = mass[r];
+      ts.last_mass[dst[r]] = rlast[r];
+      ts.score[dst[r]] = rscore[r];
+    }
+    t.slots = next;
+    s.plain = std::min(s.plain, rb * bt);
+    ++evict_stats_.compactions;
+    evict_stats_.tokens_moved += m;
+    evict_stats_.tokens_evicted += n - static_cast<int>(keeps[i].size());
+    evict_stats_.merged += merged;
   }
-  s.next_pos = policy_.reindexes() ? s.slots[0] : s.length;
 }
 
-void KvCache::Compact(Sequence& s, int st, const std::vector<int>& keep) {
+void KvCache::CutBlocks(Sequence& s, std::span<const int> sts, std::span<ViewData> views,
+                        const std::vector<BlockCut>& cuts) {
   const int bt = config_.block_tokens, hd = spec_.head_dim;
-  const int first = s.first_live[st] * bt, n = s.slots[st] - first, m = static_cast<int>(keep.size());
-  std::vector<float> k(static_cast<size_t>(n) * hd), v(static_cast<size_t>(n) * hd);
-  const Status st_read = ReadTokensOf(s, st, first, n, k.data(), v.data());
-  CHECK(st_read.ok(), "{}", st_read.message());
-  std::vector<char> kept(n, 0);
-  for (int i : keep) kept[i] = 1;
-  auto& pos = s.pos[st];
-  auto& mass = s.mass[st];
-  if (policy_.merge) {
-    // Each evicted token's value joins its most similar kept token (key cosine), weighted by
-    // attention mass: what it contributed is folded in, not lost.
-    std::vector<float> norm(n);
-    for (int t = 0; t < n; ++t) {
-      double x = 0;
-      for (int d = 0; d < hd; ++d) x += static_cast<double>(k[t * hd + d]) * k[t * hd + d];
-      norm[t] = static_cast<float>(std::sqrt(x)) + 1e-12f;
+  for (size_t i = 0; i < sts.size(); ++i) {
+    const int st = sts[i];
+    BlockTable& t = s.tables[st];
+    TokenStats& ts = s.stats[st];
+    ViewData& d = views[i];
+    std::vector<BlockCut> mine;
+    for (const BlockCut& c : cuts)
+      if (c.view == static_cast<int>(i)) mine.push_back(c);
+    if (mine.empty()) continue;
+    const int n = static_cast<int>(d.slots.size());
+    std::vector<uint8_t> kept(n, 1);
+    for (const BlockCut& c : mine) {
+      const ViewBlock& vb = d.blocks[c.block];
+      for (int j = c.keep; j < vb.n; ++j) kept[vb.first + j] = 0;
     }
-    for (int e = 0; e < n; ++e) {
-      if (kept[e]) continue;
-      int best = -1;
-      double best_cos = -2;
-      for (int j : keep) {
-        double dot = 0;
-        for (int d = 0; d < hd; ++d) dot += static_cast<double>(k[e * hd + d]) * k[j * hd + d];
-        const double c = dot / (norm[e] * norm[j]);
-        if (c > best_cos) best_cos = c, best = j;
-      }
-      if (best < 0) continue;
-      const float we = std::max(mass[first + e], 1e-6f), wj = std::max(mass[first + best], 1e-6f);
-      for (int d = 0; d < hd; ++d) v[best * hd + d] = (wj * v[best * hd + d] + we * v[e * hd + d]) / (wj + we);
-      mass[first + best] += mass[first + e];
-    }
-  }
-  // New positions: the slot for re-indexing policies (keys re-rotated by the difference),
-  // the original one otherwise.
-  std::vector<int32_t> new_pos(m);
-  const int layer = st / spec_.n_kv_heads;
-  for (int i = 0; i < m; ++i) {
-    const int t = keep[i];
-    new_pos[i] = policy_.reindexes() ? i : pos[first + t];
-    const int delta = new_pos[i] - pos[first + t];
-    if (delta != 0 && !config_.k.pre_rope && spec_.rope_dim > 0) {
-      float* key = &k[static_cast<size_t>(t) * hd];
-      if (config_.k.rotate) k_rot_[st].Inverse(key);  // RoPE acts on the unrotated key
-      std::vector<float> cs(spec_.rope_dim / 2), sn(spec_.rope_dim / 2);
-      ops::RopeAngles(delta, spec_.layer_inv_freq[layer], cs.data(), sn.data());
-      ops::RopeApply(key, 1, hd, spec_.rope_dim, cs.data(), sn.data(), spec_.rope_style);
-      if (config_.k.rotate) k_rot_[st].Apply(key);
-    }
-  }
-  // Release the old blocks and write the kept tokens back: full blocks older than the
-  // residual window straight into the sealed format, the rest into staging blocks.
-  auto& table = s.tables[st];
-  for (int b = s.first_live[st]; b < static_cast<int>(table.size()); ++b) {
-    if (table[b] == kNoBlock) continue;
-    (!staged_only() && b < s.n_sealed[st] ? sealed_pool_ : staged_pool_).Release(table[b]);
-  }
-  table.clear();
-  s.first_live[st] = 0;
-  const int n_blocks = CeilDiv(m, bt);
-  const int n_sealed = staged_only() ? 0 : std::max(0, m - config_.residual) / bt;
-  std::vector<BlockId> ids;
-  std::vector<float> kb(static_cast<size_t>(bt) * hd), vb(static_cast<size_t>(bt) * hd);
-  for (int b = 0; b < n_blocks; ++b) {
-    const bool sealed = b < n_sealed;
-    ids.clear();
-    const Status st_alloc = AllocateEvicting(sealed ? sealed_pool_ : staged_pool_, 1, &ids);
-    CHECK(st_alloc.ok(), "compaction needs no more memory than it frees: {}", st_alloc.message());
-    uint8_t* block = (sealed ? sealed_pool_ : staged_pool_).Data(ids[0]);
-    const int cnt = std::min(bt, m - b * bt);
-    for (int i = 0; i < cnt; ++i) {
-      std::copy_n(&k[static_cast<size_t>(keep[b * bt + i]) * hd], hd, &kb[static_cast<size_t>(i) * hd]);
-      std::copy_n(&v[static_cast<size_t>(keep[b * bt + i]) * hd], hd, &vb[static_cast<size_t>(i) * hd]);
-    }
-    const BlockKind& kind = sealed ? sealed_ : staged_;
-    if (sealed) {
-      EncodeKPart(kind.k, bt, hd, kb.data(), cnt, block);
-      EncodeVPart(kind.v, bt, hd, vb.data(), cnt, block + kind.v_offset);
-    } else {
-      for (int i = 0; i < cnt; ++i) {
-        EncodeKToken(kind.k, bt, hd, i, &kb[static_cast<size_t>(i) * hd], block);
-        EncodeVToken(kind.v, bt, hd, i, &vb[static_cast<size_t>(i) * hd], block + kind.v_offset);
+    if (policy_.merge) {
+      // Evicted values fold into kept ones; only the receivers' values are
+      // written again.
+      std::vector<float> v(static_cast<size_t>(n) * hd);
+      for (int j = 0; j < n; ++j) DecodeSlot(t, d.slots[j], nullptr, &v[static_cast<size_t>(j) * hd]);
+      const std::vector<int> changed = MergeEvicted(hd, d.keys, v, d.mass, kept, kept);
+      evict_stats_.merged += std::count(kept.begin(), kept.end(), 0);
+      std::vector<float> part(static_cast<size_t>(bt) * hd);
+      for (int r : changed) {
+        const int slot = d.slots[r], b = slot / bt;
+        ts.mass[slot] = d.mass[r];
+        if (!MakePrivate(t, b)) continue;  // no room to copy a shared block: the value stays
+        const BlockKind& kind = store_.kind(t.sealed[b]);
+        uint8_t* vpart = store_.Data(t.sealed[b], t.ids[b]) + kind.v_offset;
+        if (CanEncodeByToken(kind.v)) {
+          EncodeVToken(kind.v, bt, hd, slot % bt, &v[static_cast<size_t>(r) * hd], vpart);
+        } else {  // a value format with a per-block scale: the block's values
+                  // are encoded again
+          for (int j = 0; j < t.fill[b]; ++j)
+            DecodeV(kind.v, bt, hd, j, vpart, &part[static_cast<size_t>(j) * hd]);
+          std::copy_n(&v[static_cast<size_t>(r) * hd], hd, &part[static_cast<size_t>(slot % bt) * hd]);
+          EncodeVPart(kind.v, bt, hd, part.data(), t.fill[b], vpart);
+          if (t.sealed[b]) evict_stats_.sealed_reencoded += t.fill[b];
+        }
       }
     }
-    table.push_back(ids[0]);
+    // Later blocks first, so erasing one does not move the others.
+    for (auto c = mine.rbegin(); c != mine.rend(); ++c) {
+      const int b = d.block_of[c->block];
+      s.plain = std::min(s.plain, b * bt);
+      if (c->keep == 0) {
+        evict_stats_.tokens_evicted += t.fill[b];
+        store_.Release(t.sealed[b], t.ids[b]);
+        t.ids.erase(t.ids.begin() + b);
+        t.sealed.erase(t.sealed.begin() + b);
+        t.fill.erase(t.fill.begin() + b);
+        ts.Erase(b * bt, bt);
+        t.slots -= bt;
+        ++evict_stats_.blocks_dropped;
+      } else {
+        evict_stats_.tokens_evicted += t.fill[b] - c->keep;
+        for (int j = c->keep; j < t.fill[b]; ++j) ts.pos[b * bt + j] = -1;
+        t.fill[b] = static_cast<int16_t>(c->keep);
+        ++evict_stats_.blocks_shortened;
+      }
+    }
+    ++evict_stats_.block_passes;
   }
-  s.n_sealed[st] = n_sealed;
-  // Metadata follows the tokens.
-  auto squeeze = [&](auto& arr) {
-    std::decay_t<decltype(arr)> out(m);
-    for (int i = 0; i < m; ++i) out[i] = arr[first + keep[i]];
-    arr = std::move(out);
-  };
-  squeeze(s.mass[st]);
-  squeeze(s.last_mass[st]);
-  squeeze(s.score[st]);
-  pos = std::move(new_pos);
-  s.slots[st] = m;
 }
 
 }  // namespace slimkv::kv

@@ -4,7 +4,6 @@
 #include <array>
 #include <charconv>
 #include <cmath>
-#include <numeric>
 
 namespace slimkv::kv {
 namespace {
@@ -38,8 +37,6 @@ bool ParseNumber(std::string_view s, T* out) {
     return r.ec == std::errc() && r.ptr == s.data() + s.size();
   }
 }
-
-int Recent(const PolicySpec& p, int budget) { return p.recent > 0 ? p.recent : std::max(1, budget / 8); }
 
 }  // namespace
 
@@ -82,7 +79,8 @@ Result<PolicySpec> ParsePolicy(std::string_view spec, int budget) {
   size_t i = 0;
   if (parts[0] == "adakv") {
     p.head_adaptive = true;
-    if (parts.size() < 2) return InvalidArgument("policy '{}': adakv needs a scoring policy, e.g. adakv:snapkv", spec);
+    if (parts.size() < 2)
+      return InvalidArgument("policy '{}': adakv needs a scoring policy, e.g. adakv:snapkv", spec);
     i = 1;
   }
   bool known = false;
@@ -94,7 +92,8 @@ Result<PolicySpec> ParsePolicy(std::string_view spec, int budget) {
   }
   if (!known) return InvalidArgument("unknown KV policy '{}'; valid policies: {}", parts[i], PolicyList());
   if (p.head_adaptive && (p.kind == PolicyKind::kWindow || p.kind == PolicyKind::kSinks)) {
-    return InvalidArgument("policy '{}': adakv needs a scoring policy (h2o, tova, snapkv, knorm, expected)", spec);
+    return InvalidArgument("policy '{}': adakv needs a scoring policy (h2o, tova, snapkv, knorm, expected)",
+                           spec);
   }
   for (++i; i < parts.size(); ++i) {
     const std::string_view o = parts[i];
@@ -120,93 +119,21 @@ Result<PolicySpec> ParsePolicy(std::string_view spec, int budget) {
     }
     if (!ok) return InvalidArgument("bad value in option '{}' of KV policy '{}'", o, spec);
   }
-  if (budget <= 0) return InvalidArgument("KV policy {} needs --kv-budget > 0 tokens, got {}", PolicyName(p), budget);
+  if (budget <= 0)
+    return InvalidArgument("KV policy {} needs --kv-budget > 0 tokens, got {}", PolicyName(p), budget);
   p.budget = budget;
   if (p.kind == PolicyKind::kSinks && budget <= p.sinks) {
-    return InvalidArgument("--kv-budget {} leaves no window after the {} sink tokens (sinks + window = budget)", budget,
-                           p.sinks);
+    return InvalidArgument(
+        "--kv-budget {} leaves no window after the {} sink tokens (sinks + window = budget)", budget,
+        p.sinks);
   }
   if ((p.kind == PolicyKind::kKnorm || p.kind == PolicyKind::kExpected || p.kind == PolicyKind::kSnapKv) &&
       p.recent >= budget) {
-    return InvalidArgument("--kv-budget {} is not larger than the {} recent tokens policy {} always keeps", budget,
-                           p.recent, PolicyName(p));
+    return InvalidArgument("--kv-budget {} is not larger than the {} recent tokens policy {} always keeps",
+                           budget, p.recent, PolicyName(p));
   }
   if (p.pyramid && budget < 2) return InvalidArgument("pyramid budgets need --kv-budget of at least 2");
   return p;
-}
-
-void ScoreTokens(const PolicySpec& p, const StreamView& v, std::vector<float>* score) {
-  const size_t n = v.positions.size();
-  score->assign(n, 0.0f);
-  for (size_t i = 0; i < n; ++i) {
-    switch (p.kind) {
-      case PolicyKind::kH2O:
-      case PolicyKind::kSnapKv: (*score)[i] = v.mass.empty() ? 0.0f : v.mass[i]; break;
-      case PolicyKind::kTova: (*score)[i] = v.last_mass.empty() ? 0.0f : v.last_mass[i]; break;
-      case PolicyKind::kKnorm:
-      case PolicyKind::kExpected: (*score)[i] = v.score.empty() ? 0.0f : v.score[i]; break;
-      case PolicyKind::kWindow:
-      case PolicyKind::kSinks: (*score)[i] = static_cast<float>(v.positions[i]); break;  // newer is better
-      case PolicyKind::kNone: break;
-    }
-  }
-  if (p.kind == PolicyKind::kSnapKv && p.pool_kernel > 1) {
-    // Pool over neighbouring positions so a kept token brings its context along.
-    std::vector<float> pooled(n);
-    const int r = p.pool_kernel / 2;
-    for (size_t i = 0; i < n; ++i) {
-      float m = 0;
-      for (int j = -r; j <= r; ++j) {
-        const int64_t k = static_cast<int64_t>(i) + j;
-        if (k >= 0 && k < static_cast<int64_t>(n)) m = std::max(m, (*score)[k]);
-      }
-      pooled[i] = m;
-    }
-    *score = std::move(pooled);
-  }
-}
-
-void Select(const PolicySpec& p, const StreamView& v, int budget, std::vector<int>* keep) {
-  const int n = static_cast<int>(v.positions.size());
-  keep->clear();
-  if (n <= budget) {
-    keep->resize(n);
-    std::iota(keep->begin(), keep->end(), 0);
-    return;
-  }
-  std::vector<char> take(n, 0);
-  int taken = 0;
-  auto take_slot = [&](int i) {
-    if (i >= 0 && i < n && !take[i] && taken < budget) {
-      take[i] = 1;
-      ++taken;
-    }
-  };
-  // Tokens every policy keeps: the step's own tokens, then the policy's fixed parts.
-  for (int i = n - std::min(n, v.protect_tail); i < n; ++i) take_slot(i);
-  if (p.kind == PolicyKind::kSinks)
-    for (int i = 0; i < std::min(p.sinks, n); ++i) take_slot(i);
-  int recent = 0;
-  switch (p.kind) {
-    case PolicyKind::kWindow: case PolicyKind::kSinks: recent = budget; break;
-    case PolicyKind::kH2O: recent = budget - static_cast<int>(std::lround(budget * p.heavy_share)); break;
-    case PolicyKind::kTova: recent = 0; break;
-    default: recent = Recent(p, budget); break;
-  }
-  for (int i = n - 1; i >= 0 && i >= n - recent; --i) take_slot(i);
-  if (taken < budget) {
-    std::vector<float> score;
-    ScoreTokens(p, v, &score);
-    std::vector<int> order(n);
-    std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return score[a] > score[b]; });
-    for (int i : order) {
-      if (taken >= budget) break;
-      take_slot(i);
-    }
-  }
-  for (int i = 0; i < n; ++i)
-    if (take[i]) keep->push_back(i);
 }
 
 }  // namespace slimkv::kv

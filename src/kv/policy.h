@@ -1,31 +1,40 @@
-// Eviction and merging policies: which cached tokens of a sequence to keep within a budget.
+// Eviction and merging policies: which cached tokens of a sequence to keep
+// within a budget.
 //
-// A policy sees token metadata only — positions, attention mass, key norms — never codec
-// bytes; the cache turns its decision into freed blocks (kv_cache.h: compaction). Budgets are
-// in tokens per stream (layer x KV head).
+// This header names the policies and parses their specs; the policies
+// themselves are objects with hooks (policies/eviction_policy.h) that see token
+// statistics, never codec bytes; the cache turns their choices into freed
+// blocks (kv_cache.h). Budgets are in tokens per stream (layer x KV head) of a
+// global-attention layer (sliding-window layers keep their window).
 //
-//   window       the last W tokens                                   (W = budget)
-//   sinks        the first S tokens and the last W (StreamingLLM)    (S + W = budget)
-//   h2o          heavy hitters by accumulated attention mass + the most recent tokens
-//   tova         the tokens the latest queries attend to least are dropped (heads averaged)
-//   snapkv       once, at the end of the prompt: attention of the last `obs` prompt tokens,
-//                pooled over neighbouring positions, picks the tokens to keep per KV head
-//   knorm        tokens with the smallest key norm (they draw the most attention) + recent
-//   expected     Expected Attention: keys scored by the attention a Gaussian model of the
-//                recent queries expects them to get, exp(mu.k/sqrt(d) + k'Sigma k/(2d))
-//   adakv:BASE   head-adaptive budgets on top of a scoring policy: the layer's total budget
+//   window       the last W tokens                                   (W =
+//   budget) sinks        the first S tokens and the last W (StreamingLLM)    (S
+//   + W = budget) h2o          heavy hitters by accumulated attention mass +
+//   the most recent tokens tova         the tokens the latest queries attend to
+//   least are dropped (heads averaged) snapkv       once, at the end of the
+//   prompt: attention of the last `obs` prompt tokens,
+//                pooled over neighbouring positions, picks the tokens to keep
+//                per KV head
+//   knorm        tokens with the smallest key norm (they draw the most
+//   attention) + recent expected     Expected Attention: keys scored by the
+//   attention a Gaussian model of the
+//                recent queries expects them to get, exp(mu.k/sqrt(d) + k'Sigma
+//                k/(2d))
+//   adakv:BASE   head-adaptive budgets on top of a scoring policy: the layer's
+//   total budget
 //                goes to the heads whose tokens score highest (Ada-KV)
-// Options: `pyramid` gives lower layers larger budgets (PyramidKV), `merge` folds each evicted
-// token's value into its most similar kept neighbour (by key cosine), weighted by attention
-// mass (the value merging of CaM) instead of dropping it.
+// Options: `pyramid` gives lower layers larger budgets (PyramidKV), `merge`
+// folds each evicted token's value into its most similar kept neighbour (by key
+// cosine), weighted by attention mass (the value merging of CaM) instead of
+// dropping it.
 //
-// window and sinks re-index positions (a token's RoPE position is its place in the cache), so
-// generation continues past the trained context at constant memory; the others keep the
-// original positions.
+// window and sinks re-index positions (the kept tokens are attended as if
+// contiguous, the sinks right before the window), so generation continues past
+// the trained context at constant memory; the others keep the original
+// positions.
 #pragma once
 
 #include <cstdint>
-#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -38,47 +47,29 @@ enum class PolicyKind { kNone, kWindow, kSinks, kH2O, kTova, kSnapKv, kKnorm, kE
 
 struct PolicySpec {
   PolicyKind kind = PolicyKind::kNone;
-  int budget = 0;           // tokens kept per stream (per layer x KV head)
-  int sinks = 4;            // sinks: first tokens always kept
-  double heavy_share = 0.5; // h2o: share of the budget for heavy hitters (the rest: recent)
-  int recent = 0;           // knorm/expected/snapkv: most recent tokens always kept (0: budget/8)
-  int obs_window = 32;      // snapkv: observation window (last prompt tokens)
-  int pool_kernel = 7;      // snapkv: neighbourhood pooled over
+  int budget = 0;              // tokens kept per stream (per layer x KV head)
+  int sinks = 4;               // sinks: first tokens always kept
+  double heavy_share = 0.5;    // h2o: share of the budget for heavy hitters (the rest: recent)
+  int recent = 0;              // knorm/expected/snapkv: most recent tokens always kept (0: budget/8)
+  int obs_window = 32;         // snapkv: observation window (last prompt tokens)
+  int pool_kernel = 7;         // snapkv: neighbourhood pooled over
   bool head_adaptive = false;  // adakv
   bool pyramid = false;        // layer-wise budgets
   bool merge = false;          // merge evicted values instead of dropping them
 
   bool active() const { return kind != PolicyKind::kNone; }
   bool reindexes() const { return kind == PolicyKind::kWindow || kind == PolicyKind::kSinks; }
-  bool needs_mass() const {
-    return kind == PolicyKind::kH2O || kind == PolicyKind::kTova || kind == PolicyKind::kSnapKv || merge;
-  }
-  bool needs_queries() const { return kind == PolicyKind::kExpected; }
-  // Budget of one layer's streams (pyramid: from 1.5x at the first layer to 0.5x at the last).
+  // Budget of one layer's streams (pyramid: from 1.5x at the first layer to
+  // 0.5x at the last).
   int LayerBudget(int layer, int n_layers) const;
 };
 
-// Parses NAME[:OPTION...] (options: merge, pyramid, sinks=N, heavy=F, recent=N, obs=N,
-// pool=N; adakv:BASE). Errors list the policies, and a budget that cannot hold what the
-// policy always keeps (sinks + 1, recent + 1) is rejected with both numbers.
+// Parses NAME[:OPTION...] (options: merge, pyramid, sinks=N, heavy=F, recent=N,
+// obs=N, pool=N; adakv:BASE). Errors list the policies, and a budget that
+// cannot hold what the policy always keeps (sinks + 1, recent + 1) is rejected
+// with both numbers.
 Result<PolicySpec> ParsePolicy(std::string_view spec, int budget);
 std::string PolicyList();
 std::string PolicyName(const PolicySpec& p);
-
-// What a policy knows about one stream's tokens, slot by slot.
-struct StreamView {
-  std::span<const int32_t> positions;  // original position of each slot
-  std::span<const float> mass;         // accumulated attention mass (h2o, snapkv)
-  std::span<const float> last_mass;    // attention mass of the latest step (tova)
-  std::span<const float> score;        // a policy-specific score (knorm, expected): higher keeps
-  int protect_tail = 0;                // newest slots that must stay (the step's own tokens)
-};
-
-// Scores a stream's slots for keeping (higher = keep); window/sinks/recent handled by the
-// caller through `Select`.
-void ScoreTokens(const PolicySpec& p, const StreamView& v, std::vector<float>* score);
-
-// Chooses the slots to keep, sorted ascending, at most `budget` of them.
-void Select(const PolicySpec& p, const StreamView& v, int budget, std::vector<int>* keep);
 
 }  // namespace slimkv::kv

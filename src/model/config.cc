@@ -19,6 +19,44 @@ float GetFloatOr(const gguf::GgufFile& f, const std::string& key, float fallback
   return v.ok() ? static_cast<float>(*v) : fallback;
 }
 
+// RoPE scaling as llama.cpp reads it (llama_model::load_hparams): the type defaults to
+// linear, the factor to none; yarn adds its correction dims from the original context;
+// the attention factor applies to every type. Llama-3's scheme needs no key: the converter
+// writes its per-pair factors as the rope_freqs tensor.
+Status ReadRopeScaling(const gguf::GgufFile& f, const std::string& a, ModelConfig& c) {
+  RopeScaling& s = c.rope_scaling;
+  auto type = f.GetString(a + ".rope.scaling.type");
+  const std::string kind = type.ok() ? *type : "linear";
+  float factor = GetFloatOr(f, a + ".rope.scaling.factor", GetFloatOr(f, a + ".rope.scale_linear", 0.0f));
+  if (factor == 0.0f) factor = 1.0f;
+  if (!(factor >= 1.0f && factor < 1024)) return DataLoss("{}: rope scaling factor {}", f.name(), factor);
+  if (kind == "none") {
+    s.kind = RopeScalingKind::kNone;
+  } else if (kind == "linear") {
+    s.kind = factor == 1.0f ? RopeScalingKind::kNone : RopeScalingKind::kLinear;
+    s.freq_scale = 1.0f / factor;
+  } else if (kind == "yarn") {
+    s.kind = RopeScalingKind::kYarn;
+    s.freq_scale = 1.0f / factor;
+    s.ext_factor = 1.0f;
+  } else if (kind == "longrope") {
+    s.kind = RopeScalingKind::kLongRope;
+  } else {
+    return Unimplemented(
+        "{}: rope scaling '{}' is not supported (none, linear, yarn, longrope; llama3 needs no key)",
+        f.name(), kind);
+  }
+  s.orig_context = c.context_length;
+  if (f.Find(a + ".rope.scaling.original_context_length")) {
+    ASSIGN_OR_RETURN(s.orig_context, GetPositive(f, a + ".rope.scaling.original_context_length", 1 << 24));
+  }
+  s.attn_factor = GetFloatOr(f, a + ".rope.scaling.attn_factor", 1.0f);
+  if (!(s.attn_factor > 0 && s.attn_factor < 100)) {
+    return DataLoss("{}: '{}.rope.scaling.attn_factor' is {}", f.name(), a, s.attn_factor);
+  }
+  return Status::Ok();
+}
+
 // Fields every family shares, under "<arch>.".
 Status ReadCommon(const gguf::GgufFile& f, const std::string& a, ModelConfig& c) {
   ASSIGN_OR_RETURN(c.n_layers, GetPositive(f, a + ".block_count", 1024));
@@ -66,16 +104,14 @@ Status ReadCommon(const gguf::GgufFile& f, const std::string& a, ModelConfig& c)
   }
   c.layer_rope_base.assign(c.n_layers, base);
   c.layer_window.assign(c.n_layers, 0);
-  auto scaling = f.GetString(a + ".rope.scaling.type");
-  if (scaling.ok() && *scaling != "none") {
-    if (*scaling != "linear") {
-      return Unimplemented("{}: rope scaling '{}' is not supported (only linear)", f.name(), *scaling);
-    }
-    const float factor = GetFloatOr(f, a + ".rope.scaling.factor", 1.0f);
-    if (!(factor >= 1.0f && factor < 1024)) return DataLoss("{}: rope scaling factor {}", f.name(), factor);
-    c.rope_freq_scale = 1.0f / factor;
-  }
+  RETURN_IF_ERROR(ReadRopeScaling(f, a, c));
   c.attn_scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  if (f.Find(a + ".attention.scale")) {
+    c.attn_scale = GetFloatOr(f, a + ".attention.scale", 0.0f);
+    if (!(c.attn_scale > 0 && std::isfinite(c.attn_scale))) {
+      return DataLoss("{}: '{}.attention.scale' is {}", f.name(), a, c.attn_scale);
+    }
+  }
   const gguf::MetaArray* tokens = f.GetArray("tokenizer.ggml.tokens");
   if (f.Find(a + ".vocab_size")) {
     ASSIGN_OR_RETURN(c.n_vocab, GetPositive(f, a + ".vocab_size", 1 << 22));
@@ -85,10 +121,17 @@ Status ReadCommon(const gguf::GgufFile& f, const std::string& a, ModelConfig& c)
   return Status::Ok();
 }
 
+// Llama (1-3.x) and Mistral, which llama.cpp's converter writes as "llama". A sliding window
+// ({arch}.attention.sliding_window, Mistral-7B-v0.1's 4096) applies to every layer, as in
+// HF's Mistral; llama.cpp's converter does not write the key and llama.cpp ignores it.
 Status ReadLlama(const gguf::GgufFile& f, ModelConfig& c) {
   RETURN_IF_ERROR(ReadCommon(f, c.arch, c));
   c.rope_style = ops::RopeStyle::kNormal;
   c.activation = Activation::kSilu;
+  if (f.Find(c.arch + ".attention.sliding_window")) {
+    ASSIGN_OR_RETURN(const int window, GetPositive(f, c.arch + ".attention.sliding_window", 1 << 24));
+    if (window < c.context_length) c.layer_window.assign(c.n_layers, window);
+  }
   return Status::Ok();
 }
 
@@ -96,6 +139,30 @@ Status ReadQwen2(const gguf::GgufFile& f, ModelConfig& c) {
   RETURN_IF_ERROR(ReadCommon(f, c.arch, c));
   c.rope_style = ops::RopeStyle::kNeox;
   c.qkv_bias = true;
+  return Status::Ok();
+}
+
+// Qwen3: Qwen2 without the Q/K/V biases, with a per-head RMSNorm of q and k before RoPE.
+Status ReadQwen3(const gguf::GgufFile& f, ModelConfig& c) {
+  RETURN_IF_ERROR(ReadCommon(f, c.arch, c));
+  c.rope_style = ops::RopeStyle::kNeox;
+  c.qk_norm = true;
+  return Status::Ok();
+}
+
+// Phi-3 (and Phi-3.5, Phi-4-mini): NEOX RoPE, fused QKV and gate-up tensors (split at load),
+// LongRoPE when the file has rope_factors_long/short. Its sliding_window key is ignored, as
+// llama.cpp does: converters write values that do not match the models (llama.cpp #13676).
+Status ReadPhi3(const gguf::GgufFile& f, ModelConfig& c) {
+  RETURN_IF_ERROR(ReadCommon(f, c.arch, c));
+  c.rope_style = ops::RopeStyle::kNeox;
+  const bool has_long = f.FindTensor("rope_factors_long.weight") != nullptr;
+  const bool has_short = f.FindTensor("rope_factors_short.weight") != nullptr;
+  if (has_long != has_short) {
+    return DataLoss("{}: has rope_factors_{} but not rope_factors_{}", f.name(), has_long ? "long" : "short",
+                    has_long ? "short" : "long");
+  }
+  c.longrope_factors = has_long;
   return Status::Ok();
 }
 
@@ -146,9 +213,9 @@ Status ReadGemma3(const gguf::GgufFile& f, ModelConfig& c) {
     }
   }
   // Rope scaling (linear) applies to the global layers only, as in llama.cpp.
-  c.layer_rope_freq_scale.assign(c.n_layers, c.rope_freq_scale);
+  c.layer_rope_scaling.assign(c.n_layers, c.rope_scaling);
   for (int l = 0; l < c.n_layers; ++l)
-    if (local[l]) c.layer_rope_freq_scale[l] = 1.0f;
+    if (local[l]) c.layer_rope_scaling[l] = RopeScaling{};
   return Status::Ok();
 }
 
@@ -157,10 +224,8 @@ struct Family {
   Status (*read)(const gguf::GgufFile&, ModelConfig&);
 };
 constexpr Family kFamilies[] = {
-    {"llama", ReadLlama},
-    {"mistral", ReadLlama},
-    {"qwen2", ReadQwen2},
-    {"gemma3", ReadGemma3},
+    {"llama", ReadLlama}, {"mistral", ReadLlama}, {"qwen2", ReadQwen2},
+    {"qwen3", ReadQwen3}, {"phi3", ReadPhi3},     {"gemma3", ReadGemma3},
 };
 
 }  // namespace
@@ -179,7 +244,7 @@ Result<ModelConfig> ReadConfig(const gguf::GgufFile& f) {
   for (const auto& fam : kFamilies) {
     if (c.arch == fam.arch) {
       RETURN_IF_ERROR(fam.read(f, c));
-      if (c.layer_rope_freq_scale.empty()) c.layer_rope_freq_scale.assign(c.n_layers, c.rope_freq_scale);
+      if (c.layer_rope_scaling.empty()) c.layer_rope_scaling.assign(c.n_layers, c.rope_scaling);
       if (c.n_vocab <= 0) return DataLoss("{}: vocabulary size unknown", f.name());
       return c;
     }

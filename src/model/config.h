@@ -10,6 +10,7 @@
 
 #include "base/status.h"
 #include "gguf/gguf_file.h"
+#include "model/rope_scaling.h"
 #include "ops/elementwise.h"
 
 namespace slimkv::model {
@@ -31,14 +32,17 @@ struct ModelConfig {
   // Rotary embedding.
   ops::RopeStyle rope_style = ops::RopeStyle::kNormal;
   int rope_dim = 0;
-  float rope_freq_scale = 1.0f;  // linear scaling: 1 / factor (of global layers)
-  std::vector<float> layer_rope_base;        // [n_layers]
-  std::vector<float> layer_rope_freq_scale;  // [n_layers]
+  RopeScaling rope_scaling;                     // the file's (Gemma-3: of its global layers)
+  std::vector<float> layer_rope_base;           // [n_layers]
+  std::vector<RopeScaling> layer_rope_scaling;  // [n_layers]
+  // Phi-3's LongRoPE: per-pair frequency divisors for contexts up to rope_scaling.orig_context
+  // (short) and beyond (long), from the rope_factors_short/long tensors (model.cc).
+  bool longrope_factors = false;
   // Attention.
   float attn_scale = 0;                // softmax scale (1/sqrt(head_dim) unless the file says)
   std::vector<int> layer_window;       // [n_layers]; 0 = global attention
   bool qkv_bias = false;               // Qwen2
-  bool qk_norm = false;                // per-head RMSNorm of q and k (Gemma-3)
+  bool qk_norm = false;                // per-head RMSNorm of q and k (Gemma-3, Qwen3)
   bool post_norms = false;             // norms after attention and after the MLP (Gemma-3)
   // MLP and embeddings.
   Activation activation = Activation::kSilu;

@@ -7,6 +7,7 @@
 #include "base/check.h"
 #include "gguf/dequant.h"
 #include "model/repack.h"
+#include "ops/block_decode.h"
 #include "ops/elementwise.h"
 #include "ops/matmul.h"
 
@@ -24,21 +25,22 @@ constexpr int64_t kRowGrain = 8;
 
 }  // namespace
 
-Result<std::unique_ptr<Model>> Model::Load(const std::string& path) {
+Result<std::unique_ptr<Model>> Model::Load(const std::string& path, int n_ctx) {
   std::unique_ptr<Model> m(new Model());
   ASSIGN_OR_RETURN(gguf::GgufFile f, gguf::GgufFile::Open(path));
   m->file_ = std::make_unique<gguf::GgufFile>(std::move(f));
   ASSIGN_OR_RETURN(m->config_, ReadConfig(*m->file_));
-  RETURN_IF_ERROR(m->LoadWeights());
+  RETURN_IF_ERROR(m->LoadWeights(n_ctx > 0 ? n_ctx : m->config_.context_length));
   const ModelConfig& c = m->config_;
   for (int l = 0; l < c.n_layers; ++l) {
-    m->inv_freq_.push_back(ops::RopeInvFreq(c.rope_dim, c.layer_rope_base[l],
-                                            c.layer_rope_freq_scale[l], m->w_.rope_factors));
+    m->inv_freq_.push_back(
+        LayerInvFreq(c.rope_dim, c.layer_rope_base[l], c.layer_rope_scaling[l], m->w_.rope_factors));
+    m->rope_mscale_.push_back(RopeMscale(c.layer_rope_scaling[l]));
   }
   return m;
 }
 
-Status Model::LoadWeights() {
+Status Model::LoadWeights(int n_ctx) {
   const gguf::GgufFile& f = *file_;
   const ModelConfig& c = config_;
   auto find = [&](const std::string& name, std::initializer_list<int64_t> shape,
@@ -60,13 +62,24 @@ Status Model::LoadWeights() {
     }
     return t;
   };
-  auto matrix = [&](const std::string& name, int64_t cols, int64_t rows,
-                    ops::WeightMatrix* out) -> Status {
-    ASSIGN_OR_RETURN(const gguf::TensorInfo* t, find(name, {cols, rows}));
-    auto m = Repack(*t);
+  // Rows [row0, row0 + rows) of a matrix of `total_rows` (a fused tensor split at load: its
+  // rows are contiguous in the file, so each part is a matrix of its own).
+  auto matrix_rows = [&](const std::string& name, int64_t cols, int64_t total_rows, int64_t row0,
+                         int64_t rows, ops::WeightMatrix* out) -> Status {
+    ASSIGN_OR_RETURN(const gguf::TensorInfo* t, find(name, {cols, total_rows}));
+    gguf::TensorInfo part = *t;
+    const uint64_t row_bytes = t->n_bytes / total_rows;
+    part.dims = {static_cast<uint64_t>(cols), static_cast<uint64_t>(rows)};
+    part.n_elements = static_cast<uint64_t>(cols * rows);
+    part.n_bytes = row_bytes * rows;
+    part.data = t->data + row_bytes * row0;
+    auto m = Repack(part);
     if (!m.ok()) return Status(m.status().code(), fmt::format("{}: {}", f.name(), m.status().message()));
     *out = std::move(m).value();
     return Status::Ok();
+  };
+  auto matrix = [&](const std::string& name, int64_t cols, int64_t rows, ops::WeightMatrix* out) -> Status {
+    return matrix_rows(name, cols, rows, 0, rows, out);
   };
   auto vec = [&](const std::string& name, int64_t n, std::vector<float>* out,
                  bool required = true) -> Status {
@@ -90,18 +103,35 @@ Status Model::LoadWeights() {
     config_.tied_output = true;
   }
   RETURN_IF_ERROR(vec("rope_freqs.weight", c.rope_dim / 2, &w_.rope_factors, /*required=*/false));
+  if (c.longrope_factors) {  // as llama_model::get_rope_factors: long beyond the original context
+    const bool long_ctx = n_ctx > c.rope_scaling.orig_context;
+    RETURN_IF_ERROR(vec(long_ctx ? "rope_factors_long.weight" : "rope_factors_short.weight", c.rope_dim / 2,
+                        &w_.rope_factors));
+  }
   w_.layers.resize(c.n_layers);
   for (int l = 0; l < c.n_layers; ++l) {
     LayerWeights& L = w_.layers[l];
     const std::string p = fmt::format("blk.{}.", l);
     RETURN_IF_ERROR(vec(p + "attn_norm.weight", E, &L.attn_norm));
     RETURN_IF_ERROR(vec(p + "ffn_norm.weight", E, &L.ffn_norm));
-    RETURN_IF_ERROR(matrix(p + "attn_q.weight", E, Q, &L.wq));
-    RETURN_IF_ERROR(matrix(p + "attn_k.weight", E, KV, &L.wk));
-    RETURN_IF_ERROR(matrix(p + "attn_v.weight", E, KV, &L.wv));
+    if (f.FindTensor(p + "attn_qkv.weight")) {  // fused (Phi-3): rows [Q; K; V]
+      const std::string qkv = p + "attn_qkv.weight";
+      RETURN_IF_ERROR(matrix_rows(qkv, E, Q + 2 * KV, 0, Q, &L.wq));
+      RETURN_IF_ERROR(matrix_rows(qkv, E, Q + 2 * KV, Q, KV, &L.wk));
+      RETURN_IF_ERROR(matrix_rows(qkv, E, Q + 2 * KV, Q + KV, KV, &L.wv));
+    } else {
+      RETURN_IF_ERROR(matrix(p + "attn_q.weight", E, Q, &L.wq));
+      RETURN_IF_ERROR(matrix(p + "attn_k.weight", E, KV, &L.wk));
+      RETURN_IF_ERROR(matrix(p + "attn_v.weight", E, KV, &L.wv));
+    }
     RETURN_IF_ERROR(matrix(p + "attn_output.weight", Q, E, &L.wo));
-    RETURN_IF_ERROR(matrix(p + "ffn_gate.weight", E, FF, &L.w_gate));
-    RETURN_IF_ERROR(matrix(p + "ffn_up.weight", E, FF, &L.w_up));
+    if (f.FindTensor(p + "ffn_gate.weight")) {
+      RETURN_IF_ERROR(matrix(p + "ffn_gate.weight", E, FF, &L.w_gate));
+      RETURN_IF_ERROR(matrix(p + "ffn_up.weight", E, FF, &L.w_up));
+    } else {  // fused gate-up (Phi-3): rows [gate; up], ggml_swiglu's halves
+      RETURN_IF_ERROR(matrix_rows(p + "ffn_up.weight", E, 2 * FF, 0, FF, &L.w_gate));
+      RETURN_IF_ERROR(matrix_rows(p + "ffn_up.weight", E, 2 * FF, FF, FF, &L.w_up));
+    }
     RETURN_IF_ERROR(matrix(p + "ffn_down.weight", FF, E, &L.w_down));
     if (c.qkv_bias) {
       RETURN_IF_ERROR(vec(p + "attn_q.bias", Q, &L.bq));
@@ -143,6 +173,16 @@ size_t Model::WeightBytesPerToken() const {
 
 size_t Model::WeightTensorCount() const { return file_->tensors().size(); }
 
+std::vector<kv::StepChunk> StepChunks(std::span<const BatchEntry> batch) {
+  std::vector<kv::StepChunk> chunks;
+  int64_t row = 0;
+  for (const BatchEntry& e : batch) {
+    chunks.push_back({e.seq, static_cast<int>(e.tokens.size()), row});
+    row += static_cast<int64_t>(e.tokens.size());
+  }
+  return chunks;
+}
+
 Status Model::Forward(ThreadPool& pool, kv::KvCache& kv, std::span<const BatchEntry> batch,
                       std::vector<float>* logits) {
   const ModelConfig& c = config_;
@@ -165,7 +205,7 @@ Status Model::Forward(ThreadPool& pool, kv::KvCache& kv, std::span<const BatchEn
     logit_rows += static_cast<int64_t>(e.tokens.size()) - e.first_logit();
   }
   if (rows == 0) return InvalidArgument("empty batch");
-  RETURN_IF_ERROR(kv.BeginStep(ws_.chunks));
+  CHECK(kv.StepReserved(ws_.chunks), "the KV slots of the batch are not reserved (KvCache::BeginStep)");
 
   auto grow = [](AlignedBuffer<float>& b, size_t n) {
     if (b.size() < n) b.Resize(n);
@@ -190,11 +230,10 @@ Status Model::Forward(ThreadPool& pool, kv::KvCache& kv, std::span<const BatchEn
     for (size_t i = 0; i < e.tokens.size(); ++i) ws_.pos[r++] = next + static_cast<int64_t>(i);
   }
   const int half = c.rope_dim / 2;
-  std::map<std::pair<float, float>, int> tables;
+  std::map<std::vector<float>, int> tables;  // one angle table per distinct frequency set
   ws_.layer_rope_table.resize(c.n_layers);
   for (int l = 0; l < c.n_layers; ++l) {
-    auto [it, fresh] = tables.emplace(std::pair(c.layer_rope_base[l], c.layer_rope_freq_scale[l]),
-                                      static_cast<int>(tables.size()));
+    auto [it, fresh] = tables.emplace(inv_freq_[l], static_cast<int>(tables.size()));
     ws_.layer_rope_table[l] = it->second;
   }
   ws_.rope_cos.resize(tables.size() * rows * half);
@@ -215,7 +254,11 @@ Status Model::Forward(ThreadPool& pool, kv::KvCache& kv, std::span<const BatchEn
   for (const BatchEntry& e : batch) {
     for (TokenId t : e.tokens) {
       float* x = ws_.x.data() + r * E;
-      w_.token_embd.DequantizeRow(t, x);
+      if (w_.token_embd.format == ops::WeightFormat::kGgml) {
+        ops::DequantizeGgmlRow(w_.token_embd, t, x);  // the kernels' decoder, bit-exact with the reference
+      } else {
+        w_.token_embd.DequantizeRow(t, x);
+      }
       if (c.embed_scale != 1.0f) ops::ScaleInPlace(x, c.embed_scale, E);
       ++r;
     }
@@ -254,6 +297,7 @@ void Model::Layer(ThreadPool& pool, kv::KvCache& kv, int l, int64_t rows) {
   float *x = ws_.x.data(), *xn = ws_.xn.data(), *q = ws_.q.data(), *k = ws_.k.data(),
         *v = ws_.v.data(), *att = ws_.att.data(), *tmp = ws_.tmp.data(), *gate = ws_.gate.data(),
         *up = ws_.up.data();
+  const float mscale = rope_mscale_[l];
   const float* cos = &ws_.rope_cos[ws_.layer_rope_table[l] * rows * half];
   const float* sin = &ws_.rope_sin[ws_.layer_rope_table[l] * rows * half];
   // Per-row work runs inline for a decode step and over the pool for a prompt.
@@ -282,6 +326,12 @@ void Model::Layer(ThreadPool& pool, kv::KvCache& kv, int l, int64_t rows) {
       if (c.qk_norm) {
         for (int h = 0; h < c.n_heads; ++h) ops::RmsNorm(qi + h * hd, L.q_norm.data(), hd, c.rms_eps, qi + h * hd);
         for (int h = 0; h < c.n_kv_heads; ++h) ops::RmsNorm(ki + h * hd, L.k_norm.data(), hd, c.rms_eps, ki + h * hd);
+      }
+      // YaRN's and LongRoPE's factor on cos and sin scales the rotated channels of q and k;
+      // RoPE is linear, so k can take it before the cache rotates it.
+      if (mscale != 1.0f) {
+        for (int h = 0; h < c.n_heads; ++h) ops::ScaleInPlace(qi + h * hd, mscale, c.rope_dim);
+        for (int h = 0; h < c.n_kv_heads; ++h) ops::ScaleInPlace(ki + h * hd, mscale, c.rope_dim);
       }
       // Keys go to the cache before RoPE: it applies RoPE itself, or stores them raw for
       // formats that keep keys pre-RoPE.

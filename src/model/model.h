@@ -1,9 +1,10 @@
 // A transformer loaded from GGUF and its batched forward pass.
 //
-// One Forward call takes a batch of sequences, each with its own new tokens (a prompt chunk
-// or one decode token): all rows go through every matmul together, so a decode step for
-// many sequences reads the weights once. K/V go to the KV cache through its small interface
-// (BeginStep / Append / Attend / EndStep); the model never sees a block.
+// One Forward call takes a batch of sequences, each with its own new tokens (a prompt chunk or one decode
+// token): all rows go through every matmul together, so a decode step for many sequences reads the weights
+// once. K/V go to the KV cache through its small interface: the caller reserves the step's slots
+// (KvCache::BeginStep, the scheduler's allocate-slots) before the pass, which then Appends, Attends and ends
+// the step (EndStep); the model never sees a block.
 #pragma once
 
 #include <cstdint>
@@ -39,7 +40,9 @@ struct Weights {
   ops::WeightMatrix token_embd;  // [n_vocab, n_embd]
   ops::WeightMatrix output;      // [n_vocab, n_embd]; empty when tied to token_embd
   std::vector<float> output_norm;
-  std::vector<float> rope_factors;  // [rope_dim / 2] or empty
+  // Per-pair RoPE frequency divisors [rope_dim / 2] or empty: Llama-3's rope_freqs, or the
+  // LongRoPE factors (short or long) that the context size selects.
+  std::vector<float> rope_factors;
   std::vector<LayerWeights> layers;
 };
 
@@ -54,10 +57,15 @@ struct BatchEntry {
   }
 };
 
+// The KV chunks of a batch: entry i's tokens are rows [row, row + n) of the step.
+std::vector<kv::StepChunk> StepChunks(std::span<const BatchEntry> batch);
+
 class Model {
  public:
   // Opens, validates and repacks the model. Errors name the file and the tensor or key.
-  static Result<std::unique_ptr<Model>> Load(const std::string& path);
+  // `n_ctx`: tokens per sequence the caller will run (0: the model's training context);
+  // it chooses Phi-3's long or short RoPE factors, as llama.cpp's context size does.
+  static Result<std::unique_ptr<Model>> Load(const std::string& path, int n_ctx = 0);
 
   const ModelConfig& config() const { return config_; }
   const gguf::GgufFile& file() const { return *file_; }
@@ -66,21 +74,23 @@ class Model {
   size_t WeightBytesPerToken() const;
   size_t WeightTensorCount() const;
 
-  // Runs the batch. `logits` becomes [rows, n_vocab]: for each entry in order, one row per
-  // token from its first_logit() to its end. InvalidArgument for a token id
-  // out of range; ResourceExhausted (from the KV cache) leaves every sequence unchanged.
+  // Runs the batch, whose KV slots are reserved (KvCache::BeginStep with StepChunks(batch)). `logits` becomes
+  // [rows, n_vocab]: for each entry in order, one row per token from its first_logit() to its end.
+  // InvalidArgument for a token id out of range (nothing changed; the caller gives the reservation back with
+  // KvCache::CancelStep).
   Status Forward(ThreadPool& pool, kv::KvCache& kv, std::span<const BatchEntry> batch,
                  std::vector<float>* logits);
 
  private:
   Model() = default;
-  Status LoadWeights();
+  Status LoadWeights(int n_ctx);
   void Layer(ThreadPool& pool, kv::KvCache& kv, int layer, int64_t rows);
 
   std::unique_ptr<gguf::GgufFile> file_;
   ModelConfig config_;
   Weights w_;
   std::vector<std::vector<float>> inv_freq_;  // per layer (bases differ per layer kind)
+  std::vector<float> rope_mscale_;            // per layer: YaRN / attention factor on q and k
 
   // Workspace of the current step, grown as needed. [rows, width] each.
   struct Workspace {

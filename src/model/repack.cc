@@ -1,16 +1,20 @@
 #include "model/repack.h"
 
 #include <cstring>
+#include <vector>
 
+#include "base/check.h"
 #include "base/half.h"
-#include "gguf/dequant.h"
 
 namespace slimkv::model {
 namespace {
 
 using gguf::TensorType;
 using ops::WeightFormat;
-using ops::WeightMatrix;
+
+struct Shape {
+  int64_t rows, cols;
+};
 
 float H(const uint8_t* p) {
   uint16_t h;
@@ -18,17 +22,19 @@ float H(const uint8_t* p) {
   return HalfToFloat(h);
 }
 
-// Writes 32 nibble values n[0..31] into a kQ4 group (byte j = n[j] | n[j+16] << 4).
-void PutQ4Group(const uint8_t* n, uint8_t* out) {
-  for (int j = 0; j < 16; ++j) out[j] = static_cast<uint8_t>(n[j] | (n[j + 16] << 4));
+// The types that go into tiles (ops/weights.h): those whose tiled form takes
+// the file's bits per weight, fp16 scales included. Others stay the file's
+// blocks (kGgml): their tiled form would take more (Q4_0 5 bits against 4.5:
+// its implied minimum -8d is a second fp16 per 32; Q5_x 9-9.5 against 5.5-6;
+// the K types' products d*sc are not fp16 values, so fp32 scales).
+bool Tiled(TensorType type) {
+  return type == TensorType::kF32 || type == TensorType::kF16 || type == TensorType::kQ4_1 ||
+         type == TensorType::kQ8_0;
 }
 
-// One row of `cols` elements starting at `src` (whole blocks) into row r of `m`.
-void RepackRow(TensorType type, const uint8_t* src, int64_t cols, WeightMatrix& m, int64_t r) {
-  uint8_t* codes = m.codes.data() + r * m.code_bytes_per_row();
-  const int64_t ng = m.groups_per_row();
-  float* scale = ng ? m.scales.data() + r * ng : nullptr;
-  float* min = m.has_min ? m.mins.data() + r * ng : nullptr;
+// One row of `cols` elements starting at `src` (whole blocks) of a Tiled type
+// in the row-major form that WeightMatrix::SetRow takes: codes [code bytes per row], scale and min [groups].
+void RepackRow(TensorType type, const uint8_t* src, int64_t cols, uint8_t* codes, float* scale, float* min) {
   switch (type) {
     case TensorType::kF32:
       std::memcpy(codes, src, cols * 4);
@@ -36,162 +42,144 @@ void RepackRow(TensorType type, const uint8_t* src, int64_t cols, WeightMatrix& 
     case TensorType::kF16:
       std::memcpy(codes, src, cols * 2);
       return;
-    case TensorType::kBF16:
-      for (int64_t c = 0; c < cols; ++c) {
-        uint16_t b;
-        std::memcpy(&b, src + 2 * c, 2);
-        reinterpret_cast<float*>(codes)[c] = Bf16ToFloat(b);
-      }
-      return;
-    case TensorType::kQ4_0:  // d, qs[16]: x = d * (q - 8)
-      for (int64_t g = 0; g < cols / 32; ++g, src += 18) {
-        const float d = H(src);
-        std::memcpy(codes + g * 16, src + 2, 16);
-        scale[g] = d;
-        min[g] = -8.0f * d;
-      }
-      return;
-    case TensorType::kQ4_1:  // d, m, qs[16]: x = d * q + m
+    case TensorType::kQ4_1:  // d, m, qs[16]: x = d * q + m (qs in kQ4's byte order
+                             // already)
       for (int64_t g = 0; g < cols / 32; ++g, src += 20) {
         std::memcpy(codes + g * 16, src + 4, 16);
         scale[g] = H(src);
         min[g] = H(src + 2);
       }
       return;
-    case TensorType::kQ5_0:
-    case TensorType::kQ5_1: {  // d, [m], qh (u32), qs[16]
-      const bool has_m = type == TensorType::kQ5_1;
-      const int bytes = has_m ? 24 : 22;
-      for (int64_t g = 0; g < cols / 32; ++g, src += bytes) {
-        const float d = H(src);
-        uint32_t qh;
-        std::memcpy(&qh, src + (has_m ? 4 : 2), 4);
-        const uint8_t* qs = src + (has_m ? 8 : 6);
-        for (int j = 0; j < 16; ++j) {
-          codes[g * 32 + j] = static_cast<uint8_t>((qs[j] & 15) | (((qh >> j) & 1) << 4));
-          codes[g * 32 + j + 16] = static_cast<uint8_t>((qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4));
-        }
-        scale[g] = d;
-        min[g] = has_m ? H(src + 2) : -16.0f * d;
-      }
-      return;
-    }
     case TensorType::kQ8_0:  // d, qs[32] int8
       for (int64_t g = 0; g < cols / 32; ++g, src += 34) {
         std::memcpy(codes + g * 32, src + 2, 32);
         scale[g] = H(src);
       }
       return;
-    case TensorType::kQ4_K:  // d, dmin, scales[12], qs[128]; 8 sub-blocks of 32
-      for (int64_t blk = 0; blk < cols / 256; ++blk, src += 144) {
-        const float d = H(src), dmin = H(src + 2);
-        const uint8_t* sc = src + 4;
-        const uint8_t* qs = src + 16;
-        for (int j = 0; j < 4; ++j) {  // 64 elements: low nibbles, then high nibbles
-          uint8_t lo[32], hi[32];
-          for (int l = 0; l < 32; ++l) {
-            lo[l] = qs[j * 32 + l] & 15;
-            hi[l] = qs[j * 32 + l] >> 4;
-          }
-          for (int half = 0; half < 2; ++half) {
-            const int64_t g = blk * 8 + 2 * j + half;
-            uint8_t s, mn;
-            gguf::GetScaleMinK4(2 * j + half, sc, &s, &mn);
-            PutQ4Group(half ? hi : lo, codes + g * 16);
-            scale[g] = d * s;
-            min[g] = -(dmin * mn);
-          }
-        }
-      }
-      return;
-    case TensorType::kQ5_K:  // d, dmin, scales[12], qh[32], qs[128]
-      for (int64_t blk = 0; blk < cols / 256; ++blk, src += 176) {
-        const float d = H(src), dmin = H(src + 2);
-        const uint8_t* sc = src + 4;
-        const uint8_t* qh = src + 16;
-        const uint8_t* qs = src + 48;
-        for (int j = 0; j < 4; ++j) {
-          for (int half = 0; half < 2; ++half) {
-            const int64_t g = blk * 8 + 2 * j + half;
-            const int bit = 2 * j + half;
-            for (int l = 0; l < 32; ++l) {
-              const int n = half ? (qs[j * 32 + l] >> 4) : (qs[j * 32 + l] & 15);
-              codes[g * 32 + l] = static_cast<uint8_t>(n + (((qh[l] >> bit) & 1) << 4));
-            }
-            uint8_t s, mn;
-            gguf::GetScaleMinK4(bit, sc, &s, &mn);
-            scale[g] = d * s;
-            min[g] = -(dmin * mn);
-          }
-        }
-      }
-      return;
-    case TensorType::kQ6_K:  // ql[128], qh[64], scales[16] int8, d; 16 groups of 16
-      for (int64_t blk = 0; blk < cols / 256; ++blk, src += 210) {
-        const uint8_t* ql = src;
-        const uint8_t* qh = src + 128;
-        const int8_t* sc = reinterpret_cast<const int8_t*>(src + 192);
-        const float d = H(src + 208);
-        int8_t* out = reinterpret_cast<int8_t*>(codes) + blk * 256;
-        for (int n = 0; n < 2; ++n) {  // two halves of 128
-          for (int l = 0; l < 32; ++l) {
-            const uint8_t h = qh[n * 32 + l];
-            out[n * 128 + l] = static_cast<int8_t>(((ql[n * 64 + l] & 15) | ((h & 3) << 4)) - 32);
-            out[n * 128 + l + 32] = static_cast<int8_t>(((ql[n * 64 + l + 32] & 15) | (((h >> 2) & 3) << 4)) - 32);
-            out[n * 128 + l + 64] = static_cast<int8_t>(((ql[n * 64 + l] >> 4) | (((h >> 4) & 3) << 4)) - 32);
-            out[n * 128 + l + 96] = static_cast<int8_t>(((ql[n * 64 + l + 32] >> 4) | (((h >> 6) & 3) << 4)) - 32);
-          }
-        }
-        for (int k = 0; k < 16; ++k) scale[blk * 16 + k] = d * sc[k];
-      }
-      return;
     default:
-      break;
+      CHECK(false, "RepackRow on type {}", gguf::TypeName(type));
   }
 }
 
-}  // namespace
+struct TileForm {
+  WeightFormat format;
+  int group;
+  bool has_min;
+};
 
-Result<WeightMatrix> Repack(const gguf::TensorInfo& t) {
-  if (t.dims.size() != 2 && !(t.dims.size() == 1)) {
+TileForm TileFormOf(TensorType type) {
+  switch (type) {
+    case TensorType::kF32:
+      return {WeightFormat::kF32, 0, false};
+    case TensorType::kF16:
+      return {WeightFormat::kF16, 0, false};
+    case TensorType::kQ4_1:
+      return {WeightFormat::kQ4, 32, true};
+    default:
+      return {WeightFormat::kQ8, 32, false};  // Q8_0
+  }
+}
+
+Result<Shape> MatrixShape(const gguf::TensorInfo& t) {
+  if (t.dims.size() != 1 && t.dims.size() != 2) {
     return InvalidArgument("tensor '{}' has {} dimensions; a matrix has 2", t.name, t.dims.size());
   }
   const int64_t cols = static_cast<int64_t>(t.dims[0]);
   const int64_t rows = t.dims.size() == 2 ? static_cast<int64_t>(t.dims[1]) : 1;
-  if (cols % 16 != 0) {
-    return InvalidArgument("tensor '{}': {} columns, not a multiple of 16", t.name, cols);
+  if (cols % 16 != 0) return InvalidArgument("tensor '{}': {} columns, not a multiple of 16", t.name, cols);
+  return Shape{rows, cols};
+}
+
+}  // namespace
+
+std::string SupportedMatrixTypes() {
+  std::string s = "F32, F16";
+  for (uint32_t id = 0; id < 64; ++id) {
+    const auto type = static_cast<TensorType>(id);
+    if (ops::IsGgmlMatMulType(type)) s += ", " + std::string(gguf::TypeName(type));
   }
-  WeightFormat fmt;
-  int group = 0;
-  bool has_min = false;
-  int block = 1;
-  switch (t.type) {
-    case TensorType::kF32: fmt = WeightFormat::kF32; break;
-    case TensorType::kBF16: fmt = WeightFormat::kF32; break;
-    case TensorType::kF16: fmt = WeightFormat::kF16; break;
-    case TensorType::kQ4_0: case TensorType::kQ4_1:
-      fmt = WeightFormat::kQ4; group = 32; has_min = true; block = 32; break;
-    case TensorType::kQ4_K:
-      fmt = WeightFormat::kQ4; group = 32; has_min = true; block = 256; break;
-    case TensorType::kQ5_0: case TensorType::kQ5_1:
-      fmt = WeightFormat::kQ8; group = 32; has_min = true; block = 32; break;
-    case TensorType::kQ5_K:
-      fmt = WeightFormat::kQ8; group = 32; has_min = true; block = 256; break;
-    case TensorType::kQ8_0:
-      fmt = WeightFormat::kQ8; group = 32; block = 32; break;
-    case TensorType::kQ6_K:
-      fmt = WeightFormat::kQ8; group = 16; block = 256; break;
-    default:
-      return Unimplemented("tensor '{}' has type {}, which slimkv cannot use for a matrix yet",
-                           t.name, gguf::TypeName(t.type));
+  return s;
+}
+
+Result<RepackPlan> PlanRepack(const gguf::TensorInfo& t) {
+  ASSIGN_OR_RETURN(const Shape shape, MatrixShape(t));
+  RepackPlan p;
+  if (t.type != TensorType::kF32 && t.type != TensorType::kF16 && !ops::IsGgmlMatMulType(t.type)) {
+    return Unimplemented("tensor '{}' has type {}, which slimkv cannot use for a matrix; supported: {}",
+                         t.name, gguf::TypeName(t.type), SupportedMatrixTypes());
   }
-  if (cols % block != 0) {
+  if (Tiled(t.type)) {
+    const TileForm f = TileFormOf(t.type);
+    if (f.group && shape.cols % f.group != 0) {
+      return InvalidArgument("tensor '{}': {} columns, not a multiple of its {}-element blocks", t.name,
+                             shape.cols, f.group);
+    }
+    // Rows padded to whole tiles; scales (and minimums) fp16, as the file stores them.
+    const size_t rows = (shape.rows + ops::kWeightTileRows - 1) / ops::kWeightTileRows * ops::kWeightTileRows;
+    const size_t cols = shape.cols;
+    p.format = f.format;
+    switch (f.format) {
+      case WeightFormat::kF32:
+        p.bytes = rows * cols * 4;
+        break;
+      case WeightFormat::kF16:
+        p.bytes = rows * cols * 2;
+        break;
+      default: {
+        const size_t code_bytes = f.format == WeightFormat::kQ4 ? cols / 2 : cols;
+        p.bytes = rows * (code_bytes + cols / f.group * 2 * (f.has_min ? 2 : 1));
+      }
+    }
+    return p;
+  }
+  const int64_t block = ops::GgmlMatMulColumns(t.type);
+  if (shape.cols % block != 0) {
     return InvalidArgument("tensor '{}': {} columns, not a multiple of its {}-element blocks", t.name,
-                           cols, block);
+                           shape.cols, block);
   }
-  WeightMatrix m = WeightMatrix::Allocate(fmt, rows, cols, group, has_min);
-  const uint64_t row_bytes = t.n_bytes / rows;
-  for (int64_t r = 0; r < rows; ++r) RepackRow(t.type, t.data + r * row_bytes, cols, m, r);
+  p.format = WeightFormat::kGgml;
+  p.bytes = t.n_bytes;
+  return p;
+}
+
+namespace {
+
+Result<ops::WeightMatrix> RepackGgml(const gguf::TensorInfo& t, const Shape& shape) {
+  ops::WeightMatrix m = ops::WeightMatrix::AllocateGgml(t.type, shape.rows, shape.cols);
+  if (m.codes.size() != t.n_bytes) {
+    return DataLoss("tensor '{}' holds {} bytes; {} rows of {} {} need {}", t.name, t.n_bytes, shape.rows,
+                    shape.cols, gguf::TypeName(t.type), m.codes.size());
+  }
+  std::memcpy(m.codes.data(), t.data, t.n_bytes);
+  return m;
+}
+
+}  // namespace
+
+Result<ops::WeightMatrix> Repack(const gguf::TensorInfo& t) {
+  ASSIGN_OR_RETURN(const RepackPlan plan, PlanRepack(t));
+  ASSIGN_OR_RETURN(const Shape shape, MatrixShape(t));
+  if (plan.format == WeightFormat::kGgml) return RepackGgml(t, shape);
+  const auto traits = gguf::GetTypeTraits(t.type);
+  const uint64_t row_bytes = static_cast<uint64_t>(shape.cols) / traits->block_elems * traits->block_bytes;
+  if (row_bytes * shape.rows != t.n_bytes) {
+    return DataLoss("tensor '{}' holds {} bytes; {} rows of {} {} need {}", t.name, t.n_bytes, shape.rows,
+                    shape.cols, gguf::TypeName(t.type), row_bytes * shape.rows);
+  }
+  const TileForm f = TileFormOf(t.type);
+  ops::WeightMatrix m = ops::WeightMatrix::Allocate(f.format, shape.rows, shape.cols, f.group, f.has_min);
+  std::vector<uint8_t> codes(m.code_bytes_per_row());
+  std::vector<float> scale(m.groups_per_row()), min(m.groups_per_row());
+  for (int64_t r = 0; r < shape.rows; ++r) {
+    RepackRow(t.type, t.data + r * row_bytes, shape.cols, codes.data(), scale.data(), min.data());
+    m.SetRow(r, codes.data(), scale.data(), min.data());
+  }
+  if (m.quantized()) {
+    m.CompactScales();
+    // A scale that is no fp16 value (a NaN payload) would leave fp32 scales and
+    // more than the file's bits: such a matrix keeps the file's blocks.
+    if (!m.half_scales) return RepackGgml(t, shape);
+  }
   return m;
 }
 

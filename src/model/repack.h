@@ -1,12 +1,16 @@
-// GGUF tensors -> slimkv's matmul layouts (ops/weights.h), losslessly: every repacked
-// weight equals ggml's dequantized value (tested against gguf::Dequantize).
+// GGUF tensors -> slimkv's matmul layouts (ops/weights.h), losslessly: every repacked weight
+// equals ggml's dequantized value (tested against gguf::Dequantize), and a matrix takes the
+// file's own bits per weight:
 //
-//   Q4_0, Q4_1, Q4_K          -> kQ4 (group 32; Q4_K's sub-blocks of 32 give scale d*sc and
-//                                 min -dmin*m per group)
-//   Q5_0, Q5_1, Q5_K, Q8_0    -> kQ8 (group 32, codes 0..31 or -128..127)
-//   Q6_K                      -> kQ8 (group 16: its scales change every 16 columns)
-//   F16 -> kF16, F32 -> kF32, BF16 -> kF32
+//   F32 -> kF32, F16 -> kF16, Q4_1 -> kQ4, Q8_0 -> kQ8, in 16-row tiles with fp16 scales
+//       (the file's fp16 fields): the same bits per weight, and the VNNI decode kernel
+//   BF16, Q4_0, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS
+//       -> kGgml: the file's blocks as stored, decoded in registers by the matmul kernels
+//          (docs/DECISIONS.md "Weights: tiles where they cost no bytes, the file's blocks
+//          elsewhere").
 #pragma once
+
+#include <string>
 
 #include "base/status.h"
 #include "gguf/gguf_file.h"
@@ -14,9 +18,21 @@
 
 namespace slimkv::model {
 
-// Repacks a 2-D tensor [rows, cols] (ggml dims {cols, rows}). Unimplemented naming the
-// tensor and type for types without a repacker; InvalidArgument if cols is not a multiple
-// of 16 or of the type's block.
+// What Repack makes of a tensor, without making it: the layout and the bytes it will take.
+struct RepackPlan {
+  ops::WeightFormat format = ops::WeightFormat::kF32;
+  size_t bytes = 0;
+};
+
+// Unimplemented naming the tensor and its type, and listing the types slimkv reads, for a
+// type without a matmul kernel; InvalidArgument if the tensor is not 1- or 2-D or its
+// columns are not a whole number of the type's blocks (and of 16).
+Result<RepackPlan> PlanRepack(const gguf::TensorInfo& t);
+
+// Repacks a 2-D tensor [rows, cols] (ggml dims {cols, rows}); errors as PlanRepack.
 Result<ops::WeightMatrix> Repack(const gguf::TensorInfo& t);
+
+// "F32, F16, BF16, Q4_0, ...": the tensor types a matrix may have.
+std::string SupportedMatrixTypes();
 
 }  // namespace slimkv::model

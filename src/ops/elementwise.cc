@@ -39,17 +39,6 @@ void GeluTanhMul(float* gate, const float* up, int64_t n) {
   }
 }
 
-std::vector<float> RopeInvFreq(int rope_dim, float base, float freq_scale,
-                               const std::vector<float>& factors) {
-  std::vector<float> inv(rope_dim / 2);
-  for (int i = 0; i < rope_dim / 2; ++i) {
-    double f = freq_scale * std::pow(static_cast<double>(base), -2.0 * i / rope_dim);
-    if (!factors.empty()) f /= factors[i];
-    inv[i] = static_cast<float>(f);
-  }
-  return inv;
-}
-
 void RopeAngles(int64_t pos, const std::vector<float>& inv_freq, float* cos, float* sin) {
   for (size_t i = 0; i < inv_freq.size(); ++i) {
     // Angles in double: positions up to 128K times frequencies near 1 lose precision in float.

@@ -34,11 +34,6 @@ void RopeAngles(int64_t pos, const std::vector<float>& inv_freq, float* cos, flo
 void RopeApply(float* x, int n_heads, int head_dim, int rope_dim, const float* cos,
                const float* sin, RopeStyle style);
 
-// inv_freq[i] = freq_scale * base^(-2i / rope_dim) / factor[i] (factor: optional per-pair
-// divisors, e.g. Llama-3.1's rope_freqs tensor).
-std::vector<float> RopeInvFreq(int rope_dim, float base, float freq_scale,
-                               const std::vector<float>& factors);
-
 // In-place softmax of n values; returns log(sum(exp(x - max))) + max (the log partition).
 double Softmax(float* x, int64_t n);
 // log(sum(exp(x))) of n values, stable.

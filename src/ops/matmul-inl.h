@@ -1,14 +1,16 @@
 // SIMD bodies of the matmul kernels (included once per Highway target by matmul.cc).
 //
-// Two kernels:
-//  * Stream (few tokens, i.e. decode): weights are decoded in registers group by group and
-//    used once. For quantized formats the raw codes are multiplied with x first and the
-//    group's scale is applied once per group: y = sum_g s_g * (q_g . x_g) + sum_g m_g * xsum_g,
-//    with xsum_g = sum of x over the group computed once per call.
-//  * Panel (many tokens, i.e. prefill): kPanelRows rows are dequantized to fp32 once per
-//    block of kTokenBlock tokens; x of the block is packed transposed ([cols][tokens]) so the
-//    micro-kernel broadcasts one weight and multiplies it with 2 vectors of tokens
-//    (outer-product form: no horizontal sums, 12 FMAs per 8 loads).
+// Weights are in 16-row tiles (ops/weights.h); every kernel keeps a tile's rows
+// in vector lanes, so outputs are stored as vectors and no kernel sums horizontally.
+//  * Few tokens (kMatMulIntegerMaxTokens for quantized weights on VNNI, else
+//    kMatMulStreamMaxTokens): gemv-inl.h, weights used straight from their
+//    codes, 4 tokens per pass.
+//  * More tokens: a tile is dequantized to an fp32 panel [cols][16] once per
+//  block of up to
+//    kMaxTokenBlock tokens, and an outer-product micro-kernel multiplies panels
+//    with x broadcast one value at a time: 12 tokens x 2 tiles (24
+//    accumulators) on AVX-512, 6 tokens x 2 vectors on AVX2; x is read in place
+//    (no packing).
 #if defined(SLIMKV_OPS_MATMUL_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef SLIMKV_OPS_MATMUL_INL_H_
 #undef SLIMKV_OPS_MATMUL_INL_H_
@@ -19,321 +21,216 @@
 #include <algorithm>
 #include <cstring>
 
-#include "hwy/cache_control.h"
 #include "hwy/highway.h"
+#include "ops/gemv-inl.h"
+#include "ops/matmul.h"
 #include "ops/weights.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace slimkv::ops::HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
-using DF = hn::ScalableTag<float>;
-using VF = hn::Vec<DF>;
-
-// Columns per decode step of a format: the scale group for quantized formats, 16 columns
-// for plain floats (every matrix has cols % 16 == 0).
-template <WeightFormat kFormat, int kGroup>
-struct Codes {
-  static constexpr bool kQuant = kFormat == WeightFormat::kQ4 || kFormat == WeightFormat::kQ8;
-  static constexpr int kCols = kQuant ? kGroup : 16;
-  // Byte offset of group g within a row.
-  static constexpr size_t GroupOffset(int64_t g) {
-    if constexpr (kFormat == WeightFormat::kQ4) return g * (kCols / 2);
-    if constexpr (kFormat == WeightFormat::kQ8) return g * kCols;
-    if constexpr (kFormat == WeightFormat::kF16) return g * kCols * 2;
-    return g * kCols * 4;
-  }
-  // Decodes the kCols columns of one group into kCols/N vectors of raw values (codes as
-  // float for quantized formats, the weights themselves for float formats).
-  static HWY_INLINE void Decode(DF d, const uint8_t* p, VF* out) {
-    const size_t N = hn::Lanes(d);
-    if constexpr (kFormat == WeightFormat::kF32) {
-      for (size_t v = 0; v * N < kCols; ++v) out[v] = hn::LoadU(d, reinterpret_cast<const float*>(p) + v * N);
-    } else if constexpr (kFormat == WeightFormat::kF16) {
-      const hn::Rebind<hwy::float16_t, DF> dh;
-      for (size_t v = 0; v * N < kCols; ++v)
-        out[v] = hn::PromoteTo(d, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(p) + v * N));
-    } else if constexpr (kFormat == WeightFormat::kQ4) {
-      // 16 bytes: byte j = column j (low nibble) | column j+16 (high nibble).
-      const hn::Rebind<uint8_t, DF> d8;
-      const hn::Rebind<uint32_t, DF> du;
-      const hn::Rebind<int32_t, DF> di;
-      const size_t half = 16 / N;  // vectors per 16 columns
-      for (size_t v = 0; v < half; ++v) {
-        const auto b = hn::PromoteTo(du, hn::LoadU(d8, p + v * N));
-        out[v] = hn::ConvertTo(d, hn::BitCast(di, hn::And(b, hn::Set(du, 15u))));
-        out[v + half] = hn::ConvertTo(d, hn::BitCast(di, hn::ShiftRight<4>(b)));
-      }
-    } else {
-      const hn::Rebind<int8_t, DF> d8;
-      const hn::Rebind<int32_t, DF> di;
-      for (size_t v = 0; v * N < kCols; ++v)
-        out[v] = hn::ConvertTo(d, hn::PromoteTo(di, hn::LoadU(d8, reinterpret_cast<const int8_t*>(p) + v * N)));
-    }
-  }
-};
-
-// Upper bound of vectors per group (group 32 / 1 lane on the scalar target).
-inline constexpr int kMaxVecPerGroup = 32;
-// How far ahead (in bytes of codes) the stream kernel prefetches weights.
-inline constexpr int64_t kPrefetchBytes = 4096;
-
-// ---------------------------------------------------------------- stream kernel
-template <WeightFormat kFormat, int kGroup, int kRows, int kTokens>
-HWY_INLINE void StreamTile(const WeightMatrix& w, int64_t r0, const float* x, int64_t ldx,
-                           const float* xsum, float* y, int64_t ldy) {
-  using C = Codes<kFormat, kGroup>;
-  const DF d;
-  const size_t N = hn::Lanes(d);
-  const size_t vpg = C::kCols / N;  // vectors per group
-  const int64_t ng = w.cols / C::kCols;
-  const size_t row_bytes = w.code_bytes_per_row();
-  const uint8_t* codes = w.codes.data() + r0 * row_bytes;
-  // Decode streams the whole matrix from memory once; ask for the rows a few tiles ahead
-  // so the loads below find them in cache (the hardware prefetcher alone lags behind
-  // these many short interleaved streams).
-  {
-    const int64_t ahead = r0 + std::max<int64_t>(kRows, kPrefetchBytes / static_cast<int64_t>(row_bytes));
-    if (ahead + kRows <= w.rows) {
-      const uint8_t* p = w.codes.data() + ahead * row_bytes;
-      for (size_t off = 0; off < kRows * row_bytes; off += 64) hwy::Prefetch(p + off);
-      if constexpr (C::kQuant) {
-        const float* sp = w.scales.data() + ahead * ng;
-        for (int64_t off = 0; off < kRows * ng; off += 16) hwy::Prefetch(sp + off);
-        if (w.has_min) {
-          const float* mp = w.mins.data() + ahead * ng;
-          for (int64_t off = 0; off < kRows * ng; off += 16) hwy::Prefetch(mp + off);
-        }
-      }
-    }
-  }
-  VF acc[kRows][kTokens];
-  for (int i = 0; i < kRows; ++i)
-    for (int t = 0; t < kTokens; ++t) acc[i][t] = hn::Zero(d);
-  for (int64_t g = 0; g < ng; ++g) {
-    const int64_t c0 = g * C::kCols;
-    for (int i = 0; i < kRows; ++i) {
-      VF q[kMaxVecPerGroup];
-      C::Decode(d, codes + i * row_bytes + C::GroupOffset(g), q);
-      if constexpr (C::kQuant) {
-        const VF s = hn::Set(d, w.scales[(r0 + i) * ng + g]);
-        for (int t = 0; t < kTokens; ++t) {
-          VF part = hn::Mul(q[0], hn::LoadU(d, x + t * ldx + c0));
-          for (size_t v = 1; v < vpg; ++v) part = hn::MulAdd(q[v], hn::LoadU(d, x + t * ldx + c0 + v * N), part);
-          acc[i][t] = hn::MulAdd(part, s, acc[i][t]);
-        }
-      } else {
-        for (int t = 0; t < kTokens; ++t)
-          for (size_t v = 0; v < vpg; ++v) acc[i][t] = hn::MulAdd(q[v], hn::LoadU(d, x + t * ldx + c0 + v * N), acc[i][t]);
-      }
-    }
-  }
-  for (int i = 0; i < kRows; ++i) {
-    for (int t = 0; t < kTokens; ++t) {
-      VF total = acc[i][t];
-      float tail = 0;
-      if (C::kQuant && w.has_min) {  // + sum_g m_g * xsum_g, vectorised over groups
-        const float* m = w.mins.data() + (r0 + i) * ng;
-        const float* xs = xsum + t * ng;
-        int64_t g = 0;
-        for (; g + static_cast<int64_t>(N) <= ng; g += N) total = hn::MulAdd(hn::LoadU(d, m + g), hn::LoadU(d, xs + g), total);
-        for (; g < ng; ++g) tail += m[g] * xs[g];
-      }
-      y[t * ldy + r0 + i] = hn::GetLane(hn::SumOfLanes(d, total)) + tail;
-    }
-  }
-}
-
-template <WeightFormat kFormat, int kGroup, int kTokens>
-HWY_NOINLINE void StreamRows(const WeightMatrix& w, int64_t r_begin, int64_t r_end,
-                             const float* x, int64_t ldx, const float* xsum, float* y, int64_t ldy) {
-  constexpr int kRows = kTokens == 1 ? 4 : (kTokens == 2 ? 2 : 1);
-  int64_t r = r_begin;
-  for (; r + kRows <= r_end; r += kRows)
-    StreamTile<kFormat, kGroup, kRows, kTokens>(w, r, x, ldx, xsum, y, ldy);
-  for (; r < r_end; ++r) StreamTile<kFormat, kGroup, 1, kTokens>(w, r, x, ldx, xsum, y, ldy);
-}
-
-template <WeightFormat kFormat, int kGroup>
-void StreamAll(const WeightMatrix& w, int64_t r_begin, int64_t r_end, const float* x,
-               int64_t ldx, int64_t n_tokens, float* y, int64_t ldy, float* scratch) {
-  using C = Codes<kFormat, kGroup>;
-  const int64_t ng = w.cols / C::kCols;
-  float* xsum = scratch;  // [n_tokens, ng]
-  if (C::kQuant && w.has_min) {
-    for (int64_t t = 0; t < n_tokens; ++t)
-      for (int64_t g = 0; g < ng; ++g) {
-        float s = 0;
-        for (int j = 0; j < C::kCols; ++j) s += x[t * ldx + g * C::kCols + j];
-        xsum[t * ng + g] = s;
-      }
-  }
-  for (int64_t t = 0; t < n_tokens; t += 4) {
-    const float* xt = x + t * ldx;
-    const float* st = xsum + t * ng;
-    float* yt = y + t * ldy;
-    switch (std::min<int64_t>(4, n_tokens - t)) {
-      case 4: StreamRows<kFormat, kGroup, 4>(w, r_begin, r_end, xt, ldx, st, yt, ldy); break;
-      case 3: StreamRows<kFormat, kGroup, 3>(w, r_begin, r_end, xt, ldx, st, yt, ldy); break;
-      case 2: StreamRows<kFormat, kGroup, 2>(w, r_begin, r_end, xt, ldx, st, yt, ldy); break;
-      default: StreamRows<kFormat, kGroup, 1>(w, r_begin, r_end, xt, ldx, st, yt, ldy); break;
-    }
-  }
-}
-
 // ---------------------------------------------------------------- panel kernel
-inline constexpr int kPanelRows = 12;
-inline constexpr int64_t kTokenBlock = 64;
+// Tokens per block of the fp32 kernel: at most kMaxTokenBlock (x of a block
+// stays in L2), in blocks of equal size (every block dequantizes every tile
+// once, so a 70-token prompt is one block, not 64 + 6).
+inline constexpr int64_t kMaxTokenBlock = 128;
+// Tiles and tokens per micro-kernel call: 12 tokens x 2 tiles of one vector
+// each on AVX-512 (24 accumulators of 32 registers: 14 loads per 24 FMAs), 12
+// accumulators elsewhere (16 registers on AVX2).
+inline constexpr int kPanelTiles = kTileVecs == 1 ? 2 : 1;
+inline constexpr int kPanelTokens = std::max(1, 12 / kTileVecs);
 
-// Floats of scratch the kernels need per thread for a matrix of `cols` columns: the
-// dequantized panel (or the stream kernel's per-group sums of x, which are smaller).
+// Floats of per-thread scratch for a matrix of `cols` columns (kPanelTiles dequantized tiles).
 inline size_t PanelScratchFloats(int64_t cols) {
-  return static_cast<size_t>(kPanelRows) * cols + 64;
+  return static_cast<size_t>(kPanelTiles * cols * kWeightTileRows);
 }
 
-// Tokens per micro-kernel call for a block of nt tokens: one vector when the block fits
-// in one (a decode batch), else two.
-inline int64_t PanelTile(int64_t nt) {
-  const int64_t N = static_cast<int64_t>(hn::Lanes(DF()));
-  return nt <= N ? N : 2 * N;
-}
-
-// x packed for the panel kernel: per block of kTokenBlock tokens, [cols][ldt] (ldt = the
-// block's tokens rounded up to its tile, padding zero), blocks kTokenBlock * cols apart.
-// Packed once per MatMul call and shared by all threads and outputs.
-inline size_t PackedXFloats(int64_t cols, int64_t n_tokens) {
-  const int64_t blocks = (n_tokens + kTokenBlock - 1) / kTokenBlock;
-  return static_cast<size_t>(blocks * kTokenBlock * cols);
-}
-
-// Where the block of tokens starting at t0 (a multiple of kTokenBlock) lies in the packed x.
-struct PackedBlock {
-  int64_t nt;      // tokens in the block
-  int64_t tile;    // tokens per micro-kernel call
-  int64_t ldt;     // nt rounded up to the tile
-  int64_t offset;  // of the block's [cols][ldt] in floats
-};
-inline PackedBlock PackedBlockAt(int64_t t0, int64_t n_tokens, int64_t cols) {
-  const int64_t nt = std::min(kTokenBlock, n_tokens - t0);
-  const int64_t tile = PanelTile(nt);
-  return {nt, tile, (nt + tile - 1) / tile * tile, (t0 / kTokenBlock) * kTokenBlock * cols};
-}
-
-inline void PackX(const float* x, int64_t ldx, int64_t n_tokens, int64_t cols, float* xpack) {
-  for (int64_t t0 = 0; t0 < n_tokens; t0 += kTokenBlock) {
-    const auto [nt, tile, ldt, offset] = PackedBlockAt(t0, n_tokens, cols);
-    float* xt = xpack + offset;
-    for (int64_t t = 0; t < nt; ++t) {  // rows of x read in order
-      const float* src = x + (t0 + t) * ldx;
-      for (int64_t c = 0; c < cols; ++c) xt[c * ldt + t] = src[c];
-    }
-    for (int64_t c = 0; c < cols; ++c)
-      for (int64_t t = nt; t < ldt; ++t) xt[c * ldt + t] = 0.0f;
+// Code byte kB of each row's 4 bytes in `v` to fp32 weights (scale s, minimum
+// m), stored to the panel columns it holds.
+template <WeightFormat kFormat, int kB>
+HWY_INLINE void DequantByte(hn::Vec<DU> v, VF s, VF m, float* col /* panel + column * 16 */) {
+  const DF d;
+  const DU du;
+  if constexpr (kFormat == WeightFormat::kQ4) {
+    const auto b = ByteOf<kB>(v);
+    const VF lo = hn::ConvertTo(d, hn::BitCast(DI(), hn::And(b, hn::Set(du, 15u))));
+    const VF hi = hn::ConvertTo(d, hn::BitCast(DI(), hn::ShiftRight<4>(b)));
+    hn::StoreU(hn::MulAdd(lo, s, m), d, col + kB * kWeightTileRows);
+    hn::StoreU(hn::MulAdd(hi, s, m), d, col + (16 + kB) * kWeightTileRows);
+  } else {
+    hn::StoreU(hn::MulAdd(SignedByteOf<kB>(v), s, m), d, col + kB * kWeightTileRows);
   }
 }
 
-// acc[kRowsM rows][kVecs token vectors] over all columns; panel is [kRowsM][cols] row-major,
-// xt is x of the block packed as [cols][ldt] (ldt = tokens in block rounded up to kVecs*N).
-// 6 rows x 2 vectors or 12 rows x 1 vector: 12 accumulators either way, so a block of at
-// most N tokens (a decode batch) does not multiply a vector of zero padding.
-template <int kRowsM, int kVecs>
-HWY_INLINE void PanelMicro(const float* panel, int64_t cols, const float* xt, int64_t ldt,
-                           float* out /* [kRowsM][kVecs * N] */) {
+// The tile's weights as fp32 [cols][16]: the tile itself for kF32, else `scratch`.
+template <WeightFormat kFormat, int kGroup, bool kHalf>
+HWY_INLINE const float* DequantTile(const WeightMatrix& w, int64_t tile, float* HWY_RESTRICT scratch) {
   const DF d;
-  const size_t N = hn::Lanes(d);
-  VF acc[kRowsM][kVecs];
-  for (int i = 0; i < kRowsM; ++i)
-    for (int v = 0; v < kVecs; ++v) acc[i][v] = hn::Zero(d);
-  for (int64_t c = 0; c < cols; ++c) {
-    VF xv[kVecs];
-    for (int v = 0; v < kVecs; ++v) xv[v] = hn::Load(d, xt + c * ldt + v * N);
-    for (int i = 0; i < kRowsM; ++i) {
-      const VF wv = hn::Set(d, panel[i * cols + c]);
-      for (int v = 0; v < kVecs; ++v) acc[i][v] = hn::MulAdd(wv, xv[v], acc[i][v]);
-    }
-  }
-  for (int i = 0; i < kRowsM; ++i)
-    for (int v = 0; v < kVecs; ++v) hn::Store(acc[i][v], d, out + (i * kVecs + v) * N);
-}
-
-template <WeightFormat kFormat, int kGroup>
-void PanelAll(const WeightMatrix& w, int64_t r_begin, int64_t r_end, const float* xpack,
-              int64_t n_tokens, float* y, int64_t ldy, float* scratch) {
-  using C = Codes<kFormat, kGroup>;
-  const DF d;
-  const size_t N = hn::Lanes(d);
-  const int64_t cols = w.cols, ng = cols / C::kCols;
-  const size_t vpg = C::kCols / N;
-  float* panel = scratch;                                   // [kPanelRows][cols]
-  HWY_ALIGN float out[kPanelRows * 2 * hn::MaxLanes(d)];  // [kPanelRows][tile]
-  const size_t row_bytes = w.code_bytes_per_row();
-  for (int64_t t0 = 0; t0 < n_tokens; t0 += kTokenBlock) {
-    const auto [nt, tile, ldt, offset] = PackedBlockAt(t0, n_tokens, cols);
-    const float* xt = xpack + offset;  // [cols][ldt]
-    for (int64_t r = r_begin; r < r_end; r += kPanelRows) {
-      const int rows = static_cast<int>(std::min<int64_t>(kPanelRows, r_end - r));
-      for (int i = 0; i < kPanelRows; ++i) {
-        float* prow = panel + i * cols;
-        if (i >= rows) {
-          std::memset(prow, 0, cols * sizeof(float));
-          continue;
-        }
-        const uint8_t* codes = w.codes.data() + (r + i) * row_bytes;
-        for (int64_t g = 0; g < ng; ++g) {
-          VF q[kMaxVecPerGroup];
-          C::Decode(d, codes + C::GroupOffset(g), q);
-          if constexpr (C::kQuant) {
-            const VF s = hn::Set(d, w.scales[(r + i) * ng + g]);
-            const VF m = hn::Set(d, w.has_min ? w.mins[(r + i) * ng + g] : 0.0f);
-            for (size_t v = 0; v < vpg; ++v) hn::StoreU(hn::MulAdd(q[v], s, m), d, prow + g * C::kCols + v * N);
-          } else {
-            for (size_t v = 0; v < vpg; ++v) hn::StoreU(q[v], d, prow + g * C::kCols + v * N);
-          }
+  const DU du;
+  constexpr size_t N = kLanes;
+  const uint8_t* codes = w.tile_codes(tile);
+  if constexpr (kFormat == WeightFormat::kF32) {
+    return reinterpret_cast<const float*>(codes);
+  } else if constexpr (kFormat == WeightFormat::kF16) {
+    const hn::Rebind<hwy::float16_t, DF> dh;
+    const auto* h = reinterpret_cast<const hwy::float16_t*>(codes);
+    for (int64_t i = 0; i < w.cols * kWeightTileRows; i += N)
+      hn::StoreU(hn::PromoteTo(d, hn::LoadU(dh, h + i)), d, scratch + i);
+    return scratch;
+  } else {
+    constexpr int kChunks = (kFormat == WeightFormat::kQ4 ? kGroup / 2 : kGroup) / 4;
+    const int64_t ng = w.cols / kGroup;
+    const uint8_t* scales = w.tile_scales(tile);
+    const uint8_t* mins = w.has_min ? w.tile_mins(tile) : nullptr;
+    for (int64_t g = 0; g < ng; ++g) {
+      for (int h = 0; h < kTileVecs; ++h) {
+        const VF s = LoadScales<kHalf>(scales, g * kWeightTileRows + h * N);
+        const VF m = mins ? LoadScales<kHalf>(mins, g * kWeightTileRows + h * N) : hn::Zero(d);
+        for (int k = 0; k < kChunks; ++k) {
+          const auto v =
+              hn::LoadU(du, reinterpret_cast<const uint32_t*>(codes + (g * kChunks + k) * 64) + h * N);
+          float* col = scratch + (g * kGroup + 4 * k) * kWeightTileRows + h * N;
+          DequantByte<kFormat, 0>(v, s, m, col);
+          DequantByte<kFormat, 1>(v, s, m, col);
+          DequantByte<kFormat, 2>(v, s, m, col);
+          DequantByte<kFormat, 3>(v, s, m, col);
         }
       }
-      for (int64_t tt = 0; tt < nt; tt += tile) {
-        if (tile == static_cast<int64_t>(N)) {
-          PanelMicro<kPanelRows, 1>(panel, cols, xt + tt, ldt, out);
+    }
+    return scratch;
+  }
+}
+
+// y[t][rows of kTiles consecutive tiles] for tokens x[0..kT) ([kT, ldx]) times their panels
+// ([cols][16] each); the last tile has n_rows rows.
+template <int kT, int kTiles>
+HWY_NOINLINE void PanelMicro(const float* const* panels, int64_t cols, const float* x, int64_t ldx, float* y,
+                             int64_t ldy, int64_t n_rows) {
+  const DF d;
+  constexpr size_t N = kLanes;
+  constexpr int kV = kTiles * kTileVecs;  // vectors of rows
+  const float* p[kTiles];
+  for (int i = 0; i < kTiles; ++i) p[i] = panels[i];
+  VF acc[kT][kV];
+  for (int t = 0; t < kT; ++t)
+    for (int v = 0; v < kV; ++v) acc[t][v] = hn::Zero(d);
+  for (int64_t c = 0; c < cols; ++c) {
+    VF wv[kV];
+    for (int v = 0; v < kV; ++v)
+      wv[v] = hn::LoadU(d, p[v / kTileVecs] + c * kWeightTileRows + (v % kTileVecs) * N);
+    for (int t = 0; t < kT; ++t) {
+      const VF xv = hn::Set(d, x[t * ldx + c]);
+      for (int v = 0; v < kV; ++v) acc[t][v] = hn::MulAdd(wv[v], xv, acc[t][v]);
+    }
+  }
+  constexpr int kFull = (kTiles - 1) * kTileVecs;  // vectors of the tiles before the last
+  for (int t = 0; t < kT; ++t) {
+    for (int v = 0; v < kFull; ++v) hn::StoreU(acc[t][v], d, y + t * ldy + v * N);
+  }
+  if (n_rows == kWeightTileRows) {
+    for (int t = 0; t < kT; ++t)
+      for (int v = kFull; v < kV; ++v) hn::StoreU(acc[t][v], d, y + t * ldy + v * N);
+    return;
+  }
+  HWY_ALIGN float out[kWeightTileRows];
+  for (int t = 0; t < kT; ++t) {
+    for (int v = kFull; v < kV; ++v) hn::Store(acc[t][v], d, out + (v - kFull) * N);
+    std::memcpy(y + t * ldy + kFull * N, out, n_rows * sizeof(float));
+  }
+}
+
+template <int kTiles, int kT = kPanelTokens>
+HWY_INLINE void PanelTokens(int64_t nt, const float* const* panels, int64_t cols, const float* x, int64_t ldx,
+                            float* y, int64_t ldy, int64_t n_rows) {
+  if constexpr (kT > 1) {
+    if (nt < kT) return PanelTokens<kTiles, kT - 1>(nt, panels, cols, x, ldx, y, ldy, n_rows);
+  }
+  PanelMicro<kT, kTiles>(panels, cols, x, ldx, y, ldy, n_rows);
+}
+
+// The fp32 panels of a tile-layout matrix (DequantTile), for PanelAll.
+template <WeightFormat kFormat, int kGroup, bool kHalf>
+struct TileDequant {
+  const WeightMatrix& w;
+  const float* operator()(int64_t tile, float* scratch) const {
+    return DequantTile<kFormat, kGroup, kHalf>(w, tile, scratch);
+  }
+};
+
+// Tiles [tile_begin, tile_end) of a matrix [rows, cols] times x. `dequant(tile,
+// scratch)` returns the tile's weights as fp32 [cols][16] (in scratch, [cols * 16] floats, or elsewhere).
+template <class Dequant>
+void PanelAll(const Dequant& dequant, int64_t rows, int64_t cols, int64_t tile_begin, int64_t tile_end,
+              const float* x, int64_t ldx, int64_t n_tokens, float* y, int64_t ldy, float* scratch) {
+  const int64_t blocks = (n_tokens + kMaxTokenBlock - 1) / kMaxTokenBlock;
+  const int64_t block = ((n_tokens + blocks - 1) / blocks + kPanelTokens - 1) / kPanelTokens * kPanelTokens;
+  for (int64_t t0 = 0; t0 < n_tokens; t0 += block) {
+    const int64_t t1 = std::min(n_tokens, t0 + block);
+    for (int64_t tile = tile_begin; tile < tile_end; tile += kPanelTiles) {
+      const int tiles = static_cast<int>(std::min<int64_t>(kPanelTiles, tile_end - tile));
+      const float* panels[kPanelTiles];
+      for (int i = 0; i < tiles; ++i) panels[i] = dequant(tile + i, scratch + i * cols * kWeightTileRows);
+      const int64_t r0 = tile * kWeightTileRows;
+      const int64_t n_rows = std::min(kWeightTileRows, rows - (tile + tiles - 1) * kWeightTileRows);
+      for (int64_t t = t0; t < t1; t += kPanelTokens) {
+        const int64_t nt = std::min<int64_t>(kPanelTokens, t1 - t);
+        if (tiles == kPanelTiles) {
+          PanelTokens<kPanelTiles>(nt, panels, cols, x + t * ldx, ldx, y + t * ldy + r0, ldy, n_rows);
         } else {
-          PanelMicro<kPanelRows / 2, 2>(panel, cols, xt + tt, ldt, out);
-          PanelMicro<kPanelRows / 2, 2>(panel + kPanelRows / 2 * cols, cols, xt + tt, ldt,
-                                        out + kPanelRows / 2 * 2 * N);
+          PanelTokens<1>(nt, panels, cols, x + t * ldx, ldx, y + t * ldy + r0, ldy, n_rows);
         }
-        const int64_t ntt = std::min<int64_t>(tile, nt - tt);
-        for (int i = 0; i < rows; ++i)
-          for (int64_t t = 0; t < ntt; ++t) y[(t0 + tt + t) * ldy + r + i] = out[i * tile + t];
       }
     }
   }
 }
 
 // ---------------------------------------------------------------- entry
-template <WeightFormat kFormat, int kGroup>
-void MatMulRowsT(const WeightMatrix& w, int64_t r_begin, int64_t r_end, const float* x,
-                 int64_t ldx, const float* xpack, int64_t n_tokens, float* y, int64_t ldy,
-                 float* scratch) {
-  if (n_tokens <= kMatMulStreamMaxTokens) {
-    StreamAll<kFormat, kGroup>(w, r_begin, r_end, x, ldx, n_tokens, y, ldy, scratch);
+template <WeightFormat kFormat, int kGroup, bool kHalf = false>
+void MatMulTilesT(const WeightMatrix& w, int64_t tile_begin, int64_t tile_end, const float* x, int64_t ldx,
+                  const QuantizedX* q, int64_t n_tokens, float* y, int64_t ldy, float* scratch) {
+  constexpr bool kInteger = kIntegerGemv && (kFormat == WeightFormat::kQ4 || kFormat == WeightFormat::kQ8);
+  if (n_tokens <= (kInteger ? kMatMulIntegerMaxTokens : kMatMulStreamMaxTokens)) {
+    GemvAll<kFormat, kGroup, kHalf>(w, tile_begin, tile_end, x, ldx, *q, n_tokens, y, ldy);
   } else {
-    PanelAll<kFormat, kGroup>(w, r_begin, r_end, xpack, n_tokens, y, ldy, scratch);
+    PanelAll(TileDequant<kFormat, kGroup, kHalf>{w}, w.rows, w.cols, tile_begin, tile_end, x, ldx, n_tokens,
+             y, ldy, scratch);
   }
 }
 
-// x: [n_tokens, ldx]; xpack: x packed by PackX when n_tokens > kMatMulStreamMaxTokens.
-inline void MatMulRows(const WeightMatrix& w, int64_t r_begin, int64_t r_end, const float* x,
-                       int64_t ldx, const float* xpack, int64_t n_tokens, float* y, int64_t ldy,
-                       float* scratch) {
+// The same for a quantized format, with fp16 or fp32 scales.
+template <WeightFormat kFormat, int kGroup>
+void MatMulTilesQ(const WeightMatrix& w, int64_t tile_begin, int64_t tile_end, const float* x, int64_t ldx,
+                  const QuantizedX* q, int64_t n_tokens, float* y, int64_t ldy, float* scratch) {
+  if (w.half_scales)
+    return MatMulTilesT<kFormat, kGroup, true>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy, scratch);
+  MatMulTilesT<kFormat, kGroup, false>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy, scratch);
+}
+
+// Tiles [tile_begin, tile_end) of w times x ([n_tokens, ldx]) into y. `q`: x
+// prepared by QuantizeX with w's group when w is quantized and n_tokens <= kMatMulIntegerMaxTokens.
+inline void MatMulTiles(const WeightMatrix& w, int64_t tile_begin, int64_t tile_end, const float* x,
+                        int64_t ldx, const QuantizedX* q, int64_t n_tokens, float* y, int64_t ldy,
+                        float* scratch) {
   switch (w.format) {
     case WeightFormat::kF32:
-      return MatMulRowsT<WeightFormat::kF32, 16>(w, r_begin, r_end, x, ldx, xpack, n_tokens, y, ldy, scratch);
+      return MatMulTilesT<WeightFormat::kF32, 16>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy,
+                                                  scratch);
     case WeightFormat::kF16:
-      return MatMulRowsT<WeightFormat::kF16, 16>(w, r_begin, r_end, x, ldx, xpack, n_tokens, y, ldy, scratch);
+      return MatMulTilesT<WeightFormat::kF16, 16>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy,
+                                                  scratch);
     case WeightFormat::kQ4:
-      return MatMulRowsT<WeightFormat::kQ4, 32>(w, r_begin, r_end, x, ldx, xpack, n_tokens, y, ldy, scratch);
+      return MatMulTilesQ<WeightFormat::kQ4, 32>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy,
+                                                 scratch);
     case WeightFormat::kQ8:
       if (w.group == 16)
-        return MatMulRowsT<WeightFormat::kQ8, 16>(w, r_begin, r_end, x, ldx, xpack, n_tokens, y, ldy, scratch);
-      return MatMulRowsT<WeightFormat::kQ8, 32>(w, r_begin, r_end, x, ldx, xpack, n_tokens, y, ldy, scratch);
+        return MatMulTilesQ<WeightFormat::kQ8, 16>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy,
+                                                   scratch);
+      return MatMulTilesQ<WeightFormat::kQ8, 32>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy,
+                                                 scratch);
+    case WeightFormat::kGgml:  // GGUF's own blocks: blocks::MatMulTiles
+                               // (matmul_blocks-inl.h)
+      break;
   }
 }
 

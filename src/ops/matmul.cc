@@ -1,6 +1,7 @@
 #include "ops/matmul.h"
 
 #include <algorithm>
+#include <array>
 #include <vector>
 
 #include "base/aligned_buffer.h"
@@ -11,74 +12,113 @@
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
 #include "ops/matmul-inl.h"
+#include "ops/matmul_blocks-inl.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace slimkv::ops::HWY_NAMESPACE {
-// Exported entry point: one target's row-range kernel.
-void MatMulRowsEntry(const WeightMatrix& w, int64_t r_begin, int64_t r_end, const float* x,
-                     int64_t ldx, const float* xpack, int64_t n_tokens, float* y, int64_t ldy,
-                     float* scratch) {
-  MatMulRows(w, r_begin, r_end, x, ldx, xpack, n_tokens, y, ldy, scratch);
+// Exported entry points: one target's tile-range kernel and x preparation.
+void MatMulTilesEntry(const WeightMatrix& w, int64_t tile_begin, int64_t tile_end, const float* x,
+                      int64_t ldx, const QuantizedX* q, int64_t n_tokens, float* y, int64_t ldy,
+                      float* scratch) {
+  if (w.format == WeightFormat::kGgml) {
+    return blocks::MatMulTiles(w, tile_begin, tile_end, x, ldx, n_tokens, y, ldy, scratch);
+  }
+  MatMulTiles(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy, scratch);
 }
-size_t PackedXFloatsEntry(int64_t cols, int64_t n_tokens) { return PackedXFloats(cols, n_tokens); }
-void PackXEntry(const float* x, int64_t ldx, int64_t n_tokens, int64_t cols, float* xpack) {
-  PackX(x, ldx, n_tokens, cols, xpack);
+size_t PanelScratchFloatsEntry(int64_t cols) { return PanelScratchFloats(cols); }
+void QuantizeXEntry(const float* x, int64_t ldx, int64_t n_tokens, const QuantizedX& q) {
+  QuantizeX(x, ldx, n_tokens, q);
 }
 }  // namespace slimkv::ops::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
 
 #if HWY_ONCE
 namespace slimkv::ops {
-HWY_EXPORT(MatMulRowsEntry);
-HWY_EXPORT(PackedXFloatsEntry);
-HWY_EXPORT(PackXEntry);
+HWY_EXPORT(MatMulTilesEntry);
+HWY_EXPORT(PanelScratchFloatsEntry);
+HWY_EXPORT(QuantizeXEntry);
 
 namespace {
-// Per-thread scratch (dequantized panel, or per-group sums of x); grows to the widest
-// matrix seen. Thread-local because the pool's threads are long-lived.
+constexpr size_t kMaxOutputs = 8;
+
+// Per-thread scratch (dequantized tiles for the prefill kernel); grows to the
+// widest matrix seen. Thread-local because the pool's threads are long-lived.
 float* Scratch(int64_t cols) {
   thread_local AlignedBuffer<float> buf;
-  const size_t need = HWY_NAMESPACE::PanelScratchFloats(cols);
+  const size_t need = HWY_DYNAMIC_DISPATCH(PanelScratchFloatsEntry)(cols);
   if (buf.size() < need) buf.Resize(need);
   return buf.data();
 }
+
+// x prepared for the decode kernels of quantized weights with `group`-column
+// groups, in buffers of the calling thread (read by all threads of the call's parallel region).
+struct XBuffers {
+  AlignedBuffer<int8_t> parts;
+  AlignedBuffer<float> scale, sum;
+  AlignedBuffer<int32_t> bias;
+
+  QuantizedX Prepare(const float* x, int64_t ldx, int64_t n_tokens, int64_t cols, int group) {
+    auto grow = [](auto& b, size_t n) {
+      if (b.size() < n) b.Resize(n);
+    };
+    const int64_t groups = cols / group;
+    grow(parts, n_tokens * kXParts * cols);
+    grow(scale, n_tokens * groups);
+    grow(sum, n_tokens * groups);
+    grow(bias, n_tokens * groups * kXParts);
+    const QuantizedX q{.group = group,
+                       .cols = cols,
+                       .groups = groups,
+                       .parts = parts.data(),
+                       .scale = scale.data(),
+                       .sum = sum.data(),
+                       .bias = bias.data()};
+    HWY_DYNAMIC_DISPATCH(QuantizeXEntry)(x, ldx, n_tokens, q);
+    return q;
+  }
+};
 }  // namespace
 
 void MatMul(ThreadPool& pool, const float* x, int64_t ldx, int64_t n_tokens,
             std::span<const MatMulOutput> outs) {
   if (outs.empty() || n_tokens <= 0) return;
   const int64_t cols = outs[0].w->cols;
-  int64_t total_rows = 0;
+  int64_t total_tiles = 0;
   for (const auto& o : outs) {
     CHECK(o.w->cols == cols, "outputs of one MatMul must share cols ({} vs {})", o.w->cols, cols);
     CHECK(cols % 16 == 0, "cols {} not a multiple of 16", cols);
-    total_rows += o.w->rows;
+    total_tiles += o.w->tiles();
   }
-  auto* kernel = HWY_DYNAMIC_DISPATCH(MatMulRowsEntry);
-  // The panel kernel reads x transposed; pack it once here rather than per thread and
-  // output (it was a fifth of a 16-token step).
-  const float* xpack = nullptr;
-  if (n_tokens > kMatMulStreamMaxTokens) {
-    thread_local AlignedBuffer<float> pack;
-    const size_t need = HWY_DYNAMIC_DISPATCH(PackedXFloatsEntry)(cols, n_tokens);
-    if (pack.size() < need) pack.Resize(need);
-    HWY_DYNAMIC_DISPATCH(PackXEntry)(x, ldx, n_tokens, cols, pack.data());
-    xpack = pack.data();
+  auto* kernel = HWY_DYNAMIC_DISPATCH(MatMulTilesEntry);
+  // Decode kernels of quantized weights read x prepared once per call and group size.
+  thread_local XBuffers buffers[2];  // groups of 32 and of 16 columns
+  QuantizedX prepared[2];
+  CHECK(outs.size() <= kMaxOutputs, "{} outputs in one MatMul", outs.size());
+  std::array<const QuantizedX*, kMaxOutputs> q{};
+  if (n_tokens <= std::max(kMatMulIntegerMaxTokens, kMatMulStreamMaxTokens)) {
+    for (size_t i = 0; i < outs.size(); ++i) {
+      const WeightMatrix& w = *outs[i].w;
+      if (!w.quantized()) continue;
+      const int slot = w.group == 16 ? 1 : 0;
+      CHECK(w.group == 16 || w.group == 32, "group {}", w.group);
+      if (prepared[slot].group == 0) prepared[slot] = buffers[slot].Prepare(x, ldx, n_tokens, cols, w.group);
+      q[i] = &prepared[slot];
+    }
   }
-  // Split the concatenated rows of all outputs into one range per thread, in units of 4 rows.
-  pool.ParallelFor(0, total_rows, 4, [&](int64_t b, int64_t e, int) {
-    float* scratch = Scratch(cols);
+  // Split the concatenated tiles of all outputs into a few ranges per thread.
+  pool.ParallelFor(0, total_tiles, 1, [&](int64_t b, int64_t e, int) {
+    float* scratch = Scratch(cols);  // the fp32 panels; kGgml's decode kernel keeps sums of x there
     int64_t base = 0;
-    for (const auto& o : outs) {
-      const int64_t lo = std::max(b, base), hi = std::min(e, base + o.w->rows);
-      if (lo < hi) kernel(*o.w, lo - base, hi - base, x, ldx, xpack, n_tokens, o.y, o.ldy, scratch);
-      base += o.w->rows;
+    for (size_t i = 0; i < outs.size(); ++i) {
+      const auto& o = outs[i];
+      const int64_t lo = std::max(b, base), hi = std::min(e, base + o.w->tiles());
+      if (lo < hi) kernel(*o.w, lo - base, hi - base, x, ldx, q[i], n_tokens, o.y, o.ldy, scratch);
+      base += o.w->tiles();
     }
   });
 }
 
-void MatMulReference(const float* x, int64_t ldx, int64_t n_tokens,
-                     std::span<const MatMulOutput> outs) {
+void MatMulReference(const float* x, int64_t ldx, int64_t n_tokens, std::span<const MatMulOutput> outs) {
   for (const auto& o : outs) {
     std::vector<float> row(o.w->cols);
     for (int64_t r = 0; r < o.w->rows; ++r) {

@@ -1,32 +1,114 @@
 #include "ops/weights.h"
 
+#include <algorithm>
+#include <bit>
+#include <cstring>
+
 #include "base/check.h"
 #include "base/half.h"
+#include "gguf/dequant.h"
 
 namespace slimkv::ops {
 
 std::string_view WeightFormatName(WeightFormat f) {
   switch (f) {
-    case WeightFormat::kF32: return "f32";
-    case WeightFormat::kF16: return "f16";
-    case WeightFormat::kQ4: return "q4";
-    case WeightFormat::kQ8: return "q8";
+    case WeightFormat::kF32:
+      return "f32";
+    case WeightFormat::kF16:
+      return "f16";
+    case WeightFormat::kQ4:
+      return "q4";
+    case WeightFormat::kQ8:
+      return "q8";
+    case WeightFormat::kGgml:
+      return "ggml";
   }
   return "?";
 }
 
+bool IsGgmlMatMulType(gguf::TensorType t) {
+  using T = gguf::TensorType;
+  switch (t) {
+    case T::kBF16:
+    case T::kQ4_0:
+    case T::kQ4_1:
+    case T::kQ5_0:
+    case T::kQ5_1:
+    case T::kQ8_0:
+    case T::kQ2_K:
+    case T::kQ3_K:
+    case T::kQ4_K:
+    case T::kQ5_K:
+    case T::kQ6_K:
+    case T::kIQ4_NL:
+    case T::kIQ4_XS:
+      return true;
+    default:
+      return false;
+  }
+}
+
+int64_t GgmlMatMulColumns(gguf::TensorType t) {
+  const auto traits = gguf::GetTypeTraits(t);
+  return traits ? std::max<int64_t>(32, traits->block_elems) : 32;
+}
+
 size_t WeightMatrix::code_bytes_per_row() const {
   switch (format) {
-    case WeightFormat::kF32: return cols * 4;
-    case WeightFormat::kF16: return cols * 2;
-    case WeightFormat::kQ4: return cols / 2;
-    case WeightFormat::kQ8: return cols;
+    case WeightFormat::kF32:
+      return cols * 4;
+    case WeightFormat::kF16:
+      return cols * 2;
+    case WeightFormat::kQ4:
+      return cols / 2;
+    case WeightFormat::kQ8:
+      return cols;
+    case WeightFormat::kGgml:
+      return ggml_row_bytes;
   }
   return 0;
 }
 
-size_t WeightMatrix::bytes() const {
-  return codes.size() + (scales.size() + mins.size()) * sizeof(float);
+size_t WeightMatrix::group_code_bytes() const { return format == WeightFormat::kQ4 ? group / 2 : group; }
+
+size_t WeightMatrix::bytes() const { return codes.size() + scales.size() + mins.size(); }
+
+float WeightMatrix::ScaleAt(const AlignedBuffer<uint8_t>& b, int64_t r, int64_t g) const {
+  const size_t i = ((r / kWeightTileRows) * groups_per_row() + g) * kWeightTileRows + r % kWeightTileRows;
+  if (half_scales) {
+    uint16_t h;
+    std::memcpy(&h, b.data() + 2 * i, 2);
+    return HalfToFloat(h);
+  }
+  float f;
+  std::memcpy(&f, b.data() + 4 * i, 4);
+  return f;
+}
+
+void WeightMatrix::CompactScales() {
+  if (!quantized() || half_scales) return;
+  const size_t n = scales.size() / 4;
+  auto exact = [n](const AlignedBuffer<uint8_t>& b) {
+    const float* f = reinterpret_cast<const float*>(b.data());
+    for (size_t i = 0; i < n; ++i) {
+      if (std::bit_cast<uint32_t>(HalfToFloat(FloatToHalf(f[i]))) != std::bit_cast<uint32_t>(f[i]))
+        return false;
+    }
+    return true;
+  };
+  if (!exact(scales) || (has_min && !exact(mins))) return;
+  auto to_half = [n](AlignedBuffer<uint8_t>& b) {
+    AlignedBuffer<uint8_t> h(2 * n);
+    const float* f = reinterpret_cast<const float*>(b.data());
+    for (size_t i = 0; i < n; ++i) {
+      const uint16_t v = FloatToHalf(f[i]);
+      std::memcpy(h.data() + 2 * i, &v, 2);
+    }
+    b = std::move(h);
+  };
+  to_half(scales);
+  if (has_min) to_half(mins);
+  half_scales = true;
 }
 
 WeightMatrix WeightMatrix::Allocate(WeightFormat format, int64_t rows, int64_t cols, int group,
@@ -35,47 +117,100 @@ WeightMatrix WeightMatrix::Allocate(WeightFormat format, int64_t rows, int64_t c
   m.format = format;
   m.rows = rows;
   m.cols = cols;
-  const bool quant = format == WeightFormat::kQ4 || format == WeightFormat::kQ8;
+  const bool quant = m.quantized();
   CHECK(rows > 0 && cols > 0, "rows {} cols {}", rows, cols);
   m.group = quant ? group : 0;
   m.has_min = quant && has_min;
   if (quant) CHECK(group % 16 == 0 && cols % group == 0, "cols {} group {}", cols, group);
-  m.codes.Resize(m.code_bytes_per_row() * rows);
+  m.codes.Resize(m.tile_code_bytes() * m.tiles());
   if (quant) {
-    m.scales.Resize(rows * (cols / group));
-    if (m.has_min) m.mins.Resize(rows * (cols / group));
+    m.scales.Resize(m.tiles() * m.tile_scale_bytes());
+    if (m.has_min) m.mins.Resize(m.tiles() * m.tile_scale_bytes());
   }
+  return m;
+}
+
+void WeightMatrix::SetRow(int64_t r, const uint8_t* row_codes, const float* row_scales,
+                          const float* row_mins) {
+  CHECK(r >= 0 && r < rows);
+  CHECK(!half_scales, "SetRow after CompactScales");
+  CHECK(format != WeightFormat::kGgml, "SetRow on a kGgml matrix (its codes are the file's rows)");
+  const int64_t tile = r / kWeightTileRows, i = r % kWeightTileRows;
+  uint8_t* t = codes.data() + tile * tile_code_bytes();
+  if (!quantized()) {
+    const size_t e = format == WeightFormat::kF32 ? 4 : 2;  // bytes per weight
+    for (int64_t c = 0; c < cols; ++c) std::memcpy(t + (c * kWeightTileRows + i) * e, row_codes + c * e, e);
+    return;
+  }
+  const int64_t ng = groups_per_row();
+  const size_t gb = group_code_bytes();
+  for (int64_t g = 0; g < ng; ++g) {
+    for (size_t k = 0; k < gb / 4; ++k) {
+      std::memcpy(t + g * gb * kWeightTileRows + k * 4 * kWeightTileRows + i * 4, row_codes + g * gb + k * 4,
+                  4);
+    }
+    const size_t s = ((tile * ng + g) * kWeightTileRows + i) * sizeof(float);
+    std::memcpy(scales.data() + s, &row_scales[g], sizeof(float));
+    if (has_min) std::memcpy(mins.data() + s, &row_mins[g], sizeof(float));
+  }
+}
+
+WeightMatrix WeightMatrix::AllocateGgml(gguf::TensorType type, int64_t rows, int64_t cols) {
+  CHECK(IsGgmlMatMulType(type), "type {} has no matmul kernel", gguf::TypeName(type));
+  CHECK(rows > 0 && cols > 0 && cols % GgmlMatMulColumns(type) == 0, "rows {} cols {}", rows, cols);
+  WeightMatrix m;
+  m.format = WeightFormat::kGgml;
+  m.ggml_type = type;
+  m.rows = rows;
+  m.cols = cols;
+  const auto traits = gguf::GetTypeTraits(type);
+  m.ggml_row_bytes = cols / traits->block_elems * traits->block_bytes;
+  m.codes.Resize(m.code_bytes_per_row() * rows);
   return m;
 }
 
 void WeightMatrix::DequantizeRow(int64_t r, float* out) const {
   CHECK(r >= 0 && r < rows);
-  const uint8_t* row = codes.data() + r * code_bytes_per_row();
+  const int64_t tile = r / kWeightTileRows, i = r % kWeightTileRows;
+  const uint8_t* t = tile_codes(tile);
   switch (format) {
+    case WeightFormat::kGgml: {
+      // gguf's scalar dequantizer: the reference (bit-exact with gguf-py) the kernels are tested against.
+      const Status st = gguf::Dequantize(ggml_type, codes.data() + r * ggml_row_bytes, out, cols);
+      CHECK(st.ok(), "{}", st.ToString());
+      return;
+    }
     case WeightFormat::kF32:
-      for (int64_t c = 0; c < cols; ++c) out[c] = reinterpret_cast<const float*>(row)[c];
+      for (int64_t c = 0; c < cols; ++c) std::memcpy(&out[c], t + (c * kWeightTileRows + i) * 4, 4);
       return;
     case WeightFormat::kF16:
-      for (int64_t c = 0; c < cols; ++c) out[c] = HalfToFloat(reinterpret_cast<const uint16_t*>(row)[c]);
+      for (int64_t c = 0; c < cols; ++c) {
+        uint16_t h;
+        std::memcpy(&h, t + (c * kWeightTileRows + i) * 2, 2);
+        out[c] = HalfToFloat(h);
+      }
       return;
     case WeightFormat::kQ4:
     case WeightFormat::kQ8:
       break;
   }
   const int64_t ng = groups_per_row();
+  const size_t gb = group_code_bytes();
   for (int64_t g = 0; g < ng; ++g) {
-    const float s = scales[r * ng + g];
-    const float m = has_min ? mins[r * ng + g] : 0.0f;
+    const float s = scale(r, g), m = min(r, g);
+    // Byte j of the row's group codes.
+    auto byte = [&](int j) {
+      return t[g * gb * kWeightTileRows + (j / 4) * 4 * kWeightTileRows + i * 4 + j % 4];
+    };
     for (int j = 0; j < group; ++j) {
-      const int64_t c = g * group + j;
       int q;
       if (format == WeightFormat::kQ4) {
-        const uint8_t b = row[g * 16 + (j % 16)];
+        const uint8_t b = byte(j % 16);
         q = j < 16 ? (b & 15) : (b >> 4);
       } else {
-        q = static_cast<int8_t>(row[c]);
+        q = static_cast<int8_t>(byte(j));
       }
-      out[c] = static_cast<float>(q) * s + m;
+      out[g * group + j] = static_cast<float>(q) * s + m;
     }
   }
 }

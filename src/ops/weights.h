@@ -1,49 +1,116 @@
 // Weight matrices in slimkv's matmul layouts.
 //
-// A matrix is [rows, cols] (rows = output features, cols = input features, contiguous).
-// Quantized GGUF types are repacked at load into one of two group formats, kept quantized in
-// memory and dequantized in registers by the matmul kernels (docs/DECISIONS.md has the
-// measurement behind this choice):
+// A matrix is [rows, cols] (rows = output features, cols = input features).
+// Quantized GGUF types are repacked at load into one of two group formats in
+// tiles, or kept as the file's blocks (kGgml); either way they stay quantized
+// in memory and are dequantized in registers by the matmul kernels
+// (docs/DECISIONS.md "Weights: tiles where they cost no bytes, the file's
+// blocks elsewhere" has the measurements behind these choices):
 //
-//   kQ4  codes [rows, cols/2] bytes; per group of 32 columns, 16 bytes: byte j holds column j
-//        in its low nibble and column j+16 in its high nibble (ggml's order).
-//        w = scale[r][g] * q + min[r][g], q in [0, 15].
-//   kQ8  codes [rows, cols] int8; w = scale[r][g] * q + min[r][g], q in [-128, 127];
-//        group is 32 columns, or 16 for Q6_K (whose scales change every 16 columns).
-//   kF16 codes [rows, cols] IEEE half.   kF32 codes [rows, cols] float.
+//   kQ4  per group of 32 columns, 16 bytes of codes: byte j holds column j in
+//   its low nibble
+//        and column j+16 in its high nibble (ggml's order). w = scale * q +
+//        min, q in [0, 15].
+//   kQ8  per group of `group` columns (32, or 16 for Q6_K), one int8 code per
+//   column.
+//        w = scale * q + min, q in [-128, 127].
+//   kF16 IEEE half per weight.   kF32 float per weight.
+//   kGgml the GGUF file's own blocks of `ggml_type` (layouts in
+//   gguf/dequant.h), kept as
+//        stored so a matrix takes exactly the file's bits per weight; the
+//        kernels decode them in registers (ops/block_decode-inl.h). Types:
+//        IsGgmlMatMulType. Used for the types whose group form would take more
+//        than the file's bits (model/repack.h).
 //
-// Invariants: cols % group == 0; group % 16 == 0; scales/mins are [rows, cols/group] fp32
-// (empty for kF16/kF32); `has_min` is false when every min is zero (then mins is empty).
+// kGgml rows are row-major, [rows][ggml_row_bytes]. The other formats store
+// rows in tiles of kWeightTileRows rows (the last one padded with zero rows),
+// so a SIMD lane can stand for a row: a decode kernel computes 16 outputs per
+// vector with no horizontal sums, and applies a group's scale to 16 rows with one instruction.
+//   kF32/kF16  tile = [cols][16]: column c of the tile's 16 rows is contiguous.
+//   kQ4/kQ8    tile = [groups][chunks][16][4 bytes]: a group's codes (in the
+//   row order above:
+//              16 bytes for kQ4, `group` bytes for kQ8) are cut in 4-byte
+//              pieces; chunk k holds piece k of each of the 16 rows, row i at
+//              bytes 4i..4i+3 (64 bytes: one AVX-512 vector, whose 32-bit lane
+//              i is row i).
+//   scales, mins [tiles][groups][16]: a group's 16 scales are one vector. fp32,
+//   or fp16
+//              (`half_scales`) when every scale and minimum is exactly an fp16
+//              value, as the fp16 fields of Q4_0/Q4_1/Q5_x/Q8_0 are: 4 bytes
+//              per 32 weights instead of 8, and decode reads every byte once
+//              per token.
+//
+// Invariants: cols % 16 == 0; for kQ4/kQ8 group % 16 == 0 and cols % group ==
+// 0; padding rows have zero codes, scales and mins; `has_min` is false when
+// every min is zero (then mins is empty); for kGgml, cols %
+// GgmlMatMulColumns(ggml_type) == 0 and no scales/mins. Kernels split every
+// format's rows in 16-row tiles (tiles()).
 #pragma once
 
 #include <cstdint>
 #include <string_view>
 
 #include "base/aligned_buffer.h"
+#include "gguf/types.h"
 
 namespace slimkv::ops {
 
-enum class WeightFormat { kF32, kF16, kQ4, kQ8 };
+enum class WeightFormat { kF32, kF16, kQ4, kQ8, kGgml };
 std::string_view WeightFormatName(WeightFormat f);
+
+inline constexpr int64_t kWeightTileRows = 16;
+
+// The GGUF block types the matmul kernels read as stored (WeightFormat::kGgml).
+bool IsGgmlMatMulType(gguf::TensorType t);
+// A kGgml matrix's columns are a multiple of this: the type's block (BF16: 32, read as blocks of 32 values).
+int64_t GgmlMatMulColumns(gguf::TensorType t);
 
 struct WeightMatrix {
   WeightFormat format = WeightFormat::kF32;
   int64_t rows = 0, cols = 0;
   int group = 0;  // columns per scale group (kQ4/kQ8)
   bool has_min = false;
-  AlignedBuffer<uint8_t> codes;
-  AlignedBuffer<float> scales;  // [rows, cols/group]
-  AlignedBuffer<float> mins;    // [rows, cols/group] if has_min
+  bool half_scales = false;
+  gguf::TensorType ggml_type = gguf::TensorType::kF32;  // kGgml: the block type of codes
+  size_t ggml_row_bytes = 0;                            // kGgml: bytes of one row of blocks
+  AlignedBuffer<uint8_t> codes;   // [tiles] tiles, as above; kGgml [rows][ggml_row_bytes]
+  AlignedBuffer<uint8_t> scales;  // [tiles][groups][16] fp32, or fp16 if half_scales
+  AlignedBuffer<uint8_t> mins;    // the same, if has_min
 
+  bool quantized() const { return format == WeightFormat::kQ4 || format == WeightFormat::kQ8; }
+  size_t scale_bytes() const { return half_scales ? 2 : 4; }
   int64_t groups_per_row() const { return group ? cols / group : 0; }
+  int64_t tiles() const { return (rows + kWeightTileRows - 1) / kWeightTileRows; }
+  // Bytes of codes of one row (of one group for kQ4/kQ8: group_code_bytes()).
   size_t code_bytes_per_row() const;
-  // Bytes the matmul reads for the whole matrix: codes + scales + mins.
+  size_t group_code_bytes() const;
+  size_t tile_code_bytes() const { return code_bytes_per_row() * kWeightTileRows; }
+  const uint8_t* tile_codes(int64_t tile) const { return codes.data() + tile * tile_code_bytes(); }
+  // A tile's [groups][16] scales and minimums (fp32 or fp16 elements).
+  const uint8_t* tile_scales(int64_t tile) const { return scales.data() + tile * tile_scale_bytes(); }
+  const uint8_t* tile_mins(int64_t tile) const { return mins.data() + tile * tile_scale_bytes(); }
+  size_t tile_scale_bytes() const { return groups_per_row() * kWeightTileRows * scale_bytes(); }
+  // Scale and minimum of group g of row r (0 without minimums).
+  float scale(int64_t r, int64_t g) const { return ScaleAt(scales, r, g); }
+  float min(int64_t r, int64_t g) const { return has_min ? ScaleAt(mins, r, g) : 0.0f; }
+  // Bytes the matmul reads for the whole matrix: codes + scales + mins (padding included).
   size_t bytes() const;
 
-  static WeightMatrix Allocate(WeightFormat format, int64_t rows, int64_t cols, int group,
-                               bool has_min);
-  // Row r dequantized to fp32 (reference and tests).
+  static WeightMatrix Allocate(WeightFormat format, int64_t rows, int64_t cols, int group, bool has_min);
+  // A kGgml matrix of `type` (IsGgmlMatMulType; cols a multiple of
+  // GgmlMatMulColumns), codes zeroed.
+  static WeightMatrix AllocateGgml(gguf::TensorType type, int64_t rows, int64_t cols);
+  // Writes row r from its row-major form: `row_codes` [code_bytes_per_row()] in
+  // the group order above (for kF32/kF16 the values), `row_scales` and
+  // `row_mins` [groups_per_row()] (null for float formats; `row_mins` ignored without has_min).
+  void SetRow(int64_t r, const uint8_t* row_codes, const float* row_scales, const float* row_mins);
+  // Stores scales and minimums as fp16 if every one of them is exactly an fp16 value.
+  void CompactScales();
+  // Row r dequantized to fp32 [cols] (embedding lookups, references and tests).
   void DequantizeRow(int64_t r, float* out) const;
+
+ private:
+  float ScaleAt(const AlignedBuffer<uint8_t>& b, int64_t r, int64_t g) const;
 };
 
 }  // namespace slimkv::ops

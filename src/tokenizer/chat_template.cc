@@ -191,6 +191,53 @@ std::string RenderLlama2(const std::string& tmpl, const std::vector<ChatMessage>
   return out;
 }
 
+std::string RenderPhi3(const std::vector<ChatMessage>& messages, bool add_ass) {
+  std::string out;
+  for (const ChatMessage& m : messages) out += "<|" + m.role + "|>\n" + m.content + "<|end|>\n";
+  if (add_ass) out += "<|assistant|>\n";
+  return out;
+}
+
+// Mistral's official templates (mistralai/cookbook tokenization): v1 puts a space before
+// [INST] and after [/INST], v3 only after [INST] and trims replies, v3-tekken no spaces; the
+// system message opens the first turn. No generation prompt: the reply follows [/INST].
+std::string RenderMistral(ChatStyle style, const std::vector<ChatMessage>& messages) {
+  const std::string lead = style == ChatStyle::kMistralV1 ? " " : "";
+  const std::string trail = style == ChatStyle::kMistralV3Tekken ? "" : " ";
+  std::string out;
+  bool inside_turn = false;
+  for (const ChatMessage& m : messages) {
+    if (!inside_turn) {
+      out += lead + "[INST]" + trail;
+      inside_turn = true;
+    }
+    if (m.role == "system") {
+      out += m.content + "\n\n";
+    } else if (m.role == "user") {
+      out += m.content + lead + "[/INST]";
+    } else {
+      out += trail + (style == ChatStyle::kMistralV3 ? Trim(m.content) : m.content) + "</s>";
+      inside_turn = false;
+    }
+  }
+  return out;
+}
+
+// Mistral v7: system prompts in [SYSTEM_PROMPT] blocks, each turn closed.
+std::string RenderMistralV7(const std::vector<ChatMessage>& messages) {
+  std::string out;
+  for (const ChatMessage& m : messages) {
+    if (m.role == "system") {
+      out += "[SYSTEM_PROMPT] " + m.content + "[/SYSTEM_PROMPT]";
+    } else if (m.role == "user") {
+      out += "[INST] " + m.content + "[/INST]";
+    } else {
+      out += " " + m.content + "</s>";
+    }
+  }
+  return out;
+}
+
 std::string RenderZephyr(const std::vector<ChatMessage>& messages, bool add_ass) {
   std::string out;
   for (const ChatMessage& m : messages) out += "<|" + m.role + "|>\n" + m.content + "<|endoftext|>\n";
@@ -207,6 +254,16 @@ const char* ChatStyleName(ChatStyle style) {
     case ChatStyle::kLlama2: return "llama2";
     case ChatStyle::kLlama3: return "llama3";
     case ChatStyle::kZephyr: return "zephyr";
+    case ChatStyle::kPhi3:
+      return "phi3";
+    case ChatStyle::kMistralV1:
+      return "mistral-v1";
+    case ChatStyle::kMistralV3:
+      return "mistral-v3";
+    case ChatStyle::kMistralV3Tekken:
+      return "mistral-v3-tekken";
+    case ChatStyle::kMistralV7:
+      return "mistral-v7";
   }
   return "unknown";
 }
@@ -214,7 +271,8 @@ const char* ChatStyleName(ChatStyle style) {
 Result<ChatStyle> DetectChatStyle(const std::string& tmpl) {
   if (tmpl.empty()) return ChatStyle::kChatMl;
   for (ChatStyle s : {ChatStyle::kChatMl, ChatStyle::kGemma, ChatStyle::kLlama2, ChatStyle::kLlama3,
-                      ChatStyle::kZephyr}) {
+                      ChatStyle::kZephyr, ChatStyle::kPhi3, ChatStyle::kMistralV1, ChatStyle::kMistralV3,
+                      ChatStyle::kMistralV3Tekken, ChatStyle::kMistralV7}) {
     if (tmpl == ChatStyleName(s)) return s;
   }
   const std::string first_line = tmpl.substr(0, std::min(tmpl.find('\n'), size_t{120}));
@@ -231,12 +289,15 @@ Result<ChatStyle> DetectChatStyle(const std::string& tmpl) {
     return ChatStyle::kChatMl;
   }
   if (tmpl.rfind("mistral", 0) == 0 || has("[INST]")) {
-    if (has("[SYSTEM_PROMPT]") || has("' [INST] ' + system_message") || has("[AVAILABLE_TOOLS]")) {
-      return other("mistral");
+    if (has("[SYSTEM_PROMPT]")) return ChatStyle::kMistralV7;
+    if (has("' [INST] ' + system_message") || has("[AVAILABLE_TOOLS]")) {
+      if (has(" [INST]")) return ChatStyle::kMistralV1;
+      if (has("\"[INST]\"")) return ChatStyle::kMistralV3Tekken;
+      return ChatStyle::kMistralV3;
     }
     return ChatStyle::kLlama2;
   }
-  if (has("<|assistant|>") && has("<|end|>")) return other("phi3");
+  if (has("<|assistant|>") && has("<|end|>")) return ChatStyle::kPhi3;
   if (has("[gMASK]<sop>")) return other("chatglm4");
   if (has("<|assistant|>") && has("<|user|>")) return other(has("</s>") ? "falcon3" : "glmedge");
   if (has("<|{{ item['role'] }}|>") && has("<|begin_of_image|>")) return other("glmedge");
@@ -267,6 +328,14 @@ std::string ApplyChatTemplate(ChatStyle style, const std::string& tmpl,
     case ChatStyle::kLlama2: return RenderLlama2(tmpl, messages);
     case ChatStyle::kLlama3: return RenderLlama3(messages, add_generation_prompt);
     case ChatStyle::kZephyr: return RenderZephyr(messages, add_generation_prompt);
+    case ChatStyle::kPhi3:
+      return RenderPhi3(messages, add_generation_prompt);
+    case ChatStyle::kMistralV1:
+    case ChatStyle::kMistralV3:
+    case ChatStyle::kMistralV3Tekken:
+      return RenderMistral(style, messages);
+    case ChatStyle::kMistralV7:
+      return RenderMistralV7(messages);
   }
   return {};
 }

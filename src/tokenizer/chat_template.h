@@ -22,7 +22,18 @@ struct ChatMessage {
   std::string content;
 };
 
-enum class ChatStyle { kChatMl, kGemma, kLlama2, kLlama3, kZephyr };
+enum class ChatStyle {
+  kChatMl,
+  kGemma,
+  kLlama2,
+  kLlama3,
+  kZephyr,
+  kPhi3,
+  kMistralV1,        // Mistral 7B v0.1/v0.2 official template: " [INST] ... [/INST]"
+  kMistralV3,        // Mistral 7B v0.3, Mixtral 8x22B: "[INST] ... [/INST]", trimmed replies
+  kMistralV3Tekken,  // Mistral Nemo: "[INST]...[/INST]"
+  kMistralV7,        // Mistral Large 2411, Small 3: [SYSTEM_PROMPT] ... [/SYSTEM_PROMPT]
+};
 
 const char* ChatStyleName(ChatStyle style);  // "chatml", "gemma", ...
 

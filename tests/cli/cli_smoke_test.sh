@@ -98,7 +98,9 @@ fi
 if run_ok run_int4 run -p "Hello" -n 8 --temp 0 --kv int4 --kv-policy sinks --kv-budget 64 -v; then
   has run_int4 "$ERR" "K int4:channel, V int4:token"
 fi
-if run_ok ppl_stream ppl -f "$DATA/pg_essays.txt" --stream --max-tokens 400 --kv-policy sinks --kv-budget 96; then
+# int4 with no residual window, so blocks seal, and a budget the stream passes, so it evicts.
+if run_ok ppl_stream ppl -f "$DATA/pg_essays.txt" --stream --max-tokens 400 --kv int4 --kv-residual 0 \
+    --kv-policy h2o --kv-budget 128; then
   has ppl_stream "$OUT" "^PPL = "
 fi
 if run_ok inspect inspect-kv -f "$DATA/pg_essays.txt" -n 128 --svg "$TMP/inspect.svg"; then

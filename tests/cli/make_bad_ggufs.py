@@ -304,7 +304,8 @@ def main():
     rebuilt("tensor_extra_dim", [f"'{kname}' has shape [{kt.dims[0]}, {kt.dims[1]}, 1]"],
             tis=[(n, d + [1] if n == kname else d, t, o) for n, d, t, o in g.ti_tuples()], commands="run")
     assert embd.ttype == Q8_0  # I8 takes fewer bytes, so the range stays inside the file
-    patched("matrix_type_unsupported", ["'token_embd.weight'", "I8"], [(embd.type_off, "<I", I8)], commands="run")
+    patched("matrix_type_unsupported", ["'token_embd.weight'", "I8", "supported: F32, F16, Q4_0"],
+            [(embd.type_off, "<I", I8)], commands="info,run")
     norm = g.ti("output_norm.weight")
     assert norm.ttype == F32
     patched("norm_type_unsupported", ["'output_norm.weight'", "I8"], [(norm.type_off, "<I", I8)], commands="run")

@@ -35,19 +35,19 @@ TEST(BatchTest, SequencesInOneBatchMatchSequencesAlone) {
     const kv::SeqId s = e->kv().AddSequence();
     ASSERT_TRUE(e->Prefill(s, *ids, -1, l1).ok());
     const model::BatchEntry d{s, {&next, 1}};
-    ASSERT_TRUE(e->model().Forward(e->pool(), e->kv(), {&d, 1}, l2).ok());
+    ASSERT_TRUE(e->Step(e->kv(), {&d, 1}, l2).ok());
     e->kv().RemoveSequence(s);
   }
   // Together: both prompts in one batch, then both decode tokens in one batch.
   const kv::SeqId sa = e->kv().AddSequence(), sb = e->kv().AddSequence();
   std::vector<float> both;
   const model::BatchEntry pre[] = {{sa, a}, {sb, b}};
-  ASSERT_TRUE(e->model().Forward(e->pool(), e->kv(), pre, &both).ok());
+  ASSERT_TRUE(e->Step(e->kv(), pre, &both).ok());
   ASSERT_EQ(both.size(), 2u * V);
   EXPECT_LT(MaxDiff(both.data(), la.data(), V), 1e-4);
   EXPECT_LT(MaxDiff(both.data() + V, lb.data(), V), 1e-4);
   const model::BatchEntry dec[] = {{sa, {&next_a, 1}}, {sb, {&next_b, 1}}};
-  ASSERT_TRUE(e->model().Forward(e->pool(), e->kv(), dec, &both).ok());
+  ASSERT_TRUE(e->Step(e->kv(), dec, &both).ok());
   EXPECT_LT(MaxDiff(both.data(), la2.data(), V), 1e-4);
   EXPECT_LT(MaxDiff(both.data() + V, lb2.data(), V), 1e-4);
   e->kv().RemoveSequence(sa);
@@ -73,7 +73,7 @@ TEST(BatchTest, TokenByTokenDecodeMatchesPrefill) {
   std::vector<float> one;
   for (size_t i = 0; i < ids.size(); ++i) {
     const model::BatchEntry d{s, {&ids[i], 1}};
-    ASSERT_TRUE(e->model().Forward(e->pool(), e->kv(), {&d, 1}, &one).ok());
+    ASSERT_TRUE(e->Step(e->kv(), {&d, 1}, &one).ok());
     ASSERT_LT(MaxDiff(one.data(), all.data() + i * V, V), 2e-4) << "token " << i;
   }
   e->kv().RemoveSequence(s);
@@ -87,14 +87,14 @@ TEST(BatchTest, BadBatchesAreErrorsAndChangeNothing) {
   std::vector<float> logits;
   const int32_t bad = e->model().config().n_vocab;
   const model::BatchEntry b1{s, {&bad, 1}};
-  EXPECT_EQ(e->model().Forward(e->pool(), e->kv(), {&b1, 1}, &logits).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(e->Step(e->kv(), {&b1, 1}, &logits).code(), StatusCode::kInvalidArgument);
   const model::BatchEntry b2{s, {}};
-  EXPECT_EQ(e->model().Forward(e->pool(), e->kv(), {&b2, 1}, &logits).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(e->Step(e->kv(), {&b2, 1}, &logits).code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(e->kv().Length(s), 0);
   // A prompt longer than the pool can hold: ResourceExhausted, nothing allocated.
   std::vector<int32_t> long_prompt(5000, 100);
   const model::BatchEntry b3{s, long_prompt};
-  EXPECT_EQ(e->model().Forward(e->pool(), e->kv(), {&b3, 1}, &logits).code(), StatusCode::kResourceExhausted);
+  EXPECT_EQ(e->Step(e->kv(), {&b3, 1}, &logits).code(), StatusCode::kResourceExhausted);
   EXPECT_EQ(e->kv().blocks_in_use(), 0);
   // Generate rejects a prompt that does not fit the context, naming both lengths.
   std::vector<int32_t> too_long(300, 100);

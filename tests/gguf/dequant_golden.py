@@ -35,6 +35,8 @@ HALF_FIELDS = {
     T.Q4_K: [0, 2],
     T.Q5_K: [0, 2],
     T.Q6_K: [208],
+    T.IQ4_NL: [0],
+    T.IQ4_XS: [0],
 }
 BLOCKS = 96  # blocks per quantized type; 96 * 32 = 3072 elements for plain types
 

@@ -150,8 +150,8 @@ TEST_F(DequantGoldenTest, TypeGeometryMatchesGgufPy) {
 }
 
 TEST_F(DequantGoldenTest, RandomBlocksOfEveryTypeAreBitExact) {
-  for (const char* name : {"F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K",
-                           "Q3_K", "Q4_K", "Q5_K", "Q6_K"}) {
+  for (const char* name : {"F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K",
+                           "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS"}) {
     SCOPED_TRACE(name);
     std::optional<TensorType> type;
     for (uint32_t id = 0; id < 64 && !type; ++id) {

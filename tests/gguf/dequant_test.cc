@@ -36,7 +36,8 @@ TEST(TypesTest, TraitsOfCommonTypes) {
   EXPECT_TRUE(q4_1->can_dequantize);
   EXPECT_EQ(GetTypeTraits(TensorType::kQ8_1)->block_bytes, 36u);  // sizeof(block_q8_1)
   EXPECT_EQ(GetTypeTraits(TensorType::kQ6_K)->block_bytes, 210u);
-  EXPECT_FALSE(GetTypeTraits(TensorType::kIQ4_XS)->can_dequantize);
+  EXPECT_TRUE(GetTypeTraits(TensorType::kIQ4_XS)->can_dequantize);
+  EXPECT_FALSE(GetTypeTraits(TensorType::kIQ2_XXS)->can_dequantize);
   EXPECT_EQ(TypeName(TensorType::kBF16), "BF16");
   for (uint32_t retired : {4u, 5u, 31u, 32u, 33u, 36u, 37u, 38u, 43u, 0xFFFFFFFFu}) {
     EXPECT_FALSE(GetTypeTraits(retired)) << retired;

@@ -1,18 +1,21 @@
-// Eviction policies: what each keeps, bad specs, and the cache's compaction keeping memory
-// within budget, blocks referenced and attention exact over the kept tokens.
+// Eviction policies on their own: parsing, what each keeps at token and at
+// block level, and the value-merging math. The cache side (compaction by
+// reference, positions, quantized formats) is in eviction_test.cc.
 #include "kv/policy.h"
 
 #include <gtest/gtest.h>
 
 #include <numeric>
-#include <random>
 
-#include "kv/kv_cache.h"
+#include "kv/policies/eviction_policy.h"
+#include "kv/policies/merge.h"
+#include "kv/policies/select.h"
 
 namespace slimkv::kv {
 namespace {
 
-StreamView View(const std::vector<int32_t>& pos, const std::vector<float>& mass, const std::vector<float>& score) {
+StreamView View(const std::vector<int32_t>& pos, const std::vector<float>& mass,
+                const std::vector<float>& score) {
   StreamView v;
   v.positions = pos;
   v.mass = mass;
@@ -20,6 +23,13 @@ StreamView View(const std::vector<int32_t>& pos, const std::vector<float>& mass,
   v.score = score;
   v.protect_tail = 1;
   return v;
+}
+
+std::vector<int> Keep(const char* policy, int budget, const StreamView& v) {
+  auto p = EvictionPolicy::Create(*ParsePolicy(policy, budget));
+  std::vector<int> keep;
+  SelectTokens(*p, v, budget, &keep);
+  return keep;
 }
 
 TEST(PolicyTest, BadSpecsAreClearErrors) {
@@ -38,6 +48,7 @@ TEST(PolicyTest, BadSpecsAreClearErrors) {
   ASSERT_TRUE(ok.ok()) << ok.status().ToString();
   EXPECT_TRUE(ok->head_adaptive && ok->merge && ok->pyramid);
   EXPECT_EQ(PolicyName(*ok), "adakv:snapkv:pyramid:merge");
+  EXPECT_EQ(EvictionPolicy::Create(*ParsePolicy("none", 0)), nullptr);
 }
 
 TEST(PolicyTest, EachPolicyKeepsWhatItPromises) {
@@ -47,22 +58,22 @@ TEST(PolicyTest, EachPolicyKeepsWhatItPromises) {
   std::vector<float> mass(n, 0.01f), score(n, 0.0f);
   mass[10] = mass[40] = mass[41] = 5;  // heavy hitters
   score[7] = 9;                        // the smallest key norm
-  std::vector<int> keep;
-  Select(*ParsePolicy("window", budget), View(pos, mass, score), budget, &keep);
+  const StreamView v = View(pos, mass, score);
+  std::vector<int> keep = Keep("window", budget, v);
   EXPECT_EQ(keep.front(), 80);
   EXPECT_EQ(keep.size(), 20u);
-  Select(*ParsePolicy("sinks:sinks=4", budget), View(pos, mass, score), budget, &keep);
+  keep = Keep("sinks:sinks=4", budget, v);
   EXPECT_EQ(keep[0], 0);
   EXPECT_EQ(keep[3], 3);
   EXPECT_EQ(keep[4], 84);
-  Select(*ParsePolicy("h2o", budget), View(pos, mass, score), budget, &keep);
+  keep = Keep("h2o", budget, v);
   EXPECT_TRUE(std::count(keep.begin(), keep.end(), 10) && std::count(keep.begin(), keep.end(), 40));
   EXPECT_EQ(keep.back(), 99);
   EXPECT_EQ(keep.size(), 20u);
-  Select(*ParsePolicy("knorm", budget), View(pos, mass, score), budget, &keep);
+  keep = Keep("knorm", budget, v);
   EXPECT_TRUE(std::count(keep.begin(), keep.end(), 7));
   // SnapKV pools: the neighbours of a heavy token come along.
-  Select(*ParsePolicy("snapkv:pool=3", budget), View(pos, mass, score), budget, &keep);
+  keep = Keep("snapkv:pool=3", budget, v);
   EXPECT_TRUE(std::count(keep.begin(), keep.end(), 9) && std::count(keep.begin(), keep.end(), 11));
   EXPECT_TRUE(std::is_sorted(keep.begin(), keep.end()));
   // Pyramid: lower layers get more, the total stays.
@@ -73,90 +84,88 @@ TEST(PolicyTest, EachPolicyKeepsWhatItPromises) {
   EXPECT_NEAR(total, 1000, 10);
 }
 
-// Streams tokens through a cache with a policy: memory stays bounded, the invariants hold,
-// and the last token's attention equals naive attention over exactly the kept tokens.
-TEST(PolicyCacheTest, CompactionKeepsMemoryBoundedAndAttentionExact) {
-  for (const char* policy : {"sinks:sinks=4", "window", "knorm", "adakv:knorm", "knorm:merge", "h2o", "tova",
-                             "snapkv", "adakv:h2o:merge", "expected", "h2o:pyramid"}) {
-    SCOPED_TRACE(policy);
-    const int hd = 16, H = 2, G = 2, L = 2, budget = 48;
-    KvSpec spec{.n_layers = L, .n_kv_heads = H, .n_q_heads = H * G, .head_dim = hd, .max_context = 100000};
-    KvConfig cfg = *ParsePreset("fp32");
-    cfg.block_tokens = 16;
-    auto c_or = KvCache::Create(spec, cfg, 4 << 20);
-    ASSERT_TRUE(c_or.ok());
-    KvCache& c = **c_or;
-    ASSERT_TRUE(c.SetPolicy(*ParsePolicy(policy, budget)).ok());
-    ThreadPool pool(2);
-    const SeqId s = c.AddSequence();
-    std::mt19937 rng(1);
-    std::normal_distribution<float> nd;
-    std::vector<float> k(H * hd), v(H * hd), q(H * G * hd), out(H * G * hd);
-    for (int step = 0; step < 300; ++step) {
-      for (auto* x : {&k, &v, &q})
-        for (auto& e : *x) e = nd(rng);
-      const StepChunk ch[] = {{s, 1, 0}};
-      ASSERT_TRUE(c.BeginStep(ch).ok());
-      for (int l = 0; l < L; ++l) {
-        // The kept tokens before this step, read back: the naive reference attends to them.
-        std::vector<std::vector<float>> kk(H), vv(H);
-        for (int h = 0; h < H; ++h) {
-          const int n = c.Slots(s, l, h);
-          kk[h].resize((n + 1) * hd);
-          vv[h].resize((n + 1) * hd);
-          ASSERT_TRUE(c.ReadTokens(s, l, h, 0, n, kk[h].data(), vv[h].data()).ok());
-          std::copy(k.begin() + h * hd, k.begin() + (h + 1) * hd, kk[h].begin() + n * hd);
-          std::copy(v.begin() + h * hd, v.begin() + (h + 1) * hd, vv[h].begin() + n * hd);
-        }
-        c.Append(l, ch, k.data(), H * hd, v.data(), H * hd);
-        c.Attend(pool, l, ch, q.data(), H * G * hd, out.data(), H * G * hd, 0.25f);
-        for (int qh = 0; qh < H * G; ++qh) {
-          const int h = qh / G, n = static_cast<int>(kk[h].size() / hd);
-          std::vector<double> p(n);
-          double m = -1e300, z = 0;
-          for (int t = 0; t < n; ++t) {
-            double dot = 0;
-            for (int d = 0; d < hd; ++d) dot += q[qh * hd + d] * kk[h][t * hd + d];
-            m = std::max(m, p[t] = dot * 0.25);
-          }
-          for (auto& x : p) z += (x = std::exp(x - m));
-          for (int d = 0; d < hd; ++d) {
-            double acc = 0;
-            for (int t = 0; t < n; ++t) acc += p[t] * vv[h][t * hd + d];
-            ASSERT_NEAR(out[qh * hd + d], acc / z, 1e-4) << "step " << step << " layer " << l;
-          }
-        }
-      }
-      c.EndStep(ch);
-      c.CheckInvariants();
-      const PolicySpec ps = *ParsePolicy(policy, budget);
-      for (int l = 0; l < L; ++l)
-        for (int h = 0; h < H; ++h) ASSERT_LE(c.Slots(s, l, h), ps.LayerBudget(l, L) + 16 + 1);
-    }
-    EXPECT_EQ(c.Length(s), 300);
-    // Re-indexing policies place the next token right after the kept ones.
-    const PolicySpec ps = *ParsePolicy(policy, budget);
-    if (ps.reindexes()) {
-      EXPECT_EQ(c.NextPosition(s), c.Slots(s, 0, 0));
-    } else {
-      EXPECT_EQ(c.NextPosition(s), 300);
-    }
-    c.RemoveSequence(s);
-    c.CheckInvariants();
-    EXPECT_EQ(c.blocks_in_use(), 0);
-  }
+// After the prompt a policy chooses whole blocks: the lowest mean score leaves
+// first, what the policy must keep never leaves, and the sinks' block is only
+// shortened.
+TEST(PolicyTest, BlockLevelChoosesWholeBlocksAndShortensTheSinksBlock) {
+  const int n = 80,
+            bt = 16;  // blocks of 16: [0,16) [16,32) [32,48) [48,64) [64,80)
+  std::vector<int32_t> pos(n);
+  std::iota(pos.begin(), pos.end(), 0);
+  std::vector<float> mass(n, 1.0f), score(n, 0.0f);
+  for (int i = 16; i < 32; ++i) mass[i] = 0.1f;  // the lightest block
+  mass[40] = 50;                                 // one heavy token makes [32,48) the heaviest
+  std::vector<ViewBlock> blocks;
+  for (int b = 0; b < 5; ++b) blocks.push_back({b * bt, bt, b < 4});
+  const StreamView v = View(pos, mass, score);
+  std::vector<BlockCut> cuts;
+  auto h2o = EvictionPolicy::Create(*ParsePolicy("h2o:heavy=0.75", 48));
+  SelectBlocks(*h2o, {&v, 1}, {&blocks, 1}, 48, false, &cuts);
+  // 80 tokens, budget 48: two blocks leave; the recent 12 keep the open block;
+  // [32,48) stays.
+  ASSERT_EQ(cuts.size(), 2u);
+  EXPECT_EQ(cuts[0].block, 0);
+  EXPECT_EQ(cuts[1].block, 1);
+  EXPECT_EQ(cuts[0].keep + cuts[1].keep, 0);
+  auto sinks = EvictionPolicy::Create(*ParsePolicy("sinks:sinks=4", 48));
+  SelectBlocks(*sinks, {&v, 1}, {&blocks, 1}, 48, false, &cuts);
+  // The oldest tokens after the sinks leave: block 0 keeps its 4 sinks, block 1
+  // goes.
+  ASSERT_EQ(cuts.size(), 2u);
+  EXPECT_EQ(cuts[0].block, 0);
+  EXPECT_EQ(cuts[0].keep, 4);
+  EXPECT_EQ(cuts[1].block, 1);
+  EXPECT_EQ(cuts[1].keep, 0);
 }
 
-TEST(PolicyCacheTest, PolicyAndFormatCombinationsAreChecked) {
-  KvSpec spec{.n_layers = 1, .n_kv_heads = 1, .n_q_heads = 1, .head_dim = 64, .max_context = 1000, .rope_dim = 64,
-              .layer_inv_freq = {std::vector<float>(32, 0.5f)}};
-  KvConfig pre = *ParsePreset("fp16");
-  pre.k = *ParseFormat("f16:pre", true);
-  auto c = KvCache::Create(spec, pre, 1 << 20);
-  ASSERT_TRUE(c.ok());
-  EXPECT_FALSE((*c)->SetPolicy(*ParsePolicy("h2o", 64)).ok());  // pre-RoPE keys need re-indexing
-  EXPECT_TRUE((*c)->SetPolicy(*ParsePolicy("sinks", 64)).ok());
-  EXPECT_FALSE((*c)->SetPolicy(*ParsePolicy("sinks", 8)).ok());  // smaller than a block
+// Head-adaptive selection gives heads unequal shares of the layer's budget: a
+// head whose scores are concentrated keeps few tokens, a flat one many.
+TEST(PolicyTest, AdaKvGivesHeadsUnequalBudgets) {
+  const int n = 64, budget = 16;
+  std::vector<int32_t> pos(n);
+  std::iota(pos.begin(), pos.end(), 0);
+  std::vector<float> peaked(n, 0.001f), flat(n, 1.0f), none(n, 0.0f);
+  for (int i = 0; i < 4; ++i) peaked[i * 10] = 10;
+  const StreamView views[] = {View(pos, peaked, none), View(pos, flat, none)};
+  auto p = EvictionPolicy::Create(*ParsePolicy("adakv:h2o:heavy=1", budget));
+  std::vector<std::vector<int>> keeps;
+  SelectTokensAcrossHeads(*p, views, budget, &keeps);
+  EXPECT_EQ(keeps[0].size() + keeps[1].size(), 2u * budget);
+  EXPECT_LT(keeps[0].size(), keeps[1].size());
+  for (int i = 0; i < 4; ++i) EXPECT_TRUE(std::count(keeps[0].begin(), keeps[0].end(), i * 10));
+}
+
+// CaM-style merging: an evicted value folds into the kept token with the most
+// similar key, weighted by attention mass; masses add up; tokens that may not
+// receive are skipped.
+TEST(PolicyTest, MergeMath) {
+  const int hd = 2;
+  // Keys: token 0 along x, token 1 along y, token 2 near x (evicted), token 3
+  // near y (evicted).
+  const std::vector<float> keys = {1, 0, 0, 1, 0.9f, 0.1f, 0.2f, 0.8f};
+  std::vector<float> values = {1, 1, 2, 2, 4, 0, 0, 8};
+  std::vector<float> mass = {3, 1, 1, 3};
+  const std::vector<uint8_t> keep = {1, 1, 0, 0}, receives = {1, 1, 0, 0};
+  const std::vector<int> changed = MergeEvicted(hd, keys, values, mass, keep, receives);
+  EXPECT_EQ(changed, (std::vector<int>{0, 1}));
+  // v0 = (3 * (1, 1) + 1 * (4, 0)) / 4; v1 = (1 * (2, 2) + 3 * (0, 8)) / 4.
+  EXPECT_FLOAT_EQ(values[0], 7.0f / 4);
+  EXPECT_FLOAT_EQ(values[1], 3.0f / 4);
+  EXPECT_FLOAT_EQ(values[2], 2.0f / 4);
+  EXPECT_FLOAT_EQ(values[3], 26.0f / 4);
+  EXPECT_FLOAT_EQ(mass[0], 4);
+  EXPECT_FLOAT_EQ(mass[1], 4);
+  // Token 1 may not receive: token 3 goes to token 0, its best allowed match.
+  values = {1, 1, 2, 2, 4, 0, 0, 8};
+  mass = {3, 1, 1, 3};
+  const std::vector<uint8_t> only0 = {1, 0, 0, 0};
+  EXPECT_EQ(MergeEvicted(hd, keys, values, mass, keep, only0), (std::vector<int>{0}));
+  EXPECT_FLOAT_EQ(mass[0], 7);
+  EXPECT_FLOAT_EQ(values[2], 2);  // token 1 untouched
+  // Weighted twice in sequence: (3 (1,1) + 1 (4,0)) / 4, then with token 3's
+  // (0, 8) at 3 of 7.
+  EXPECT_FLOAT_EQ(values[0], (4 * (7.0f / 4) + 3 * 0) / 7);
+  EXPECT_FLOAT_EQ(values[1], (4 * (3.0f / 4) + 3 * 8) / 7);
 }
 
 }  // namespace

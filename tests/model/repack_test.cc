@@ -1,5 +1,5 @@
-// Repacking GGUF tensors into the matmul layouts is lossless: every repacked weight equals
-// ggml's dequantized value bit for bit (gguf::Dequantize is itself bit-exact to gguf-py).
+// Repacking GGUF tensors into the matmul layouts is lossless: every repacked
+// weight equals ggml's dequantized value bit for bit (gguf::Dequantize is itself bit-exact to gguf-py).
 #include "model/repack.h"
 
 #include <gtest/gtest.h>
@@ -20,10 +20,26 @@ using gguf::TensorType;
 // Byte offsets of the fp16 fields in each block type, which must hold finite values.
 std::vector<int> HalfFields(TensorType t) {
   switch (t) {
-    case TensorType::kQ4_0: case TensorType::kQ5_0: case TensorType::kQ8_0: return {0};
-    case TensorType::kQ4_1: case TensorType::kQ5_1: case TensorType::kQ4_K: case TensorType::kQ5_K: return {0, 2};
-    case TensorType::kQ6_K: return {208};
-    default: return {};
+    case TensorType::kQ4_0:
+    case TensorType::kQ5_0:
+    case TensorType::kQ8_0:
+      return {0};
+    case TensorType::kQ4_1:
+    case TensorType::kQ5_1:
+    case TensorType::kQ4_K:
+    case TensorType::kQ5_K:
+      return {0, 2};
+    case TensorType::kQ6_K:
+      return {208};
+    case TensorType::kQ2_K:
+      return {80, 82};
+    case TensorType::kQ3_K:
+      return {108};
+    case TensorType::kIQ4_NL:
+    case TensorType::kIQ4_XS:
+      return {0};
+    default:
+      return {};
   }
 }
 
@@ -90,8 +106,9 @@ TEST_P(RepackTypeTest, RandomBlocksAreBitExact) {
 INSTANTIATE_TEST_SUITE_P(Types, RepackTypeTest,
                          ::testing::Values(TensorType::kF32, TensorType::kF16, TensorType::kBF16,
                                            TensorType::kQ4_0, TensorType::kQ4_1, TensorType::kQ5_0,
-                                           TensorType::kQ5_1, TensorType::kQ8_0, TensorType::kQ4_K,
-                                           TensorType::kQ5_K, TensorType::kQ6_K),
+                                           TensorType::kQ5_1, TensorType::kQ8_0, TensorType::kQ2_K,
+                                           TensorType::kQ3_K, TensorType::kQ4_K, TensorType::kQ5_K,
+                                           TensorType::kQ6_K, TensorType::kIQ4_NL, TensorType::kIQ4_XS),
                          [](const auto& info) { return std::string(gguf::TypeName(info.param)); });
 
 TEST(RepackTest, RejectsUnsupportedTypesAndShapes) {
@@ -99,20 +116,79 @@ TEST(RepackTest, RejectsUnsupportedTypesAndShapes) {
   gguf::TensorInfo t;
   t.name = "blk.0.weird";
   t.dims = {256, 2};
-  t.type = TensorType::kQ2_K;
+  t.type = TensorType::kIQ2_XXS;
   t.n_elements = 512;
-  t.n_bytes = 2 * 84;
+  t.n_bytes = 2 * 66;
   t.data = data.data();
   auto m = Repack(t);
   ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), StatusCode::kUnimplemented);
+  // Names the tensor and its type, and lists what is supported.
   EXPECT_NE(m.status().message().find("blk.0.weird"), std::string::npos);
+  EXPECT_NE(m.status().message().find("IQ2_XXS"), std::string::npos);
+  EXPECT_NE(m.status().message().find("Q4_K"), std::string::npos);
   t.type = TensorType::kF32;
   t.dims = {10, 2};
   EXPECT_FALSE(Repack(t).ok());
 }
 
+// The bound: a repacked matrix within 10 % of the file's bits per
+// weight. kGgml keeps the blocks; the tiled types (F32, F16, Q4_1, Q8_0) keep
+// the file's fp16 scales, so both are exact for whole tiles of rows (3 rows pad
+// to one tile: PlanRepack says so). Before, Q4_1 took 6 bits (fp32 scale and
+// min per 32) against the file's 5, Q6_K 10 against 6.56.
+TEST(RepackTest, RepackedBytesAreTheFileBytes) {
+  for (TensorType type :
+       {TensorType::kF32, TensorType::kF16, TensorType::kBF16, TensorType::kQ4_0, TensorType::kQ4_1,
+        TensorType::kQ5_0, TensorType::kQ5_1, TensorType::kQ8_0, TensorType::kQ2_K, TensorType::kQ3_K,
+        TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K, TensorType::kIQ4_NL, TensorType::kIQ4_XS}) {
+    for (int64_t rows : {32, 3}) {
+      SCOPED_TRACE(::testing::Message() << gguf::TypeName(type) << " rows " << rows);
+      std::vector<uint8_t> data = RandomTensor(type, rows, 512, 5);
+      gguf::TensorInfo t;
+      t.name = "m";
+      t.dims = {512, static_cast<uint64_t>(rows)};
+      t.type = type;
+      t.n_elements = rows * 512;
+      t.n_bytes = data.size();
+      t.data = data.data();
+      auto plan = PlanRepack(t);
+      ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+      auto m = Repack(t);
+      ASSERT_TRUE(m.ok());
+      EXPECT_EQ(m->bytes(), plan->bytes);
+      if (rows % ops::kWeightTileRows == 0 || m->format == ops::WeightFormat::kGgml) {
+        EXPECT_EQ(m->bytes(), data.size());
+      }
+    }
+  }
+}
+
+// Which form each type takes: tiles (the VNNI decode kernel) where they cost no bytes.
+TEST(RepackTest, TiledWhereTheFileBitsAllow) {
+  for (auto [type, want] : {std::pair{TensorType::kQ4_1, ops::WeightFormat::kQ4},
+                            std::pair{TensorType::kQ8_0, ops::WeightFormat::kQ8},
+                            std::pair{TensorType::kF16, ops::WeightFormat::kF16},
+                            std::pair{TensorType::kQ4_0, ops::WeightFormat::kGgml},
+                            std::pair{TensorType::kQ4_K, ops::WeightFormat::kGgml}}) {
+    SCOPED_TRACE(gguf::TypeName(type));
+    std::vector<uint8_t> data = RandomTensor(type, 16, 256, 3);
+    gguf::TensorInfo t;
+    t.name = "m";
+    t.dims = {256, 16};
+    t.type = type;
+    t.n_elements = 16 * 256;
+    t.n_bytes = data.size();
+    t.data = data.data();
+    auto m = Repack(t);
+    ASSERT_TRUE(m.ok());
+    EXPECT_EQ(m->format, want);
+    if (m->quantized()) EXPECT_TRUE(m->half_scales);
+  }
+}
+
 TEST(RepackTest, EveryMatrixOfTheModelsIsLossless) {
-  for (const std::string file : {testing::DefaultModelFile(), std::string("gemma-3-270m-q4_k_m.gguf")}) {
+  for (const std::string& file : {testing::DefaultModelFile(), std::string("gemma-3-270m-q4_k_m.gguf")}) {
     auto path = testing::ModelPath(file);
     if (!path) {
       if (testing::ModelsRequired()) FAIL() << "missing " << file;

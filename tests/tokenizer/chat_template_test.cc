@@ -52,14 +52,24 @@ TEST(ChatTemplateTest, DetectsStylesByMarkersInLlamaCppOrder) {
   EXPECT_EQ(*DetectChatStyle("{{ '<|im_start|>' + message['role'] }}"), ChatStyle::kChatMl);
   EXPECT_EQ(*DetectChatStyle(""), ChatStyle::kChatMl);
   for (ChatStyle s : {ChatStyle::kChatMl, ChatStyle::kGemma, ChatStyle::kLlama2, ChatStyle::kLlama3,
-                      ChatStyle::kZephyr}) {
+                      ChatStyle::kZephyr, ChatStyle::kPhi3, ChatStyle::kMistralV1, ChatStyle::kMistralV3,
+                      ChatStyle::kMistralV3Tekken, ChatStyle::kMistralV7}) {
     EXPECT_EQ(*DetectChatStyle(ChatStyleName(s)), s);
   }
+  EXPECT_EQ(*DetectChatStyle(kPhi3Template), ChatStyle::kPhi3);
+  // Mistral's official templates, told apart by llama.cpp's markers (v1: "' [INST] ' +
+  // system_message"; v3: [AVAILABLE_TOOLS] with '[INST]'; v3-tekken: "[INST]" in double
+  // quotes; v7: [SYSTEM_PROMPT]).
+  EXPECT_EQ(*DetectChatStyle("{{ ' [INST] ' + system_message }}"), ChatStyle::kMistralV1);
+  EXPECT_EQ(*DetectChatStyle("{{ '[AVAILABLE_TOOLS]' }}{{ '[INST]' + m }}"), ChatStyle::kMistralV3);
+  EXPECT_EQ(*DetectChatStyle("{{- \"[AVAILABLE_TOOLS][\" }}{{- \"[INST]\" + m }}"),
+            ChatStyle::kMistralV3Tekken);
+  EXPECT_EQ(*DetectChatStyle("{{ '[SYSTEM_PROMPT]' + s }}{{ '[INST]' }}"), ChatStyle::kMistralV7);
   // Known to llama.cpp but not rendered by slimkv: the message names llama.cpp's style.
-  const auto phi3 = DetectChatStyle(kPhi3Template);
-  ASSERT_FALSE(phi3.ok());
-  EXPECT_EQ(phi3.status().code(), StatusCode::kUnimplemented);
-  EXPECT_NE(phi3.status().message().find("phi3"), std::string::npos) << phi3.status().message();
+  const auto phi4 = DetectChatStyle("{{ '<|im_start|>' + role + '<|im_sep|>' }}");
+  ASSERT_FALSE(phi4.ok());
+  EXPECT_EQ(phi4.status().code(), StatusCode::kUnimplemented);
+  EXPECT_NE(phi4.status().message().find("phi4"), std::string::npos) << phi4.status().message();
   const auto unknown = DetectChatStyle("Q: {{ messages }}\nA:");
   ASSERT_FALSE(unknown.ok());
   EXPECT_NE(unknown.status().message().find("Q: {{ messages }}"), std::string::npos)
@@ -150,6 +160,24 @@ TEST(ChatTemplateTest, Llama3Llama2AndZephyrRenderAsLlamaCpp) {
   EXPECT_EQ(ApplyChatTemplate(ChatStyle::kZephyr, kZephyrTemplate, chat, true),
             "<|system|>\nBe brief.<|endoftext|>\n<|user|>\n Hi <|endoftext|>\n<|assistant|>\nHello"
             "<|endoftext|>\n<|user|>\nBye<|endoftext|>\n<|assistant|>\n");
+}
+
+// llama.cpp's renderings (llm_chat_apply_template) of Phi-3 and Mistral's official
+// templates, which agree with the models' Jinja templates on these conversations.
+TEST(ChatTemplateTest, Phi3AndMistralRenderAsLlamaCpp) {
+  const std::vector<ChatMessage> chat = {
+      {"system", "Be brief."}, {"user", " Hi "}, {"assistant", " Hello "}, {"user", "Bye"}};
+  EXPECT_EQ(ApplyChatTemplate(ChatStyle::kPhi3, kPhi3Template, chat, true),
+            "<|system|>\nBe brief.<|end|>\n<|user|>\n Hi <|end|>\n<|assistant|>\n Hello <|end|>\n"
+            "<|user|>\nBye<|end|>\n<|assistant|>\n");
+  EXPECT_EQ(ApplyChatTemplate(ChatStyle::kMistralV1, "", chat, true),
+            " [INST] Be brief.\n\n Hi  [/INST]  Hello </s> [INST] Bye [/INST]");
+  EXPECT_EQ(ApplyChatTemplate(ChatStyle::kMistralV3, "", chat, true),
+            "[INST] Be brief.\n\n Hi [/INST] Hello</s>[INST] Bye[/INST]");
+  EXPECT_EQ(ApplyChatTemplate(ChatStyle::kMistralV3Tekken, "", chat, true),
+            "[INST]Be brief.\n\n Hi [/INST] Hello </s>[INST]Bye[/INST]");
+  EXPECT_EQ(ApplyChatTemplate(ChatStyle::kMistralV7, "", chat, true),
+            "[SYSTEM_PROMPT] Be brief.[/SYSTEM_PROMPT][INST]  Hi [/INST]  Hello </s>[INST] Bye[/INST]");
 }
 
 }  // namespace

@@ -21,13 +21,13 @@ import numpy as np
 from gguf import GGUFReader
 from gguf.quants import dequantize
 
-SUPPORTED_ARCHS = ("llama", "qwen2", "gemma3")
+SUPPORTED_ARCHS = ("llama", "qwen2", "qwen3", "phi3", "gemma3")
 
 # llama.cpp's llama_model_rope_type(): "normal" RoPE rotates pairs of consecutive
 # values (2i, 2i+1); "neox" RoPE rotates (i, i + n_rot/2).  The llama converter
 # permutes HF's Q/K rows so that GGUF llama uses the normal order; qwen2 and the
 # gemma family are NEOX (src/llama-model.cpp, llama_model_rope_type).
-ROPE_NEOX = {"llama": False, "qwen2": True, "gemma3": True}
+ROPE_NEOX = {"llama": False, "qwen2": True, "qwen3": True, "phi3": True, "gemma3": True}
 
 
 @dataclass
@@ -48,6 +48,12 @@ class Config:
     rope_base: list = field(default_factory=list)
     rope_freq_scale: list = field(default_factory=list)  # 1/linear-scaling factor
     sliding_window: list = field(default_factory=list)   # 0 = full attention
+    rope_yarn: list = field(default_factory=list)        # per layer: YaRN on (ext_factor 1) or off
+    # YaRN (ggml's rope_yarn): correction dims from the original context, beta_fast/slow
+    rope_orig_ctx: int = 0
+    rope_attn_factor: float = 1.0   # {arch}.rope.scaling.attn_factor: scales cos and sin
+    qk_norm: bool = False           # per-head RMSNorm of q and k before RoPE (gemma3, qwen3)
+    longrope: bool = False          # phi3: rope_factors_long/short, chosen by the context size
     attn_scale: float = 0.0
     final_logit_softcap: float = 0.0
     embd_scale: float = 1.0
@@ -68,6 +74,10 @@ class Config:
         if any(self.sliding_window):
             lines.append(f"sliding window={max(self.sliding_window)}; full-attention layers={swa}")
         return "\n".join(lines)
+
+
+def cfg_context(g, cfg) -> int:
+    return int(g.get(f"{cfg.arch}.context_length", 0) or 0)
 
 
 class GGUFFile:
@@ -119,12 +129,16 @@ def read_config(g: GGUFFile) -> Config:
     n_rot = int(scalar("rope.dimension_count", head_dim))
     n_vocab = int(g.tensors["token_embd.weight"].shape[1])
 
-    # --- RoPE scaling (llama.cpp: llama_model::load_hparams) ---
+    # --- RoPE scaling (llama.cpp: llama_model::load_hparams, llama_context's yarn_*) ---
+    # The type defaults to linear; yarn turns on ext_factor 1 with beta_fast 32 / beta_slow 1
+    # (llama.cpp reads no yarn_* keys for these architectures); longrope (phi3) is the
+    # rope_factors_long/short tensors; llama3 is the rope_freqs tensor.
     scaling_type = key("rope.scaling.type", "linear")
     factor = key("rope.scaling.factor") or key("rope.scale_linear") or 0.0
-    if scaling_type not in ("none", "linear"):
-        raise NotImplementedError(f"rope scaling type {scaling_type!r} (only none/linear)")
-    freq_scale = 1.0 if (scaling_type == "none" or not factor) else 1.0 / float(factor)
+    if scaling_type not in ("none", "linear", "yarn", "longrope"):
+        raise NotImplementedError(f"rope scaling type {scaling_type!r} (none/linear/yarn/longrope)")
+    freq_scale = 1.0 if (scaling_type in ("none", "longrope") or not factor) else 1.0 / float(factor)
+    yarn = scaling_type == "yarn"
     rope_base = float(key("rope.freq_base", 10000.0))
 
     cfg = Config(
@@ -136,8 +150,23 @@ def read_config(g: GGUFFile) -> Config:
         rope_base=[rope_base] * n_layer,
         rope_freq_scale=[freq_scale] * n_layer,
         sliding_window=[0] * n_layer,
+        rope_yarn=[yarn] * n_layer,
         attn_scale=1.0 / math.sqrt(head_dim),
     )
+    n_ctx_train = int(key("context_length", 0) or 0)
+    cfg.rope_orig_ctx = int(key("rope.scaling.original_context_length", n_ctx_train) or 0)
+    cfg.rope_attn_factor = float(key("rope.scaling.attn_factor", 1.0))
+    cfg.qk_norm = arch in ("gemma3", "qwen3")
+
+    if arch == "llama":
+        # Mistral's sliding window (HF MistralAttention: every layer), when the file has the
+        # key; llama.cpp's converter does not write it and llama.cpp ignores it.
+        window = int(key("attention.sliding_window", 0) or 0)
+        if 0 < window and (not n_ctx_train or window < n_ctx_train):
+            cfg.sliding_window = [window] * n_layer
+    if arch == "phi3":
+        # phi3.attention.sliding_window is ignored, as llama.cpp does (llama.cpp #13676).
+        cfg.longrope = g.has_tensor("rope_factors_long.weight")
 
     if arch == "gemma3":
         # llama.cpp src/models/gemma3.cpp (load_arch_hparams + graph)
@@ -167,6 +196,7 @@ def read_config(g: GGUFFile) -> Config:
                     cfg.sliding_window[il] = window
                     cfg.rope_base[il] = base_swa
                     cfg.rope_freq_scale[il] = 1.0
+                    cfg.rope_yarn[il] = False
 
     if key("attention.scale") is not None:
         cfg.attn_scale = float(key("attention.scale"))
@@ -180,9 +210,18 @@ def read_config(g: GGUFFile) -> Config:
     return cfg
 
 
-def load_weights(g: GGUFFile, cfg: Config) -> dict:
-    """All tensors, float64, with fused attn_qkv split and output tied if absent."""
+def load_weights(g: GGUFFile, cfg: Config, n_ctx: int = 0) -> dict:
+    """All tensors, float64, with fused attn_qkv and gate-up split, output tied if absent,
+    and phi3's LongRoPE factors chosen as llama_model::get_rope_factors does (long when the
+    context, n_ctx or else the training context, exceeds the original one)."""
     w = {name: g.tensor(name) for name in g.tensors}
+    if cfg.longrope:
+        long_ctx = (n_ctx or cfg_context(g, cfg)) > cfg.rope_orig_ctx
+        w["rope_freqs.weight"] = w["rope_factors_long.weight" if long_ctx else "rope_factors_short.weight"]
+    for il in range(cfg.n_layer):
+        up, gate = f"blk.{il}.ffn_up.weight", f"blk.{il}.ffn_gate.weight"
+        if gate not in w and w[up].shape[0] == 2 * cfg.n_ff:  # phi3: rows [gate; up] (ggml_swiglu)
+            w[gate], w[up] = w[up][:cfg.n_ff], w[up][cfg.n_ff:]
     for il in range(cfg.n_layer):
         fused = f"blk.{il}.attn_qkv"
         for suffix in ("weight", "bias"):

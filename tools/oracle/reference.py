@@ -63,11 +63,23 @@ def log_softmax(x, axis=-1):
     return x - m - np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True))
 
 
-def rope(x, pos, n_rot, base, freq_scale=1.0, freq_factors=None, neox=False):
-    """Rotary position embedding (Su et al. 2021) on x[..., n_tokens, head_dim].
+def yarn_corr_dims(n_rot, orig_ctx, base, beta_fast=32.0, beta_slow=1.0):
+    """ggml_rope_yarn_corr_dims: the pair indices between which YaRN ramps from keeping the
+    trained frequency (below) to interpolating it (above)."""
+    def dim(n):
+        return n_rot * math.log(orig_ctx / (n * 2 * math.pi)) / (2 * math.log(base))
+    return max(0.0, math.floor(dim(beta_fast))), min(n_rot - 1.0, math.ceil(dim(beta_slow)))
 
-    Frequency of pair i (i < n_rot/2):  theta_i = base^(-2i/n_rot) / freq_factor_i,
-    angle = (pos * freq_scale) * theta_i  (freq_scale = 1/linear-scaling factor).
+
+def rope(x, pos, n_rot, base, freq_scale=1.0, freq_factors=None, neox=False, yarn_orig_ctx=0, mscale=1.0):
+    """Rotary embedding (Su et al. 2021) on the first n_rot dims of the last axis.
+
+    For pair i (i < n_rot/2):  theta_i = base^(-2i/n_rot) / freq_factor_i,
+    angle = pos * freq_scale * theta_i  (freq_scale = 1/linear-scaling factor).
+    YaRN (yarn_orig_ctx > 0, Peng et al. 2023, as ggml's rope_yarn with ext_factor 1): pair i
+    mixes the interpolated and the trained angle, r_i = 1 - clamp((i - lo)/(hi - lo), 0, 1):
+    angle = pos * theta_i * (freq_scale (1 - r_i) + r_i), and cos/sin get 1 + 0.1 ln(1/freq_scale).
+    mscale (the file's attention factor) multiplies cos and sin.
       normal (llama):      pairs (x[2i], x[2i+1])
       neox (qwen2, gemma): pairs (x[i],  x[i + n_rot/2])
     Dims >= n_rot pass through unchanged."""
@@ -75,8 +87,14 @@ def rope(x, pos, n_rot, base, freq_scale=1.0, freq_factors=None, neox=False):
     theta = base ** (-2.0 * np.arange(half, dtype=np.float64) / n_rot)
     if freq_factors is not None:
         theta = theta / freq_factors
-    angle = (np.asarray(pos, dtype=np.float64) * freq_scale)[:, None] * theta[None, :]  # [n, half]
-    cos, sin = np.cos(angle), np.sin(angle)
+    per_pair = np.full(half, freq_scale)
+    if yarn_orig_ctx:
+        lo, hi = yarn_corr_dims(n_rot, yarn_orig_ctx, base)
+        r = 1.0 - np.clip((np.arange(half) - lo) / max(0.001, hi - lo), 0.0, 1.0)
+        per_pair = freq_scale * (1.0 - r) + r
+        mscale = mscale * (1.0 + 0.1 * math.log(1.0 / freq_scale))
+    angle = np.asarray(pos, dtype=np.float64)[:, None] * (theta * per_pair)[None, :]  # [n, half]
+    cos, sin = np.cos(angle) * mscale, np.sin(angle) * mscale
     out = x.copy()
     if neox:
         x1, x2 = x[..., :half], x[..., half:n_rot]
@@ -137,12 +155,12 @@ class KVCache:
 # ----------------------------------------------------------------------------
 
 class Model:
-    def __init__(self, path, verbose=False):
+    def __init__(self, path, verbose=False, n_ctx=0):
         t0 = time.time()
         self.path = path
         g = GGUFFile(path)
         self.cfg: Config = read_config(g)
-        self.w = load_weights(g, self.cfg)
+        self.w = load_weights(g, self.cfg, n_ctx)
         self.load_s = time.time() - t0
         if verbose:
             print(self.cfg.describe(), file=sys.stderr)
@@ -163,12 +181,14 @@ class Model:
         q = self._proj(x, p + "attn_q").reshape(n, c.n_head, c.head_dim).transpose(1, 0, 2)
         k = self._proj(x, p + "attn_k").reshape(n, c.n_head_kv, c.head_dim).transpose(1, 0, 2)
         v = self._proj(x, p + "attn_v").reshape(n, c.n_head_kv, c.head_dim_v).transpose(1, 0, 2)
-        if c.arch == "gemma3":  # per-head RMSNorm of q and k, before RoPE
+        if c.qk_norm:  # per-head RMSNorm of q and k, before RoPE (gemma3, qwen3)
             q = rms_norm(q, self.w[p + "attn_q_norm.weight"], c.norm_eps)
             k = rms_norm(k, self.w[p + "attn_k_norm.weight"], c.norm_eps)
         ff = self.w.get("rope_freqs.weight")
-        q = rope(q, pos, c.n_rot, c.rope_base[il], c.rope_freq_scale[il], ff, c.rope_neox)
-        k = rope(k, pos, c.n_rot, c.rope_base[il], c.rope_freq_scale[il], ff, c.rope_neox)
+        yarn = c.rope_orig_ctx if c.rope_yarn[il] else 0
+        for_rope = dict(freq_factors=ff, neox=c.rope_neox, yarn_orig_ctx=yarn, mscale=c.rope_attn_factor)
+        q = rope(q, pos, c.n_rot, c.rope_base[il], c.rope_freq_scale[il], **for_rope)
+        k = rope(k, pos, c.n_rot, c.rope_base[il], c.rope_freq_scale[il], **for_rope)
         K, V = cache.append(il, k, v)
         k_pos = np.concatenate([cache.pos, pos])
         o = attention(q, K, V, pos, k_pos, c.attn_scale, c.sliding_window[il])  # [n_head, n, dv]
@@ -284,7 +304,7 @@ def write_json(path, obj):
 
 
 def cmd_logits(args):
-    model = Model(args.model, verbose=args.verbose)
+    model = Model(args.model, verbose=args.verbose, n_ctx=args.n_ctx)
     tokens = parse_ids(args.tokens)
     t0 = time.time()
     z = model.all_logits(tokens, batch=args.batch)
@@ -311,7 +331,7 @@ def cmd_logits(args):
 
 
 def cmd_greedy(args):
-    model = Model(args.model, verbose=args.verbose)
+    model = Model(args.model, verbose=args.verbose, n_ctx=args.n_ctx)
     prompt = parse_ids(args.tokens)
     t0 = time.time()
     out, gaps = model.greedy(prompt, args.n)
@@ -323,7 +343,7 @@ def cmd_greedy(args):
 
 
 def cmd_ppl(args):
-    model = Model(args.model, verbose=args.verbose)
+    model = Model(args.model, verbose=args.verbose, n_ctx=args.n_ctx)
     with open(args.tokens_file) as f:
         tokens = parse_ids(f.read())
     add_bos = model.cfg.add_bos if args.add_bos is None else args.add_bos
@@ -368,6 +388,8 @@ def main(argv=None):
     def common(p):
         p.add_argument("--model", required=True, help="GGUF file")
         p.add_argument("-v", "--verbose", action="store_true")
+        p.add_argument("--n-ctx", type=int, default=0,
+                       help="context size the engine runs with (phi3: picks the long or short RoPE factors)")
 
     p = sub.add_parser("logits", help="logits of every position -> raw float32 [n_tokens, n_vocab] + FILE.json")
     common(p)

@@ -59,6 +59,24 @@ def test_rope_linear_scaling_and_freq_factors():
     assert np.allclose(c, b)
 
 
+def test_rope_yarn_keeps_fast_pairs_and_interpolates_slow_ones():
+    # Pairs below the fast correction dim keep their trained angle, pairs above the slow one
+    # are interpolated by freq_scale; cos and sin carry 1 + 0.1 ln(factor) (and the file's
+    # attention factor).
+    d, base, orig = 64, 10000.0, 4096
+    lo, hi = R.yarn_corr_dims(d, orig, base)
+    assert 1 <= lo < hi < d / 2 - 1
+    x = rng.standard_normal((1, d))
+    pos = np.array([37])
+    y = R.rope(x, pos, d, base, freq_scale=0.25, yarn_orig_ctx=orig, mscale=1.5)
+    m = 1.5 * (1 + 0.1 * np.log(4.0))
+    plain = R.rope(x, pos, d, base) * m
+    interp = R.rope(x, pos, d, base, freq_scale=0.25) * m
+    fast, slow = int(lo) - 1, int(hi) + 1
+    assert np.allclose(y[0, 2 * fast:2 * fast + 2], plain[0, 2 * fast:2 * fast + 2])
+    assert np.allclose(y[0, 2 * slow:2 * slow + 2], interp[0, 2 * slow:2 * slow + 2])
+
+
 def naive_attention(q, k, v, q_pos, k_pos, scale, window):
     n_head, n, _ = q.shape
     g = n_head // k.shape[0]

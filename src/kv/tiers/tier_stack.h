@@ -1,5 +1,5 @@
 // The lower tiers of one KV cache, in order (disk, then Redis): what the cache calls to
-// spill a prefix block and to fetch one back (kv_tiers.cc holds the cache's side).
+// spill a prefix block and to fetch one back (prefix_tiers.cc holds the cache's side).
 //
 // Reads are synchronous and go down the tiers in order; a hit in a later tier is copied
 // into the earlier ones (a block another instance put in Redis lands on this one's disk).
@@ -35,7 +35,7 @@ struct TierStackStats {
   int64_t loaded = 0;    // records returned to the cache
   int64_t stored = 0;    // records queued for writing
   int64_t dropped = 0;   // records not queued: the queue was full
-  int64_t rejected = 0;  // records a tier returned that the cache refused (kv_tiers.cc)
+  int64_t rejected = 0;  // records a tier returned that the cache refused (prefix_tiers.cc)
 };
 
 class TierStack {

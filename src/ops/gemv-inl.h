@@ -1,0 +1,337 @@
+// SIMD bodies of the decode matmul kernels (a few tokens), included once per Highway target by matmul-inl.h.
+//
+// Weights are stored in 16-row tiles (ops/weights.h), so a vector lane stands
+// for a row: a tile's 16 outputs accumulate in one AVX-512 vector (two AVX2
+// vectors), x is broadcast, and a group's scale and minimum apply to 16 rows
+// with one instruction. No horizontal sums.
+//  * Integer kernel (AVX3_DL: AVX-512 VNNI), for kQ4/kQ8: vpdpbusd multiplies 4
+//  code bytes
+//    of 16 rows with 4 int8 activations per instruction; x enters as three int8
+//    parts (ops/matmul_x.h), so the result has fp32 accuracy. 3 instructions
+//    per 64 weights and part, against 8 for decoding codes to fp32 first (the
+//    old kernel on this target).
+//  * Float kernel (other targets, and kF32/kF16 everywhere): codes are
+//  converted to fp32 in
+//    registers and multiplied with fp32 x.
+#if defined(SLIMKV_OPS_GEMV_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef SLIMKV_OPS_GEMV_INL_H_
+#undef SLIMKV_OPS_GEMV_INL_H_
+#else
+#define SLIMKV_OPS_GEMV_INL_H_
+#endif
+
+#include <algorithm>
+#include <cstring>
+
+#include "hwy/cache_control.h"
+#include "hwy/highway.h"
+#include "ops/matmul_x.h"
+#include "ops/weights.h"
+
+#if HWY_TARGET == HWY_AVX3_DL
+#include <immintrin.h>
+#endif
+
+HWY_BEFORE_NAMESPACE();
+namespace slimkv::ops::HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+using DF = hn::ScalableTag<float>;
+using VF = hn::Vec<DF>;
+using DI = hn::RebindToSigned<DF>;
+using DU = hn::RebindToUnsigned<DF>;
+
+// Vectors per 16-row tile (the targets built have fixed-size vectors of 1 to 16 floats).
+inline constexpr size_t kLanes = hn::MaxLanes(DF());
+inline constexpr int kTileVecs = static_cast<int>(kWeightTileRows / kLanes);
+static_assert(kWeightTileRows % kLanes == 0, "a tile is a whole number of vectors");
+// Tokens per pass of the decode kernels (registers: kGemvTokens x kXParts integer sums).
+inline constexpr int kGemvTokens = 4;
+
+#undef SLIMKV_OPS_VNNI
+#undef SLIMKV_OPS_VNNI_ATTR
+#if HWY_TARGET == HWY_AVX3_DL
+#define SLIMKV_OPS_VNNI 1
+// Highway 1.0.3's AVX3_DL target string does not name avx512vnni; functions that inline the intrinsic add it.
+#define SLIMKV_OPS_VNNI_ATTR __attribute__((target(HWY_TARGET_STR ",avx512vnni")))
+#else
+#define SLIMKV_OPS_VNNI 0
+#define SLIMKV_OPS_VNNI_ATTR
+#endif
+inline constexpr bool kIntegerGemv = SLIMKV_OPS_VNNI;
+// How far ahead the decode kernels prefetch, in bytes of codes (the integer
+// kernel here, the kGgml stream kernel of matmul_blocks-inl.h).
+inline constexpr int64_t kPrefetchBytes = 4096;
+
+// A group's 16 scales (or minimums) starting at element i of a tile's array.
+template <bool kHalf>
+HWY_INLINE VF LoadScales(const uint8_t* p, size_t i) {
+  const DF d;
+  if constexpr (kHalf) {
+    const hn::Rebind<hwy::float16_t, DF> dh;
+    return hn::PromoteTo(d, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(p) + i));
+  } else {
+    return hn::LoadU(d, reinterpret_cast<const float*>(p) + i);
+  }
+}
+
+// ---------------------------------------------------------------- x
+// preparation Fills q.sum (always) and, for the integer kernel, q.parts,
+// q.scale and q.bias, for n_tokens rows of x ([n_tokens, ldx]).
+inline void QuantizeX(const float* x, int64_t ldx, int64_t n_tokens, const QuantizedX& q) {
+  const DF d;
+  const DI di;
+  const hn::Rebind<int8_t, DI> d8;
+  const size_t N = hn::Lanes(d);
+  const int G = q.group;
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    for (int64_t g = 0; g < q.groups; ++g) {
+      const float* xg = x + t * ldx + g * G;
+      VF vmax = hn::Zero(d), vsum = hn::Zero(d);
+      for (int j = 0; j < G; j += static_cast<int>(N)) {
+        const VF v = hn::LoadU(d, xg + j);
+        vmax = hn::Max(vmax, hn::Abs(v));
+        vsum = hn::Add(vsum, v);
+      }
+      q.sum[t * q.groups + g] = hn::GetLane(hn::SumOfLanes(d, vsum));
+      if constexpr (!kIntegerGemv) continue;
+      const float mx = hn::GetLane(hn::MaxOfLanes(d, vmax));
+      // Tiny groups (and zero ones) contribute nothing at fp32 precision: parts 0.
+      const bool live = mx > 1e-30f;
+      const VF inv = hn::Set(d, live ? 127.0f / mx : 0.0f), base = hn::Set(d, kXPartBase);
+      q.scale[t * q.groups + g] = live ? mx / 127.0f : 0.0f;
+      hn::Vec<DI> sums[kXParts] = {hn::Zero(di), hn::Zero(di), hn::Zero(di)};
+      int8_t* out = q.parts + t * kXParts * q.cols + g * G;
+      for (int j = 0; j < G; j += static_cast<int>(N)) {
+        VF r = hn::Mul(hn::LoadU(d, xg + j), inv);  // in [-127, 127]
+        for (int p = 0; p < kXParts; ++p) {
+          const auto k = hn::NearestInt(r);  // |k| <= 127: |r| <= 127, then |r| <= 0.5 * 254
+          hn::StoreU(hn::DemoteTo(d8, k), d8, out + p * q.cols + j);
+          sums[p] = hn::Add(sums[p], k);
+          r = hn::Mul(hn::Sub(r, hn::ConvertTo(d, k)), base);
+        }
+      }
+      for (int p = 0; p < kXParts; ++p) {
+        q.bias[(t * q.groups + g) * kXParts + p] = -128 * hn::GetLane(hn::SumOfLanes(di, sums[p]));
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------- integer kernel
+#if SLIMKV_OPS_VNNI
+HWY_INLINE __m512i Broadcast4(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm512_set1_epi32(v);
+}
+
+// out[t][16] = the tile's 16 outputs for tokens t0..t0+kT-1.
+template <WeightFormat kFormat, int kGroup, bool kHalf, int kT>
+SLIMKV_OPS_VNNI_ATTR HWY_INLINE void IntegerTile(const WeightMatrix& w, int64_t tile, const QuantizedX& q,
+                                                 int64_t t0, float* HWY_RESTRICT out) {
+  constexpr int kChunks = (kFormat == WeightFormat::kQ4 ? kGroup / 2 : kGroup) / 4;
+  const int64_t ng = q.groups;
+  const uint8_t* codes = w.tile_codes(tile);
+  const uint8_t* scales = w.tile_scales(tile);
+  const uint8_t* mins = w.has_min ? w.tile_mins(tile) : nullptr;
+  // Bytes of scales per group, and how far ahead to prefetch them (as far as the codes).
+  constexpr int64_t kScaleBytes = kWeightTileRows * (kHalf ? 2 : 4);
+  constexpr int64_t kPrefetchScales = kPrefetchBytes * kScaleBytes / (kChunks * 64);
+  const __m512i nibble = _mm512_set1_epi8(0x0F), flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  const __m512 inv_base = _mm512_set1_ps(1.0f / kXPartBase);
+  __m512 acc[kT];
+  for (int t = 0; t < kT; ++t) acc[t] = _mm512_setzero_ps();
+  for (int64_t g = 0; g < ng; ++g) {
+    __m512i sum[kT][kXParts];
+    for (int t = 0; t < kT; ++t) {
+      for (int p = 0; p < kXParts; ++p) {
+        sum[t][p] = kFormat == WeightFormat::kQ8
+                        ? _mm512_set1_epi32(q.bias[((t0 + t) * ng + g) * kXParts + p])
+                        : _mm512_setzero_si512();
+      }
+    }
+    const uint8_t* cg = codes + g * kChunks * 64;
+    // Decode streams each matrix from memory once; ask for the codes, scales
+    // and minimums a few KiB ahead (the next tiles follow in memory).
+    for (int k = 0; k < kChunks; ++k) hwy::Prefetch(cg + kPrefetchBytes + k * 64);
+    hwy::Prefetch(scales + g * kScaleBytes + kPrefetchScales);
+    if (mins) hwy::Prefetch(mins + g * kScaleBytes + kPrefetchScales);
+    const int8_t* xg = q.parts + t0 * kXParts * q.cols + g * kGroup;
+    // 4 int8 activations from column `col` of token t's part p (of this group), in every lane.
+    auto x4 = [&](int t, int p, int col) { return Broadcast4(xg + (t * kXParts + p) * q.cols + col); };
+    for (int k = 0; k < kChunks; ++k) {
+      const __m512i v = _mm512_loadu_si512(cg + k * 64);
+      if constexpr (kFormat == WeightFormat::kQ4) {
+        // Low nibbles: columns 4k..4k+3 of each row; high nibbles: columns 16+4k...
+        const __m512i lo = _mm512_and_si512(v, nibble);
+        const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), nibble);
+        for (int t = 0; t < kT; ++t) {
+          for (int p = 0; p < kXParts; ++p) {
+            sum[t][p] = _mm512_dpbusd_epi32(sum[t][p], lo, x4(t, p, 4 * k));
+            sum[t][p] = _mm512_dpbusd_epi32(sum[t][p], hi, x4(t, p, 16 + 4 * k));
+          }
+        }
+      } else {
+        const __m512i u = _mm512_xor_si512(v, flip);  // q + 128: vpdpbusd's unsigned operand
+        for (int t = 0; t < kT; ++t) {
+          for (int p = 0; p < kXParts; ++p) sum[t][p] = _mm512_dpbusd_epi32(sum[t][p], u, x4(t, p, 4 * k));
+        }
+      }
+    }
+    const __m512 s = LoadScales<kHalf>(scales, g * kWeightTileRows).raw;
+    for (int t = 0; t < kT; ++t) {
+      // a + b / 254 + c / 254^2, then times the weights' scale and x's.
+      __m512 f = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum[t][2]), inv_base, _mm512_cvtepi32_ps(sum[t][1]));
+      f = _mm512_fmadd_ps(f, inv_base, _mm512_cvtepi32_ps(sum[t][0]));
+      acc[t] = _mm512_fmadd_ps(f, _mm512_mul_ps(s, _mm512_set1_ps(q.scale[(t0 + t) * ng + g])), acc[t]);
+      if (mins) {
+        acc[t] = _mm512_fmadd_ps(LoadScales<kHalf>(mins, g * kWeightTileRows).raw,
+                                 _mm512_set1_ps(q.sum[(t0 + t) * ng + g]), acc[t]);
+      }
+    }
+  }
+  for (int t = 0; t < kT; ++t) _mm512_storeu_ps(out + t * kWeightTileRows, acc[t]);
+}
+#endif  // SLIMKV_OPS_VNNI
+
+// ---------------------------------------------------------------- float
+// kernels Code byte kB of each 32-bit lane (one row's 4 code bytes): unsigned
+// for kQ4 (a nibble pair), signed int8 for kQ8.
+template <int kB>
+HWY_INLINE hn::Vec<DU> ByteOf(hn::Vec<DU> v) {
+  const DU du;
+  if constexpr (kB == 3) return hn::ShiftRight<24>(v);
+  return hn::And(hn::ShiftRight<8 * kB>(v), hn::Set(du, 0xFFu));
+}
+template <int kB>
+HWY_INLINE VF SignedByteOf(hn::Vec<DU> v) {
+  const DI di;
+  return hn::ConvertTo(DF(), hn::ShiftRight<24>(hn::ShiftLeft<24 - 8 * kB>(hn::BitCast(di, v))));
+}
+
+// Adds code byte kB of chunk `v` (rows in lanes) times x to part[t] for each token.
+template <WeightFormat kFormat, int kT, int kB>
+HWY_INLINE void FloatChunkByte(hn::Vec<DU> v, const float* x, int64_t ldx, int col, VF* part) {
+  const DF d;
+  if constexpr (kFormat == WeightFormat::kQ4) {
+    const DU du;
+    const auto b = ByteOf<kB>(v);
+    const VF lo = hn::ConvertTo(d, hn::BitCast(DI(), hn::And(b, hn::Set(du, 15u))));
+    const VF hi = hn::ConvertTo(d, hn::BitCast(DI(), hn::ShiftRight<4>(b)));
+    for (int t = 0; t < kT; ++t) {
+      part[t] = hn::MulAdd(lo, hn::Set(d, x[t * ldx + col + kB]), part[t]);
+      part[t] = hn::MulAdd(hi, hn::Set(d, x[t * ldx + col + 16 + kB]), part[t]);
+    }
+  } else {
+    const VF q = SignedByteOf<kB>(v);
+    for (int t = 0; t < kT; ++t) part[t] = hn::MulAdd(q, hn::Set(d, x[t * ldx + col + kB]), part[t]);
+  }
+}
+
+// out[t][16] = the tile's 16 outputs for tokens x[0..kT) (x: [kT, ldx]).
+template <WeightFormat kFormat, int kGroup, bool kHalf, int kT>
+HWY_INLINE void FloatTile(const WeightMatrix& w, int64_t tile, const float* x, int64_t ldx,
+                          const QuantizedX& q, int64_t t0, float* HWY_RESTRICT out) {
+  const DF d;
+  const DU du;
+  constexpr size_t N = kLanes;
+  VF acc[kT][kTileVecs];
+  for (int t = 0; t < kT; ++t)
+    for (int h = 0; h < kTileVecs; ++h) acc[t][h] = hn::Zero(d);
+  const uint8_t* codes = w.tile_codes(tile);
+  if constexpr (kFormat == WeightFormat::kF32 || kFormat == WeightFormat::kF16) {
+    for (int64_t c = 0; c < w.cols; ++c) {
+      for (int h = 0; h < kTileVecs; ++h) {
+        VF wv;
+        if constexpr (kFormat == WeightFormat::kF32) {
+          wv = hn::LoadU(d, reinterpret_cast<const float*>(codes) + c * kWeightTileRows + h * N);
+        } else {
+          const hn::Rebind<hwy::float16_t, DF> dh;
+          wv = hn::PromoteTo(
+              d, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(codes) + c * kWeightTileRows + h * N));
+        }
+        for (int t = 0; t < kT; ++t) acc[t][h] = hn::MulAdd(wv, hn::Set(d, x[t * ldx + c]), acc[t][h]);
+      }
+    }
+  } else {
+    constexpr int kChunks = (kFormat == WeightFormat::kQ4 ? kGroup / 2 : kGroup) / 4;
+    const int64_t ng = q.groups;
+    const uint8_t* scales = w.tile_scales(tile);
+    const uint8_t* mins = w.has_min ? w.tile_mins(tile) : nullptr;
+    for (int64_t g = 0; g < ng; ++g) {
+      for (int h = 0; h < kTileVecs; ++h) {
+        VF part[kT];
+        for (int t = 0; t < kT; ++t) part[t] = hn::Zero(d);
+        for (int k = 0; k < kChunks; ++k) {
+          const auto v =
+              hn::LoadU(du, reinterpret_cast<const uint32_t*>(codes + (g * kChunks + k) * 64) + h * N);
+          const int col = static_cast<int>(g * kGroup + 4 * k);
+          FloatChunkByte<kFormat, kT, 0>(v, x, ldx, col, part);
+          FloatChunkByte<kFormat, kT, 1>(v, x, ldx, col, part);
+          FloatChunkByte<kFormat, kT, 2>(v, x, ldx, col, part);
+          FloatChunkByte<kFormat, kT, 3>(v, x, ldx, col, part);
+        }
+        const VF s = LoadScales<kHalf>(scales, g * kWeightTileRows + h * N);
+        for (int t = 0; t < kT; ++t) {
+          acc[t][h] = hn::MulAdd(part[t], s, acc[t][h]);
+          if (mins) {
+            acc[t][h] = hn::MulAdd(LoadScales<kHalf>(mins, g * kWeightTileRows + h * N),
+                                   hn::Set(d, q.sum[(t0 + t) * ng + g]), acc[t][h]);
+          }
+        }
+      }
+    }
+  }
+  for (int t = 0; t < kT; ++t)
+    for (int h = 0; h < kTileVecs; ++h) hn::StoreU(acc[t][h], d, out + t * kWeightTileRows + h * N);
+}
+
+// One tile for tokens [t0, t0 + kT): y[t][the tile's rows] (ldy apart).
+template <WeightFormat kFormat, int kGroup, bool kHalf, int kT>
+HWY_NOINLINE SLIMKV_OPS_VNNI_ATTR void GemvTile(const WeightMatrix& w, int64_t tile, const float* x,
+                                                int64_t ldx, const QuantizedX& q, int64_t t0, float* y,
+                                                int64_t ldy) {
+  HWY_ALIGN float out[kT * kWeightTileRows];
+  if constexpr (kIntegerGemv && (kFormat == WeightFormat::kQ4 || kFormat == WeightFormat::kQ8)) {
+#if SLIMKV_OPS_VNNI
+    IntegerTile<kFormat, kGroup, kHalf, kT>(w, tile, q, t0, out);
+#endif
+  } else {
+    FloatTile<kFormat, kGroup, kHalf, kT>(w, tile, x + t0 * ldx, ldx, q, t0, out);
+  }
+  const int64_t r0 = tile * kWeightTileRows;
+  const size_t n = static_cast<size_t>(std::min(kWeightTileRows, w.rows - r0));
+  for (int t = 0; t < kT; ++t)
+    std::memcpy(y + (t0 + t) * ldy + r0, out + t * kWeightTileRows, n * sizeof(float));
+}
+
+// Decode: tiles [tile_begin, tile_end) of w times n_tokens rows of x,
+// kGemvTokens at a time (a tile's weights are read from memory once and from L1 for the next tokens).
+template <WeightFormat kFormat, int kGroup, bool kHalf>
+void GemvAll(const WeightMatrix& w, int64_t tile_begin, int64_t tile_end, const float* x, int64_t ldx,
+             const QuantizedX& q, int64_t n_tokens, float* y, int64_t ldy) {
+  for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
+    for (int64_t t0 = 0; t0 < n_tokens; t0 += kGemvTokens) {
+      switch (std::min<int64_t>(kGemvTokens, n_tokens - t0)) {
+        case 4:
+          GemvTile<kFormat, kGroup, kHalf, 4>(w, tile, x, ldx, q, t0, y, ldy);
+          break;
+        case 3:
+          GemvTile<kFormat, kGroup, kHalf, 3>(w, tile, x, ldx, q, t0, y, ldy);
+          break;
+        case 2:
+          GemvTile<kFormat, kGroup, kHalf, 2>(w, tile, x, ldx, q, t0, y, ldy);
+          break;
+        default:
+          GemvTile<kFormat, kGroup, kHalf, 1>(w, tile, x, ldx, q, t0, y, ldy);
+          break;
+      }
+    }
+  }
+}
+
+}  // namespace slimkv::ops::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#endif  // per-target include guard
