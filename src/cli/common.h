@@ -29,6 +29,9 @@ struct CommonFlags {
   double kv_mem_mib = 0;           // --kv-mem: KV budget in MiB (0 = exactly what the context needs)
   int block_tokens = 0;            // --kv-block (0: the preset's, 32 for most)
   int batch = 512;                 // -b: prompt tokens per forward call
+  std::string kv_disk;             // --kv-disk DIR: the prefix cache's disk tier
+  double kv_disk_gib = 4;          // --kv-disk-mem: its budget in GiB
+  std::string kv_redis;            // --kv-redis HOST:PORT: the shared tier
   bool verbose = false;
   LlamaCppFlags llama;  // -ctk/-ctv (override --kv-k/--kv-v's defaults), -fa, -ngl, -hf
 
@@ -51,6 +54,8 @@ Result<std::string> ResolveModel(const std::string& arg);
 // directory, else under the checkout holding the binary; unchanged when neither has it.
 std::string ResolveDataFile(const std::string& path);
 
+// The lower tiers of the prefix cache from --kv-disk, --kv-disk-mem and --kv-redis.
+Status SetTierOptions(const CommonFlags& f, engine::EngineOptions* o);
 Result<std::unique_ptr<engine::Engine>> MakeEngine(const CommonFlags& f, int default_ctx);
 // Engine::Create with a line on stderr before (the file) and after (what loaded, how long).
 Result<std::unique_ptr<engine::Engine>> LoadEngine(const engine::EngineOptions& o);
