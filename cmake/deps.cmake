@@ -18,3 +18,6 @@ pkg_check_modules(HWY REQUIRED IMPORTED_TARGET libhwy libhwy-contrib)
 pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
 # Boost.Beast and Asio (header-only) for the HTTP server (docs/DECISIONS.md, "The HTTP edge").
 find_package(Boost 1.81 REQUIRED CONFIG)
+# The KV cache's lower tiers: record checksums (XXH3) and the Redis client.
+pkg_check_modules(XXHASH REQUIRED IMPORTED_TARGET libxxhash)
+pkg_check_modules(HIREDIS REQUIRED IMPORTED_TARGET hiredis)

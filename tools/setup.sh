@@ -3,7 +3,8 @@
 #   demo   what `make demo` needs: the compiler, CMake/Ninja, the libraries the slimkv binary
 #          links, python3-venv, and the default model in models/.
 #   test   (the default) everything `make test` needs on top: clang and the sanitizer runtime,
-#          GoogleTest, Google Benchmark, hiredis, chromium (the dashboard test), the pinned
+#          GoogleTest, Google Benchmark, redis-server (the KV tier tests start their own on
+#          loopback), chromium (the dashboard test), the pinned
 #          Python packages of .venv (tools/requirements.txt), the eval text in data/.
 # Usage: tools/setup.sh [demo|test] [--gemma3]     (--gemma3 also assembles Gemma-3-270M)
 # Every step prints a line, and apt and pip print their own progress.
@@ -25,13 +26,14 @@ done
 APT_DEMO=(
   g++ cmake ninja-build pkg-config
   libhwy-dev libpcre2-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
-  libboost1.81-dev
+  libboost1.81-dev libhiredis-dev libxxhash-dev
   python3 python3-venv
 )
 # What the tests, the sanitizer build, the fuzzer and the benchmarks need in addition.
 APT_TEST=(
   build-essential clang-14 libclang-rt-14-dev
-  libgtest-dev libgmock-dev libbenchmark-dev libhiredis-dev libcpp-httplib-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libcpp-httplib-dev
+  redis-server
   python3-pip
   chromium
 )

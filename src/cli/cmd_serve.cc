@@ -135,6 +135,14 @@ int ServeMain(const ServeFlags& f) {
     if (!text.ok()) return Fail(text.status());
     eo.kv_share_text = *text;
   }
+  if (Status st = SetTierOptions(f.common, &eo); !st.ok()) return Fail(st);
+  if (f.no_prefix_cache && (!eo.kv_disk_dir.empty() || !eo.kv_redis.empty())) {
+    return Fail(InvalidArgument("--kv-disk and --kv-redis hold prefix blocks: they need the prefix cache (drop --no-prefix-cache)"));
+  }
+  // Every log line on stderr: stdout carries only the "listening on" line (the KV tiers warn
+  // while the engine loads, e.g. of a read-only --kv-disk).
+  spdlog::set_default_logger(spdlog::stderr_color_mt("serve"));
+  spdlog::set_level(spdlog::level::warn);
   auto eng = LoadEngine(eo);
   if (!eng.ok()) return Fail(eng.status());
   engine::Engine& e = **eng;
@@ -167,10 +175,7 @@ int ServeMain(const ServeFlags& f) {
   o.limits.max_n = f.max_n;
   o.default_sampling = f.sampling;
   o.worker_threads = f.http_threads;
-  if (f.common.verbose) {  // the access log, on stderr: stdout carries only the "listening on" line
-    spdlog::set_default_logger(spdlog::stderr_color_mt("serve"));
-    spdlog::set_level(spdlog::level::info);
-  }
+  if (f.common.verbose) spdlog::set_level(spdlog::level::info);  // the access log
   server::HttpServer http(e, scheduler, o);
   if (Status st = http.Bind(); !st.ok()) return Fail(st);
   scheduler.Start();
@@ -182,6 +187,11 @@ int ServeMain(const ServeFlags& f) {
                o.model_name.c_str(), eo.n_ctx, KvDescription(e).c_str(),
                kv.DataBytesPerToken() + kv.MetaBytesPerToken(), HumanBytes(kv.budget_bytes()).c_str(),
                f.max_running, f.max_waiting);
+  if (!eo.kv_disk_dir.empty() || !eo.kv_redis.empty()) {
+    std::fprintf(stderr, "slimkv serve: prefix blocks also kept in%s%s%s%s\n",
+                 eo.kv_disk_dir.empty() ? "" : " disk ", eo.kv_disk_dir.c_str(),
+                 eo.kv_redis.empty() ? "" : " redis ", eo.kv_redis.c_str());
+  }
   std::printf("listening on http://%s:%d\n", f.host.c_str(), http.port());
   std::fflush(stdout);
 

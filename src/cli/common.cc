@@ -121,6 +121,14 @@ void CommonFlags::Add(CLI::App* app, bool with_model_flag) {
                   "over an earlier layer's cache and keeps "
                   "none), or kvsharer:N[:THRESHOLD] to let KVSharer's search "
                   "pick N layers on the eval text");
+  app->add_option("--kv-disk", kv_disk,
+                  "directory of the prefix cache's disk tier: prefix blocks are kept there in their stored "
+                  "format and survive restarts (one process per directory; default: none)");
+  app->add_option("--kv-disk-mem", kv_disk_gib, "budget of --kv-disk in GiB (least recently used blocks go first)")
+      ->check(CLI::Range(0.001, 1048576.0));
+  app->add_option("--kv-redis", kv_redis,
+                  "HOST:PORT of a Redis that instances share prefix blocks through; when it is down or slow "
+                  "requests are served locally (default: none)");
   app->add_flag("-v,--verbose", verbose, "print model, KV layout and byte accounting");
   llama.Add(app, with_model_flag);
 }
@@ -172,7 +180,18 @@ Result<std::unique_ptr<engine::Engine>> MakeEngine(const CommonFlags& f, int def
   o.threads = f.threads;
   o.prefill_chunk = f.batch;
   o.kv_budget_bytes = static_cast<size_t>(f.kv_mem_mib * 1024 * 1024);
+  RETURN_IF_ERROR(SetTierOptions(f, &o));
   return LoadEngine(o);
+}
+
+Status SetTierOptions(const CommonFlags& f, engine::EngineOptions* o) {
+  if (!(f.kv_disk_gib > 0 && f.kv_disk_gib <= (1 << 20))) {  // NaN fails too
+    return InvalidArgument("--kv-disk-mem must be a number of GiB in (0, {}], got {}", 1 << 20, f.kv_disk_gib);
+  }
+  o->kv_disk_dir = f.kv_disk;
+  o->kv_disk_bytes = static_cast<uint64_t>(f.kv_disk_gib * (1ull << 30));
+  o->kv_redis = f.kv_redis;
+  return Status::Ok();
 }
 
 Result<std::unique_ptr<engine::Engine>> LoadEngine(const engine::EngineOptions& o) {

@@ -30,6 +30,9 @@ struct CommonFlags {
   int block_tokens = 0;            // --kv-block (0: the preset's, 32 for most)
   std::string kv_share;            // --kv-share: cross-layer sharing, a map or kvsharer:N[:T]
   int batch = 512;                 // -b: prompt tokens per forward call
+  std::string kv_disk;             // --kv-disk DIR: the prefix cache's disk tier
+  double kv_disk_gib = 4;          // --kv-disk-mem: its budget in GiB
+  std::string kv_redis;            // --kv-redis HOST:PORT: the shared tier
   bool verbose = false;
   LlamaCppFlags llama;  // -ctk/-ctv (override --kv-k/--kv-v's defaults), -fa, -ngl, -hf
 
@@ -52,6 +55,8 @@ Result<std::string> ResolveModel(const std::string& arg);
 // directory, else under the checkout holding the binary; unchanged when neither has it.
 std::string ResolveDataFile(const std::string& path);
 
+// The lower tiers of the prefix cache from --kv-disk, --kv-disk-mem and --kv-redis.
+Status SetTierOptions(const CommonFlags& f, engine::EngineOptions* o);
 // Without --kv-mem the KV budget holds `n_seq` sequences of the context.
 Result<std::unique_ptr<engine::Engine>> MakeEngine(const CommonFlags& f, int default_ctx, int n_seq = 1);
 // Engine::Create with a line on stderr before (the file) and after (what loaded, how long).

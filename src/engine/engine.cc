@@ -1,15 +1,53 @@
 #include "engine/engine.h"
 
+#include <xxhash.h>
+
 #include <cmath>
 
 #include "base/log.h"
 #include "engine/kv_sharer.h"
 #include "engine/scheduler.h"
 #include "kv/footprint.h"
+#include "kv/tiers/disk_tier.h"
+#include "kv/tiers/redis_tier.h"
 
 namespace slimkv::engine {
-
 namespace {
+
+// What identifies the weights in the fingerprint of stored KV blocks: XXH3 of every
+// tensor's name, type, shape and bytes (a fine-tune of the same shape differs; 0.1 s per
+// 300 MB, paid only when a lower tier is on).
+uint64_t ModelIdentity(const gguf::GgufFile& file) {
+  XXH3_state_t* st = XXH3_createState();
+  XXH3_64bits_reset(st);
+  for (const gguf::TensorInfo& t : file.tensors()) {
+    const std::string head = fmt::format("{} {} {}", t.name, static_cast<int>(t.type), t.ShapeString());
+    XXH3_64bits_update(st, head.data(), head.size() + 1);
+    XXH3_64bits_update(st, t.data, t.n_bytes);
+  }
+  const uint64_t h = XXH3_64bits_digest(st);
+  XXH3_freeState(st);
+  return h;
+}
+
+Result<std::unique_ptr<kv::tiers::TierStack>> MakeTiers(const EngineOptions& o, const model::Model& model,
+                                                        const kv::KvSpec& spec) {
+  std::vector<std::unique_ptr<kv::tiers::BlockTier>> tiers;
+  if (!o.kv_disk_dir.empty()) {
+    if (o.kv_disk_bytes == 0)
+      return InvalidArgument("--kv-disk {} needs a budget (--kv-disk-mem GiB > 0)", o.kv_disk_dir);
+    ASSIGN_OR_RETURN(auto disk,
+                     kv::tiers::DiskTier::Open({.dir = o.kv_disk_dir, .budget_bytes = o.kv_disk_bytes}));
+    tiers.push_back(std::move(disk));
+  }
+  if (!o.kv_redis.empty()) {
+    ASSIGN_OR_RETURN(const kv::tiers::RedisTierOptions ro, kv::tiers::ParseRedisAddress(o.kv_redis));
+    tiers.push_back(std::make_unique<kv::tiers::RedisTier>(ro));
+  }
+  if (tiers.empty()) return std::unique_ptr<kv::tiers::TierStack>();
+  return std::make_unique<kv::tiers::TierStack>(
+      spec, o.kv, kv::tiers::TierStackOptions{.model_id = ModelIdentity(model.file())}, std::move(tiers));
+}
 
 // model::Model behind the scheduler's step interface.
 class ModelStep : public StepModel {
@@ -48,6 +86,8 @@ Result<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& o) {
           : kv::PolicyPeakSequenceBytes(spec, o.kv, o.policy, o.n_ctx, o.prefill_chunk) * o.n_seq;
   ASSIGN_OR_RETURN(e->kv_, kv::KvCache::Create(spec, o.kv, budget));
   RETURN_IF_ERROR(e->kv_->SetPolicy(o.policy));
+  ASSIGN_OR_RETURN(e->tiers_, MakeTiers(o, *e->model_, spec));
+  if (e->tiers_) e->kv_->SetTiers(e->tiers_.get());
   return e;
 }
 
@@ -77,8 +117,8 @@ Status Engine::Prefill(kv::KvCache& kv, kv::SeqId seq, std::span<const TokenId> 
   return Status::Ok();
 }
 
-Result<GenerationStats> Engine::Generate(const std::vector<TokenId>& prompt,
-                                         const GenerateOptions& go, const TokenCallback& on_token) {
+Result<GenerationStats> Engine::Generate(const std::vector<TokenId>& prompt, const GenerateOptions& go,
+                                         const TokenCallback& on_token) {
   RETURN_IF_ERROR(go.sampling.Validate());
   if (prompt.empty()) return InvalidArgument("empty prompt");
   GenerationStats st;

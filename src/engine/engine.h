@@ -12,6 +12,7 @@
 #include "engine/sampler.h"
 #include "engine/step_model.h"
 #include "kv/kv_cache.h"
+#include "kv/tiers/tier_stack.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
 
@@ -31,6 +32,10 @@ struct EngineOptions {
   // (engine/kv_sharer.h).
   std::string kv_share;
   std::string kv_share_text;
+  // Lower tiers of the prefix cache (docs/SERVING.md, "KV tiers"); both off when empty.
+  std::string kv_disk_dir;     // --kv-disk: a directory that keeps prefix blocks across restarts
+  uint64_t kv_disk_bytes = 0;  // --kv-disk-mem: its budget in bytes
+  std::string kv_redis;        // --kv-redis HOST:PORT: blocks shared by every instance using it
 };
 
 struct GenerateOptions {
@@ -63,6 +68,7 @@ class Engine {
   kv::KvCache& kv() { return *kv_; }
   ThreadPool& pool() { return pool_; }
   const EngineOptions& options() const { return options_; }
+  kv::tiers::TierStack* tiers() { return tiers_.get(); }  // nullptr without --kv-disk / --kv-redis
 
   // The model behind the scheduler's step interface.
   StepModel& step_model() { return *step_model_; }
@@ -95,6 +101,7 @@ class Engine {
   std::unique_ptr<model::Model> model_;
   std::unique_ptr<StepModel> step_model_;
   std::unique_ptr<tokenizer::Tokenizer> tokenizer_;
+  std::unique_ptr<kv::tiers::TierStack> tiers_;  // before kv_: the cache points to it
   std::unique_ptr<kv::KvCache> kv_;
 };
 

@@ -186,11 +186,7 @@ const RopeTables* KvCache::LayerRope(int layer) const {
 }
 
 Status KvCache::AllocateEvicting(bool sealed, int n, std::vector<BlockId>* out) {
-  Status st = store_.pool(sealed).Allocate(n, out);
-  while (!st.ok() && st.code() == StatusCode::kResourceExhausted && prefix_.EvictOne()) {
-    st = store_.pool(sealed).Allocate(n, out);
-  }
-  return st;
+  return prefix_.AllocateEvicting(sealed, n, out);
 }
 
 Status KvCache::BeginStep(std::span<const StepChunk> chunks) {

@@ -149,6 +149,11 @@ class KvCache {
   void ClearPrefixCache() { prefix_.Clear(); }
   // Tokens of a sequence attached from the prefix cache.
   int AttachedTokens(SeqId seq) const;
+  // Lower tiers under the prefix index (prefix_cache.h, prefix_tiers.cc; not
+  // owned, outlive the cache; nullptr: none): PublishPrefix also spills each
+  // new entry to them, AttachPrefix first fetches the blocks of the prompt the
+  // index lacks from them.
+  void SetTiers(tiers::TierStack* tiers) { prefix_.SetTiers(tiers); }
 
   // Decodes held tokens [first, first + n) of one stream, in slot order (0 is
   // the oldest token the stream holds), as stored: keys after RoPE unless the

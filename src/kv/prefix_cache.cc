@@ -22,6 +22,14 @@ bool PrefixCache::EvictOne() {
   return true;
 }
 
+Status PrefixCache::AllocateEvicting(bool sealed, int n, std::vector<BlockId>* out) {
+  Status st = store_->pool(sealed).Allocate(n, out);
+  while (!st.ok() && st.code() == StatusCode::kResourceExhausted && EvictOne()) {
+    st = store_->pool(sealed).Allocate(n, out);
+  }
+  return st;
+}
+
 void PrefixCache::Clear() {
   while (EvictOne()) {
   }
@@ -34,6 +42,7 @@ int PrefixCache::Attach(std::vector<BlockTable>& tables, uint64_t salt, std::spa
   if (tokens.size() <= static_cast<size_t>(bt_)) return 0;
   // At least one token is left to compute (its logits start generation).
   const size_t usable = std::min<size_t>(tokens.size() - 1, std::max(0, max_tokens));
+  if (tiers_) FetchFromTiers(salt, tokens.first(usable));
   const auto chain = index_.Match(salt, tokens.first(usable), bt_);
   int k = static_cast<int>(chain.size());
   // Shorten the match until every stream's blocks can form a valid table:
@@ -93,6 +102,11 @@ void PrefixCache::Publish(const std::vector<BlockTable>& tables, uint64_t salt,
         return;  // a hash collision with another prefix: stop publishing this
                  // one
       }
+      // Published while its blocks were still staged (mid-prompt), now sealed
+      // in the tables: the entry takes the sealed blocks, so a chain attaches
+      // as sealed blocks before staged ones (Attach's rule) instead of stopping
+      // at the first staged one.
+      if (UpgradeEntry(key, tables, b) && tiers_) SpillEntry(*index_.Find(key));
       parent = key;
       continue;
     }
@@ -113,8 +127,25 @@ void PrefixCache::Publish(const std::vector<BlockTable>& tables, uint64_t salt,
       Release(e);
       return;
     }
+    if (tiers_) SpillEntry(e);
     parent = key;
   }
+}
+
+bool PrefixCache::UpgradeEntry(uint64_t key, const std::vector<BlockTable>& tables, int b) {
+  if (store_->staged_only()) return false;
+  PrefixEntry& e = index_.Mutable(key);
+  bool changed = false;
+  for (int st = 0; st < streams(); ++st) {
+    const BlockTable& t = tables[st];
+    if (e.sealed[st] || e.blocks[st] == kNoBlock || t.ids[b] == kNoBlock || !t.sealed[b]) continue;
+    store_->Retain(true, t.ids[b]);
+    store_->Release(false, e.blocks[st]);
+    e.blocks[st] = t.ids[b];
+    e.sealed[st] = 1;
+    changed = true;
+  }
+  return changed;
 }
 
 PrefixStats PrefixCache::stats() const {

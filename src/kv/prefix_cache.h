@@ -10,6 +10,11 @@
 // by it) and the policy evicts only among the sequence's own tokens after them.
 // Only blocks that still hold their tokens unmodified at their original slots
 // (a sequence's "plain" prefix) are published.
+//
+// Lower tiers (disk, Redis; tiers/tier_stack.h, prefix_tiers.cc) sit under the
+// index: Publish also spills each new entry to them (and an entry again when it
+// takes sealed blocks), Attach first fetches the blocks of the prompt the index
+// lacks from them, each record checked before a byte of it is used.
 #pragma once
 
 #include <cstdint>
@@ -22,6 +27,10 @@
 #include "kv/spec.h"
 
 namespace slimkv::kv {
+namespace tiers {
+class TierStack;
+struct Fingerprint;
+}  // namespace tiers
 
 // Prefix cache counters.
 struct PrefixStats {
@@ -32,6 +41,7 @@ struct PrefixStats {
   int64_t cached_blocks = 0;  // index entries (one per block position, all streams)
   int64_t shared_blocks = 0;  // pool blocks with more than one owner (sequences or the index)
   int64_t evicted = 0;        // entries evicted to make room
+  int64_t tier_blocks = 0;    // entries fetched from a lower tier (disk, Redis)
 };
 
 class PrefixCache {
@@ -47,10 +57,15 @@ class PrefixCache {
   int Attach(std::vector<BlockTable>& tables, uint64_t salt, std::span<const int32_t> tokens, int max_tokens,
              const std::vector<uint8_t>& pin);
   // Indexes the full blocks of `tokens`, which sit unmodified in slots [0,
-  // tokens.size()) of every stream of `tables`.
+  // tokens.size()) of every stream of `tables`. An entry published while its
+  // blocks were staged takes the tables' sealed blocks once they are sealed.
   void Publish(const std::vector<BlockTable>& tables, uint64_t salt, std::span<const int32_t> tokens);
   // Evicts the least recently used leaf entry; false when the index is empty.
   bool EvictOne();
+  // Allocates n blocks of a pool, evicting entries if the budget needs it.
+  Status AllocateEvicting(bool sealed, int n, std::vector<BlockId>* out);
+  // Lower tiers (not owned, outlive the cache; nullptr: none).
+  void SetTiers(tiers::TierStack* tiers) { tiers_ = tiers; }
   void Clear();
   PrefixStats stats() const;
   // fn(sealed, id) for each block reference the index holds.
@@ -64,13 +79,32 @@ class PrefixCache {
 
  private:
   int streams() const { return spec_.n_layers * spec_.n_kv_heads; }
+  // Bytes of a sealed block (0 when nothing is staged: one pool), as records
+  // name them.
+  uint32_t sealed_bytes() const {
+    return store_->staged_only() ? 0 : static_cast<uint32_t>(store_->pool(true).block_bytes());
+  }
   void Release(const PrefixEntry& e);
+  // Replaces an entry's staged blocks by block b of the tables where that is
+  // sealed; whether anything changed.
+  bool UpgradeEntry(uint64_t key, const std::vector<BlockTable>& tables, int b);
+
+  // prefix_tiers.cc. A record of the entry's blocks as the pools hold them.
+  void SpillEntry(const PrefixEntry& e);
+  // Extends the index along tokens' full blocks from the tiers, as far as
+  // records check.
+  void FetchFromTiers(uint64_t salt, std::span<const int32_t> tokens);
+  // One record into the pools and the index; false (nothing changed) if any
+  // check fails.
+  bool LoadEntry(std::span<const uint8_t> bytes, const tiers::Fingerprint& fp, uint64_t key, uint64_t parent,
+                 uint64_t salt, std::span<const int32_t> block);
 
   KvSpec spec_;
   int bt_;
   BlockStore* store_;
   PrefixIndex index_;
   PrefixStats stats_;
+  tiers::TierStack* tiers_ = nullptr;
 };
 
 }  // namespace slimkv::kv

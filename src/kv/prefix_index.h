@@ -47,6 +47,7 @@ class PrefixIndex {
 
   size_t size() const { return entries_.size(); }
   const PrefixEntry* Find(uint64_t key) const;
+  PrefixEntry& Mutable(uint64_t key) { return entries_.at(key); }  // an entry that exists
   template <typename Fn>
   void ForEach(Fn&& fn) const {
     for (const auto& [k, e] : entries_) fn(e);

@@ -141,7 +141,9 @@ expect ppl_missing_file 3 "$TMP/none.txt" -- ppl -f "$TMP/none.txt"
 expect ppl_text_too_short 2 "0 tokens" -- ppl -f "$TMP/empty.txt"
 expect prompt_longer_than_context 2 "does not fit in the context of 64 tokens" -- run -f "$TMP/long.txt" -c 64 -n 1
 expect chat_prompt_longer_than_context 2 "does not fit in the context of 16 tokens" -- run --chat -p "Hello there, how are you?" -c 16 -n 1
-expect kv_pool_exhausted 5 "KV pool exhausted" "--kv-mem" -- run -f "$TMP/long.txt" -c 8192 --kv-mem 1 -n 1
+# Refused before it runs (the scheduler checks the whole request against the pool), not
+# exhausted part way through.
+expect kv_pool_too_small 2 "bytes of KV cache" "--kv-mem" -- run -f "$TMP/long.txt" -c 8192 --kv-mem 1 -n 1
 
 # --- Crafted GGUF files. Each runs under a cap on its address space (not under the sanitizers,
 # which reserve terabytes of it): a file that makes slimkv allocate far more than the model

@@ -172,6 +172,35 @@ TEST(PrefixCacheTest, FullPoolEvictsCachedPrefixesLeastRecentlyUsedFirst) {
   EXPECT_EQ(c.blocks_in_use(), 0);
 }
 
+// A prompt published mid-way (its later blocks still staged) and again once
+// they are sealed: the entries take the sealed blocks, so a later sequence
+// attaches the whole chain (sealed blocks must come before staged ones) instead
+// of stopping after the first staged block.
+TEST(PrefixCacheTest, EntriesPublishedStagedTakeTheSealedBlocks) {
+  KvConfig cfg = *ParsePreset("int4");
+  const int bt = cfg.block_tokens;
+  cfg.residual = bt;  // a block seals once a block's worth of newer tokens follows it
+  auto c_or = KvCache::Create(Spec(), cfg, 16 << 20);
+  ASSERT_TRUE(c_or.ok());
+  KvCache& c = **c_or;
+  ThreadPool pool(1);
+  const std::vector<int32_t> t = Tokens(5 * bt + 10, 21);
+  const SeqId s = c.AddSequence();
+  Feed(c, pool, s, t, 0, 2 * bt, 2 * bt);
+  c.PublishPrefix(s, 0, std::span(t).first(2 * bt));  // block 0 sealed, block 1 staged
+  Feed(c, pool, s, t, 2 * bt, 5 * bt, bt);
+  c.PublishPrefix(s, 0, std::span(t).first(5 * bt));  // blocks 0-3 sealed, block 4 staged
+  c.CheckInvariants();
+  EXPECT_EQ(c.prefix_stats().cached_blocks, 5);
+  const SeqId s2 = c.AddSequence();
+  EXPECT_EQ(c.AttachPrefix(s2, 0, t), 5 * bt);  // without the upgrade: 2 * bt
+  c.CheckInvariants();
+  c.RemoveSequence(s);
+  c.RemoveSequence(s2);
+  c.ClearPrefixCache();
+  EXPECT_EQ(c.blocks_in_use(), 0);
+}
+
 // With an eviction policy a shared prefix stays shared: sequences attach it,
 // their policy never evicts it (nor seals it), and each evicts only in its own
 // part after it.

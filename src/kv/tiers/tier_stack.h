@@ -1,0 +1,89 @@
+// The lower tiers of one KV cache, in order (disk, then Redis): what the cache calls to
+// spill a prefix block and to fetch one back (prefix_tiers.cc holds the cache's side).
+//
+// Reads are synchronous and go down the tiers in order; a hit in a later tier is copied
+// into the earlier ones (a block another instance put in Redis lands on this one's disk).
+// Writes are asynchronous: Store queues the encoded record and one writer thread puts it
+// into every tier, so a slow disk or Redis never holds up a step. The queue is bounded in
+// bytes; a record that does not fit is dropped (counted), which costs a later
+// recomputation, never a wrong answer. The destructor writes what is queued, then stops.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "kv/format.h"
+#include "kv/spec.h"
+#include "kv/tiers/tier.h"
+
+namespace slimkv::kv::tiers {
+
+struct TierStackOptions {
+  uint64_t model_id = 0;                   // fingerprint.h
+  size_t queue_bytes = size_t{256} << 20;  // records waiting for the writer, at most
+};
+
+struct TierStackStats {
+  int64_t loaded = 0;    // records returned to the cache
+  int64_t stored = 0;    // records queued for writing
+  int64_t dropped = 0;   // records not queued: the queue was full
+  int64_t rejected = 0;  // records a tier returned that the cache refused (prefix_tiers.cc)
+};
+
+class TierStack {
+ public:
+  // `tiers` in the order they are read (fastest first); at least one.
+  TierStack(const KvSpec& spec, const KvConfig& config, const TierStackOptions& options,
+            std::vector<std::unique_ptr<BlockTier>> tiers);
+  ~TierStack();
+  TierStack(const TierStack&) = delete;
+  TierStack& operator=(const TierStack&) = delete;
+
+  // The fingerprint of this cache's blocks under a tenant salt (memoized).
+  Fingerprint For(uint64_t salt);
+  // The checked record of (fp, key) from the first tier that has one.
+  std::optional<std::vector<uint8_t>> Load(const Fingerprint& fp, uint64_t key);
+  // Queues a record for every tier.
+  void Store(const Fingerprint& fp, uint64_t key, std::vector<uint8_t> record);
+  // Waits until every queued record is written (tests, benchmarks, shutdown).
+  void Flush();
+  void CountRejected();
+
+  TierStackStats Stats() const;
+  // (name, stats) of each tier.
+  std::vector<std::pair<std::string, TierStats>> TierStatsList() const;
+
+ private:
+  struct Job {
+    Fingerprint fp;
+    uint64_t key = 0;
+    std::vector<uint8_t> record;
+    size_t end_tier = 0;  // written to tiers [0, end_tier): a fetched record goes to the tiers above
+  };
+  void Enqueue(Job job);
+  void WriterLoop();
+
+  KvSpec spec_;
+  KvConfig config_;
+  TierStackOptions options_;
+  std::vector<std::unique_ptr<BlockTier>> tiers_;
+  mutable std::mutex mu_;
+  std::condition_variable wake_, idle_;
+  std::deque<Job> queue_;
+  size_t queued_bytes_ = 0;
+  bool writing_ = false;
+  bool stop_ = false;
+  std::unordered_map<uint64_t, Fingerprint> fingerprints_;  // salt -> fingerprint
+  TierStackStats stats_;
+  std::thread writer_;
+};
+
+}  // namespace slimkv::kv::tiers

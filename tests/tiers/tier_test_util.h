@@ -1,0 +1,49 @@
+// Helpers of the tier tests: records with known bytes, scratch directories, a
+// clock that tests move by hand, and a tmpfs of a chosen size in a private
+// mount namespace (for a disk that fills up or turns read-only).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "kv/tiers/block_record.h"
+
+namespace slimkv::kv::tiers::testing {
+
+// An encoded record of `n_streams` streams (every third sealed, every seventh
+// absent, the rest staged) and `n_tokens` tokens, bytes a function of `seed`.
+std::vector<uint8_t> MakeRecord(const Fingerprint &fp, uint64_t key, uint64_t parent, uint64_t seed,
+                                int n_tokens = 16, int n_streams = 5, uint32_t staged_bytes = 128,
+                                uint32_t sealed_bytes = 64);
+
+// A fresh directory under $TMPDIR (or /tmp), removed with everything in it on
+// destruction.
+class ScratchDir {
+ public:
+  ScratchDir();
+  ~ScratchDir();
+  const std::string &path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// A clock the test advances.
+struct FakeClock {
+  double now = 1000;
+  std::function<double()> fn() {
+    return [this] { return now; };
+  }
+};
+
+// Runs `body` in a forked child with a private mount namespace (a user
+// namespace too when not root) in which a tmpfs of `bytes` is mounted at `dir`;
+// `remount_read_only(dir)` inside makes it read-only. Returns what body
+// returned ("" = success) or why the child could not run it. The mount
+// disappears with the child.
+std::string InTmpfs(const std::string &dir, size_t bytes, const std::function<std::string()> &body);
+bool RemountReadOnly(const std::string &dir);
+
+}  // namespace slimkv::kv::tiers::testing
