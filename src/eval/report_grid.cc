@@ -28,7 +28,8 @@ Status Get(const json& j, const char* key, T* out) {
 
 Status CheckKeys(const json& j, const char* where, std::initializer_list<const char*> keys) {
   if (!j.is_object()) return InvalidArgument("report grid: '{}' must be an object", where);
-  for (const auto& [k, v] : j.items()) {
+  for (const auto& item : j.items()) {
+    const std::string& k = item.key();  // not a structured binding: clang 14 cannot capture one
     if (std::none_of(keys.begin(), keys.end(), [&](const char* x) { return k == x; })) {
       std::string list;
       for (const char* x : keys) list += (list.empty() ? "" : ", ") + std::string(x);

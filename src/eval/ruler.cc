@@ -26,7 +26,7 @@ constexpr const char* kCweIntro =
     "than others. Memorize the ones that "
     "appear most often.\n";
 
-constexpr RulerTaskSpec kTasks[] = {{"mk", 24}, {"mv", 64}, {"vt", 40}, {"cwe", 64}};
+const RulerTaskSpec kTasks[] = {{"mk", 24}, {"mv", 64}, {"vt", 40}, {"cwe", 64}};
 
 bool IsSentenceEnd(char c) { return c == '.' || c == '?' || c == '!'; }
 
