@@ -162,11 +162,14 @@ void KvCache::EnsureRopeTables(int64_t positions) {
   if (spec_.rope_dim == 0 || positions <= rope_capacity_) return;
   const int64_t cap = std::max<int64_t>(positions, 2 * rope_capacity_);
   const int half = spec_.rope_dim / 2;
+  // The `:pre` kernel rotates whole blocks: a partly filled last block reads up to a block past the
+  // last position, so the tables end in a block of zeros (the rotated slots are never scored).
+  const size_t size = static_cast<size_t>(half) * cap + kMaxAttnBlockTokens;
   for (int l = 0; l < spec_.n_layers; ++l) {
     const int t = layer_table_[l];
-    if (static_cast<int64_t>(rope_cos_[t].size()) == half * cap) continue;  // filled by an earlier layer
-    rope_cos_[t].assign(static_cast<size_t>(half) * cap, 0.0f);
-    rope_sin_[t].assign(static_cast<size_t>(half) * cap, 0.0f);
+    if (rope_cos_[t].size() == size) continue;  // filled by an earlier layer
+    rope_cos_[t].assign(size, 0.0f);
+    rope_sin_[t].assign(size, 0.0f);
     std::vector<float> c(half), s(half);
     for (int64_t pos = 0; pos < cap; ++pos) {
       ops::RopeAngles(pos, spec_.layer_inv_freq[l], c.data(), s.data());

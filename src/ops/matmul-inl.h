@@ -191,7 +191,11 @@ void MatMulTilesT(const WeightMatrix& w, int64_t tile_begin, int64_t tile_end, c
                   const QuantizedX* q, int64_t n_tokens, float* y, int64_t ldy, float* scratch) {
   constexpr bool kInteger = kIntegerGemv && (kFormat == WeightFormat::kQ4 || kFormat == WeightFormat::kQ8);
   if (n_tokens <= (kInteger ? kMatMulIntegerMaxTokens : kMatMulStreamMaxTokens)) {
-    GemvAll<kFormat, kGroup, kHalf>(w, tile_begin, tile_end, x, ldx, *q, n_tokens, y, ldy);
+    // Formats without group sums (f32, f16) are called with no prepared x; bind a reference to an
+    // empty one rather than to null.
+    static const QuantizedX kNoX;
+    GemvAll<kFormat, kGroup, kHalf>(w, tile_begin, tile_end, x, ldx, q != nullptr ? *q : kNoX, n_tokens, y,
+                                    ldy);
   } else {
     PanelAll(TileDequant<kFormat, kGroup, kHalf>{w}, w.rows, w.cols, tile_begin, tile_end, x, ldx, n_tokens,
              y, ldy, scratch);

@@ -220,7 +220,8 @@ void DiskTier::Drop(const Id &id, bool unlink_file) {
 bool DiskTier::EvictFor(uint64_t bytes) {
   if (bytes > cap_bytes_) return false;
   while (bytes_held_ + bytes > cap_bytes_ && !order_.empty()) {
-    Drop(order_.begin()->second, true);
+    const Id victim = order_.begin()->second;  // a copy: Drop erases the entry it refers to
+    Drop(victim, true);
     ++stats_.evicted;
   }
   return bytes_held_ + bytes <= cap_bytes_;
