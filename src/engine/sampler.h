@@ -7,9 +7,16 @@
 // included; then OpenAI's frequency and presence penalties over the generated
 // tokens only (as vLLM applies them): logit -= frequency_penalty x count +
 // presence_penalty x (count > 0).
+//
+// Constraints (response_format json_object): an optional filter says which tokens may come
+// next. The result is exactly that of sampling from logits with every disallowed token set to
+// -inf (tested against it): the filters above run over the allowed tokens only. The filter is
+// asked lazily, most likely tokens first: greedy stops at the first allowed one, top-k at the
+// k-th; only without top-k does every token of the vocabulary get asked.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <random>
 #include <span>
 #include <vector>
@@ -19,6 +26,12 @@
 namespace slimkv::engine {
 
 using TokenId = int32_t;
+
+// Whether a token may be sampled next (empty: every token may).
+using TokenFilter = std::function<bool(TokenId)>;
+
+// Sample's answer when the filter allows no token at all.
+inline constexpr TokenId kNoToken = -1;
 
 struct SamplingParams {
   float temperature = 0.8f;
@@ -41,13 +54,19 @@ class Sampler {
   // frequency and presence penalties count the rest).
   explicit Sampler(const SamplingParams& p, size_t prompt_tokens = 0)
       : p_(p), rng_(p.seed), prompt_tokens_(prompt_tokens) {}
-  // `logits` of the vocabulary (not modified); `history`: tokens so far (prompt included).
-  TokenId Sample(std::span<const float> logits, std::span<const TokenId> history);
+  // `logits` of the vocabulary (not modified); `history`: tokens so far (prompt included);
+  // `allowed`: see above. kNoToken when `allowed` rejects every token.
+  TokenId Sample(std::span<const float> logits, std::span<const TokenId> history,
+                 const TokenFilter& allowed = {});
 
  private:
   SamplingParams p_;
   std::mt19937_64 rng_;
   size_t prompt_tokens_ = 0;
+  // The candidates, most likely first: the `top_k` most likely allowed ones (all allowed ones
+  // without top-k). False when none is allowed.
+  bool KeepAllowed(const TokenFilter& allowed);
+
   std::vector<std::pair<float, TokenId>> cand_;  // scratch
 };
 
