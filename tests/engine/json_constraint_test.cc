@@ -141,7 +141,9 @@ TEST_F(RealVocabTest, SpecialTokensAreNeverTextAndEveryByteHasAToken) {
       EXPECT_EQ(k, Kind::kEndOfGeneration) << t;
       ++eog;
     }
-    if (tok_->GetTokenType(t) == tokenizer::TokenType::kControl) EXPECT_NE(k, Kind::kText) << tok_->TokenText(t);
+    if (tok_->GetTokenType(t) == tokenizer::TokenType::kControl) {
+      EXPECT_NE(k, Kind::kText) << tok_->TokenText(t);
+    }
     if (k == Kind::kText && vocab_->bytes(t).size() == 1) single_byte[static_cast<uint8_t>(vocab_->bytes(t)[0])] = true;
   }
   EXPECT_GT(eog, 0);

@@ -80,7 +80,7 @@ const std::vector<std::string> kInvalid = {
     "{\"a\":\"\x80\"}",             // stray continuation byte
     "{} x",                   // text after the object
     "{}{}",
-    "{\"a\":1}\x00",
+    std::string("{\"a\":1}\0", 8),
 };
 
 TEST(JsonValidatorTest, ValidObjectsAreAcceptedAndComplete) {
@@ -190,7 +190,7 @@ TEST(JsonValidatorTest, EveryAcceptedPrefixCanContinue) {
         JsonValidator w = v;
         if (!w.Push(std::string(1, static_cast<char>(b)))) continue;
         // A greedy closing sequence from w: the first closer that fits, until the object is complete.
-        bool finished = false;
+        bool finished = w.Complete();
         for (int step = 0; step < 200 && !finished; ++step) {
           bool moved = false;
           for (const char* closer :
