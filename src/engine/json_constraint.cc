@@ -18,7 +18,7 @@ std::unique_ptr<ConstraintVocab> ConstraintVocab::FromTokenizer(const tokenizer:
     const TokenType type = tok.GetTokenType(t);
     if (type != TokenType::kNormal && type != TokenType::kByte) continue;
     bytes[t] = tok.TokenToPiece(t);
-    if (!bytes[t].empty()) kinds[t] = Kind::kText;
+    kinds[t] = Kind::kText;
   }
   return std::make_unique<ConstraintVocab>(bytes, kinds);
 }
@@ -29,9 +29,11 @@ ConstraintVocab::ConstraintVocab(const std::vector<std::string>& bytes, const st
         kinds.size());
   offsets_.reserve(bytes.size() + 1);
   offsets_.push_back(0);
-  for (const std::string& b : bytes) {
-    bytes_ += b;
+  for (size_t t = 0; t < bytes.size(); ++t) {
+    bytes_ += bytes[t];
     offsets_.push_back(static_cast<uint32_t>(bytes_.size()));
+    // A text token of no bytes would make no progress: never allowed.
+    if (kinds_[t] == Kind::kText && bytes[t].empty()) kinds_[t] = Kind::kNever;
   }
 }
 

@@ -37,7 +37,8 @@ class ConstraintVocab {
     kNever,            // control / special / empty: never allowed
   };
   static std::unique_ptr<ConstraintVocab> FromTokenizer(const tokenizer::Tokenizer& tok);
-  // For tests: token i is `bytes[i]` of `kinds[i]` (the sizes must match).
+  // For tests: token i is `bytes[i]` of `kinds[i]` (the sizes must match); a kText token of
+  // no bytes becomes kNever.
   ConstraintVocab(const std::vector<std::string>& bytes, const std::vector<Kind>& kinds);
 
   int size() const { return static_cast<int>(kinds_.size()); }
