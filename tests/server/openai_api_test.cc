@@ -239,7 +239,7 @@ TEST_F(OpenAiApiTest, BadRequestsNameTheField) {
       Endpoint::kChat,
       R"({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_schema"}})");
   EXPECT_EQ(schema.param, "response_format");
-  EXPECT_NE(schema.message.find("json_schema is not supported"), std::string::npos) << schema.message;
+  EXPECT_NE(schema.message.find("\"json_schema\"} is not supported"), std::string::npos) << schema.message;
   const ApiError other =
       ParseError(Endpoint::kCompletions, R"({"prompt": "x", "response_format": {"type": "yaml"}})");
   EXPECT_EQ(other.param, "response_format");
