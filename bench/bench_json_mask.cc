@@ -73,11 +73,12 @@ int main(int argc, char** argv) {
         engine::Sampler sampler(p);
         engine::JsonConstraint json(vocab.get());
         const engine::TokenFilter allowed = [&json](engine::TokenId t) { return json.Allows(t); };
+        const engine::TokenLister list = [&json](std::vector<engine::TokenId>* out) { json.AllowedTokens(out); };
         std::vector<engine::TokenId> history;
         const auto start = std::chrono::steady_clock::now();
         for (size_t i = 0; i < ids.size(); ++i) {
           const engine::TokenId t =
-              constrained ? sampler.Sample(rows[i], history, allowed) : sampler.Sample(rows[i], history);
+              constrained ? sampler.Sample(rows[i], history, allowed, list) : sampler.Sample(rows[i], history);
           if (constrained) {
             mismatches += t != ids[i];
             json.Accept(ids[i]);  // follow the answer whatever was drawn

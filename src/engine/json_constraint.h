@@ -41,6 +41,13 @@ class ConstraintVocab {
   // no bytes becomes kNever.
   ConstraintVocab(const std::vector<std::string>& bytes, const std::vector<Kind>& kinds);
 
+  // Appends every kText token whose bytes `v` accepts: a walk of the vocabulary's byte trie
+  // that skips a whole subtree at its first rejected byte, so it costs what the allowed tokens
+  // and their rejected one-byte extensions cost, not the vocabulary (a few tokens' worth
+  // outside strings; about one pass over the vocabulary inside a string, where most tokens fit).
+  void AppendAllowedText(const JsonValidator& v, std::vector<TokenId>* out) const;
+  const std::vector<TokenId>& end_of_generation() const { return eog_; }
+
   int size() const { return static_cast<int>(kinds_.size()); }
   Kind kind(TokenId t) const { return kinds_[t]; }
   std::string_view bytes(TokenId t) const {
@@ -48,9 +55,25 @@ class ConstraintVocab {
   }
 
  private:
+  void BuildTrie();
+
   std::string bytes_;              // every token's bytes, concatenated
   std::vector<uint32_t> offsets_;  // [size + 1]: token t is bytes_[offsets_[t], offsets_[t+1])
   std::vector<Kind> kinds_;        // [size]
+  std::vector<TokenId> eog_;       // the kEndOfGeneration tokens
+
+  // The byte trie of the kText tokens, in depth-first preorder: node i's subtree is
+  // [i, trie_[i].end); its children follow it. The root (the empty prefix) is implicit.
+  struct TrieNode {
+    uint8_t byte;          // the last byte of the node's prefix
+    uint32_t depth;        // bytes in the prefix (>= 1)
+    uint32_t end;          // one past the subtree's last node
+    uint32_t tokens_begin; // trie_tokens_[tokens_begin, tokens_end): the tokens of exactly this prefix
+    uint32_t tokens_end;
+  };
+  std::vector<TrieNode> trie_;
+  std::vector<TokenId> trie_tokens_;
+  uint32_t max_token_bytes_ = 0;
 };
 
 class JsonConstraint {
@@ -59,6 +82,9 @@ class JsonConstraint {
   explicit JsonConstraint(const ConstraintVocab* vocab) : vocab_(vocab) {}
   // Whether `t` may be the next token. Cheap: a copy of the validator fed the token's bytes.
   bool Allows(TokenId t) const;
+  // Writes every allowed token (in no particular order), for when most are not: the sampler
+  // asks this when a few tries of Allows found too few.
+  void AllowedTokens(std::vector<TokenId>* out) const;
   // Advances past `t`, which must be allowed (CHECKed: a bug otherwise).
   void Accept(TokenId t);
   // The object is complete.

@@ -29,6 +29,8 @@ class JsonValidator {
   // Feeds `bytes`. False when some byte would make the text no prefix of a JSON object; the
   // validator is then left as it was (all or nothing).
   bool Push(std::string_view bytes);
+  // Feeds one byte. On false the validator is left in an unspecified state: call it on a copy.
+  bool PushByte(uint8_t b);
   // Whether Push(bytes) would succeed; changes nothing.
   bool Accepts(std::string_view bytes) const {
     JsonValidator copy = *this;
@@ -67,7 +69,6 @@ class JsonValidator {
   };
 
   bool PushAll(std::string_view bytes);
-  bool PushByte(uint8_t b);
   bool OpenContainer(bool object);
   bool CloseContainer(bool object);
   void EndValue();           // a value ended: kAfterValue, or kDone at the top level

@@ -39,9 +39,37 @@ TokenId Argmax(std::span<const float> logits) {
   return static_cast<TokenId>(std::max_element(logits.begin(), logits.end()) - logits.begin());
 }
 
-bool Sampler::KeepAllowed(const TokenFilter& allowed) {
+void Sampler::TakeListed(const TokenLister& list_allowed) {
+  listed_.clear();
+  list_allowed(&listed_);
+  cand_.clear();
+  for (TokenId t : listed_) {
+    if (t >= 0 && static_cast<size_t>(t) < score_.size() && score_[t] > -kInf) cand_.push_back({score_[t], t});
+  }
+  std::sort(cand_.begin(), cand_.end(), ByLogit);
+}
+
+bool Sampler::KeepAllowed(const TokenFilter& allowed, const TokenLister& list_allowed) {
   const size_t n = cand_.size();
   const size_t want = p_.top_k > 0 ? static_cast<size_t>(p_.top_k) : n;
+  if (list_allowed) {
+    // The most likely few first; if they hold `want` allowed tokens, that is the answer.
+    const size_t few = std::min(n, std::max<size_t>(64, 2 * want));
+    if (want < n) {
+      std::partial_sort(cand_.begin(), cand_.begin() + few, cand_.end(), ByLogit);
+      size_t out = 0;
+      for (size_t i = 0; i < few && out < want; ++i) {
+        if (cand_[i].first > -kInf && allowed(cand_[i].second)) cand_[out++] = cand_[i];
+      }
+      if (out == want) {
+        cand_.resize(out);
+        return true;
+      }
+    }
+    TakeListed(list_allowed);
+    if (cand_.size() > want) cand_.resize(want);
+    return !cand_.empty();
+  }
   // Sort a growing prefix, most likely first, until it holds `want` allowed tokens (or is
   // everything); disallowed tokens are dropped as they are found.
   size_t sorted = want < n ? std::min(n, std::max<size_t>(64, 2 * want)) : n;
@@ -67,7 +95,7 @@ bool Sampler::KeepAllowed(const TokenFilter& allowed) {
 }
 
 TokenId Sampler::Sample(std::span<const float> logits, std::span<const TokenId> history,
-                        const TokenFilter& allowed) {
+                        const TokenFilter& allowed, const TokenLister& list_allowed) {
   const int n = static_cast<int>(logits.size());
   cand_.resize(n);
   for (int i = 0; i < n; ++i) cand_[i] = {logits[i], i};
@@ -89,6 +117,10 @@ TokenId Sampler::Sample(std::span<const float> logits, std::span<const TokenId> 
       if (history[i] >= 0 && history[i] < n) ++count[history[i]];
     for (const auto& [t, c] : count) cand_[t].first -= p_.frequency_penalty * c + p_.presence_penalty;
   }
+  if (allowed && list_allowed) {
+    score_.resize(n);
+    for (int i = 0; i < n; ++i) score_[i] = cand_[i].first;
+  }
   auto by_value = [](const auto& a, const auto& b) { return a.first < b.first; };
   if (p_.temperature <= 0) {
     if (!allowed) return std::max_element(cand_.begin(), cand_.end(), by_value)->second;
@@ -101,12 +133,16 @@ TokenId Sampler::Sample(std::span<const float> logits, std::span<const TokenId> 
       if (allowed(it->second)) return it->second;
       it->first = -kInf;
     }
+    if (list_allowed) {
+      TakeListed(list_allowed);  // most likely first; equal ones in id order
+      return cand_.empty() ? kNoToken : cand_[0].second;
+    }
     std::erase_if(cand_, [&](const auto& c) { return c.first == -kInf || !allowed(c.second); });
     if (cand_.empty()) return kNoToken;
     return std::max_element(cand_.begin(), cand_.end(), by_value)->second;
   }
   if (allowed) {
-    if (!KeepAllowed(allowed)) return kNoToken;
+    if (!KeepAllowed(allowed, list_allowed)) return kNoToken;
   } else {
     size_t keep = cand_.size();
     if (p_.top_k > 0 && static_cast<size_t>(p_.top_k) < keep) {

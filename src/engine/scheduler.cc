@@ -642,7 +642,9 @@ bool Scheduler::Step() {
       const std::span<const float> logits(logits_.data() + last_row[i] * n_vocab, n_vocab);
       if (s->json) {
         const JsonConstraint& json = *s->json;
-        drawn[j] = s->sampler.Sample(logits, s->tokens, [&json](TokenId t) { return json.Allows(t); });
+        drawn[j] = s->sampler.Sample(
+            logits, s->tokens, [&json](TokenId t) { return json.Allows(t); },
+            [&json](std::vector<TokenId>* out) { json.AllowedTokens(out); });
         if (drawn[j] == kNoToken) return;
       } else {
         drawn[j] = s->sampler.Sample(logits, s->tokens);

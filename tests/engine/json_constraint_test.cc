@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
+#include <algorithm>
 #include <random>
 
 #include "gguf/gguf_file.h"
@@ -84,11 +85,20 @@ TEST(ConstrainedSamplerTest, AFilterIsTheSameAsMaskedLogits) {
     p.frequency_penalty = trial % 8 == 1 ? 0.5f : 0.0f;
     p.presence_penalty = trial % 8 == 3 ? 0.7f : 0.0f;
     p.seed = trial;
-    Sampler filtered(p, 3), reference(p, 3);
+    // The allowed tokens listed at once (in a scrambled order), as JsonConstraint lists them.
+    const TokenLister list = [&](std::vector<TokenId>* out) {
+      for (int t = kVocab - 1; t >= 0; --t) {
+        if (allowed(t)) out->push_back(t);
+      }
+      std::shuffle(out->begin(), out->end(), std::mt19937_64(trial));
+    };
+    Sampler filtered(p, 3), listed(p, 3), reference(p, 3);
     for (int k = 0; k < 5; ++k) {
       const TokenId a = filtered.Sample(logits, history, allowed);
       const TokenId b = reference.Sample(masked, history);
+      const TokenId c = listed.Sample(logits, history, allowed, list);
       ASSERT_EQ(a, b) << "trial " << trial << " draw " << k;
+      ASSERT_EQ(c, b) << "trial " << trial << " draw " << k << " (with a lister)";
       ASSERT_TRUE(allowed(a));
       ++draws;
     }
@@ -158,6 +168,39 @@ TEST_F(RealVocabTest, SpecialTokensAreNeverTextAndEveryNeededByteHasAToken) {
   }
 }
 
+// The trie walk lists exactly the tokens Allows accepts, in every kind of state of the grammar.
+TEST_F(RealVocabTest, AllowedTokensListsExactlyWhatAllowsAccepts) {
+  const std::string text = "{\"k\": [1, -0.5e+1, \"caf\xC3\xA9 \\u00e9\", true, {\"n\": null}], \"x\": \"\\uD83D\\uDE00\"}";
+  JsonConstraint c(vocab_.get());
+  std::vector<TokenId> listed;
+  // Every prefix of the text, fed one byte-token at a time.
+  for (size_t i = 0; i <= text.size(); ++i) {
+    c.AllowedTokens(&listed);
+    std::sort(listed.begin(), listed.end());
+    std::vector<TokenId> brute;
+    for (TokenId t = 0; t < vocab_->size(); ++t) {
+      if (c.Allows(t)) brute.push_back(t);
+    }
+    ASSERT_EQ(listed, brute) << "after " << text.substr(0, i);
+    if (i == text.size()) break;
+    // The token of exactly this byte.
+    TokenId byte_token = -1;
+    for (TokenId t = 0; t < vocab_->size() && byte_token < 0; ++t) {
+      if (vocab_->kind(t) == Kind::kText && vocab_->bytes(t) == text.substr(i, 1)) byte_token = t;
+    }
+    ASSERT_GE(byte_token, 0) << "byte " << static_cast<int>(static_cast<uint8_t>(text[i]));
+    c.Accept(byte_token);
+  }
+  EXPECT_TRUE(c.Complete());
+  // Complete: end-of-generation tokens and whitespace.
+  EXPECT_FALSE(listed.empty());
+  for (TokenId t : listed) {
+    EXPECT_TRUE(vocab_->kind(t) == Kind::kEndOfGeneration ||
+                vocab_->bytes(t).find_first_not_of(" \t\n\r") == std::string_view::npos)
+        << t;
+  }
+}
+
 // Random logits that favour tokens the JSON cannot take (specials, quotes, brackets): each
 // sampled token is allowed, the text is always a prefix a fresh validator accepts, greedy picks
 // the most likely allowed token, and each object that completes parses (nlohmann::json) as an
@@ -190,7 +233,8 @@ TEST_F(RealVocabTest, MaskingNeverPicksAnInvalidToken) {
       // The object keeps closing only if it can: nudge closers up late in the run.
       if (step > 150) logits[tok_->Encode("}", false, false)[0]] += 12.0f;
       const TokenFilter allowed = [&c](TokenId t) { return c.Allows(t); };
-      const TokenId t = sampler.Sample(logits, history, allowed);
+      const TokenLister list = [&c](std::vector<TokenId>* out) { c.AllowedTokens(out); };
+      const TokenId t = run % 2 ? sampler.Sample(logits, history, allowed, list) : sampler.Sample(logits, history, allowed);
       ASSERT_NE(t, kNoToken);
       ASSERT_TRUE(c.Allows(t)) << t;
       if (p.temperature == 0) {
