@@ -50,7 +50,7 @@ struct GenerationStats {
   int generated_tokens = 0;
   double prefill_seconds = 0;
   double decode_seconds = 0;
-  std::string stop_reason;  // "eog", "json" (json_object: the object closed), "length", "context", "cancelled"
+  std::string stop_reason;  // "eog", "json" (the object closed), "length", "context", "cancelled"
   kv::KvUsage kv_usage;     // of the sequence at the end
   // The same, per kind of layer ("global", "window"), for models that have both.
   std::vector<std::pair<std::string, kv::KvUsage>> kv_usage_by_kind;

@@ -97,7 +97,8 @@ void ConstraintVocab::AppendAllowedText(const JsonValidator& v, std::vector<Toke
 void JsonConstraint::AllowedTokens(std::vector<TokenId>* out) const {
   out->clear();
   vocab_->AppendAllowedText(validator_, out);
-  if (validator_.Complete()) out->insert(out->end(), vocab_->end_of_generation().begin(), vocab_->end_of_generation().end());
+  if (validator_.Complete())
+    out->insert(out->end(), vocab_->end_of_generation().begin(), vocab_->end_of_generation().end());
 }
 
 bool JsonConstraint::Allows(TokenId t) const {

@@ -65,10 +65,10 @@ class ConstraintVocab {
   // The byte trie of the kText tokens, in depth-first preorder: node i's subtree is
   // [i, trie_[i].end); its children follow it. The root (the empty prefix) is implicit.
   struct TrieNode {
-    uint8_t byte;          // the last byte of the node's prefix
-    uint32_t depth;        // bytes in the prefix (>= 1)
-    uint32_t end;          // one past the subtree's last node
-    uint32_t tokens_begin; // trie_tokens_[tokens_begin, tokens_end): the tokens of exactly this prefix
+    uint8_t byte;           // the last byte of the node's prefix
+    uint32_t depth;         // bytes in the prefix (>= 1)
+    uint32_t end;           // one past the subtree's last node
+    uint32_t tokens_begin;  // trie_tokens_[tokens_begin, tokens_end): the tokens of exactly this prefix
     uint32_t tokens_end;
   };
   std::vector<TrieNode> trie_;

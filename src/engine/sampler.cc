@@ -19,7 +19,8 @@ bool ByLogit(const std::pair<float, TokenId>& a, const std::pair<float, TokenId>
 }  // namespace
 
 Status SamplingParams::Validate() const {
-  if (!(temperature >= 0) || !std::isfinite(temperature)) return InvalidArgument("--temp must be >= 0, got {}", temperature);
+  if (!(temperature >= 0) || !std::isfinite(temperature))
+    return InvalidArgument("--temp must be >= 0, got {}", temperature);
   if (!(top_p > 0 && top_p <= 1)) return InvalidArgument("--top-p must be in (0, 1], got {}", top_p);
   if (!(min_p >= 0 && min_p < 1)) return InvalidArgument("--min-p must be in [0, 1), got {}", min_p);
   if (!(repeat_penalty > 0) || !std::isfinite(repeat_penalty)) {
@@ -44,7 +45,8 @@ void Sampler::TakeListed(const TokenLister& list_allowed) {
   list_allowed(&listed_);
   cand_.clear();
   for (TokenId t : listed_) {
-    if (t >= 0 && static_cast<size_t>(t) < score_.size() && score_[t] > -kInf) cand_.push_back({score_[t], t});
+    if (t >= 0 && static_cast<size_t>(t) < score_.size() && score_[t] > -kInf)
+      cand_.push_back({score_[t], t});
   }
   std::sort(cand_.begin(), cand_.end(), ByLogit);
 }
@@ -80,7 +82,8 @@ bool Sampler::KeepAllowed(const TokenFilter& allowed, const TokenLister& list_al
       std::sort(cand_.begin(), cand_.end(), ByLogit);
     }
     size_t found = 0;
-    for (size_t i = 0; i < sorted && found < want; ++i) found += cand_[i].first > -kInf && allowed(cand_[i].second);
+    for (size_t i = 0; i < sorted && found < want; ++i)
+      found += cand_[i].first > -kInf && allowed(cand_[i].second);
     if (found >= want || sorted == n) break;
     sorted = std::min(n, 4 * sorted);
   }
@@ -103,7 +106,8 @@ TokenId Sampler::Sample(std::span<const float> logits, std::span<const TokenId> 
   // positive logits, multiply negative ones).
   if (p_.repeat_penalty != 1.0f && p_.repeat_last_n > 0) {
     std::unordered_set<TokenId> seen;
-    const size_t from = history.size() > static_cast<size_t>(p_.repeat_last_n) ? history.size() - p_.repeat_last_n : 0;
+    const size_t from =
+        history.size() > static_cast<size_t>(p_.repeat_last_n) ? history.size() - p_.repeat_last_n : 0;
     for (size_t i = from; i < history.size(); ++i) {
       const TokenId t = history[i];
       if (t < 0 || t >= n || !seen.insert(t).second) continue;
@@ -158,7 +162,8 @@ TokenId Sampler::Sample(std::span<const float> logits, std::span<const TokenId> 
   const float max_logit = cand_[0].first;
   std::vector<double> prob(keep);
   double sum = 0;
-  for (size_t i = 0; i < keep; ++i) sum += (prob[i] = std::exp(static_cast<double>(cand_[i].first - max_logit)));
+  for (size_t i = 0; i < keep; ++i)
+    sum += (prob[i] = std::exp(static_cast<double>(cand_[i].first - max_logit)));
   if (p_.top_p < 1.0f) {
     double cum = 0;
     size_t k = 0;

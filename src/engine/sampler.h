@@ -40,11 +40,11 @@ inline constexpr TokenId kNoToken = -1;
 
 struct SamplingParams {
   float temperature = 0.8f;
-  int top_k = 40;            // <= 0: off
-  float top_p = 0.95f;       // >= 1: off
-  float min_p = 0.05f;       // <= 0: off
-  float repeat_penalty = 1.0f;  // 1: off
-  int repeat_last_n = 64;    // tokens of history the penalty looks at
+  int top_k = 40;                  // <= 0: off
+  float top_p = 0.95f;             // >= 1: off
+  float min_p = 0.05f;             // <= 0: off
+  float repeat_penalty = 1.0f;     // 1: off
+  int repeat_last_n = 64;          // tokens of history the penalty looks at
   float frequency_penalty = 0.0f;  // [-2, 2]; 0: off
   float presence_penalty = 0.0f;   // [-2, 2]; 0: off
   uint64_t seed = 0;

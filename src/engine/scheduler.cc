@@ -42,7 +42,7 @@ struct Scheduler::Seq {
   int n_published = 0;    // tokens indexed in the prefix cache
   kv::SeqId kv_seq = -1;  // -1 while waiting
   Sampler sampler;
-  std::optional<JsonConstraint> json;  // with params.json_object
+  std::optional<JsonConstraint> json;               // with params.json_object
   std::optional<tokenizer::StreamDecoder> decoder;  // without a tokenizer: no text
   std::string held;  // text not sent yet: it could be the start of a stop string
   int generated = 0;
@@ -144,7 +144,8 @@ Result<RequestId> Scheduler::Submit(RequestParams p) {
   if (p.json_object) {
     if (tok_ == nullptr) return InvalidArgument("json_object needs a tokenizer");
     if (!p.forced.empty() || p.prompt_only) {
-      return InvalidArgument("json_object constrains generated tokens: not with forced tokens or prompt_only");
+      return InvalidArgument(
+          "json_object constrains generated tokens: not with forced tokens or prompt_only");
     }
     std::call_once(json_vocab_once_, [&] { json_vocab_ = ConstraintVocab::FromTokenizer(*tok_); });
   }

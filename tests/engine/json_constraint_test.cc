@@ -5,8 +5,8 @@
 
 #include <gtest/gtest.h>
 
-#include <nlohmann/json.hpp>
 #include <algorithm>
+#include <nlohmann/json.hpp>
 #include <random>
 
 #include "gguf/gguf_file.h"
@@ -19,13 +19,15 @@ namespace {
 using Kind = ConstraintVocab::Kind;
 
 ConstraintVocab SmallVocab() {
-  return ConstraintVocab({"{", "}", "\"", "a", ":", "1", " ", "\n", "", "", "", "{\"a\"", "},", "\"}", ", \"", "1}"},
-                         {Kind::kText, Kind::kText, Kind::kText, Kind::kText, Kind::kText, Kind::kText, Kind::kText,
-                          Kind::kText, Kind::kEndOfGeneration, Kind::kNever, Kind::kText, Kind::kText, Kind::kText,
-                          Kind::kText, Kind::kText, Kind::kText});
+  return ConstraintVocab(
+      {"{", "}", "\"", "a", ":", "1", " ", "\n", "", "", "", "{\"a\"", "},", "\"}", ", \"", "1}"},
+      {Kind::kText, Kind::kText, Kind::kText, Kind::kText, Kind::kText, Kind::kText, Kind::kText, Kind::kText,
+       Kind::kEndOfGeneration, Kind::kNever, Kind::kText, Kind::kText, Kind::kText, Kind::kText, Kind::kText,
+       Kind::kText});
 }
 constexpr TokenId kOpen = 0, kClose = 1, kQuote = 2, kA = 3, kColon = 4, kOne = 5, kSpace = 6, kEog = 8,
-                  kControl = 9, kEmpty = 10, kOpenKey = 11, kCloseComma = 12, kQuoteClose = 13, kOneClose = 15;
+                  kControl = 9, kEmpty = 10, kOpenKey = 11, kCloseComma = 12, kQuoteClose = 13,
+                  kOneClose = 15;
 
 TEST(JsonConstraintTest, TokensAreAllowedByTheirBytes) {
   const ConstraintVocab vocab = SmallVocab();
@@ -154,7 +156,8 @@ TEST_F(RealVocabTest, SpecialTokensAreNeverTextAndEveryNeededByteHasAToken) {
     if (tok_->GetTokenType(t) == tokenizer::TokenType::kControl) {
       EXPECT_NE(k, Kind::kText) << tok_->TokenText(t);
     }
-    if (k == Kind::kText && vocab_->bytes(t).size() == 1) single_byte[static_cast<uint8_t>(vocab_->bytes(t)[0])] = true;
+    if (k == Kind::kText && vocab_->bytes(t).size() == 1)
+      single_byte[static_cast<uint8_t>(vocab_->bytes(t)[0])] = true;
   }
   EXPECT_GT(eog, 0);
   EXPECT_NE(vocab_->kind(tok_->Find("<|im_start|>")), Kind::kText);
@@ -170,7 +173,8 @@ TEST_F(RealVocabTest, SpecialTokensAreNeverTextAndEveryNeededByteHasAToken) {
 
 // The trie walk lists exactly the tokens Allows accepts, in every kind of state of the grammar.
 TEST_F(RealVocabTest, AllowedTokensListsExactlyWhatAllowsAccepts) {
-  const std::string text = "{\"k\": [1, -0.5e+1, \"caf\xC3\xA9 \\u00e9\", true, {\"n\": null}], \"x\": \"\\uD83D\\uDE00\"}";
+  const std::string text =
+      "{\"k\": [1, -0.5e+1, \"caf\xC3\xA9 \\u00e9\", true, {\"n\": null}], \"x\": \"\\uD83D\\uDE00\"}";
   JsonConstraint c(vocab_.get());
   std::vector<TokenId> listed;
   // Every prefix of the text, fed one byte-token at a time.
@@ -210,8 +214,8 @@ TEST_F(RealVocabTest, MaskingNeverPicksAnInvalidToken) {
   std::mt19937_64 rng(11);
   std::normal_distribution<float> normal(0.0f, 2.0f);
   std::vector<TokenId> favoured;  // tokens that are often wrong
-  for (const char* text : {"<|im_start|>", "<|im_end|>", "<|endoftext|>", "\"", "}", "]", ",", ":", "{", "[", "\n",
-                           " ", "1", "0", "true", "."}) {
+  for (const char* text : {"<|im_start|>", "<|im_end|>", "<|endoftext|>", "\"", "}", "]", ",", ":", "{", "[",
+                           "\n", " ", "1", "0", "true", "."}) {
     for (TokenId t : tok_->Encode(text, false, true)) favoured.push_back(t);
   }
   int completed = 0, tokens = 0;
@@ -234,7 +238,8 @@ TEST_F(RealVocabTest, MaskingNeverPicksAnInvalidToken) {
       if (step > 150) logits[tok_->Encode("}", false, false)[0]] += 12.0f;
       const TokenFilter allowed = [&c](TokenId t) { return c.Allows(t); };
       const TokenLister list = [&c](std::vector<TokenId>* out) { c.AllowedTokens(out); };
-      const TokenId t = run % 2 ? sampler.Sample(logits, history, allowed, list) : sampler.Sample(logits, history, allowed);
+      const TokenId t =
+          run % 2 ? sampler.Sample(logits, history, allowed, list) : sampler.Sample(logits, history, allowed);
       ASSERT_NE(t, kNoToken);
       ASSERT_TRUE(c.Allows(t)) << t;
       if (p.temperature == 0) {

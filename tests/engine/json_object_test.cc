@@ -34,8 +34,8 @@ struct Collected {
 std::vector<TokenId> ChatPrompt(const tokenizer::Tokenizer& tok, const std::string& user) {
   auto style = tokenizer::DetectChatStyle(tok);
   EXPECT_TRUE(style.ok());
-  const std::string text =
-      tokenizer::ApplyChatTemplate(*style, tok.chat_template(), {{"user", user}}, /*add_generation_prompt=*/true);
+  const std::string text = tokenizer::ApplyChatTemplate(*style, tok.chat_template(), {{"user", user}},
+                                                        /*add_generation_prompt=*/true);
   std::vector<TokenId> ids = tok.Encode(text, tok.add_bos_default(), /*parse_special=*/true);
   if (ids.size() >= 2 && ids[0] == tok.bos() && ids[1] == tok.bos()) ids.erase(ids.begin());
   return ids;
@@ -81,9 +81,9 @@ void CheckModel(const std::string& path) {
   }
   std::vector<Collected> got(runs.size());
   for (size_t i = 0; i < runs.size(); ++i) {
-    ASSERT_TRUE(
-        (*s)->Submit(JsonRequest(ChatPrompt(tok, runs[i].prompt), runs[i].temperature, runs[i].seed, 200, &got[i]))
-            .ok());
+    ASSERT_TRUE((*s)->Submit(JsonRequest(ChatPrompt(tok, runs[i].prompt), runs[i].temperature, runs[i].seed,
+                                         200, &got[i]))
+                    .ok());
   }
   while (!(*s)->Idle()) (*s)->Step();
   int objects = 0;

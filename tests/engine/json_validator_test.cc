@@ -36,16 +36,16 @@ const std::vector<std::string> kValid = {
 };
 
 const std::vector<std::string> kInvalid = {
-    "[]",                    // the top level must be an object
+    "[]",  // the top level must be an object
     "\"x\"",
     "1",
     "true",
     "{,}",
-    R"({"a":1,})",           // trailing comma
-    R"({"a":[1,2,]})",       // trailing comma in an array
-    R"({"a":01})",           // leading zero
+    R"({"a":1,})",      // trailing comma
+    R"({"a":[1,2,]})",  // trailing comma in an array
+    R"({"a":01})",      // leading zero
     R"({"a":-01})",
-    R"({"a":1.})",           // fraction without digits
+    R"({"a":1.})",  // fraction without digits
     R"({"a":.5})",
     R"({"a":1e})",
     R"({"a":1e+})",
@@ -55,30 +55,30 @@ const std::vector<std::string> kInvalid = {
     R"({"a":tru})",
     R"({"a":True})",
     R"({"a":nul1})",
-    R"({a:1})",              // unquoted key
+    R"({a:1})",  // unquoted key
     R"({'a':1})",
-    R"({"a" 1})",            // missing colon
-    R"({"a":1 "b":2})",      // missing comma
-    R"({"a":1}})",           // extra closing bracket
-    R"({"a":1]})",           // mismatched bracket
+    R"({"a" 1})",        // missing colon
+    R"({"a":1 "b":2})",  // missing comma
+    R"({"a":1}})",       // extra closing bracket
+    R"({"a":1]})",       // mismatched bracket
     R"({"a":[1}})",
-    R"({"a":"\x"})",         // bad escape
-    R"({"a":"\u12G4"})",     // bad hex digit
-    R"({"a":"\uDE00"})",     // lone low surrogate
-    R"({"a":"\uD83D"})",     // high surrogate without its low half
+    R"({"a":"\x"})",      // bad escape
+    R"({"a":"\u12G4"})",  // bad hex digit
+    R"({"a":"\uDE00"})",  // lone low surrogate
+    R"({"a":"\uD83D"})",  // high surrogate without its low half
     R"({"a":"\uD83Dx"})",
     R"({"a":"\uD83D\u0041"})",
     R"({"a":"\uD83D\uD83D"})",
     "{\"a\":\"line\nbreak\"}",  // control character in a string
     "{\"a\":\"\x01\"}",
-    "{\"a\":\"\xC0\xAF\"}",         // overlong UTF-8
-    "{\"a\":\"\xE0\x80\xAF\"}",     // overlong
-    "{\"a\":\"\xED\xA0\x80\"}",     // UTF-8 surrogate
-    "{\"a\":\"\xF4\x90\x80\x80\"}", // above U+10FFFF
+    "{\"a\":\"\xC0\xAF\"}",          // overlong UTF-8
+    "{\"a\":\"\xE0\x80\xAF\"}",      // overlong
+    "{\"a\":\"\xED\xA0\x80\"}",      // UTF-8 surrogate
+    "{\"a\":\"\xF4\x90\x80\x80\"}",  // above U+10FFFF
     "{\"a\":\"\xF5\x80\x80\x80\"}",
-    "{\"a\":\"\xC3\"}",             // truncated character
-    "{\"a\":\"\x80\"}",             // stray continuation byte
-    "{} x",                   // text after the object
+    "{\"a\":\"\xC3\"}",  // truncated character
+    "{\"a\":\"\x80\"}",  // stray continuation byte
+    "{} x",              // text after the object
     "{}{}",
     std::string("{\"a\":1}\0", 8),
 };

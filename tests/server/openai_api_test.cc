@@ -188,8 +188,8 @@ TEST_F(OpenAiApiTest, ChatRequestsUseTheTemplate) {
 TEST_F(OpenAiApiTest, ResponseFormatJsonObjectIsAccepted) {
   ParsedRequest r;
   ApiError e;
-  ASSERT_TRUE(Parse(Endpoint::kCompletions, R"({"prompt": "x", "response_format": {"type": "json_object"}})",
-                    &r, &e))
+  ASSERT_TRUE(
+      Parse(Endpoint::kCompletions, R"({"prompt": "x", "response_format": {"type": "json_object"}})", &r, &e))
       << e.message;
   EXPECT_TRUE(r.json_object);
   ASSERT_TRUE(Parse(Endpoint::kChat,
