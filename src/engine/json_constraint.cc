@@ -18,8 +18,13 @@ std::unique_ptr<ConstraintVocab> ConstraintVocab::FromTokenizer(const tokenizer:
       continue;
     }
     const TokenType type = tok.GetTokenType(t);
-    if (type != TokenType::kNormal && type != TokenType::kByte) continue;
-    bytes[t] = tok.TokenToPiece(t);
+    const std::string piece = tok.TokenToPiece(t);
+    // User-defined tokens are markers ("<start_of_image>", "<tool_call>") except the runs of
+    // whitespace some vocabularies (Gemma's "\n\n", "    ") mark user-defined: those are text.
+    const bool whitespace_run = type == TokenType::kUserDefined && !piece.empty() &&
+                                piece.find_first_not_of(" \t\n\r") == std::string::npos;
+    if (type != TokenType::kNormal && type != TokenType::kByte && !whitespace_run) continue;
+    bytes[t] = piece;
     kinds[t] = Kind::kText;
   }
   return std::make_unique<ConstraintVocab>(bytes, kinds);

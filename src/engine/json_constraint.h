@@ -5,8 +5,8 @@
 // A token is allowed when its bytes (Tokenizer::TokenToPiece: byte-level BPE decoded to raw
 // bytes, SentencePiece's "▁" as a space, <0xAB> as the byte) keep the text a valid prefix.
 // End-of-generation tokens are allowed only once the object is complete; control, unknown,
-// unused and user-defined tokens (chat markers, <unusedN>, image markers) and tokens of no
-// bytes never are. The scheduler ends a request with finish_reason stop as soon as the
+// unused and user-defined tokens (chat markers, <unusedN>, image markers; but not the
+// whitespace runs Gemma marks user-defined) and tokens of no bytes never are. The scheduler ends a request with finish_reason stop as soon as the
 // object is complete (nothing but whitespace could follow it), so a well-formed vocabulary
 // (one with a token for every byte, as byte-level BPE and SentencePiece with byte fallback
 // have) always has an allowed token.

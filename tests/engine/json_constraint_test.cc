@@ -269,3 +269,41 @@ TEST_F(RealVocabTest, MaskingNeverPicksAnInvalidToken) {
 
 }  // namespace
 }  // namespace slimkv::engine
+
+namespace slimkv::engine {
+namespace {
+
+// Gemma marks its whitespace runs ("\n", "\n\n", "    ") user-defined beside its markers
+// ("<start_of_image>", "[multimodal]"): the runs are text the object may use, the markers never.
+TEST(GemmaVocabTest, WhitespaceRunsAreTextMarkersAreNot) {
+  SLIMKV_REQUIRE_MODEL(path, "gemma-3-270m-q4_k_m.gguf");
+  auto file = gguf::GgufFile::Open(path);
+  ASSERT_TRUE(file.ok()) << file.status().ToString();
+  auto tok = tokenizer::Tokenizer::FromGguf(*file);
+  ASSERT_TRUE(tok.ok()) << tok.status().ToString();
+  const auto vocab = ConstraintVocab::FromTokenizer(**tok);
+  int runs = 0, markers = 0;
+  for (TokenId t = 0; t < vocab->size(); ++t) {
+    if ((*tok)->GetTokenType(t) != tokenizer::TokenType::kUserDefined || (*tok)->IsEndOfGeneration(t))
+      continue;
+    const std::string piece = (*tok)->TokenToPiece(t);
+    if (!piece.empty() && piece.find_first_not_of(" \t\n\r") == std::string::npos) {
+      EXPECT_EQ(vocab->kind(t), Kind::kText) << t;
+      ++runs;
+    } else {
+      EXPECT_EQ(vocab->kind(t), Kind::kNever) << piece;
+      ++markers;
+    }
+  }
+  EXPECT_GT(runs, 50);
+  EXPECT_GT(markers, 0);
+  const TokenId newline = (*tok)->Find("\n");
+  ASSERT_GE(newline, 0);
+  JsonConstraint c(vocab.get());
+  c.Accept((*tok)->Find("{"));
+  EXPECT_TRUE(c.Allows(newline));
+  EXPECT_FALSE(c.Allows((*tok)->Find("<start_of_image>")));
+}
+
+}  // namespace
+}  // namespace slimkv::engine
