@@ -14,7 +14,7 @@ struct RunFlags {
   CommonFlags common;
   std::string prompt, prompt_file, system;
   int n_predict = 128;
-  bool chat = false, ignore_eos = false;
+  bool chat = false, ignore_eos = false, json_object = false;
   engine::SamplingParams sampling;
 };
 
@@ -89,6 +89,7 @@ int RunMain(const RunFlags& f) {
   go.max_tokens = f.n_predict;
   go.sampling = f.sampling;
   go.stop_at_end_of_generation = !f.ignore_eos;
+  go.json_object = f.json_object;
   if (!f.chat) std::fputs(prompt.c_str(), stdout);
   auto st = eng.Generate(ids, go, [](int32_t, const std::string& text) {
     std::fputs(text.c_str(), stdout);
@@ -135,6 +136,8 @@ CommandMain AddRunCommand(CLI::App& app) {
   cmd->add_flag("--chat", f->chat, "wrap the prompt in the model's chat template");
   cmd->add_option("--system", f->system, "system message (with --chat)");
   cmd->add_flag("--ignore-eos", f->ignore_eos, "keep generating past end-of-generation tokens");
+  cmd->add_flag("--json-object", f->json_object,
+                "constrain the output to one JSON object (response_format json_object); stops when it closes");
   cmd->add_option("--temp", f->sampling.temperature, "temperature (0 = greedy)");
   cmd->add_option("--top-k", f->sampling.top_k, "top-k (0 = off)");
   cmd->add_option("--top-p", f->sampling.top_p, "top-p (1 = off)");

@@ -134,6 +134,7 @@ Result<GenerationStats> Engine::Generate(const std::vector<TokenId>& prompt, con
   p.max_tokens = go.max_tokens;
   p.sampling = go.sampling;
   p.ignore_eos = !go.stop_at_end_of_generation;
+  p.json_object = go.json_object;
   p.report_kv = true;
   p.prompt_only = go.max_tokens <= 0;
   bool stop = false;
@@ -163,7 +164,7 @@ Result<GenerationStats> Engine::Generate(const std::vector<TokenId>& prompt, con
       st.stop_reason = "cancelled";
       break;
     case FinishReason::kStop:
-      st.stop_reason = "eog";
+      st.stop_reason = go.json_object ? "json" : "eog";
       break;
     default:
       st.stop_reason = go.max_tokens > 0 && st.generated_tokens < go.max_tokens ? "context" : "length";

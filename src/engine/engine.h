@@ -42,6 +42,7 @@ struct GenerateOptions {
   int max_tokens = 128;  // new tokens at most
   SamplingParams sampling;
   bool stop_at_end_of_generation = true;
+  bool json_object = false;  // constrained to one JSON object (RequestParams::json_object)
 };
 
 struct GenerationStats {
@@ -49,7 +50,7 @@ struct GenerationStats {
   int generated_tokens = 0;
   double prefill_seconds = 0;
   double decode_seconds = 0;
-  std::string stop_reason;  // "eog", "length", "context", "cancelled"
+  std::string stop_reason;  // "eog", "json" (the object closed), "length", "context", "cancelled"
   kv::KvUsage kv_usage;     // of the sequence at the end
   // The same, per kind of layer ("global", "window"), for models that have both.
   std::vector<std::pair<std::string, kv::KvUsage>> kv_usage_by_kind;

@@ -69,6 +69,11 @@ struct RequestParams {
   SamplingParams sampling;      // each request has its own generator, seeded by sampling.seed
   std::vector<std::string> stop;  // stop strings: generation ends before the first match
   bool ignore_eos = false;      // keep generating past end-of-generation tokens
+  // Constrained decoding (OpenAI's response_format {"type": "json_object"}): only tokens that
+  // keep the text a prefix of one JSON object are sampled (json_constraint.h), and the request
+  // ends with kStop as soon as the object is complete (kLength first if max_tokens runs out,
+  // with the object unfinished). Needs a tokenizer; not with forced tokens or prompt_only.
+  bool json_object = false;
   uint64_t cache_salt = 0;      // tenant salt of the prefix cache (HashCacheSalt of the text)
   int logprobs = -1;            // >= 0: each token's log-probability and this many top tokens
   bool prompt_logprobs = false;  // the prompt tokens' log-probabilities too

@@ -20,9 +20,10 @@ constexpr double kPrefixStatsSeconds = 0.25;
 }  // namespace
 
 struct Scheduler::Seq {
-  Seq(RequestParams p, const tokenizer::Tokenizer* tok)
+  Seq(RequestParams p, const tokenizer::Tokenizer* tok, const ConstraintVocab* json_vocab)
       : params(std::move(p)), sampler(params.sampling, params.prompt.size()) {
     if (tok) decoder.emplace(*tok);
+    if (params.json_object) json.emplace(json_vocab);
     tokens = params.prompt;
     n_prompt = static_cast<int>(tokens.size());
     tokens.insert(tokens.end(), params.forced.begin(), params.forced.end());
@@ -41,6 +42,7 @@ struct Scheduler::Seq {
   int n_published = 0;    // tokens indexed in the prefix cache
   kv::SeqId kv_seq = -1;  // -1 while waiting
   Sampler sampler;
+  std::optional<JsonConstraint> json;               // with params.json_object
   std::optional<tokenizer::StreamDecoder> decoder;  // without a tokenizer: no text
   std::string held;  // text not sent yet: it could be the start of a stop string
   int generated = 0;
@@ -139,6 +141,14 @@ Result<RequestId> Scheduler::Submit(RequestParams p) {
   if (p.logprobs < -1 || p.logprobs > kMaxTopLogprobs) {
     return InvalidArgument("logprobs must be in [0, {}], got {}", kMaxTopLogprobs, p.logprobs);
   }
+  if (p.json_object) {
+    if (tok_ == nullptr) return InvalidArgument("json_object needs a tokenizer");
+    if (!p.forced.empty() || p.prompt_only) {
+      return InvalidArgument(
+          "json_object constrains generated tokens: not with forced tokens or prompt_only");
+    }
+    std::call_once(json_vocab_once_, [&] { json_vocab_ = ConstraintVocab::FromTokenizer(*tok_); });
+  }
   const int n_vocab = model_->vocab_size();
   for (const auto* list : {&p.prompt, &p.forced}) {
     for (TokenId t : *list) {
@@ -165,7 +175,7 @@ Result<RequestId> Scheduler::Submit(RequestParams p) {
         "at most {} tokens for one request",
         n, total - n, total, SequenceBudget(total), budget, max_sequence_tokens_);
   }
-  auto seq = std::make_unique<Seq>(std::move(p), tok_);
+  auto seq = std::make_unique<Seq>(std::move(p), tok_, json_vocab_.get());
   std::lock_guard<std::mutex> lock(mu_);
   if (!accepting_ || stop_) return Status(StatusCode::kCancelled, "the server is shutting down");
   if (static_cast<int>(waiting_.size()) >= options_.max_waiting) {
@@ -482,17 +492,24 @@ void Scheduler::OnToken(Seq* s, TokenId token, double now) {
   if (s->first_token_time < 0) s->first_token_time = now;
   s->last_token_time = now;
   const bool eog = !s->params.ignore_eos && tok_ && tok_->IsEndOfGeneration(token);
+  // A JSON object is complete: nothing but whitespace could follow, so the request stops.
+  bool json_done = false;
+  if (s->json) {
+    s->json->Accept(token);
+    json_done = s->json->Complete();
+  }
+  const bool stop = eog || json_done;
   const bool length =
       s->generated >= s->params.max_tokens || (static_cast<int>(s->tokens.size()) >= n_ctx_ && !Streaming());
-  const bool last = eog || length;
+  const bool last = stop || length;
   // An end-of-generation token is not rendered; what the decoder still holds is sent.
   std::string text = eog ? s->Flush() : s->Push(token);
-  if (length && !eog) text += s->Flush();
+  if (last && !eog) text += s->Flush();
   EmitText(s, std::move(text), last);
   if (s->done) return;  // a stop string
   if (last) {
     s->publish_on_exit = true;
-    Finish(s, eog ? FinishReason::kStop : FinishReason::kLength);
+    Finish(s, stop ? FinishReason::kStop : FinishReason::kLength);
   }
 }
 
@@ -624,13 +641,29 @@ bool Scheduler::Step() {
       const size_t i = sample[j];
       Seq* s = batch[i].seq;
       const std::span<const float> logits(logits_.data() + last_row[i] * n_vocab, n_vocab);
-      drawn[j] = s->sampler.Sample(logits, s->tokens);
+      if (s->json) {
+        const JsonConstraint& json = *s->json;
+        drawn[j] = s->sampler.Sample(
+            logits, s->tokens, [&json](TokenId t) { return json.Allows(t); },
+            [&json](std::vector<TokenId>* out) { json.AllowedTokens(out); });
+        if (drawn[j] == kNoToken) return;
+      } else {
+        drawn[j] = s->sampler.Sample(logits, s->tokens);
+      }
       if (s->params.logprobs >= 0) {
         s->logprob = ComputeLogprob(logits, drawn[j], s->params.logprobs);
         s->has_logprob = true;
       }
     });
-    for (size_t j = 0; j < sample.size(); ++j) OnToken(batch[sample[j]].seq, drawn[j], now);
+    for (size_t j = 0; j < sample.size(); ++j) {
+      Seq* s = batch[sample[j]].seq;
+      if (drawn[j] == kNoToken) {  // only a constraint rejects every token
+        Finish(s, FinishReason::kError,
+               InvalidArgument("json_object: no token of the vocabulary continues the JSON object"));
+        continue;
+      }
+      OnToken(s, drawn[j], now);
+    }
     std::lock_guard<std::mutex> stats_lock(stats_mu_);
     ++stats_.steps;
     stats_.computed_tokens += batch_tokens;

@@ -62,6 +62,7 @@
 
 #include "base/log.h"
 #include "engine/engine.h"
+#include "engine/json_constraint.h"
 #include "engine/request.h"
 #include "engine/scheduler_stats.h"
 
@@ -172,6 +173,9 @@ class Scheduler {
   kv::KvCache* kv_;
   ThreadPool* pool_;
   const tokenizer::Tokenizer* tok_;
+  // The vocabulary's bytes for json_object requests: built by the first one.
+  std::once_flag json_vocab_once_;
+  std::unique_ptr<ConstraintVocab> json_vocab_;
   SchedulerOptions options_;
   int n_ctx_;
   int64_t max_sequence_tokens_ = 0;

@@ -44,6 +44,7 @@ void GenerationCall::Run(engine::Scheduler& scheduler, ParsedRequest request, Ge
     p.sampling.seed = pr.seed_given ? pr.sampling.seed + static_cast<uint64_t>(i) : seeds();
     p.stop = pr.stop;
     p.ignore_eos = pr.ignore_eos;
+    p.json_object = pr.json_object;
     p.cache_salt = call->options_.cache_salt;
     p.logprobs = pr.logprobs;
     p.prompt_logprobs = pr.echo && pr.logprobs >= 0;

@@ -230,17 +230,37 @@ bool RejectUnsupported(const json& body, ApiError* error) {
     *error = BadRequest("'best_of' is not supported by this server", "best_of", "unsupported_parameter");
     return false;
   }
-  if (auto it = body.find("response_format"); it != body.end() && !it->is_null()) {
-    const auto type = it->is_object() ? it->find("type") : it->end();
-    if (!it->is_object() || type == it->end() || !type->is_string() || *type != "text") {
-      *error = BadRequest(
-          "only response_format {\"type\": \"text\"} is supported (json_object needs constrained "
-          "decoding, which slimkv does not have)",
-          "response_format", "unsupported_parameter");
-      return false;
-    }
-  }
   return true;
+}
+
+// response_format: {"type": "text"} (the default) or {"type": "json_object"} (constrained
+// decoding: the output is one JSON object). json_schema is refused by name.
+bool ReadResponseFormat(const json& body, bool* json_object, ApiError* error) {
+  auto it = body.find("response_format");
+  if (it == body.end() || it->is_null()) return true;
+  const auto type = it->is_object() ? it->find("type") : it->end();
+  if (!it->is_object() || type == it->end() || !type->is_string()) {
+    *error = BadRequest(
+        "'response_format' must be an object with a string 'type': {\"type\": \"text\"} or "
+        "{\"type\": \"json_object\"}",
+        "response_format");
+    return false;
+  }
+  if (*type == "text") return true;
+  if (*type == "json_object") {
+    *json_object = true;
+    return true;
+  }
+  if (*type == "json_schema") {
+    *error = BadRequest(
+        "response_format {\"type\": \"json_schema\"} is not supported by this server; "
+        "{\"type\": \"json_object\"} is (any JSON object, no schema)",
+        "response_format", "unsupported_parameter");
+    return false;
+  }
+  *error = BadRequest("response_format type must be \"text\" or \"json_object\"", "response_format",
+                      "unsupported_parameter");
+  return false;
 }
 
 // Completions: logprobs N (0..20, null: none) and echo. Chat: logprobs true/false and
@@ -287,6 +307,7 @@ bool ParseRequest(Endpoint endpoint, const json& body, const tokenizer::Tokenize
   r.sampling = defaults;
   if (!ReadString(body, "model", &r.model, error)) return false;
   if (!RejectUnsupported(body, error)) return false;
+  if (!ReadResponseFormat(body, &r.json_object, error)) return false;
   if (endpoint == Endpoint::kChat) {
     if (!ChatPrompt(body, tok, chat, &r.prompt, error)) return false;
   } else {

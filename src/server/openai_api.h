@@ -49,6 +49,7 @@ struct ParsedRequest {
   std::vector<std::string> stop;
   std::string cache_salt;  // tenant of the prefix cache
   bool ignore_eos = false;
+  bool json_object = false;  // response_format {"type": "json_object"}: constrained decoding
   // Log-probabilities: -1 none, else each sampled token's with this many top tokens
   // (completions: `logprobs: N`; chat: `logprobs: true` with `top_logprobs: N`).
   int logprobs = -1;

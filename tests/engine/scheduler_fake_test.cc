@@ -110,6 +110,20 @@ TEST(SchedulerFakeTest, ReservesSlotsBeforeTheForwardPass) {
   for (const Out &o : outs) EXPECT_EQ(o.tokens.size(), 48u);
 }
 
+// response_format json_object needs the tokenizer's bytes of each token: without one (this rig has none)
+// the request is refused at Submit, naming json_object, and nothing runs.
+TEST(SchedulerFakeTest, JsonObjectNeedsATokenizer) {
+  Rig rig("fp16", nullptr, 0, 4096, 8 << 20);
+  Out out;
+  RequestParams p = Greedy(Prompt(8, 1), 4, &out);
+  p.json_object = true;
+  const auto r = rig.sched->Submit(std::move(p));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().ToString().find("json_object needs a tokenizer"), std::string::npos) << r.status().ToString();
+  EXPECT_TRUE(rig.sched->Idle());
+}
+
 // A re-indexing policy lets one sequence run past the context in constant memory; without one the context is
 // the limit.
 TEST(SchedulerFakeTest, StreamingPolicyRunsPastTheContext) {

@@ -5,8 +5,10 @@
   `slimkv ppl` on the same windows (same tokens, BOS first, the second half scored);
 - logprobs/top_logprobs on chat and completions, streamed and whole;
 - /tokenize and /detokenize (vLLM's and llama.cpp's field names);
-- frequency/presence/repetition penalties accepted and checked; response_format json_object
-  refused with a message (no constrained decoding).
+- frequency/presence/repetition penalties accepted and checked;
+- response_format json_object (constrained decoding): chat and completions, whole and
+  streamed, greedy and sampled: a finished answer parses with json.loads as a dict;
+  json_schema and unknown types are 400s with a message.
 
 Run by server/api_eval_test.sh. ~40 s on 2 cores.
 """
@@ -140,8 +142,40 @@ def main():
             chat = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
             s, e = post("/v1/chat/completions", dict(chat, top_logprobs=2))
             assert s == 400 and e["error"]["param"] == "top_logprobs", e
-            s, e = post("/v1/chat/completions", dict(chat, response_format={"type": "json_object"}))
-            assert s == 400 and "json_object" in e["error"]["message"], e
+            s, e = post("/v1/chat/completions", dict(chat, response_format={"type": "json_schema"}))
+            assert s == 400 and "json_schema" in e["error"]["message"], e
+            s, e = post("/v1/chat/completions", dict(chat, response_format={"type": "yaml"}))
+            assert s == 400 and e["error"]["param"] == "response_format", e
+
+        def json_object():
+            fmt = {"type": "json_object"}
+            msgs = [{"role": "user", "content": "Describe a cat as a JSON object with keys name, age and colors."}]
+            stopped = 0
+            for temperature, seed in [(0, 0), (0.8, 1), (1.0, 2)]:
+                r = client.chat.completions.create(model="m", messages=msgs, max_tokens=200, temperature=temperature,
+                                                   seed=seed, response_format=fmt)
+                c = r.choices[0]
+                if c.finish_reason == "stop":
+                    stopped += 1
+                    assert isinstance(json.loads(c.message.content), dict), c.message.content
+                else:  # cut by max_tokens: still the start of an object
+                    assert c.finish_reason == "length" and c.message.content.lstrip().startswith("{"), c
+                stream = client.chat.completions.create(model="m", messages=msgs, max_tokens=200,
+                                                        temperature=temperature, seed=seed, response_format=fmt,
+                                                        stream=True)
+                text, finish = "", None
+                for ch in stream:
+                    for sc in ch.choices:
+                        text += sc.delta.content or ""
+                        finish = sc.finish_reason or finish
+                assert finish == c.finish_reason and text == c.message.content, (text, c)
+            assert stopped >= 1, "no json_object answer finished within 200 tokens"
+            r = client.completions.create(model="m", prompt='A user profile in JSON: ', max_tokens=120,
+                                          temperature=0, logprobs=1, extra_body={"response_format": fmt})
+            c = r.choices[0]
+            if c.finish_reason == "stop":
+                assert isinstance(json.loads(c.text), dict), c.text
+            assert len(c.logprobs.token_logprobs) == r.usage.completion_tokens
 
         checks.run("PPL from echo + logprobs over the API equals slimkv ppl", perplexity)
         checks.run("echo without logprobs", echo_text)
@@ -149,6 +183,7 @@ def main():
         checks.run("chat logprobs, whole and streamed", chat_logprobs)
         checks.run("/tokenize and /detokenize", tokenize_roundtrip)
         checks.run("penalties, bad values, response_format", penalties_and_format)
+        checks.run("response_format json_object", json_object)
     checks.finish()
 
 

@@ -184,6 +184,27 @@ TEST_F(OpenAiApiTest, ChatRequestsUseTheTemplate) {
   EXPECT_EQ(r.max_tokens, 64 - static_cast<int>(r.prompt.size()));
 }
 
+// Issue 16: response_format json_object is constrained decoding, on both endpoints.
+TEST_F(OpenAiApiTest, ResponseFormatJsonObjectIsAccepted) {
+  ParsedRequest r;
+  ApiError e;
+  ASSERT_TRUE(
+      Parse(Endpoint::kCompletions, R"({"prompt": "x", "response_format": {"type": "json_object"}})", &r, &e))
+      << e.message;
+  EXPECT_TRUE(r.json_object);
+  ASSERT_TRUE(Parse(Endpoint::kChat,
+                    R"({"messages": [{"role": "user", "content": "x"}], "stream": true,
+                        "response_format": {"type": "json_object"}})",
+                    &r, &e))
+      << e.message;
+  EXPECT_TRUE(r.json_object);
+  for (const char* body : {R"({"prompt": "x", "response_format": {"type": "text"}})",
+                           R"({"prompt": "x", "response_format": null})", R"({"prompt": "x"})"}) {
+    ASSERT_TRUE(Parse(Endpoint::kCompletions, body, &r, &e)) << body << ": " << e.message;
+    EXPECT_FALSE(r.json_object) << body;
+  }
+}
+
 TEST_F(OpenAiApiTest, BadRequestsNameTheField) {
   EXPECT_EQ(ParseError(Endpoint::kCompletions, R"({"model": "x"})").param, "prompt");
   EXPECT_EQ(ParseError(Endpoint::kCompletions, R"({"prompt": 5})").param, "prompt");
@@ -213,9 +234,16 @@ TEST_F(OpenAiApiTest, BadRequestsNameTheField) {
             "presence_penalty");
   EXPECT_EQ(ParseError(Endpoint::kCompletions, R"({"prompt": "x", "frequency_penalty": -3})").param,
             "frequency_penalty");
-  EXPECT_EQ(ParseError(Endpoint::kCompletions, R"({"prompt": "x", "response_format": {"type": "json_object"}})")
-                .param,
-            "response_format");
+  // response_format: text and json_object are taken; json_schema is refused by name, other types too.
+  const ApiError schema = ParseError(
+      Endpoint::kChat,
+      R"({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_schema"}})");
+  EXPECT_EQ(schema.param, "response_format");
+  EXPECT_NE(schema.message.find("\"json_schema\"} is not supported"), std::string::npos) << schema.message;
+  const ApiError other =
+      ParseError(Endpoint::kCompletions, R"({"prompt": "x", "response_format": {"type": "yaml"}})");
+  EXPECT_EQ(other.param, "response_format");
+  EXPECT_NE(other.message.find("\"text\" or \"json_object\""), std::string::npos) << other.message;
   EXPECT_EQ(ParseError(Endpoint::kChat, R"({"messages": []})").param, "messages");
   EXPECT_EQ(ParseError(Endpoint::kChat, R"({"messages": [{"role": "wizard", "content": "x"}]})").param,
             "messages[0].role");
