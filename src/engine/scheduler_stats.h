@@ -10,6 +10,9 @@
 #include <vector>
 
 #include "engine/request.h"
+#include "kv/prefix_cache.h"
+#include "kv/swap_cost.h"
+#include "kv/tiers/tier_stack.h"
 
 namespace slimkv::engine {
 
@@ -77,6 +80,9 @@ struct SchedulerStats {
   int preempted_waiting = 0;         // waiting requests that had been running (recompute)
   uint64_t submitted = 0, finished = 0, cancelled = 0, failed = 0, rejected = 0;
   uint64_t preemptions = 0;
+  // Tokens a preempted sequence had computed, by how it got them back when readmitted.
+  uint64_t preempted_tokens_swapped = 0;     // re-attached: from the RAM prefix cache or a lower tier
+  uint64_t preempted_tokens_recomputed = 0;  // run through the model again
   // Tokens.
   uint64_t prompt_tokens = 0;        // prompt tokens of admitted requests (first admission)
   uint64_t prompt_tokens_cached = 0; // of those, taken from the prefix cache
@@ -90,6 +96,12 @@ struct SchedulerStats {
   int64_t kv_blocks_shared = 0;      // pool blocks with more than one owner (sequences, cache)
   int64_t prefix_cache_entries = 0;  // cached block positions (each holds a block per stream)
   int64_t prefix_evictions = 0;
+  // KV tiers: the RAM prefix cache's counters (refreshed with the ones above), the lower tiers' (disk,
+  // Redis; empty without --kv-disk / --kv-redis) and the swap-or-recompute rule's (kv/swap_cost.h).
+  kv::PrefixStats prefix;
+  kv::tiers::TierStackStats tier_stack;
+  std::vector<std::pair<std::string, kv::tiers::TierStats>> tiers;
+  kv::SwapCostStats swap;
   // KV pool.
   size_t kv_budget_bytes = 0, kv_bytes_used = 0;
   int64_t kv_blocks_used = 0, kv_blocks_free = 0;  // free: in blocks of the final format
