@@ -111,7 +111,7 @@ void PrefixCache::FetchFromTiers(uint64_t salt, std::span<const int32_t> tokens)
     if (!decided) {
       // The first block RAM lacks: fetch the rest, or leave it all to be computed.
       decided = true;
-      const uint32_t block_bytes = sealed_bytes() ? sealed_bytes() : store_->pool(false).block_bytes();
+      const size_t block_bytes = sealed_bytes() ? sealed_bytes() : store_->pool(false).block_bytes();
       const int64_t record_bytes = static_cast<int64_t>(block_bytes) * streams();
       if (!swap_cost_.FetchPays(static_cast<int64_t>(n_full - b), record_bytes, bt_)) return;
     }

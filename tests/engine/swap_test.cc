@@ -35,8 +35,8 @@ kv::KvConfig Config() {
 
 // A pool of `bytes`, optionally over a disk tier, running kRequests greedy requests to the end. Clocks stand
 // still (injected), so the swap-or-recompute rule sees only the rates a test gives it.
-struct Run {
-  Run(size_t bytes, bool prefix_sharing, bool disk, double fetch_bytes_per_s = 0, double prefill_tokens_per_s = 0) {
+struct Trial {
+  Trial(size_t bytes, bool prefix_sharing, bool disk, double fetch_bytes_per_s = 0, double prefill_tokens_per_s = 0) {
     kv = std::move(kv::KvCache::Create(FakeModel::Spec(), Config(), bytes)).value();
     if (disk) {
       auto d = kv::tiers::DiskTier::Open({.dir = dir.path(), .budget_bytes = 64 << 20, .clock = clock.fn()});
@@ -92,11 +92,11 @@ struct Run {
 size_t TightBudget() { return kv::KvCache::BudgetFor(FakeModel::Spec(), Config(), kPrompt + kNew, 2, 16); }
 
 const std::vector<std::vector<TokenId>>& Alone() {
-  static const std::vector<std::vector<TokenId>> outs = Run(64 << 20, false, false).outs;
+  static const std::vector<std::vector<TokenId>> outs = Trial(64 << 20, false, false).outs;
   return outs;
 }
 
-void ExpectSameOutputs(const Run& r) {
+void ExpectSameOutputs(const Trial& r) {
   ASSERT_EQ(r.outs.size(), Alone().size());
   for (size_t i = 0; i < r.outs.size(); ++i) {
     EXPECT_EQ(r.outs[i].size(), static_cast<size_t>(kNew)) << i;
@@ -107,7 +107,7 @@ void ExpectSameOutputs(const Run& r) {
 
 // Without prefix sharing nothing is published: every preempted token is computed again.
 TEST(SwapTest, WithoutPrefixSharingPreemptionRecomputes) {
-  Run r(TightBudget(), /*prefix_sharing=*/false, /*disk=*/false);
+  Trial r(TightBudget(), /*prefix_sharing=*/false, /*disk=*/false);
   EXPECT_GT(r.stats.preemptions, 0u);
   EXPECT_EQ(r.stats.preempted_tokens_swapped, 0u);
   EXPECT_GT(r.stats.preempted_tokens_recomputed, 0u);
@@ -116,7 +116,7 @@ TEST(SwapTest, WithoutPrefixSharingPreemptionRecomputes) {
 
 // With it, a readmitted sequence re-attaches what RAM still holds of its published blocks.
 TEST(SwapTest, PreemptedSequenceReattachesFromRam) {
-  Run r(TightBudget(), /*prefix_sharing=*/true, /*disk=*/false);
+  Trial r(TightBudget(), /*prefix_sharing=*/true, /*disk=*/false);
   EXPECT_GT(r.stats.preemptions, 0u);
   EXPECT_GT(r.stats.preempted_tokens_swapped, 0u);
   EXPECT_GT(r.stats.prefix.ram_hit_blocks, 0);
@@ -126,8 +126,8 @@ TEST(SwapTest, PreemptedSequenceReattachesFromRam) {
 // RAM evicts the published blocks of preempted sequences (the pool is full: that is why they were
 // preempted); with a disk tier, and tier fetches measured faster than prefill, they come back from disk.
 TEST(SwapTest, BlocksRamEvictedComeBackFromDiskWhenFetchingPays) {
-  Run ram(TightBudget(), true, false);
-  Run disk(TightBudget(), true, true, /*fetch_bytes_per_s=*/1e9, /*prefill_tokens_per_s=*/100);
+  Trial ram(TightBudget(), true, false);
+  Trial disk(TightBudget(), true, true, /*fetch_bytes_per_s=*/1e9, /*prefill_tokens_per_s=*/100);
   EXPECT_GT(disk.stats.preemptions, 0u);
   EXPECT_GT(disk.stats.prefix.tier_blocks, 0);
   EXPECT_GT(disk.stats.tier_stack.loaded, 0);
@@ -144,7 +144,7 @@ TEST(SwapTest, BlocksRamEvictedComeBackFromDiskWhenFetchingPays) {
 // The same disk holding the same blocks, but prefill measured faster than tier fetches: the tier is not
 // read, the blocks are recomputed.
 TEST(SwapTest, BlocksAreRecomputedWhenPrefillIsMeasuredFaster) {
-  Run disk(TightBudget(), true, true, /*fetch_bytes_per_s=*/100, /*prefill_tokens_per_s=*/1e9);
+  Trial disk(TightBudget(), true, true, /*fetch_bytes_per_s=*/100, /*prefill_tokens_per_s=*/1e9);
   EXPECT_GT(disk.stats.preemptions, 0u);
   EXPECT_GT(disk.stats.swap.recompute_chosen, 0);
   EXPECT_EQ(disk.stats.swap.fetch_chosen, 0);
