@@ -153,8 +153,9 @@ Result<RequestId> Scheduler::Submit(RequestParams p) {
   }
   const size_t need = SequenceBudget(n + 1), budget = kv_->budget_bytes();
   if (need > budget) {
-    return OutOfRange("prompt of {} tokens needs {} bytes of KV cache; the pool (the KV budget, --kv-mem) holds {} bytes",
-                      n, need, budget);
+    return OutOfRange(
+        "prompt of {} tokens needs {} bytes of KV cache; the pool (the KV budget, --kv-mem) holds {} bytes",
+        n, need, budget);
   }
   // The whole request must fit the pool alone, or it would fail part way through.
   const int64_t generated = p.forced.empty() && !p.prompt_only ? p.max_tokens : 0;

@@ -159,7 +159,9 @@ PrefixStats PrefixCache::stats() const {
   PrefixStats p = stats_;
   p.cached_blocks = static_cast<int64_t>(index_.size());
   p.shared_blocks = store_->shared_blocks();
-  ForEachBlock([&](bool sealed, BlockId) { p.bytes_held += static_cast<int64_t>(store_->pool(sealed).block_bytes()); });
+  ForEachBlock([&](bool sealed, BlockId) {
+    p.bytes_held += static_cast<int64_t>(store_->pool(sealed).block_bytes());
+  });
   return p;
 }
 

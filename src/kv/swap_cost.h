@@ -20,8 +20,8 @@
 namespace slimkv::kv {
 
 struct SwapCostStats {
-  int64_t fetch_chosen = 0;      // lookups that went to the tiers
-  int64_t recompute_chosen = 0;  // lookups that skipped them: recomputing was measured faster
+  int64_t fetch_chosen = 0;         // lookups that went to the tiers
+  int64_t recompute_chosen = 0;     // lookups that skipped them: recomputing was measured faster
   double fetch_bytes_per_s = 0;     // 0: not measured yet
   double prefill_tokens_per_s = 0;  // 0: not measured yet
 };
@@ -42,8 +42,8 @@ class SwapCost {
   SwapCostStats stats() const;
 
  private:
-  double fetch_bytes_ = 0, fetch_s_ = 0;        // decayed sums of fetches
-  double prefill_tokens_ = 0, prefill_s_ = 0;   // decayed sums of prefill steps
+  double fetch_bytes_ = 0, fetch_s_ = 0;       // decayed sums of fetches
+  double prefill_tokens_ = 0, prefill_s_ = 0;  // decayed sums of prefill steps
   int64_t fetch_chosen_ = 0, recompute_chosen_ = 0;
 };
 

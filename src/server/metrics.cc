@@ -120,7 +120,8 @@ void TierMetrics(Writer& w, const engine::SchedulerStats& s) {
   };
   using Opt = std::optional<double>;
   auto d = [](int64_t v) { return Opt(static_cast<double>(v)); };
-  series("slimkv_kv_tier_hits_total", "counter", "Blocks found in the tier (ram: block positions of prompts).",
+  series("slimkv_kv_tier_hits_total", "counter",
+         "Blocks found in the tier (ram: block positions of prompts).",
          [&](const Row& r) { return r.t ? d(r.t->hits) : d(p.ram_hit_blocks); });
   series("slimkv_kv_tier_misses_total", "counter",
          "Blocks looked for and not found (ram: fetched from a lower tier or computed; a record that failed "
@@ -130,8 +131,8 @@ void TierMetrics(Writer& w, const engine::SchedulerStats& s) {
          [&](const Row& r) {
            return !r.t ? d(p.cached_blocks) : r.tier == "redis" ? Opt() : d(r.t->entries);
          });
-  series("slimkv_kv_tier_bytes", "gauge", "Bytes the tier holds (ram: pool blocks the prefix cache references).",
-         [&](const Row& r) {
+  series("slimkv_kv_tier_bytes", "gauge",
+         "Bytes the tier holds (ram: pool blocks the prefix cache references).", [&](const Row& r) {
            return !r.t ? d(p.bytes_held) : r.tier == "redis" ? Opt() : d(r.t->bytes_held);
          });
   series("slimkv_kv_tier_read_bytes_total", "counter", "Bytes of records read from the tier.",
@@ -186,7 +187,8 @@ void TierMetrics(Writer& w, const engine::SchedulerStats& s) {
     w.Header("slimkv_kv_tier_fetch_decisions_total", "counter",
              "Lookups whose missing blocks were fetched from the lower tiers, or left to be recomputed "
              "because recomputing was measured faster.");
-    w.Sample("slimkv_kv_tier_fetch_decisions_total{decision=\"fetch\"}", static_cast<double>(s.swap.fetch_chosen));
+    w.Sample("slimkv_kv_tier_fetch_decisions_total{decision=\"fetch\"}",
+             static_cast<double>(s.swap.fetch_chosen));
     w.Sample("slimkv_kv_tier_fetch_decisions_total{decision=\"recompute\"}",
              static_cast<double>(s.swap.recompute_chosen));
     w.Metric("slimkv_kv_tier_fetch_bytes_per_second", "gauge",

@@ -36,20 +36,21 @@ kv::KvConfig Config() {
 // A pool of `bytes`, optionally over a disk tier, running kRequests greedy requests to the end. Clocks stand
 // still (injected), so the swap-or-recompute rule sees only the rates a test gives it.
 struct Trial {
-  Trial(size_t bytes, bool prefix_sharing, bool disk, double fetch_bytes_per_s = 0, double prefill_tokens_per_s = 0) {
+  Trial(size_t bytes, bool prefix_sharing, bool disk, double fetch_bytes_per_s = 0,
+        double prefill_tokens_per_s = 0) {
     kv = std::move(kv::KvCache::Create(FakeModel::Spec(), Config(), bytes)).value();
     if (disk) {
       auto d = kv::tiers::DiskTier::Open({.dir = dir.path(), .budget_bytes = 64 << 20, .clock = clock.fn()});
       EXPECT_TRUE(d.ok()) << d.status().ToString();
       std::vector<std::unique_ptr<kv::tiers::BlockTier>> tiers;
       tiers.push_back(std::move(d).value());
-      stack = std::make_unique<kv::tiers::TierStack>(FakeModel::Spec(), Config(),
-                                                     kv::tiers::TierStackOptions{.clock = clock.fn()},
-                                                     std::move(tiers));
+      stack = std::make_unique<kv::tiers::TierStack>(
+          FakeModel::Spec(), Config(), kv::tiers::TierStackOptions{.clock = clock.fn()}, std::move(tiers));
       kv->SetTiers(stack.get());
     }
     if (fetch_bytes_per_s > 0) kv->swap_cost().ObserveFetch(static_cast<int64_t>(fetch_bytes_per_s), 1.0);
-    if (prefill_tokens_per_s > 0) kv->swap_cost().ObservePrefill(static_cast<int64_t>(prefill_tokens_per_s), 1.0);
+    if (prefill_tokens_per_s > 0)
+      kv->swap_cost().ObservePrefill(static_cast<int64_t>(prefill_tokens_per_s), 1.0);
     sched = std::move(Scheduler::Create(
                           SchedulerParts{.model = &model, .kv = kv.get(), .pool = &pool, .n_ctx = 4096},
                           {.max_running = kRequests,

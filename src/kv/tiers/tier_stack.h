@@ -34,12 +34,12 @@ struct TierStackOptions {
 };
 
 struct TierStackStats {
-  int64_t loaded = 0;    // records returned to the cache
-  int64_t stored = 0;    // records queued for writing
-  int64_t dropped = 0;   // records not queued: the queue was full
-  int64_t rejected = 0;  // records a tier returned that the cache refused (prefix_tiers.cc)
-  int64_t loaded_bytes = 0;   // bytes of the loaded records
-  double load_seconds = 0;    // time in Load calls that returned a record (misses on the way included)
+  int64_t loaded = 0;        // records returned to the cache
+  int64_t stored = 0;        // records queued for writing
+  int64_t dropped = 0;       // records not queued: the queue was full
+  int64_t rejected = 0;      // records a tier returned that the cache refused (prefix_tiers.cc)
+  int64_t loaded_bytes = 0;  // bytes of the loaded records
+  double load_seconds = 0;   // time in Load calls that returned a record (misses on the way included)
 };
 
 class TierStack {
