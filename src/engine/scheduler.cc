@@ -367,7 +367,10 @@ void Scheduler::Admit(int* tokens_left, std::vector<Chunk>* batch) {
 void Scheduler::Preempt(Seq* s) {
   kv::KvCache& kv = *kv_;
   // Its computed blocks go to the prefix cache, so a readmission finds them unless the pool needed them in
-  // the meantime (then it recomputes).
+  // the meantime (then it recomputes). All of them again, not only those past n_published: the pool may have
+  // evicted index entries of blocks the sequence still held (they free nothing while it runs, but the entry
+  // is gone), and without republishing them the readmission would find nothing.
+  s->n_published = 0;
   PublishPrefix(s);
   s->preempted_computed = s->n_computed;
   kv.RemoveSequence(s->kv_seq);

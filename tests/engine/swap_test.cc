@@ -115,7 +115,9 @@ TEST(SwapTest, WithoutPrefixSharingPreemptionRecomputes) {
   ExpectSameOutputs(r);
 }
 
-// With it, a readmitted sequence re-attaches what RAM still holds of its published blocks.
+// With it, a readmitted sequence re-attaches what RAM still holds of its published blocks. (Preemption
+// republishes every computed block: the pool may have evicted the index entries of blocks the sequence was
+// still holding; without that this found nothing.)
 TEST(SwapTest, PreemptedSequenceReattachesFromRam) {
   Trial r(TightBudget(), /*prefix_sharing=*/true, /*disk=*/false);
   EXPECT_GT(r.stats.preemptions, 0u);
