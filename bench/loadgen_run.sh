@@ -120,8 +120,10 @@ for phase in $PHASES; do
       kv_mib=$(python3 -c "print(round($need_mib / 4, 2))")
       echo; echo "## 4x KV oversubscription: $oc clients x $opc requests, ~$ow-word prompts, $ot tokens each;"
       echo "## they need ${need_mib} MiB of int4 KV at once, --kv-mem $kv_mib"
-      disk=$(mktemp -d)
-      for mode in recompute swap swap+disk; do
+      # OVERSUB_MODES repeats modes to interleave them on a shared machine (each run gets a fresh disk
+      # directory and a fresh server: no run starts with another's blocks).
+      for mode in ${OVERSUB_MODES:-recompute swap swap+disk}; do
+        disk=$(mktemp -d)
         flags=()
         case $mode in
           recompute) flags=(--no-prefix-cache) ;;
@@ -130,10 +132,11 @@ for phase in $PHASES; do
         start_slimkv --kv int4 -c 1024 --kv-mem "$kv_mib" --max-running "$oc" --max-batch-tokens 512 "${flags[@]}"
         "$BIN/loadgen" --url "http://127.0.0.1:$PORT" --label "$mode" --max-seconds 600 throughput \
           --clients "$oc" --requests-per-client "$opc" --prompt-words "$ow" --max-tokens "$ot" --level-seconds 300
-        curl -sf "http://127.0.0.1:$PORT/metrics" | grep -E '^slimkv_(preemptions_total|preempted_tokens_total|computed_tokens_total|kv_tier_(hits|misses)_total|kv_tier_fetch_decisions_total|kv_tier_read_bytes_total|prefill_tokens_per_second|kv_tier_fetch_bytes_per_second)' | sed "s/^/# $mode: /"
+        curl -sf "http://127.0.0.1:$PORT/metrics" | grep -E '^slimkv_(steps_total|preemptions_total|preempted_tokens_total|computed_tokens_total|kv_tier_(hits|misses)_total|kv_tier_fetch_decisions_total|kv_tier_read_bytes_total|prefill_tokens_per_second|kv_tier_fetch_bytes_per_second)' | sed "s/^/# $mode: /"
+        echo "# $mode: load average $(cut -d' ' -f1-3 /proc/loadavg)"
         stop_server
+        rm -rf "$disk"
       done
-      rm -rf "$disk"
       ;;
     *) echo "unknown phase $phase"; exit 2 ;;
   esac
