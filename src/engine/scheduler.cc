@@ -323,12 +323,15 @@ void Scheduler::Admit(int* tokens_left, std::vector<Chunk>* batch) {
   std::lock_guard<std::mutex> lock(mu_);
   while (!waiting_.empty() && *tokens_left > 0 && static_cast<int>(running_.size()) < options_.max_running) {
     Seq* s = waiting_.front().get();
-    StartSequence(s);
     // The prompt (and one block to grow into) beyond the blocks it shares.
     const int64_t len = static_cast<int64_t>(s->tokens.size());
     const size_t need = SequenceBudget(len + bt);
+    // Checked before the prefix lookup, which does not change `need`: a request that must wait does not
+    // fetch blocks from a lower tier into the pool (evicting others) step after step.
+    if (!running_.empty() && committed + need > budget) break;
+    StartSequence(s);
     const int n = ChunkOf(s, *tokens_left);
-    if (n == 0 || (!running_.empty() && committed + need > budget)) {
+    if (n == 0) {
       kv.RemoveSequence(s->kv_seq);
       s->kv_seq = -1;
       s->n_computed = s->n_published = 0;

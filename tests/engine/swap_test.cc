@@ -123,6 +123,9 @@ TEST(SwapTest, PreemptedSequenceReattachesFromRam) {
   EXPECT_GT(r.stats.preemptions, 0u);
   EXPECT_GT(r.stats.preempted_tokens_swapped, 0u);
   EXPECT_GT(r.stats.prefix.ram_hit_blocks, 0);
+  // One prefix lookup per admission: a request that must wait for room is not looked up (and, with a
+  // tier, its blocks not fetched into the pool) at every step it waits.
+  EXPECT_EQ(r.stats.prefix.lookups, static_cast<int64_t>(kRequests + r.stats.preemptions));
   ExpectSameOutputs(r);
 }
 
