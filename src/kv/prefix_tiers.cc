@@ -111,8 +111,11 @@ void PrefixCache::FetchFromTiers(uint64_t salt, std::span<const int32_t> tokens)
     if (!decided) {
       // The first block RAM lacks: fetch the rest, or leave it all to be computed.
       decided = true;
+      // The records seen so far; before any, a block of the final format in every stream.
       const size_t block_bytes = sealed_bytes() ? sealed_bytes() : store_->pool(false).block_bytes();
-      const int64_t record_bytes = static_cast<int64_t>(block_bytes) * streams();
+      const int64_t record_bytes = swap_cost_.record_bytes() > 0
+                                       ? static_cast<int64_t>(swap_cost_.record_bytes())
+                                       : static_cast<int64_t>(block_bytes) * streams();
       if (!swap_cost_.FetchPays(static_cast<int64_t>(n_full - b), record_bytes, bt_)) return;
     }
     double seconds = 0;

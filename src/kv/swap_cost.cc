@@ -6,6 +6,7 @@ void SwapCost::ObserveFetch(int64_t bytes, double seconds) {
   if (seconds <= 0 || bytes <= 0) return;
   fetch_bytes_ = fetch_bytes_ * kDecay + static_cast<double>(bytes);
   fetch_s_ = fetch_s_ * kDecay + seconds;
+  fetch_records_ = fetch_records_ * kDecay + 1;
 }
 
 void SwapCost::ObservePrefill(int64_t tokens, double seconds) {

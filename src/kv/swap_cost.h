@@ -39,11 +39,14 @@ class SwapCost {
   bool FetchPays(int64_t blocks, int64_t bytes_per_block, int tokens_per_block);
   double fetch_bytes_per_s() const { return fetch_s_ > 0 ? fetch_bytes_ / fetch_s_ : 0; }
   double prefill_tokens_per_s() const { return prefill_s_ > 0 ? prefill_tokens_ / prefill_s_ : 0; }
+  // Mean bytes of the records fetched (0: none yet). Callers weigh this rather than a block's size in the
+  // final format: a record holds its blocks as the pools did, staged ones (fp16) included.
+  double record_bytes() const { return fetch_records_ > 0 ? fetch_bytes_ / fetch_records_ : 0; }
   SwapCostStats stats() const;
 
  private:
-  double fetch_bytes_ = 0, fetch_s_ = 0;       // decayed sums of fetches
-  double prefill_tokens_ = 0, prefill_s_ = 0;  // decayed sums of prefill steps
+  double fetch_bytes_ = 0, fetch_s_ = 0, fetch_records_ = 0;  // decayed sums of fetches
+  double prefill_tokens_ = 0, prefill_s_ = 0;                 // decayed sums of prefill steps
   int64_t fetch_chosen_ = 0, recompute_chosen_ = 0;
 };
 

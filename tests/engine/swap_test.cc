@@ -48,7 +48,8 @@ struct Trial {
           FakeModel::Spec(), Config(), kv::tiers::TierStackOptions{.clock = clock.fn()}, std::move(tiers));
       kv->SetTiers(stack.get());
     }
-    if (fetch_bytes_per_s > 0) kv->swap_cost().ObserveFetch(static_cast<int64_t>(fetch_bytes_per_s), 1.0);
+    // One fetch of a 4 KB record at the given rate (the fake model's records are about that size).
+    if (fetch_bytes_per_s > 0) kv->swap_cost().ObserveFetch(4096, 4096 / fetch_bytes_per_s);
     if (prefill_tokens_per_s > 0)
       kv->swap_cost().ObservePrefill(static_cast<int64_t>(prefill_tokens_per_s), 1.0);
     sched = std::move(Scheduler::Create(

@@ -56,5 +56,16 @@ TEST(SwapCostTest, FollowsAChangingRate) {
   EXPECT_FALSE(c.FetchPays(1, kRecordBytes, kTokens));
 }
 
+// The mean record size the caller weighs: what fetches returned (staged fp16 blocks are 3.6x int4 ones).
+TEST(SwapCostTest, RecordBytesAreMeasured) {
+  SwapCost c;
+  EXPECT_EQ(c.record_bytes(), 0);
+  c.ObserveFetch(1 << 20, 0.5);
+  c.ObserveFetch(1 << 20, 0.5);
+  EXPECT_DOUBLE_EQ(c.record_bytes(), 1 << 20);
+  c.ObserveFetch(1 << 20, 0.0);  // no time: not a measurement
+  EXPECT_DOUBLE_EQ(c.record_bytes(), 1 << 20);
+}
+
 }  // namespace
 }  // namespace slimkv::kv
