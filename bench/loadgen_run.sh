@@ -2,7 +2,7 @@
 # The serving figures of docs/BENCHMARKS.md ("Serving (issue: many users)") in one run, on this
 # machine, loopback only. Every phase is bounded in requests and time.
 #
-#   bench/loadgen_run.sh [capacity] [throughput] [llama] [prefix] [soak]   (default: all)
+#   bench/loadgen_run.sh [capacity] [throughput] [llama] [prefix] [soak] [oversub]   (default: all but oversub)
 #
 #   capacity    sequences a 2 GiB KV budget holds at 2K and 8K context, per preset
 #               (bench/loadgen_capacity: a real pool filled through BeginStep/Append/EndStep)
@@ -11,6 +11,10 @@
 #               right after slimkv's fp16 run; LLAMA_SERVER=path/to/llama-server
 #   prefix      32 requests sharing a ~1K-token system prompt, prefix cache on vs off
 #   soak        1,000 requests with client cancellations and bad requests mixed in
+#   oversub     4x KV oversubscription (--kv-mem a quarter of what the concurrent requests need),
+#               int4 KV: recompute (--no-prefix-cache) vs swap (prefix cache: preempted blocks
+#               re-attached from RAM) vs swap + --kv-disk (and from disk when RAM evicted them)
+#               (OVERSUB_CLIENTS, OVERSUB_PER_CLIENT, OVERSUB_PROMPT_WORDS, OVERSUB_MAX_TOKENS)
 #
 # Environment: BUILD (default build), MODEL (default models/SmolLM2-135M-Instruct.Q4_1.gguf),
 # THREADS (default 2), LLAMA_SERVER (default: the llama.cpp build under /opt/peer, if any).
@@ -103,6 +107,36 @@ for phase in $PHASES; do
       start_slimkv -c 1024 --kv-mem 64 --max-running 16 --max-waiting 64
       "$BIN/loadgen" --url "http://127.0.0.1:$PORT" --max-seconds 900 soak --requests 1000 --clients 16
       stop_server
+      ;;
+    oversub)
+      oc=${OVERSUB_CLIENTS:-16}; opc=${OVERSUB_PER_CLIENT:-2}
+      ow=${OVERSUB_PROMPT_WORDS:-64}; ot=${OVERSUB_MAX_TOKENS:-192}
+      # What the concurrent requests need: clients x (prompt + generated) tokens x bytes per token of
+      # int4 (from /metrics); the prompt of ow words is counted as 1.5 tokens a word, plus 16.
+      start_slimkv --kv int4 -c 1024
+      bpt=$(curl -sf "http://127.0.0.1:$PORT/metrics" | awk '$1 == "slimkv_kv_bytes_per_token" {print $2}')
+      stop_server
+      need_mib=$(python3 -c "print($oc * (int($ow * 1.5) + 16 + $ot) * $bpt / 2**20)")
+      kv_mib=$(python3 -c "print(round($need_mib / 4, 2))")
+      echo; echo "## 4x KV oversubscription: $oc clients x $opc requests, ~$ow-word prompts, $ot tokens each;"
+      echo "## they need ${need_mib} MiB of int4 KV at once, --kv-mem $kv_mib"
+      # OVERSUB_MODES repeats modes to interleave them on a shared machine (each run gets a fresh disk
+      # directory and a fresh server: no run starts with another's blocks).
+      for mode in ${OVERSUB_MODES:-recompute swap swap+disk}; do
+        disk=$(mktemp -d)
+        flags=()
+        case $mode in
+          recompute) flags=(--no-prefix-cache) ;;
+          swap+disk) flags=(--kv-disk "$disk" --kv-disk-mem 1) ;;
+        esac
+        start_slimkv --kv int4 -c 1024 --kv-mem "$kv_mib" --max-running "$oc" --max-batch-tokens 512 "${flags[@]}"
+        "$BIN/loadgen" --url "http://127.0.0.1:$PORT" --label "$mode" --max-seconds 600 throughput \
+          --clients "$oc" --requests-per-client "$opc" --prompt-words "$ow" --max-tokens "$ot" --level-seconds 300
+        curl -sf "http://127.0.0.1:$PORT/metrics" | grep -E '^slimkv_(steps_total|preemptions_total|preempted_tokens_total|computed_tokens_total|kv_tier_(hits|misses)_total|kv_tier_fetch_decisions_total|kv_tier_read_bytes_total|prefill_tokens_per_second|kv_tier_fetch_bytes_per_second)' | sed "s/^/# $mode: /"
+        echo "# $mode: load average $(cut -d' ' -f1-3 /proc/loadavg)"
+        stop_server
+        rm -rf "$disk"
+      done
       ;;
     *) echo "unknown phase $phase"; exit 2 ;;
   esac

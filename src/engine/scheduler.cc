@@ -50,6 +50,7 @@ struct Scheduler::Seq {
   bool admitted_before = false;
   bool compressed = false;  // its prompt's end went through KvCache::Compress
   int preemptions = 0;
+  int preempted_computed = 0;  // tokens it had computed when last preempted, until readmitted
   double first_token_time = -1, last_token_time = -1;
   std::vector<TokenLogprob> prompt_logprobs;  // filled while the prompt is computed
   bool prompt_logprobs_sent = false;
@@ -162,8 +163,9 @@ Result<RequestId> Scheduler::Submit(RequestParams p) {
   }
   const size_t need = SequenceBudget(n + 1), budget = kv_->budget_bytes();
   if (need > budget) {
-    return OutOfRange("prompt of {} tokens needs {} bytes of KV cache; the pool (the KV budget, --kv-mem) holds {} bytes",
-                      n, need, budget);
+    return OutOfRange(
+        "prompt of {} tokens needs {} bytes of KV cache; the pool (the KV budget, --kv-mem) holds {} bytes",
+        n, need, budget);
   }
   // The whole request must fit the pool alone, or it would fail part way through.
   const int64_t generated = p.forced.empty() && !p.prompt_only ? p.max_tokens : 0;
@@ -331,18 +333,28 @@ void Scheduler::Admit(int* tokens_left, std::vector<Chunk>* batch) {
   std::lock_guard<std::mutex> lock(mu_);
   while (!waiting_.empty() && *tokens_left > 0 && static_cast<int>(running_.size()) < options_.max_running) {
     Seq* s = waiting_.front().get();
-    StartSequence(s);
     // The prompt (and one block to grow into) beyond the blocks it shares.
     const int64_t len = static_cast<int64_t>(s->tokens.size());
     const size_t need = SequenceBudget(len + bt);
+    // Checked before the prefix lookup, which does not change `need`: a request that must wait does not
+    // fetch blocks from a lower tier into the pool (evicting others) step after step.
+    if (!running_.empty() && committed + need > budget) break;
+    StartSequence(s);
     const int n = ChunkOf(s, *tokens_left);
-    if (n == 0 || (!running_.empty() && committed + need > budget)) {
+    if (n == 0) {
       kv.RemoveSequence(s->kv_seq);
       s->kv_seq = -1;
       s->n_computed = s->n_published = 0;
       break;
     }
     committed += need;
+    if (s->preempted_computed > 0) {  // readmitted: what it had computed came back attached, or is recomputed
+      const int swapped = std::min(s->n_computed, s->preempted_computed);
+      std::lock_guard<std::mutex> stats_lock(stats_mu_);
+      stats_.preempted_tokens_swapped += swapped;
+      stats_.preempted_tokens_recomputed += s->preempted_computed - swapped;
+      s->preempted_computed = 0;
+    }
     if (!s->admitted_before) {
       s->admitted_before = true;
       s->cached_tokens = s->n_computed;
@@ -368,8 +380,12 @@ void Scheduler::Admit(int* tokens_left, std::vector<Chunk>* batch) {
 void Scheduler::Preempt(Seq* s) {
   kv::KvCache& kv = *kv_;
   // Its computed blocks go to the prefix cache, so a readmission finds them unless the pool needed them in
-  // the meantime (then it recomputes).
+  // the meantime (then it recomputes). All of them again, not only those past n_published: the pool may have
+  // evicted index entries of blocks the sequence still held (they free nothing while it runs, but the entry
+  // is gone), and without republishing them the readmission would find nothing.
+  s->n_published = 0;
   PublishPrefix(s);
+  s->preempted_computed = s->n_computed;
   kv.RemoveSequence(s->kv_seq);
   s->kv_seq = -1;
   s->n_computed = s->n_published = 0;
@@ -404,8 +420,21 @@ Status Scheduler::RunBatch(std::vector<Chunk>* batch) {
     // Reserve the step's slots first (allocate-slots); only a step that fits runs.
     Status st = kv_->BeginStep(chunks);
     if (st.ok()) {
+      const double t0 = Now();
       st = model_->Forward(*pool_, *kv_, entries, &logits_);
-      if (!st.ok()) kv_->CancelStep(chunks);
+      if (!st.ok()) {
+        kv_->CancelStep(chunks);
+        return st;
+      }
+      // The prefill rate the swap-or-recompute rule weighs tier fetches against: steps that carry a prompt
+      // chunk (decode-only steps run one token per sequence, a rate recomputation never sees).
+      int64_t n_tokens = 0;
+      bool prefill = false;
+      for (const Chunk& c : *batch) {
+        n_tokens += c.n_tokens;
+        prefill |= c.n_tokens > 1;
+      }
+      if (prefill) kv_->swap_cost().ObservePrefill(n_tokens, Now() - t0);
       return st;
     }
     if (st.code() != StatusCode::kResourceExhausted) return st;
@@ -709,7 +738,16 @@ void Scheduler::UpdateStats(double now) {
       stats_.kv_blocks_shared = p.shared_blocks;
       stats_.prefix_cache_entries = p.cached_blocks;
       stats_.prefix_evictions = p.evicted;
+      stats_.prefix = p;
       prefix_stats_time_ = now;
+    }
+    if (now - tier_stats_time_ >= kPrefixStatsSeconds || idle) {
+      stats_.swap = kv.swap_cost().stats();
+      if (const kv::tiers::TierStack* t = kv.tiers()) {
+        stats_.tier_stack = t->Stats();
+        stats_.tiers = t->TierStatsList();
+      }
+      tier_stats_time_ = now;
     }
     rate_window_.push_back({now, {stats_.generated_tokens, stats_.computed_tokens}});
     while (rate_window_.size() > 2 && rate_window_[1].first < now - kRateWindowSeconds)

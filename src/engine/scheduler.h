@@ -31,9 +31,12 @@
 //      allocate_slots) before the forward pass. If the pool cannot hold the
 //      step, room is made, least valuable work first: prompt chunks of the
 //      newest sequences are deferred to a later step; then the newest running
-//      sequence is preempted (its blocks freed; it waits at the head of the
-//      queue and recomputes its prompt and generated tokens when readmitted,
-//      with its sampler state kept, so its output is the same); a lone
+//      sequence is preempted (its computed blocks are published to the prefix
+//      cache, its references dropped; it waits at the head of the queue and,
+//      readmitted, re-attaches those blocks — from RAM, or from a lower tier
+//      when RAM evicted them and a fetch is measured faster than prefill
+//      (kv/swap_cost.h) — and recomputes the rest of its prompt and generated
+//      tokens, its sampler state kept, so its output is the same); a lone
 //      sequence's chunk is halved. Only a request that cannot fit even alone
 //      fails. Then one forward pass runs the batch.
 //   5. A sequence whose prompt is complete is compressed (KvCache::Compress:
@@ -199,6 +202,7 @@ class Scheduler {
   SchedulerStats stats_;
   std::deque<std::pair<double, std::pair<uint64_t, uint64_t>>> rate_window_;  // (time, (generated, computed))
   double prefix_stats_time_ = -1e30;
+  double tier_stats_time_ = -1e30;
 
   std::thread thread_;
 };

@@ -10,6 +10,9 @@
 #include <vector>
 
 #include "engine/request.h"
+#include "kv/prefix_cache.h"
+#include "kv/swap_cost.h"
+#include "kv/tiers/tier_stack.h"
 
 namespace slimkv::engine {
 
@@ -42,7 +45,8 @@ class LatencyHistogram {
       const uint64_t in = counts_[b];
       if (in > 0 && static_cast<double>(below + in) >= rank) {
         const double lo = b == 0 ? 0.0 : kBounds[b - 1];
-        const double frac = std::clamp((rank - static_cast<double>(below)) / static_cast<double>(in), 0.0, 1.0);
+        const double frac =
+            std::clamp((rank - static_cast<double>(below)) / static_cast<double>(in), 0.0, 1.0);
         return lo + (kBounds[b] - lo) * frac;
       }
       below += in;
@@ -61,35 +65,44 @@ class LatencyHistogram {
 // One running request, for the dashboard's pool picture.
 struct SequenceStats {
   RequestId id = 0;
-  std::string phase;            // "prefill" or "decode"
+  std::string phase;  // "prefill" or "decode"
   int prompt_tokens = 0;
   int generated_tokens = 0;
-  int cached_tokens = 0;        // prompt tokens shared from the prefix cache
-  int64_t kv_tokens = 0;        // tokens held in the KV cache
+  int cached_tokens = 0;  // prompt tokens shared from the prefix cache
+  int64_t kv_tokens = 0;  // tokens held in the KV cache
   int64_t kv_blocks = 0;
-  size_t kv_bytes = 0;          // bytes of the blocks the sequence holds
+  size_t kv_bytes = 0;  // bytes of the blocks the sequence holds
 };
 
 struct SchedulerStats {
   double time = 0;  // clock seconds of the snapshot
   // Requests.
   int running = 0, waiting = 0;
-  int preempted_waiting = 0;         // waiting requests that had been running (recompute)
+  int preempted_waiting = 0;  // waiting requests that had been running (recompute)
   uint64_t submitted = 0, finished = 0, cancelled = 0, failed = 0, rejected = 0;
   uint64_t preemptions = 0;
+  // Tokens a preempted sequence had computed, by how it got them back when readmitted.
+  uint64_t preempted_tokens_swapped = 0;     // re-attached: from the RAM prefix cache or a lower tier
+  uint64_t preempted_tokens_recomputed = 0;  // run through the model again
   // Tokens.
-  uint64_t prompt_tokens = 0;        // prompt tokens of admitted requests (first admission)
-  uint64_t prompt_tokens_cached = 0; // of those, taken from the prefix cache
-  uint64_t computed_tokens = 0;      // tokens run through the model (recomputation included)
+  uint64_t prompt_tokens = 0;         // prompt tokens of admitted requests (first admission)
+  uint64_t prompt_tokens_cached = 0;  // of those, taken from the prefix cache
+  uint64_t computed_tokens = 0;       // tokens run through the model (recomputation included)
   uint64_t generated_tokens = 0;
   double generated_tokens_per_s = 0;  // over the last few seconds
   double computed_tokens_per_s = 0;
   // Prefix cache.
   bool prefix_sharing = false;
   uint64_t prefix_lookups = 0, prefix_hits = 0;  // first admissions, those that reused blocks
-  int64_t kv_blocks_shared = 0;      // pool blocks with more than one owner (sequences, cache)
-  int64_t prefix_cache_entries = 0;  // cached block positions (each holds a block per stream)
+  int64_t kv_blocks_shared = 0;                  // pool blocks with more than one owner (sequences, cache)
+  int64_t prefix_cache_entries = 0;              // cached block positions (each holds a block per stream)
   int64_t prefix_evictions = 0;
+  // KV tiers: the RAM prefix cache's counters (refreshed with the ones above), the lower tiers' (disk,
+  // Redis; empty without --kv-disk / --kv-redis) and the swap-or-recompute rule's (kv/swap_cost.h).
+  kv::PrefixStats prefix;
+  kv::tiers::TierStackStats tier_stack;
+  std::vector<std::pair<std::string, kv::tiers::TierStats>> tiers;
+  kv::SwapCostStats swap;
   // KV pool.
   size_t kv_budget_bytes = 0, kv_bytes_used = 0;
   int64_t kv_blocks_used = 0, kv_blocks_free = 0;  // free: in blocks of the final format
@@ -99,7 +112,7 @@ struct SchedulerStats {
   // Steps.
   uint64_t steps = 0;
   int last_batch_tokens = 0, last_batch_sequences = 0;
-  LatencyHistogram ttft, itl, e2e;   // seconds: first token, between tokens, whole request
+  LatencyHistogram ttft, itl, e2e;  // seconds: first token, between tokens, whole request
   std::vector<SequenceStats> sequences;
 };
 

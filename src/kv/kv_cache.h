@@ -154,6 +154,10 @@ class KvCache {
   // new entry to them, AttachPrefix first fetches the blocks of the prompt the
   // index lacks from them.
   void SetTiers(tiers::TierStack* tiers) { prefix_.SetTiers(tiers); }
+  tiers::TierStack* tiers() const { return prefix_.tiers(); }
+  // Swap or recompute for the blocks the index lacks (swap_cost.h).
+  SwapCost& swap_cost() { return prefix_.swap_cost(); }
+  const SwapCost& swap_cost() const { return prefix_.swap_cost(); }
 
   // Decodes held tokens [first, first + n) of one stream, in slot order (0 is
   // the oldest token the stream holds), as stored: keys after RoPE unless the

@@ -42,8 +42,15 @@ int PrefixCache::Attach(std::vector<BlockTable>& tables, uint64_t salt, std::spa
   if (tokens.size() <= static_cast<size_t>(bt_)) return 0;
   // At least one token is left to compute (its logits start generation).
   const size_t usable = std::min<size_t>(tokens.size() - 1, std::max(0, max_tokens));
-  if (tiers_) FetchFromTiers(salt, tokens.first(usable));
+  size_t in_ram = 0;
+  if (tiers_) {
+    in_ram = index_.Match(salt, tokens.first(usable), bt_).size();
+    FetchFromTiers(salt, tokens.first(usable));
+  }
   const auto chain = index_.Match(salt, tokens.first(usable), bt_);
+  if (!tiers_) in_ram = chain.size();
+  stats_.ram_hit_blocks += static_cast<int64_t>(in_ram);
+  stats_.ram_miss_blocks += static_cast<int64_t>(usable / bt_ - in_ram);
   int k = static_cast<int>(chain.size());
   // Shorten the match until every stream's blocks can form a valid table:
   // sealed blocks before staged ones (pinned blocks may be either: the sequence
@@ -152,6 +159,9 @@ PrefixStats PrefixCache::stats() const {
   PrefixStats p = stats_;
   p.cached_blocks = static_cast<int64_t>(index_.size());
   p.shared_blocks = store_->shared_blocks();
+  ForEachBlock([&](bool sealed, BlockId) {
+    p.bytes_held += static_cast<int64_t>(store_->pool(sealed).block_bytes());
+  });
   return p;
 }
 

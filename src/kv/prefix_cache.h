@@ -25,6 +25,7 @@
 #include "kv/block_table.h"
 #include "kv/prefix_index.h"
 #include "kv/spec.h"
+#include "kv/swap_cost.h"
 
 namespace slimkv::kv {
 namespace tiers {
@@ -42,6 +43,10 @@ struct PrefixStats {
   int64_t shared_blocks = 0;  // pool blocks with more than one owner (sequences or the index)
   int64_t evicted = 0;        // entries evicted to make room
   int64_t tier_blocks = 0;    // entries fetched from a lower tier (disk, Redis)
+  // Per block position of the prompts offered to Attach (full blocks, all streams together):
+  int64_t ram_hit_blocks = 0;   // found in the index (RAM)
+  int64_t ram_miss_blocks = 0;  // not there: fetched from a tier, or computed
+  int64_t bytes_held = 0;       // bytes of the pool blocks the index holds references to
 };
 
 class PrefixCache {
@@ -66,6 +71,11 @@ class PrefixCache {
   Status AllocateEvicting(bool sealed, int n, std::vector<BlockId>* out);
   // Lower tiers (not owned, outlive the cache; nullptr: none).
   void SetTiers(tiers::TierStack* tiers) { tiers_ = tiers; }
+  tiers::TierStack* tiers() const { return tiers_; }
+  // Whether a lookup fetches the blocks RAM lacks from the tiers or leaves them to be computed
+  // (swap_cost.h); the scheduler feeds it prefill rates.
+  SwapCost& swap_cost() { return swap_cost_; }
+  const SwapCost& swap_cost() const { return swap_cost_; }
   void Clear();
   PrefixStats stats() const;
   // fn(sealed, id) for each block reference the index holds.
@@ -92,7 +102,7 @@ class PrefixCache {
   // prefix_tiers.cc. A record of the entry's blocks as the pools hold them.
   void SpillEntry(const PrefixEntry& e);
   // Extends the index along tokens' full blocks from the tiers, as far as
-  // records check.
+  // records check, if swap_cost_ says fetching the missing blocks beats computing them.
   void FetchFromTiers(uint64_t salt, std::span<const int32_t> tokens);
   // One record into the pools and the index; false (nothing changed) if any
   // check fails.
@@ -105,6 +115,7 @@ class PrefixCache {
   PrefixIndex index_;
   PrefixStats stats_;
   tiers::TierStack* tiers_ = nullptr;
+  SwapCost swap_cost_;
 };
 
 }  // namespace slimkv::kv

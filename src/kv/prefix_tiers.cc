@@ -96,6 +96,7 @@ void PrefixCache::FetchFromTiers(uint64_t salt, std::span<const int32_t> tokens)
   const size_t n_full = tokens.size() / bt_;
   const tiers::Fingerprint fp = tiers_->For(salt);
   uint64_t parent = PrefixIndex::kRoot;
+  bool decided = false;
   for (size_t b = 0; b < n_full; ++b) {
     const auto block = tokens.subspan(b * bt_, bt_);
     const uint64_t key = PrefixIndex::Key(salt, parent, block);
@@ -107,8 +108,20 @@ void PrefixCache::FetchFromTiers(uint64_t salt, std::span<const int32_t> tokens)
       parent = key;
       continue;
     }
-    auto record = tiers_->Load(fp, key);
+    if (!decided) {
+      // The first block RAM lacks: fetch the rest, or leave it all to be computed.
+      decided = true;
+      // The records seen so far; before any, a block of the final format in every stream.
+      const size_t block_bytes = sealed_bytes() ? sealed_bytes() : store_->pool(false).block_bytes();
+      const int64_t record_bytes = swap_cost_.record_bytes() > 0
+                                       ? static_cast<int64_t>(swap_cost_.record_bytes())
+                                       : static_cast<int64_t>(block_bytes) * streams();
+      if (!swap_cost_.FetchPays(static_cast<int64_t>(n_full - b), record_bytes, bt_)) return;
+    }
+    double seconds = 0;
+    auto record = tiers_->Load(fp, key, &seconds);
     if (!record) return;
+    swap_cost_.ObserveFetch(static_cast<int64_t>(record->size()), seconds);
     if (!LoadEntry(*record, fp, key, parent, salt, block)) {
       tiers_->CountRejected();
       return;

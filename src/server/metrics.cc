@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <optional>
+#include <vector>
+
 namespace slimkv::server {
 namespace {
 
@@ -91,6 +94,111 @@ void VllmMetrics(Writer& w, const engine::SchedulerStats& s, const std::string& 
               label);
 }
 
+// The KV tiers, one label value per tier: "ram" (the prefix cache in the block pool), then the
+// lower tiers in read order ("disk", "redis"). Hits and misses count block positions (ram) or
+// records (one block position, every stream); a series a tier does not know is left out
+// (Redis does not report what it holds: its own INFO does).
+void TierMetrics(Writer& w, const engine::SchedulerStats& s) {
+  const kv::PrefixStats& p = s.prefix;
+  struct Row {
+    std::string tier;
+    const kv::tiers::TierStats* t;  // nullptr for ram
+  };
+  std::vector<Row> rows;
+  if (s.prefix_sharing) rows.push_back({"ram", nullptr});
+  for (const auto& [name, t] : s.tiers) rows.push_back({name, &t});
+  if (rows.empty()) return;
+  auto series = [&](const char* name, const char* type, const char* help, auto value) {
+    bool header = false;
+    for (const Row& r : rows) {
+      const std::optional<double> v = value(r);
+      if (!v) continue;
+      if (!header) w.Header(name, type, help);
+      header = true;
+      w.Sample(fmt::format("{}{{tier=\"{}\"}}", name, LabelValue(r.tier)), *v);
+    }
+  };
+  using Opt = std::optional<double>;
+  auto d = [](int64_t v) { return Opt(static_cast<double>(v)); };
+  series("slimkv_kv_tier_hits_total", "counter",
+         "Blocks found in the tier (ram: block positions of prompts).",
+         [&](const Row& r) { return r.t ? d(r.t->hits) : d(p.ram_hit_blocks); });
+  series("slimkv_kv_tier_misses_total", "counter",
+         "Blocks looked for and not found (ram: fetched from a lower tier or computed; a record that failed "
+         "its checks counts here too).",
+         [&](const Row& r) { return r.t ? d(r.t->gets - r.t->hits) : d(p.ram_miss_blocks); });
+  series("slimkv_kv_tier_blocks", "gauge", "Blocks the tier holds (ram: prefix-cache entries).",
+         [&](const Row& r) {
+           return !r.t ? d(p.cached_blocks) : r.tier == "redis" ? Opt() : d(r.t->entries);
+         });
+  series("slimkv_kv_tier_bytes", "gauge",
+         "Bytes the tier holds (ram: pool blocks the prefix cache references).", [&](const Row& r) {
+           return !r.t ? d(p.bytes_held) : r.tier == "redis" ? Opt() : d(r.t->bytes_held);
+         });
+  series("slimkv_kv_tier_read_bytes_total", "counter", "Bytes of records read from the tier.",
+         [&](const Row& r) { return r.t ? d(r.t->bytes_read) : Opt(); });
+  series("slimkv_kv_tier_written_bytes_total", "counter", "Bytes of records written to the tier.",
+         [&](const Row& r) { return r.t ? d(r.t->bytes_written) : Opt(); });
+  series("slimkv_kv_tier_read_seconds_total", "counter", "Time spent in successful reads.",
+         [&](const Row& r) { return r.t ? Opt(r.t->read_seconds) : Opt(); });
+  series("slimkv_kv_tier_write_seconds_total", "counter", "Time spent in successful writes.",
+         [&](const Row& r) { return r.t ? Opt(r.t->write_seconds) : Opt(); });
+  series("slimkv_kv_tier_writes_total", "counter", "Records offered to the tier.",
+         [&](const Row& r) { return r.t ? d(r.t->puts) : Opt(); });
+  series("slimkv_kv_tier_write_failures_total", "counter",
+         "Records the tier did not take (full, read-only, unreachable).",
+         [&](const Row& r) { return r.t ? d(r.t->put_failures) : Opt(); });
+  series("slimkv_kv_tier_fast_failures_total", "counter",
+         "Calls refused without trying (a stopped disk, an open circuit).",
+         [&](const Row& r) { return r.t ? d(r.t->fast_failures) : Opt(); });
+  series("slimkv_kv_tier_corrupt_total", "counter",
+         "Records that failed their checksum or fingerprint checks and were deleted, never used.",
+         [&](const Row& r) { return r.t ? d(r.t->corrupt) : Opt(); });
+  series("slimkv_kv_tier_evictions_total", "counter", "Blocks evicted from the tier for room.",
+         [&](const Row& r) { return r.t ? d(r.t->evicted) : d(p.evicted); });
+  // One sample per (tier, condition), 1 for the tier's condition now (the Prometheus enum idiom).
+  bool header = false;
+  for (const Row& r : rows) {
+    if (!r.t) continue;
+    if (!header) {
+      w.Header("slimkv_kv_tier_state", "gauge",
+               "1 for the tier's condition now: ok, full (stopped growing), read_only or failing (stopped "
+               "writing), unreachable (circuit open).");
+      header = true;
+    }
+    for (const char* c : kv::tiers::kTierConditions) {
+      w.Sample(fmt::format("slimkv_kv_tier_state{{tier=\"{}\",state=\"{}\"}}", LabelValue(r.tier), c),
+               r.t->condition == c ? 1 : 0);
+    }
+  }
+  if (!s.tiers.empty()) {
+    const kv::tiers::TierStackStats& ts = s.tier_stack;
+    w.Metric("slimkv_kv_tier_records_loaded_total", "counter",
+             "Records a lower tier returned to the prefix cache.", static_cast<double>(ts.loaded));
+    w.Metric("slimkv_kv_tier_records_rejected_total", "counter",
+             "Records a lower tier returned that the prefix cache refused (tokens, parent or shapes differ).",
+             static_cast<double>(ts.rejected));
+    w.Metric("slimkv_kv_tier_records_queued_total", "counter", "Records queued for the tier writer.",
+             static_cast<double>(ts.stored));
+    w.Metric("slimkv_kv_tier_records_dropped_total", "counter",
+             "Records not written: the writer's queue was full.", static_cast<double>(ts.dropped));
+    w.Metric("slimkv_kv_tier_blocks_fetched_total", "counter",
+             "Prefix-cache entries filled from a lower tier.", static_cast<double>(p.tier_blocks));
+    w.Header("slimkv_kv_tier_fetch_decisions_total", "counter",
+             "Lookups whose missing blocks were fetched from the lower tiers, or left to be recomputed "
+             "because recomputing was measured faster.");
+    w.Sample("slimkv_kv_tier_fetch_decisions_total{decision=\"fetch\"}",
+             static_cast<double>(s.swap.fetch_chosen));
+    w.Sample("slimkv_kv_tier_fetch_decisions_total{decision=\"recompute\"}",
+             static_cast<double>(s.swap.recompute_chosen));
+    w.Metric("slimkv_kv_tier_fetch_bytes_per_second", "gauge",
+             "Measured rate of tier fetches (0: not measured yet).", s.swap.fetch_bytes_per_s);
+    w.Metric("slimkv_prefill_tokens_per_second", "gauge",
+             "Measured rate of prefill steps the tier fetches are weighed against (0: not measured yet).",
+             s.swap.prefill_tokens_per_s);
+  }
+}
+
 }  // namespace
 
 std::string PrometheusText(const engine::SchedulerStats& s, const std::string& model, const HttpStats* http) {
@@ -135,6 +243,13 @@ std::string PrometheusText(const engine::SchedulerStats& s, const std::string& m
            s.preempted_waiting);
   w.Metric("slimkv_preemptions_total", "counter", "Sequences preempted because the KV pool was full.",
            static_cast<double>(s.preemptions));
+  w.Header("slimkv_preempted_tokens_total", "counter",
+           "Tokens preempted sequences had computed, by how they came back at readmission: swap (re-attached "
+           "from the prefix cache or a lower tier) or recompute.");
+  w.Sample("slimkv_preempted_tokens_total{path=\"swap\"}", static_cast<double>(s.preempted_tokens_swapped));
+  w.Sample("slimkv_preempted_tokens_total{path=\"recompute\"}",
+           static_cast<double>(s.preempted_tokens_recomputed));
+  TierMetrics(w, s);
   w.Header("slimkv_requests_total", "counter", "Requests by outcome.");
   w.Sample("slimkv_requests_total{outcome=\"finished\"}", static_cast<double>(s.finished));
   w.Sample("slimkv_requests_total{outcome=\"cancelled\"}", static_cast<double>(s.cancelled));

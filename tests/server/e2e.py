@@ -8,7 +8,9 @@ Run by server/e2e_test.sh under ctest; prints one line per check and 'N passed, 
 import json
 import re
 import socket
+import tempfile
 import threading
+import time
 
 import openai
 
@@ -177,6 +179,54 @@ def main():
             # Idle: every block left is held by the prefix cache (90 streams per position).
             assert m["slimkv_kv_blocks_used"] == m["slimkv_prefix_cache_entries"] * 30 * 3, m
         checks.run("no leaked blocks", no_leaked_blocks)
+
+    # KV tier series in /metrics: two identical requests hit the RAM prefix cache and write the disk
+    # tier; a restarted server with the same --kv-disk answers the same prompt from disk.
+    with tempfile.TemporaryDirectory() as disk:
+        tier_args = ("-c", "512", "--kv-mem", "64", "--kv-disk", disk, "--kv-disk-mem", "0.25")
+        ask = dict(model="m", prompt=SYSTEM + "Name a prime number.", max_tokens=4, temperature=0)
+
+        def settled(url):  # the tier counters refresh when the scheduler is idle
+            wait_for(lambda: metrics(url)["slimkv_requests_running"] == 0, 30, "idle")
+            time.sleep(0.5)
+            return metrics(url)
+
+        with Server(*tier_args) as srv:
+            def tiers_in_metrics():
+                before = settled(srv.url)
+                for key in ['slimkv_kv_tier_hits_total{tier="ram"}', 'slimkv_kv_tier_hits_total{tier="disk"}',
+                            'slimkv_kv_tier_misses_total{tier="disk"}', 'slimkv_kv_tier_blocks{tier="disk"}',
+                            'slimkv_kv_tier_bytes{tier="ram"}', 'slimkv_kv_tier_written_bytes_total{tier="disk"}',
+                            'slimkv_kv_tier_corrupt_total{tier="disk"}', 'slimkv_kv_tier_state{tier="disk",state="ok"}',
+                            'slimkv_kv_tier_fetch_decisions_total{decision="recompute"}',
+                            'slimkv_preempted_tokens_total{path="swap"}']:
+                    assert key in before, key
+                client(srv).completions.create(**ask)
+                first = settled(srv.url)
+                client(srv).completions.create(**ask)
+                second = settled(srv.url)
+                ram = 'slimkv_kv_tier_hits_total{tier="ram"}'
+                assert second[ram] > first[ram] >= before[ram], (before[ram], first[ram], second[ram])
+                assert first['slimkv_kv_tier_written_bytes_total{tier="disk"}'] > 0
+                assert second['slimkv_kv_tier_blocks{tier="disk"}'] > 0
+                assert second['slimkv_kv_tier_bytes{tier="disk"}'] > 0
+                assert second['slimkv_kv_tier_bytes{tier="ram"}'] > 0
+                assert second['slimkv_kv_tier_state{tier="disk",state="ok"}'] == 1
+                assert second['slimkv_kv_tier_state{tier="disk",state="full"}'] == 0
+            checks.run("tier metrics: ram hit, disk write", tiers_in_metrics)
+
+        with Server(*tier_args) as srv:
+            def disk_hit_after_restart():
+                before = settled(srv.url)
+                client(srv).completions.create(**ask)
+                after = settled(srv.url)
+                hits = 'slimkv_kv_tier_hits_total{tier="disk"}'
+                assert after[hits] > before[hits] == 0, (before[hits], after[hits])
+                assert after['slimkv_kv_tier_read_bytes_total{tier="disk"}'] > 0
+                assert after['slimkv_kv_tier_misses_total{tier="ram"}'] > 0
+                assert after["slimkv_kv_tier_blocks_fetched_total"] > 0
+                assert after['slimkv_kv_tier_fetch_decisions_total{decision="fetch"}'] >= 1
+            checks.run("tier metrics: disk hit after restart", disk_hit_after_restart)
 
     # Authentication and a full queue, on a server with one running and one waiting slot.
     with Server("-c", "256", "--kv-mem", "32", "--api-key", "sekret", "--max-running", "1",

@@ -223,13 +223,15 @@ TEST_F(OpenAiApiTest, BadRequestsNameTheField) {
   EXPECT_EQ(ParseError(Endpoint::kCompletions, R"({"prompt": "x", "suffix": "y"})").code,
             "unsupported_parameter");
   EXPECT_EQ(ParseError(Endpoint::kCompletions, R"({"prompt": "x", "logprobs": 21})").param, "logprobs");
-  EXPECT_EQ(ParseError(Endpoint::kCompletions, R"({"prompt": "x", "top_logprobs": 2})").param, "top_logprobs");
-  EXPECT_EQ(ParseError(Endpoint::kChat, R"({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2})")
-                .param,
+  EXPECT_EQ(ParseError(Endpoint::kCompletions, R"({"prompt": "x", "top_logprobs": 2})").param,
             "top_logprobs");
-  EXPECT_EQ(ParseError(Endpoint::kChat, R"({"messages": [{"role": "user", "content": "x"}], "echo": true})")
-                .param,
-            "echo");
+  EXPECT_EQ(
+      ParseError(Endpoint::kChat, R"({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2})")
+          .param,
+      "top_logprobs");
+  EXPECT_EQ(
+      ParseError(Endpoint::kChat, R"({"messages": [{"role": "user", "content": "x"}], "echo": true})").param,
+      "echo");
   EXPECT_EQ(ParseError(Endpoint::kCompletions, R"({"prompt": "x", "presence_penalty": 2.5})").param,
             "presence_penalty");
   EXPECT_EQ(ParseError(Endpoint::kCompletions, R"({"prompt": "x", "frequency_penalty": -3})").param,
@@ -383,6 +385,64 @@ TEST(MetricsTest, VllmNamesBesideOurs) {
     EXPECT_NE(text.find(line + "\n"), std::string::npos) << line;
   }
   EXPECT_NE(text.find("# TYPE vllm:prefix_cache_hits_total counter\n"), std::string::npos);
+}
+
+// The KV tiers: one series per tier (ram, then the lower tiers), the disk's condition as an enum, the
+// swap-or-recompute counters; Redis leaves out what it does not report (blocks, bytes held).
+TEST(MetricsTest, KvTierSeries) {
+  engine::SchedulerStats s;
+  s.prefix_sharing = true;
+  s.prefix.ram_hit_blocks = 12;
+  s.prefix.ram_miss_blocks = 5;
+  s.prefix.cached_blocks = 9;
+  s.prefix.bytes_held = 4096;
+  s.prefix.tier_blocks = 3;
+  kv::tiers::TierStats disk{.gets = 5,
+                            .hits = 3,
+                            .corrupt = 1,
+                            .entries = 7,
+                            .bytes_held = 7000,
+                            .bytes_read = 3000,
+                            .bytes_written = 7000};
+  disk.condition = "full";
+  kv::tiers::TierStats redis{.gets = 2, .hits = 0, .fast_failures = 2};
+  redis.condition = "unreachable";
+  s.tiers = {{"disk", disk}, {"redis", redis}};
+  s.tier_stack.loaded = 3;
+  s.swap.fetch_chosen = 4;
+  s.swap.recompute_chosen = 1;
+  s.preempted_tokens_swapped = 64;
+  s.preempted_tokens_recomputed = 16;
+  const std::string text = PrometheusText(s, "model");
+  for (const char* line : {R"(slimkv_kv_tier_hits_total{tier="ram"} 12)",
+                           R"(slimkv_kv_tier_hits_total{tier="disk"} 3)",
+                           R"(slimkv_kv_tier_hits_total{tier="redis"} 0)",
+                           R"(slimkv_kv_tier_misses_total{tier="ram"} 5)",
+                           R"(slimkv_kv_tier_misses_total{tier="disk"} 2)",
+                           R"(slimkv_kv_tier_blocks{tier="ram"} 9)",
+                           R"(slimkv_kv_tier_blocks{tier="disk"} 7)",
+                           R"(slimkv_kv_tier_bytes{tier="ram"} 4096)",
+                           R"(slimkv_kv_tier_bytes{tier="disk"} 7000)",
+                           R"(slimkv_kv_tier_read_bytes_total{tier="disk"} 3000)",
+                           R"(slimkv_kv_tier_corrupt_total{tier="disk"} 1)",
+                           R"(slimkv_kv_tier_fast_failures_total{tier="redis"} 2)",
+                           R"(slimkv_kv_tier_state{tier="disk",state="full"} 1)",
+                           R"(slimkv_kv_tier_state{tier="disk",state="ok"} 0)",
+                           R"(slimkv_kv_tier_state{tier="redis",state="unreachable"} 1)",
+                           "slimkv_kv_tier_records_loaded_total 3",
+                           "slimkv_kv_tier_blocks_fetched_total 3",
+                           R"(slimkv_kv_tier_fetch_decisions_total{decision="fetch"} 4)",
+                           R"(slimkv_kv_tier_fetch_decisions_total{decision="recompute"} 1)",
+                           R"(slimkv_preempted_tokens_total{path="swap"} 64)",
+                           R"(slimkv_preempted_tokens_total{path="recompute"} 16)"}) {
+    EXPECT_NE(text.find(std::string(line) + "\n"), std::string::npos) << line;
+  }
+  EXPECT_EQ(text.find(R"(slimkv_kv_tier_blocks{tier="redis"})"), std::string::npos);
+  EXPECT_EQ(text.find("# TYPE slimkv_kv_tier_hits_total counter\n"),
+            text.rfind("# TYPE slimkv_kv_tier_hits_total"));
+  // Without prefix sharing or tiers: no tier series at all.
+  const std::string none = PrometheusText(engine::SchedulerStats{}, "model");
+  EXPECT_EQ(none.find("slimkv_kv_tier_"), std::string::npos);
 }
 
 // The dashboard's quantiles are quantiles, interpolated inside the bucket as Prometheus'

@@ -343,6 +343,10 @@ TierStats DiskTier::Stats() const {
   s.entries = static_cast<int64_t>(index_.size());
   s.bytes_held = static_cast<int64_t>(bytes_held_);
   s.state = state_ == State::kOk ? "ok" : state_reason_;
+  s.condition = state_ == State::kOk         ? "ok"
+                : state_ == State::kFull     ? "full"
+                : state_ == State::kReadOnly ? "read_only"
+                                             : "failing";
   return s;
 }
 

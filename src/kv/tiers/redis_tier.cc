@@ -145,6 +145,7 @@ TierStats RedisTier::Stats() const {
   std::lock_guard lock(mu_);
   TierStats s = stats_;
   s.state = breaker_.open() ? "unreachable, circuit " + breaker_.State(Now()) : "ok";
+  s.condition = breaker_.open() ? "unreachable" : "ok";
   return s;
 }
 

@@ -35,7 +35,13 @@ struct TierStats {
   double read_seconds = 0,
          write_seconds = 0;  // time spent in successful reads / writes
   std::string state = "ok";  // "ok", or why the tier does not grow or answer now
+  // The same as one of kTierConditions, for metrics (a fixed label set).
+  std::string condition = "ok";
 };
+
+// Every value TierStats::condition takes: "ok"; a disk that is "full" (stopped growing),
+// "read_only" or "failing" (stopped writing); a Redis whose circuit is open ("unreachable").
+inline constexpr const char *kTierConditions[] = {"ok", "full", "read_only", "failing", "unreachable"};
 
 class BlockTier {
  public:

@@ -1,6 +1,7 @@
 #include "kv/tiers/tier_stack.h"
 
 #include "base/check.h"
+#include "base/log.h"
 
 namespace slimkv::kv::tiers {
 
@@ -31,15 +32,23 @@ Fingerprint TierStack::For(uint64_t salt) {
   return it->second;
 }
 
-std::optional<std::vector<uint8_t>> TierStack::Load(const Fingerprint& fp, uint64_t key) {
+double TierStack::Now() const { return options_.clock ? options_.clock() : NowSeconds(); }
+
+std::optional<std::vector<uint8_t>> TierStack::Load(const Fingerprint& fp, uint64_t key, double* seconds) {
+  const double t0 = Now();
   for (size_t i = 0; i < tiers_.size(); ++i) {
     auto r = tiers_[i]->Get(fp, key);
     if (!r.ok()) continue;  // a miss, a dropped record or a tier that cannot answer: try the next
     if (i > 0) Enqueue(Job{.fp = fp, .key = key, .record = *r, .end_tier = i});
+    const double dt = Now() - t0;
+    if (seconds) *seconds = dt;
     std::lock_guard lock(mu_);
     ++stats_.loaded;
+    stats_.loaded_bytes += static_cast<int64_t>(r->size());
+    stats_.load_seconds += dt;
     return std::move(r).value();
   }
+  if (seconds) *seconds = Now() - t0;
   return std::nullopt;
 }
 

@@ -12,6 +12,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -29,13 +30,16 @@ namespace slimkv::kv::tiers {
 struct TierStackOptions {
   uint64_t model_id = 0;                   // fingerprint.h
   size_t queue_bytes = size_t{256} << 20;  // records waiting for the writer, at most
+  std::function<double()> clock;           // seconds; NowSeconds when empty (tests inject their own)
 };
 
 struct TierStackStats {
-  int64_t loaded = 0;    // records returned to the cache
-  int64_t stored = 0;    // records queued for writing
-  int64_t dropped = 0;   // records not queued: the queue was full
-  int64_t rejected = 0;  // records a tier returned that the cache refused (prefix_tiers.cc)
+  int64_t loaded = 0;        // records returned to the cache
+  int64_t stored = 0;        // records queued for writing
+  int64_t dropped = 0;       // records not queued: the queue was full
+  int64_t rejected = 0;      // records a tier returned that the cache refused (prefix_tiers.cc)
+  int64_t loaded_bytes = 0;  // bytes of the loaded records
+  double load_seconds = 0;   // time in Load calls that returned a record (misses on the way included)
 };
 
 class TierStack {
@@ -49,8 +53,9 @@ class TierStack {
 
   // The fingerprint of this cache's blocks under a tenant salt (memoized).
   Fingerprint For(uint64_t salt);
-  // The checked record of (fp, key) from the first tier that has one.
-  std::optional<std::vector<uint8_t>> Load(const Fingerprint& fp, uint64_t key);
+  // The checked record of (fp, key) from the first tier that has one; *seconds (when given)
+  // is the time the call took, hit or miss.
+  std::optional<std::vector<uint8_t>> Load(const Fingerprint& fp, uint64_t key, double* seconds = nullptr);
   // Queues a record for every tier.
   void Store(const Fingerprint& fp, uint64_t key, std::vector<uint8_t> record);
   // Waits until every queued record is written (tests, benchmarks, shutdown).
@@ -70,6 +75,7 @@ class TierStack {
   };
   void Enqueue(Job job);
   void WriterLoop();
+  double Now() const;
 
   KvSpec spec_;
   KvConfig config_;
