@@ -130,6 +130,16 @@ size_t Scheduler::SequenceBudget(int64_t tokens) const {
 
 bool Scheduler::Streaming() const { return kv_->policy().reindexes(); }
 
+int Scheduler::StreamingAttachLimit() const {
+  const kv::KvCache& kv = *kv_;
+  const int n_layers = kv.spec().n_layers, bt = kv.config().block_tokens;
+  int budget = INT_MAX;
+  for (int l = 0; l < n_layers; ++l) {
+    if (kv.PolicyLayer(l)) budget = std::min(budget, kv.policy().LayerBudget(l, n_layers));
+  }
+  return budget == INT_MAX ? INT_MAX : budget / bt * bt;
+}
+
 Result<RequestId> Scheduler::Submit(RequestParams p) {
   RETURN_IF_ERROR(p.sampling.Validate());
   if (p.prompt.empty()) return InvalidArgument("empty prompt");
@@ -285,7 +295,11 @@ void Scheduler::StartSequence(Seq* s) {
   if (options_.prefix_sharing && !needs_prompt_logits) {
     // With a policy, a readmitted sequence attaches no more than it did the first time, so it replays the
     // same evictions (attached blocks are pinned).
-    const int most = kv.policy().active() && s->admitted_before ? s->cached_tokens : INT_MAX;
+    int most = kv.policy().active() && s->admitted_before ? s->cached_tokens : INT_MAX;
+    // Attached blocks are pinned, so a streaming policy holds constant memory only if it attaches a bounded
+    // prefix: a conversation that resends its history each turn would otherwise pin all of it (and attend over
+    // it). It attaches at most its budget.
+    if (Streaming()) most = std::min(most, StreamingAttachLimit());
     // Logits from the prompt's last token on must be computed: forced requests attach within the prompt, as
     // policy sequences do (generated tokens go the decode path).
     const size_t span = kv.policy().active() || s->forced() ? s->n_prompt : s->tokens.size();

@@ -199,6 +199,36 @@ TEST(SchedulerFakeTest, SharedPrefixUnderEviction) {
   EXPECT_GT(rig.kv->eviction_stats().tokens_evicted, 0);
 }
 
+// A conversation that resends its history each turn under a streaming policy: each turn attaches at most the
+// budget of its cached prefix (attached blocks are pinned), so the memory a turn holds stays flat instead of
+// growing with the history, and every turn still reuses a prefix.
+TEST(SchedulerFakeTest, StreamingConversationAttachesAtMostItsBudget) {
+  Rig rig("fp16", "sinks", 32, 64, 16 << 20, {.max_batch_tokens = 64});
+  std::vector<TokenId> history;
+  std::vector<size_t> peak;
+  for (int turn = 0; turn < 10; ++turn) {
+    for (TokenId t : Prompt(40, 200 + turn)) history.push_back(t);
+    Out out;
+    ASSERT_TRUE(rig.sched->Submit(Greedy(history, 8, &out)).ok());
+    size_t most = 0;
+    for (int i = 0; i < 100000 && !rig.sched->Idle(); ++i) {
+      rig.sched->Step();
+      rig.kv->CheckInvariants();
+      most = std::max(most, rig.kv->bytes_in_use());
+    }
+    ASSERT_TRUE(out.finished);
+    ASSERT_EQ(out.tokens.size(), 8u);
+    peak.push_back(most);
+    if (turn > 0) {
+      EXPECT_GT(out.final.usage.cached_tokens, 0) << turn;
+      EXPECT_LE(out.final.usage.cached_tokens, 32) << turn;  // the budget (two 16-token blocks)
+    }
+    for (TokenId t : out.tokens) history.push_back(t);
+  }
+  // The history grows from 40 to 440 tokens; what a turn holds (its sequence and the prefix cache) does not.
+  for (int turn = 4; turn < 10; ++turn) EXPECT_LE(peak[turn], peak[3]) << turn;
+}
+
 // One rule gives each batch entry its rows of logits (Scheduler::FirstLogitRow): a request with prompt
 // log-probabilities (every prompt token's row), a plain one (its last token's) and a forced one (from its
 // prompt's last token on) in the same steps read the same rows as each alone.
