@@ -276,8 +276,13 @@ int Scheduler::ChunkOf(Seq* s, int tokens_left) const {
   // to a token a step), or at the prompt's end, where it is compressed. Every later token takes the decode
   // path.
   if (s->n_computed >= s->n_prompt) return std::min(1, tokens_left);
-  const int chunk =
+  int chunk =
       std::max({1, options_.max_batch_tokens / 2, options_.max_batch_tokens - (options_.max_running - 1)});
+  // Whole blocks, so a chunk's end publishes all it read: a request admitted while another reads the same
+  // prompt attaches what that one has published, and a boundary one token past it (481 of a 512-token batch
+  // with 32 running) let followers in with a one-token chunk that locked their attach at the first chunk.
+  const int bt = kv_->config().block_tokens;
+  if (chunk >= bt) chunk = chunk / bt * bt;
   const int n = std::min(s->n_prompt, (s->n_computed / chunk + 1) * chunk) - s->n_computed;
   return n <= tokens_left ? n : 0;
 }

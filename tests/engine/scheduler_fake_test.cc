@@ -199,6 +199,33 @@ TEST(SchedulerFakeTest, SharedPrefixUnderEviction) {
   EXPECT_GT(rig.kv->eviction_stats().tokens_evicted, 0);
 }
 
+// Requests that arrive together with the same system prompt reuse as much of it under eviction as without:
+// the followers wait while the first reads it, then attach what it published. Prompt chunks end on block
+// boundaries; with 121-token chunks (a 128-token batch, 8 running) followers were admitted one token before a
+// boundary and attached 240 of the 256 tokens.
+TEST(SchedulerFakeTest, SharedPrefixArrivingTogetherUnderEviction) {
+  std::vector<int> cached[2];
+  for (int with_policy = 0; with_policy < 2; ++with_policy) {
+    // A budget the prompt passes only at its end (a prompt over twice the budget evicts while it is read,
+    // and publishing stops at the first eviction).
+    Rig rig("fp16", with_policy ? "h2o" : nullptr, 256, 4096, 16 << 20, {.max_running = 8, .max_batch_tokens = 128});
+    const std::vector<TokenId> system = Prompt(256, 6);
+    std::vector<Out> outs(8);
+    for (int i = 0; i < 8; ++i) {
+      std::vector<TokenId> p = system;
+      for (TokenId t : Prompt(40, 300 + i)) p.push_back(t);
+      ASSERT_TRUE(rig.sched->Submit(Greedy(p, 10, &outs[i])).ok());
+    }
+    rig.RunUntilIdle();
+    for (const Out &o : outs) {
+      EXPECT_EQ(o.tokens.size(), 10u);
+      cached[with_policy].push_back(std::min(o.final.usage.cached_tokens, 256));  // of the system prompt
+    }
+  }
+  EXPECT_EQ(cached[1], cached[0]);
+  for (int i = 1; i < 8; ++i) EXPECT_EQ(cached[1][i], 256) << i;
+}
+
 // A conversation that resends its history each turn under a streaming policy: each turn attaches at most the
 // budget of its cached prefix (attached blocks are pinned), so the memory a turn holds stays flat instead of
 // growing with the history, and every turn still reuses a prefix.
