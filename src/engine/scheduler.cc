@@ -302,8 +302,8 @@ void Scheduler::StartSequence(Seq* s) {
     // same evictions (attached blocks are pinned).
     int most = kv.policy().active() && s->admitted_before ? s->cached_tokens : INT_MAX;
     // Attached blocks are pinned, so a streaming policy holds constant memory only if it attaches a bounded
-    // prefix: a conversation that resends its history each turn would otherwise pin all of it (and attend over
-    // it). It attaches at most its budget.
+    // prefix: a conversation that resends its history each turn would otherwise pin all of it (and attend
+    // over it). It attaches at most its budget.
     if (Streaming()) most = std::min(most, StreamingAttachLimit());
     // Logits from the prompt's last token on must be computed: forced requests attach within the prompt, as
     // policy sequences do (generated tokens go the decode path).

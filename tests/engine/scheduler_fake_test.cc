@@ -208,7 +208,8 @@ TEST(SchedulerFakeTest, SharedPrefixArrivingTogetherUnderEviction) {
   for (int with_policy = 0; with_policy < 2; ++with_policy) {
     // A budget the prompt passes only at its end (a prompt over twice the budget evicts while it is read,
     // and publishing stops at the first eviction).
-    Rig rig("fp16", with_policy ? "h2o" : nullptr, 256, 4096, 16 << 20, {.max_running = 8, .max_batch_tokens = 128});
+    Rig rig("fp16", with_policy ? "h2o" : nullptr, 256, 4096, 16 << 20,
+            {.max_running = 8, .max_batch_tokens = 128});
     const std::vector<TokenId> system = Prompt(256, 6);
     std::vector<Out> outs(8);
     for (int i = 0; i < 8; ++i) {
