@@ -133,6 +133,16 @@ size_t Scheduler::SequenceBudget(int64_t tokens) const {
 
 bool Scheduler::Streaming() const { return kv_->policy().reindexes(); }
 
+int Scheduler::StreamingAttachLimit() const {
+  const kv::KvCache& kv = *kv_;
+  const int n_layers = kv.spec().n_layers, bt = kv.config().block_tokens;
+  int budget = INT_MAX;
+  for (int l = 0; l < n_layers; ++l) {
+    if (kv.PolicyLayer(l)) budget = std::min(budget, kv.policy().LayerBudget(l, n_layers));
+  }
+  return budget == INT_MAX ? INT_MAX : budget / bt * bt;
+}
+
 Result<RequestId> Scheduler::Submit(RequestParams p) {
   RETURN_IF_ERROR(p.sampling.Validate());
   if (p.prompt.empty()) return InvalidArgument("empty prompt");
@@ -278,8 +288,13 @@ int Scheduler::ChunkOf(Seq* s, int tokens_left) const {
   // to a token a step), or at the prompt's end, where it is compressed. Every later token takes the decode
   // path.
   if (s->n_computed >= s->n_prompt) return std::min(1, tokens_left);
-  const int chunk =
+  int chunk =
       std::max({1, options_.max_batch_tokens / 2, options_.max_batch_tokens - (options_.max_running - 1)});
+  // Whole blocks, so a chunk's end publishes all it read: a request admitted while another reads the same
+  // prompt attaches what that one has published, and a boundary one token past it (481 of a 512-token batch
+  // with 32 running) let followers in with a one-token chunk that locked their attach at the first chunk.
+  const int bt = kv_->config().block_tokens;
+  if (chunk >= bt) chunk = chunk / bt * bt;
   const int n = std::min(s->n_prompt, (s->n_computed / chunk + 1) * chunk) - s->n_computed;
   return n <= tokens_left ? n : 0;
 }
@@ -297,7 +312,11 @@ void Scheduler::StartSequence(Seq* s) {
   if (options_.prefix_sharing && !needs_prompt_logits) {
     // With a policy, a readmitted sequence attaches no more than it did the first time, so it replays the
     // same evictions (attached blocks are pinned).
-    const int most = kv.policy().active() && s->admitted_before ? s->cached_tokens : INT_MAX;
+    int most = kv.policy().active() && s->admitted_before ? s->cached_tokens : INT_MAX;
+    // Attached blocks are pinned, so a streaming policy holds constant memory only if it attaches a bounded
+    // prefix: a conversation that resends its history each turn would otherwise pin all of it (and attend
+    // over it). It attaches at most its budget.
+    if (Streaming()) most = std::min(most, StreamingAttachLimit());
     // Logits from the prompt's last token on must be computed: forced requests attach within the prompt, as
     // policy sequences do (generated tokens go the decode path).
     const size_t span = kv.policy().active() || s->forced() ? s->n_prompt : s->tokens.size();

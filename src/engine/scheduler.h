@@ -166,6 +166,9 @@ class Scheduler {
   // token on; otherwise the last token's only.
   static int FirstLogitRow(const Seq& seq, int n);
   bool Streaming() const;  // the policy re-indexes: no context limit
+  // Tokens of a cached prefix a streaming-policy sequence attaches at most: its smallest layer budget, in
+  // whole blocks.
+  int StreamingAttachLimit() const;
   void PublishPrefix(Seq* seq);
   size_t SequenceBudget(int64_t tokens) const;
   size_t CommittedBytes() const;

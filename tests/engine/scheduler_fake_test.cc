@@ -213,6 +213,64 @@ TEST(SchedulerFakeTest, SharedPrefixUnderEviction) {
   EXPECT_GT(rig.kv->eviction_stats().tokens_evicted, 0);
 }
 
+// Requests that arrive together with the same system prompt reuse as much of it under eviction as without:
+// the followers wait while the first reads it, then attach what it published. Prompt chunks end on block
+// boundaries; with 121-token chunks (a 128-token batch, 8 running) followers were admitted one token before a
+// boundary and attached 240 of the 256 tokens.
+TEST(SchedulerFakeTest, SharedPrefixArrivingTogetherUnderEviction) {
+  std::vector<int> cached[2];
+  for (int with_policy = 0; with_policy < 2; ++with_policy) {
+    // A budget the prompt passes only at its end (a prompt over twice the budget evicts while it is read,
+    // and publishing stops at the first eviction).
+    Rig rig("fp16", with_policy ? "h2o" : nullptr, 256, 4096, 16 << 20,
+            {.max_running = 8, .max_batch_tokens = 128});
+    const std::vector<TokenId> system = Prompt(256, 6);
+    std::vector<Out> outs(8);
+    for (int i = 0; i < 8; ++i) {
+      std::vector<TokenId> p = system;
+      for (TokenId t : Prompt(40, 300 + i)) p.push_back(t);
+      ASSERT_TRUE(rig.sched->Submit(Greedy(p, 10, &outs[i])).ok());
+    }
+    rig.RunUntilIdle();
+    for (const Out &o : outs) {
+      EXPECT_EQ(o.tokens.size(), 10u);
+      cached[with_policy].push_back(std::min(o.final.usage.cached_tokens, 256));  // of the system prompt
+    }
+  }
+  EXPECT_EQ(cached[1], cached[0]);
+  for (int i = 1; i < 8; ++i) EXPECT_EQ(cached[1][i], 256) << i;
+}
+
+// A conversation that resends its history each turn under a streaming policy: each turn attaches at most the
+// budget of its cached prefix (attached blocks are pinned), so the memory a turn holds stays flat instead of
+// growing with the history, and every turn still reuses a prefix.
+TEST(SchedulerFakeTest, StreamingConversationAttachesAtMostItsBudget) {
+  Rig rig("fp16", "sinks", 32, 64, 16 << 20, {.max_batch_tokens = 64});
+  std::vector<TokenId> history;
+  std::vector<size_t> peak;
+  for (int turn = 0; turn < 10; ++turn) {
+    for (TokenId t : Prompt(40, 200 + turn)) history.push_back(t);
+    Out out;
+    ASSERT_TRUE(rig.sched->Submit(Greedy(history, 8, &out)).ok());
+    size_t most = 0;
+    for (int i = 0; i < 100000 && !rig.sched->Idle(); ++i) {
+      rig.sched->Step();
+      rig.kv->CheckInvariants();
+      most = std::max(most, rig.kv->bytes_in_use());
+    }
+    ASSERT_TRUE(out.finished);
+    ASSERT_EQ(out.tokens.size(), 8u);
+    peak.push_back(most);
+    if (turn > 0) {
+      EXPECT_GT(out.final.usage.cached_tokens, 0) << turn;
+      EXPECT_LE(out.final.usage.cached_tokens, 32) << turn;  // the budget (two 16-token blocks)
+    }
+    for (TokenId t : out.tokens) history.push_back(t);
+  }
+  // The history grows from 40 to 440 tokens; what a turn holds (its sequence and the prefix cache) does not.
+  for (int turn = 4; turn < 10; ++turn) EXPECT_LE(peak[turn], peak[3]) << turn;
+}
+
 // One rule gives each batch entry its rows of logits (Scheduler::FirstLogitRow): a request with prompt
 // log-probabilities (every prompt token's row), a plain one (its last token's) and a forced one (from its
 // prompt's last token on) in the same steps read the same rows as each alone.
