@@ -36,9 +36,6 @@ int NeedleMain(NeedleFlags f) {
     if (c < 256) return Fail(InvalidArgument("--contexts: {} tokens is too short for a needle test (at least 256)", c));
   for (int d : f.depths)
     if (d < 0 || d > 100) return Fail(InvalidArgument("--depths: {} is not a percentage", d));
-  if (f.budget_fraction < 0 || f.budget_fraction > 1) {
-    return Fail(InvalidArgument("--budget-fraction {} is not in [0, 1]", f.budget_fraction));
-  }
   eval::NeedleOptions o;
   o.contexts = f.contexts;
   o.depths = f.depths;
@@ -46,17 +43,11 @@ int NeedleMain(NeedleFlags f) {
   o.budget_fraction = f.budget_fraction;
   int max_ctx = 0;
   for (int c : f.contexts) max_ctx = std::max(max_ctx, c);
-  // The policy is set per context by RunNeedle; the engine is built without it (its KV
-  // budget then holds the longest context whatever the policy keeps).
+  // RunNeedle sets the policy per context; the engine is built with it at the longest one.
   CommonFlags cf = f.common;
-  if (!cf.kv_policy.empty()) {
-    const int budget = f.budget_fraction > 0 ? max_ctx : cf.kv_budget;
-    auto p = kv::ParsePolicy(cf.kv_policy, budget);
-    if (!p.ok()) return Fail(p.status());
-    o.policy = *p;
-    cf.kv_policy.clear();
-    cf.kv_budget = 0;
-  }
+  auto policy = PerContextPolicy(&cf, f.budget_fraction, max_ctx);
+  if (!policy.ok()) return Fail(policy.status());
+  o.policy = *policy;
   auto engine_or = MakeEngine(cf, max_ctx + f.max_new + 1);
   if (!engine_or.ok()) return Fail(engine_or.status());
   engine::Engine& eng = **engine_or;

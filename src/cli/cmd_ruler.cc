@@ -34,9 +34,6 @@ int RulerMain(const RulerFlags& f) {
   for (int c : f.contexts)
     if (c < 256)
       return Fail(InvalidArgument("--contexts: {} tokens is too short for a RULER task (at least 256)", c));
-  if (!(f.budget_fraction >= 0 && f.budget_fraction <= 1)) {
-    return Fail(InvalidArgument("--budget-fraction {} is not in [0, 1]", f.budget_fraction));
-  }
   eval::RulerOptions o;
   o.tasks = f.tasks;
   o.contexts = f.contexts;
@@ -45,16 +42,11 @@ int RulerMain(const RulerFlags& f) {
   o.budget_fraction = f.budget_fraction;
   int max_ctx = 0;
   for (int c : f.contexts) max_ctx = std::max(max_ctx, c);
-  // As `needle`: the policy is set per context by RunRuler, the engine built
-  // without it.
+  // As `needle`: RunRuler sets the policy per context.
   CommonFlags cf = f.common;
-  if (!cf.kv_policy.empty()) {
-    auto p = kv::ParsePolicy(cf.kv_policy, f.budget_fraction > 0 ? max_ctx : cf.kv_budget);
-    if (!p.ok()) return Fail(p.status());
-    o.policy = *p;
-    cf.kv_policy.clear();
-    cf.kv_budget = 0;
-  }
+  auto policy = PerContextPolicy(&cf, f.budget_fraction, max_ctx);
+  if (!policy.ok()) return Fail(policy.status());
+  o.policy = *policy;
   auto engine_or = MakeEngine(cf, max_ctx + 256);  // room for the estimate of the template's tokens
   if (!engine_or.ok()) return Fail(engine_or.status());
   engine::Engine& eng = **engine_or;

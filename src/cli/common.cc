@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -156,6 +157,16 @@ std::string ResolveDataFile(const std::string& path) {
   if (path.empty() || fs::path(path).is_absolute() || fs::exists(path)) return path;
   if (const fs::path c = CheckoutDir(); !c.empty() && fs::exists(c / path)) return (c / path).string();
   return path;
+}
+
+Result<kv::PolicySpec> PerContextPolicy(CommonFlags* f, double fraction, int max_ctx) {
+  if (!(fraction >= 0 && fraction <= 1)) return InvalidArgument("--budget-fraction {} is not in [0, 1]", fraction);
+  if (f->kv_policy.empty()) return kv::PolicySpec{};
+  if (fraction > 0) {
+    ASSIGN_OR_RETURN(const kv::KvConfig c, KvConfigFromFlags(*f));
+    f->kv_budget = std::max(c.block_tokens, static_cast<int>(std::lround(max_ctx * fraction)));
+  }
+  return kv::ParsePolicy(f->kv_policy, f->kv_budget);
 }
 
 Result<std::unique_ptr<engine::Engine>> MakeEngine(const CommonFlags& f, int default_ctx, int n_seq) {

@@ -59,6 +59,12 @@ std::string ResolveDataFile(const std::string& path);
 Status SetTierOptions(const CommonFlags& f, engine::EngineOptions* o);
 // Without --kv-mem the KV budget holds `n_seq` sequences of the context.
 Result<std::unique_ptr<engine::Engine>> MakeEngine(const CommonFlags& f, int default_ctx, int n_seq = 1);
+// For commands that set the policy per context (needle, ruler): the policy --kv-policy names,
+// with --kv-budget or with `fraction` (> 0) of the longest context `max_ctx`. `f` keeps the
+// policy at its largest budget, so MakeEngine sizes the pool for the policy's peak, which can
+// exceed what the context needs without it (h2o stages up to twice its budget at 16 bits
+// before it evicts). An inactive PolicySpec without --kv-policy.
+Result<kv::PolicySpec> PerContextPolicy(CommonFlags* f, double fraction, int max_ctx);
 // Engine::Create with a line on stderr before (the file) and after (what loaded, how long).
 Result<std::unique_ptr<engine::Engine>> LoadEngine(const engine::EngineOptions& o);
 // The engine's KV cache in words: the formats, and the layers that share a cache.

@@ -111,6 +111,16 @@ if run_ok needle needle --contexts 512 --depths 0,100 --svg "$TMP/needle.svg"; t
   has needle "$OUT" "accuracy"
   has needle "$TMP/needle.svg" "^<svg "
 fi
+# A policy at a fraction of each context: h2o stages the prompt at 16 bits up to twice its
+# budget, more than the int4 context needs without it; the pool must hold that peak (before the
+# fix the 1024-token cells were refused as too long for the pool).
+if run_ok needle_h2o needle --contexts 256,1024 --depths 50 --max-new 4 --kv int4 --kv-policy h2o \
+    --budget-fraction 0.5; then
+  has needle_h2o "$OUT" "h2o.* at 50% of the context"
+fi
+if run_ok ruler_h2o ruler --tasks mk --contexts 1024 --samples 1 --kv int4 --kv-policy h2o --budget-fraction 0.5; then
+  has ruler_h2o "$OUT" "^mean score"
+fi
 
 echo "$n_failed failed, $((SECONDS - start)) s"
 [[ $n_failed -eq 0 ]]
