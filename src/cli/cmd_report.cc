@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
@@ -220,7 +221,7 @@ int ReportMain(const ReportFlags& f) {
   fs::create_directories(fs::path(out) / "cells", ec);
   if (ec) return Fail(IoError("cannot create '{}': {}", out, ec.message()));
   std::vector<eval::ReportCell> cells = eval::ExpandReportGrid(*grid);
-  const std::string load_start = LoadAverage();
+  const std::string load_start = LoadAverage(), started = UtcNow();
   const double t0 = NowSeconds();
   const CellRunner runner{.out = out, .render_only = f.render_only || f.dry_run};
   json share_cells = json::array();
@@ -283,12 +284,31 @@ int ReportMain(const ReportFlags& f) {
     results_cells.push_back(cell);
   }
   const double wall = NowSeconds() - t0;
+  // Cells reused from earlier runs were measured then: say when, and the highest 1-minute
+  // load average at the end of a cell.
+  std::string first, last;
+  double max_load = 0;
+  int reused = 0;
+  for (const json& c : results_cells) {
+    const std::string at = c.value("finished", "");
+    if (at.empty()) continue;
+    reused += at < started;
+    if (first.empty() || at < first) first = at;
+    if (at > last) last = at;
+    max_load = std::max(max_load, std::atof(c.value("load", "0").c_str()));
+  }
+  std::string machine = fmt::format("{} cores ({}), load average {} at the start and {} at the end",
+                                    std::thread::hardware_concurrency(), CpuName(), load_start, LoadAverage());
+  if (!first.empty()) {
+    machine += fmt::format("; cells measured {} to {} ({} reused from earlier runs), 1-minute load at most {:.2f} "
+                           "when one ended",
+                           first, last, reused, max_load);
+  }
   json results = {
       {"grid", eval::ReportGridJson(*grid)},
       {"grid_file", grid_file},
       {"generated", UtcNow()},
-      {"machine", fmt::format("{} cores ({}), load average {} at the start and {} at the end",
-                              std::thread::hardware_concurrency(), CpuName(), load_start, LoadAverage())},
+      {"machine", machine},
       {"wall_seconds", wall},
       {"cells_run", ran},
       {"cells", results_cells}};
