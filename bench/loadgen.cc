@@ -3,6 +3,7 @@
 //
 //   loadgen --url http://127.0.0.1:8080 throughput --clients 1,4,16,64 --requests-per-client 4
 //   loadgen --url ... prefix --requests 32 --prefix-words 900
+//   loadgen --url http://127.0.0.1:8080,http://127.0.0.1:8081 prefix --stagger-ms 200
 //   loadgen --url ... soak --requests 1000 --clients 16
 //
 // throughput: closed-loop clients, each sending streamed /v1/completions with a prompt of its
@@ -12,6 +13,9 @@
 // prefix: --requests requests at once sharing a long system text, each with its own question;
 //   time to first token, prompt tokens served from the cache (usage.prompt_tokens_details),
 //   and the peak of slimkv_kv_blocks_used while they run (from /metrics, slimkv only).
+//   Several comma-separated --url: request i goes to url i mod n (round-robin, as a load
+//   balancer would send them); --stagger-ms: request i starts i x that many ms after the first;
+//   --warm: the first instance has answered one request with the system text before.
 // soak: a mix of good requests (streamed or not), clients that disconnect mid-stream, and
 //   bad requests (malformed JSON, bad fields, too long prompts, unknown routes, oversized
 //   bodies); checks every good request got a full answer, every bad one an OpenAI error
@@ -331,19 +335,50 @@ struct PrefixOptions {
   int requests = 32;
   int prefix_words = 900;
   int max_tokens = 16;
+  int stagger_ms = 0;
+  bool warm = false;
 };
 
 int RunPrefix(const CommonOptions& co, const PrefixOptions& o) {
-  const Target t = ParseUrl(co.url);
+  std::vector<Target> targets;
+  for (size_t at = 0; at <= co.url.size();) {
+    const size_t comma = std::min(co.url.find(',', at), co.url.size());
+    if (comma > at) targets.push_back(ParseUrl(co.url.substr(at, comma - at)));
+    at = comma + 1;
+  }
+  if (targets.empty()) targets.push_back(ParseUrl(co.url));
   const std::string system = "You are a helpful assistant. Read the passage and answer the question. Passage: " +
                              Words(o.prefix_words, 42) + "\n";
+  auto request = [&](int i) {
+    return json{{"model", co.model},
+                {"prompt", system + "Question " + std::to_string(i) + ": what is item " + std::to_string(i * 7) +
+                               " about?\nAnswer:"},
+                {"max_tokens", o.max_tokens},
+                {"temperature", 0},
+                {"ignore_eos", true},
+                {"stream", true},
+                {"stream_options", {{"include_usage", true}}}}
+        .dump();
+  };
+  if (o.warm) {  // the system text seen once before, by the first instance only
+    const Outcome w = Post(targets[0], "/v1/completions", request(-1), true);
+    if (w.status != 200 || !w.done) {
+      std::fprintf(stderr, "loadgen: the warm-up request failed (HTTP %d)\n", w.status);
+      return 1;
+    }
+  }
+  // Blocks: summed over the instances at each poll.
+  auto blocks = [&](const char* name) {
+    double sum = 0;
+    for (const Target& t : targets) sum += Metrics(t)[name];
+    return sum;
+  };
   std::atomic<bool> polling{true};
-  double peak_blocks = 0, peak_shared = 0, base_blocks = Metrics(t)["slimkv_kv_blocks_used"];
+  double peak_blocks = 0, peak_shared = 0, base_blocks = blocks("slimkv_kv_blocks_used");
   std::thread poller([&] {
     while (polling) {
-      auto m = Metrics(t);
-      peak_blocks = std::max(peak_blocks, m["slimkv_kv_blocks_used"]);
-      peak_shared = std::max(peak_shared, m["slimkv_kv_blocks_shared"]);
+      peak_blocks = std::max(peak_blocks, blocks("slimkv_kv_blocks_used"));
+      peak_shared = std::max(peak_shared, blocks("slimkv_kv_blocks_shared"));
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
   });
@@ -352,15 +387,8 @@ int RunPrefix(const CommonOptions& co, const PrefixOptions& o) {
   const auto t0 = Clock::now();
   for (int i = 0; i < o.requests; ++i) {
     threads.emplace_back([&, i] {
-      const json body = {{"model", co.model},
-                         {"prompt", system + "Question " + std::to_string(i) + ": what is item " + std::to_string(i * 7) +
-                                        " about?\nAnswer:"},
-                         {"max_tokens", o.max_tokens},
-                         {"temperature", 0},
-                         {"ignore_eos", true},
-                         {"stream", true},
-                         {"stream_options", {{"include_usage", true}}}};
-      out[i] = Post(t, "/v1/completions", body.dump(), true);
+      std::this_thread::sleep_until(t0 + std::chrono::milliseconds(static_cast<int64_t>(i) * o.stagger_ms));
+      out[i] = Post(targets[i % targets.size()], "/v1/completions", request(i), true);
     });
   }
   for (auto& th : threads) th.join();
@@ -515,7 +543,7 @@ int main(int argc, char** argv) {
   CLI::App app{"loadgen: bounded load against an OpenAI-compatible server on this machine"};
   app.require_subcommand(1);
   CommonOptions co;
-  app.add_option("--url", co.url, "server base URL (loopback only)");
+  app.add_option("--url", co.url, "server base URL, loopback only (prefix: several, comma-separated, round-robin)");
   app.add_option("--model", co.model, "model field of the requests");
   app.add_option("--label", co.label, "name of the server in the tables");
   app.add_option("--max-seconds", co.max_seconds, "no request starts after this many seconds");
@@ -532,6 +560,9 @@ int main(int argc, char** argv) {
   pp->add_option("--requests", po.requests);
   pp->add_option("--prefix-words", po.prefix_words);
   pp->add_option("--max-tokens", po.max_tokens);
+  pp->add_option("--stagger-ms", po.stagger_ms, "request i starts i x this many ms after the first")
+      ->check(CLI::Range(0, 60000));
+  pp->add_flag("--warm", po.warm, "before the timed requests, one request with the system text to the first --url only");
   SoakOptions so;
   auto* sp = app.add_subcommand("soak", "many requests with cancellations and bad requests mixed in");
   sp->add_option("--requests", so.requests);

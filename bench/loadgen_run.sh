@@ -11,12 +11,17 @@
 #               right after slimkv's fp16 run; LLAMA_SERVER=path/to/llama-server
 #   prefix      32 requests sharing a ~1K-token system prompt, prefix cache on vs off
 #   soak        1,000 requests with client cancellations and bad requests mixed in
+#   cluster     32 requests sharing a ~1K-token system prompt, arriving STAGGER_MS apart (default
+#               100), int4 KV: one instance (-t 2) with and without prefix sharing, and two
+#               instances (-t 1 each, the same cores) behind round-robin, without and with a
+#               shared Redis tier (--kv-redis; needs redis-server); each cold, then with the
+#               system prompt answered once by the first instance before the 32 arrive
 #   oversub     4x KV oversubscription (--kv-mem a quarter of what the concurrent requests need),
 #               int4 KV: recompute (--no-prefix-cache) vs swap (prefix cache: preempted blocks
 #               re-attached from RAM) vs swap + --kv-disk (and from disk when RAM evicted them)
 #               (OVERSUB_CLIENTS, OVERSUB_PER_CLIENT, OVERSUB_PROMPT_WORDS, OVERSUB_MAX_TOKENS)
 #
-# Environment: BUILD (default build), MODEL (default models/SmolLM2-135M-Instruct.Q4_1.gguf),
+# Environment: BUILD (default build), STAGGER_MS (cluster), MODEL (default models/SmolLM2-135M-Instruct.Q4_1.gguf),
 # THREADS (default 2), LLAMA_SERVER (default: the llama.cpp build under /opt/peer, if any).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,12 +36,12 @@ MAX_TOKENS=${MAX_TOKENS:-64}
 PER_CLIENT=${PER_CLIENT:-3}
 
 SERVER_PID=""
+SERVER_PIDS=()  # every server still running (the cluster phase runs several)
 stop_server() {
-  if [[ -n $SERVER_PID ]]; then
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=""
-  fi
+  for p in "${SERVER_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${SERVER_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  SERVER_PIDS=()
+  SERVER_PID=""
 }
 trap stop_server EXIT
 
@@ -46,6 +51,7 @@ start_slimkv() {
   out=$(mktemp)
   "$BIN/slimkv" serve -m "$MODEL" -t "$THREADS" --port 0 "$@" > "$out" 2> "$out.err" &
   SERVER_PID=$!
+  SERVER_PIDS+=("$SERVER_PID")
   for _ in $(seq 600); do
     if grep -q "listening on" "$out"; then break; fi
     sleep 0.1
@@ -99,6 +105,42 @@ for phase in $PHASES; do
         flag=""; [[ $mode == off ]] && flag="--no-prefix-cache"
         start_slimkv -c 2048 --kv-mem 1024 --max-running 32 $flag
         "$BIN/loadgen" --url "http://127.0.0.1:$PORT" --label "sharing $mode" prefix --requests 32 --prefix-words 900
+        stop_server
+      done
+      ;;
+    cluster)
+      stagger=${STAGGER_MS:-100}
+      echo; echo "## two instances: 32 requests sharing a ~1K-token system prompt, one every $stagger ms, int4 KV"
+      echo "| server | requests | errors | wall s | TTFT p50 | TTFT mean | TTFT p99 | prompt tokens | cached tokens | max cached | peak blocks | peak shared |"
+      echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+      common=(--kv int4 -c 2048 --max-running 32)
+      for run in "1 instance, no sharing" "1 instance, sharing" "2 instances, own caches" "2 instances, Redis" \
+                 "1 instance, sharing|warm" "2 instances, own caches|warm" "2 instances, Redis|warm"; do
+        mode=${run%|warm}
+        warm=(); label=$mode
+        [[ $run == *'|warm' ]] && { warm=(--warm); label="$mode, seen once by instance 1"; }
+        urls=""
+        case $mode in
+          "1 instance, no sharing") THREADS=2 start_slimkv "${common[@]}" --kv-mem 1024 --no-prefix-cache; urls=http://127.0.0.1:$PORT ;;
+          "1 instance, sharing") THREADS=2 start_slimkv "${common[@]}" --kv-mem 1024; urls=http://127.0.0.1:$PORT ;;
+          "2 instances"*)
+            redis=()
+            if [[ $mode == *Redis ]]; then
+              rport=$((20000 + RANDOM % 20000))
+              redis-server --bind 127.0.0.1 --port "$rport" --save "" --appendonly no --maxmemory 1gb \
+                --maxmemory-policy allkeys-lru --logfile /dev/null &
+              SERVER_PIDS+=($!)
+              for _ in $(seq 50); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
+              redis=(--kv-redis "127.0.0.1:$rport")
+            fi
+            for _ in 1 2; do
+              THREADS=1 start_slimkv "${common[@]}" --kv-mem 512 "${redis[@]}"
+              urls="$urls${urls:+,}http://127.0.0.1:$PORT"
+            done
+            ;;
+        esac
+        "$BIN/loadgen" --url "$urls" --label "$label" prefix --requests 32 --prefix-words 900 --stagger-ms "$stagger" \
+          "${warm[@]}"
         stop_server
       done
       ;;
