@@ -114,6 +114,9 @@ class ExpectedPolicy : public EvictionPolicy {
   using EvictionPolicy::EvictionPolicy;
   bool wants_queries() const override { return true; }
   bool wants_keys() const override { return true; }
+  // The first tokens stay (KVPress's n_sink = 4): the attention sink draws mass no moment of
+  // the queries predicts, and losing it costs more than any other token.
+  int sinks() const override { return spec_.sinks; }
   void ObserveQueries(TokenStats& s, const float* q, int64_t ldq, int n_tokens, int group,
                       int hd) const override {
     // Exponential moving moments, a short memory: future queries resemble
