@@ -80,9 +80,10 @@ int PplMain(const PplFlags& f) {
     auto base = kv::ParsePreset(f.kl_base);
     if (!base.ok()) return Fail(base.status());
     if (f.common.block_tokens > 0) base->block_tokens = f.common.block_tokens;
-    // The same format is its own base, unless layers share a cache (the base has none).
+    // The same format is its own base, unless layers share a cache or a policy evicts (the base
+    // does neither).
     if (!(base->k == cfg->k && base->v == cfg->v && base->residual == cfg->residual) ||
-        !f.common.kv_share.empty()) {
+        !f.common.kv_share.empty() || !f.common.kv_policy.empty()) {
       po.kl_base = *base;
     }
   }
