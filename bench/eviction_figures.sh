@@ -18,6 +18,12 @@
 #   heatmap    depth x context heat maps (1K-8K) to docs/figures/needle_*.svg: the full cache
 #              and HEATMAP_GRID entries POLICY@FRACTION
 #
+# The full grid (issue 14: every policy x format, PPL and KL against the fp16 full cache):
+#   KVS="fp16 int4 tq4" FRACTIONS="0.25 0.5" bench/eviction_figures.sh ppl4k needle4k
+# With KVS set, every format in it runs PPL_POLICIES / NEEDLE_POLICIES (the *_INT4_* lists are
+# not used), ppl4k also reports KL and top-1 agreement against the fp16 full cache (--kl-base
+# fp16), and each policy's quality is also given against fp16 with the same policy.
+#
 # Environment: BIN (default build/bin), MODEL (default smollm2-135m), TEXT (default
 # data/pg_essays.txt), THREADS (default 2), LOGDIR (default /tmp/eviction_figures: every run's
 # full output), FIGDIR (default docs/figures), and the grid variables below.
@@ -51,6 +57,16 @@ NEEDLE_INT4_FRACTIONS=${NEEDLE_INT4_FRACTIONS:-"0.5"}
 HEATMAP_CONTEXTS=${HEATMAP_CONTEXTS:-1024,2048,4096,8192}
 HEATMAP_DEPTHS=${HEATMAP_DEPTHS:-0,25,50,75,100}
 HEATMAP_GRID=${HEATMAP_GRID:-"snapkv@0.5"}
+KVS=${KVS:-}
+
+# The formats of the grid, and the policies each runs.
+ppl_kvs() { if [[ -n $KVS ]]; then echo "$KVS"; else echo "fp16 int4"; fi; }
+ppl_pols() { if [[ -n $KVS || $1 == fp16 ]]; then echo "$PPL_POLICIES"; else echo "$PPL_INT4_POLICIES"; fi; }
+needle_pols() { if [[ -n $KVS || $1 == fp16 ]]; then echo "$NEEDLE_POLICIES"; else echo "$NEEDLE_INT4_POLICIES"; fi; }
+needle_at() {  # needle_at KV FRACTION: whether that format runs needles at that fraction
+  [[ -n $KVS || $1 == fp16 || " $NEEDLE_INT4_FRACTIONS " == *" $2 "* ]]
+}
+KL=(--kl-base none); [[ -z $KVS ]] || KL=(--kl-base fp16)
 
 mkdir -p "$LOGDIR" "$FIGDIR"
 S=("$BIN/slimkv")
@@ -76,6 +92,8 @@ run() {
 }
 safe() { echo "$1" | tr ':@/' '___'; }
 ppl_of() { { grep -m1 -o 'PPL = [0-9.]*' "$LOGDIR/$1.out" | cut -d' ' -f3; } 2>/dev/null || true; }
+kl_of() { { grep -m1 -o 'mean KL(base || this) = [0-9.]*' "$LOGDIR/$1.out" | grep -o '[0-9.]*$'; } 2>/dev/null || true; }
+top1_of() { { grep -m1 -o 'same top-1 [0-9.]*%' "$LOGDIR/$1.out" | grep -o '[0-9.]*%'; } 2>/dev/null || true; }
 acc_of() { { grep -m1 -o 'accuracy [0-9.]*%' "$LOGDIR/$1.out" | grep -o '[0-9.]*'; } 2>/dev/null || true; }
 # stream_at NAME N: running perplexity after N streamed tokens (the --stream curve on stderr)
 stream_at() { { grep -m1 "after $2 tokens" "$LOGDIR/$1.err" | grep -o 'ppl [0-9.]*' | cut -d' ' -f2; } 2>/dev/null || true; }
@@ -142,17 +160,17 @@ for phase in $PHASES; do
       ;;
     ppl4k)
       echo; echo "## ppl4k: ppl -c $PPL_CTX --chunks $PPL_CHUNKS --step 1 (scored: the second half of each window)"
-      for kv in fp16 int4; do
+      for kv in $(ppl_kvs); do
         [[ ${PPL_REFS:-1} == 1 ]] || continue  # PPL_REFS=0: a second invocation sharing the grid
-        run "ppl4k_${kv}_full" ppl -f "$TEXT" -c "$PPL_CTX" --chunks "$PPL_CHUNKS" --step 1 --kv "$kv" --kl-base none
+        run "ppl4k_${kv}_full" ppl -f "$TEXT" -c "$PPL_CTX" --chunks "$PPL_CHUNKS" --step 1 --kv "$kv" "${KL[@]}"
       done
       for f in $(desc $FRACTIONS); do
         b=$(awk -v c="$PPL_CTX" -v f="$f" 'BEGIN { printf "%d", c * f + 0.5 }')
-        for kv in fp16 int4; do
-          pols=$PPL_POLICIES; [[ $kv == fp16 ]] || pols=$PPL_INT4_POLICIES
-          for p in $pols; do
+        for p in $(for kv in $(ppl_kvs); do ppl_pols "$kv"; done | tr ' ' '\n' | awk '!seen[$0]++'); do
+          for kv in $(ppl_kvs); do
+            [[ " $(ppl_pols "$kv") " == *" $p "* ]] || continue
             run "ppl4k_${kv}_$(safe "$p")_$b" ppl -f "$TEXT" -c "$PPL_CTX" --chunks "$PPL_CHUNKS" --step 1 --kv "$kv" \
-              --kl-base none --kv-policy "$p" --kv-budget "$b"
+              "${KL[@]}" --kv-policy "$p" --kv-budget "$b"
           done
         done
       done
@@ -164,13 +182,12 @@ for phase in $PHASES; do
       done
       echo "$hdr"; echo "$sep"
       base16=$(ppl_of ppl4k_fp16_full)
-      for kv in fp16 int4; do
+      for kv in $(ppl_kvs); do
         full=$(ppl_of "ppl4k_${kv}_full")
         cell="$full"
         [[ $kv == fp16 ]] || cell+=" ($(pct "$full" "$base16") vs fp16)"
         echo "| $kv | full cache |$(for f in $FRACTIONS; do printf ' %s |' "$cell"; done)"
-        pols=$PPL_POLICIES; [[ $kv == fp16 ]] || pols=$PPL_INT4_POLICIES
-        for p in $pols; do
+        for p in $(ppl_pols "$kv"); do
           row="| $kv | $p |"
           for f in $FRACTIONS; do
             b=$(awk -v c="$PPL_CTX" -v f="$f" 'BEGIN { printf "%d", c * f + 0.5 }')
@@ -184,38 +201,69 @@ for phase in $PHASES; do
           echo "$row"
         done
       done
+      if [[ -n $KVS ]]; then
+        # Long form: each cell against the fp16 full cache (PPL change, KL, top-1) and, for the
+        # other formats, the PPL change against fp16 with the same policy and budget.
+        echo
+        hdr="| policy | budget |"; sep="|---|---:|"
+        for kv in $KVS; do
+          hdr+=" $kv PPL | vs fp16 full | KL | top-1 |"; sep+="---:|---:|---:|---:|"
+          [[ $kv == fp16 ]] || { hdr+=" vs fp16 + policy |"; sep+="---:|"; }
+        done
+        echo "$hdr"; echo "$sep"
+        for p in full $PPL_POLICIES; do
+          for f in $(desc $FRACTIONS); do
+            b=$(awk -v c="$PPL_CTX" -v f="$f" 'BEGIN { printf "%d", c * f + 0.5 }')
+            if [[ $p == full ]]; then suffix=full; bcol="$PPL_CTX"; else suffix="$(safe "$p")_$b"; bcol="$b ($(awk -v f="$f" 'BEGIN { printf "%g", 100 * f }')%)"; fi
+            row="| ${p/full/full cache} | $bcol |"
+            ref=$(ppl_of "ppl4k_fp16_$suffix")
+            for kv in $KVS; do
+              n="ppl4k_${kv}_$suffix"; x=$(ppl_of "$n")
+              if [[ -n $x ]]; then
+                row+=" $x | $(pct "$x" "$base16") | $(kl_of "$n") | $(top1_of "$n") |"
+              else
+                row+=" - | | | |"
+              fi
+              [[ $kv == fp16 ]] || row+=" $(pct "$x" "$ref") |"
+            done
+            echo "$row"
+            [[ $p == full ]] && break
+          done
+        done
+      fi
       ;;
     needle4k)
       echo; echo "## needle4k: needle --contexts $NEEDLE_CTX --depths $NEEDLE_DEPTHS"
-      for kv in fp16 int4; do
+      for kv in $(ppl_kvs); do
         run "needle4k_${kv}_full" needle --contexts "$NEEDLE_CTX" --depths "$NEEDLE_DEPTHS" --kv "$kv" --outputs
       done
       for f in $(desc $FRACTIONS); do
-        for p in $NEEDLE_POLICIES; do
-          run "needle4k_fp16_$(safe "$p")_$f" needle --contexts "$NEEDLE_CTX" --depths "$NEEDLE_DEPTHS" --kv fp16 \
-            --kv-policy "$p" --budget-fraction "$f" --outputs
-        done
-        if [[ " $NEEDLE_INT4_FRACTIONS " == *" $f "* ]]; then
-          for p in $NEEDLE_INT4_POLICIES; do
-            run "needle4k_int4_$(safe "$p")_$f" needle --contexts "$NEEDLE_CTX" --depths "$NEEDLE_DEPTHS" --kv int4 \
+        for kv in $(ppl_kvs); do
+          needle_at "$kv" "$f" || continue
+          for p in $(needle_pols "$kv"); do
+            run "needle4k_${kv}_$(safe "$p")_$f" needle --contexts "$NEEDLE_CTX" --depths "$NEEDLE_DEPTHS" --kv "$kv" \
               --kv-policy "$p" --budget-fraction "$f" --outputs
           done
-        fi
+        done
       done
       echo
       hdr="| KV | policy |"; sep="|---|---|"
       for f in $FRACTIONS; do hdr+=" $(awk -v f="$f" 'BEGIN { printf "%g", 100 * f }')% |"; sep+="---|"; done
+      [[ -z $KVS ]] || { hdr+=" of the full cache's (50%) |"; sep+="---|"; }
       echo "$hdr"; echo "$sep"
-      for kv in fp16 int4; do
+      for kv in $(ppl_kvs); do
         a=$(acc_of "needle4k_${kv}_full")
-        echo "| $kv | full cache |$(for f in $FRACTIONS; do printf ' %s%% |' "$a"; done)"
-        pols=$NEEDLE_POLICIES; [[ $kv == fp16 ]] || pols=$NEEDLE_INT4_POLICIES
-        for p in $pols; do
+        echo "| $kv | full cache |$(for f in $FRACTIONS; do printf ' %s%% |' "$a"; done)$([[ -z $KVS ]] || echo ' |')"
+        for p in $(needle_pols "$kv"); do
           row="| $kv | $p |"
           for f in $FRACTIONS; do
             n="needle4k_${kv}_$(safe "$p")_$f"
             if [[ -s $LOGDIR/$n.out ]]; then row+=" $(acc_of "$n")% |"; else row+=" - |"; fi
           done
+          if [[ -n $KVS ]]; then
+            x=$(acc_of "needle4k_${kv}_$(safe "$p")_0.5")
+            row+=" $(awk -v x="$x" -v a="$a" 'BEGIN { if (x == "" || a == "" || a == 0) print "n/a"; else printf "%.0f%%", 100 * x / a }') |"
+          fi
           echo "$row"
         done
       done
