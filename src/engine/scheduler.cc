@@ -58,6 +58,9 @@ struct Scheduler::Seq {
   TokenLogprob logprob;
   bool done = false;
   bool publish_on_exit = false;  // finished normally: keep its blocks in the prefix cache
+  bool prefetch_started = false;  // StartPrefetches has looked at it since it (re)entered the queue
+  kv::tiers::PrefetchId prefetch = 0;  // its read-ahead from the lower tiers, until it attaches
+  bool prefetch_waited = false;        // Admit has waited for it once
 };
 
 Scheduler::Scheduler(const SchedulerParts& parts, const SchedulerOptions& options)
@@ -309,25 +312,61 @@ void Scheduler::StartSequence(Seq* s) {
   // preemption, once they were sent, the prefix cache may serve again).
   const bool needs_prompt_logits = s->params.prompt_logprobs && !s->prompt_logprobs_sent;
   if (needs_prompt_logits) s->prompt_logprobs.clear();
-  if (options_.prefix_sharing && !needs_prompt_logits) {
-    // With a policy, a readmitted sequence attaches no more than it did the first time, so it replays the
-    // same evictions (attached blocks are pinned).
-    int most = kv.policy().active() && s->admitted_before ? s->cached_tokens : INT_MAX;
-    // Attached blocks are pinned, so a streaming policy holds constant memory only if it attaches a bounded
-    // prefix: a conversation that resends its history each turn would otherwise pin all of it (and attend
-    // over it). It attaches at most its budget.
-    if (Streaming()) most = std::min(most, StreamingAttachLimit());
-    // Logits from the prompt's last token on must be computed: forced requests attach within the prompt, as
-    // policy sequences do (generated tokens go the decode path).
-    const size_t span = kv.policy().active() || s->forced() ? s->n_prompt : s->tokens.size();
-    const int attached = kv.AttachPrefix(s->kv_seq, s->params.cache_salt,
-                                         std::span<const TokenId>(s->tokens).first(span), most);
+  std::span<const TokenId> tokens;
+  int most = 0;
+  if (AttachArgs(*s, &tokens, &most)) {
+    const int attached = kv.AttachPrefix(s->kv_seq, s->params.cache_salt, tokens, most);
     CHECK(attached >= 0 && attached < static_cast<int>(s->tokens.size()) &&
               attached % kv.config().block_tokens == 0,
           "AttachPrefix returned {} for {} tokens", attached, s->tokens.size());
     s->n_computed = attached;
     s->n_published = attached;
   }
+  EndPrefetch(s);
+}
+
+bool Scheduler::AttachArgs(const Seq& s, std::span<const TokenId>* tokens, int* most) const {
+  const bool needs_prompt_logits = s.params.prompt_logprobs && !s.prompt_logprobs_sent;
+  if (!options_.prefix_sharing || needs_prompt_logits) return false;
+  // With a policy, a readmitted sequence attaches no more than it did the first time, so it replays the
+  // same evictions (attached blocks are pinned).
+  *most = kv_->policy().active() && s.admitted_before ? s.cached_tokens : INT_MAX;
+  // Attached blocks are pinned, so a streaming policy holds constant memory only if it attaches a bounded
+  // prefix: a conversation that resends its history each turn would otherwise pin all of it (and attend
+  // over it). It attaches at most its budget.
+  if (Streaming()) *most = std::min(*most, StreamingAttachLimit());
+  // Logits from the prompt's last token on must be computed: forced requests attach within the prompt, as
+  // policy sequences do (generated tokens go the decode path).
+  const size_t span = kv_->policy().active() || s.forced() ? s.n_prompt : s.tokens.size();
+  *tokens = std::span<const TokenId>(s.tokens).first(span);
+  return true;
+}
+
+void Scheduler::StartPrefetches() {
+  if (!kv_->tiers()) return;
+  for (auto& w : waiting_) {
+    Seq* s = w.get();
+    if (s->prefetch_started) continue;
+    s->prefetch_started = true;
+    s->prefetch_waited = false;
+    std::span<const TokenId> tokens;
+    int most = 0;
+    if (AttachArgs(*s, &tokens, &most)) s->prefetch = kv_->StartPrefetch(s->params.cache_salt, tokens, most);
+  }
+}
+
+bool Scheduler::WaitsForPrefetch(Seq* s) {
+  // Once read, StartSequence attaches from what was read, then ends it. The wait is paid once, by the
+  // step in which the read-ahead started.
+  if (s->prefetch == 0) return false;
+  const double wait = s->prefetch_waited ? 0 : options_.read_ahead_wait_s;
+  s->prefetch_waited = true;
+  return kv_->PrefetchPending(s->prefetch, wait);
+}
+
+void Scheduler::EndPrefetch(Seq* s) {
+  kv_->EndPrefetch(s->prefetch);
+  s->prefetch = 0;
 }
 
 size_t Scheduler::CommittedBytes() const {
@@ -350,8 +389,18 @@ void Scheduler::Admit(int* tokens_left, std::vector<Chunk>* batch) {
   size_t committed = CommittedBytes();
   const size_t budget = kv.budget_bytes();
   std::lock_guard<std::mutex> lock(mu_);
-  while (!waiting_.empty() && *tokens_left > 0 && static_cast<int>(running_.size()) < options_.max_running) {
-    Seq* s = waiting_.front().get();
+  StartPrefetches();
+  waiting_on_prefetch_ = false;
+  size_t next = 0;  // waiting_[next] is the next to consider; those before it wait for their read-ahead
+  while (next < waiting_.size() && *tokens_left > 0 && static_cast<int>(running_.size()) < options_.max_running) {
+    Seq* s = waiting_[next].get();
+    // Its prefix is still being read from a lower tier: the others go first, so the step does not
+    // wait on a disk or a network.
+    if (WaitsForPrefetch(s)) {
+      waiting_on_prefetch_ = true;
+      ++next;
+      continue;
+    }
     // The prompt (and one block to grow into) beyond the blocks it shares.
     const int64_t len = static_cast<int64_t>(s->tokens.size());
     const size_t need = SequenceBudget(len + bt);
@@ -386,8 +435,8 @@ void Scheduler::Admit(int* tokens_left, std::vector<Chunk>* batch) {
       }
     }
     *tokens_left -= n;
-    std::unique_ptr<Seq> owned = std::move(waiting_.front());
-    waiting_.pop_front();
+    std::unique_ptr<Seq> owned = std::move(waiting_[next]);
+    waiting_.erase(waiting_.begin() + static_cast<std::ptrdiff_t>(next));
     auto pos = std::upper_bound(running_.begin(), running_.end(), owned->id,
                                 [](RequestId id, const std::unique_ptr<Seq>& r) { return id < r->id; });
     running_.insert(pos, std::move(owned));
@@ -408,6 +457,7 @@ void Scheduler::Preempt(Seq* s) {
   kv.RemoveSequence(s->kv_seq);
   s->kv_seq = -1;
   s->n_computed = s->n_published = 0;
+  s->prefetch_started = false;  // what RAM loses before its readmission can be read ahead again
   ++s->preemptions;
   auto it = std::find_if(running_.begin(), running_.end(), [&](const auto& r) { return r.get() == s; });
   CHECK(it != running_.end());
@@ -564,6 +614,7 @@ void Scheduler::OnToken(Seq* s, TokenId token, double now) {
 void Scheduler::Finish(Seq* s, FinishReason reason, Status error) {
   if (s->done) return;
   s->done = true;
+  EndPrefetch(s);
   RequestOutput out;
   out.finished = true;
   out.finish_reason = reason;
@@ -798,7 +849,11 @@ void Scheduler::Loop() {
                [&] { return stop_ || !waiting_.empty() || !cancels_.empty() || n_running_shared_ > 0; });
       if (stop_) return;
     }
-    Step();
+    if (!Step() && waiting_on_prefetch_) {
+      // Nothing to run but requests whose prefix is being read ahead: look again shortly.
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait_for(lock, std::chrono::milliseconds(1), [&] { return stop_ || !cancels_.empty(); });
+    }
   }
 }
 

@@ -76,6 +76,10 @@ struct SchedulerOptions {
   int max_waiting = 256;          // requests queued at most; Submit is ResourceExhausted beyond
   int max_batch_tokens = 512;     // tokens per forward pass (decode tokens + prompt chunks)
   bool prefix_sharing = true;     // start sequences from cached prefix blocks
+  // A request whose prefix blocks are being read ahead from a lower tier (disk, Redis) is admitted in
+  // the same step if the read ends within this many seconds (a miss or a few records from the page
+  // cache), else it waits outside the steps until it ends (kv/tiers/tier_stack.h, Prefetch).
+  double read_ahead_wait_s = 0.002;
   std::function<double()> clock;  // seconds; NowSeconds when empty (tests inject their own)
 };
 
@@ -158,6 +162,15 @@ class Scheduler {
   void Finish(Seq* seq, FinishReason reason, Status error = Status::Ok());
   void RemoveFinished();
   void StartSequence(Seq* seq);
+  // What StartSequence offers the prefix cache: the tokens and the most it attaches; false when
+  // it attaches nothing.
+  bool AttachArgs(const Seq& seq, std::span<const TokenId>* tokens, int* most) const;
+  // Starts reading ahead, from the lower tiers, the prefix blocks of waiting requests that RAM
+  // lacks (once per admission attempt); under mu_.
+  void StartPrefetches();
+  // Whether `seq` still waits for its read-ahead (Admit passes it by).
+  bool WaitsForPrefetch(Seq* seq);
+  void EndPrefetch(Seq* seq);
   // Whether a sequence's next chunk needs logits for every token (prompt
   // log-probabilities).
   static bool WantsPromptLogits(const Seq& seq);
@@ -198,6 +211,7 @@ class Scheduler {
   bool stop_ = false;
 
   // Engine thread only.
+  bool waiting_on_prefetch_ = false;  // the last Admit passed a request by for its read-ahead
   std::vector<std::unique_ptr<Seq>> running_;  // ordered by id
   std::vector<float> logits_;
 

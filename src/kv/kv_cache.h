@@ -155,6 +155,18 @@ class KvCache {
   // index lacks from them.
   void SetTiers(tiers::TierStack* tiers) { prefix_.SetTiers(tiers); }
   tiers::TierStack* tiers() const { return prefix_.tiers(); }
+  // Reads ahead what a later AttachPrefix(seq, salt, tokens, max_tokens) would fetch from the
+  // tiers (PrefixCache::StartPrefetch); 0 when nothing; end a nonzero id with EndPrefetch.
+  tiers::PrefetchId StartPrefetch(uint64_t salt, std::span<const int32_t> tokens, int max_tokens = INT_MAX) {
+    return prefix_.StartPrefetch(salt, tokens, max_tokens);
+  }
+  // Whether the read-ahead `id` is still reading after waiting at most `seconds` for it.
+  bool PrefetchPending(tiers::PrefetchId id, double seconds = 0) const {
+    return id != 0 && tiers() && !tiers()->WaitPrefetch(id, seconds);
+  }
+  void EndPrefetch(tiers::PrefetchId id) {
+    if (id != 0 && tiers()) tiers()->EndPrefetch(id);
+  }
   // Swap or recompute for the blocks the index lacks (swap_cost.h).
   SwapCost& swap_cost() { return prefix_.swap_cost(); }
   const SwapCost& swap_cost() const { return prefix_.swap_cost(); }

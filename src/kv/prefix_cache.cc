@@ -40,8 +40,7 @@ int PrefixCache::Attach(std::vector<BlockTable>& tables, uint64_t salt, std::spa
   ++stats_.lookups;
   stats_.lookup_tokens += static_cast<int64_t>(tokens.size());
   if (tokens.size() <= static_cast<size_t>(bt_)) return 0;
-  // At least one token is left to compute (its logits start generation).
-  const size_t usable = std::min<size_t>(tokens.size() - 1, std::max(0, max_tokens));
+  const size_t usable = Usable(tokens, max_tokens).size();
   size_t in_ram = 0;
   if (tiers_) {
     in_ram = index_.Match(salt, tokens.first(usable), bt_).size();

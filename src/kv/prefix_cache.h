@@ -26,6 +26,7 @@
 #include "kv/prefix_index.h"
 #include "kv/spec.h"
 #include "kv/swap_cost.h"
+#include "kv/tiers/tier_stack.h"
 
 namespace slimkv::kv {
 namespace tiers {
@@ -65,6 +66,11 @@ class PrefixCache {
   // tokens.size()) of every stream of `tables`. An entry published while its
   // blocks were staged takes the tables' sealed blocks once they are sealed.
   void Publish(const std::vector<BlockTable>& tables, uint64_t salt, std::span<const int32_t> tokens);
+  // Starts reading ahead, from the tiers, the blocks of a later Attach(salt, tokens,
+  // max_tokens) that RAM lacks, when the swap-cost rule says fetching them pays (the same
+  // decision Attach makes). 0 when there is nothing to read; the caller ends a nonzero id
+  // with tiers()->EndPrefetch once it has attached (or given up).
+  tiers::PrefetchId StartPrefetch(uint64_t salt, std::span<const int32_t> tokens, int max_tokens);
   // Evicts the least recently used leaf entry; false when the index is empty.
   bool EvictOne();
   // Allocates n blocks of a pool, evicting entries if the budget needs it.
@@ -101,6 +107,11 @@ class PrefixCache {
 
   // prefix_tiers.cc. A record of the entry's blocks as the pools hold them.
   void SpillEntry(const PrefixEntry& e);
+  // The full blocks of tokens Attach can use (at most max_tokens, fewer than all).
+  std::span<const int32_t> Usable(std::span<const int32_t> tokens, int max_tokens) const;
+  // Whether the blocks of `tokens` from the first one the index lacks (at index `missing`
+  // of n_full) are worth fetching rather than computing; `count`: as a lookup's decision.
+  bool FetchPays(size_t missing, size_t n_full, bool count);
   // Extends the index along tokens' full blocks from the tiers, as far as
   // records check, if swap_cost_ says fetching the missing blocks beats computing them.
   void FetchFromTiers(uint64_t salt, std::span<const int32_t> tokens);

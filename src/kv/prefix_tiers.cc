@@ -92,6 +92,45 @@ bool PrefixCache::LoadEntry(std::span<const uint8_t> bytes, const tiers::Fingerp
   return true;
 }
 
+std::span<const int32_t> PrefixCache::Usable(std::span<const int32_t> tokens, int max_tokens) const {
+  // At least one token is left to compute (its logits start generation).
+  if (tokens.empty()) return tokens;
+  return tokens.first(std::min<size_t>(tokens.size() - 1, std::max(0, max_tokens)));
+}
+
+bool PrefixCache::FetchPays(size_t missing, size_t n_full, bool count) {
+  // The records seen so far; before any, a block of the final format in every stream.
+  const size_t block_bytes = sealed_bytes() ? sealed_bytes() : store_->pool(false).block_bytes();
+  const int64_t record_bytes = swap_cost_.record_bytes() > 0 ? static_cast<int64_t>(swap_cost_.record_bytes())
+                                                             : static_cast<int64_t>(block_bytes) * streams();
+  const int64_t blocks = static_cast<int64_t>(n_full - missing);
+  return count ? swap_cost_.FetchPays(blocks, record_bytes, bt_) : swap_cost_.WouldFetch(blocks, record_bytes, bt_);
+}
+
+tiers::PrefetchId PrefixCache::StartPrefetch(uint64_t salt, std::span<const int32_t> tokens, int max_tokens) {
+  if (!tiers_ || tokens.size() <= static_cast<size_t>(bt_)) return 0;
+  tokens = Usable(tokens, max_tokens);
+  const size_t n_full = tokens.size() / bt_;
+  uint64_t parent = PrefixIndex::kRoot;
+  std::vector<uint64_t> keys;
+  for (size_t b = 0; b < n_full; ++b) {
+    const auto block = tokens.subspan(b * bt_, bt_);
+    const uint64_t key = PrefixIndex::Key(salt, parent, block);
+    if (keys.empty()) {
+      if (const PrefixEntry* e = index_.Find(key)) {
+        if (e->salt != salt || e->parent != parent || !std::equal(block.begin(), block.end(), e->tokens.begin()))
+          return 0;  // a collision in the index: Attach stops here too
+        parent = key;
+        continue;
+      }
+      if (!FetchPays(b, n_full, /*count=*/false)) return 0;
+    }
+    keys.push_back(key);
+    parent = key;
+  }
+  return tiers_->Prefetch(tiers_->For(salt), std::move(keys));
+}
+
 void PrefixCache::FetchFromTiers(uint64_t salt, std::span<const int32_t> tokens) {
   const size_t n_full = tokens.size() / bt_;
   const tiers::Fingerprint fp = tiers_->For(salt);
@@ -111,12 +150,7 @@ void PrefixCache::FetchFromTiers(uint64_t salt, std::span<const int32_t> tokens)
     if (!decided) {
       // The first block RAM lacks: fetch the rest, or leave it all to be computed.
       decided = true;
-      // The records seen so far; before any, a block of the final format in every stream.
-      const size_t block_bytes = sealed_bytes() ? sealed_bytes() : store_->pool(false).block_bytes();
-      const int64_t record_bytes = swap_cost_.record_bytes() > 0
-                                       ? static_cast<int64_t>(swap_cost_.record_bytes())
-                                       : static_cast<int64_t>(block_bytes) * streams();
-      if (!swap_cost_.FetchPays(static_cast<int64_t>(n_full - b), record_bytes, bt_)) return;
+      if (!FetchPays(b, n_full, /*count=*/true)) return;
     }
     double seconds = 0;
     auto record = tiers_->Load(fp, key, &seconds);

@@ -16,6 +16,12 @@ void SwapCost::ObservePrefill(int64_t tokens, double seconds) {
 }
 
 bool SwapCost::FetchPays(int64_t blocks, int64_t bytes_per_block, int tokens_per_block) {
+  const bool fetch = WouldFetch(blocks, bytes_per_block, tokens_per_block);
+  ++(fetch ? fetch_chosen_ : recompute_chosen_);
+  return fetch;
+}
+
+bool SwapCost::WouldFetch(int64_t blocks, int64_t bytes_per_block, int tokens_per_block) const {
   const double fetch_rate = fetch_bytes_per_s(), prefill_rate = prefill_tokens_per_s();
   bool fetch = true;
   if (fetch_rate > 0 && prefill_rate > 0 && blocks > 0) {
@@ -23,7 +29,6 @@ bool SwapCost::FetchPays(int64_t blocks, int64_t bytes_per_block, int tokens_per
     const double recompute_s = static_cast<double>(blocks) * tokens_per_block / prefill_rate;
     fetch = fetch_s <= recompute_s;
   }
-  ++(fetch ? fetch_chosen_ : recompute_chosen_);
   return fetch;
 }
 

@@ -37,6 +37,8 @@ class SwapCost {
   // Whether fetching `blocks` blocks of `bytes_per_block` beats prefilling their
   // `tokens_per_block` tokens each; counts the decision.
   bool FetchPays(int64_t blocks, int64_t bytes_per_block, int tokens_per_block);
+  // The same decision, not counted (a read-ahead asks before the lookup that counts).
+  bool WouldFetch(int64_t blocks, int64_t bytes_per_block, int tokens_per_block) const;
   double fetch_bytes_per_s() const { return fetch_s_ > 0 ? fetch_bytes_ / fetch_s_ : 0; }
   double prefill_tokens_per_s() const { return prefill_s_ > 0 ? prefill_tokens_ / prefill_s_ : 0; }
   // Mean bytes of the records fetched (0: none yet). Callers weigh this rather than a block's size in the

@@ -184,6 +184,14 @@ void TierMetrics(Writer& w, const engine::SchedulerStats& s) {
              "Records not written: the writer's queue was full.", static_cast<double>(ts.dropped));
     w.Metric("slimkv_kv_tier_blocks_fetched_total", "counter",
              "Prefix-cache entries filled from a lower tier.", static_cast<double>(p.tier_blocks));
+    w.Metric("slimkv_kv_tier_read_aheads_total", "counter",
+             "Waiting requests whose missing prefix blocks were read ahead from the lower tiers.",
+             static_cast<double>(ts.prefetches));
+    w.Header("slimkv_kv_tier_read_ahead_records_total", "counter",
+             "Records read ahead: taken by the request's lookup from RAM (hit), or dropped untaken (unused).");
+    w.Sample("slimkv_kv_tier_read_ahead_records_total{outcome=\"hit\"}", static_cast<double>(ts.prefetch_hits));
+    w.Sample("slimkv_kv_tier_read_ahead_records_total{outcome=\"unused\"}",
+             static_cast<double>(ts.prefetch_unused));
     w.Header("slimkv_kv_tier_fetch_decisions_total", "counter",
              "Lookups whose missing blocks were fetched from the lower tiers, or left to be recomputed "
              "because recomputing was measured faster.");

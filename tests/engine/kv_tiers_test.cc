@@ -61,7 +61,10 @@ Answer Ask(Engine& e, const std::vector<TokenId>& prompt, uint64_t salt = 0) {
     }
   };
   EXPECT_TRUE((*s)->Submit(std::move(p)).ok());
-  for (int i = 0; i < 100000 && !(*s)->Idle(); ++i) (*s)->Step();
+  for (int i = 0; i < 100000 && !(*s)->Idle(); ++i) {
+    (*s)->Step();
+    if (e.tiers()) e.tiers()->WaitPrefetches();  // a request waiting for its read-ahead is admitted next step
+  }
   e.kv().CheckInvariants();
   if (e.tiers()) e.tiers()->Flush();
   return a;

@@ -57,6 +57,9 @@ struct Trial {
                           {.max_running = kRequests,
                            .max_batch_tokens = 32,
                            .prefix_sharing = prefix_sharing,
+                           // A read-ahead is waited for within its step, so the steps do not depend on
+                           // the reader thread's timing (prefetch_test.cc tests the other case).
+                           .read_ahead_wait_s = 60,
                            .clock = clock.fn()}))
                 .value();
     outs.resize(kRequests);

@@ -409,6 +409,9 @@ TEST(MetricsTest, KvTierSeries) {
   redis.condition = "unreachable";
   s.tiers = {{"disk", disk}, {"redis", redis}};
   s.tier_stack.loaded = 3;
+  s.tier_stack.prefetches = 2;
+  s.tier_stack.prefetch_hits = 3;
+  s.tier_stack.prefetch_unused = 1;
   s.swap.fetch_chosen = 4;
   s.swap.recompute_chosen = 1;
   s.preempted_tokens_swapped = 64;
@@ -431,6 +434,9 @@ TEST(MetricsTest, KvTierSeries) {
                            R"(slimkv_kv_tier_state{tier="redis",state="unreachable"} 1)",
                            "slimkv_kv_tier_records_loaded_total 3",
                            "slimkv_kv_tier_blocks_fetched_total 3",
+                           "slimkv_kv_tier_read_aheads_total 2",
+                           R"(slimkv_kv_tier_read_ahead_records_total{outcome="hit"} 3)",
+                           R"(slimkv_kv_tier_read_ahead_records_total{outcome="unused"} 1)",
                            R"(slimkv_kv_tier_fetch_decisions_total{decision="fetch"} 4)",
                            R"(slimkv_kv_tier_fetch_decisions_total{decision="recompute"} 1)",
                            R"(slimkv_preempted_tokens_total{path="swap"} 64)",

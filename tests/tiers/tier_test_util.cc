@@ -44,6 +44,59 @@ std::vector<uint8_t> MakeRecord(const Fingerprint &fp, uint64_t key, uint64_t pa
   return EncodeRecord(src);
 }
 
+Result<std::vector<uint8_t>> GatedTier::Get(const Fingerprint &fp, uint64_t key) {
+  std::unique_lock lock(mu_);
+  ++gets_;
+  ++blocked_;
+  open_.wait(lock, [&] { return !closed_; });
+  --blocked_;
+  auto it = records_.find({fp.Hex(), key});
+  if (it == records_.end()) return NotFound("no record {}", key);
+  return it->second;
+}
+
+Status GatedTier::Put(const Fingerprint &fp, uint64_t key, std::span<const uint8_t> record) {
+  std::lock_guard lock(mu_);
+  records_[{fp.Hex(), key}].assign(record.begin(), record.end());
+  return Status::Ok();
+}
+
+TierStats GatedTier::Stats() const {
+  std::lock_guard lock(mu_);
+  TierStats s;
+  s.gets = gets_;
+  s.entries = static_cast<int64_t>(records_.size());
+  return s;
+}
+
+void GatedTier::Close() {
+  std::lock_guard lock(mu_);
+  closed_ = true;
+}
+
+void GatedTier::Open() {
+  {
+    std::lock_guard lock(mu_);
+    closed_ = false;
+  }
+  open_.notify_all();
+}
+
+int GatedTier::gets() const {
+  std::lock_guard lock(mu_);
+  return gets_;
+}
+
+int GatedTier::blocked() const {
+  std::lock_guard lock(mu_);
+  return blocked_;
+}
+
+size_t GatedTier::size() const {
+  std::lock_guard lock(mu_);
+  return records_.size();
+}
+
 ScratchDir::ScratchDir() {
   const char *tmp = std::getenv("TMPDIR");
   std::string templ = std::string(tmp && *tmp ? tmp : "/tmp") + "/slimkv_tiers_XXXXXX";

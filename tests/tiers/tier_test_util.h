@@ -3,12 +3,17 @@
 // mount namespace (for a disk that fills up or turns read-only).
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kv/tiers/block_record.h"
+#include "kv/tiers/tier.h"
 
 namespace slimkv::kv::tiers::testing {
 
@@ -28,6 +33,28 @@ class ScratchDir {
 
  private:
   std::string path_;
+};
+
+// A tier in memory whose reads a test can hold up (a slow disk or network): while closed,
+// Get blocks until Open. Records are stored as given (not parsed: tests put what they like).
+class GatedTier final : public BlockTier {
+ public:
+  const char *name() const override { return "gated"; }
+  Result<std::vector<uint8_t>> Get(const Fingerprint &fp, uint64_t key) override;
+  Status Put(const Fingerprint &fp, uint64_t key, std::span<const uint8_t> record) override;
+  TierStats Stats() const override;
+  void Close();
+  void Open();
+  int gets() const;     // Get calls so far
+  int blocked() const;  // Get calls waiting at the gate now
+  size_t size() const;  // records held
+
+ private:
+  mutable std::mutex mu_;
+  std::condition_variable open_;
+  bool closed_ = false;
+  int gets_ = 0, blocked_ = 0;
+  std::map<std::pair<std::string, uint64_t>, std::vector<uint8_t>> records_;
 };
 
 // A clock the test advances.

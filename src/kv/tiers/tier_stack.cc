@@ -1,5 +1,7 @@
 #include "kv/tiers/tier_stack.h"
 
+#include <chrono>
+
 #include "base/check.h"
 #include "base/log.h"
 
@@ -10,6 +12,7 @@ TierStack::TierStack(const KvSpec& spec, const KvConfig& config, const TierStack
     : spec_(spec), config_(config), options_(options), tiers_(std::move(tiers)) {
   CHECK(!tiers_.empty(), "a tier stack without tiers");
   writer_ = std::thread([this] { WriterLoop(); });
+  reader_ = std::thread([this] { ReaderLoop(); });
 }
 
 TierStack::~TierStack() {
@@ -18,6 +21,8 @@ TierStack::~TierStack() {
     stop_ = true;
   }
   wake_.notify_all();
+  prefetch_wake_.notify_all();
+  reader_.join();
   writer_.join();
 }
 
@@ -34,22 +39,125 @@ Fingerprint TierStack::For(uint64_t salt) {
 
 double TierStack::Now() const { return options_.clock ? options_.clock() : NowSeconds(); }
 
-std::optional<std::vector<uint8_t>> TierStack::Load(const Fingerprint& fp, uint64_t key, double* seconds) {
-  const double t0 = Now();
+std::optional<std::vector<uint8_t>> TierStack::ReadThrough(const Fingerprint& fp, uint64_t key) {
   for (size_t i = 0; i < tiers_.size(); ++i) {
     auto r = tiers_[i]->Get(fp, key);
     if (!r.ok()) continue;  // a miss, a dropped record or a tier that cannot answer: try the next
     if (i > 0) Enqueue(Job{.fp = fp, .key = key, .record = *r, .end_tier = i});
-    const double dt = Now() - t0;
-    if (seconds) *seconds = dt;
-    std::lock_guard lock(mu_);
-    ++stats_.loaded;
-    stats_.loaded_bytes += static_cast<int64_t>(r->size());
-    stats_.load_seconds += dt;
     return std::move(r).value();
   }
-  if (seconds) *seconds = Now() - t0;
   return std::nullopt;
+}
+
+std::optional<std::vector<uint8_t>> TierStack::Load(const Fingerprint& fp, uint64_t key, double* seconds) {
+  {
+    std::lock_guard lock(mu_);
+    auto it = ahead_.find(key);
+    if (it != ahead_.end() && it->second.fp == fp) {
+      ReadAhead a = std::move(it->second);
+      ahead_.erase(it);
+      ahead_bytes_ -= a.record.size();
+      // The time the read took, not the time this call took: the swap-cost rule weighs what a
+      // fetch costs, whoever paid it.
+      if (seconds) *seconds = a.seconds;
+      ++stats_.loaded;
+      ++stats_.prefetch_hits;
+      stats_.loaded_bytes += static_cast<int64_t>(a.record.size());
+      return std::move(a.record);
+    }
+  }
+  const double t0 = Now();
+  auto r = ReadThrough(fp, key);
+  const double dt = Now() - t0;
+  if (seconds) *seconds = dt;
+  if (!r) return std::nullopt;
+  std::lock_guard lock(mu_);
+  ++stats_.loaded;
+  stats_.loaded_bytes += static_cast<int64_t>(r->size());
+  stats_.load_seconds += dt;
+  return r;
+}
+
+PrefetchId TierStack::Prefetch(const Fingerprint& fp, std::vector<uint64_t> keys) {
+  if (keys.empty()) return 0;
+  PrefetchId id;
+  {
+    std::lock_guard lock(mu_);
+    if (stop_) return 0;
+    id = next_prefetch_++;
+    ++stats_.prefetches;
+    prefetch_pending_.insert(id);
+    prefetch_queue_.push_back(PrefetchJob{.id = id, .fp = fp, .keys = std::move(keys)});
+  }
+  prefetch_wake_.notify_one();
+  return id;
+}
+
+bool TierStack::PrefetchPending(PrefetchId id) const {
+  std::lock_guard lock(mu_);
+  return prefetch_pending_.count(id) > 0;
+}
+
+bool TierStack::WaitPrefetch(PrefetchId id, double seconds) {
+  std::unique_lock lock(mu_);
+  return prefetch_idle_.wait_for(lock, std::chrono::duration<double>(seconds),
+                                 [&] { return stop_ || !prefetch_pending_.count(id); });
+}
+
+void TierStack::EndPrefetch(PrefetchId id) {
+  if (id == 0) return;
+  std::lock_guard lock(mu_);
+  prefetch_pending_.erase(id);  // the reader stops at its next key
+  std::erase_if(prefetch_queue_, [&](const PrefetchJob& j) { return j.id == id; });
+  if (prefetch_queue_.empty() && !reading_) prefetch_idle_.notify_all();
+  for (auto it = ahead_.begin(); it != ahead_.end();) {
+    if (it->second.id == id) {
+      ahead_bytes_ -= it->second.record.size();
+      ++stats_.prefetch_unused;
+      it = ahead_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void TierStack::ReaderLoop() {
+  std::unique_lock lock(mu_);
+  for (;;) {
+    prefetch_wake_.wait(lock, [&] { return stop_ || !prefetch_queue_.empty(); });
+    if (stop_) break;
+    PrefetchJob job = std::move(prefetch_queue_.front());
+    prefetch_queue_.pop_front();
+    reading_ = true;
+    for (uint64_t key : job.keys) {
+      if (stop_ || !prefetch_pending_.count(job.id)) break;  // ended by its owner
+      if (ahead_.count(key)) continue;  // read ahead for another request with the same prefix
+      lock.unlock();
+      const double t0 = Now();
+      auto r = ReadThrough(job.fp, key);
+      const double dt = Now() - t0;
+      lock.lock();
+      if (!r) break;  // the chain ends here: the cache computes the rest
+      stats_.prefetch_seconds += dt;
+      if (!prefetch_pending_.count(job.id) || ahead_bytes_ + r->size() > options_.prefetch_bytes) {
+        ++stats_.prefetch_unused;
+        break;
+      }
+      ++stats_.prefetched;
+      ahead_bytes_ += r->size();
+      ahead_[key] = ReadAhead{.fp = job.fp, .id = job.id, .record = std::move(*r), .seconds = dt};
+    }
+    prefetch_pending_.erase(job.id);
+    reading_ = false;
+    prefetch_idle_.notify_all();  // WaitPrefetch(job.id), and WaitPrefetches when nothing is left
+  }
+  reading_ = false;
+  prefetch_idle_.notify_all();
+}
+
+void TierStack::WaitPrefetches() {
+  std::unique_lock lock(mu_);
+  prefetch_idle_.wait(lock, [&] { return stop_ || (prefetch_queue_.empty() && !reading_); });
 }
 
 void TierStack::Store(const Fingerprint& fp, uint64_t key, std::vector<uint8_t> record) {

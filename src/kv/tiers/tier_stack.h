@@ -7,6 +7,12 @@
 // into every tier, so a slow disk or Redis never holds up a step. The queue is bounded in
 // bytes; a record that does not fit is dropped (counted), which costs a later
 // recomputation, never a wrong answer. The destructor writes what is queued, then stops.
+//
+// Prefetch: a reader thread reads the records of a chain of keys ahead of the Load calls
+// that will want them (a request waiting for admission whose prefix a lower tier holds), so
+// the step that admits it copies them from RAM instead of waiting on a disk or a network
+// while every running sequence waits too. Read-ahead records are held in a bounded map until
+// Load takes them or EndPrefetch drops them; they are checked by the cache like any record.
 #pragma once
 
 #include <condition_variable>
@@ -19,6 +25,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "kv/format.h"
@@ -29,7 +36,8 @@ namespace slimkv::kv::tiers {
 
 struct TierStackOptions {
   uint64_t model_id = 0;                   // fingerprint.h
-  size_t queue_bytes = size_t{256} << 20;  // records waiting for the writer, at most
+  size_t queue_bytes = size_t{256} << 20;     // records waiting for the writer, at most
+  size_t prefetch_bytes = size_t{256} << 20;  // records read ahead and not taken yet, at most
   std::function<double()> clock;           // seconds; NowSeconds when empty (tests inject their own)
 };
 
@@ -40,7 +48,15 @@ struct TierStackStats {
   int64_t rejected = 0;      // records a tier returned that the cache refused (prefix_tiers.cc)
   int64_t loaded_bytes = 0;  // bytes of the loaded records
   double load_seconds = 0;   // time in Load calls that returned a record (misses on the way included)
+  int64_t prefetches = 0;        // Prefetch calls that queued a chain
+  int64_t prefetched = 0;        // records read ahead
+  int64_t prefetch_hits = 0;     // Load calls answered from the records read ahead
+  int64_t prefetch_unused = 0;   // records read ahead and dropped untaken (EndPrefetch, a full map)
+  double prefetch_seconds = 0;   // time the reader spent reading them
 };
+
+// One chain of keys being read ahead (0: none).
+using PrefetchId = uint64_t;
 
 class TierStack {
  public:
@@ -58,6 +74,18 @@ class TierStack {
   std::optional<std::vector<uint8_t>> Load(const Fingerprint& fp, uint64_t key, double* seconds = nullptr);
   // Queues a record for every tier.
   void Store(const Fingerprint& fp, uint64_t key, std::vector<uint8_t> record);
+  // Queues `keys` (a prefix chain, in order) for the reader thread, which stops at the first
+  // key no tier holds (the chain ends there) or when the read-ahead map is full.
+  PrefetchId Prefetch(const Fingerprint& fp, std::vector<uint64_t> keys);
+  // Whether the reader has not finished with `id` yet.
+  bool PrefetchPending(PrefetchId id) const;
+  // Waits at most `seconds` for the reader to finish with `id`; whether it has.
+  bool WaitPrefetch(PrefetchId id, double seconds);
+  // Stops reading `id` and drops the records of it that Load has not taken.
+  void EndPrefetch(PrefetchId id);
+  // Waits until the reader has nothing queued or in hand (tests that step a scheduler by hand
+  // call it after each step, as Flush, so what a step sees does not depend on the reader's timing).
+  void WaitPrefetches();
   // Waits until every queued record is written (tests, benchmarks, shutdown).
   void Flush();
   void CountRejected();
@@ -73,8 +101,23 @@ class TierStack {
     std::vector<uint8_t> record;
     size_t end_tier = 0;  // written to tiers [0, end_tier): a fetched record goes to the tiers above
   };
+  struct PrefetchJob {
+    PrefetchId id = 0;
+    Fingerprint fp;
+    std::vector<uint64_t> keys;
+  };
+  struct ReadAhead {
+    Fingerprint fp;
+    PrefetchId id = 0;
+    std::vector<uint8_t> record;
+    double seconds = 0;  // what reading it took
+  };
   void Enqueue(Job job);
   void WriterLoop();
+  void ReaderLoop();
+  // The checked record from the first tier that has one; a hit below the first tier is
+  // queued for the tiers above.
+  std::optional<std::vector<uint8_t>> ReadThrough(const Fingerprint& fp, uint64_t key);
   double Now() const;
 
   KvSpec spec_;
@@ -89,7 +132,14 @@ class TierStack {
   bool stop_ = false;
   std::unordered_map<uint64_t, Fingerprint> fingerprints_;  // salt -> fingerprint
   TierStackStats stats_;
-  std::thread writer_;
+  std::deque<PrefetchJob> prefetch_queue_;
+  std::unordered_set<PrefetchId> prefetch_pending_;  // queued or being read
+  std::unordered_map<uint64_t, ReadAhead> ahead_;    // key -> a record read ahead
+  size_t ahead_bytes_ = 0;
+  PrefetchId next_prefetch_ = 1;
+  bool reading_ = false;
+  std::condition_variable prefetch_wake_, prefetch_idle_;
+  std::thread writer_, reader_;
 };
 
 }  // namespace slimkv::kv::tiers
