@@ -10,6 +10,7 @@
 
 #include "base/check.h"
 #include "engine/step_model.h"
+#include "kv/format.h"
 
 namespace slimkv::testing {
 
@@ -90,5 +91,22 @@ class FakeModel : public engine::StepModel {
  private:
   std::vector<float> w_;  // [vocab][q_dim]
 };
+
+// A prompt of n tokens of the fake model's vocabulary, a function of seed.
+inline std::vector<engine::TokenId> RandomPrompt(int n, int seed) {
+  std::mt19937 rng(seed);
+  std::vector<engine::TokenId> t(n);
+  for (auto &x : t) x = static_cast<engine::TokenId>(rng() % FakeModel::kVocab);
+  return t;
+}
+
+// int4 KV in 16-token blocks with a one-block residual window: sealing and staging within a
+// few dozen tokens.
+inline kv::KvConfig SmallInt4Config() {
+  kv::KvConfig c = *kv::ParsePreset("int4");
+  c.block_tokens = 16;
+  if (c.residual > 0) c.residual = 16;
+  return c;
+}
 
 }  // namespace slimkv::testing

@@ -18,21 +18,9 @@ namespace slimkv::engine {
 namespace {
 
 using testing::FakeModel;
+using testing::RandomPrompt;
+using testing::SmallInt4Config;
 constexpr int kPrompt = 80, kNew = 24;
-
-std::vector<TokenId> Prompt(int n, int seed) {
-  std::mt19937 rng(seed);
-  std::vector<TokenId> t(n);
-  for (auto& x : t) x = static_cast<TokenId>(rng() % FakeModel::kVocab);
-  return t;
-}
-
-kv::KvConfig Config() {
-  kv::KvConfig c = *kv::ParsePreset("int4");
-  c.block_tokens = 16;
-  if (c.residual > 0) c.residual = 16;
-  return c;
-}
 
 struct Output {
   std::vector<TokenId> tokens;
@@ -43,13 +31,13 @@ struct Output {
 // One KV cache (optionally over a gated tier) and a scheduler with prefix sharing.
 struct Server {
   explicit Server(bool tier) {
-    kv = std::move(kv::KvCache::Create(FakeModel::Spec(), Config(), 16 << 20)).value();
+    kv = std::move(kv::KvCache::Create(FakeModel::Spec(), SmallInt4Config(), 16 << 20)).value();
     if (tier) {
       auto t = std::make_unique<kv::tiers::testing::GatedTier>();
       gated = t.get();
       std::vector<std::unique_ptr<kv::tiers::BlockTier>> tiers;
       tiers.push_back(std::move(t));
-      stack = std::make_unique<kv::tiers::TierStack>(FakeModel::Spec(), Config(), kv::tiers::TierStackOptions{},
+      stack = std::make_unique<kv::tiers::TierStack>(FakeModel::Spec(), SmallInt4Config(), kv::tiers::TierStackOptions{},
                                                      std::move(tiers));
       kv->SetTiers(stack.get());
     }
@@ -94,7 +82,7 @@ struct Server {
 };
 
 TEST(PrefetchTest, RunningSequencesKeepSteppingWhileAPrefixIsReadFromASlowTier) {
-  const std::vector<TokenId> a_prompt = Prompt(kPrompt, 1), b_prompt = Prompt(kPrompt, 2);
+  const std::vector<TokenId> a_prompt = RandomPrompt(kPrompt, 1), b_prompt = RandomPrompt(kPrompt, 2);
   // The references: A alone, and B answered from a RAM hit of its own earlier run (the blocks a tier
   // returns are the bytes RAM held).
   Output a_ref, b_first, b_ref;
@@ -141,7 +129,7 @@ TEST(PrefetchTest, RunningSequencesKeepSteppingWhileAPrefixIsReadFromASlowTier) 
   EXPECT_EQ(b.cached, b_ref.cached);
   EXPECT_EQ(b.tokens, b_ref.tokens);
   const SchedulerStats st = s.sched->Stats();
-  EXPECT_EQ(st.tier_stack.prefetch_hits, b.cached / Config().block_tokens);
+  EXPECT_EQ(st.tier_stack.prefetch_hits, b.cached / SmallInt4Config().block_tokens);
   EXPECT_EQ(st.tier_stack.prefetch_hits, st.tier_stack.loaded);  // every record came from the read-ahead
   EXPECT_EQ(st.prefix.tier_blocks, st.tier_stack.loaded);
 }
@@ -150,14 +138,14 @@ TEST(PrefetchTest, RunningSequencesKeepSteppingWhileAPrefixIsReadFromASlowTier) 
 TEST(PrefetchTest, ACancelledRequestEndsItsReadAhead) {
   Server s(true);
   Output warm;
-  s.Submit(Prompt(kPrompt, 2), &warm);
+  s.Submit(RandomPrompt(kPrompt, 2), &warm);
   s.RunToIdle();
   s.kv->ClearPrefixCache();
   s.gated->Close();
   const int64_t unused = s.stack->Stats().prefetch_unused;
   const int gets = s.gated->gets();
   Output b;
-  const RequestId id = s.Submit(Prompt(kPrompt, 2), &b);
+  const RequestId id = s.Submit(RandomPrompt(kPrompt, 2), &b);
   EXPECT_FALSE(s.sched->Step());  // nothing to run: B waits for its read-ahead
   for (int i = 0; i < 1000 && s.gated->blocked() == 0; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(1));

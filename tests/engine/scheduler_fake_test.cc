@@ -13,6 +13,7 @@ namespace slimkv::engine {
 namespace {
 
 using testing::FakeModel;
+using testing::RandomPrompt;
 
 struct Rig {
   Rig(const char *preset, const char *policy, int budget, int n_ctx, size_t bytes, SchedulerOptions so = {}) {
@@ -63,20 +64,13 @@ RequestParams Greedy(std::vector<TokenId> prompt, int max_tokens, Out *out) {
   return p;
 }
 
-std::vector<TokenId> Prompt(int n, int seed) {
-  std::mt19937 rng(seed);
-  std::vector<TokenId> t(n);
-  for (auto &x : t) x = static_cast<TokenId>(rng() % FakeModel::kVocab);
-  return t;
-}
-
 // The prompt is compressed when it ends, in the step that reads its last chunk (SnapKV decides from the
 // prompt's last tokens), not at a later decode step.
 TEST(SchedulerFakeTest, CompressAtTheEndOfThePrompt) {
   Rig rig("fp16", "snapkv", 32, 4096, 8 << 20);
   Out out;
   bool checked = false;
-  RequestParams p = Greedy(Prompt(200, 1), 5, &out);
+  RequestParams p = Greedy(RandomPrompt(200, 1), 5, &out);
   auto inner = p.on_output;
   p.on_output = [&](const RequestOutput &o) {
     if (!o.finished && out.tokens.empty()) {  // the first token: only the prompt has run
@@ -100,7 +94,7 @@ TEST(SchedulerFakeTest, ReservesSlotsBeforeTheForwardPass) {
   Rig rig("fp16", nullptr, 0, 4096, budget,
           {.max_running = 6, .max_batch_tokens = 32, .prefix_sharing = false});
   std::vector<Out> outs(6);
-  for (int i = 0; i < 6; ++i) ASSERT_TRUE(rig.sched->Submit(Greedy(Prompt(40, 10 + i), 48, &outs[i])).ok());
+  for (int i = 0; i < 6; ++i) ASSERT_TRUE(rig.sched->Submit(Greedy(RandomPrompt(40, 10 + i), 48, &outs[i])).ok());
   rig.RunUntilIdle();
   const SchedulerStats st = rig.sched->Stats();
   EXPECT_GT(st.preemptions, 0u);
@@ -115,7 +109,7 @@ TEST(SchedulerFakeTest, ReservesSlotsBeforeTheForwardPass) {
 TEST(SchedulerFakeTest, JsonObjectNeedsATokenizer) {
   Rig rig("fp16", nullptr, 0, 4096, 8 << 20);
   Out out;
-  RequestParams p = Greedy(Prompt(8, 1), 4, &out);
+  RequestParams p = Greedy(RandomPrompt(8, 1), 4, &out);
   p.json_object = true;
   const auto r = rig.sched->Submit(std::move(p));
   ASSERT_FALSE(r.ok());
@@ -129,7 +123,7 @@ TEST(SchedulerFakeTest, JsonObjectNeedsATokenizer) {
 TEST(SchedulerFakeTest, StreamingPolicyRunsPastTheContext) {
   Rig rig("int4", "sinks", 32, 64, 8 << 20);
   Out out;
-  ASSERT_TRUE(rig.sched->Submit(Greedy(Prompt(100, 2), 400, &out)).ok());  // prompt longer than -c
+  ASSERT_TRUE(rig.sched->Submit(Greedy(RandomPrompt(100, 2), 400, &out)).ok());  // prompt longer than -c
   // Memory after the budget has filled never exceeds what an early stretch held.
   size_t early = 0;
   for (int i = 0; i < 100000 && !rig.sched->Idle(); ++i) {
@@ -147,8 +141,8 @@ TEST(SchedulerFakeTest, StreamingPolicyRunsPastTheContext) {
             kv::PolicyPeakSequenceBytes(FakeModel::Spec(), rig.kv->config(), rig.kv->policy(), 1 << 20, 512));
   Rig plain("int4", nullptr, 0, 64, 8 << 20);
   Out o2;
-  EXPECT_EQ(plain.sched->Submit(Greedy(Prompt(100, 2), 400, &o2)).status().code(), StatusCode::kOutOfRange);
-  ASSERT_TRUE(plain.sched->Submit(Greedy(Prompt(20, 2), 400, &o2)).ok());
+  EXPECT_EQ(plain.sched->Submit(Greedy(RandomPrompt(100, 2), 400, &o2)).status().code(), StatusCode::kOutOfRange);
+  ASSERT_TRUE(plain.sched->Submit(Greedy(RandomPrompt(20, 2), 400, &o2)).ok());
   plain.RunUntilIdle();
   EXPECT_EQ(o2.tokens.size(), 64u - 20u);  // stops at the context
 }
@@ -161,14 +155,14 @@ TEST(SchedulerFakeTest, PreemptionReplaysEvictions) {
   for (int i = 0; i < 6; ++i) {
     Rig rig("int4", "h2o", 32, 4096, 8 << 20, so);
     Out out;
-    ASSERT_TRUE(rig.sched->Submit(Greedy(Prompt(20, 20 + i), 150, &out)).ok());
+    ASSERT_TRUE(rig.sched->Submit(Greedy(RandomPrompt(20, 20 + i), 150, &out)).ok());
     rig.RunUntilIdle();
     alone.push_back(out.tokens);
   }
   // A pool that holds the six prompts but not all of them decoding: one is preempted.
   Rig rig("int4", "h2o", 32, 4096, 40000, so);
   std::vector<Out> outs(6);
-  for (int i = 0; i < 6; ++i) ASSERT_TRUE(rig.sched->Submit(Greedy(Prompt(20, 20 + i), 150, &outs[i])).ok());
+  for (int i = 0; i < 6; ++i) ASSERT_TRUE(rig.sched->Submit(Greedy(RandomPrompt(20, 20 + i), 150, &outs[i])).ok());
   rig.RunUntilIdle();
   EXPECT_GT(rig.sched->Stats().preemptions, 0u);
   EXPECT_EQ(rig.sched->Stats().failed, 0u);
@@ -181,8 +175,8 @@ TEST(SchedulerFakeTest, ForcedTokensGiveARowEach) {
   for (const char *policy : {static_cast<const char *>(nullptr), "h2o"}) {
     Rig rig("fp16", policy, 32, 4096, 8 << 20, {.max_batch_tokens = 64});
     RequestParams p;
-    p.prompt = Prompt(50, 3);
-    p.forced = Prompt(100, 4);
+    p.prompt = RandomPrompt(50, 3);
+    p.forced = RandomPrompt(100, 4);
     int rows = 0;
     p.on_logits = [&](std::span<const float> row) {
       EXPECT_EQ(row.size(), static_cast<size_t>(FakeModel::kVocab));
@@ -201,11 +195,11 @@ TEST(SchedulerFakeTest, ForcedTokensGiveARowEach) {
 // their own part.
 TEST(SchedulerFakeTest, SharedPrefixUnderEviction) {
   Rig rig("fp16", "h2o", 64, 4096, 16 << 20, {.max_running = 8, .max_batch_tokens = 512});
-  const std::vector<TokenId> system = Prompt(256, 5);
+  const std::vector<TokenId> system = RandomPrompt(256, 5);
   std::vector<Out> outs(8);
   for (int i = 0; i < 8; ++i) {
     std::vector<TokenId> p = system;
-    for (TokenId t : Prompt(40, 100 + i)) p.push_back(t);
+    for (TokenId t : RandomPrompt(40, 100 + i)) p.push_back(t);
     ASSERT_TRUE(rig.sched->Submit(Greedy(p, 20, &outs[i])).ok());
     rig.RunUntilIdle();  // one after the other: each finds the published prefix
   }
@@ -224,11 +218,11 @@ TEST(SchedulerFakeTest, SharedPrefixArrivingTogetherUnderEviction) {
     // and publishing stops at the first eviction).
     Rig rig("fp16", with_policy ? "h2o" : nullptr, 256, 4096, 16 << 20,
             {.max_running = 8, .max_batch_tokens = 128});
-    const std::vector<TokenId> system = Prompt(256, 6);
+    const std::vector<TokenId> system = RandomPrompt(256, 6);
     std::vector<Out> outs(8);
     for (int i = 0; i < 8; ++i) {
       std::vector<TokenId> p = system;
-      for (TokenId t : Prompt(40, 300 + i)) p.push_back(t);
+      for (TokenId t : RandomPrompt(40, 300 + i)) p.push_back(t);
       ASSERT_TRUE(rig.sched->Submit(Greedy(p, 10, &outs[i])).ok());
     }
     rig.RunUntilIdle();
@@ -249,7 +243,7 @@ TEST(SchedulerFakeTest, StreamingConversationAttachesAtMostItsBudget) {
   std::vector<TokenId> history;
   std::vector<size_t> peak;
   for (int turn = 0; turn < 10; ++turn) {
-    for (TokenId t : Prompt(40, 200 + turn)) history.push_back(t);
+    for (TokenId t : RandomPrompt(40, 200 + turn)) history.push_back(t);
     Out out;
     ASSERT_TRUE(rig.sched->Submit(Greedy(history, 8, &out)).ok());
     size_t most = 0;
@@ -283,7 +277,7 @@ TEST(SchedulerFakeTest, MixedRowsPerEntryMatchEachAlone) {
   };
   const auto submit = [](Rig &rig, Run *run, int which) {
     if (which & 1) {
-      RequestParams p = Greedy(Prompt(70, 11), 3, &run->echo);
+      RequestParams p = Greedy(RandomPrompt(70, 11), 3, &run->echo);
       p.prompt_logprobs = true;
       p.logprobs = 2;
       auto inner = p.on_output;
@@ -294,11 +288,11 @@ TEST(SchedulerFakeTest, MixedRowsPerEntryMatchEachAlone) {
       };
       ASSERT_TRUE(rig.sched->Submit(std::move(p)).ok());
     }
-    if (which & 2) ASSERT_TRUE(rig.sched->Submit(Greedy(Prompt(40, 12), 4, &run->plain)).ok());
+    if (which & 2) ASSERT_TRUE(rig.sched->Submit(Greedy(RandomPrompt(40, 12), 4, &run->plain)).ok());
     if (which & 4) {
       RequestParams p;
-      p.prompt = Prompt(30, 13);
-      p.forced = Prompt(20, 14);
+      p.prompt = RandomPrompt(30, 13);
+      p.forced = RandomPrompt(20, 14);
       p.on_logits = [run](std::span<const float> row) {
         run->forced_rows.emplace_back(row.begin(), row.end());
       };
@@ -317,7 +311,7 @@ TEST(SchedulerFakeTest, MixedRowsPerEntryMatchEachAlone) {
     rig.RunUntilIdle();
     ASSERT_EQ(alone.prompt_lp.size(), 69u);
     ASSERT_EQ(together.prompt_lp.size(), 69u);
-    const std::vector<TokenId> prompt = Prompt(70, 11);
+    const std::vector<TokenId> prompt = RandomPrompt(70, 11);
     for (size_t i = 0; i < 69; ++i) {
       EXPECT_EQ(together.prompt_lp[i].token, prompt[i + 1]);
       EXPECT_NEAR(together.prompt_lp[i].logprob, alone.prompt_lp[i].logprob, 1e-5) << i;

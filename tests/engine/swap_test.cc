@@ -17,35 +17,23 @@ namespace slimkv::engine {
 namespace {
 
 using testing::FakeModel;
+using testing::RandomPrompt;
+using testing::SmallInt4Config;
 constexpr int kRequests = 6, kPrompt = 40, kNew = 48;
-
-std::vector<TokenId> Prompt(int n, int seed) {
-  std::mt19937 rng(seed);
-  std::vector<TokenId> t(n);
-  for (auto& x : t) x = static_cast<TokenId>(rng() % FakeModel::kVocab);
-  return t;
-}
-
-kv::KvConfig Config() {
-  kv::KvConfig c = *kv::ParsePreset("int4");
-  c.block_tokens = 16;
-  if (c.residual > 0) c.residual = 16;
-  return c;
-}
 
 // A pool of `bytes`, optionally over a disk tier, running kRequests greedy requests to the end. Clocks stand
 // still (injected), so the swap-or-recompute rule sees only the rates a test gives it.
 struct Trial {
   Trial(size_t bytes, bool prefix_sharing, bool disk, double fetch_bytes_per_s = 0,
         double prefill_tokens_per_s = 0) {
-    kv = std::move(kv::KvCache::Create(FakeModel::Spec(), Config(), bytes)).value();
+    kv = std::move(kv::KvCache::Create(FakeModel::Spec(), SmallInt4Config(), bytes)).value();
     if (disk) {
       auto d = kv::tiers::DiskTier::Open({.dir = dir.path(), .budget_bytes = 64 << 20, .clock = clock.fn()});
       EXPECT_TRUE(d.ok()) << d.status().ToString();
       std::vector<std::unique_ptr<kv::tiers::BlockTier>> tiers;
       tiers.push_back(std::move(d).value());
       stack = std::make_unique<kv::tiers::TierStack>(
-          FakeModel::Spec(), Config(), kv::tiers::TierStackOptions{.clock = clock.fn()}, std::move(tiers));
+          FakeModel::Spec(), SmallInt4Config(), kv::tiers::TierStackOptions{.clock = clock.fn()}, std::move(tiers));
       kv->SetTiers(stack.get());
     }
     // One fetch of a 4 KB record at the given rate (the fake model's records are about that size).
@@ -65,7 +53,7 @@ struct Trial {
     outs.resize(kRequests);
     for (int i = 0; i < kRequests; ++i) {
       RequestParams p;
-      p.prompt = Prompt(kPrompt, 10 + i);
+      p.prompt = RandomPrompt(kPrompt, 10 + i);
       p.max_tokens = kNew;
       p.sampling.temperature = 0;
       p.ignore_eos = true;
@@ -94,7 +82,7 @@ struct Trial {
 };
 
 // Room for about two of the six sequences at their full length: preemption happens.
-size_t TightBudget() { return kv::KvCache::BudgetFor(FakeModel::Spec(), Config(), kPrompt + kNew, 2, 16); }
+size_t TightBudget() { return kv::KvCache::BudgetFor(FakeModel::Spec(), SmallInt4Config(), kPrompt + kNew, 2, 16); }
 
 const std::vector<std::vector<TokenId>>& Alone() {
   static const std::vector<std::vector<TokenId>> outs = Trial(64 << 20, false, false).outs;
