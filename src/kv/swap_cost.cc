@@ -16,7 +16,12 @@ void SwapCost::ObservePrefill(int64_t tokens, double seconds) {
 }
 
 bool SwapCost::FetchPays(int64_t blocks, int64_t bytes_per_block, int tokens_per_block) {
-  const bool fetch = WouldFetch(blocks, bytes_per_block, tokens_per_block);
+  bool fetch = WouldFetch(blocks, bytes_per_block, tokens_per_block);
+  if (!fetch && recompute_run_ >= kProbeAfter) {
+    fetch = true;
+    ++probes_;
+  }
+  recompute_run_ = fetch ? 0 : recompute_run_ + 1;
   ++(fetch ? fetch_chosen_ : recompute_chosen_);
   return fetch;
 }
@@ -35,6 +40,7 @@ bool SwapCost::WouldFetch(int64_t blocks, int64_t bytes_per_block, int tokens_pe
 SwapCostStats SwapCost::stats() const {
   return {.fetch_chosen = fetch_chosen_,
           .recompute_chosen = recompute_chosen_,
+          .probes = probes_,
           .fetch_bytes_per_s = fetch_bytes_per_s(),
           .prefill_tokens_per_s = prefill_tokens_per_s()};
 }

@@ -199,6 +199,10 @@ void TierMetrics(Writer& w, const engine::SchedulerStats& s) {
              static_cast<double>(s.swap.fetch_chosen));
     w.Sample("slimkv_kv_tier_fetch_decisions_total{decision=\"recompute\"}",
              static_cast<double>(s.swap.recompute_chosen));
+    w.Metric("slimkv_kv_tier_fetch_probes_total", "counter",
+             "Fetch decisions taken only to measure a tier again after recomputing won 32 times in a row "
+             "(counted in decision=\"fetch\" too).",
+             static_cast<double>(s.swap.probes));
     w.Metric("slimkv_kv_tier_fetch_bytes_per_second", "gauge",
              "Measured rate of tier fetches (0: not measured yet).", s.swap.fetch_bytes_per_s);
     w.Metric("slimkv_prefill_tokens_per_second", "gauge",

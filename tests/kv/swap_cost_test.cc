@@ -56,6 +56,29 @@ TEST(SwapCostTest, FollowsAChangingRate) {
   EXPECT_FALSE(c.FetchPays(1, kRecordBytes, kTokens));
 }
 
+// A tier measured slow is probed again after kProbeAfter recompute decisions in a row: one fetch,
+// which measures it anew (here it has become fast, and fetching wins again).
+TEST(SwapCostTest, ASlowTierIsProbedAgain) {
+  SwapCost c;
+  c.ObservePrefill(1000, 1.0);
+  c.ObserveFetch(1 << 20, 1.0);  // 1 MB/s: recomputing wins
+  for (int i = 0; i < SwapCost::kProbeAfter; ++i) EXPECT_FALSE(c.FetchPays(1, kRecordBytes, kTokens)) << i;
+  EXPECT_TRUE(c.FetchPays(1, kRecordBytes, kTokens));  // the probe
+  EXPECT_EQ(c.stats().probes, 1);
+  EXPECT_EQ(c.stats().fetch_chosen, 1);
+  EXPECT_EQ(c.stats().recompute_chosen, SwapCost::kProbeAfter);
+  EXPECT_FALSE(c.FetchPays(1, kRecordBytes, kTokens));  // the run starts again
+  for (int i = 0; i < 40; ++i) c.ObserveFetch(100 << 20, 1.0);  // what the probes measured: fast now
+  EXPECT_TRUE(c.FetchPays(1, kRecordBytes, kTokens));
+  EXPECT_EQ(c.stats().probes, 1);
+  // The read-ahead's question is not a decision: it neither counts nor probes.
+  SwapCost d;
+  d.ObservePrefill(1000, 1.0);
+  d.ObserveFetch(1 << 20, 1.0);
+  for (int i = 0; i < 2 * SwapCost::kProbeAfter; ++i) EXPECT_FALSE(d.WouldFetch(1, kRecordBytes, kTokens));
+  EXPECT_EQ(d.stats().recompute_chosen, 0);
+}
+
 // The mean record size the caller weighs: what fetches returned (staged fp16 blocks are 3.6x int4 ones).
 TEST(SwapCostTest, RecordBytesAreMeasured) {
   SwapCost c;

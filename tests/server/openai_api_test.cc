@@ -414,6 +414,7 @@ TEST(MetricsTest, KvTierSeries) {
   s.tier_stack.prefetch_unused = 1;
   s.swap.fetch_chosen = 4;
   s.swap.recompute_chosen = 1;
+  s.swap.probes = 1;
   s.preempted_tokens_swapped = 64;
   s.preempted_tokens_recomputed = 16;
   const std::string text = PrometheusText(s, "model");
@@ -439,6 +440,7 @@ TEST(MetricsTest, KvTierSeries) {
                            R"(slimkv_kv_tier_read_ahead_records_total{outcome="unused"} 1)",
                            R"(slimkv_kv_tier_fetch_decisions_total{decision="fetch"} 4)",
                            R"(slimkv_kv_tier_fetch_decisions_total{decision="recompute"} 1)",
+                           "slimkv_kv_tier_fetch_probes_total 1",
                            R"(slimkv_preempted_tokens_total{path="swap"} 64)",
                            R"(slimkv_preempted_tokens_total{path="recompute"} 16)"}) {
     EXPECT_NE(text.find(std::string(line) + "\n"), std::string::npos) << line;
