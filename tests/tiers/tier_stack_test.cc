@@ -35,11 +35,7 @@ struct Stack {
     for (int k = 1; k <= n; ++k) ASSERT_TRUE(tier->Put(kFp, k, Record(k)).ok());
   }
   static std::vector<uint8_t> Record(uint64_t key) { return MakeRecord(kFp, key, key - 1, key); }
-  void WaitRead(PrefetchId id) {
-    for (int i = 0; i < 10000 && stack->PrefetchPending(id); ++i)
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    ASSERT_FALSE(stack->PrefetchPending(id));
-  }
+  void WaitRead(PrefetchId id) { ASSERT_TRUE(stack->WaitPrefetch(id, 10)); }
   GatedTier* tier = nullptr;
   std::unique_ptr<TierStack> stack;
 };
@@ -83,7 +79,7 @@ TEST(TierStackPrefetchTest, ASlowTierHoldsUpOnlyTheReader) {
   const PrefetchId id = s.stack->Prefetch(kFp, {1, 2});
   for (int i = 0; i < 10000 && s.tier->blocked() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   ASSERT_EQ(s.tier->blocked(), 1);
-  EXPECT_TRUE(s.stack->PrefetchPending(id));
+  EXPECT_FALSE(s.stack->WaitPrefetch(id, 0));  // still reading
   EXPECT_EQ(s.stack->Stats().prefetched, 0);
   s.tier->Open();
   s.WaitRead(id);
@@ -99,7 +95,7 @@ TEST(TierStackPrefetchTest, EndingAPrefetchWhileItReadsKeepsNothing) {
   const PrefetchId id = s.stack->Prefetch(kFp, {1, 2, 3});
   for (int i = 0; i < 10000 && s.tier->blocked() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   s.stack->EndPrefetch(id);  // the request was cancelled while its first record was being read
-  EXPECT_FALSE(s.stack->PrefetchPending(id));
+  EXPECT_TRUE(s.stack->WaitPrefetch(id, 0));  // not reading it any more
   s.tier->Open();
   // The reader finishes its read, finds the prefetch ended and stops: keys 2 and 3 are never read.
   const PrefetchId next = s.stack->Prefetch(kFp, {3});

@@ -93,11 +93,6 @@ PrefetchId TierStack::Prefetch(const Fingerprint& fp, std::vector<uint64_t> keys
   return id;
 }
 
-bool TierStack::PrefetchPending(PrefetchId id) const {
-  std::lock_guard lock(mu_);
-  return prefetch_pending_.count(id) > 0;
-}
-
 bool TierStack::WaitPrefetch(PrefetchId id, double seconds) {
   std::unique_lock lock(mu_);
   return prefetch_idle_.wait_for(lock, std::chrono::duration<double>(seconds),
@@ -109,7 +104,6 @@ void TierStack::EndPrefetch(PrefetchId id) {
   std::lock_guard lock(mu_);
   prefetch_pending_.erase(id);  // the reader stops at its next key
   std::erase_if(prefetch_queue_, [&](const PrefetchJob& j) { return j.id == id; });
-  if (prefetch_queue_.empty() && !reading_) prefetch_idle_.notify_all();
   for (auto it = ahead_.begin(); it != ahead_.end();) {
     if (it->second.id == id) {
       ahead_bytes_ -= it->second.record.size();
@@ -128,7 +122,6 @@ void TierStack::ReaderLoop() {
     if (stop_) break;
     PrefetchJob job = std::move(prefetch_queue_.front());
     prefetch_queue_.pop_front();
-    reading_ = true;
     for (uint64_t key : job.keys) {
       if (stop_ || !prefetch_pending_.count(job.id)) break;  // ended by its owner
       if (ahead_.count(key)) continue;  // read ahead for another request with the same prefix
@@ -148,16 +141,9 @@ void TierStack::ReaderLoop() {
       ahead_[key] = ReadAhead{.fp = job.fp, .id = job.id, .record = std::move(*r), .seconds = dt};
     }
     prefetch_pending_.erase(job.id);
-    reading_ = false;
-    prefetch_idle_.notify_all();  // WaitPrefetch(job.id), and WaitPrefetches when nothing is left
+    prefetch_idle_.notify_all();  // WaitPrefetch(job.id)
   }
-  reading_ = false;
   prefetch_idle_.notify_all();
-}
-
-void TierStack::WaitPrefetches() {
-  std::unique_lock lock(mu_);
-  prefetch_idle_.wait(lock, [&] { return stop_ || (prefetch_queue_.empty() && !reading_); });
 }
 
 void TierStack::Store(const Fingerprint& fp, uint64_t key, std::vector<uint8_t> record) {

@@ -77,15 +77,10 @@ class TierStack {
   // Queues `keys` (a prefix chain, in order) for the reader thread, which stops at the first
   // key no tier holds (the chain ends there) or when the read-ahead map is full.
   PrefetchId Prefetch(const Fingerprint& fp, std::vector<uint64_t> keys);
-  // Whether the reader has not finished with `id` yet.
-  bool PrefetchPending(PrefetchId id) const;
-  // Waits at most `seconds` for the reader to finish with `id`; whether it has.
+  // Waits at most `seconds` (0: not at all) for the reader to finish with `id`; whether it has.
   bool WaitPrefetch(PrefetchId id, double seconds);
   // Stops reading `id` and drops the records of it that Load has not taken.
   void EndPrefetch(PrefetchId id);
-  // Waits until the reader has nothing queued or in hand (tests that step a scheduler by hand
-  // call it after each step, as Flush, so what a step sees does not depend on the reader's timing).
-  void WaitPrefetches();
   // Waits until every queued record is written (tests, benchmarks, shutdown).
   void Flush();
   void CountRejected();
@@ -137,7 +132,6 @@ class TierStack {
   std::unordered_map<uint64_t, ReadAhead> ahead_;    // key -> a record read ahead
   size_t ahead_bytes_ = 0;
   PrefetchId next_prefetch_ = 1;
-  bool reading_ = false;
   std::condition_variable prefetch_wake_, prefetch_idle_;
   std::thread writer_, reader_;
 };
