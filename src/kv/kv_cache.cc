@@ -307,7 +307,7 @@ void KvCache::Append(int layer, std::span<const StepChunk> chunks, const float* 
           TokenStats& ts = s.stats[st];
           ts.pos[slot] = s.length + i;
           ts.mass[slot] = ts.last_mass[slot] = 0.0f;
-          ts.score[slot] = evictor_->OnAppend(kx, hd);
+          ts.score[slot] = evictor_->OnAppend(kx, vx, hd);
         }
         if (config_.k.rotate) k_rot_[st].Apply(kx);
         if (config_.v.rotate) v_rot_[st].Apply(vx);

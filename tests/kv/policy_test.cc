@@ -5,7 +5,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <numeric>
+#include <random>
 
 #include "kv/policies/eviction_policy.h"
 #include "kv/policies/merge.h"
@@ -97,7 +99,8 @@ TEST(PolicyTest, ExpectedKeepsTheSinksWhateverTheQueriesExpect) {
   stats.q_mean = {1, 0, 0, 0};
   stats.q_sq = {1, 0, 0, 0};
   stats.q_count = 32;
-  StreamView v = View(pos, none, none);
+  const std::vector<float> vnorm(n, 1.0f);
+  StreamView v = View(pos, none, vnorm);
   v.keys = keys;
   v.stats = &stats;
   v.head_dim = hd;
@@ -108,6 +111,80 @@ TEST(PolicyTest, ExpectedKeepsTheSinksWhateverTheQueriesExpect) {
   // With the sinks option at 0 they go: the score alone decides.
   const std::vector<int> plain = Keep("expected:sinks=0", budget, v);
   EXPECT_EQ(std::count_if(plain.begin(), plain.end(), [](int t) { return t < 4; }), 0);
+}
+
+// Expected Attention scores each query head by its own moments: a head that looks at a few
+// tokens keeps them, though another head of the group attends elsewhere more strongly.
+// Averaging the heads' moments first (the first build did) makes a mean query that points
+// where the strong head looks and keeps only those tokens. A token's score also scales with
+// its value's norm.
+TEST(PolicyTest, ExpectedScoresEachQueryHeadByItsOwnMoments) {
+  const int n = 64, hd = 2, budget = 16;
+  std::vector<int32_t> pos(n);
+  std::iota(pos.begin(), pos.end(), 0);
+  std::vector<float> none(n, 0.0f), vnorm(n, 1.0f), keys(static_cast<size_t>(n) * hd, 0.0f);
+  for (int t = 0; t < n; ++t) keys[static_cast<size_t>(t) * hd + 1] = 1.0f;  // where head 1 looks
+  for (int t = 10; t < 15; ++t) keys[static_cast<size_t>(t) * hd] = 1.0f, keys[t * hd + 1] = 0.0f;  // head 0's
+  TokenStats stats;
+  stats.q_mean = {4, 0, 0, 20};  // [head][dim], no variance
+  stats.q_sq = {16, 0, 0, 400};
+  stats.q_count = 64;
+  StreamView v = View(pos, none, vnorm);
+  v.keys = keys;
+  v.stats = &stats;
+  v.head_dim = hd;
+  const std::vector<int> keep = Keep("expected:sinks=0:recent=1", budget, v);
+  for (int t = 10; t < 15; ++t) EXPECT_TRUE(std::count(keep.begin(), keep.end(), t)) << "token " << t;
+  // Equal keys: the larger values stay.
+  std::vector<float> flat(static_cast<size_t>(n) * hd, 1.0f);
+  for (int t = 0; t < n; ++t) vnorm[t] = t >= 40 && t < 50 ? 5.0f : 1.0f;
+  v.keys = flat;
+  v.score = vnorm;
+  const std::vector<int> big = Keep("expected:sinks=0:recent=1", budget, v);
+  for (int t = 40; t < 50; ++t) EXPECT_TRUE(std::count(big.begin(), big.end(), t)) << "token " << t;
+}
+
+// The scores against the formula written out: the softmax over tokens of each head's expected
+// logit c mean.k + c^2/2 sum var k^2, averaged over the heads, times |v|.
+TEST(PolicyTest, ExpectedScoresMatchTheFormula) {
+  const int n = 50, hd = 8, group = 3;
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<int32_t> pos(n);
+  std::iota(pos.begin(), pos.end(), 0);
+  std::vector<float> none(n, 0.0f), vnorm(n), keys(static_cast<size_t>(n) * hd);
+  for (float& x : keys) x = 2 * nd(rng);
+  for (float& x : vnorm) x = 0.5f + std::abs(nd(rng));
+  TokenStats stats;
+  for (int j = 0; j < group * hd; ++j) {
+    const float m = nd(rng), var = std::abs(nd(rng));
+    stats.q_mean.push_back(m);
+    stats.q_sq.push_back(var + m * m);
+  }
+  stats.q_count = 100;
+  StreamView v = View(pos, none, vnorm);
+  v.keys = keys;
+  v.stats = &stats;
+  v.head_dim = hd;
+  std::vector<float> got;
+  EvictionPolicy::Create(*ParsePolicy("expected", 16))->Score(v, &got);
+  ASSERT_EQ(got.size(), static_cast<size_t>(n));
+  std::vector<double> want(n, 0.0);
+  const double c = 1 / std::sqrt(double{hd});
+  for (int g = 0; g < group; ++g) {
+    std::vector<double> e(n);
+    double sum = 0;
+    for (int t = 0; t < n; ++t) {
+      double z = 0;
+      for (int d = 0; d < hd; ++d) {
+        const double m = stats.q_mean[g * hd + d], var = stats.q_sq[g * hd + d] - m * m, k = keys[t * hd + d];
+        z += c * m * k + c * c / 2 * var * k * k;
+      }
+      sum += e[t] = std::exp(z);
+    }
+    for (int t = 0; t < n; ++t) want[t] += e[t] / sum / group;
+  }
+  for (int t = 0; t < n; ++t) EXPECT_NEAR(got[t], want[t] * vnorm[t], 1e-5 * want[t] * vnorm[t] + 1e-9) << t;
 }
 
 // After the prompt a policy chooses whole blocks: the lowest mean score leaves

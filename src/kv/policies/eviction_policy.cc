@@ -93,7 +93,7 @@ class SnapKvPolicy : public EvictionPolicy {
 class KnormPolicy : public EvictionPolicy {
  public:
   using EvictionPolicy::EvictionPolicy;
-  float OnAppend(const float* key, int hd) const override {
+  float OnAppend(const float* key, const float*, int hd) const override {
     double norm = 0;
     for (int d = 0; d < hd; ++d) norm += static_cast<double>(key[d]) * key[d];
     return -static_cast<float>(std::sqrt(norm));
@@ -103,12 +103,16 @@ class KnormPolicy : public EvictionPolicy {
   }
 };
 
-// expected: Expected Attention. Future queries are modelled as a Gaussian with
-// the moments of the recent ones, q ~ N(mean, diag(var)); a key's score is the
-// log of the attention it expects, log E[exp(q.k c)] = c mean.k + c^2/2 sum_d
-// var_d k_d^2 (c = 1/sqrt(d)). Queries and keys are taken after RoPE and
-// unrotated, so the moments and the keys live in one domain whatever the format
-// stores (rotated formats are unrotated when the cache reads keys back).
+// expected: Expected Attention (Devoto et al., 2025; KVPress's ExpectedAttentionPress).
+// Each query head's future queries are modelled as a Gaussian with the moments of its recent
+// ones, q ~ N(mean, diag(var)); a key's expected logit under head g is
+// z_g = c mean_g.k + c^2/2 sum_d var_g,d k_d^2 (c = 1/sqrt(d), log E[exp(q.k c)]), the
+// head's expected attention is softmax_t(z_g), the group's is the mean over its heads, and
+// the score is that times |v| (what the token adds to the output). Heads keep their own
+// moments: the mean query of several heads is no head's query, and a needle one head
+// retrieves would be averaged away. Queries and keys are taken after RoPE and unrotated, so
+// the moments and the keys live in one domain whatever the format stores (rotated formats
+// are unrotated when the cache reads keys back).
 class ExpectedPolicy : public EvictionPolicy {
  public:
   using EvictionPolicy::EvictionPolicy;
@@ -117,20 +121,22 @@ class ExpectedPolicy : public EvictionPolicy {
   // The first tokens stay (KVPress's n_sink = 4): the attention sink draws mass no moment of
   // the queries predicts, and losing it costs more than any other token.
   int sinks() const override { return spec_.sinks; }
+  float OnAppend(const float* key, const float* value, int hd) const override {
+    double norm = 0;
+    for (int d = 0; d < hd; ++d) norm += static_cast<double>(value[d]) * value[d];
+    return static_cast<float>(std::sqrt(norm));
+  }
   void ObserveQueries(TokenStats& s, const float* q, int64_t ldq, int n_tokens, int group,
                       int hd) const override {
-    // Exponential moving moments, a short memory: future queries resemble
-    // recent ones.
-    if (s.q_mean.empty()) s.q_mean.assign(hd, 0.0f), s.q_sq.assign(hd, 0.0f);
+    // Exponential moving moments, a short memory: future queries resemble recent ones.
+    const size_t m = static_cast<size_t>(group) * hd;
+    if (s.q_mean.size() != m) s.q_mean.assign(m, 0.0f), s.q_sq.assign(m, 0.0f);
     for (int i = 0; i < n_tokens; ++i) {
-      const double a = std::max(1.0 / static_cast<double>(s.q_count + 1 + i), 1.0 / 64.0);
-      const double w = a / group;
-      for (int g = 0; g < group; ++g) {
-        const float* x = q + i * ldq + g * hd;
-        for (int d = 0; d < hd; ++d) {
-          s.q_mean[d] = static_cast<float>((1 - w) * s.q_mean[d] + w * x[d]);
-          s.q_sq[d] = static_cast<float>((1 - w) * s.q_sq[d] + w * x[d] * x[d]);
-        }
+      const double w = std::max(1.0 / static_cast<double>(s.q_count + 1 + i), 1.0 / 64.0);
+      const float* x = q + i * ldq;
+      for (size_t j = 0; j < m; ++j) {
+        s.q_mean[j] = static_cast<float>((1 - w) * s.q_mean[j] + w * x[j]);
+        s.q_sq[j] = static_cast<float>((1 - w) * s.q_sq[j] + w * x[j] * x[j]);
       }
     }
     s.q_count += n_tokens;
@@ -138,18 +144,30 @@ class ExpectedPolicy : public EvictionPolicy {
   void Score(const StreamView& v, std::vector<float>* score) const override {
     const int n = v.size(), hd = v.head_dim;
     score->assign(n, 0.0f);
-    if (v.keys.empty() || !v.stats || v.stats->q_mean.empty()) return;
+    if (n == 0 || v.keys.empty() || !v.stats || v.stats->q_mean.empty()) return;
+    const int group = static_cast<int>(v.stats->q_mean.size()) / hd;
     const double c = 1.0 / std::sqrt(static_cast<double>(hd));
-    const auto& mean = v.stats->q_mean;
-    const auto& sq = v.stats->q_sq;
-    for (int t = 0; t < n; ++t) {
-      const float* k = v.keys.data() + static_cast<size_t>(t) * hd;
-      double e = 0;
-      for (int d = 0; d < hd; ++d) {
-        const double var = std::max(0.0, static_cast<double>(sq[d]) - static_cast<double>(mean[d]) * mean[d]);
-        e += c * mean[d] * k[d] + 0.5 * c * c * var * k[d] * k[d];
+    std::vector<double> z(n), attn(n, 0.0), var(hd);
+    for (int g = 0; g < group; ++g) {
+      const float* mean = v.stats->q_mean.data() + static_cast<size_t>(g) * hd;
+      const float* sq = v.stats->q_sq.data() + static_cast<size_t>(g) * hd;
+      for (int d = 0; d < hd; ++d)
+        var[d] = std::max(0.0, static_cast<double>(sq[d]) - static_cast<double>(mean[d]) * mean[d]);
+      double top = -INFINITY;
+      for (int t = 0; t < n; ++t) {
+        const float* k = v.keys.data() + static_cast<size_t>(t) * hd;
+        double e = 0;
+        for (int d = 0; d < hd; ++d) e += c * mean[d] * k[d] + 0.5 * c * c * var[d] * k[d] * k[d];
+        z[t] = e;
+        top = std::max(top, e);
       }
-      (*score)[t] = static_cast<float>(e);
+      double sum = 0;
+      for (int t = 0; t < n; ++t) sum += (z[t] = std::exp(z[t] - top));
+      for (int t = 0; t < n; ++t) attn[t] += z[t] / sum;
+    }
+    for (int t = 0; t < n; ++t) {
+      const double vnorm = v.score.empty() ? 1.0 : v.score[t];
+      (*score)[t] = static_cast<float>(attn[t] / group * vnorm);
     }
   }
 };

@@ -50,8 +50,9 @@ class EvictionPolicy {
   // decode step: its one).
   virtual int observed_tokens() const { return 32; }
 
-  // Hooks. A key (after RoPE, unrotated) arrives: what to remember in TokenStats::score.
-  virtual float OnAppend(const float* key, int head_dim) const { return 0.0f; }
+  // Hooks. A token's key (after RoPE, unrotated) and value arrive: what to remember in
+  // TokenStats::score.
+  virtual float OnAppend(const float* key, const float* value, int head_dim) const { return 0.0f; }
   // The step's attention over the stream's slots: `weights` summed over the
   // observed query rows, `newest` of the newest token (query heads averaged);
   // both [slots].

@@ -14,9 +14,10 @@ struct TokenStats {
   std::vector<int32_t> pos;      // [slot] RoPE position the key was stored with; -1 for a hole
   std::vector<float> mass;       // [slot] accumulated attention mass (summed over query rows)
   std::vector<float> last_mass;  // [slot] attention mass of the latest step's newest token
-  std::vector<float> score;      // [slot] what the policy scored at append (knorm: -|k|)
+  std::vector<float> score;      // [slot] what the policy scored at append (knorm: -|k|, expected: |v|)
   std::vector<float> q_mean,
-      q_sq;             // [head_dim] moments of the recent queries of the stream's group
+      q_sq;             // [group][head_dim] moments of the recent queries of each query head
+                        // of the stream's group
   int64_t q_count = 0;  // query tokens seen by those moments
 
   // Slots [old size, slots) appear as holes with zero statistics.
