@@ -58,9 +58,11 @@ struct Scheduler::Seq {
   TokenLogprob logprob;
   bool done = false;
   bool publish_on_exit = false;  // finished normally: keep its blocks in the prefix cache
-  bool prefetch_started = false;  // StartPrefetches has looked at it since it (re)entered the queue
-  kv::tiers::PrefetchId prefetch = 0;  // its read-ahead from the lower tiers, until it attaches
-  bool prefetch_waited = false;        // Admit has waited for it once
+  // Its read-ahead from the lower tiers: kNone until StartPrefetches looks at it after it
+  // (re)enters the queue, kStarted, then kWaited once Admit has waited for it. `prefetch` is
+  // the read-ahead's id until it attaches (0: nothing to read).
+  enum class ReadAhead : uint8_t { kNone, kStarted, kWaited } read_ahead = ReadAhead::kNone;
+  kv::tiers::PrefetchId prefetch = 0;
 };
 
 Scheduler::Scheduler(const SchedulerParts& parts, const SchedulerOptions& options)
@@ -346,9 +348,8 @@ void Scheduler::StartPrefetches() {
   if (!kv_->tiers()) return;
   for (auto& w : waiting_) {
     Seq* s = w.get();
-    if (s->prefetch_started) continue;
-    s->prefetch_started = true;
-    s->prefetch_waited = false;
+    if (s->read_ahead != Seq::ReadAhead::kNone) continue;
+    s->read_ahead = Seq::ReadAhead::kStarted;
     std::span<const TokenId> tokens;
     int most = 0;
     if (AttachArgs(*s, &tokens, &most)) s->prefetch = kv_->StartPrefetch(s->params.cache_salt, tokens, most);
@@ -359,8 +360,8 @@ bool Scheduler::WaitsForPrefetch(Seq* s) {
   // Once read, StartSequence attaches from what was read, then ends it. The wait is paid once, by the
   // step in which the read-ahead started.
   if (s->prefetch == 0) return false;
-  const double wait = s->prefetch_waited ? 0 : options_.read_ahead_wait_s;
-  s->prefetch_waited = true;
+  const double wait = s->read_ahead == Seq::ReadAhead::kWaited ? 0 : options_.read_ahead_wait_s;
+  s->read_ahead = Seq::ReadAhead::kWaited;
   return kv_->PrefetchPending(s->prefetch, wait);
 }
 
@@ -457,7 +458,7 @@ void Scheduler::Preempt(Seq* s) {
   kv.RemoveSequence(s->kv_seq);
   s->kv_seq = -1;
   s->n_computed = s->n_published = 0;
-  s->prefetch_started = false;  // what RAM loses before its readmission can be read ahead again
+  s->read_ahead = Seq::ReadAhead::kNone;  // what RAM loses before its readmission can be read ahead again
   ++s->preemptions;
   auto it = std::find_if(running_.begin(), running_.end(), [&](const auto& r) { return r.get() == s; });
   CHECK(it != running_.end());
