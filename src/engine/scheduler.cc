@@ -831,6 +831,13 @@ SchedulerStats Scheduler::Stats() const {
   const double now = Now();
   std::lock_guard<std::mutex> stats_lock(stats_mu_);
   SchedulerStats s = stats_;
+  // The tiers' counters are read live: their writer and reader threads go on after the step
+  // loop has gone idle, which refreshes stats_ once (TierStack and every tier lock their own
+  // stats; the stack is attached when the engine is built, before any scheduler exists).
+  if (const kv::tiers::TierStack* t = kv_->tiers()) {
+    s.tier_stack = t->Stats();
+    s.tiers = t->TierStatsList();
+  }
   // Rates over the window up to now (an idle scheduler decays to 0).
   if (!rate_window_.empty()) {
     const auto& [t0, c0] = rate_window_.front();

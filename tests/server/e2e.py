@@ -202,6 +202,9 @@ def main():
                             'slimkv_preempted_tokens_total{path="swap"}']:
                     assert key in before, key
                 client(srv).completions.create(**ask)
+                # The disk tier writes on its own thread, after the request has ended.
+                written = 'slimkv_kv_tier_written_bytes_total{tier="disk"}'
+                wait_for(lambda: metrics(srv.url)[written] > 0, 30, "the disk tier's first write")
                 first = settled(srv.url)
                 client(srv).completions.create(**ask)
                 second = settled(srv.url)
