@@ -186,7 +186,7 @@ def main():
         tier_args = ("-c", "512", "--kv-mem", "64", "--kv-disk", disk, "--kv-disk-mem", "0.25")
         ask = dict(model="m", prompt=SYSTEM + "Name a prime number.", max_tokens=4, temperature=0)
 
-        def settled(url):  # the tier counters refresh when the scheduler is idle
+        def settled(url):  # idle, and a moment for the tiers' writer thread
             wait_for(lambda: metrics(url)["slimkv_requests_running"] == 0, 30, "idle")
             time.sleep(0.5)
             return metrics(url)
