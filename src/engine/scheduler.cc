@@ -812,13 +812,9 @@ void Scheduler::UpdateStats(double now) {
       stats_.prefix = p;
       prefix_stats_time_ = now;
     }
-    if (now - tier_stats_time_ >= kPrefixStatsSeconds || idle) {
-      stats_.swap = kv.swap_cost().stats();
-      if (const kv::tiers::TierStack* t = kv.tiers()) {
-        stats_.tier_stack = t->Stats();
-        stats_.tiers = t->TierStatsList();
-      }
-      tier_stats_time_ = now;
+    if (now - swap_stats_time_ >= kPrefixStatsSeconds || idle) {
+      stats_.swap = kv.swap_cost().stats();  // the tiers' own counters are read by Stats()
+      swap_stats_time_ = now;
     }
     rate_window_.push_back({now, {stats_.generated_tokens, stats_.computed_tokens}});
     while (rate_window_.size() > 2 && rate_window_[1].first < now - kRateWindowSeconds)
@@ -828,15 +824,24 @@ void Scheduler::UpdateStats(double now) {
 }
 
 SchedulerStats Scheduler::Stats() const {
+  // The tiers' counters are read here, by the caller: their writer and reader threads go on
+  // after the last request has ended, and a tier's lock can be held through a Redis round
+  // trip, which neither the step loop nor stats_mu_ should wait on. (TierStack and every tier
+  // lock their own stats; the stack is attached when the engine is built, before any
+  // scheduler exists.)
+  const kv::tiers::TierStack* tiers = kv_->tiers();
+  kv::tiers::TierStackStats tier_stack;
+  std::vector<std::pair<std::string, kv::tiers::TierStats>> tier_list;
+  if (tiers) {
+    tier_stack = tiers->Stats();
+    tier_list = tiers->TierStatsList();
+  }
   const double now = Now();
   std::lock_guard<std::mutex> stats_lock(stats_mu_);
   SchedulerStats s = stats_;
-  // The tiers' counters are read live: their writer and reader threads go on after the step
-  // loop has gone idle, which refreshes stats_ once (TierStack and every tier lock their own
-  // stats; the stack is attached when the engine is built, before any scheduler exists).
-  if (const kv::tiers::TierStack* t = kv_->tiers()) {
-    s.tier_stack = t->Stats();
-    s.tiers = t->TierStatsList();
+  if (tiers) {
+    s.tier_stack = tier_stack;
+    s.tiers = std::move(tier_list);
   }
   // Rates over the window up to now (an idle scheduler decays to 0).
   if (!rate_window_.empty()) {

@@ -219,7 +219,7 @@ class Scheduler {
   SchedulerStats stats_;
   std::deque<std::pair<double, std::pair<uint64_t, uint64_t>>> rate_window_;  // (time, (generated, computed))
   double prefix_stats_time_ = -1e30;
-  double tier_stats_time_ = -1e30;
+  double swap_stats_time_ = -1e30;
 
   std::thread thread_;
 };
