@@ -288,7 +288,9 @@ TEST(SchedulerFakeTest, MixedRowsPerEntryMatchEachAlone) {
       };
       ASSERT_TRUE(rig.sched->Submit(std::move(p)).ok());
     }
-    if (which & 2) ASSERT_TRUE(rig.sched->Submit(Greedy(RandomPrompt(40, 12), 4, &run->plain)).ok());
+    if (which & 2) {
+      ASSERT_TRUE(rig.sched->Submit(Greedy(RandomPrompt(40, 12), 4, &run->plain)).ok());
+    }
     if (which & 4) {
       RequestParams p;
       p.prompt = RandomPrompt(30, 13);
