@@ -824,32 +824,28 @@ void Scheduler::UpdateStats(double now) {
 }
 
 SchedulerStats Scheduler::Stats() const {
-  // The tiers' counters are read here, by the caller: their writer and reader threads go on
-  // after the last request has ended, and a tier's lock can be held through a Redis round
-  // trip, which neither the step loop nor stats_mu_ should wait on. (TierStack and every tier
-  // lock their own stats; the stack is attached when the engine is built, before any
-  // scheduler exists.)
-  const kv::tiers::TierStack* tiers = kv_->tiers();
-  kv::tiers::TierStackStats tier_stack;
-  std::vector<std::pair<std::string, kv::tiers::TierStats>> tier_list;
-  if (tiers) {
-    tier_stack = tiers->Stats();
-    tier_list = tiers->TierStatsList();
+  SchedulerStats s;
+  {
+    const double now = Now();
+    std::lock_guard<std::mutex> stats_lock(stats_mu_);
+    s = stats_;
+    // Rates over the window up to now (an idle scheduler decays to 0).
+    if (!rate_window_.empty()) {
+      const auto& [t0, c0] = rate_window_.front();
+      const auto& c1 = rate_window_.back().second;
+      const double dt = std::max(now - t0, 1e-3);
+      s.generated_tokens_per_s = static_cast<double>(c1.first - c0.first) / dt;
+      s.computed_tokens_per_s = static_cast<double>(c1.second - c0.second) / dt;
+    }
   }
-  const double now = Now();
-  std::lock_guard<std::mutex> stats_lock(stats_mu_);
-  SchedulerStats s = stats_;
-  if (tiers) {
-    s.tier_stack = tier_stack;
-    s.tiers = std::move(tier_list);
-  }
-  // Rates over the window up to now (an idle scheduler decays to 0).
-  if (!rate_window_.empty()) {
-    const auto& [t0, c0] = rate_window_.front();
-    const auto& c1 = rate_window_.back().second;
-    const double dt = std::max(now - t0, 1e-3);
-    s.generated_tokens_per_s = static_cast<double>(c1.first - c0.first) / dt;
-    s.computed_tokens_per_s = static_cast<double>(c1.second - c0.second) / dt;
+  // The tiers' counters are read here, by the caller, after stats_mu_ is released: their
+  // writer and reader threads go on after the last request has ended, and a tier's lock can
+  // be held through a Redis round trip, which neither the step loop nor stats_mu_ should wait
+  // on. (TierStack and every tier lock their own stats; the stack is attached when the engine
+  // is built, before any scheduler exists.)
+  if (const kv::tiers::TierStack* t = kv_->tiers()) {
+    s.tier_stack = t->Stats();
+    s.tiers = t->TierStatsList();
   }
   return s;
 }
