@@ -1,5 +1,5 @@
 // The matmul over GGUF's own blocks (WeightFormat::kGgml) for every type with a
-// kernel, beside the tiled group formats (kQ4, kQ8: repacked Q4_1, Q8_0) of the
+// kernel, beside the tiled group formats (kQ4, kQ5, kQ8: repacked Q4_0/Q4_1, Q5_0, Q8_0) of the
 // same shape in the same run: GB/s of weights and GFLOP/s for decode (1-4
 // tokens, the stream kernel) and prefill (64+, panel).
 //   build/bin/bench_matmul_ggml [--benchmark_filter=...]
@@ -22,12 +22,14 @@ using slimkv::ops::WeightFormat;
 using slimkv::ops::WeightMatrix;
 
 // fmt < 0: a tiled group format with fp16 scales, as model/repack.cc makes of
-// Q4_1 (-1: kQ4 with minimums) and Q8_0 (-2: kQ8); else a GGUF type id (kGgml).
+// Q4_1 (-1: kQ4 with minimums), Q8_0 (-2: kQ8), Q5_0 (-3: kQ5, implied minimum -16 d) and Q4_0
+// (-4: kQ4, -8 d); else a GGUF type id (kGgml).
 WeightMatrix Make(int fmt, int64_t rows, int64_t cols) {
   std::mt19937 rng(1);
   if (fmt < 0) {
-    const WeightFormat f = fmt == -1 ? WeightFormat::kQ4 : WeightFormat::kQ8;
-    WeightMatrix w = WeightMatrix::Allocate(f, rows, cols, 32, f == WeightFormat::kQ4);
+    const WeightFormat f = fmt == -2 ? WeightFormat::kQ8 : fmt == -3 ? WeightFormat::kQ5 : WeightFormat::kQ4;
+    WeightMatrix w = WeightMatrix::Allocate(f, rows, cols, 32, fmt == -1);
+    w.code_offset = fmt == -3 ? 16 : fmt == -4 ? 8 : 0;
     std::vector<uint8_t> codes(w.code_bytes_per_row());
     const std::vector<float> scales(w.groups_per_row(), 0.01000213623046875f),
         mins(w.groups_per_row(), -0.08001708984375f);  // fp16 values
@@ -51,6 +53,8 @@ WeightMatrix Make(int fmt, int64_t rows, int64_t cols) {
 std::string Name(int fmt) {
   if (fmt == -1) return "q4 tiles (Q4_1: fp16 scale+min)";
   if (fmt == -2) return "q8 tiles (Q8_0: fp16 scale)";
+  if (fmt == -3) return "q5 tiles (Q5_0: fp16 scale, offset 16)";
+  if (fmt == -4) return "q4 tiles (Q4_0: fp16 scale, offset 8)";
   return std::string(slimkv::gguf::TypeName(static_cast<TensorType>(fmt)));
 }
 
@@ -75,7 +79,7 @@ void BM_MatMulGgml(benchmark::State& state) {
 }
 
 void Shapes(benchmark::internal::Benchmark* b) {
-  const int types[] = {-1, -2, 2, 3, 6, 7, 8, 10, 11, 12, 13, 14, 20, 23, 30};
+  const int types[] = {-1, -2, -3, -4, 2, 3, 6, 7, 8, 10, 11, 12, 13, 14, 20, 23, 30};
   for (auto [rows, cols] : {std::pair{3072, 576}, std::pair{16384, 2048}}) {
     for (int tokens : {1, 4, 64}) {
       for (int t : types) {

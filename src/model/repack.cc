@@ -23,13 +23,23 @@ float H(const uint8_t* p) {
 }
 
 // The types that go into tiles (ops/weights.h): those whose tiled form takes
-// the file's bits per weight, fp16 scales included. Others stay the file's
-// blocks (kGgml): their tiled form would take more (Q4_0 5 bits against 4.5:
-// its implied minimum -8d is a second fp16 per 32; Q5_x 9-9.5 against 5.5-6;
-// the K types' products d*sc are not fp16 values, so fp32 scales).
+// the file's bits per weight, fp16 scales included (Q4_0's and Q5_0's implied
+// minimums are the matrix's code_offset, Q5_x's fifth bits kQ5's bit plane).
+// Others stay the file's blocks (kGgml): the K types' products d*sc are not
+// fp16 values, so their tiled form would need fp32 scales.
 bool Tiled(TensorType type) {
-  return type == TensorType::kF32 || type == TensorType::kF16 || type == TensorType::kQ4_1 ||
-         type == TensorType::kQ8_0;
+  switch (type) {
+    case TensorType::kF32:
+    case TensorType::kF16:
+    case TensorType::kQ4_0:
+    case TensorType::kQ4_1:
+    case TensorType::kQ5_0:
+    case TensorType::kQ5_1:
+    case TensorType::kQ8_0:
+      return true;
+    default:
+      return false;
+  }
 }
 
 // One row of `cols` elements starting at `src` (whole blocks) of a Tiled type
@@ -42,10 +52,30 @@ void RepackRow(TensorType type, const uint8_t* src, int64_t cols, uint8_t* codes
     case TensorType::kF16:
       std::memcpy(codes, src, cols * 2);
       return;
-    case TensorType::kQ4_1:  // d, m, qs[16]: x = d * q + m (qs in kQ4's byte order
-                             // already)
+    case TensorType::kQ4_0:  // d, qs[16]: x = d * (q - 8) (qs in kQ4's byte order already)
+      for (int64_t g = 0; g < cols / 32; ++g, src += 18) {
+        std::memcpy(codes + g * 16, src + 2, 16);
+        scale[g] = H(src);
+      }
+      return;
+    case TensorType::kQ4_1:  // d, m, qs[16]: x = d * q + m
       for (int64_t g = 0; g < cols / 32; ++g, src += 20) {
         std::memcpy(codes + g * 16, src + 4, 16);
+        scale[g] = H(src);
+        min[g] = H(src + 2);
+      }
+      return;
+    case TensorType::kQ5_0:  // d, qh[4], qs[16]: x = d * (q - 16); kQ5's row form is qs then qh
+      for (int64_t g = 0; g < cols / 32; ++g, src += 22) {
+        std::memcpy(codes + g * 20, src + 6, 16);
+        std::memcpy(codes + g * 20 + 16, src + 2, 4);
+        scale[g] = H(src);
+      }
+      return;
+    case TensorType::kQ5_1:  // d, m, qh[4], qs[16]: x = d * q + m
+      for (int64_t g = 0; g < cols / 32; ++g, src += 24) {
+        std::memcpy(codes + g * 20, src + 8, 16);
+        std::memcpy(codes + g * 20 + 16, src + 4, 4);
         scale[g] = H(src);
         min[g] = H(src + 2);
       }
@@ -65,6 +95,7 @@ struct TileForm {
   WeightFormat format;
   int group;
   bool has_min;
+  int code_offset = 0;
 };
 
 TileForm TileFormOf(TensorType type) {
@@ -73,8 +104,14 @@ TileForm TileFormOf(TensorType type) {
       return {WeightFormat::kF32, 0, false};
     case TensorType::kF16:
       return {WeightFormat::kF16, 0, false};
+    case TensorType::kQ4_0:
+      return {WeightFormat::kQ4, 32, false, 8};
     case TensorType::kQ4_1:
       return {WeightFormat::kQ4, 32, true};
+    case TensorType::kQ5_0:
+      return {WeightFormat::kQ5, 32, false, 16};
+    case TensorType::kQ5_1:
+      return {WeightFormat::kQ5, 32, true};
     default:
       return {WeightFormat::kQ8, 32, false};  // Q8_0
   }
@@ -126,7 +163,9 @@ Result<RepackPlan> PlanRepack(const gguf::TensorInfo& t) {
         p.bytes = rows * cols * 2;
         break;
       default: {
-        const size_t code_bytes = f.format == WeightFormat::kQ4 ? cols / 2 : cols;
+        const size_t code_bytes = f.format == WeightFormat::kQ8   ? cols
+                                  : f.format == WeightFormat::kQ5 ? cols / 2 + cols / 8
+                                                                  : cols / 2;
         p.bytes = rows * (code_bytes + cols / f.group * 2 * (f.has_min ? 2 : 1));
       }
     }
@@ -168,6 +207,7 @@ Result<ops::WeightMatrix> Repack(const gguf::TensorInfo& t) {
   }
   const TileForm f = TileFormOf(t.type);
   ops::WeightMatrix m = ops::WeightMatrix::Allocate(f.format, shape.rows, shape.cols, f.group, f.has_min);
+  m.code_offset = f.code_offset;
   std::vector<uint8_t> codes(m.code_bytes_per_row());
   std::vector<float> scale(m.groups_per_row()), min(m.groups_per_row());
   for (int64_t r = 0; r < shape.rows; ++r) {

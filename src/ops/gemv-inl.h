@@ -4,7 +4,7 @@
 // for a row: a tile's 16 outputs accumulate in one AVX-512 vector (two AVX2
 // vectors), x is broadcast, and a group's scale and minimum apply to 16 rows
 // with one instruction. No horizontal sums.
-//  * Integer kernel (AVX3_DL: AVX-512 VNNI), for kQ4/kQ8: vpdpbusd multiplies 4
+//  * Integer kernel (AVX3_DL: AVX-512 VNNI), for kQ4/kQ5/kQ8: vpdpbusd multiplies 4
 //  code bytes
 //    of 16 rows with 4 int8 activations per instruction; x enters as three int8
 //    parts (ops/matmul_x.h), so the result has fp32 accuracy. 3 instructions
@@ -75,6 +75,13 @@ HWY_INLINE VF LoadScales(const uint8_t* p, size_t i) {
   }
 }
 
+// Code chunks (64 bytes: 4 bytes of 16 rows) per group, and bytes per group of a
+// tile (kQ5 adds its plane of fifth bits: ops/weights.h).
+template <WeightFormat kFormat, int kGroup>
+inline constexpr int kGroupChunks = (kFormat == WeightFormat::kQ8 ? kGroup : kGroup / 2) / 4;
+template <WeightFormat kFormat, int kGroup>
+inline constexpr int64_t kGroupTileBytes = kGroupChunks<kFormat, kGroup> * 64 + (kFormat == WeightFormat::kQ5 ? 64 : 0);
+
 // ---------------------------------------------------------------- x
 // preparation Fills q.sum (always) and, for the integer kernel, q.parts,
 // q.scale and q.bias, for n_tokens rows of x ([n_tokens, ldx]).
@@ -130,15 +137,20 @@ HWY_INLINE __m512i Broadcast4(const int8_t* p) {
 template <WeightFormat kFormat, int kGroup, bool kHalf, int kT>
 SLIMKV_OPS_VNNI_ATTR HWY_INLINE void IntegerTile(const WeightMatrix& w, int64_t tile, const QuantizedX& q,
                                                  int64_t t0, float* HWY_RESTRICT out) {
-  constexpr int kChunks = (kFormat == WeightFormat::kQ4 ? kGroup / 2 : kGroup) / 4;
+  constexpr int kChunks = kGroupChunks<kFormat, kGroup>;
+  constexpr int64_t kBytes = kGroupTileBytes<kFormat, kGroup>;
   const int64_t ng = q.groups;
   const uint8_t* codes = w.tile_codes(tile);
   const uint8_t* scales = w.tile_scales(tile);
   const uint8_t* mins = w.has_min ? w.tile_mins(tile) : nullptr;
   // Bytes of scales per group, and how far ahead to prefetch them (as far as the codes).
   constexpr int64_t kScaleBytes = kWeightTileRows * (kHalf ? 2 : 4);
-  constexpr int64_t kPrefetchScales = kPrefetchBytes * kScaleBytes / (kChunks * 64);
+  constexpr int64_t kPrefetchScales = kPrefetchBytes * kScaleBytes / kBytes;
   const __m512i nibble = _mm512_set1_epi8(0x0F), flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  const __m512i fifth = _mm512_set1_epi8(16);
+  // kQ4/kQ5 codes with an implied minimum enter as q and the sum starts at -offset * the part's sum (kQ8's
+  // q + 128 likewise at -128 * that sum: q.bias).
+  const int32_t offset = kFormat == WeightFormat::kQ8 ? 128 : w.code_offset;
   const __m512 inv_base = _mm512_set1_ps(1.0f / kXPartBase);
   __m512 acc[kT];
   for (int t = 0; t < kT; ++t) acc[t] = _mm512_setzero_ps();
@@ -146,15 +158,13 @@ SLIMKV_OPS_VNNI_ATTR HWY_INLINE void IntegerTile(const WeightMatrix& w, int64_t 
     __m512i sum[kT][kXParts];
     for (int t = 0; t < kT; ++t) {
       for (int p = 0; p < kXParts; ++p) {
-        sum[t][p] = kFormat == WeightFormat::kQ8
-                        ? _mm512_set1_epi32(q.bias[((t0 + t) * ng + g) * kXParts + p])
-                        : _mm512_setzero_si512();
+        sum[t][p] = _mm512_set1_epi32(q.bias[((t0 + t) * ng + g) * kXParts + p] / 128 * offset);
       }
     }
-    const uint8_t* cg = codes + g * kChunks * 64;
+    const uint8_t* cg = codes + g * kBytes;
     // Decode streams each matrix from memory once; ask for the codes, scales
     // and minimums a few KiB ahead (the next tiles follow in memory).
-    for (int k = 0; k < kChunks; ++k) hwy::Prefetch(cg + kPrefetchBytes + k * 64);
+    for (int64_t k = 0; k < kBytes; k += 64) hwy::Prefetch(cg + kPrefetchBytes + k);
     hwy::Prefetch(scales + g * kScaleBytes + kPrefetchScales);
     if (mins) hwy::Prefetch(mins + g * kScaleBytes + kPrefetchScales);
     const int8_t* xg = q.parts + t0 * kXParts * q.cols + g * kGroup;
@@ -162,10 +172,16 @@ SLIMKV_OPS_VNNI_ATTR HWY_INLINE void IntegerTile(const WeightMatrix& w, int64_t 
     auto x4 = [&](int t, int p, int col) { return Broadcast4(xg + (t * kXParts + p) * q.cols + col); };
     for (int k = 0; k < kChunks; ++k) {
       const __m512i v = _mm512_loadu_si512(cg + k * 64);
-      if constexpr (kFormat == WeightFormat::kQ4) {
+      if constexpr (kFormat != WeightFormat::kQ8) {
         // Low nibbles: columns 4k..4k+3 of each row; high nibbles: columns 16+4k...
-        const __m512i lo = _mm512_and_si512(v, nibble);
-        const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), nibble);
+        __m512i lo = _mm512_and_si512(v, nibble);
+        __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), nibble);
+        if constexpr (kFormat == WeightFormat::kQ5) {  // + 16 where the fifth bit is set
+          uint64_t m[2];
+          std::memcpy(m, cg + kChunks * 64 + 16 * k, 16);
+          lo = _mm512_mask_add_epi8(lo, _cvtu64_mask64(m[0]), lo, fifth);
+          hi = _mm512_mask_add_epi8(hi, _cvtu64_mask64(m[1]), hi, fifth);
+        }
         for (int t = 0; t < kT; ++t) {
           for (int p = 0; p < kXParts; ++p) {
             sum[t][p] = _mm512_dpbusd_epi32(sum[t][p], lo, x4(t, p, 4 * k));
@@ -197,7 +213,7 @@ SLIMKV_OPS_VNNI_ATTR HWY_INLINE void IntegerTile(const WeightMatrix& w, int64_t 
 
 // ---------------------------------------------------------------- float
 // kernels Code byte kB of each 32-bit lane (one row's 4 code bytes): unsigned
-// for kQ4 (a nibble pair), signed int8 for kQ8.
+// for kQ4/kQ5 (a nibble pair), signed int8 for kQ8.
 template <int kB>
 HWY_INLINE hn::Vec<DU> ByteOf(hn::Vec<DU> v) {
   const DU du;
@@ -210,15 +226,43 @@ HWY_INLINE VF SignedByteOf(hn::Vec<DU> v) {
   return hn::ConvertTo(DF(), hn::ShiftRight<24>(hn::ShiftLeft<24 - 8 * kB>(hn::BitCast(di, v))));
 }
 
+// kQ5's fifth bits of one chunk for the rows of vector h of a tile (lane j: row
+// h * N + j), from the chunk's 8-byte mask word (ops/weights.h): a nibble per
+// lane whose bit b is the fifth bit of the chunk's column b.
+HWY_INLINE hn::Vec<DU> PlaneNibbles(const uint8_t* word, int h) {
+  const DU du;
+  uint32_t w[2];
+  std::memcpy(w, word, 8);
+  const auto r = hn::Iota(du, static_cast<uint32_t>(h * kLanes));
+  const auto words = hn::IfThenElse(hn::Lt(r, hn::Set(du, 8u)), hn::Set(du, w[0]), hn::Set(du, w[1]));
+  return hn::And(hn::Shr(words, hn::ShiftLeft<2>(hn::And(r, hn::Set(du, 7u)))), hn::Set(du, 15u));
+}
+
+// The 4-bit code pair in byte kB of each lane of `v`, with kQ5's fifth bits
+// (nibbles from PlaneNibbles) and less the implied minimum, as fp32.
+template <WeightFormat kFormat, int kB>
+HWY_INLINE void NibbleCodes(hn::Vec<DU> v, hn::Vec<DU> fifth_lo, hn::Vec<DU> fifth_hi, hn::Vec<DI> offset,
+                            VF& lo, VF& hi) {
+  const DF d;
+  const DU du;
+  const auto b = ByteOf<kB>(v);
+  auto l = hn::And(b, hn::Set(du, 15u)), u = hn::ShiftRight<4>(b);
+  if constexpr (kFormat == WeightFormat::kQ5) {
+    l = hn::Or(l, hn::ShiftLeft<4>(hn::And(hn::ShiftRight<kB>(fifth_lo), hn::Set(du, 1u))));
+    u = hn::Or(u, hn::ShiftLeft<4>(hn::And(hn::ShiftRight<kB>(fifth_hi), hn::Set(du, 1u))));
+  }
+  lo = hn::ConvertTo(d, hn::Sub(hn::BitCast(DI(), l), offset));
+  hi = hn::ConvertTo(d, hn::Sub(hn::BitCast(DI(), u), offset));
+}
+
 // Adds code byte kB of chunk `v` (rows in lanes) times x to part[t] for each token.
 template <WeightFormat kFormat, int kT, int kB>
-HWY_INLINE void FloatChunkByte(hn::Vec<DU> v, const float* x, int64_t ldx, int col, VF* part) {
+HWY_INLINE void FloatChunkByte(hn::Vec<DU> v, hn::Vec<DU> fifth_lo, hn::Vec<DU> fifth_hi, hn::Vec<DI> offset,
+                               const float* x, int64_t ldx, int col, VF* part) {
   const DF d;
-  if constexpr (kFormat == WeightFormat::kQ4) {
-    const DU du;
-    const auto b = ByteOf<kB>(v);
-    const VF lo = hn::ConvertTo(d, hn::BitCast(DI(), hn::And(b, hn::Set(du, 15u))));
-    const VF hi = hn::ConvertTo(d, hn::BitCast(DI(), hn::ShiftRight<4>(b)));
+  if constexpr (kFormat != WeightFormat::kQ8) {
+    VF lo, hi;
+    NibbleCodes<kFormat, kB>(v, fifth_lo, fifth_hi, offset, lo, hi);
     for (int t = 0; t < kT; ++t) {
       part[t] = hn::MulAdd(lo, hn::Set(d, x[t * ldx + col + kB]), part[t]);
       part[t] = hn::MulAdd(hi, hn::Set(d, x[t * ldx + col + 16 + kB]), part[t]);
@@ -255,22 +299,28 @@ HWY_INLINE void FloatTile(const WeightMatrix& w, int64_t tile, const float* x, i
       }
     }
   } else {
-    constexpr int kChunks = (kFormat == WeightFormat::kQ4 ? kGroup / 2 : kGroup) / 4;
+    constexpr int kChunks = kGroupChunks<kFormat, kGroup>;
     const int64_t ng = q.groups;
     const uint8_t* scales = w.tile_scales(tile);
     const uint8_t* mins = w.has_min ? w.tile_mins(tile) : nullptr;
+    const auto offset = hn::Set(DI(), w.code_offset);
     for (int64_t g = 0; g < ng; ++g) {
+      const uint8_t* cg = codes + g * kGroupTileBytes<kFormat, kGroup>;
       for (int h = 0; h < kTileVecs; ++h) {
         VF part[kT];
         for (int t = 0; t < kT; ++t) part[t] = hn::Zero(d);
         for (int k = 0; k < kChunks; ++k) {
-          const auto v =
-              hn::LoadU(du, reinterpret_cast<const uint32_t*>(codes + (g * kChunks + k) * 64) + h * N);
+          const auto v = hn::LoadU(du, reinterpret_cast<const uint32_t*>(cg + k * 64) + h * N);
+          auto fifth_lo = hn::Zero(du), fifth_hi = hn::Zero(du);
+          if constexpr (kFormat == WeightFormat::kQ5) {
+            fifth_lo = PlaneNibbles(cg + kChunks * 64 + 16 * k, h);
+            fifth_hi = PlaneNibbles(cg + kChunks * 64 + 16 * k + 8, h);
+          }
           const int col = static_cast<int>(g * kGroup + 4 * k);
-          FloatChunkByte<kFormat, kT, 0>(v, x, ldx, col, part);
-          FloatChunkByte<kFormat, kT, 1>(v, x, ldx, col, part);
-          FloatChunkByte<kFormat, kT, 2>(v, x, ldx, col, part);
-          FloatChunkByte<kFormat, kT, 3>(v, x, ldx, col, part);
+          FloatChunkByte<kFormat, kT, 0>(v, fifth_lo, fifth_hi, offset, x, ldx, col, part);
+          FloatChunkByte<kFormat, kT, 1>(v, fifth_lo, fifth_hi, offset, x, ldx, col, part);
+          FloatChunkByte<kFormat, kT, 2>(v, fifth_lo, fifth_hi, offset, x, ldx, col, part);
+          FloatChunkByte<kFormat, kT, 3>(v, fifth_lo, fifth_hi, offset, x, ldx, col, part);
         }
         const VF s = LoadScales<kHalf>(scales, g * kWeightTileRows + h * N);
         for (int t = 0; t < kT; ++t) {
@@ -293,7 +343,7 @@ HWY_NOINLINE SLIMKV_OPS_VNNI_ATTR void GemvTile(const WeightMatrix& w, int64_t t
                                                 int64_t ldx, const QuantizedX& q, int64_t t0, float* y,
                                                 int64_t ldy) {
   HWY_ALIGN float out[kT * kWeightTileRows];
-  if constexpr (kIntegerGemv && (kFormat == WeightFormat::kQ4 || kFormat == WeightFormat::kQ8)) {
+  if constexpr (kIntegerGemv && kFormat != WeightFormat::kF32 && kFormat != WeightFormat::kF16) {
 #if SLIMKV_OPS_VNNI
     IntegerTile<kFormat, kGroup, kHalf, kT>(w, tile, q, t0, out);
 #endif

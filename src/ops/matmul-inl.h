@@ -46,16 +46,15 @@ inline size_t PanelScratchFloats(int64_t cols) {
   return static_cast<size_t>(kPanelTiles * cols * kWeightTileRows);
 }
 
-// Code byte kB of each row's 4 bytes in `v` to fp32 weights (scale s, minimum
-// m), stored to the panel columns it holds.
+// Code byte kB of each row's 4 bytes in `v` (kQ5: with its fifth bits, as
+// PlaneNibbles gives them) to fp32 weights (scale s, minimum m), stored to the panel columns it holds.
 template <WeightFormat kFormat, int kB>
-HWY_INLINE void DequantByte(hn::Vec<DU> v, VF s, VF m, float* col /* panel + column * 16 */) {
+HWY_INLINE void DequantByte(hn::Vec<DU> v, hn::Vec<DU> fifth_lo, hn::Vec<DU> fifth_hi, hn::Vec<DI> offset, VF s,
+                            VF m, float* col /* panel + column * 16 */) {
   const DF d;
-  const DU du;
-  if constexpr (kFormat == WeightFormat::kQ4) {
-    const auto b = ByteOf<kB>(v);
-    const VF lo = hn::ConvertTo(d, hn::BitCast(DI(), hn::And(b, hn::Set(du, 15u))));
-    const VF hi = hn::ConvertTo(d, hn::BitCast(DI(), hn::ShiftRight<4>(b)));
+  if constexpr (kFormat != WeightFormat::kQ8) {
+    VF lo, hi;
+    NibbleCodes<kFormat, kB>(v, fifth_lo, fifth_hi, offset, lo, hi);
     hn::StoreU(hn::MulAdd(lo, s, m), d, col + kB * kWeightTileRows);
     hn::StoreU(hn::MulAdd(hi, s, m), d, col + (16 + kB) * kWeightTileRows);
   } else {
@@ -79,22 +78,28 @@ HWY_INLINE const float* DequantTile(const WeightMatrix& w, int64_t tile, float* 
       hn::StoreU(hn::PromoteTo(d, hn::LoadU(dh, h + i)), d, scratch + i);
     return scratch;
   } else {
-    constexpr int kChunks = (kFormat == WeightFormat::kQ4 ? kGroup / 2 : kGroup) / 4;
+    constexpr int kChunks = kGroupChunks<kFormat, kGroup>;
     const int64_t ng = w.cols / kGroup;
     const uint8_t* scales = w.tile_scales(tile);
     const uint8_t* mins = w.has_min ? w.tile_mins(tile) : nullptr;
+    const auto offset = hn::Set(DI(), w.code_offset);
     for (int64_t g = 0; g < ng; ++g) {
+      const uint8_t* cg = codes + g * kGroupTileBytes<kFormat, kGroup>;
       for (int h = 0; h < kTileVecs; ++h) {
         const VF s = LoadScales<kHalf>(scales, g * kWeightTileRows + h * N);
         const VF m = mins ? LoadScales<kHalf>(mins, g * kWeightTileRows + h * N) : hn::Zero(d);
         for (int k = 0; k < kChunks; ++k) {
-          const auto v =
-              hn::LoadU(du, reinterpret_cast<const uint32_t*>(codes + (g * kChunks + k) * 64) + h * N);
+          const auto v = hn::LoadU(du, reinterpret_cast<const uint32_t*>(cg + k * 64) + h * N);
+          auto fifth_lo = hn::Zero(du), fifth_hi = hn::Zero(du);
+          if constexpr (kFormat == WeightFormat::kQ5) {
+            fifth_lo = PlaneNibbles(cg + kChunks * 64 + 16 * k, h);
+            fifth_hi = PlaneNibbles(cg + kChunks * 64 + 16 * k + 8, h);
+          }
           float* col = scratch + (g * kGroup + 4 * k) * kWeightTileRows + h * N;
-          DequantByte<kFormat, 0>(v, s, m, col);
-          DequantByte<kFormat, 1>(v, s, m, col);
-          DequantByte<kFormat, 2>(v, s, m, col);
-          DequantByte<kFormat, 3>(v, s, m, col);
+          DequantByte<kFormat, 0>(v, fifth_lo, fifth_hi, offset, s, m, col);
+          DequantByte<kFormat, 1>(v, fifth_lo, fifth_hi, offset, s, m, col);
+          DequantByte<kFormat, 2>(v, fifth_lo, fifth_hi, offset, s, m, col);
+          DequantByte<kFormat, 3>(v, fifth_lo, fifth_hi, offset, s, m, col);
         }
       }
     }
@@ -189,7 +194,7 @@ void PanelAll(const Dequant& dequant, int64_t rows, int64_t cols, int64_t tile_b
 template <WeightFormat kFormat, int kGroup, bool kHalf = false>
 void MatMulTilesT(const WeightMatrix& w, int64_t tile_begin, int64_t tile_end, const float* x, int64_t ldx,
                   const QuantizedX* q, int64_t n_tokens, float* y, int64_t ldy, float* scratch) {
-  constexpr bool kInteger = kIntegerGemv && (kFormat == WeightFormat::kQ4 || kFormat == WeightFormat::kQ8);
+  constexpr bool kInteger = kIntegerGemv && kFormat != WeightFormat::kF32 && kFormat != WeightFormat::kF16;
   if (n_tokens <= (kInteger ? kMatMulIntegerMaxTokens : kMatMulStreamMaxTokens)) {
     // Formats without group sums (f32, f16) are called with no prepared x; bind a reference to an
     // empty one rather than to null.
@@ -225,6 +230,9 @@ inline void MatMulTiles(const WeightMatrix& w, int64_t tile_begin, int64_t tile_
                                                   scratch);
     case WeightFormat::kQ4:
       return MatMulTilesQ<WeightFormat::kQ4, 32>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy,
+                                                 scratch);
+    case WeightFormat::kQ5:
+      return MatMulTilesQ<WeightFormat::kQ5, 32>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy,
                                                  scratch);
     case WeightFormat::kQ8:
       if (w.group == 16)

@@ -18,6 +18,8 @@ std::string_view WeightFormatName(WeightFormat f) {
       return "f16";
     case WeightFormat::kQ4:
       return "q4";
+    case WeightFormat::kQ5:
+      return "q5";
     case WeightFormat::kQ8:
       return "q8";
     case WeightFormat::kGgml:
@@ -61,6 +63,8 @@ size_t WeightMatrix::code_bytes_per_row() const {
       return cols * 2;
     case WeightFormat::kQ4:
       return cols / 2;
+    case WeightFormat::kQ5:
+      return cols / 2 + cols / 8;
     case WeightFormat::kQ8:
       return cols;
     case WeightFormat::kGgml:
@@ -69,7 +73,23 @@ size_t WeightMatrix::code_bytes_per_row() const {
   return 0;
 }
 
-size_t WeightMatrix::group_code_bytes() const { return format == WeightFormat::kQ4 ? group / 2 : group; }
+size_t WeightMatrix::group_code_bytes() const {
+  switch (format) {
+    case WeightFormat::kQ4:
+      return group / 2;
+    case WeightFormat::kQ5:
+      return group / 2 + group / 8;
+    default:
+      return group;
+  }
+}
+
+namespace {
+// kQ5's fifth bits: the byte-mask word of a group's plane (ops/weights.h) that holds column j
+// (0..31) of a row, and the bit of row i there.
+size_t PlaneWord(int j) { return (j % 16) / 4 * 2 + j / 16; }
+int PlaneBit(int64_t i, int j) { return static_cast<int>(4 * i + j % 4); }
+}  // namespace
 
 size_t WeightMatrix::bytes() const { return codes.size() + scales.size() + mins.size(); }
 
@@ -122,6 +142,7 @@ WeightMatrix WeightMatrix::Allocate(WeightFormat format, int64_t rows, int64_t c
   m.group = quant ? group : 0;
   m.has_min = quant && has_min;
   if (quant) CHECK(group % 16 == 0 && cols % group == 0, "cols {} group {}", cols, group);
+  if (format == WeightFormat::kQ5) CHECK(group == 32, "kQ5 group {}", group);
   m.codes.Resize(m.tile_code_bytes() * m.tiles());
   if (quant) {
     m.scales.Resize(m.tiles() * m.tile_scale_bytes());
@@ -144,10 +165,23 @@ void WeightMatrix::SetRow(int64_t r, const uint8_t* row_codes, const float* row_
   }
   const int64_t ng = groups_per_row();
   const size_t gb = group_code_bytes();
+  const size_t chunks = (format == WeightFormat::kQ8 ? group : group / 2) / 4;  // of nibbles or bytes
   for (int64_t g = 0; g < ng; ++g) {
-    for (size_t k = 0; k < gb / 4; ++k) {
-      std::memcpy(t + g * gb * kWeightTileRows + k * 4 * kWeightTileRows + i * 4, row_codes + g * gb + k * 4,
-                  4);
+    uint8_t* tg = t + g * gb * kWeightTileRows;
+    for (size_t k = 0; k < chunks; ++k) {
+      std::memcpy(tg + k * 4 * kWeightTileRows + i * 4, row_codes + g * gb + k * 4, 4);
+    }
+    if (format == WeightFormat::kQ5) {
+      uint32_t qh;
+      std::memcpy(&qh, row_codes + g * gb + group / 2, 4);
+      uint8_t* plane = tg + chunks * 4 * kWeightTileRows;
+      for (int j = 0; j < 32; ++j) {
+        uint64_t word;
+        std::memcpy(&word, plane + 8 * PlaneWord(j), 8);
+        const uint64_t bit = uint64_t{1} << PlaneBit(i, j);
+        word = (qh >> j & 1) ? word | bit : word & ~bit;
+        std::memcpy(plane + 8 * PlaneWord(j), &word, 8);
+      }
     }
     const size_t s = ((tile * ng + g) * kWeightTileRows + i) * sizeof(float);
     std::memcpy(scales.data() + s, &row_scales[g], sizeof(float));
@@ -191,6 +225,7 @@ void WeightMatrix::DequantizeRow(int64_t r, float* out) const {
       }
       return;
     case WeightFormat::kQ4:
+    case WeightFormat::kQ5:
     case WeightFormat::kQ8:
       break;
   }
@@ -198,17 +233,22 @@ void WeightMatrix::DequantizeRow(int64_t r, float* out) const {
   const size_t gb = group_code_bytes();
   for (int64_t g = 0; g < ng; ++g) {
     const float s = scale(r, g), m = min(r, g);
+    const uint8_t* tg = t + g * gb * kWeightTileRows;
     // Byte j of the row's group codes.
-    auto byte = [&](int j) {
-      return t[g * gb * kWeightTileRows + (j / 4) * 4 * kWeightTileRows + i * 4 + j % 4];
-    };
+    auto byte = [&](int j) { return tg[(j / 4) * 4 * kWeightTileRows + i * 4 + j % 4]; };
     for (int j = 0; j < group; ++j) {
       int q;
-      if (format == WeightFormat::kQ4) {
+      if (format == WeightFormat::kQ8) {
+        q = static_cast<int8_t>(byte(j));
+      } else {
         const uint8_t b = byte(j % 16);
         q = j < 16 ? (b & 15) : (b >> 4);
-      } else {
-        q = static_cast<int8_t>(byte(j));
+        if (format == WeightFormat::kQ5) {
+          uint64_t word;
+          std::memcpy(&word, tg + group / 2 * kWeightTileRows + 8 * PlaneWord(j), 8);
+          q |= static_cast<int>(word >> PlaneBit(i, j) & 1) << 4;
+        }
+        q -= code_offset;
       }
       out[g * group + j] = static_cast<float>(q) * s + m;
     }

@@ -11,9 +11,15 @@
 //   its low nibble
 //        and column j+16 in its high nibble (ggml's order). w = scale * q +
 //        min, q in [0, 15].
+//   kQ5  per group of 32 columns, kQ4's 16 bytes of low nibbles and a fifth
+//        bit per column (ggml's Q5_x): w = scale * (q - code_offset) + min,
+//        q in [0, 31].
 //   kQ8  per group of `group` columns (32, or 16 for Q6_K), one int8 code per
 //   column.
 //        w = scale * q + min, q in [-128, 127].
+//   kQ4 and kQ5 codes may carry an implied minimum, `code_offset` (Q4_0: 8,
+//   Q5_0: 16): w = scale * (q - code_offset) + min. It costs no bytes, which
+//   is what lets Q4_0 and Q5_0 take tiles at the file's bits per weight.
 //   kF16 IEEE half per weight.   kF32 float per weight.
 //   kGgml the GGUF file's own blocks of `ggml_type` (layouts in
 //   gguf/dequant.h), kept as
@@ -27,12 +33,17 @@
 // so a SIMD lane can stand for a row: a decode kernel computes 16 outputs per
 // vector with no horizontal sums, and applies a group's scale to 16 rows with one instruction.
 //   kF32/kF16  tile = [cols][16]: column c of the tile's 16 rows is contiguous.
-//   kQ4/kQ8    tile = [groups][chunks][16][4 bytes]: a group's codes (in the
+//   kQ4/kQ5/kQ8 tile = [groups][chunks][16][4 bytes]: a group's codes (in the
 //   row order above:
 //              16 bytes for kQ4, `group` bytes for kQ8) are cut in 4-byte
 //              pieces; chunk k holds piece k of each of the 16 rows, row i at
 //              bytes 4i..4i+3 (64 bytes: one AVX-512 vector, whose 32-bit lane
 //              i is row i).
+//              kQ5 adds 64 bytes to each group after its 4 chunks, the fifth
+//              bits as AVX-512 byte masks: 8 bytes per chunk k for its low
+//              nibbles (bit 4i+b: row i, column 4k+b), then 8 for its high
+//              nibbles (column 16+4k+b), so the kernel sets them with one
+//              masked add per 64 codes.
 //   scales, mins [tiles][groups][16]: a group's 16 scales are one vector. fp32,
 //   or fp16
 //              (`half_scales`) when every scale and minimum is exactly an fp16
@@ -40,7 +51,7 @@
 //              per 32 weights instead of 8, and decode reads every byte once
 //              per token.
 //
-// Invariants: cols % 16 == 0; for kQ4/kQ8 group % 16 == 0 and cols % group ==
+// Invariants: cols % 16 == 0; for kQ4/kQ5/kQ8 group % 16 == 0 (kQ5: 32) and cols % group ==
 // 0; padding rows have zero codes, scales and mins; `has_min` is false when
 // every min is zero (then mins is empty); for kGgml, cols %
 // GgmlMatMulColumns(ggml_type) == 0 and no scales/mins. Kernels split every
@@ -55,7 +66,7 @@
 
 namespace slimkv::ops {
 
-enum class WeightFormat { kF32, kF16, kQ4, kQ8, kGgml };
+enum class WeightFormat { kF32, kF16, kQ4, kQ5, kQ8, kGgml };
 std::string_view WeightFormatName(WeightFormat f);
 
 inline constexpr int64_t kWeightTileRows = 16;
@@ -68,7 +79,8 @@ int64_t GgmlMatMulColumns(gguf::TensorType t);
 struct WeightMatrix {
   WeightFormat format = WeightFormat::kF32;
   int64_t rows = 0, cols = 0;
-  int group = 0;  // columns per scale group (kQ4/kQ8)
+  int group = 0;  // columns per scale group (kQ4/kQ5/kQ8)
+  int code_offset = 0;  // kQ4/kQ5: the implied minimum, in codes (above)
   bool has_min = false;
   bool half_scales = false;
   gguf::TensorType ggml_type = gguf::TensorType::kF32;  // kGgml: the block type of codes
@@ -77,11 +89,13 @@ struct WeightMatrix {
   AlignedBuffer<uint8_t> scales;  // [tiles][groups][16] fp32, or fp16 if half_scales
   AlignedBuffer<uint8_t> mins;    // the same, if has_min
 
-  bool quantized() const { return format == WeightFormat::kQ4 || format == WeightFormat::kQ8; }
+  bool quantized() const {
+    return format == WeightFormat::kQ4 || format == WeightFormat::kQ5 || format == WeightFormat::kQ8;
+  }
   size_t scale_bytes() const { return half_scales ? 2 : 4; }
   int64_t groups_per_row() const { return group ? cols / group : 0; }
   int64_t tiles() const { return (rows + kWeightTileRows - 1) / kWeightTileRows; }
-  // Bytes of codes of one row (of one group for kQ4/kQ8: group_code_bytes()).
+  // Bytes of codes of one row (of one group for kQ4/kQ5/kQ8: group_code_bytes()).
   size_t code_bytes_per_row() const;
   size_t group_code_bytes() const;
   size_t tile_code_bytes() const { return code_bytes_per_row() * kWeightTileRows; }
@@ -101,7 +115,8 @@ struct WeightMatrix {
   // GgmlMatMulColumns), codes zeroed.
   static WeightMatrix AllocateGgml(gguf::TensorType type, int64_t rows, int64_t cols);
   // Writes row r from its row-major form: `row_codes` [code_bytes_per_row()] in
-  // the group order above (for kF32/kF16 the values), `row_scales` and
+  // the group order above (for kF32/kF16 the values; for kQ5 each group's 16
+  // nibble bytes then its fifth bits as ggml's little-endian 32-bit qh), `row_scales` and
   // `row_mins` [groups_per_row()] (null for float formats; `row_mins` ignored without has_min).
   void SetRow(int64_t r, const uint8_t* row_codes, const float* row_scales, const float* row_mins);
   // Stores scales and minimums as fp16 if every one of them is exactly an fp16 value.

@@ -169,7 +169,9 @@ TEST(RepackTest, TiledWhereTheFileBitsAllow) {
   for (auto [type, want] : {std::pair{TensorType::kQ4_1, ops::WeightFormat::kQ4},
                             std::pair{TensorType::kQ8_0, ops::WeightFormat::kQ8},
                             std::pair{TensorType::kF16, ops::WeightFormat::kF16},
-                            std::pair{TensorType::kQ4_0, ops::WeightFormat::kGgml},
+                            std::pair{TensorType::kQ4_0, ops::WeightFormat::kQ4},
+                            std::pair{TensorType::kQ5_0, ops::WeightFormat::kQ5},
+                            std::pair{TensorType::kQ5_1, ops::WeightFormat::kQ5},
                             std::pair{TensorType::kQ4_K, ops::WeightFormat::kGgml}}) {
     SCOPED_TRACE(gguf::TypeName(type));
     std::vector<uint8_t> data = RandomTensor(type, 16, 256, 3);
@@ -183,7 +185,9 @@ TEST(RepackTest, TiledWhereTheFileBitsAllow) {
     auto m = Repack(t);
     ASSERT_TRUE(m.ok());
     EXPECT_EQ(m->format, want);
-    if (m->quantized()) EXPECT_TRUE(m->half_scales);
+    if (m->quantized()) {
+      EXPECT_TRUE(m->half_scales);
+    }
   }
 }
 

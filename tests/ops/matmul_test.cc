@@ -19,11 +19,12 @@ namespace {
 constexpr float kEps = 1.1920929e-7f;
 
 WeightMatrix RandomMatrix(WeightFormat f, int64_t rows, int64_t cols, int group, bool has_min, uint64_t seed,
-                          bool half_scales = false) {
+                          bool half_scales = false, int code_offset = 0) {
   std::mt19937_64 rng(seed);
   std::uniform_int_distribution<int> byte(0, 255);
   std::normal_distribution<float> nd(0.0f, 1.0f);
   WeightMatrix m = WeightMatrix::Allocate(f, rows, cols, group, has_min);
+  m.code_offset = code_offset;
   std::vector<uint8_t> codes(m.code_bytes_per_row());
   std::vector<float> scales(m.groups_per_row()), mins(m.groups_per_row());
   // Scales that are fp16 values when the matrix is to hold them as fp16.
@@ -52,6 +53,7 @@ struct Case {
   int group;
   bool has_min;
   bool half_scales = false;
+  int code_offset = 0;  // kQ4/kQ5's implied minimum (Q4_0: 8, Q5_0: 16)
 };
 
 // How the tolerance of one output is bounded from its row of weights and its x.
@@ -137,7 +139,7 @@ TEST_P(MatMulTest, MatchesReferenceOnOddShapes) {
       for (int64_t tokens : {1, 2, 3, 4, 5, 8, 11, 16, 17, 70}) {
         SCOPED_TRACE(::testing::Message() << rows << "x" << cols << " tokens " << tokens);
         WeightMatrix w =
-            RandomMatrix(c.format, rows, cols, c.group, c.has_min, rows * 131 + cols, c.half_scales);
+            RandomMatrix(c.format, rows, cols, c.group, c.has_min, rows * 131 + cols, c.half_scales, c.code_offset);
         const RandomX x(tokens, cols);
         ExpectMatchesReference(pool, w, x.x(), x.ldx, tokens);
         if (HasFatalFailure()) return;
@@ -152,7 +154,7 @@ TEST_P(MatMulTest, ZeroTinyAndHugeActivations) {
   const Case c = GetParam();
   ThreadPool pool(2);
   const int64_t rows = 33, cols = 192, tokens = 3;
-  WeightMatrix w = RandomMatrix(c.format, rows, cols, c.group, c.has_min, 5, c.half_scales);
+  WeightMatrix w = RandomMatrix(c.format, rows, cols, c.group, c.has_min, 5, c.half_scales, c.code_offset);
   std::vector<float> x(tokens * cols);
   std::mt19937_64 rng(9);
   std::normal_distribution<float> nd(0.0f, 1.0f);
@@ -190,7 +192,9 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{WeightFormat::kQ4, 32, true}, Case{WeightFormat::kQ4, 32, false},
                       Case{WeightFormat::kQ8, 32, true}, Case{WeightFormat::kQ8, 16, false},
                       Case{WeightFormat::kQ4, 32, true, true}, Case{WeightFormat::kQ8, 32, false, true},
-                      Case{WeightFormat::kQ8, 16, true, true}));
+                      Case{WeightFormat::kQ8, 16, true, true}, Case{WeightFormat::kQ4, 32, false, true, 8},
+                      Case{WeightFormat::kQ5, 32, false, false, 16}, Case{WeightFormat::kQ5, 32, true},
+                      Case{WeightFormat::kQ5, 32, false, true, 16}, Case{WeightFormat::kQ5, 32, true, true}));
 
 // GGUF's own blocks (WeightFormat::kGgml): every type, odd row counts, token
 // counts on both sides of the stream/panel switch, misaligned x, on every target.
