@@ -5,6 +5,7 @@
 
 #include "base/check.h"
 #include "base/half.h"
+#include "gguf/dequant.h"
 
 namespace slimkv::model {
 namespace {
@@ -23,10 +24,12 @@ float H(const uint8_t* p) {
 }
 
 // The types that go into tiles (ops/weights.h): those whose tiled form takes
-// the file's bits per weight, fp16 scales included (Q4_0's and Q5_0's implied
-// minimums are the matrix's code_offset, Q5_x's fifth bits kQ5's bit plane).
-// Others stay the file's blocks (kGgml): the K types' products d*sc are not
-// fp16 values, so their tiled form would need fp32 scales.
+// the file's bits per weight, or barely more. Q4_0's, Q5_0's and Q6_K's implied
+// minimums are the matrix's code_offset, Q5_x's and Q6_K's high bits kQ5's and
+// kQ6's bit planes; the K types keep their two-level scales (an int8
+// sub-scale per group, an fp16 factor per 256 columns), whose 6-bit fields
+// take a byte each: Q4_K 4.625 bits per weight against 4.5, Q5_K 5.625 against
+// 5.5, Q6_K 6.5625 as the file. Others stay the file's blocks (kGgml).
 bool Tiled(TensorType type) {
   switch (type) {
     case TensorType::kF32:
@@ -36,9 +39,72 @@ bool Tiled(TensorType type) {
     case TensorType::kQ5_0:
     case TensorType::kQ5_1:
     case TensorType::kQ8_0:
+    case TensorType::kQ4_K:
+    case TensorType::kQ5_K:
+    case TensorType::kQ6_K:
       return true;
     default:
       return false;
+  }
+}
+
+bool SubScaled(TensorType type) {
+  return type == TensorType::kQ4_K || type == TensorType::kQ5_K || type == TensorType::kQ6_K;
+}
+
+uint16_t Bits(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return h;
+}
+
+// One row of a K type in kQ4/kQ5/kQ6's row form (WeightMatrix::SetRow) and its
+// sub-scales (SetSubScales). Q4_K/Q5_K: w = d sc q - dmin m per 32 columns, as
+// sub-scale sc with factor d and sub-minimum m with factor -dmin (the fp16 sign
+// flipped, exact); Q6_K: w = d sc (q - 32) per 16 columns.
+void RepackRowK(TensorType type, const uint8_t* src, int64_t cols, uint8_t* codes, int8_t* sub,
+                int8_t* sub_min, uint16_t* super, uint16_t* super_min) {
+  for (int64_t b = 0; b < cols / 256; ++b) {
+    if (type == TensorType::kQ6_K) {  // ql[128], qh[64], scales[16], d
+      const uint8_t* x = src + b * 210;
+      for (int g = 0; g < 16; ++g) {
+        uint8_t q[16];
+        for (int j = 0; j < 16; ++j) {
+          const int e = 16 * g + j, half = e / 128, k = e % 128 / 32, l = e % 32;
+          const uint8_t low_byte = x[64 * half + l + 32 * (k % 2)];
+          const int low = k < 2 ? (low_byte & 15) : (low_byte >> 4);
+          q[j] = static_cast<uint8_t>(low | ((x[128 + 32 * half + l] >> (2 * k)) & 3) << 4);
+        }
+        uint8_t* c = codes + (b * 16 + g) * 12;
+        uint32_t high = 0;
+        for (int j = 0; j < 8; ++j) c[j] = static_cast<uint8_t>((q[j] & 15) | (q[j + 8] & 15) << 4);
+        for (int j = 0; j < 16; ++j) high |= static_cast<uint32_t>(q[j] >> 4) << (2 * j);
+        std::memcpy(c + 8, &high, 4);
+        sub[b * 16 + g] = static_cast<int8_t>(x[192 + g]);
+      }
+      super[b] = Bits(x + 208);
+      continue;
+    }
+    const bool five = type == TensorType::kQ5_K;  // d, dmin, scales[12], (qh[32],) qs[128]
+    const uint8_t* x = src + b * (five ? 176 : 144);
+    const uint8_t* qs = x + (five ? 48 : 16);
+    for (int g = 0; g < 8; ++g) {
+      uint8_t sc, m;
+      gguf::GetScaleMinK4(g, x + 4, &sc, &m);
+      sub[b * 8 + g] = static_cast<int8_t>(sc);  // 6-bit fields: 0..63
+      sub_min[b * 8 + g] = static_cast<int8_t>(m);
+      uint8_t q[32];
+      uint32_t high = 0;
+      for (int l = 0; l < 32; ++l) {
+        q[l] = (qs[32 * (g / 2) + l] >> (4 * (g % 2))) & 15;
+        if (five) high |= static_cast<uint32_t>((x[16 + l] >> g) & 1) << l;
+      }
+      uint8_t* c = codes + (b * 8 + g) * (five ? 20 : 16);
+      for (int j = 0; j < 16; ++j) c[j] = static_cast<uint8_t>(q[j] | q[j + 16] << 4);
+      if (five) std::memcpy(c + 16, &high, 4);
+    }
+    super[b] = Bits(x);
+    super_min[b] = Bits(x + 2) ^ 0x8000;  // -dmin
   }
 }
 
@@ -96,6 +162,7 @@ struct TileForm {
   int group;
   bool has_min;
   int code_offset = 0;
+  int super_group = 0;
 };
 
 TileForm TileFormOf(TensorType type) {
@@ -112,6 +179,12 @@ TileForm TileFormOf(TensorType type) {
       return {WeightFormat::kQ5, 32, false, 16};
     case TensorType::kQ5_1:
       return {WeightFormat::kQ5, 32, true};
+    case TensorType::kQ4_K:
+      return {WeightFormat::kQ4, 32, true, 0, 256};
+    case TensorType::kQ5_K:
+      return {WeightFormat::kQ5, 32, true, 0, 256};
+    case TensorType::kQ6_K:
+      return {WeightFormat::kQ6, 16, false, 32, 256};
     default:
       return {WeightFormat::kQ8, 32, false};  // Q8_0
   }
@@ -147,9 +220,10 @@ Result<RepackPlan> PlanRepack(const gguf::TensorInfo& t) {
   }
   if (Tiled(t.type)) {
     const TileForm f = TileFormOf(t.type);
-    if (f.group && shape.cols % f.group != 0) {
+    const int block = std::max(f.group, f.super_group);
+    if (block && shape.cols % block != 0) {
       return InvalidArgument("tensor '{}': {} columns, not a multiple of its {}-element blocks", t.name,
-                             shape.cols, f.group);
+                             shape.cols, block);
     }
     // Rows padded to whole tiles; scales (and minimums) fp16, as the file stores them.
     const size_t rows = (shape.rows + ops::kWeightTileRows - 1) / ops::kWeightTileRows * ops::kWeightTileRows;
@@ -165,8 +239,12 @@ Result<RepackPlan> PlanRepack(const gguf::TensorInfo& t) {
       default: {
         const size_t code_bytes = f.format == WeightFormat::kQ8   ? cols
                                   : f.format == WeightFormat::kQ5 ? cols / 2 + cols / 8
+                                  : f.format == WeightFormat::kQ6 ? cols / 2 + cols / 4
                                                                   : cols / 2;
-        p.bytes = rows * (code_bytes + cols / f.group * 2 * (f.has_min ? 2 : 1));
+        // fp16 scales (and minimums) per group, or int8 sub-scales per group and fp16 factors.
+        const size_t scale_bytes =
+            f.super_group ? cols / f.group + cols / f.super_group * 2 : cols / f.group * 2;
+        p.bytes = rows * (code_bytes + scale_bytes * (f.has_min ? 2 : 1));
       }
     }
     return p;
@@ -206,9 +284,21 @@ Result<ops::WeightMatrix> Repack(const gguf::TensorInfo& t) {
                     shape.cols, gguf::TypeName(t.type), row_bytes * shape.rows);
   }
   const TileForm f = TileFormOf(t.type);
-  ops::WeightMatrix m = ops::WeightMatrix::Allocate(f.format, shape.rows, shape.cols, f.group, f.has_min);
+  ops::WeightMatrix m =
+      ops::WeightMatrix::Allocate(f.format, shape.rows, shape.cols, f.group, f.has_min, f.super_group);
   m.code_offset = f.code_offset;
   std::vector<uint8_t> codes(m.code_bytes_per_row());
+  if (SubScaled(t.type)) {
+    std::vector<int8_t> sub(m.groups_per_row()), sub_min(m.groups_per_row());
+    std::vector<uint16_t> super(shape.cols / f.super_group), super_min(super.size());
+    for (int64_t r = 0; r < shape.rows; ++r) {
+      RepackRowK(t.type, t.data + r * row_bytes, shape.cols, codes.data(), sub.data(), sub_min.data(),
+                 super.data(), super_min.data());
+      m.SetRow(r, codes.data(), nullptr, nullptr);
+      m.SetSubScales(r, sub.data(), sub_min.data(), super.data(), super_min.data());
+    }
+    return m;
+  }
   std::vector<float> scale(m.groups_per_row()), min(m.groups_per_row());
   for (int64_t r = 0; r < shape.rows; ++r) {
     RepackRow(t.type, t.data + r * row_bytes, shape.cols, codes.data(), scale.data(), min.data());

@@ -2,10 +2,12 @@
 // equals ggml's dequantized value (tested against gguf::Dequantize), and a matrix takes the
 // file's own bits per weight:
 //
-//   F32 -> kF32, F16 -> kF16, Q4_0 and Q4_1 -> kQ4, Q5_0 and Q5_1 -> kQ5, Q8_0 -> kQ8, in
-//       16-row tiles with fp16 scales (the file's fp16 fields; Q4_0's and Q5_0's implied
-//       minimums as a code offset): the same bits per weight, and the VNNI decode kernel
-//   BF16, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS
+//   F32 -> kF32, F16 -> kF16, Q4_0, Q4_1 and Q4_K -> kQ4, Q5_0, Q5_1 and Q5_K -> kQ5, Q6_K -> kQ6,
+//       Q8_0 -> kQ8, in 16-row tiles with fp16 scales (the file's fp16 fields; Q4_0's, Q5_0's
+//       and Q6_K's implied minimums as a code offset) or the K types' two-level scales
+//       (int8 sub-scales, fp16 factors): the file's bits per weight (Q4_K and Q5_K +1/8 bit:
+//       their 6-bit sub-scales take a byte), and the VNNI decode kernel
+//   BF16, Q2_K, Q3_K, IQ4_NL, IQ4_XS
 //       -> kGgml: the file's blocks as stored, decoded in registers by the matmul kernels
 //          (docs/DECISIONS.md "Weights: tiles where they cost no bytes, the file's blocks
 //          elsewhere").

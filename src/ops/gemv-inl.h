@@ -63,24 +63,49 @@ inline constexpr bool kIntegerGemv = SLIMKV_OPS_VNNI;
 // kernel here, the kGgml stream kernel of matmul_blocks-inl.h).
 inline constexpr int64_t kPrefetchBytes = 4096;
 
-// A group's 16 scales (or minimums) starting at element i of a tile's array.
-template <bool kHalf>
-HWY_INLINE VF LoadScales(const uint8_t* p, size_t i) {
-  const DF d;
-  if constexpr (kHalf) {
-    const hn::Rebind<hwy::float16_t, DF> dh;
-    return hn::PromoteTo(d, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(p) + i));
-  } else {
-    return hn::LoadU(d, reinterpret_cast<const float*>(p) + i);
-  }
-}
+// The scales and minimums of one tile (ops/weights.h), a group's for one vector of rows at a time.
+template <ScaleForm kS>
+struct TileScales {
+  TileScales(const WeightMatrix& w, int64_t tile)
+      : scales(w.tile_scales(tile)),
+        mins(w.has_min ? w.tile_mins(tile) : nullptr),
+        supers(w.super_group ? w.tile_supers(tile) : nullptr),
+        super_mins(w.super_group && w.has_min ? w.tile_super_mins(tile) : nullptr),
+        groups_per_super(w.super_group ? w.super_group / w.group : 1) {}
+  // Bytes of scales per group of a tile.
+  static constexpr int64_t kGroupBytes = kWeightTileRows * (kS == ScaleForm::kF32 ? 4 : kS == ScaleForm::kF16 ? 2 : 1);
+  // Group g's scales (minimums) of rows h * N .. h * N + N - 1.
+  VF Scale(int64_t g, int h) const { return Load(scales, supers, g, h); }
+  VF Min(int64_t g, int h) const { return Load(mins, super_mins, g, h); }
 
-// Code chunks (64 bytes: 4 bytes of 16 rows) per group, and bytes per group of a
-// tile (kQ5 adds its plane of fifth bits: ops/weights.h).
+  VF Load(const uint8_t* p, const uint8_t* factors, int64_t g, int h) const {
+    const DF d;
+    const hn::Rebind<hwy::float16_t, DF> dh;
+    const size_t i = g * kWeightTileRows + h * kLanes;
+    if constexpr (kS == ScaleForm::kF32) {
+      return hn::LoadU(d, reinterpret_cast<const float*>(p) + i);
+    } else if constexpr (kS == ScaleForm::kF16) {
+      return hn::PromoteTo(d, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(p) + i));
+    } else {  // int8 sub-scale times its fp16 factor: exact in fp32 (8 x 11 bits)
+      const hn::Rebind<int8_t, DF> d8;
+      const VF sub = hn::ConvertTo(d, hn::PromoteTo(DI(), hn::LoadU(d8, reinterpret_cast<const int8_t*>(p) + i)));
+      const size_t f = (g / groups_per_super) * kWeightTileRows + h * kLanes;
+      return hn::Mul(sub, hn::PromoteTo(d, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(factors) + f)));
+    }
+  }
+
+  const uint8_t *scales, *mins, *supers, *super_mins;
+  int64_t groups_per_super;
+};
+
+// Code chunks (64 bytes: 4 bytes of 16 rows) per group, high-bit planes (ops/weights.h), and bytes per
+// group of a tile (chunks, then a 64-bit mask per chunk, plane and nibble half).
 template <WeightFormat kFormat, int kGroup>
 inline constexpr int kGroupChunks = (kFormat == WeightFormat::kQ8 ? kGroup : kGroup / 2) / 4;
+template <WeightFormat kFormat>
+inline constexpr int kPlanes = kFormat == WeightFormat::kQ5 ? 1 : kFormat == WeightFormat::kQ6 ? 2 : 0;
 template <WeightFormat kFormat, int kGroup>
-inline constexpr int64_t kGroupTileBytes = kGroupChunks<kFormat, kGroup> * 64 + (kFormat == WeightFormat::kQ5 ? 64 : 0);
+inline constexpr int64_t kGroupTileBytes = kGroupChunks<kFormat, kGroup> * (64 + 16 * kPlanes<kFormat>);
 
 // ---------------------------------------------------------------- x
 // preparation Fills q.sum (always) and, for the integer kernel, q.parts,
@@ -134,21 +159,22 @@ HWY_INLINE __m512i Broadcast4(const int8_t* p) {
 }
 
 // out[t][16] = the tile's 16 outputs for tokens t0..t0+kT-1.
-template <WeightFormat kFormat, int kGroup, bool kHalf, int kT>
+template <WeightFormat kFormat, int kGroup, ScaleForm kS, int kT>
 SLIMKV_OPS_VNNI_ATTR HWY_INLINE void IntegerTile(const WeightMatrix& w, int64_t tile, const QuantizedX& q,
                                                  int64_t t0, float* HWY_RESTRICT out) {
   constexpr int kChunks = kGroupChunks<kFormat, kGroup>;
   constexpr int64_t kBytes = kGroupTileBytes<kFormat, kGroup>;
   const int64_t ng = q.groups;
+  constexpr int kPl = kPlanes<kFormat>, kHalfCols = kGroup / 2;
   const uint8_t* codes = w.tile_codes(tile);
-  const uint8_t* scales = w.tile_scales(tile);
-  const uint8_t* mins = w.has_min ? w.tile_mins(tile) : nullptr;
+  const TileScales<kS> ts(w, tile);
+  const uint8_t* scales = ts.scales;
+  const uint8_t* mins = ts.mins;
   // Bytes of scales per group, and how far ahead to prefetch them (as far as the codes).
-  constexpr int64_t kScaleBytes = kWeightTileRows * (kHalf ? 2 : 4);
+  constexpr int64_t kScaleBytes = TileScales<kS>::kGroupBytes;
   constexpr int64_t kPrefetchScales = kPrefetchBytes * kScaleBytes / kBytes;
   const __m512i nibble = _mm512_set1_epi8(0x0F), flip = _mm512_set1_epi8(static_cast<char>(0x80));
-  const __m512i fifth = _mm512_set1_epi8(16);
-  // kQ4/kQ5 codes with an implied minimum enter as q and the sum starts at -offset * the part's sum (kQ8's
+  // Nibble codes with an implied minimum enter as q and the sum starts at -offset * the part's sum (kQ8's
   // q + 128 likewise at -128 * that sum: q.bias).
   const int32_t offset = kFormat == WeightFormat::kQ8 ? 128 : w.code_offset;
   const __m512 inv_base = _mm512_set1_ps(1.0f / kXPartBase);
@@ -173,19 +199,20 @@ SLIMKV_OPS_VNNI_ATTR HWY_INLINE void IntegerTile(const WeightMatrix& w, int64_t 
     for (int k = 0; k < kChunks; ++k) {
       const __m512i v = _mm512_loadu_si512(cg + k * 64);
       if constexpr (kFormat != WeightFormat::kQ8) {
-        // Low nibbles: columns 4k..4k+3 of each row; high nibbles: columns 16+4k...
+        // Low nibbles: columns 4k..4k+3 of each row; high nibbles: columns kGroup/2+4k...
         __m512i lo = _mm512_and_si512(v, nibble);
         __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), nibble);
-        if constexpr (kFormat == WeightFormat::kQ5) {  // + 16 where the fifth bit is set
+        for (int pl = 0; pl < kPl; ++pl) {  // + 16 << pl where the plane's bit is set
           uint64_t m[2];
-          std::memcpy(m, cg + kChunks * 64 + 16 * k, 16);
-          lo = _mm512_mask_add_epi8(lo, _cvtu64_mask64(m[0]), lo, fifth);
-          hi = _mm512_mask_add_epi8(hi, _cvtu64_mask64(m[1]), hi, fifth);
+          std::memcpy(m, cg + kChunks * 64 + 16 * (k * kPl + pl), 16);
+          const __m512i high = _mm512_set1_epi8(static_cast<char>(16 << pl));
+          lo = _mm512_mask_add_epi8(lo, _cvtu64_mask64(m[0]), lo, high);
+          hi = _mm512_mask_add_epi8(hi, _cvtu64_mask64(m[1]), hi, high);
         }
         for (int t = 0; t < kT; ++t) {
           for (int p = 0; p < kXParts; ++p) {
             sum[t][p] = _mm512_dpbusd_epi32(sum[t][p], lo, x4(t, p, 4 * k));
-            sum[t][p] = _mm512_dpbusd_epi32(sum[t][p], hi, x4(t, p, 16 + 4 * k));
+            sum[t][p] = _mm512_dpbusd_epi32(sum[t][p], hi, x4(t, p, kHalfCols + 4 * k));
           }
         }
       } else {
@@ -195,15 +222,14 @@ SLIMKV_OPS_VNNI_ATTR HWY_INLINE void IntegerTile(const WeightMatrix& w, int64_t 
         }
       }
     }
-    const __m512 s = LoadScales<kHalf>(scales, g * kWeightTileRows).raw;
+    const __m512 s = ts.Scale(g, 0).raw;
     for (int t = 0; t < kT; ++t) {
       // a + b / 254 + c / 254^2, then times the weights' scale and x's.
       __m512 f = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum[t][2]), inv_base, _mm512_cvtepi32_ps(sum[t][1]));
       f = _mm512_fmadd_ps(f, inv_base, _mm512_cvtepi32_ps(sum[t][0]));
       acc[t] = _mm512_fmadd_ps(f, _mm512_mul_ps(s, _mm512_set1_ps(q.scale[(t0 + t) * ng + g])), acc[t]);
       if (mins) {
-        acc[t] = _mm512_fmadd_ps(LoadScales<kHalf>(mins, g * kWeightTileRows).raw,
-                                 _mm512_set1_ps(q.sum[(t0 + t) * ng + g]), acc[t]);
+        acc[t] = _mm512_fmadd_ps(ts.Min(g, 0).raw, _mm512_set1_ps(q.sum[(t0 + t) * ng + g]), acc[t]);
       }
     }
   }
@@ -226,9 +252,9 @@ HWY_INLINE VF SignedByteOf(hn::Vec<DU> v) {
   return hn::ConvertTo(DF(), hn::ShiftRight<24>(hn::ShiftLeft<24 - 8 * kB>(hn::BitCast(di, v))));
 }
 
-// kQ5's fifth bits of one chunk for the rows of vector h of a tile (lane j: row
-// h * N + j), from the chunk's 8-byte mask word (ops/weights.h): a nibble per
-// lane whose bit b is the fifth bit of the chunk's column b.
+// One high-bit plane of one chunk for the rows of vector h of a tile (lane j:
+// row h * N + j), from the chunk's 8-byte mask word (ops/weights.h): a nibble
+// per lane whose bit b is the plane's bit of the chunk's column b.
 HWY_INLINE hn::Vec<DU> PlaneNibbles(const uint8_t* word, int h) {
   const DU du;
   uint32_t w[2];
@@ -238,34 +264,49 @@ HWY_INLINE hn::Vec<DU> PlaneNibbles(const uint8_t* word, int h) {
   return hn::And(hn::Shr(words, hn::ShiftLeft<2>(hn::And(r, hn::Set(du, 7u)))), hn::Set(du, 15u));
 }
 
-// The 4-bit code pair in byte kB of each lane of `v`, with kQ5's fifth bits
-// (nibbles from PlaneNibbles) and less the implied minimum, as fp32.
+// A chunk's high-bit planes for vector h of a tile: [plane][low, high nibbles]
+// (PlaneNibbles; zero for formats without planes).
+template <WeightFormat kFormat>
+struct ChunkPlanes {
+  ChunkPlanes(const uint8_t* masks /* the chunk's first mask word */, int h) {
+    for (int p = 0; p < 2; ++p) {
+      for (int half = 0; half < 2; ++half) {
+        bits[p][half] = p < kPlanes<kFormat> ? PlaneNibbles(masks + 16 * p + 8 * half, h) : hn::Zero(DU());
+      }
+    }
+  }
+  hn::Vec<DU> bits[2][2];
+};
+
+// The 4-bit code pair in byte kB of each lane of `v`, with the high bits of
+// `planes` and less the implied minimum, as fp32.
 template <WeightFormat kFormat, int kB>
-HWY_INLINE void NibbleCodes(hn::Vec<DU> v, hn::Vec<DU> fifth_lo, hn::Vec<DU> fifth_hi, hn::Vec<DI> offset,
-                            VF& lo, VF& hi) {
+HWY_INLINE void NibbleCodes(hn::Vec<DU> v, const ChunkPlanes<kFormat>& planes, hn::Vec<DI> offset, VF& lo,
+                            VF& hi) {
   const DF d;
   const DU du;
   const auto b = ByteOf<kB>(v);
   auto l = hn::And(b, hn::Set(du, 15u)), u = hn::ShiftRight<4>(b);
-  if constexpr (kFormat == WeightFormat::kQ5) {
-    l = hn::Or(l, hn::ShiftLeft<4>(hn::And(hn::ShiftRight<kB>(fifth_lo), hn::Set(du, 1u))));
-    u = hn::Or(u, hn::ShiftLeft<4>(hn::And(hn::ShiftRight<kB>(fifth_hi), hn::Set(du, 1u))));
+  for (int p = 0; p < kPlanes<kFormat>; ++p) {
+    const auto one = hn::Set(du, 1u);
+    l = hn::Or(l, hn::Shl(hn::And(hn::ShiftRight<kB>(planes.bits[p][0]), one), hn::Set(du, 4u + p)));
+    u = hn::Or(u, hn::Shl(hn::And(hn::ShiftRight<kB>(planes.bits[p][1]), one), hn::Set(du, 4u + p)));
   }
   lo = hn::ConvertTo(d, hn::Sub(hn::BitCast(DI(), l), offset));
   hi = hn::ConvertTo(d, hn::Sub(hn::BitCast(DI(), u), offset));
 }
 
 // Adds code byte kB of chunk `v` (rows in lanes) times x to part[t] for each token.
-template <WeightFormat kFormat, int kT, int kB>
-HWY_INLINE void FloatChunkByte(hn::Vec<DU> v, hn::Vec<DU> fifth_lo, hn::Vec<DU> fifth_hi, hn::Vec<DI> offset,
+template <WeightFormat kFormat, int kGroup, int kT, int kB>
+HWY_INLINE void FloatChunkByte(hn::Vec<DU> v, const ChunkPlanes<kFormat>& planes, hn::Vec<DI> offset,
                                const float* x, int64_t ldx, int col, VF* part) {
   const DF d;
   if constexpr (kFormat != WeightFormat::kQ8) {
     VF lo, hi;
-    NibbleCodes<kFormat, kB>(v, fifth_lo, fifth_hi, offset, lo, hi);
+    NibbleCodes<kFormat, kB>(v, planes, offset, lo, hi);
     for (int t = 0; t < kT; ++t) {
       part[t] = hn::MulAdd(lo, hn::Set(d, x[t * ldx + col + kB]), part[t]);
-      part[t] = hn::MulAdd(hi, hn::Set(d, x[t * ldx + col + 16 + kB]), part[t]);
+      part[t] = hn::MulAdd(hi, hn::Set(d, x[t * ldx + col + kGroup / 2 + kB]), part[t]);
     }
   } else {
     const VF q = SignedByteOf<kB>(v);
@@ -274,7 +315,7 @@ HWY_INLINE void FloatChunkByte(hn::Vec<DU> v, hn::Vec<DU> fifth_lo, hn::Vec<DU> 
 }
 
 // out[t][16] = the tile's 16 outputs for tokens x[0..kT) (x: [kT, ldx]).
-template <WeightFormat kFormat, int kGroup, bool kHalf, int kT>
+template <WeightFormat kFormat, int kGroup, ScaleForm kS, int kT>
 HWY_INLINE void FloatTile(const WeightMatrix& w, int64_t tile, const float* x, int64_t ldx,
                           const QuantizedX& q, int64_t t0, float* HWY_RESTRICT out) {
   const DF d;
@@ -301,8 +342,7 @@ HWY_INLINE void FloatTile(const WeightMatrix& w, int64_t tile, const float* x, i
   } else {
     constexpr int kChunks = kGroupChunks<kFormat, kGroup>;
     const int64_t ng = q.groups;
-    const uint8_t* scales = w.tile_scales(tile);
-    const uint8_t* mins = w.has_min ? w.tile_mins(tile) : nullptr;
+    const TileScales<kS> ts(w, tile);
     const auto offset = hn::Set(DI(), w.code_offset);
     for (int64_t g = 0; g < ng; ++g) {
       const uint8_t* cg = codes + g * kGroupTileBytes<kFormat, kGroup>;
@@ -311,24 +351,17 @@ HWY_INLINE void FloatTile(const WeightMatrix& w, int64_t tile, const float* x, i
         for (int t = 0; t < kT; ++t) part[t] = hn::Zero(d);
         for (int k = 0; k < kChunks; ++k) {
           const auto v = hn::LoadU(du, reinterpret_cast<const uint32_t*>(cg + k * 64) + h * N);
-          auto fifth_lo = hn::Zero(du), fifth_hi = hn::Zero(du);
-          if constexpr (kFormat == WeightFormat::kQ5) {
-            fifth_lo = PlaneNibbles(cg + kChunks * 64 + 16 * k, h);
-            fifth_hi = PlaneNibbles(cg + kChunks * 64 + 16 * k + 8, h);
-          }
+          const ChunkPlanes<kFormat> planes(cg + kChunks * 64 + 16 * k * kPlanes<kFormat>, h);
           const int col = static_cast<int>(g * kGroup + 4 * k);
-          FloatChunkByte<kFormat, kT, 0>(v, fifth_lo, fifth_hi, offset, x, ldx, col, part);
-          FloatChunkByte<kFormat, kT, 1>(v, fifth_lo, fifth_hi, offset, x, ldx, col, part);
-          FloatChunkByte<kFormat, kT, 2>(v, fifth_lo, fifth_hi, offset, x, ldx, col, part);
-          FloatChunkByte<kFormat, kT, 3>(v, fifth_lo, fifth_hi, offset, x, ldx, col, part);
+          FloatChunkByte<kFormat, kGroup, kT, 0>(v, planes, offset, x, ldx, col, part);
+          FloatChunkByte<kFormat, kGroup, kT, 1>(v, planes, offset, x, ldx, col, part);
+          FloatChunkByte<kFormat, kGroup, kT, 2>(v, planes, offset, x, ldx, col, part);
+          FloatChunkByte<kFormat, kGroup, kT, 3>(v, planes, offset, x, ldx, col, part);
         }
-        const VF s = LoadScales<kHalf>(scales, g * kWeightTileRows + h * N);
+        const VF s = ts.Scale(g, h);
         for (int t = 0; t < kT; ++t) {
           acc[t][h] = hn::MulAdd(part[t], s, acc[t][h]);
-          if (mins) {
-            acc[t][h] = hn::MulAdd(LoadScales<kHalf>(mins, g * kWeightTileRows + h * N),
-                                   hn::Set(d, q.sum[(t0 + t) * ng + g]), acc[t][h]);
-          }
+          if (ts.mins) acc[t][h] = hn::MulAdd(ts.Min(g, h), hn::Set(d, q.sum[(t0 + t) * ng + g]), acc[t][h]);
         }
       }
     }
@@ -338,17 +371,17 @@ HWY_INLINE void FloatTile(const WeightMatrix& w, int64_t tile, const float* x, i
 }
 
 // One tile for tokens [t0, t0 + kT): y[t][the tile's rows] (ldy apart).
-template <WeightFormat kFormat, int kGroup, bool kHalf, int kT>
+template <WeightFormat kFormat, int kGroup, ScaleForm kS, int kT>
 HWY_NOINLINE SLIMKV_OPS_VNNI_ATTR void GemvTile(const WeightMatrix& w, int64_t tile, const float* x,
                                                 int64_t ldx, const QuantizedX& q, int64_t t0, float* y,
                                                 int64_t ldy) {
   HWY_ALIGN float out[kT * kWeightTileRows];
   if constexpr (kIntegerGemv && kFormat != WeightFormat::kF32 && kFormat != WeightFormat::kF16) {
 #if SLIMKV_OPS_VNNI
-    IntegerTile<kFormat, kGroup, kHalf, kT>(w, tile, q, t0, out);
+    IntegerTile<kFormat, kGroup, kS, kT>(w, tile, q, t0, out);
 #endif
   } else {
-    FloatTile<kFormat, kGroup, kHalf, kT>(w, tile, x + t0 * ldx, ldx, q, t0, out);
+    FloatTile<kFormat, kGroup, kS, kT>(w, tile, x + t0 * ldx, ldx, q, t0, out);
   }
   const int64_t r0 = tile * kWeightTileRows;
   const size_t n = static_cast<size_t>(std::min(kWeightTileRows, w.rows - r0));
@@ -358,23 +391,23 @@ HWY_NOINLINE SLIMKV_OPS_VNNI_ATTR void GemvTile(const WeightMatrix& w, int64_t t
 
 // Decode: tiles [tile_begin, tile_end) of w times n_tokens rows of x,
 // kGemvTokens at a time (a tile's weights are read from memory once and from L1 for the next tokens).
-template <WeightFormat kFormat, int kGroup, bool kHalf>
+template <WeightFormat kFormat, int kGroup, ScaleForm kS>
 void GemvAll(const WeightMatrix& w, int64_t tile_begin, int64_t tile_end, const float* x, int64_t ldx,
              const QuantizedX& q, int64_t n_tokens, float* y, int64_t ldy) {
   for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
     for (int64_t t0 = 0; t0 < n_tokens; t0 += kGemvTokens) {
       switch (std::min<int64_t>(kGemvTokens, n_tokens - t0)) {
         case 4:
-          GemvTile<kFormat, kGroup, kHalf, 4>(w, tile, x, ldx, q, t0, y, ldy);
+          GemvTile<kFormat, kGroup, kS, 4>(w, tile, x, ldx, q, t0, y, ldy);
           break;
         case 3:
-          GemvTile<kFormat, kGroup, kHalf, 3>(w, tile, x, ldx, q, t0, y, ldy);
+          GemvTile<kFormat, kGroup, kS, 3>(w, tile, x, ldx, q, t0, y, ldy);
           break;
         case 2:
-          GemvTile<kFormat, kGroup, kHalf, 2>(w, tile, x, ldx, q, t0, y, ldy);
+          GemvTile<kFormat, kGroup, kS, 2>(w, tile, x, ldx, q, t0, y, ldy);
           break;
         default:
-          GemvTile<kFormat, kGroup, kHalf, 1>(w, tile, x, ldx, q, t0, y, ldy);
+          GemvTile<kFormat, kGroup, kS, 1>(w, tile, x, ldx, q, t0, y, ldy);
           break;
       }
     }

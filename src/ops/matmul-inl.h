@@ -46,24 +46,24 @@ inline size_t PanelScratchFloats(int64_t cols) {
   return static_cast<size_t>(kPanelTiles * cols * kWeightTileRows);
 }
 
-// Code byte kB of each row's 4 bytes in `v` (kQ5: with its fifth bits, as
-// PlaneNibbles gives them) to fp32 weights (scale s, minimum m), stored to the panel columns it holds.
-template <WeightFormat kFormat, int kB>
-HWY_INLINE void DequantByte(hn::Vec<DU> v, hn::Vec<DU> fifth_lo, hn::Vec<DU> fifth_hi, hn::Vec<DI> offset, VF s,
-                            VF m, float* col /* panel + column * 16 */) {
+// Code byte kB of each row's 4 bytes in `v` (with the high bits of `planes`)
+// to fp32 weights (scale s, minimum m), stored to the panel columns it holds.
+template <WeightFormat kFormat, int kGroup, int kB>
+HWY_INLINE void DequantByte(hn::Vec<DU> v, const ChunkPlanes<kFormat>& planes, hn::Vec<DI> offset, VF s, VF m,
+                            float* col /* panel + column * 16 */) {
   const DF d;
   if constexpr (kFormat != WeightFormat::kQ8) {
     VF lo, hi;
-    NibbleCodes<kFormat, kB>(v, fifth_lo, fifth_hi, offset, lo, hi);
+    NibbleCodes<kFormat, kB>(v, planes, offset, lo, hi);
     hn::StoreU(hn::MulAdd(lo, s, m), d, col + kB * kWeightTileRows);
-    hn::StoreU(hn::MulAdd(hi, s, m), d, col + (16 + kB) * kWeightTileRows);
+    hn::StoreU(hn::MulAdd(hi, s, m), d, col + (kGroup / 2 + kB) * kWeightTileRows);
   } else {
     hn::StoreU(hn::MulAdd(SignedByteOf<kB>(v), s, m), d, col + kB * kWeightTileRows);
   }
 }
 
 // The tile's weights as fp32 [cols][16]: the tile itself for kF32, else `scratch`.
-template <WeightFormat kFormat, int kGroup, bool kHalf>
+template <WeightFormat kFormat, int kGroup, ScaleForm kS>
 HWY_INLINE const float* DequantTile(const WeightMatrix& w, int64_t tile, float* HWY_RESTRICT scratch) {
   const DF d;
   const DU du;
@@ -80,26 +80,21 @@ HWY_INLINE const float* DequantTile(const WeightMatrix& w, int64_t tile, float* 
   } else {
     constexpr int kChunks = kGroupChunks<kFormat, kGroup>;
     const int64_t ng = w.cols / kGroup;
-    const uint8_t* scales = w.tile_scales(tile);
-    const uint8_t* mins = w.has_min ? w.tile_mins(tile) : nullptr;
+    const TileScales<kS> ts(w, tile);
     const auto offset = hn::Set(DI(), w.code_offset);
     for (int64_t g = 0; g < ng; ++g) {
       const uint8_t* cg = codes + g * kGroupTileBytes<kFormat, kGroup>;
       for (int h = 0; h < kTileVecs; ++h) {
-        const VF s = LoadScales<kHalf>(scales, g * kWeightTileRows + h * N);
-        const VF m = mins ? LoadScales<kHalf>(mins, g * kWeightTileRows + h * N) : hn::Zero(d);
+        const VF s = ts.Scale(g, h);
+        const VF m = ts.mins ? ts.Min(g, h) : hn::Zero(d);
         for (int k = 0; k < kChunks; ++k) {
           const auto v = hn::LoadU(du, reinterpret_cast<const uint32_t*>(cg + k * 64) + h * N);
-          auto fifth_lo = hn::Zero(du), fifth_hi = hn::Zero(du);
-          if constexpr (kFormat == WeightFormat::kQ5) {
-            fifth_lo = PlaneNibbles(cg + kChunks * 64 + 16 * k, h);
-            fifth_hi = PlaneNibbles(cg + kChunks * 64 + 16 * k + 8, h);
-          }
+          const ChunkPlanes<kFormat> planes(cg + kChunks * 64 + 16 * k * kPlanes<kFormat>, h);
           float* col = scratch + (g * kGroup + 4 * k) * kWeightTileRows + h * N;
-          DequantByte<kFormat, 0>(v, fifth_lo, fifth_hi, offset, s, m, col);
-          DequantByte<kFormat, 1>(v, fifth_lo, fifth_hi, offset, s, m, col);
-          DequantByte<kFormat, 2>(v, fifth_lo, fifth_hi, offset, s, m, col);
-          DequantByte<kFormat, 3>(v, fifth_lo, fifth_hi, offset, s, m, col);
+          DequantByte<kFormat, kGroup, 0>(v, planes, offset, s, m, col);
+          DequantByte<kFormat, kGroup, 1>(v, planes, offset, s, m, col);
+          DequantByte<kFormat, kGroup, 2>(v, planes, offset, s, m, col);
+          DequantByte<kFormat, kGroup, 3>(v, planes, offset, s, m, col);
         }
       }
     }
@@ -155,11 +150,11 @@ HWY_INLINE void PanelTokens(int64_t nt, const float* const* panels, int64_t cols
 }
 
 // The fp32 panels of a tile-layout matrix (DequantTile), for PanelAll.
-template <WeightFormat kFormat, int kGroup, bool kHalf>
+template <WeightFormat kFormat, int kGroup, ScaleForm kS>
 struct TileDequant {
   const WeightMatrix& w;
   const float* operator()(int64_t tile, float* scratch) const {
-    return DequantTile<kFormat, kGroup, kHalf>(w, tile, scratch);
+    return DequantTile<kFormat, kGroup, kS>(w, tile, scratch);
   }
 };
 
@@ -191,7 +186,7 @@ void PanelAll(const Dequant& dequant, int64_t rows, int64_t cols, int64_t tile_b
 }
 
 // ---------------------------------------------------------------- entry
-template <WeightFormat kFormat, int kGroup, bool kHalf = false>
+template <WeightFormat kFormat, int kGroup, ScaleForm kS = ScaleForm::kF32>
 void MatMulTilesT(const WeightMatrix& w, int64_t tile_begin, int64_t tile_end, const float* x, int64_t ldx,
                   const QuantizedX* q, int64_t n_tokens, float* y, int64_t ldy, float* scratch) {
   constexpr bool kInteger = kIntegerGemv && kFormat != WeightFormat::kF32 && kFormat != WeightFormat::kF16;
@@ -199,21 +194,32 @@ void MatMulTilesT(const WeightMatrix& w, int64_t tile_begin, int64_t tile_end, c
     // Formats without group sums (f32, f16) are called with no prepared x; bind a reference to an
     // empty one rather than to null.
     static const QuantizedX kNoX;
-    GemvAll<kFormat, kGroup, kHalf>(w, tile_begin, tile_end, x, ldx, q != nullptr ? *q : kNoX, n_tokens, y,
+    GemvAll<kFormat, kGroup, kS>(w, tile_begin, tile_end, x, ldx, q != nullptr ? *q : kNoX, n_tokens, y,
                                     ldy);
   } else {
-    PanelAll(TileDequant<kFormat, kGroup, kHalf>{w}, w.rows, w.cols, tile_begin, tile_end, x, ldx, n_tokens,
+    PanelAll(TileDequant<kFormat, kGroup, kS>{w}, w.rows, w.cols, tile_begin, tile_end, x, ldx, n_tokens,
              y, ldy, scratch);
   }
 }
 
-// The same for a quantized format, with fp16 or fp32 scales.
+// The same for a quantized format, with its form of scales (kQ8 has no sub-scales: WeightMatrix::Allocate).
 template <WeightFormat kFormat, int kGroup>
 void MatMulTilesQ(const WeightMatrix& w, int64_t tile_begin, int64_t tile_end, const float* x, int64_t ldx,
                   const QuantizedX* q, int64_t n_tokens, float* y, int64_t ldy, float* scratch) {
-  if (w.half_scales)
-    return MatMulTilesT<kFormat, kGroup, true>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy, scratch);
-  MatMulTilesT<kFormat, kGroup, false>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy, scratch);
+  switch (w.scale_form()) {
+    case ScaleForm::kF16:
+      return MatMulTilesT<kFormat, kGroup, ScaleForm::kF16>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y,
+                                                            ldy, scratch);
+    case ScaleForm::kSub:
+      if constexpr (kFormat != WeightFormat::kQ8) {
+        return MatMulTilesT<kFormat, kGroup, ScaleForm::kSub>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y,
+                                                              ldy, scratch);
+      }
+      break;
+    case ScaleForm::kF32:
+      return MatMulTilesT<kFormat, kGroup, ScaleForm::kF32>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y,
+                                                            ldy, scratch);
+  }
 }
 
 // Tiles [tile_begin, tile_end) of w times x ([n_tokens, ldx]) into y. `q`: x
@@ -233,6 +239,9 @@ inline void MatMulTiles(const WeightMatrix& w, int64_t tile_begin, int64_t tile_
                                                  scratch);
     case WeightFormat::kQ5:
       return MatMulTilesQ<WeightFormat::kQ5, 32>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy,
+                                                 scratch);
+    case WeightFormat::kQ6:
+      return MatMulTilesQ<WeightFormat::kQ6, 16>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy,
                                                  scratch);
     case WeightFormat::kQ8:
       if (w.group == 16)

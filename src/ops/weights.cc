@@ -20,6 +20,8 @@ std::string_view WeightFormatName(WeightFormat f) {
       return "q4";
     case WeightFormat::kQ5:
       return "q5";
+    case WeightFormat::kQ6:
+      return "q6";
     case WeightFormat::kQ8:
       return "q8";
     case WeightFormat::kGgml:
@@ -65,6 +67,8 @@ size_t WeightMatrix::code_bytes_per_row() const {
       return cols / 2;
     case WeightFormat::kQ5:
       return cols / 2 + cols / 8;
+    case WeightFormat::kQ6:
+      return cols / 2 + cols / 4;
     case WeightFormat::kQ8:
       return cols;
     case WeightFormat::kGgml:
@@ -79,22 +83,40 @@ size_t WeightMatrix::group_code_bytes() const {
       return group / 2;
     case WeightFormat::kQ5:
       return group / 2 + group / 8;
+    case WeightFormat::kQ6:
+      return group / 2 + group / 4;
     default:
       return group;
   }
 }
 
 namespace {
-// kQ5's fifth bits: the byte-mask word of a group's plane (ops/weights.h) that holds column j
-// (0..31) of a row, and the bit of row i there.
-size_t PlaneWord(int j) { return (j % 16) / 4 * 2 + j / 16; }
+// High-bit planes of a format's codes (ops/weights.h): kQ5 one, kQ6 two.
+int Planes(WeightFormat f) { return f == WeightFormat::kQ5 ? 1 : f == WeightFormat::kQ6 ? 2 : 0; }
+// The 8-byte mask word of a group's masks that holds plane p of column j (0..group-1) of a row, and
+// the bit of row i there.
+size_t PlaneWord(int group, int planes, int p, int j) {
+  const int half = group / 2;
+  return static_cast<size_t>(((j % half) / 4 * planes + p) * 2 + j / half);
+}
 int PlaneBit(int64_t i, int j) { return static_cast<int>(4 * i + j % 4); }
 }  // namespace
 
-size_t WeightMatrix::bytes() const { return codes.size() + scales.size() + mins.size(); }
+size_t WeightMatrix::bytes() const {
+  return codes.size() + scales.size() + mins.size() + supers.size() + super_mins.size();
+}
 
 float WeightMatrix::ScaleAt(const AlignedBuffer<uint8_t>& b, int64_t r, int64_t g) const {
   const size_t i = ((r / kWeightTileRows) * groups_per_row() + g) * kWeightTileRows + r % kWeightTileRows;
+  if (super_group) {
+    const AlignedBuffer<uint8_t>& f = &b == &scales ? supers : super_mins;
+    const size_t j =
+        ((r / kWeightTileRows) * (cols / super_group) + g * group / super_group) * kWeightTileRows +
+        r % kWeightTileRows;
+    uint16_t h;
+    std::memcpy(&h, f.data() + 2 * j, 2);
+    return static_cast<float>(static_cast<int8_t>(b[i])) * HalfToFloat(h);  // exact: 8 x 11 bits
+  }
   if (half_scales) {
     uint16_t h;
     std::memcpy(&h, b.data() + 2 * i, 2);
@@ -106,7 +128,7 @@ float WeightMatrix::ScaleAt(const AlignedBuffer<uint8_t>& b, int64_t r, int64_t 
 }
 
 void WeightMatrix::CompactScales() {
-  if (!quantized() || half_scales) return;
+  if (!quantized() || half_scales || super_group) return;
   const size_t n = scales.size() / 4;
   auto exact = [n](const AlignedBuffer<uint8_t>& b) {
     const float* f = reinterpret_cast<const float*>(b.data());
@@ -132,7 +154,7 @@ void WeightMatrix::CompactScales() {
 }
 
 WeightMatrix WeightMatrix::Allocate(WeightFormat format, int64_t rows, int64_t cols, int group,
-                                    bool has_min) {
+                                    bool has_min, int super_group) {
   WeightMatrix m;
   m.format = format;
   m.rows = rows;
@@ -142,11 +164,19 @@ WeightMatrix WeightMatrix::Allocate(WeightFormat format, int64_t rows, int64_t c
   m.group = quant ? group : 0;
   m.has_min = quant && has_min;
   if (quant) CHECK(group % 16 == 0 && cols % group == 0, "cols {} group {}", cols, group);
-  if (format == WeightFormat::kQ5) CHECK(group == 32, "kQ5 group {}", group);
+  if (format == WeightFormat::kQ4 || format == WeightFormat::kQ5) CHECK(group == 32, "group {}", group);
+  if (format == WeightFormat::kQ6) CHECK(group == 16, "kQ6 group {}", group);
+  if (quant && super_group) {
+    CHECK(format != WeightFormat::kQ8, "kQ8 has no sub-scales");
+    CHECK(super_group % group == 0 && cols % super_group == 0, "cols {} super group {}", cols, super_group);
+    m.super_group = super_group;
+  }
   m.codes.Resize(m.tile_code_bytes() * m.tiles());
   if (quant) {
     m.scales.Resize(m.tiles() * m.tile_scale_bytes());
     if (m.has_min) m.mins.Resize(m.tiles() * m.tile_scale_bytes());
+    m.supers.Resize(m.tiles() * m.tile_super_bytes());
+    if (m.has_min) m.super_mins.Resize(m.tiles() * m.tile_super_bytes());
   }
   return m;
 }
@@ -166,26 +196,48 @@ void WeightMatrix::SetRow(int64_t r, const uint8_t* row_codes, const float* row_
   const int64_t ng = groups_per_row();
   const size_t gb = group_code_bytes();
   const size_t chunks = (format == WeightFormat::kQ8 ? group : group / 2) / 4;  // of nibbles or bytes
+  const int planes = Planes(format);
   for (int64_t g = 0; g < ng; ++g) {
     uint8_t* tg = t + g * gb * kWeightTileRows;
     for (size_t k = 0; k < chunks; ++k) {
       std::memcpy(tg + k * 4 * kWeightTileRows + i * 4, row_codes + g * gb + k * 4, 4);
     }
-    if (format == WeightFormat::kQ5) {
-      uint32_t qh;
-      std::memcpy(&qh, row_codes + g * gb + group / 2, 4);
-      uint8_t* plane = tg + chunks * 4 * kWeightTileRows;
-      for (int j = 0; j < 32; ++j) {
-        uint64_t word;
-        std::memcpy(&word, plane + 8 * PlaneWord(j), 8);
-        const uint64_t bit = uint64_t{1} << PlaneBit(i, j);
-        word = (qh >> j & 1) ? word | bit : word & ~bit;
-        std::memcpy(plane + 8 * PlaneWord(j), &word, 8);
+    if (planes) {
+      uint32_t high;  // kQ5: bit j; kQ6: bits 2j, 2j+1
+      std::memcpy(&high, row_codes + g * gb + group / 2, 4);
+      uint8_t* masks = tg + chunks * 4 * kWeightTileRows;
+      for (int j = 0; j < group; ++j) {
+        for (int p = 0; p < planes; ++p) {
+          const size_t at = 8 * PlaneWord(group, planes, p, j);
+          uint64_t word;
+          std::memcpy(&word, masks + at, 8);
+          const uint64_t bit = uint64_t{1} << PlaneBit(i, j);
+          word = (high >> (planes * j + p) & 1) ? word | bit : word & ~bit;
+          std::memcpy(masks + at, &word, 8);
+        }
       }
     }
+    if (super_group) continue;  // SetSubScales
     const size_t s = ((tile * ng + g) * kWeightTileRows + i) * sizeof(float);
     std::memcpy(scales.data() + s, &row_scales[g], sizeof(float));
     if (has_min) std::memcpy(mins.data() + s, &row_mins[g], sizeof(float));
+  }
+}
+
+void WeightMatrix::SetSubScales(int64_t r, const int8_t* sub, const int8_t* sub_min, const uint16_t* super,
+                                const uint16_t* super_min) {
+  CHECK(r >= 0 && r < rows && super_group, "row {} super group {}", r, super_group);
+  const int64_t tile = r / kWeightTileRows, i = r % kWeightTileRows;
+  const int64_t ng = groups_per_row(), ns = cols / super_group;
+  for (int64_t g = 0; g < ng; ++g) {
+    const size_t at = (tile * ng + g) * kWeightTileRows + i;
+    scales[at] = static_cast<uint8_t>(sub[g]);
+    if (has_min) mins[at] = static_cast<uint8_t>(sub_min[g]);
+  }
+  for (int64_t s = 0; s < ns; ++s) {
+    const size_t at = 2 * ((tile * ns + s) * kWeightTileRows + i);
+    std::memcpy(supers.data() + at, &super[s], 2);
+    if (has_min) std::memcpy(super_mins.data() + at, &super_min[s], 2);
   }
 }
 
@@ -226,9 +278,11 @@ void WeightMatrix::DequantizeRow(int64_t r, float* out) const {
       return;
     case WeightFormat::kQ4:
     case WeightFormat::kQ5:
+    case WeightFormat::kQ6:
     case WeightFormat::kQ8:
       break;
   }
+  const int planes = Planes(format);
   const int64_t ng = groups_per_row();
   const size_t gb = group_code_bytes();
   for (int64_t g = 0; g < ng; ++g) {
@@ -236,17 +290,18 @@ void WeightMatrix::DequantizeRow(int64_t r, float* out) const {
     const uint8_t* tg = t + g * gb * kWeightTileRows;
     // Byte j of the row's group codes.
     auto byte = [&](int j) { return tg[(j / 4) * 4 * kWeightTileRows + i * 4 + j % 4]; };
+    const int half = group / 2;
     for (int j = 0; j < group; ++j) {
       int q;
       if (format == WeightFormat::kQ8) {
         q = static_cast<int8_t>(byte(j));
       } else {
-        const uint8_t b = byte(j % 16);
-        q = j < 16 ? (b & 15) : (b >> 4);
-        if (format == WeightFormat::kQ5) {
+        const uint8_t b = byte(j % half);
+        q = j < half ? (b & 15) : (b >> 4);
+        for (int p = 0; p < planes; ++p) {
           uint64_t word;
-          std::memcpy(&word, tg + group / 2 * kWeightTileRows + 8 * PlaneWord(j), 8);
-          q |= static_cast<int>(word >> PlaneBit(i, j) & 1) << 4;
+          std::memcpy(&word, tg + half * kWeightTileRows + 8 * PlaneWord(group, planes, p, j), 8);
+          q |= static_cast<int>(word >> PlaneBit(i, j) & 1) << (4 + p);
         }
         q -= code_offset;
       }

@@ -7,55 +7,53 @@
 // (docs/DECISIONS.md "Weights: tiles where they cost no bytes, the file's
 // blocks elsewhere" has the measurements behind these choices):
 //
-//   kQ4  per group of 32 columns, 16 bytes of codes: byte j holds column j in
-//   its low nibble
-//        and column j+16 in its high nibble (ggml's order). w = scale * q +
-//        min, q in [0, 15].
-//   kQ5  per group of 32 columns, kQ4's 16 bytes of low nibbles and a fifth
-//        bit per column (ggml's Q5_x): w = scale * (q - code_offset) + min,
-//        q in [0, 31].
-//   kQ8  per group of `group` columns (32, or 16 for Q6_K), one int8 code per
-//   column.
-//        w = scale * q + min, q in [-128, 127].
-//   kQ4 and kQ5 codes may carry an implied minimum, `code_offset` (Q4_0: 8,
-//   Q5_0: 16): w = scale * (q - code_offset) + min. It costs no bytes, which
-//   is what lets Q4_0 and Q5_0 take tiles at the file's bits per weight.
+//   kQ4  per group of `group` columns (32), 16 bytes of codes: byte j holds
+//        column j in its low nibble and column j+16 in its high nibble
+//        (ggml's order). q in [0, 15].
+//   kQ5  kQ4's nibbles and a fifth bit per column (Q5_x): q in [0, 31].
+//   kQ6  per group of 16 columns, 8 bytes of nibbles (byte j: columns j and
+//        j+8) and two high bits per column (Q6_K): q in [0, 63].
+//   kQ8  per group of `group` columns (32, or 16), one int8 code per column:
+//        q in [-128, 127].
+//   w = scale * (q - code_offset) + min. `code_offset` is an implied minimum
+//   (Q4_0: 8, Q5_0: 16, Q6_K: 32; 0 for kQ8) that costs no bytes.
 //   kF16 IEEE half per weight.   kF32 float per weight.
 //   kGgml the GGUF file's own blocks of `ggml_type` (layouts in
-//   gguf/dequant.h), kept as
-//        stored so a matrix takes exactly the file's bits per weight; the
-//        kernels decode them in registers (ops/block_decode-inl.h). Types:
-//        IsGgmlMatMulType. Used for the types whose group form would take more
-//        than the file's bits (model/repack.h).
+//        gguf/dequant.h), kept as stored so a matrix takes exactly the file's
+//        bits per weight; the kernels decode them in registers
+//        (ops/block_decode-inl.h). Types: IsGgmlMatMulType. Used for the types
+//        whose tiled form would take more than the file's bits (model/repack.h).
 //
 // kGgml rows are row-major, [rows][ggml_row_bytes]. The other formats store
 // rows in tiles of kWeightTileRows rows (the last one padded with zero rows),
 // so a SIMD lane can stand for a row: a decode kernel computes 16 outputs per
 // vector with no horizontal sums, and applies a group's scale to 16 rows with one instruction.
 //   kF32/kF16  tile = [cols][16]: column c of the tile's 16 rows is contiguous.
-//   kQ4/kQ5/kQ8 tile = [groups][chunks][16][4 bytes]: a group's codes (in the
-//   row order above:
-//              16 bytes for kQ4, `group` bytes for kQ8) are cut in 4-byte
-//              pieces; chunk k holds piece k of each of the 16 rows, row i at
-//              bytes 4i..4i+3 (64 bytes: one AVX-512 vector, whose 32-bit lane
-//              i is row i).
-//              kQ5 adds 64 bytes to each group after its 4 chunks, the fifth
-//              bits as AVX-512 byte masks: 8 bytes per chunk k for its low
-//              nibbles (bit 4i+b: row i, column 4k+b), then 8 for its high
-//              nibbles (column 16+4k+b), so the kernel sets them with one
-//              masked add per 64 codes.
+//   kQ4/kQ5/kQ6/kQ8 tile = [groups][chunks][16][4 bytes]: a group's code bytes
+//              (nibbles or int8, in the order above) are cut in 4-byte pieces;
+//              chunk k holds piece k of each of the 16 rows, row i at bytes
+//              4i..4i+3 (64 bytes: one AVX-512 vector, whose 32-bit lane i is
+//              row i).
+//              kQ5 and kQ6 follow a group's chunks with their high bits as
+//              AVX-512 byte masks (1 and 2 planes): for chunk k and plane p,
+//              8 bytes for the low nibbles (bit 4i+b: row i, column 4k+b), then
+//              8 for the high nibbles (column group/2+4k+b), at byte
+//              16 (k * planes + p) of the group's masks; the kernel adds 16 << p
+//              under each mask, one instruction per 64 codes and plane.
 //   scales, mins [tiles][groups][16]: a group's 16 scales are one vector. fp32,
-//   or fp16
-//              (`half_scales`) when every scale and minimum is exactly an fp16
-//              value, as the fp16 fields of Q4_0/Q4_1/Q5_x/Q8_0 are: 4 bytes
-//              per 32 weights instead of 8, and decode reads every byte once
-//              per token.
+//              or fp16 (`half_scales`) when every scale and minimum is exactly
+//              an fp16 value, as the fp16 fields of Q4_x/Q5_x/Q8_0 are; or,
+//              with `super_group` (the K types), int8 sub-scales times an fp16
+//              factor per `super_group` columns: supers, super_mins
+//              [tiles][cols / super_group][16] (Q4_K: w = d sc q - dmin m, as
+//              sub-scale sc and factor d, sub-minimum m and factor -dmin). The
+//              products are exact in fp32, so every form is lossless.
 //
-// Invariants: cols % 16 == 0; for kQ4/kQ5/kQ8 group % 16 == 0 (kQ5: 32) and cols % group ==
-// 0; padding rows have zero codes, scales and mins; `has_min` is false when
-// every min is zero (then mins is empty); for kGgml, cols %
-// GgmlMatMulColumns(ggml_type) == 0 and no scales/mins. Kernels split every
-// format's rows in 16-row tiles (tiles()).
+// Invariants: cols % 16 == 0; for kQ4/kQ5/kQ6/kQ8 group % 16 == 0 (kQ4/kQ5:
+// 32, kQ6: 16) and cols % group == 0 (and % super_group); padding rows have
+// zero codes, scales and mins; `has_min` is false when every min is zero (then
+// mins is empty); for kGgml, cols % GgmlMatMulColumns(ggml_type) == 0 and no
+// scales/mins. Kernels split every format's rows in 16-row tiles (tiles()).
 #pragma once
 
 #include <cstdint>
@@ -66,7 +64,9 @@
 
 namespace slimkv::ops {
 
-enum class WeightFormat { kF32, kF16, kQ4, kQ5, kQ8, kGgml };
+enum class WeightFormat { kF32, kF16, kQ4, kQ5, kQ6, kQ8, kGgml };
+// How a quantized matrix stores its scales (above).
+enum class ScaleForm { kF32, kF16, kSub };
 std::string_view WeightFormatName(WeightFormat f);
 
 inline constexpr int64_t kWeightTileRows = 16;
@@ -79,8 +79,9 @@ int64_t GgmlMatMulColumns(gguf::TensorType t);
 struct WeightMatrix {
   WeightFormat format = WeightFormat::kF32;
   int64_t rows = 0, cols = 0;
-  int group = 0;  // columns per scale group (kQ4/kQ5/kQ8)
-  int code_offset = 0;  // kQ4/kQ5: the implied minimum, in codes (above)
+  int group = 0;        // columns per scale group (kQ4/kQ5/kQ6/kQ8)
+  int code_offset = 0;  // the implied minimum, in codes (above)
+  int super_group = 0;  // columns per fp16 factor of int8 sub-scales (ScaleForm::kSub), or 0
   bool has_min = false;
   bool half_scales = false;
   gguf::TensorType ggml_type = gguf::TensorType::kF32;  // kGgml: the block type of codes
@@ -88,11 +89,16 @@ struct WeightMatrix {
   AlignedBuffer<uint8_t> codes;   // [tiles] tiles, as above; kGgml [rows][ggml_row_bytes]
   AlignedBuffer<uint8_t> scales;  // [tiles][groups][16] fp32, or fp16 if half_scales
   AlignedBuffer<uint8_t> mins;    // the same, if has_min
+  AlignedBuffer<uint8_t> supers, super_mins;  // kSub: [tiles][cols / super_group][16] fp16
 
   bool quantized() const {
-    return format == WeightFormat::kQ4 || format == WeightFormat::kQ5 || format == WeightFormat::kQ8;
+    return format == WeightFormat::kQ4 || format == WeightFormat::kQ5 || format == WeightFormat::kQ6 ||
+           format == WeightFormat::kQ8;
   }
-  size_t scale_bytes() const { return half_scales ? 2 : 4; }
+  ScaleForm scale_form() const {
+    return super_group ? ScaleForm::kSub : half_scales ? ScaleForm::kF16 : ScaleForm::kF32;
+  }
+  size_t scale_bytes() const { return super_group ? 1 : half_scales ? 2 : 4; }
   int64_t groups_per_row() const { return group ? cols / group : 0; }
   int64_t tiles() const { return (rows + kWeightTileRows - 1) / kWeightTileRows; }
   // Bytes of codes of one row (of one group for kQ4/kQ5/kQ8: group_code_bytes()).
@@ -104,21 +110,34 @@ struct WeightMatrix {
   const uint8_t* tile_scales(int64_t tile) const { return scales.data() + tile * tile_scale_bytes(); }
   const uint8_t* tile_mins(int64_t tile) const { return mins.data() + tile * tile_scale_bytes(); }
   size_t tile_scale_bytes() const { return groups_per_row() * kWeightTileRows * scale_bytes(); }
+  // kSub: a tile's [cols / super_group][16] fp16 factors of the scales and minimums.
+  const uint8_t* tile_supers(int64_t tile) const { return supers.data() + tile * tile_super_bytes(); }
+  const uint8_t* tile_super_mins(int64_t tile) const { return super_mins.data() + tile * tile_super_bytes(); }
+  size_t tile_super_bytes() const { return super_group ? cols / super_group * kWeightTileRows * 2 : 0; }
   // Scale and minimum of group g of row r (0 without minimums).
   float scale(int64_t r, int64_t g) const { return ScaleAt(scales, r, g); }
   float min(int64_t r, int64_t g) const { return has_min ? ScaleAt(mins, r, g) : 0.0f; }
-  // Bytes the matmul reads for the whole matrix: codes + scales + mins (padding included).
+  // Bytes the matmul reads for the whole matrix: codes, scales, mins and their factors (padding included).
   size_t bytes() const;
 
-  static WeightMatrix Allocate(WeightFormat format, int64_t rows, int64_t cols, int group, bool has_min);
+  // `super_group`: 0, or the columns per fp16 factor of int8 sub-scales (SetSubScales).
+  static WeightMatrix Allocate(WeightFormat format, int64_t rows, int64_t cols, int group, bool has_min,
+                               int super_group = 0);
   // A kGgml matrix of `type` (IsGgmlMatMulType; cols a multiple of
   // GgmlMatMulColumns), codes zeroed.
   static WeightMatrix AllocateGgml(gguf::TensorType type, int64_t rows, int64_t cols);
   // Writes row r from its row-major form: `row_codes` [code_bytes_per_row()] in
   // the group order above (for kF32/kF16 the values; for kQ5 each group's 16
-  // nibble bytes then its fifth bits as ggml's little-endian 32-bit qh), `row_scales` and
-  // `row_mins` [groups_per_row()] (null for float formats; `row_mins` ignored without has_min).
+  // nibble bytes then its fifth bits as a little-endian 32-bit word, bit j for
+  // column j, as ggml's qh; for kQ6 each group's 8 nibble bytes then a 32-bit
+  // word with column j's two high bits at bits 2j, 2j+1), `row_scales` and
+  // `row_mins` [groups_per_row()] (null for float formats; `row_mins` ignored
+  // without has_min; both ignored with super_group: SetSubScales).
   void SetRow(int64_t r, const uint8_t* row_codes, const float* row_scales, const float* row_mins);
+  // With super_group: row r's int8 sub-scales and sub-minimums [groups_per_row()] and their fp16
+  // factors [cols / super_group] (as stored bits; sub_min and super_min ignored without has_min).
+  void SetSubScales(int64_t r, const int8_t* sub, const int8_t* sub_min, const uint16_t* super,
+                    const uint16_t* super_min);
   // Stores scales and minimums as fp16 if every one of them is exactly an fp16 value.
   void CompactScales();
   // Row r dequantized to fp32 [cols] (embedding lookups, references and tests).

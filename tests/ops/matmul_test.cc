@@ -18,13 +18,31 @@ namespace {
 
 constexpr float kEps = 1.1920929e-7f;
 
+// super_group: int8 sub-scales (signed, as Q6_K's) and sub-minimums (as Q4_K's: 0..63, with a
+// negative factor) times fp16 factors per super_group columns.
 WeightMatrix RandomMatrix(WeightFormat f, int64_t rows, int64_t cols, int group, bool has_min, uint64_t seed,
-                          bool half_scales = false, int code_offset = 0) {
+                          bool half_scales = false, int code_offset = 0, int super_group = 0) {
   std::mt19937_64 rng(seed);
   std::uniform_int_distribution<int> byte(0, 255);
   std::normal_distribution<float> nd(0.0f, 1.0f);
-  WeightMatrix m = WeightMatrix::Allocate(f, rows, cols, group, has_min);
+  WeightMatrix m = WeightMatrix::Allocate(f, rows, cols, group, has_min, super_group);
   m.code_offset = code_offset;
+  if (super_group) {
+    const int64_t ng = m.groups_per_row(), ns = cols / super_group;
+    std::vector<int8_t> sub(ng), sub_min(ng);
+    std::vector<uint16_t> super(ns), super_min(ns);
+    std::vector<uint8_t> codes(m.code_bytes_per_row());
+    for (int64_t r = 0; r < rows; ++r) {
+      for (auto& b : codes) b = static_cast<uint8_t>(byte(rng));
+      for (auto& v : sub) v = static_cast<int8_t>(byte(rng) - 128);
+      for (auto& v : sub_min) v = static_cast<int8_t>(byte(rng) % 64);
+      for (auto& v : super) v = FloatToHalf(0.0005f + std::abs(nd(rng)) * 0.001f);
+      for (auto& v : super_min) v = FloatToHalf(-std::abs(nd(rng)) * 0.002f);
+      m.SetRow(r, codes.data(), nullptr, nullptr);
+      m.SetSubScales(r, sub.data(), sub_min.data(), super.data(), super_min.data());
+    }
+    return m;
+  }
   std::vector<uint8_t> codes(m.code_bytes_per_row());
   std::vector<float> scales(m.groups_per_row()), mins(m.groups_per_row());
   // Scales that are fp16 values when the matrix is to hold them as fp16.
@@ -53,7 +71,8 @@ struct Case {
   int group;
   bool has_min;
   bool half_scales = false;
-  int code_offset = 0;  // kQ4/kQ5's implied minimum (Q4_0: 8, Q5_0: 16)
+  int code_offset = 0;  // the implied minimum (Q4_0: 8, Q5_0: 16, Q6_K: 32)
+  int super_group = 0;  // int8 sub-scales with fp16 factors (the K types)
 };
 
 // How the tolerance of one output is bounded from its row of weights and its x.
@@ -134,12 +153,14 @@ TEST_P(MatMulTest, MatchesReferenceOnOddShapes) {
   const Case c = GetParam();
   ThreadPool pool(2);
   for (int64_t rows : {1, 3, 5, 17, 97}) {
-    for (int64_t cols : {32, 96, 576}) {
+    for (int64_t cols : {32, 96, 576, 768}) {
       if (c.group && cols % c.group) continue;
+      if (c.super_group && cols % c.super_group) continue;
       for (int64_t tokens : {1, 2, 3, 4, 5, 8, 11, 16, 17, 70}) {
         SCOPED_TRACE(::testing::Message() << rows << "x" << cols << " tokens " << tokens);
         WeightMatrix w =
-            RandomMatrix(c.format, rows, cols, c.group, c.has_min, rows * 131 + cols, c.half_scales, c.code_offset);
+            RandomMatrix(c.format, rows, cols, c.group, c.has_min, rows * 131 + cols, c.half_scales, c.code_offset,
+                         c.super_group);
         const RandomX x(tokens, cols);
         ExpectMatchesReference(pool, w, x.x(), x.ldx, tokens);
         if (HasFatalFailure()) return;
@@ -153,8 +174,9 @@ TEST_P(MatMulTest, MatchesReferenceOnOddShapes) {
 TEST_P(MatMulTest, ZeroTinyAndHugeActivations) {
   const Case c = GetParam();
   ThreadPool pool(2);
-  const int64_t rows = 33, cols = 192, tokens = 3;
-  WeightMatrix w = RandomMatrix(c.format, rows, cols, c.group, c.has_min, 5, c.half_scales, c.code_offset);
+  const int64_t rows = 33, cols = c.super_group ? 256 : 192, tokens = 3;
+  WeightMatrix w =
+      RandomMatrix(c.format, rows, cols, c.group, c.has_min, 5, c.half_scales, c.code_offset, c.super_group);
   std::vector<float> x(tokens * cols);
   std::mt19937_64 rng(9);
   std::normal_distribution<float> nd(0.0f, 1.0f);
@@ -194,7 +216,10 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{WeightFormat::kQ4, 32, true, true}, Case{WeightFormat::kQ8, 32, false, true},
                       Case{WeightFormat::kQ8, 16, true, true}, Case{WeightFormat::kQ4, 32, false, true, 8},
                       Case{WeightFormat::kQ5, 32, false, false, 16}, Case{WeightFormat::kQ5, 32, true},
-                      Case{WeightFormat::kQ5, 32, false, true, 16}, Case{WeightFormat::kQ5, 32, true, true}));
+                      Case{WeightFormat::kQ5, 32, false, true, 16}, Case{WeightFormat::kQ5, 32, true, true},
+                      Case{WeightFormat::kQ6, 16, false, true, 32}, Case{WeightFormat::kQ6, 16, false, false, 32},
+                      Case{WeightFormat::kQ6, 16, false, false, 32, 256}, Case{WeightFormat::kQ4, 32, true, false, 0, 256},
+                      Case{WeightFormat::kQ5, 32, true, false, 0, 256}));
 
 // GGUF's own blocks (WeightFormat::kGgml): every type, odd row counts, token
 // counts on both sides of the stream/panel switch, misaligned x, on every target.
