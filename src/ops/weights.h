@@ -4,8 +4,7 @@
 // Quantized GGUF types are repacked at load into one of two group formats in
 // tiles, or kept as the file's blocks (kGgml); either way they stay quantized
 // in memory and are dequantized in registers by the matmul kernels
-// (docs/DECISIONS.md "Weights: tiles where they cost no bytes, the file's
-// blocks elsewhere" has the measurements behind these choices):
+// (docs/DECISIONS.md "Weights: kept quantized, repacked losslessly" has the measurements behind these choices):
 //
 //   kQ4  per group of `group` columns (32), 16 bytes of codes: byte j holds
 //        column j in its low nibble and column j+16 in its high nibble
