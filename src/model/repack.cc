@@ -29,7 +29,9 @@ float H(const uint8_t* p) {
 // kQ6's bit planes; the K types keep their two-level scales (an int8
 // sub-scale per group, an fp16 factor per 256 columns), whose 6-bit fields
 // take a byte each: Q4_K 4.625 bits per weight against 4.5, Q5_K 5.625 against
-// 5.5, Q6_K 6.5625 as the file. Others stay the file's blocks (kGgml).
+// 5.5, Q6_K 6.5625 as the file. IQ4_NL and IQ4_XS are kIQ4 (their levels are
+// a lookup in the kernel), IQ4_XS with two-level scales: 4.3125 bits against
+// 4.25. Others stay the file's blocks (kGgml): BF16, Q2_K, Q3_K.
 bool Tiled(TensorType type) {
   switch (type) {
     case TensorType::kF32:
@@ -42,6 +44,8 @@ bool Tiled(TensorType type) {
     case TensorType::kQ4_K:
     case TensorType::kQ5_K:
     case TensorType::kQ6_K:
+    case TensorType::kIQ4_NL:
+    case TensorType::kIQ4_XS:
       return true;
     default:
       return false;
@@ -49,7 +53,8 @@ bool Tiled(TensorType type) {
 }
 
 bool SubScaled(TensorType type) {
-  return type == TensorType::kQ4_K || type == TensorType::kQ5_K || type == TensorType::kQ6_K;
+  return type == TensorType::kQ4_K || type == TensorType::kQ5_K || type == TensorType::kQ6_K ||
+         type == TensorType::kIQ4_XS;
 }
 
 uint16_t Bits(const uint8_t* p) {
@@ -61,10 +66,17 @@ uint16_t Bits(const uint8_t* p) {
 // One row of a K type in kQ4/kQ5/kQ6's row form (WeightMatrix::SetRow) and its
 // sub-scales (SetSubScales). Q4_K/Q5_K: w = d sc q - dmin m per 32 columns, as
 // sub-scale sc with factor d and sub-minimum m with factor -dmin (the fp16 sign
-// flipped, exact); Q6_K: w = d sc (q - 32) per 16 columns.
+// flipped, exact); Q6_K: w = d sc (q - 32) per 16 columns; IQ4_XS: w = d (ls - 32) level[q] per 32.
 void RepackRowK(TensorType type, const uint8_t* src, int64_t cols, uint8_t* codes, int8_t* sub,
                 int8_t* sub_min, uint16_t* super, uint16_t* super_min) {
   for (int64_t b = 0; b < cols / 256; ++b) {
+    if (type == TensorType::kIQ4_XS) {  // d, scales_h, scales_l[4], qs[128] (Q4_0's nibble order per 32)
+      const uint8_t* x = src + b * 136;
+      for (int g = 0; g < 8; ++g) sub[b * 8 + g] = static_cast<int8_t>(gguf::Iq4XsScale(x, g) - 32);
+      std::memcpy(codes + b * 128, x + 8, 128);
+      super[b] = Bits(x);
+      continue;
+    }
     if (type == TensorType::kQ6_K) {  // ql[128], qh[64], scales[16], d
       const uint8_t* x = src + b * 210;
       for (int g = 0; g < 16; ++g) {
@@ -138,6 +150,12 @@ void RepackRow(TensorType type, const uint8_t* src, int64_t cols, uint8_t* codes
         scale[g] = H(src);
       }
       return;
+    case TensorType::kIQ4_NL:  // d, qs[16]: x = d * level[q]
+      for (int64_t g = 0; g < cols / 32; ++g, src += 18) {
+        std::memcpy(codes + g * 16, src + 2, 16);
+        scale[g] = H(src);
+      }
+      return;
     case TensorType::kQ5_1:  // d, m, qh[4], qs[16]: x = d * q + m
       for (int64_t g = 0; g < cols / 32; ++g, src += 24) {
         std::memcpy(codes + g * 20, src + 8, 16);
@@ -185,6 +203,10 @@ TileForm TileFormOf(TensorType type) {
       return {WeightFormat::kQ5, 32, true, 0, 256};
     case TensorType::kQ6_K:
       return {WeightFormat::kQ6, 16, false, 32, 256};
+    case TensorType::kIQ4_NL:
+      return {WeightFormat::kIQ4, 32, false};
+    case TensorType::kIQ4_XS:
+      return {WeightFormat::kIQ4, 32, false, 0, 256};
     default:
       return {WeightFormat::kQ8, 32, false};  // Q8_0
   }

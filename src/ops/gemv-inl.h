@@ -21,8 +21,10 @@
 #endif
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 
+#include "gguf/dequant.h"
 #include "hwy/cache_control.h"
 #include "hwy/highway.h"
 #include "ops/matmul_x.h"
@@ -107,6 +109,19 @@ inline constexpr int kPlanes = kFormat == WeightFormat::kQ5 ? 1 : kFormat == Wei
 template <WeightFormat kFormat, int kGroup>
 inline constexpr int64_t kGroupTileBytes = kGroupChunks<kFormat, kGroup> * (64 + 16 * kPlanes<kFormat>);
 
+// kIQ4's levels (gguf::kIq4nlValues) as int32, for the float kernels' gathers, and + 128 as
+// bytes, the integer kernel's unsigned operand.
+alignas(64) inline constexpr std::array<int32_t, 16> kIq4Levels = [] {
+  std::array<int32_t, 16> a{};
+  for (int i = 0; i < 16; ++i) a[i] = gguf::kIq4nlValues[i];
+  return a;
+}();
+alignas(16) inline constexpr std::array<uint8_t, 16> kIq4Unsigned = [] {
+  std::array<uint8_t, 16> a{};
+  for (int i = 0; i < 16; ++i) a[i] = static_cast<uint8_t>(gguf::kIq4nlValues[i] + 128);
+  return a;
+}();
+
 // ---------------------------------------------------------------- x
 // preparation Fills q.sum (always) and, for the integer kernel, q.parts,
 // q.scale and q.bias, for n_tokens rows of x ([n_tokens, ldx]).
@@ -176,7 +191,9 @@ SLIMKV_OPS_VNNI_ATTR HWY_INLINE void IntegerTile(const WeightMatrix& w, int64_t 
   const __m512i nibble = _mm512_set1_epi8(0x0F), flip = _mm512_set1_epi8(static_cast<char>(0x80));
   // Nibble codes with an implied minimum enter as q and the sum starts at -offset * the part's sum (kQ8's
   // q + 128 likewise at -128 * that sum: q.bias).
-  const int32_t offset = kFormat == WeightFormat::kQ8 ? 128 : w.code_offset;
+  const int32_t offset = kFormat == WeightFormat::kQ8 || kFormat == WeightFormat::kIQ4 ? 128 : w.code_offset;
+  // kIQ4: a nibble's level + 128 (vpdpbusd's unsigned operand), looked up with one vpshufb.
+  const __m512i levels = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(kIq4Unsigned.data())));
   const __m512 inv_base = _mm512_set1_ps(1.0f / kXPartBase);
   __m512 acc[kT];
   for (int t = 0; t < kT; ++t) acc[t] = _mm512_setzero_ps();
@@ -202,6 +219,10 @@ SLIMKV_OPS_VNNI_ATTR HWY_INLINE void IntegerTile(const WeightMatrix& w, int64_t 
         // Low nibbles: columns 4k..4k+3 of each row; high nibbles: columns kGroup/2+4k...
         __m512i lo = _mm512_and_si512(v, nibble);
         __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), nibble);
+        if constexpr (kFormat == WeightFormat::kIQ4) {
+          lo = _mm512_shuffle_epi8(levels, lo);
+          hi = _mm512_shuffle_epi8(levels, hi);
+        }
         for (int pl = 0; pl < kPl; ++pl) {  // + 16 << pl where the plane's bit is set
           uint64_t m[2];
           std::memcpy(m, cg + kChunks * 64 + 16 * (k * kPl + pl), 16);
@@ -292,8 +313,13 @@ HWY_INLINE void NibbleCodes(hn::Vec<DU> v, const ChunkPlanes<kFormat>& planes, h
     l = hn::Or(l, hn::Shl(hn::And(hn::ShiftRight<kB>(planes.bits[p][0]), one), hn::Set(du, 4u + p)));
     u = hn::Or(u, hn::Shl(hn::And(hn::ShiftRight<kB>(planes.bits[p][1]), one), hn::Set(du, 4u + p)));
   }
-  lo = hn::ConvertTo(d, hn::Sub(hn::BitCast(DI(), l), offset));
-  hi = hn::ConvertTo(d, hn::Sub(hn::BitCast(DI(), u), offset));
+  if constexpr (kFormat == WeightFormat::kIQ4) {
+    lo = hn::ConvertTo(d, hn::GatherIndex(DI(), kIq4Levels.data(), hn::BitCast(DI(), l)));
+    hi = hn::ConvertTo(d, hn::GatherIndex(DI(), kIq4Levels.data(), hn::BitCast(DI(), u)));
+  } else {
+    lo = hn::ConvertTo(d, hn::Sub(hn::BitCast(DI(), l), offset));
+    hi = hn::ConvertTo(d, hn::Sub(hn::BitCast(DI(), u), offset));
+  }
 }
 
 // Adds code byte kB of chunk `v` (rows in lanes) times x to part[t] for each token.

@@ -240,6 +240,9 @@ inline void MatMulTiles(const WeightMatrix& w, int64_t tile_begin, int64_t tile_
     case WeightFormat::kQ5:
       return MatMulTilesQ<WeightFormat::kQ5, 32>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy,
                                                  scratch);
+    case WeightFormat::kIQ4:
+      return MatMulTilesQ<WeightFormat::kIQ4, 32>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy,
+                                                  scratch);
     case WeightFormat::kQ6:
       return MatMulTilesQ<WeightFormat::kQ6, 16>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy,
                                                  scratch);

@@ -22,6 +22,8 @@ std::string_view WeightFormatName(WeightFormat f) {
       return "q5";
     case WeightFormat::kQ6:
       return "q6";
+    case WeightFormat::kIQ4:
+      return "iq4";
     case WeightFormat::kQ8:
       return "q8";
     case WeightFormat::kGgml:
@@ -64,6 +66,7 @@ size_t WeightMatrix::code_bytes_per_row() const {
     case WeightFormat::kF16:
       return cols * 2;
     case WeightFormat::kQ4:
+    case WeightFormat::kIQ4:
       return cols / 2;
     case WeightFormat::kQ5:
       return cols / 2 + cols / 8;
@@ -80,6 +83,7 @@ size_t WeightMatrix::code_bytes_per_row() const {
 size_t WeightMatrix::group_code_bytes() const {
   switch (format) {
     case WeightFormat::kQ4:
+    case WeightFormat::kIQ4:
       return group / 2;
     case WeightFormat::kQ5:
       return group / 2 + group / 8;
@@ -164,7 +168,9 @@ WeightMatrix WeightMatrix::Allocate(WeightFormat format, int64_t rows, int64_t c
   m.group = quant ? group : 0;
   m.has_min = quant && has_min;
   if (quant) CHECK(group % 16 == 0 && cols % group == 0, "cols {} group {}", cols, group);
-  if (format == WeightFormat::kQ4 || format == WeightFormat::kQ5) CHECK(group == 32, "group {}", group);
+  if (format == WeightFormat::kQ4 || format == WeightFormat::kQ5 || format == WeightFormat::kIQ4) {
+    CHECK(group == 32, "group {}", group);
+  }
   if (format == WeightFormat::kQ6) CHECK(group == 16, "kQ6 group {}", group);
   if (quant && super_group) {
     CHECK(format != WeightFormat::kQ8, "kQ8 has no sub-scales");
@@ -280,6 +286,7 @@ void WeightMatrix::DequantizeRow(int64_t r, float* out) const {
     case WeightFormat::kQ5:
     case WeightFormat::kQ6:
     case WeightFormat::kQ8:
+    case WeightFormat::kIQ4:
       break;
   }
   const int planes = Planes(format);
@@ -298,6 +305,7 @@ void WeightMatrix::DequantizeRow(int64_t r, float* out) const {
       } else {
         const uint8_t b = byte(j % half);
         q = j < half ? (b & 15) : (b >> 4);
+        if (format == WeightFormat::kIQ4) q = gguf::kIq4nlValues[q];
         for (int p = 0; p < planes; ++p) {
           uint64_t word;
           std::memcpy(&word, tg + half * kWeightTileRows + 8 * PlaneWord(group, planes, p, j), 8);

@@ -12,6 +12,8 @@
 //   kQ5  kQ4's nibbles and a fifth bit per column (Q5_x): q in [0, 31].
 //   kQ6  per group of 16 columns, 8 bytes of nibbles (byte j: columns j and
 //        j+8) and two high bits per column (Q6_K): q in [0, 63].
+//   kIQ4 kQ4's nibbles as indices into IQ4_NL's 16 non-linear levels
+//        (gguf::kIq4nlValues, -127..113): q = level[nibble] (IQ4_NL, IQ4_XS).
 //   kQ8  per group of `group` columns (32, or 16), one int8 code per column:
 //        q in [-128, 127].
 //   w = scale * (q - code_offset) + min. `code_offset` is an implied minimum
@@ -28,7 +30,7 @@
 // so a SIMD lane can stand for a row: a decode kernel computes 16 outputs per
 // vector with no horizontal sums, and applies a group's scale to 16 rows with one instruction.
 //   kF32/kF16  tile = [cols][16]: column c of the tile's 16 rows is contiguous.
-//   kQ4/kQ5/kQ6/kQ8 tile = [groups][chunks][16][4 bytes]: a group's code bytes
+//   kQ4/kQ5/kQ6/kQ8/kIQ4 tile = [groups][chunks][16][4 bytes]: a group's code bytes
 //              (nibbles or int8, in the order above) are cut in 4-byte pieces;
 //              chunk k holds piece k of each of the 16 rows, row i at bytes
 //              4i..4i+3 (64 bytes: one AVX-512 vector, whose 32-bit lane i is
@@ -48,7 +50,7 @@
 //              sub-scale sc and factor d, sub-minimum m and factor -dmin). The
 //              products are exact in fp32, so every form is lossless.
 //
-// Invariants: cols % 16 == 0; for kQ4/kQ5/kQ6/kQ8 group % 16 == 0 (kQ4/kQ5:
+// Invariants: cols % 16 == 0; for the quantized formats group % 16 == 0 (kQ4/kQ5/kIQ4:
 // 32, kQ6: 16) and cols % group == 0 (and % super_group); padding rows have
 // zero codes, scales and mins; `has_min` is false when every min is zero (then
 // mins is empty); for kGgml, cols % GgmlMatMulColumns(ggml_type) == 0 and no
@@ -63,7 +65,7 @@
 
 namespace slimkv::ops {
 
-enum class WeightFormat { kF32, kF16, kQ4, kQ5, kQ6, kQ8, kGgml };
+enum class WeightFormat { kF32, kF16, kQ4, kQ5, kQ6, kQ8, kIQ4, kGgml };
 // How a quantized matrix stores its scales (above).
 enum class ScaleForm { kF32, kF16, kSub };
 std::string_view WeightFormatName(WeightFormat f);
@@ -92,7 +94,7 @@ struct WeightMatrix {
 
   bool quantized() const {
     return format == WeightFormat::kQ4 || format == WeightFormat::kQ5 || format == WeightFormat::kQ6 ||
-           format == WeightFormat::kQ8;
+           format == WeightFormat::kQ8 || format == WeightFormat::kIQ4;
   }
   ScaleForm scale_form() const {
     return super_group ? ScaleForm::kSub : half_scales ? ScaleForm::kF16 : ScaleForm::kF32;
