@@ -31,7 +31,9 @@ float H(const uint8_t* p) {
 // take a byte each: Q4_K 4.625 bits per weight against 4.5, Q5_K 5.625 against
 // 5.5, Q6_K 6.5625 as the file. IQ4_NL and IQ4_XS are kIQ4 (their levels are
 // a lookup in the kernel), IQ4_XS with two-level scales: 4.3125 bits against
-// 4.25. Others stay the file's blocks (kGgml): BF16, Q2_K, Q3_K.
+// 4.25; Q3_K is kQ3 (2-bit codes and a bit plane), 3.5625 bits against 3.4375.
+// Others stay the file's blocks (kGgml): BF16, Q2_K (its 4-bit sub-scales and
+// sub-minimums would take a byte each: 3.125 bits against 2.625).
 bool Tiled(TensorType type) {
   switch (type) {
     case TensorType::kF32:
@@ -46,6 +48,7 @@ bool Tiled(TensorType type) {
     case TensorType::kQ6_K:
     case TensorType::kIQ4_NL:
     case TensorType::kIQ4_XS:
+    case TensorType::kQ3_K:
       return true;
     default:
       return false;
@@ -54,7 +57,7 @@ bool Tiled(TensorType type) {
 
 bool SubScaled(TensorType type) {
   return type == TensorType::kQ4_K || type == TensorType::kQ5_K || type == TensorType::kQ6_K ||
-         type == TensorType::kIQ4_XS;
+         type == TensorType::kIQ4_XS || type == TensorType::kQ3_K;
 }
 
 uint16_t Bits(const uint8_t* p) {
@@ -66,10 +69,29 @@ uint16_t Bits(const uint8_t* p) {
 // One row of a K type in kQ4/kQ5/kQ6's row form (WeightMatrix::SetRow) and its
 // sub-scales (SetSubScales). Q4_K/Q5_K: w = d sc q - dmin m per 32 columns, as
 // sub-scale sc with factor d and sub-minimum m with factor -dmin (the fp16 sign
-// flipped, exact); Q6_K: w = d sc (q - 32) per 16 columns; IQ4_XS: w = d (ls - 32) level[q] per 32.
+// flipped, exact); Q6_K: w = d sc (q - 32) per 16 columns; IQ4_XS: w = d (ls - 32) level[q] per 32;
+// Q3_K: w = d sc (q - 4) per 16, q the 2 low bits and the hmask bit as the third.
 void RepackRowK(TensorType type, const uint8_t* src, int64_t cols, uint8_t* codes, int8_t* sub,
                 int8_t* sub_min, uint16_t* super, uint16_t* super_min) {
   for (int64_t b = 0; b < cols / 256; ++b) {
+    if (type == TensorType::kQ3_K) {  // hmask[32], qs[64], scales[12], d
+      const uint8_t* x = src + b * 110;
+      for (int g = 0; g < 16; ++g) {
+        uint8_t* c = codes + (b * 16 + g) * 6;
+        uint16_t high = 0;
+        std::memset(c, 0, 4);
+        for (int j = 0; j < 16; ++j) {
+          const int e = 16 * g + j, half = e / 128, k = e % 128 / 32, l = e % 32;
+          const int low = (x[32 + 32 * half + l] >> (2 * k)) & 3;
+          c[j % 4] = static_cast<uint8_t>(c[j % 4] | low << (2 * (j / 4)));
+          high = static_cast<uint16_t>(high | ((x[l] >> (e / 32)) & 1) << j);
+        }
+        std::memcpy(c + 4, &high, 2);
+        sub[b * 16 + g] = static_cast<int8_t>(gguf::Q3KScale(x + 96, g));
+      }
+      super[b] = Bits(x + 108);
+      continue;
+    }
     if (type == TensorType::kIQ4_XS) {  // d, scales_h, scales_l[4], qs[128] (Q4_0's nibble order per 32)
       const uint8_t* x = src + b * 136;
       for (int g = 0; g < 8; ++g) sub[b * 8 + g] = static_cast<int8_t>(gguf::Iq4XsScale(x, g) - 32);
@@ -205,6 +227,8 @@ TileForm TileFormOf(TensorType type) {
       return {WeightFormat::kQ6, 16, false, 32, 256};
     case TensorType::kIQ4_NL:
       return {WeightFormat::kIQ4, 32, false};
+    case TensorType::kQ3_K:
+      return {WeightFormat::kQ3, 16, false, 4, 256};
     case TensorType::kIQ4_XS:
       return {WeightFormat::kIQ4, 32, false, 0, 256};
     default:
@@ -262,6 +286,7 @@ Result<RepackPlan> PlanRepack(const gguf::TensorInfo& t) {
         const size_t code_bytes = f.format == WeightFormat::kQ8   ? cols
                                   : f.format == WeightFormat::kQ5 ? cols / 2 + cols / 8
                                   : f.format == WeightFormat::kQ6 ? cols / 2 + cols / 4
+                                  : f.format == WeightFormat::kQ3 ? cols / 4 + cols / 8
                                                                   : cols / 2;
         // fp16 scales (and minimums) per group, or int8 sub-scales per group and fp16 factors.
         const size_t scale_bytes =

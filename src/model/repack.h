@@ -7,8 +7,8 @@
 //       and Q6_K's implied minimums as a code offset) or the K types' two-level scales
 //       (int8 sub-scales, fp16 factors): the file's bits per weight (Q4_K and Q5_K +1/8 bit:
 //       their 6-bit sub-scales take a byte), and the VNNI decode kernel; IQ4_NL and IQ4_XS ->
-//       kIQ4 (IQ4_XS +1/16 bit)
-//   BF16, Q2_K, Q3_K
+//       kIQ4 (IQ4_XS +1/16 bit); Q3_K -> kQ3 (+1/8 bit)
+//   BF16, Q2_K
 //       -> kGgml: the file's blocks as stored, decoded in registers by the matmul kernels
 //          (docs/DECISIONS.md "Weights: tiles where they cost no bytes, the file's blocks
 //          elsewhere").

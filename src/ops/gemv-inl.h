@@ -100,14 +100,21 @@ struct TileScales {
   int64_t groups_per_super;
 };
 
-// Code chunks (64 bytes: 4 bytes of 16 rows) per group, high-bit planes (ops/weights.h), and bytes per
-// group of a tile (chunks, then a 64-bit mask per chunk, plane and nibble half).
-template <WeightFormat kFormat, int kGroup>
-inline constexpr int kGroupChunks = (kFormat == WeightFormat::kQ8 ? kGroup : kGroup / 2) / 4;
+// Codes per byte (kQ8 1, nibbles 2, kQ3's 2-bit crumbs 4) and their bits, code chunks (64
+// bytes: 4 bytes of 16 rows) per group, high-bit planes (ops/weights.h), and bytes per group
+// of a tile (chunks, then a 64-bit mask per chunk, plane and part of a byte).
 template <WeightFormat kFormat>
-inline constexpr int kPlanes = kFormat == WeightFormat::kQ5 ? 1 : kFormat == WeightFormat::kQ6 ? 2 : 0;
+inline constexpr int kParts = kFormat == WeightFormat::kQ8 ? 1 : kFormat == WeightFormat::kQ3 ? 4 : 2;
+template <WeightFormat kFormat>
+inline constexpr int kPartBits = 8 / kParts<kFormat>;
 template <WeightFormat kFormat, int kGroup>
-inline constexpr int64_t kGroupTileBytes = kGroupChunks<kFormat, kGroup> * (64 + 16 * kPlanes<kFormat>);
+inline constexpr int kGroupChunks = kGroup / kParts<kFormat> / 4;
+template <WeightFormat kFormat>
+inline constexpr int kPlanes =
+    kFormat == WeightFormat::kQ5 || kFormat == WeightFormat::kQ3 ? 1 : kFormat == WeightFormat::kQ6 ? 2 : 0;
+template <WeightFormat kFormat, int kGroup>
+inline constexpr int64_t kGroupTileBytes =
+    kGroupChunks<kFormat, kGroup> * (64 + 8 * kParts<kFormat> * kPlanes<kFormat>);
 
 // kIQ4's levels (gguf::kIq4nlValues) as int32, for the float kernels' gathers, and + 128 as
 // bytes, the integer kernel's unsigned operand.
@@ -180,7 +187,7 @@ SLIMKV_OPS_VNNI_ATTR HWY_INLINE void IntegerTile(const WeightMatrix& w, int64_t 
   constexpr int kChunks = kGroupChunks<kFormat, kGroup>;
   constexpr int64_t kBytes = kGroupTileBytes<kFormat, kGroup>;
   const int64_t ng = q.groups;
-  constexpr int kPl = kPlanes<kFormat>, kHalfCols = kGroup / 2;
+  constexpr int kPl = kPlanes<kFormat>, kP = kParts<kFormat>, kSpan = kGroup / kP;
   const uint8_t* codes = w.tile_codes(tile);
   const TileScales<kS> ts(w, tile);
   const uint8_t* scales = ts.scales;
@@ -188,7 +195,8 @@ SLIMKV_OPS_VNNI_ATTR HWY_INLINE void IntegerTile(const WeightMatrix& w, int64_t 
   // Bytes of scales per group, and how far ahead to prefetch them (as far as the codes).
   constexpr int64_t kScaleBytes = TileScales<kS>::kGroupBytes;
   constexpr int64_t kPrefetchScales = kPrefetchBytes * kScaleBytes / kBytes;
-  const __m512i nibble = _mm512_set1_epi8(0x0F), flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  const __m512i part_mask = _mm512_set1_epi8(static_cast<char>((1 << kPartBits<kFormat>) - 1));
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
   // Nibble codes with an implied minimum enter as q and the sum starts at -offset * the part's sum (kQ8's
   // q + 128 likewise at -128 * that sum: q.bias).
   const int32_t offset = kFormat == WeightFormat::kQ8 || kFormat == WeightFormat::kIQ4 ? 128 : w.code_offset;
@@ -216,24 +224,21 @@ SLIMKV_OPS_VNNI_ATTR HWY_INLINE void IntegerTile(const WeightMatrix& w, int64_t 
     for (int k = 0; k < kChunks; ++k) {
       const __m512i v = _mm512_loadu_si512(cg + k * 64);
       if constexpr (kFormat != WeightFormat::kQ8) {
-        // Low nibbles: columns 4k..4k+3 of each row; high nibbles: columns kGroup/2+4k...
-        __m512i lo = _mm512_and_si512(v, nibble);
-        __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), nibble);
-        if constexpr (kFormat == WeightFormat::kIQ4) {
-          lo = _mm512_shuffle_epi8(levels, lo);
-          hi = _mm512_shuffle_epi8(levels, hi);
+        // Part s of each byte (a nibble or a crumb): columns s * kSpan + 4k .. +3 of each row.
+        __m512i c[kP];
+        for (int s = 0; s < kP; ++s) {
+          c[s] = _mm512_and_si512(s == 0 ? v : _mm512_srli_epi16(v, s * kPartBits<kFormat>), part_mask);
+          if constexpr (kFormat == WeightFormat::kIQ4) c[s] = _mm512_shuffle_epi8(levels, c[s]);
         }
-        for (int pl = 0; pl < kPl; ++pl) {  // + 16 << pl where the plane's bit is set
-          uint64_t m[2];
-          std::memcpy(m, cg + kChunks * 64 + 16 * (k * kPl + pl), 16);
-          const __m512i high = _mm512_set1_epi8(static_cast<char>(16 << pl));
-          lo = _mm512_mask_add_epi8(lo, _cvtu64_mask64(m[0]), lo, high);
-          hi = _mm512_mask_add_epi8(hi, _cvtu64_mask64(m[1]), hi, high);
+        for (int pl = 0; pl < kPl; ++pl) {  // + (1 << part bits) << pl where the plane's bit is set
+          uint64_t m[kP];
+          std::memcpy(m, cg + kChunks * 64 + 8 * kP * (k * kPl + pl), 8 * kP);
+          const __m512i high = _mm512_set1_epi8(static_cast<char>((1 << kPartBits<kFormat>) << pl));
+          for (int s = 0; s < kP; ++s) c[s] = _mm512_mask_add_epi8(c[s], _cvtu64_mask64(m[s]), c[s], high);
         }
         for (int t = 0; t < kT; ++t) {
           for (int p = 0; p < kXParts; ++p) {
-            sum[t][p] = _mm512_dpbusd_epi32(sum[t][p], lo, x4(t, p, 4 * k));
-            sum[t][p] = _mm512_dpbusd_epi32(sum[t][p], hi, x4(t, p, kHalfCols + 4 * k));
+            for (int s = 0; s < kP; ++s) sum[t][p] = _mm512_dpbusd_epi32(sum[t][p], c[s], x4(t, p, s * kSpan + 4 * k));
           }
         }
       } else {
@@ -285,40 +290,42 @@ HWY_INLINE hn::Vec<DU> PlaneNibbles(const uint8_t* word, int h) {
   return hn::And(hn::Shr(words, hn::ShiftLeft<2>(hn::And(r, hn::Set(du, 7u)))), hn::Set(du, 15u));
 }
 
-// A chunk's high-bit planes for vector h of a tile: [plane][low, high nibbles]
+// A chunk's high-bit planes for vector h of a tile: [plane][part of a byte]
 // (PlaneNibbles; zero for formats without planes).
 template <WeightFormat kFormat>
 struct ChunkPlanes {
+  static constexpr int kP = kParts<kFormat>;
   ChunkPlanes(const uint8_t* masks /* the chunk's first mask word */, int h) {
     for (int p = 0; p < 2; ++p) {
-      for (int half = 0; half < 2; ++half) {
-        bits[p][half] = p < kPlanes<kFormat> ? PlaneNibbles(masks + 16 * p + 8 * half, h) : hn::Zero(DU());
+      for (int s = 0; s < 4; ++s) {
+        bits[p][s] = p < kPlanes<kFormat> && s < kP ? PlaneNibbles(masks + 8 * (kP * p + s), h) : hn::Zero(DU());
       }
     }
   }
-  hn::Vec<DU> bits[2][2];
+  hn::Vec<DU> bits[2][4];
 };
 
-// The 4-bit code pair in byte kB of each lane of `v`, with the high bits of
-// `planes` and less the implied minimum, as fp32.
+// The codes in byte kB of each lane of `v` (part s: a nibble or crumb, column
+// s * group / kParts of the chunk's), with the high bits of `planes` and less
+// the implied minimum (kIQ4: its levels), as fp32.
 template <WeightFormat kFormat, int kB>
-HWY_INLINE void NibbleCodes(hn::Vec<DU> v, const ChunkPlanes<kFormat>& planes, hn::Vec<DI> offset, VF& lo,
-                            VF& hi) {
+HWY_INLINE void PartCodes(hn::Vec<DU> v, const ChunkPlanes<kFormat>& planes, hn::Vec<DI> offset,
+                          VF* codes /* [kParts] */) {
   const DF d;
   const DU du;
+  constexpr int kBits = kPartBits<kFormat>;
   const auto b = ByteOf<kB>(v);
-  auto l = hn::And(b, hn::Set(du, 15u)), u = hn::ShiftRight<4>(b);
-  for (int p = 0; p < kPlanes<kFormat>; ++p) {
-    const auto one = hn::Set(du, 1u);
-    l = hn::Or(l, hn::Shl(hn::And(hn::ShiftRight<kB>(planes.bits[p][0]), one), hn::Set(du, 4u + p)));
-    u = hn::Or(u, hn::Shl(hn::And(hn::ShiftRight<kB>(planes.bits[p][1]), one), hn::Set(du, 4u + p)));
-  }
-  if constexpr (kFormat == WeightFormat::kIQ4) {
-    lo = hn::ConvertTo(d, hn::GatherIndex(DI(), kIq4Levels.data(), hn::BitCast(DI(), l)));
-    hi = hn::ConvertTo(d, hn::GatherIndex(DI(), kIq4Levels.data(), hn::BitCast(DI(), u)));
-  } else {
-    lo = hn::ConvertTo(d, hn::Sub(hn::BitCast(DI(), l), offset));
-    hi = hn::ConvertTo(d, hn::Sub(hn::BitCast(DI(), u), offset));
+  for (int s = 0; s < kParts<kFormat>; ++s) {
+    auto c = hn::And(hn::Shr(b, hn::Set(du, static_cast<uint32_t>(s * kBits))), hn::Set(du, (1u << kBits) - 1));
+    for (int p = 0; p < kPlanes<kFormat>; ++p) {
+      const auto bit = hn::And(hn::ShiftRight<kB>(planes.bits[p][s]), hn::Set(du, 1u));
+      c = hn::Or(c, hn::Shl(bit, hn::Set(du, static_cast<uint32_t>(kBits + p))));
+    }
+    if constexpr (kFormat == WeightFormat::kIQ4) {
+      codes[s] = hn::ConvertTo(d, hn::GatherIndex(DI(), kIq4Levels.data(), hn::BitCast(DI(), c)));
+    } else {
+      codes[s] = hn::ConvertTo(d, hn::Sub(hn::BitCast(DI(), c), offset));
+    }
   }
 }
 
@@ -328,11 +335,12 @@ HWY_INLINE void FloatChunkByte(hn::Vec<DU> v, const ChunkPlanes<kFormat>& planes
                                const float* x, int64_t ldx, int col, VF* part) {
   const DF d;
   if constexpr (kFormat != WeightFormat::kQ8) {
-    VF lo, hi;
-    NibbleCodes<kFormat, kB>(v, planes, offset, lo, hi);
+    VF codes[kParts<kFormat>];
+    PartCodes<kFormat, kB>(v, planes, offset, codes);
     for (int t = 0; t < kT; ++t) {
-      part[t] = hn::MulAdd(lo, hn::Set(d, x[t * ldx + col + kB]), part[t]);
-      part[t] = hn::MulAdd(hi, hn::Set(d, x[t * ldx + col + kGroup / 2 + kB]), part[t]);
+      for (int s = 0; s < kParts<kFormat>; ++s) {
+        part[t] = hn::MulAdd(codes[s], hn::Set(d, x[t * ldx + col + s * (kGroup / kParts<kFormat>) + kB]), part[t]);
+      }
     }
   } else {
     const VF q = SignedByteOf<kB>(v);
@@ -377,7 +385,7 @@ HWY_INLINE void FloatTile(const WeightMatrix& w, int64_t tile, const float* x, i
         for (int t = 0; t < kT; ++t) part[t] = hn::Zero(d);
         for (int k = 0; k < kChunks; ++k) {
           const auto v = hn::LoadU(du, reinterpret_cast<const uint32_t*>(cg + k * 64) + h * N);
-          const ChunkPlanes<kFormat> planes(cg + kChunks * 64 + 16 * k * kPlanes<kFormat>, h);
+          const ChunkPlanes<kFormat> planes(cg + kChunks * 64 + 8 * kParts<kFormat> * k * kPlanes<kFormat>, h);
           const int col = static_cast<int>(g * kGroup + 4 * k);
           FloatChunkByte<kFormat, kGroup, kT, 0>(v, planes, offset, x, ldx, col, part);
           FloatChunkByte<kFormat, kGroup, kT, 1>(v, planes, offset, x, ldx, col, part);

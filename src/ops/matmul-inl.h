@@ -53,10 +53,11 @@ HWY_INLINE void DequantByte(hn::Vec<DU> v, const ChunkPlanes<kFormat>& planes, h
                             float* col /* panel + column * 16 */) {
   const DF d;
   if constexpr (kFormat != WeightFormat::kQ8) {
-    VF lo, hi;
-    NibbleCodes<kFormat, kB>(v, planes, offset, lo, hi);
-    hn::StoreU(hn::MulAdd(lo, s, m), d, col + kB * kWeightTileRows);
-    hn::StoreU(hn::MulAdd(hi, s, m), d, col + (kGroup / 2 + kB) * kWeightTileRows);
+    VF codes[kParts<kFormat>];
+    PartCodes<kFormat, kB>(v, planes, offset, codes);
+    for (int p = 0; p < kParts<kFormat>; ++p) {
+      hn::StoreU(hn::MulAdd(codes[p], s, m), d, col + (p * (kGroup / kParts<kFormat>) + kB) * kWeightTileRows);
+    }
   } else {
     hn::StoreU(hn::MulAdd(SignedByteOf<kB>(v), s, m), d, col + kB * kWeightTileRows);
   }
@@ -89,7 +90,7 @@ HWY_INLINE const float* DequantTile(const WeightMatrix& w, int64_t tile, float* 
         const VF m = ts.mins ? ts.Min(g, h) : hn::Zero(d);
         for (int k = 0; k < kChunks; ++k) {
           const auto v = hn::LoadU(du, reinterpret_cast<const uint32_t*>(cg + k * 64) + h * N);
-          const ChunkPlanes<kFormat> planes(cg + kChunks * 64 + 16 * k * kPlanes<kFormat>, h);
+          const ChunkPlanes<kFormat> planes(cg + kChunks * 64 + 8 * kParts<kFormat> * k * kPlanes<kFormat>, h);
           float* col = scratch + (g * kGroup + 4 * k) * kWeightTileRows + h * N;
           DequantByte<kFormat, kGroup, 0>(v, planes, offset, s, m, col);
           DequantByte<kFormat, kGroup, 1>(v, planes, offset, s, m, col);
@@ -243,6 +244,9 @@ inline void MatMulTiles(const WeightMatrix& w, int64_t tile_begin, int64_t tile_
     case WeightFormat::kIQ4:
       return MatMulTilesQ<WeightFormat::kIQ4, 32>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy,
                                                   scratch);
+    case WeightFormat::kQ3:
+      return MatMulTilesQ<WeightFormat::kQ3, 16>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy,
+                                                 scratch);
     case WeightFormat::kQ6:
       return MatMulTilesQ<WeightFormat::kQ6, 16>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy,
                                                  scratch);

@@ -22,6 +22,8 @@ std::string_view WeightFormatName(WeightFormat f) {
       return "q5";
     case WeightFormat::kQ6:
       return "q6";
+    case WeightFormat::kQ3:
+      return "q3";
     case WeightFormat::kIQ4:
       return "iq4";
     case WeightFormat::kQ8:
@@ -72,6 +74,8 @@ size_t WeightMatrix::code_bytes_per_row() const {
       return cols / 2 + cols / 8;
     case WeightFormat::kQ6:
       return cols / 2 + cols / 4;
+    case WeightFormat::kQ3:
+      return cols / 4 + cols / 8;
     case WeightFormat::kQ8:
       return cols;
     case WeightFormat::kGgml:
@@ -89,6 +93,8 @@ size_t WeightMatrix::group_code_bytes() const {
       return group / 2 + group / 8;
     case WeightFormat::kQ6:
       return group / 2 + group / 4;
+    case WeightFormat::kQ3:
+      return group / 4 + group / 8;
     default:
       return group;
   }
@@ -96,12 +102,17 @@ size_t WeightMatrix::group_code_bytes() const {
 
 namespace {
 // High-bit planes of a format's codes (ops/weights.h): kQ5 one, kQ6 two.
-int Planes(WeightFormat f) { return f == WeightFormat::kQ5 ? 1 : f == WeightFormat::kQ6 ? 2 : 0; }
+int Planes(WeightFormat f) {
+  return f == WeightFormat::kQ5 || f == WeightFormat::kQ3 ? 1 : f == WeightFormat::kQ6 ? 2 : 0;
+}
+// Codes per byte: kQ8 1, nibbles 2, kQ3's 2-bit crumbs 4. Part s of a group's byte j holds
+// column s * group / parts + j.
+int Parts(WeightFormat f) { return f == WeightFormat::kQ8 ? 1 : f == WeightFormat::kQ3 ? 4 : 2; }
 // The 8-byte mask word of a group's masks that holds plane p of column j (0..group-1) of a row, and
 // the bit of row i there.
-size_t PlaneWord(int group, int planes, int p, int j) {
-  const int half = group / 2;
-  return static_cast<size_t>(((j % half) / 4 * planes + p) * 2 + j / half);
+size_t PlaneWord(int group, int parts, int planes, int p, int j) {
+  const int span = group / parts;
+  return static_cast<size_t>(((j % span) / 4 * planes + p) * parts + j / span);
 }
 int PlaneBit(int64_t i, int j) { return static_cast<int>(4 * i + j % 4); }
 }  // namespace
@@ -171,7 +182,7 @@ WeightMatrix WeightMatrix::Allocate(WeightFormat format, int64_t rows, int64_t c
   if (format == WeightFormat::kQ4 || format == WeightFormat::kQ5 || format == WeightFormat::kIQ4) {
     CHECK(group == 32, "group {}", group);
   }
-  if (format == WeightFormat::kQ6) CHECK(group == 16, "kQ6 group {}", group);
+  if (format == WeightFormat::kQ6 || format == WeightFormat::kQ3) CHECK(group == 16, "group {}", group);
   if (quant && super_group) {
     CHECK(format != WeightFormat::kQ8, "kQ8 has no sub-scales");
     CHECK(super_group % group == 0 && cols % super_group == 0, "cols {} super group {}", cols, super_group);
@@ -201,20 +212,20 @@ void WeightMatrix::SetRow(int64_t r, const uint8_t* row_codes, const float* row_
   }
   const int64_t ng = groups_per_row();
   const size_t gb = group_code_bytes();
-  const size_t chunks = (format == WeightFormat::kQ8 ? group : group / 2) / 4;  // of nibbles or bytes
-  const int planes = Planes(format);
+  const int parts = Parts(format), planes = Planes(format);
+  const size_t chunks = group / parts / 4;
   for (int64_t g = 0; g < ng; ++g) {
     uint8_t* tg = t + g * gb * kWeightTileRows;
     for (size_t k = 0; k < chunks; ++k) {
       std::memcpy(tg + k * 4 * kWeightTileRows + i * 4, row_codes + g * gb + k * 4, 4);
     }
     if (planes) {
-      uint32_t high;  // kQ5: bit j; kQ6: bits 2j, 2j+1
-      std::memcpy(&high, row_codes + g * gb + group / 2, 4);
+      uint32_t high = 0;  // kQ5, kQ3: bit j; kQ6: bits 2j, 2j+1
+      std::memcpy(&high, row_codes + g * gb + group / parts, planes * group / 8);
       uint8_t* masks = tg + chunks * 4 * kWeightTileRows;
       for (int j = 0; j < group; ++j) {
         for (int p = 0; p < planes; ++p) {
-          const size_t at = 8 * PlaneWord(group, planes, p, j);
+          const size_t at = 8 * PlaneWord(group, parts, planes, p, j);
           uint64_t word;
           std::memcpy(&word, masks + at, 8);
           const uint64_t bit = uint64_t{1} << PlaneBit(i, j);
@@ -285,11 +296,13 @@ void WeightMatrix::DequantizeRow(int64_t r, float* out) const {
     case WeightFormat::kQ4:
     case WeightFormat::kQ5:
     case WeightFormat::kQ6:
+    case WeightFormat::kQ3:
     case WeightFormat::kQ8:
     case WeightFormat::kIQ4:
       break;
   }
-  const int planes = Planes(format);
+  const int parts = Parts(format), planes = Planes(format);
+  const int bits = 8 / parts, span = group / parts;
   const int64_t ng = groups_per_row();
   const size_t gb = group_code_bytes();
   for (int64_t g = 0; g < ng; ++g) {
@@ -297,19 +310,17 @@ void WeightMatrix::DequantizeRow(int64_t r, float* out) const {
     const uint8_t* tg = t + g * gb * kWeightTileRows;
     // Byte j of the row's group codes.
     auto byte = [&](int j) { return tg[(j / 4) * 4 * kWeightTileRows + i * 4 + j % 4]; };
-    const int half = group / 2;
     for (int j = 0; j < group; ++j) {
       int q;
       if (format == WeightFormat::kQ8) {
         q = static_cast<int8_t>(byte(j));
       } else {
-        const uint8_t b = byte(j % half);
-        q = j < half ? (b & 15) : (b >> 4);
+        q = (byte(j % span) >> (bits * (j / span))) & ((1 << bits) - 1);
         if (format == WeightFormat::kIQ4) q = gguf::kIq4nlValues[q];
         for (int p = 0; p < planes; ++p) {
           uint64_t word;
-          std::memcpy(&word, tg + half * kWeightTileRows + 8 * PlaneWord(group, planes, p, j), 8);
-          q |= static_cast<int>(word >> PlaneBit(i, j) & 1) << (4 + p);
+          std::memcpy(&word, tg + span * kWeightTileRows + 8 * PlaneWord(group, parts, planes, p, j), 8);
+          q |= static_cast<int>(word >> PlaneBit(i, j) & 1) << (bits + p);
         }
         q -= code_offset;
       }

@@ -6,6 +6,9 @@
 // in memory and are dequantized in registers by the matmul kernels
 // (docs/DECISIONS.md "Weights: kept quantized, repacked losslessly" has the measurements behind these choices):
 //
+//   kQ3  per group of 16 columns, 4 bytes of 2-bit codes (byte j: columns j,
+//        j+4, j+8, j+12 from its low bits up) and a third bit per column
+//        (Q3_K): q in [0, 7].
 //   kQ4  per group of `group` columns (32), 16 bytes of codes: byte j holds
 //        column j in its low nibble and column j+16 in its high nibble
 //        (ggml's order). q in [0, 15].
@@ -17,7 +20,7 @@
 //   kQ8  per group of `group` columns (32, or 16), one int8 code per column:
 //        q in [-128, 127].
 //   w = scale * (q - code_offset) + min. `code_offset` is an implied minimum
-//   (Q4_0: 8, Q5_0: 16, Q6_K: 32; 0 for kQ8) that costs no bytes.
+//   (Q3_K: 4, Q4_0: 8, Q5_0: 16, Q6_K: 32; 0 for kQ8) that costs no bytes.
 //   kF16 IEEE half per weight.   kF32 float per weight.
 //   kGgml the GGUF file's own blocks of `ggml_type` (layouts in
 //        gguf/dequant.h), kept as stored so a matrix takes exactly the file's
@@ -30,17 +33,17 @@
 // so a SIMD lane can stand for a row: a decode kernel computes 16 outputs per
 // vector with no horizontal sums, and applies a group's scale to 16 rows with one instruction.
 //   kF32/kF16  tile = [cols][16]: column c of the tile's 16 rows is contiguous.
-//   kQ4/kQ5/kQ6/kQ8/kIQ4 tile = [groups][chunks][16][4 bytes]: a group's code bytes
-//              (nibbles or int8, in the order above) are cut in 4-byte pieces;
+//   quantized  tile = [groups][chunks][16][4 bytes]: a group's code bytes
+//              (2-bit, nibbles or int8, in the order above) are cut in 4-byte pieces;
 //              chunk k holds piece k of each of the 16 rows, row i at bytes
 //              4i..4i+3 (64 bytes: one AVX-512 vector, whose 32-bit lane i is
 //              row i).
-//              kQ5 and kQ6 follow a group's chunks with their high bits as
-//              AVX-512 byte masks (1 and 2 planes): for chunk k and plane p,
-//              8 bytes for the low nibbles (bit 4i+b: row i, column 4k+b), then
-//              8 for the high nibbles (column group/2+4k+b), at byte
-//              16 (k * planes + p) of the group's masks; the kernel adds 16 << p
-//              under each mask, one instruction per 64 codes and plane.
+//              kQ3, kQ5 and kQ6 follow a group's chunks with their high bits
+//              as AVX-512 byte masks (1, 1 and 2 planes): for chunk k, plane p
+//              and part s of a byte (P parts: 4 crumbs or 2 nibbles), 8 bytes
+//              (bit 4i+b: row i, column s*group/P+4k+b) at byte 8 (P (k *
+//              planes + p) + s) of the group's masks; the kernel adds
+//              (4 or 16) << p under each mask, one instruction per 64 codes and plane.
 //   scales, mins [tiles][groups][16]: a group's 16 scales are one vector. fp32,
 //              or fp16 (`half_scales`) when every scale and minimum is exactly
 //              an fp16 value, as the fp16 fields of Q4_x/Q5_x/Q8_0 are; or,
@@ -51,7 +54,7 @@
 //              products are exact in fp32, so every form is lossless.
 //
 // Invariants: cols % 16 == 0; for the quantized formats group % 16 == 0 (kQ4/kQ5/kIQ4:
-// 32, kQ6: 16) and cols % group == 0 (and % super_group); padding rows have
+// 32, kQ3/kQ6: 16) and cols % group == 0 (and % super_group); padding rows have
 // zero codes, scales and mins; `has_min` is false when every min is zero (then
 // mins is empty); for kGgml, cols % GgmlMatMulColumns(ggml_type) == 0 and no
 // scales/mins. Kernels split every format's rows in 16-row tiles (tiles()).
@@ -65,7 +68,7 @@
 
 namespace slimkv::ops {
 
-enum class WeightFormat { kF32, kF16, kQ4, kQ5, kQ6, kQ8, kIQ4, kGgml };
+enum class WeightFormat { kF32, kF16, kQ3, kQ4, kQ5, kQ6, kQ8, kIQ4, kGgml };
 // How a quantized matrix stores its scales (above).
 enum class ScaleForm { kF32, kF16, kSub };
 std::string_view WeightFormatName(WeightFormat f);
@@ -93,8 +96,8 @@ struct WeightMatrix {
   AlignedBuffer<uint8_t> supers, super_mins;  // kSub: [tiles][cols / super_group][16] fp16
 
   bool quantized() const {
-    return format == WeightFormat::kQ4 || format == WeightFormat::kQ5 || format == WeightFormat::kQ6 ||
-           format == WeightFormat::kQ8 || format == WeightFormat::kIQ4;
+    return format == WeightFormat::kQ3 || format == WeightFormat::kQ4 || format == WeightFormat::kQ5 ||
+           format == WeightFormat::kQ6 || format == WeightFormat::kQ8 || format == WeightFormat::kIQ4;
   }
   ScaleForm scale_form() const {
     return super_group ? ScaleForm::kSub : half_scales ? ScaleForm::kF16 : ScaleForm::kF32;
@@ -131,7 +134,8 @@ struct WeightMatrix {
   // the group order above (for kF32/kF16 the values; for kQ5 each group's 16
   // nibble bytes then its fifth bits as a little-endian 32-bit word, bit j for
   // column j, as ggml's qh; for kQ6 each group's 8 nibble bytes then a 32-bit
-  // word with column j's two high bits at bits 2j, 2j+1), `row_scales` and
+  // word with column j's two high bits at bits 2j, 2j+1; for kQ3 each group's 4
+  // bytes of 2-bit codes then a 16-bit word, bit j for column j), `row_scales` and
   // `row_mins` [groups_per_row()] (null for float formats; `row_mins` ignored
   // without has_min; both ignored with super_group: SetSubScales).
   void SetRow(int64_t r, const uint8_t* row_codes, const float* row_scales, const float* row_mins);

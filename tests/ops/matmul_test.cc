@@ -220,7 +220,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{WeightFormat::kQ6, 16, false, true, 32}, Case{WeightFormat::kQ6, 16, false, false, 32},
                       Case{WeightFormat::kQ6, 16, false, false, 32, 256}, Case{WeightFormat::kQ4, 32, true, false, 0, 256},
                       Case{WeightFormat::kQ5, 32, true, false, 0, 256}, Case{WeightFormat::kIQ4, 32, false, true},
-                      Case{WeightFormat::kIQ4, 32, false, false, 0, 256}));
+                      Case{WeightFormat::kIQ4, 32, false, false, 0, 256}, Case{WeightFormat::kQ3, 16, false, false, 4},
+                      Case{WeightFormat::kQ3, 16, true, true}, Case{WeightFormat::kQ3, 16, false, false, 4, 256}));
 
 // GGUF's own blocks (WeightFormat::kGgml): every type, odd row counts, token
 // counts on both sides of the stream/panel switch, misaligned x, on every target.
