@@ -65,17 +65,18 @@ inline constexpr bool kIntegerGemv = SLIMKV_OPS_VNNI;
 // kernel here, the kGgml stream kernel of matmul_blocks-inl.h).
 inline constexpr int64_t kPrefetchBytes = 4096;
 
-// The scales and minimums of one tile (ops/weights.h), a group's for one vector of rows at a time.
-template <ScaleForm kS>
+// The scales and minimums of one tile (ops/weights.h), a group's for one vector of rows at a
+// time. The form is chosen per group at run time (a branch that always goes the same way),
+// not per kernel instantiation: three forms times every format, token count and target
+// made matmul.cc take minutes to compile under the sanitizers.
 struct TileScales {
   TileScales(const WeightMatrix& w, int64_t tile)
-      : scales(w.tile_scales(tile)),
+      : form(w.scale_form()),
+        scales(w.tile_scales(tile)),
         mins(w.has_min ? w.tile_mins(tile) : nullptr),
         supers(w.super_group ? w.tile_supers(tile) : nullptr),
         super_mins(w.super_group && w.has_min ? w.tile_super_mins(tile) : nullptr),
         groups_per_super(w.super_group ? w.super_group / w.group : 1) {}
-  // Bytes of scales per group of a tile.
-  static constexpr int64_t kGroupBytes = kWeightTileRows * (kS == ScaleForm::kF32 ? 4 : kS == ScaleForm::kF16 ? 2 : 1);
   // Group g's scales (minimums) of rows h * N .. h * N + N - 1.
   VF Scale(int64_t g, int h) const { return Load(scales, supers, g, h); }
   VF Min(int64_t g, int h) const { return Load(mins, super_mins, g, h); }
@@ -84,10 +85,10 @@ struct TileScales {
     const DF d;
     const hn::Rebind<hwy::float16_t, DF> dh;
     const size_t i = g * kWeightTileRows + h * kLanes;
-    if constexpr (kS == ScaleForm::kF32) {
-      return hn::LoadU(d, reinterpret_cast<const float*>(p) + i);
-    } else if constexpr (kS == ScaleForm::kF16) {
+    if (form == ScaleForm::kF16) {
       return hn::PromoteTo(d, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(p) + i));
+    } else if (form == ScaleForm::kF32) {
+      return hn::LoadU(d, reinterpret_cast<const float*>(p) + i);
     } else {  // int8 sub-scale times its fp16 factor: exact in fp32 (8 x 11 bits)
       const hn::Rebind<int8_t, DF> d8;
       const VF sub = hn::ConvertTo(d, hn::PromoteTo(DI(), hn::LoadU(d8, reinterpret_cast<const int8_t*>(p) + i)));
@@ -96,6 +97,7 @@ struct TileScales {
     }
   }
 
+  ScaleForm form;
   const uint8_t *scales, *mins, *supers, *super_mins;
   int64_t groups_per_super;
 };
@@ -181,7 +183,7 @@ HWY_INLINE __m512i Broadcast4(const int8_t* p) {
 }
 
 // out[t][16] = the tile's 16 outputs for tokens t0..t0+kT-1.
-template <WeightFormat kFormat, int kGroup, ScaleForm kS, int kT>
+template <WeightFormat kFormat, int kGroup, int kT>
 SLIMKV_OPS_VNNI_ATTR HWY_INLINE void IntegerTile(const WeightMatrix& w, int64_t tile, const QuantizedX& q,
                                                  int64_t t0, float* HWY_RESTRICT out) {
   constexpr int kChunks = kGroupChunks<kFormat, kGroup>;
@@ -189,12 +191,12 @@ SLIMKV_OPS_VNNI_ATTR HWY_INLINE void IntegerTile(const WeightMatrix& w, int64_t 
   const int64_t ng = q.groups;
   constexpr int kPl = kPlanes<kFormat>, kP = kParts<kFormat>, kSpan = kGroup / kP;
   const uint8_t* codes = w.tile_codes(tile);
-  const TileScales<kS> ts(w, tile);
+  const TileScales ts(w, tile);
   const uint8_t* scales = ts.scales;
   const uint8_t* mins = ts.mins;
   // Bytes of scales per group, and how far ahead to prefetch them (as far as the codes).
-  constexpr int64_t kScaleBytes = TileScales<kS>::kGroupBytes;
-  constexpr int64_t kPrefetchScales = kPrefetchBytes * kScaleBytes / kBytes;
+  const int64_t scale_bytes = kWeightTileRows * static_cast<int64_t>(w.scale_bytes());
+  const int64_t prefetch_scales = kPrefetchBytes * scale_bytes / kBytes;
   const __m512i part_mask = _mm512_set1_epi8(static_cast<char>((1 << kPartBits<kFormat>) - 1));
   const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
   // Nibble codes with an implied minimum enter as q and the sum starts at -offset * the part's sum (kQ8's
@@ -216,8 +218,8 @@ SLIMKV_OPS_VNNI_ATTR HWY_INLINE void IntegerTile(const WeightMatrix& w, int64_t 
     // Decode streams each matrix from memory once; ask for the codes, scales
     // and minimums a few KiB ahead (the next tiles follow in memory).
     for (int64_t k = 0; k < kBytes; k += 64) hwy::Prefetch(cg + kPrefetchBytes + k);
-    hwy::Prefetch(scales + g * kScaleBytes + kPrefetchScales);
-    if (mins) hwy::Prefetch(mins + g * kScaleBytes + kPrefetchScales);
+    hwy::Prefetch(scales + g * scale_bytes + prefetch_scales);
+    if (mins) hwy::Prefetch(mins + g * scale_bytes + prefetch_scales);
     const int8_t* xg = q.parts + t0 * kXParts * q.cols + g * kGroup;
     // 4 int8 activations from column `col` of token t's part p (of this group), in every lane.
     auto x4 = [&](int t, int p, int col) { return Broadcast4(xg + (t * kXParts + p) * q.cols + col); };
@@ -349,7 +351,7 @@ HWY_INLINE void FloatChunkByte(hn::Vec<DU> v, const ChunkPlanes<kFormat>& planes
 }
 
 // out[t][16] = the tile's 16 outputs for tokens x[0..kT) (x: [kT, ldx]).
-template <WeightFormat kFormat, int kGroup, ScaleForm kS, int kT>
+template <WeightFormat kFormat, int kGroup, int kT>
 HWY_INLINE void FloatTile(const WeightMatrix& w, int64_t tile, const float* x, int64_t ldx,
                           const QuantizedX& q, int64_t t0, float* HWY_RESTRICT out) {
   const DF d;
@@ -376,7 +378,7 @@ HWY_INLINE void FloatTile(const WeightMatrix& w, int64_t tile, const float* x, i
   } else {
     constexpr int kChunks = kGroupChunks<kFormat, kGroup>;
     const int64_t ng = q.groups;
-    const TileScales<kS> ts(w, tile);
+    const TileScales ts(w, tile);
     const auto offset = hn::Set(DI(), w.code_offset);
     for (int64_t g = 0; g < ng; ++g) {
       const uint8_t* cg = codes + g * kGroupTileBytes<kFormat, kGroup>;
@@ -405,17 +407,17 @@ HWY_INLINE void FloatTile(const WeightMatrix& w, int64_t tile, const float* x, i
 }
 
 // One tile for tokens [t0, t0 + kT): y[t][the tile's rows] (ldy apart).
-template <WeightFormat kFormat, int kGroup, ScaleForm kS, int kT>
+template <WeightFormat kFormat, int kGroup, int kT>
 HWY_NOINLINE SLIMKV_OPS_VNNI_ATTR void GemvTile(const WeightMatrix& w, int64_t tile, const float* x,
                                                 int64_t ldx, const QuantizedX& q, int64_t t0, float* y,
                                                 int64_t ldy) {
   HWY_ALIGN float out[kT * kWeightTileRows];
   if constexpr (kIntegerGemv && kFormat != WeightFormat::kF32 && kFormat != WeightFormat::kF16) {
 #if SLIMKV_OPS_VNNI
-    IntegerTile<kFormat, kGroup, kS, kT>(w, tile, q, t0, out);
+    IntegerTile<kFormat, kGroup, kT>(w, tile, q, t0, out);
 #endif
   } else {
-    FloatTile<kFormat, kGroup, kS, kT>(w, tile, x + t0 * ldx, ldx, q, t0, out);
+    FloatTile<kFormat, kGroup, kT>(w, tile, x + t0 * ldx, ldx, q, t0, out);
   }
   const int64_t r0 = tile * kWeightTileRows;
   const size_t n = static_cast<size_t>(std::min(kWeightTileRows, w.rows - r0));
@@ -425,23 +427,23 @@ HWY_NOINLINE SLIMKV_OPS_VNNI_ATTR void GemvTile(const WeightMatrix& w, int64_t t
 
 // Decode: tiles [tile_begin, tile_end) of w times n_tokens rows of x,
 // kGemvTokens at a time (a tile's weights are read from memory once and from L1 for the next tokens).
-template <WeightFormat kFormat, int kGroup, ScaleForm kS>
+template <WeightFormat kFormat, int kGroup>
 void GemvAll(const WeightMatrix& w, int64_t tile_begin, int64_t tile_end, const float* x, int64_t ldx,
              const QuantizedX& q, int64_t n_tokens, float* y, int64_t ldy) {
   for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
     for (int64_t t0 = 0; t0 < n_tokens; t0 += kGemvTokens) {
       switch (std::min<int64_t>(kGemvTokens, n_tokens - t0)) {
         case 4:
-          GemvTile<kFormat, kGroup, kS, 4>(w, tile, x, ldx, q, t0, y, ldy);
+          GemvTile<kFormat, kGroup, 4>(w, tile, x, ldx, q, t0, y, ldy);
           break;
         case 3:
-          GemvTile<kFormat, kGroup, kS, 3>(w, tile, x, ldx, q, t0, y, ldy);
+          GemvTile<kFormat, kGroup, 3>(w, tile, x, ldx, q, t0, y, ldy);
           break;
         case 2:
-          GemvTile<kFormat, kGroup, kS, 2>(w, tile, x, ldx, q, t0, y, ldy);
+          GemvTile<kFormat, kGroup, 2>(w, tile, x, ldx, q, t0, y, ldy);
           break;
         default:
-          GemvTile<kFormat, kGroup, kS, 1>(w, tile, x, ldx, q, t0, y, ldy);
+          GemvTile<kFormat, kGroup, 1>(w, tile, x, ldx, q, t0, y, ldy);
           break;
       }
     }

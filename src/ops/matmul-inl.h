@@ -64,7 +64,7 @@ HWY_INLINE void DequantByte(hn::Vec<DU> v, const ChunkPlanes<kFormat>& planes, h
 }
 
 // The tile's weights as fp32 [cols][16]: the tile itself for kF32, else `scratch`.
-template <WeightFormat kFormat, int kGroup, ScaleForm kS>
+template <WeightFormat kFormat, int kGroup>
 HWY_INLINE const float* DequantTile(const WeightMatrix& w, int64_t tile, float* HWY_RESTRICT scratch) {
   const DF d;
   const DU du;
@@ -81,7 +81,7 @@ HWY_INLINE const float* DequantTile(const WeightMatrix& w, int64_t tile, float* 
   } else {
     constexpr int kChunks = kGroupChunks<kFormat, kGroup>;
     const int64_t ng = w.cols / kGroup;
-    const TileScales<kS> ts(w, tile);
+    const TileScales ts(w, tile);
     const auto offset = hn::Set(DI(), w.code_offset);
     for (int64_t g = 0; g < ng; ++g) {
       const uint8_t* cg = codes + g * kGroupTileBytes<kFormat, kGroup>;
@@ -151,11 +151,11 @@ HWY_INLINE void PanelTokens(int64_t nt, const float* const* panels, int64_t cols
 }
 
 // The fp32 panels of a tile-layout matrix (DequantTile), for PanelAll.
-template <WeightFormat kFormat, int kGroup, ScaleForm kS>
+template <WeightFormat kFormat, int kGroup>
 struct TileDequant {
   const WeightMatrix& w;
   const float* operator()(int64_t tile, float* scratch) const {
-    return DequantTile<kFormat, kGroup, kS>(w, tile, scratch);
+    return DequantTile<kFormat, kGroup>(w, tile, scratch);
   }
 };
 
@@ -187,7 +187,7 @@ void PanelAll(const Dequant& dequant, int64_t rows, int64_t cols, int64_t tile_b
 }
 
 // ---------------------------------------------------------------- entry
-template <WeightFormat kFormat, int kGroup, ScaleForm kS = ScaleForm::kF32>
+template <WeightFormat kFormat, int kGroup>
 void MatMulTilesT(const WeightMatrix& w, int64_t tile_begin, int64_t tile_end, const float* x, int64_t ldx,
                   const QuantizedX* q, int64_t n_tokens, float* y, int64_t ldy, float* scratch) {
   constexpr bool kInteger = kIntegerGemv && kFormat != WeightFormat::kF32 && kFormat != WeightFormat::kF16;
@@ -195,31 +195,11 @@ void MatMulTilesT(const WeightMatrix& w, int64_t tile_begin, int64_t tile_end, c
     // Formats without group sums (f32, f16) are called with no prepared x; bind a reference to an
     // empty one rather than to null.
     static const QuantizedX kNoX;
-    GemvAll<kFormat, kGroup, kS>(w, tile_begin, tile_end, x, ldx, q != nullptr ? *q : kNoX, n_tokens, y,
+    GemvAll<kFormat, kGroup>(w, tile_begin, tile_end, x, ldx, q != nullptr ? *q : kNoX, n_tokens, y,
                                     ldy);
   } else {
-    PanelAll(TileDequant<kFormat, kGroup, kS>{w}, w.rows, w.cols, tile_begin, tile_end, x, ldx, n_tokens,
+    PanelAll(TileDequant<kFormat, kGroup>{w}, w.rows, w.cols, tile_begin, tile_end, x, ldx, n_tokens,
              y, ldy, scratch);
-  }
-}
-
-// The same for a quantized format, with its form of scales (kQ8 has no sub-scales: WeightMatrix::Allocate).
-template <WeightFormat kFormat, int kGroup>
-void MatMulTilesQ(const WeightMatrix& w, int64_t tile_begin, int64_t tile_end, const float* x, int64_t ldx,
-                  const QuantizedX* q, int64_t n_tokens, float* y, int64_t ldy, float* scratch) {
-  switch (w.scale_form()) {
-    case ScaleForm::kF16:
-      return MatMulTilesT<kFormat, kGroup, ScaleForm::kF16>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y,
-                                                            ldy, scratch);
-    case ScaleForm::kSub:
-      if constexpr (kFormat != WeightFormat::kQ8) {
-        return MatMulTilesT<kFormat, kGroup, ScaleForm::kSub>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y,
-                                                              ldy, scratch);
-      }
-      break;
-    case ScaleForm::kF32:
-      return MatMulTilesT<kFormat, kGroup, ScaleForm::kF32>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y,
-                                                            ldy, scratch);
   }
 }
 
@@ -236,25 +216,25 @@ inline void MatMulTiles(const WeightMatrix& w, int64_t tile_begin, int64_t tile_
       return MatMulTilesT<WeightFormat::kF16, 16>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy,
                                                   scratch);
     case WeightFormat::kQ4:
-      return MatMulTilesQ<WeightFormat::kQ4, 32>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy,
+      return MatMulTilesT<WeightFormat::kQ4, 32>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy,
                                                  scratch);
     case WeightFormat::kQ5:
-      return MatMulTilesQ<WeightFormat::kQ5, 32>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy,
+      return MatMulTilesT<WeightFormat::kQ5, 32>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy,
                                                  scratch);
     case WeightFormat::kIQ4:
-      return MatMulTilesQ<WeightFormat::kIQ4, 32>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy,
+      return MatMulTilesT<WeightFormat::kIQ4, 32>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy,
                                                   scratch);
     case WeightFormat::kQ3:
-      return MatMulTilesQ<WeightFormat::kQ3, 16>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy,
+      return MatMulTilesT<WeightFormat::kQ3, 16>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy,
                                                  scratch);
     case WeightFormat::kQ6:
-      return MatMulTilesQ<WeightFormat::kQ6, 16>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy,
+      return MatMulTilesT<WeightFormat::kQ6, 16>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy,
                                                  scratch);
     case WeightFormat::kQ8:
       if (w.group == 16)
-        return MatMulTilesQ<WeightFormat::kQ8, 16>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy,
+        return MatMulTilesT<WeightFormat::kQ8, 16>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy,
                                                    scratch);
-      return MatMulTilesQ<WeightFormat::kQ8, 32>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy,
+      return MatMulTilesT<WeightFormat::kQ8, 32>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy,
                                                  scratch);
     case WeightFormat::kGgml:  // GGUF's own blocks: blocks::MatMulTiles
                                // (matmul_blocks-inl.h)
