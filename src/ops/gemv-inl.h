@@ -4,7 +4,7 @@
 // for a row: a tile's 16 outputs accumulate in one AVX-512 vector (two AVX2
 // vectors), x is broadcast, and a group's scale and minimum apply to 16 rows
 // with one instruction. No horizontal sums.
-//  * Integer kernel (AVX3_DL: AVX-512 VNNI), for kQ4/kQ5/kQ8: vpdpbusd multiplies 4
+//  * Integer kernel (AVX3_DL: AVX-512 VNNI), for the quantized formats: vpdpbusd multiplies 4
 //  code bytes
 //    of 16 rows with 4 int8 activations per instruction; x enters as three int8
 //    parts (ops/matmul_x.h), so the result has fp32 accuracy. 3 instructions
@@ -199,8 +199,8 @@ SLIMKV_OPS_VNNI_ATTR HWY_INLINE void IntegerTile(const WeightMatrix& w, int64_t 
   const int64_t prefetch_scales = kPrefetchBytes * scale_bytes / kBytes;
   const __m512i part_mask = _mm512_set1_epi8(static_cast<char>((1 << kPartBits<kFormat>) - 1));
   const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
-  // Nibble codes with an implied minimum enter as q and the sum starts at -offset * the part's sum (kQ8's
-  // q + 128 likewise at -128 * that sum: q.bias).
+  // Codes with an implied minimum enter as q and the sum starts at -offset * the part's sum (kQ8's
+  // q + 128 and kIQ4's level + 128 likewise at -128 * that sum: q.bias).
   const int32_t offset = kFormat == WeightFormat::kQ8 || kFormat == WeightFormat::kIQ4 ? 128 : w.code_offset;
   // kIQ4: a nibble's level + 128 (vpdpbusd's unsigned operand), looked up with one vpshufb.
   const __m512i levels = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(kIq4Unsigned.data())));
@@ -267,7 +267,7 @@ SLIMKV_OPS_VNNI_ATTR HWY_INLINE void IntegerTile(const WeightMatrix& w, int64_t 
 
 // ---------------------------------------------------------------- float
 // kernels Code byte kB of each 32-bit lane (one row's 4 code bytes): unsigned
-// for kQ4/kQ5 (a nibble pair), signed int8 for kQ8.
+// for the 2- and 4-bit formats (4 or 2 codes), signed int8 for kQ8.
 template <int kB>
 HWY_INLINE hn::Vec<DU> ByteOf(hn::Vec<DU> v) {
   const DU du;

@@ -67,17 +67,13 @@ size_t WeightMatrix::code_bytes_per_row() const {
       return cols * 4;
     case WeightFormat::kF16:
       return cols * 2;
-    case WeightFormat::kQ4:
-    case WeightFormat::kIQ4:
-      return cols / 2;
-    case WeightFormat::kQ5:
-      return cols / 2 + cols / 8;
-    case WeightFormat::kQ6:
-      return cols / 2 + cols / 4;
     case WeightFormat::kQ3:
-      return cols / 4 + cols / 8;
+    case WeightFormat::kQ4:
+    case WeightFormat::kQ5:
+    case WeightFormat::kQ6:
     case WeightFormat::kQ8:
-      return cols;
+    case WeightFormat::kIQ4:
+      return groups_per_row() * group_code_bytes();
     case WeightFormat::kGgml:
       return ggml_row_bytes;
   }
