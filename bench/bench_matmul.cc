@@ -16,7 +16,7 @@ using slimkv::ops::MatMulOutput;
 using slimkv::ops::WeightFormat;
 using slimkv::ops::WeightMatrix;
 
-// Random codes; scales and minimums that are fp16 values, held as fp16 as the repacked Q4_0/Q4_1/Q8_0
+// Random codes; scales and minimums that are fp16 values, held as fp16 as the repacked Q4_1/Q8_0
 // matrices of SmolLM2 are.
 WeightMatrix Make(WeightFormat f, int64_t rows, int64_t cols) {
   const bool q = f == WeightFormat::kQ4 || f == WeightFormat::kQ8;

@@ -68,7 +68,8 @@
 
 namespace slimkv::ops {
 
-enum class WeightFormat { kF32, kF16, kQ3, kQ4, kQ5, kQ6, kQ8, kIQ4, kGgml };
+// (The first five keep the values bench_matmul's documented `fmt:` filters name.)
+enum class WeightFormat { kF32, kF16, kQ4, kQ8, kGgml, kQ3, kQ5, kQ6, kIQ4 };
 // How a quantized matrix stores its scales (above).
 enum class ScaleForm { kF32, kF16, kSub };
 std::string_view WeightFormatName(WeightFormat f);
