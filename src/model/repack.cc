@@ -152,7 +152,8 @@ void RepackRow(TensorType type, const uint8_t* src, int64_t cols, uint8_t* codes
     case TensorType::kF16:
       std::memcpy(codes, src, cols * 2);
       return;
-    case TensorType::kQ4_0:  // d, qs[16]: x = d * (q - 8) (qs in kQ4's byte order already)
+    case TensorType::kQ4_0:   // d, qs[16]: x = d * (q - 8) (qs in kQ4's byte order already)
+    case TensorType::kIQ4_NL:  // d, qs[16]: x = d * level[q]
       for (int64_t g = 0; g < cols / 32; ++g, src += 18) {
         std::memcpy(codes + g * 16, src + 2, 16);
         scale[g] = H(src);
@@ -169,12 +170,6 @@ void RepackRow(TensorType type, const uint8_t* src, int64_t cols, uint8_t* codes
       for (int64_t g = 0; g < cols / 32; ++g, src += 22) {
         std::memcpy(codes + g * 20, src + 6, 16);
         std::memcpy(codes + g * 20 + 16, src + 2, 4);
-        scale[g] = H(src);
-      }
-      return;
-    case TensorType::kIQ4_NL:  // d, qs[16]: x = d * level[q]
-      for (int64_t g = 0; g < cols / 32; ++g, src += 18) {
-        std::memcpy(codes + g * 16, src + 2, 16);
         scale[g] = H(src);
       }
       return;
@@ -271,7 +266,8 @@ Result<RepackPlan> PlanRepack(const gguf::TensorInfo& t) {
       return InvalidArgument("tensor '{}': {} columns, not a multiple of its {}-element blocks", t.name,
                              shape.cols, block);
     }
-    // Rows padded to whole tiles; scales (and minimums) fp16, as the file stores them.
+    // Rows padded to whole tiles; scales (and minimums) fp16, as the file stores them, or the K
+    // types' int8 sub-scales with fp16 factors.
     const size_t rows = (shape.rows + ops::kWeightTileRows - 1) / ops::kWeightTileRows * ops::kWeightTileRows;
     const size_t cols = shape.cols;
     p.format = f.format;
@@ -283,11 +279,7 @@ Result<RepackPlan> PlanRepack(const gguf::TensorInfo& t) {
         p.bytes = rows * cols * 2;
         break;
       default: {
-        const size_t code_bytes = f.format == WeightFormat::kQ8   ? cols
-                                  : f.format == WeightFormat::kQ5 ? cols / 2 + cols / 8
-                                  : f.format == WeightFormat::kQ6 ? cols / 2 + cols / 4
-                                  : f.format == WeightFormat::kQ3 ? cols / 4 + cols / 8
-                                                                  : cols / 2;
+        const size_t code_bytes = cols / f.group * ops::GroupCodeBytes(f.format, f.group);
         // fp16 scales (and minimums) per group, or int8 sub-scales per group and fp16 factors.
         const size_t scale_bytes =
             f.super_group ? cols / f.group + cols / f.super_group * 2 : cols / f.group * 2;

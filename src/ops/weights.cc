@@ -80,8 +80,10 @@ size_t WeightMatrix::code_bytes_per_row() const {
   return 0;
 }
 
-size_t WeightMatrix::group_code_bytes() const {
-  switch (format) {
+size_t WeightMatrix::group_code_bytes() const { return GroupCodeBytes(format, group); }
+
+size_t GroupCodeBytes(WeightFormat f, int group) {
+  switch (f) {
     case WeightFormat::kQ4:
     case WeightFormat::kIQ4:
       return group / 2;

@@ -70,6 +70,8 @@ namespace slimkv::ops {
 
 // (The first five keep the values bench_matmul's documented `fmt:` filters name.)
 enum class WeightFormat { kF32, kF16, kQ4, kQ8, kGgml, kQ3, kQ5, kQ6, kIQ4 };
+// Bytes of codes of one row's group of `group` columns in quantized format f (masks included).
+size_t GroupCodeBytes(WeightFormat f, int group);
 // How a quantized matrix stores its scales (above).
 enum class ScaleForm { kF32, kF16, kSub };
 std::string_view WeightFormatName(WeightFormat f);
