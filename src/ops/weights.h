@@ -1,10 +1,11 @@
 // Weight matrices in slimkv's matmul layouts.
 //
 // A matrix is [rows, cols] (rows = output features, cols = input features).
-// Quantized GGUF types are repacked at load into one of two group formats in
-// tiles, or kept as the file's blocks (kGgml); either way they stay quantized
-// in memory and are dequantized in registers by the matmul kernels
-// (docs/DECISIONS.md "Weights: kept quantized, repacked losslessly" has the measurements behind these choices):
+// Quantized GGUF types are repacked at load into a group format in tiles, or
+// kept as the file's blocks (kGgml); either way they stay quantized in memory
+// and are dequantized in registers by the matmul kernels (docs/DECISIONS.md
+// "Weights: kept quantized, repacked losslessly" has the measurements behind
+// these choices):
 //
 //   kQ3  per group of 16 columns, 4 bytes of 2-bit codes (byte j: columns j,
 //        j+4, j+8, j+12 from its low bits up) and a third bit per column
