@@ -804,17 +804,16 @@ void Scheduler::UpdateStats(double now) {
         kv.budget_bytes() > kv.bytes_in_use() ? kv.budget_bytes() - kv.bytes_in_use() : 0;
     stats_.kv_blocks_free = static_cast<int64_t>(free_bytes / std::max<size_t>(1, kv.sealed_block_bytes()));
     stats_.sequences = std::move(seqs);
-    if (options_.prefix_sharing && (now - prefix_stats_time_ >= kPrefixStatsSeconds || idle)) {
-      const kv::PrefixStats p = kv.prefix_stats();
-      stats_.kv_blocks_shared = p.shared_blocks;
-      stats_.prefix_cache_entries = p.cached_blocks;
-      stats_.prefix_evictions = p.evicted;
-      stats_.prefix = p;
-      prefix_stats_time_ = now;
-    }
-    if (now - swap_stats_time_ >= kPrefixStatsSeconds || idle) {
+    if (now - slow_stats_time_ >= kPrefixStatsSeconds || idle) {
+      if (options_.prefix_sharing) {
+        const kv::PrefixStats p = kv.prefix_stats();
+        stats_.kv_blocks_shared = p.shared_blocks;
+        stats_.prefix_cache_entries = p.cached_blocks;
+        stats_.prefix_evictions = p.evicted;
+        stats_.prefix = p;
+      }
       stats_.swap = kv.swap_cost().stats();  // the tiers' own counters are read by Stats()
-      swap_stats_time_ = now;
+      slow_stats_time_ = now;
     }
     rate_window_.push_back({now, {stats_.generated_tokens, stats_.computed_tokens}});
     while (rate_window_.size() > 2 && rate_window_[1].first < now - kRateWindowSeconds)

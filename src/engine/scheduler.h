@@ -218,8 +218,7 @@ class Scheduler {
   mutable std::mutex stats_mu_;
   SchedulerStats stats_;
   std::deque<std::pair<double, std::pair<uint64_t, uint64_t>>> rate_window_;  // (time, (generated, computed))
-  double prefix_stats_time_ = -1e30;
-  double swap_stats_time_ = -1e30;
+  double slow_stats_time_ = -1e30;  // when the prefix and swap counters were last copied
 
   std::thread thread_;
 };
