@@ -133,7 +133,7 @@ alignas(16) inline constexpr std::array<uint8_t, 16> kIq4Unsigned = [] {
 
 // ---------------------------------------------------------------- x
 // preparation Fills q.sum (always) and, for the integer kernel, q.parts,
-// q.scale and q.bias, for n_tokens rows of x ([n_tokens, ldx]).
+// q.scale and q.part_sum, for n_tokens rows of x ([n_tokens, ldx]).
 inline void QuantizeX(const float* x, int64_t ldx, int64_t n_tokens, const QuantizedX& q) {
   const DF d;
   const DI di;
@@ -168,7 +168,7 @@ inline void QuantizeX(const float* x, int64_t ldx, int64_t n_tokens, const Quant
         }
       }
       for (int p = 0; p < kXParts; ++p) {
-        q.bias[(t * q.groups + g) * kXParts + p] = -128 * hn::GetLane(hn::SumOfLanes(di, sums[p]));
+        q.part_sum[(t * q.groups + g) * kXParts + p] = hn::GetLane(hn::SumOfLanes(di, sums[p]));
       }
     }
   }
@@ -199,9 +199,10 @@ SLIMKV_OPS_VNNI_ATTR HWY_INLINE void IntegerTile(const WeightMatrix& w, int64_t 
   const int64_t prefetch_scales = kPrefetchBytes * scale_bytes / kBytes;
   const __m512i part_mask = _mm512_set1_epi8(static_cast<char>((1 << kPartBits<kFormat>) - 1));
   const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
-  // Codes with an implied minimum enter as q and the sum starts at -offset * the part's sum (kQ8's
-  // q + 128 and kIQ4's level + 128 likewise at -128 * that sum: q.bias).
-  const int32_t offset = kFormat == WeightFormat::kQ8 || kFormat == WeightFormat::kIQ4 ? 128 : w.code_offset;
+  // Codes enter as q + offset (an implied minimum's code_offset; kQ8's q + 128 and kIQ4's level + 128,
+  // the unsigned operand), and a group's sum starts at -offset * the part's sum (matmul_x.h).
+  const int32_t neg_offset =
+      -(kFormat == WeightFormat::kQ8 || kFormat == WeightFormat::kIQ4 ? 128 : w.code_offset);
   // kIQ4: a nibble's level + 128 (vpdpbusd's unsigned operand), looked up with one vpshufb.
   const __m512i levels = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(kIq4Unsigned.data())));
   const __m512 inv_base = _mm512_set1_ps(1.0f / kXPartBase);
@@ -211,7 +212,7 @@ SLIMKV_OPS_VNNI_ATTR HWY_INLINE void IntegerTile(const WeightMatrix& w, int64_t 
     __m512i sum[kT][kXParts];
     for (int t = 0; t < kT; ++t) {
       for (int p = 0; p < kXParts; ++p) {
-        sum[t][p] = _mm512_set1_epi32(q.bias[((t0 + t) * ng + g) * kXParts + p] / 128 * offset);
+        sum[t][p] = _mm512_set1_epi32(q.part_sum[((t0 + t) * ng + g) * kXParts + p] * neg_offset);
       }
     }
     const uint8_t* cg = codes + g * kBytes;

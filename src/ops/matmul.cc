@@ -55,7 +55,7 @@ float* Scratch(int64_t cols) {
 struct XBuffers {
   AlignedBuffer<int8_t> parts;
   AlignedBuffer<float> scale, sum;
-  AlignedBuffer<int32_t> bias;
+  AlignedBuffer<int32_t> part_sum;
 
   QuantizedX Prepare(const float* x, int64_t ldx, int64_t n_tokens, int64_t cols, int group) {
     auto grow = [](auto& b, size_t n) {
@@ -65,14 +65,14 @@ struct XBuffers {
     grow(parts, n_tokens * kXParts * cols);
     grow(scale, n_tokens * groups);
     grow(sum, n_tokens * groups);
-    grow(bias, n_tokens * groups * kXParts);
+    grow(part_sum, n_tokens * groups * kXParts);
     const QuantizedX q{.group = group,
                        .cols = cols,
                        .groups = groups,
                        .parts = parts.data(),
                        .scale = scale.data(),
                        .sum = sum.data(),
-                       .bias = bias.data()};
+                       .part_sum = part_sum.data()};
     HWY_DYNAMIC_DISPATCH(QuantizeXEntry)(x, ldx, n_tokens, q);
     return q;
   }

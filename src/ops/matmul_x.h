@@ -28,9 +28,10 @@ struct QuantizedX {
   float* scale = nullptr;   // [n_tokens][groups]: d (integer kernel only)
   float* sum = nullptr;     // [n_tokens][groups]: sum of x over the group, fp32
                             // (for the mins)
-  // [n_tokens][groups][kXParts]: -128 * the sum of the part over the group. kQ8 codes enter the unsigned x
-  // signed product as q + 128; starting a group's sum here removes the offset.
-  int32_t* bias = nullptr;
+  // [n_tokens][groups][kXParts]: the sum of the part over the group. Codes enter vpdpbusd's unsigned
+  // operand as q + offset (kQ8's q + 128, Q4_0's nibble = q + 8, ...); starting a group's sum at
+  // -offset * part_sum removes the offset exactly.
+  int32_t* part_sum = nullptr;
 };
 
 }  // namespace slimkv::ops
