@@ -106,17 +106,15 @@ struct TileScales {
 // bytes: 4 bytes of 16 rows) per group, high-bit planes (ops/weights.h), and bytes per group
 // of a tile (chunks, then a 64-bit mask per chunk, plane and part of a byte).
 template <WeightFormat kFormat>
-inline constexpr int kParts = kFormat == WeightFormat::kQ8 ? 1 : kFormat == WeightFormat::kQ3 ? 4 : 2;
+inline constexpr int kParts = CodeParts(kFormat);
 template <WeightFormat kFormat>
 inline constexpr int kPartBits = 8 / kParts<kFormat>;
 template <WeightFormat kFormat, int kGroup>
 inline constexpr int kGroupChunks = kGroup / kParts<kFormat> / 4;
 template <WeightFormat kFormat>
-inline constexpr int kPlanes =
-    kFormat == WeightFormat::kQ5 || kFormat == WeightFormat::kQ3 ? 1 : kFormat == WeightFormat::kQ6 ? 2 : 0;
+inline constexpr int kPlanes = CodePlanes(kFormat);
 template <WeightFormat kFormat, int kGroup>
-inline constexpr int64_t kGroupTileBytes =
-    kGroupChunks<kFormat, kGroup> * (64 + 8 * kParts<kFormat> * kPlanes<kFormat>);
+inline constexpr int64_t kGroupTileBytes = kWeightTileRows * GroupCodeBytes(kFormat, kGroup);
 
 // kIQ4's levels (gguf::kIq4nlValues) as int32, for the float kernels' gathers, and + 128 as
 // bytes, the integer kernel's unsigned operand.

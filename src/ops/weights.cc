@@ -82,30 +82,7 @@ size_t WeightMatrix::code_bytes_per_row() const {
 
 size_t WeightMatrix::group_code_bytes() const { return GroupCodeBytes(format, group); }
 
-size_t GroupCodeBytes(WeightFormat f, int group) {
-  switch (f) {
-    case WeightFormat::kQ4:
-    case WeightFormat::kIQ4:
-      return group / 2;
-    case WeightFormat::kQ5:
-      return group / 2 + group / 8;
-    case WeightFormat::kQ6:
-      return group / 2 + group / 4;
-    case WeightFormat::kQ3:
-      return group / 4 + group / 8;
-    default:
-      return group;
-  }
-}
-
 namespace {
-// High-bit planes of a format's codes (ops/weights.h): kQ5 one, kQ6 two.
-int Planes(WeightFormat f) {
-  return f == WeightFormat::kQ5 || f == WeightFormat::kQ3 ? 1 : f == WeightFormat::kQ6 ? 2 : 0;
-}
-// Codes per byte: kQ8 1, nibbles 2, kQ3's 2-bit crumbs 4. Part s of a group's byte j holds
-// column s * group / parts + j.
-int Parts(WeightFormat f) { return f == WeightFormat::kQ8 ? 1 : f == WeightFormat::kQ3 ? 4 : 2; }
 // The 8-byte mask word of a group's masks that holds plane p of column j (0..group-1) of a row, and
 // the bit of row i there.
 size_t PlaneWord(int group, int parts, int planes, int p, int j) {
@@ -119,15 +96,15 @@ size_t WeightMatrix::bytes() const {
   return codes.size() + scales.size() + mins.size() + supers.size() + super_mins.size();
 }
 
-float WeightMatrix::ScaleAt(const AlignedBuffer<uint8_t>& b, int64_t r, int64_t g) const {
+float WeightMatrix::ScaleAt(const AlignedBuffer<uint8_t>& b, const AlignedBuffer<uint8_t>& factors, int64_t r,
+                             int64_t g) const {
   const size_t i = ((r / kWeightTileRows) * groups_per_row() + g) * kWeightTileRows + r % kWeightTileRows;
   if (super_group) {
-    const AlignedBuffer<uint8_t>& f = &b == &scales ? supers : super_mins;
     const size_t j =
         ((r / kWeightTileRows) * (cols / super_group) + g * group / super_group) * kWeightTileRows +
         r % kWeightTileRows;
     uint16_t h;
-    std::memcpy(&h, f.data() + 2 * j, 2);
+    std::memcpy(&h, factors.data() + 2 * j, 2);
     return static_cast<float>(static_cast<int8_t>(b[i])) * HalfToFloat(h);  // exact: 8 x 11 bits
   }
   if (half_scales) {
@@ -210,7 +187,7 @@ void WeightMatrix::SetRow(int64_t r, const uint8_t* row_codes, const float* row_
   }
   const int64_t ng = groups_per_row();
   const size_t gb = group_code_bytes();
-  const int parts = Parts(format), planes = Planes(format);
+  const int parts = CodeParts(format), planes = CodePlanes(format);
   const size_t chunks = group / parts / 4;
   for (int64_t g = 0; g < ng; ++g) {
     uint8_t* tg = t + g * gb * kWeightTileRows;
@@ -299,7 +276,7 @@ void WeightMatrix::DequantizeRow(int64_t r, float* out) const {
     case WeightFormat::kIQ4:
       break;
   }
-  const int parts = Parts(format), planes = Planes(format);
+  const int parts = CodeParts(format), planes = CodePlanes(format);
   const int bits = 8 / parts, span = group / parts;
   const int64_t ng = groups_per_row();
   const size_t gb = group_code_bytes();

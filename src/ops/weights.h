@@ -71,8 +71,16 @@ namespace slimkv::ops {
 
 // (The first five keep the values bench_matmul's documented `fmt:` filters name.)
 enum class WeightFormat { kF32, kF16, kQ4, kQ8, kGgml, kQ3, kQ5, kQ6, kIQ4 };
+// A quantized format's codes per byte (kQ8 1, nibbles 2, kQ3's 2-bit codes 4: part s of a
+// group's byte j holds column s * group / parts + j) and high-bit planes (kQ3, kQ5 1; kQ6 2).
+constexpr int CodeParts(WeightFormat f) { return f == WeightFormat::kQ8 ? 1 : f == WeightFormat::kQ3 ? 4 : 2; }
+constexpr int CodePlanes(WeightFormat f) {
+  return f == WeightFormat::kQ5 || f == WeightFormat::kQ3 ? 1 : f == WeightFormat::kQ6 ? 2 : 0;
+}
 // Bytes of codes of one row's group of `group` columns in quantized format f (masks included).
-size_t GroupCodeBytes(WeightFormat f, int group);
+constexpr size_t GroupCodeBytes(WeightFormat f, int group) {
+  return static_cast<size_t>(group / CodeParts(f) + CodePlanes(f) * group / 8);
+}
 // How a quantized matrix stores its scales (above).
 enum class ScaleForm { kF32, kF16, kSub };
 std::string_view WeightFormatName(WeightFormat f);
@@ -123,8 +131,8 @@ struct WeightMatrix {
   const uint8_t* tile_super_mins(int64_t tile) const { return super_mins.data() + tile * tile_super_bytes(); }
   size_t tile_super_bytes() const { return super_group ? cols / super_group * kWeightTileRows * 2 : 0; }
   // Scale and minimum of group g of row r (0 without minimums).
-  float scale(int64_t r, int64_t g) const { return ScaleAt(scales, r, g); }
-  float min(int64_t r, int64_t g) const { return has_min ? ScaleAt(mins, r, g) : 0.0f; }
+  float scale(int64_t r, int64_t g) const { return ScaleAt(scales, supers, r, g); }
+  float min(int64_t r, int64_t g) const { return has_min ? ScaleAt(mins, super_mins, r, g) : 0.0f; }
   // Bytes the matmul reads for the whole matrix: codes, scales, mins and their factors (padding included).
   size_t bytes() const;
 
@@ -153,7 +161,9 @@ struct WeightMatrix {
   void DequantizeRow(int64_t r, float* out) const;
 
  private:
-  float ScaleAt(const AlignedBuffer<uint8_t>& b, int64_t r, int64_t g) const;
+  // Element (r, g) of scales or mins `b`; with super_group, times its factor in `factors`.
+  float ScaleAt(const AlignedBuffer<uint8_t>& b, const AlignedBuffer<uint8_t>& factors, int64_t r,
+                int64_t g) const;
 };
 
 }  // namespace slimkv::ops
