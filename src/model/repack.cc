@@ -1,6 +1,7 @@
 #include "model/repack.h"
 
 #include <cstring>
+#include <optional>
 #include <vector>
 
 #include "base/check.h"
@@ -21,43 +22,6 @@ float H(const uint8_t* p) {
   uint16_t h;
   std::memcpy(&h, p, 2);
   return HalfToFloat(h);
-}
-
-// The types that go into tiles (ops/weights.h): those whose tiled form takes
-// the file's bits per weight, or barely more. Q4_0's, Q5_0's and Q6_K's implied
-// minimums are the matrix's code_offset, Q5_x's and Q6_K's high bits kQ5's and
-// kQ6's bit planes; the K types keep their two-level scales (an int8
-// sub-scale per group, an fp16 factor per 256 columns), whose 6-bit fields
-// take a byte each: Q4_K 4.625 bits per weight against 4.5, Q5_K 5.625 against
-// 5.5, Q6_K 6.5625 as the file. IQ4_NL and IQ4_XS are kIQ4 (their levels are
-// a lookup in the kernel), IQ4_XS with two-level scales: 4.3125 bits against
-// 4.25; Q3_K is kQ3 (2-bit codes and a bit plane), 3.5625 bits against 3.4375.
-// Others stay the file's blocks (kGgml): BF16, Q2_K (its 4-bit sub-scales and
-// sub-minimums would take a byte each: 3.125 bits against 2.625).
-bool Tiled(TensorType type) {
-  switch (type) {
-    case TensorType::kF32:
-    case TensorType::kF16:
-    case TensorType::kQ4_0:
-    case TensorType::kQ4_1:
-    case TensorType::kQ5_0:
-    case TensorType::kQ5_1:
-    case TensorType::kQ8_0:
-    case TensorType::kQ4_K:
-    case TensorType::kQ5_K:
-    case TensorType::kQ6_K:
-    case TensorType::kIQ4_NL:
-    case TensorType::kIQ4_XS:
-    case TensorType::kQ3_K:
-      return true;
-    default:
-      return false;
-  }
-}
-
-bool SubScaled(TensorType type) {
-  return type == TensorType::kQ4_K || type == TensorType::kQ5_K || type == TensorType::kQ6_K ||
-         type == TensorType::kIQ4_XS || type == TensorType::kQ3_K;
 }
 
 uint16_t Bits(const uint8_t* p) {
@@ -192,6 +156,17 @@ void RepackRow(TensorType type, const uint8_t* src, int64_t cols, uint8_t* codes
   }
 }
 
+// The types that go into tiles (ops/weights.h, TileFormOf): those whose tiled form takes
+// the file's bits per weight, or barely more. Q4_0's, Q5_0's and Q6_K's implied
+// minimums are the matrix's code_offset, Q5_x's and Q6_K's high bits kQ5's and
+// kQ6's bit planes; the K types keep their two-level scales (an int8
+// sub-scale per group, an fp16 factor per 256 columns), whose 6-bit fields
+// take a byte each: Q4_K 4.625 bits per weight against 4.5, Q5_K 5.625 against
+// 5.5, Q6_K 6.5625 as the file. IQ4_NL and IQ4_XS are kIQ4 (their levels are
+// a lookup in the kernel), IQ4_XS with two-level scales: 4.3125 bits against
+// 4.25; Q3_K is kQ3 (2-bit codes and a bit plane), 3.5625 bits against 3.4375.
+// Others stay the file's blocks (kGgml): BF16, Q2_K (its 4-bit sub-scales and
+// sub-minimums would take a byte each: 3.125 bits against 2.625).
 struct TileForm {
   WeightFormat format;
   int group;
@@ -200,34 +175,37 @@ struct TileForm {
   int super_group = 0;
 };
 
-TileForm TileFormOf(TensorType type) {
+// Its tile form, nullopt for a type that stays blocks.
+std::optional<TileForm> TileFormOf(TensorType type) {
   switch (type) {
     case TensorType::kF32:
-      return {WeightFormat::kF32, 0, false};
+      return TileForm{WeightFormat::kF32, 0, false};
     case TensorType::kF16:
-      return {WeightFormat::kF16, 0, false};
+      return TileForm{WeightFormat::kF16, 0, false};
     case TensorType::kQ4_0:
-      return {WeightFormat::kQ4, 32, false, 8};
+      return TileForm{WeightFormat::kQ4, 32, false, 8};
     case TensorType::kQ4_1:
-      return {WeightFormat::kQ4, 32, true};
+      return TileForm{WeightFormat::kQ4, 32, true};
     case TensorType::kQ5_0:
-      return {WeightFormat::kQ5, 32, false, 16};
+      return TileForm{WeightFormat::kQ5, 32, false, 16};
     case TensorType::kQ5_1:
-      return {WeightFormat::kQ5, 32, true};
+      return TileForm{WeightFormat::kQ5, 32, true};
     case TensorType::kQ4_K:
-      return {WeightFormat::kQ4, 32, true, 0, 256};
+      return TileForm{WeightFormat::kQ4, 32, true, 0, 256};
     case TensorType::kQ5_K:
-      return {WeightFormat::kQ5, 32, true, 0, 256};
+      return TileForm{WeightFormat::kQ5, 32, true, 0, 256};
     case TensorType::kQ6_K:
-      return {WeightFormat::kQ6, 16, false, 32, 256};
+      return TileForm{WeightFormat::kQ6, 16, false, 32, 256};
     case TensorType::kIQ4_NL:
-      return {WeightFormat::kIQ4, 32, false};
+      return TileForm{WeightFormat::kIQ4, 32, false};
     case TensorType::kQ3_K:
-      return {WeightFormat::kQ3, 16, false, 4, 256};
+      return TileForm{WeightFormat::kQ3, 16, false, 4, 256};
     case TensorType::kIQ4_XS:
-      return {WeightFormat::kIQ4, 32, false, 0, 256};
+      return TileForm{WeightFormat::kIQ4, 32, false, 0, 256};
+    case TensorType::kQ8_0:
+      return TileForm{WeightFormat::kQ8, 32, false};
     default:
-      return {WeightFormat::kQ8, 32, false};  // Q8_0
+      return std::nullopt;
   }
 }
 
@@ -259,8 +237,8 @@ Result<RepackPlan> PlanRepack(const gguf::TensorInfo& t) {
     return Unimplemented("tensor '{}' has type {}, which slimkv cannot use for a matrix; supported: {}",
                          t.name, gguf::TypeName(t.type), SupportedMatrixTypes());
   }
-  if (Tiled(t.type)) {
-    const TileForm f = TileFormOf(t.type);
+  if (const std::optional<TileForm> form = TileFormOf(t.type)) {
+    const TileForm& f = *form;
     const int block = std::max(f.group, f.super_group);
     if (block && shape.cols % block != 0) {
       return InvalidArgument("tensor '{}': {} columns, not a multiple of its {}-element blocks", t.name,
@@ -322,12 +300,12 @@ Result<ops::WeightMatrix> Repack(const gguf::TensorInfo& t) {
     return DataLoss("tensor '{}' holds {} bytes; {} rows of {} {} need {}", t.name, t.n_bytes, shape.rows,
                     shape.cols, gguf::TypeName(t.type), row_bytes * shape.rows);
   }
-  const TileForm f = TileFormOf(t.type);
+  const TileForm f = *TileFormOf(t.type);  // tiled: plan.format is not kGgml
   ops::WeightMatrix m =
       ops::WeightMatrix::Allocate(f.format, shape.rows, shape.cols, f.group, f.has_min, f.super_group);
   m.code_offset = f.code_offset;
   std::vector<uint8_t> codes(m.code_bytes_per_row());
-  if (SubScaled(t.type)) {
+  if (f.super_group) {  // the K types' two-level scales
     std::vector<int8_t> sub(m.groups_per_row()), sub_min(m.groups_per_row());
     std::vector<uint16_t> super(shape.cols / f.super_group), super_min(super.size());
     for (int64_t r = 0; r < shape.rows; ++r) {
