@@ -203,43 +203,40 @@ void MatMulTilesT(const WeightMatrix& w, int64_t tile_begin, int64_t tile_end, c
   }
 }
 
+// The tile kernel of w's format (MatMulTilesT), or null for kGgml (GGUF's own blocks:
+// blocks::MatMulTiles, matmul_blocks-inl.h).
+using TileKernel = void (*)(const WeightMatrix&, int64_t, int64_t, const float*, int64_t, const QuantizedX*,
+                            int64_t, float*, int64_t, float*);
+inline TileKernel TileKernelOf(const WeightMatrix& w) {
+  switch (w.format) {
+    case WeightFormat::kF32:
+      return &MatMulTilesT<WeightFormat::kF32, 16>;
+    case WeightFormat::kF16:
+      return &MatMulTilesT<WeightFormat::kF16, 16>;
+    case WeightFormat::kQ3:
+      return &MatMulTilesT<WeightFormat::kQ3, 16>;
+    case WeightFormat::kQ4:
+      return &MatMulTilesT<WeightFormat::kQ4, 32>;
+    case WeightFormat::kQ5:
+      return &MatMulTilesT<WeightFormat::kQ5, 32>;
+    case WeightFormat::kQ6:
+      return &MatMulTilesT<WeightFormat::kQ6, 16>;
+    case WeightFormat::kIQ4:
+      return &MatMulTilesT<WeightFormat::kIQ4, 32>;
+    case WeightFormat::kQ8:
+      return w.group == 16 ? &MatMulTilesT<WeightFormat::kQ8, 16> : &MatMulTilesT<WeightFormat::kQ8, 32>;
+    case WeightFormat::kGgml:
+      break;
+  }
+  return nullptr;
+}
+
 // Tiles [tile_begin, tile_end) of w times x ([n_tokens, ldx]) into y. `q`: x
 // prepared by QuantizeX with w's group when w is quantized and n_tokens <= kMatMulIntegerMaxTokens.
 inline void MatMulTiles(const WeightMatrix& w, int64_t tile_begin, int64_t tile_end, const float* x,
                         int64_t ldx, const QuantizedX* q, int64_t n_tokens, float* y, int64_t ldy,
                         float* scratch) {
-  switch (w.format) {
-    case WeightFormat::kF32:
-      return MatMulTilesT<WeightFormat::kF32, 16>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy,
-                                                  scratch);
-    case WeightFormat::kF16:
-      return MatMulTilesT<WeightFormat::kF16, 16>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy,
-                                                  scratch);
-    case WeightFormat::kQ4:
-      return MatMulTilesT<WeightFormat::kQ4, 32>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy,
-                                                 scratch);
-    case WeightFormat::kQ5:
-      return MatMulTilesT<WeightFormat::kQ5, 32>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy,
-                                                 scratch);
-    case WeightFormat::kIQ4:
-      return MatMulTilesT<WeightFormat::kIQ4, 32>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy,
-                                                  scratch);
-    case WeightFormat::kQ3:
-      return MatMulTilesT<WeightFormat::kQ3, 16>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy,
-                                                 scratch);
-    case WeightFormat::kQ6:
-      return MatMulTilesT<WeightFormat::kQ6, 16>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy,
-                                                 scratch);
-    case WeightFormat::kQ8:
-      if (w.group == 16)
-        return MatMulTilesT<WeightFormat::kQ8, 16>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy,
-                                                   scratch);
-      return MatMulTilesT<WeightFormat::kQ8, 32>(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy,
-                                                 scratch);
-    case WeightFormat::kGgml:  // GGUF's own blocks: blocks::MatMulTiles
-                               // (matmul_blocks-inl.h)
-      break;
-  }
+  if (const TileKernel k = TileKernelOf(w)) k(w, tile_begin, tile_end, x, ldx, q, n_tokens, y, ldy, scratch);
 }
 
 }  // namespace slimkv::ops::HWY_NAMESPACE
