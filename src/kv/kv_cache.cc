@@ -458,6 +458,17 @@ Status KvCache::ReadTokens(SeqId id, int layer, int head, int first, int n, floa
   return Status::Ok();
 }
 
+std::vector<float> KvCache::HeldScores(SeqId id, int layer, int head) const {
+  const Sequence& s = Seq(id);
+  const int st = layer * spec_.n_kv_heads + head, bt = config_.block_tokens;
+  if (!PolicyStream(st)) return {};
+  const BlockTable& t = s.tables[st];
+  std::vector<float> out;
+  for (int b = t.first_live; b < t.n_blocks(); ++b)
+    for (int i = 0; i < t.fill[b]; ++i) out.push_back(s.stats[st].score[b * bt + i]);
+  return out;
+}
+
 std::vector<int32_t> KvCache::HeldPositions(SeqId id, int layer, int head) const {
   const Sequence& s = Seq(id);
   const int st = layer * spec_.n_kv_heads + head, bt = config_.block_tokens;

@@ -180,6 +180,9 @@ class KvCache {
                     bool unrotate = false) const;
   // The original positions of the held tokens (as ReadTokens orders them).
   std::vector<int32_t> HeldPositions(SeqId seq, int layer, int head) const;
+  // What the policy remembered of each held token at append (TokenStats::score:
+  // knorm -|k|, expected |v|), as ReadTokens orders them; empty without a policy.
+  std::vector<float> HeldScores(SeqId seq, int layer, int head) const;
 
   KvUsage SequenceUsage(SeqId seq) const;
   KvUsage LayerUsage(SeqId seq, int layer) const;
@@ -257,6 +260,12 @@ class KvCache {
   // ([n][head_dim]).
   void AttentionKeys(const BlockTable& t, int st, std::span<const int> slots, float* keys) const;
   void DecodeSlot(const BlockTable& t, int slot, float* k, float* v) const;
+  // After merging: the policy's score of the stream's tokens `rows` (indexes into
+  // `slots`) whose values changed, from their keys as attention sees them (`keys`,
+  // or read from the table when empty) and their values as stored (`values`,
+  // [slots.size()][head_dim]).
+  void RescoreMerged(const BlockTable& t, int st, std::span<const int> slots, std::span<const int> rows,
+                     std::span<const float> keys, std::span<const float> values, TokenStats& ts) const;
   // Makes block b of a stream the sequence's alone (copy on write) before its
   // bytes change.
   bool MakePrivate(BlockTable& t, int b);

@@ -25,6 +25,23 @@ void KvCache::DecodeSlot(const BlockTable& t, int slot, float* k, float* v) cons
   if (v) DecodeV(kind.v, bt, hd, slot % bt, block + kind.v_offset, v);
 }
 
+void KvCache::RescoreMerged(const BlockTable& t, int st, std::span<const int> slots, std::span<const int> rows,
+                            std::span<const float> keys, std::span<const float> values, TokenStats& ts) const {
+  if (!evictor_->scores_value()) return;
+  const int hd = spec_.head_dim;
+  std::vector<float> k(hd), v(hd);
+  for (int r : rows) {
+    if (keys.empty()) {
+      AttentionKeys(t, st, slots.subspan(r, 1), k.data());
+    } else {
+      std::copy_n(keys.begin() + static_cast<size_t>(r) * hd, hd, k.begin());
+    }
+    std::copy_n(values.begin() + static_cast<size_t>(r) * hd, hd, v.begin());
+    if (config_.v.rotate) v_rot_[st].Inverse(v.data());  // OnAppend sees values unrotated
+    ts.score[slots[r]] = evictor_->OnAppend(k.data(), v.data(), hd);
+  }
+}
+
 void KvCache::AttentionKeys(const BlockTable& t, int st, std::span<const int> slots, float* keys) const {
   const int hd = spec_.head_dim, layer = st / spec_.n_kv_heads;
   std::vector<float> cs(std::max(1, spec_.rope_dim / 2)), sn(cs.size());
@@ -173,7 +190,11 @@ void KvCache::CompactTokens(Sequence& s, std::span<const int> sts, std::span<Vie
     int merged = 0;
     if (policy_.merge) {
       merged = static_cast<int>(std::count(rkept.begin(), rkept.end(), 0));
-      MergeEvicted(hd, k, v, mass, rkept, rkept);
+      const std::vector<int> changed = MergeEvicted(hd, k, v, mass, rkept, rkept);
+      // Before the region's blocks are released: keys may be read from them.
+      const std::span<const float> rkeys =
+          d.keys.empty() ? std::span<const float>() : std::span<const float>(d.keys).subspan(r0 * hd);
+      RescoreMerged(t, st, std::span<const int>(d.slots).subspan(r0), changed, rkeys, v, ts);
     }
     // Kept tokens go densely, in their order.
     std::vector<int> dst(rn, -1);
@@ -261,10 +282,12 @@ void KvCache::CutBlocks(Sequence& s, std::span<const int> sts, std::span<ViewDat
       const std::vector<int> changed = MergeEvicted(hd, d.keys, v, d.mass, kept, kept);
       evict_stats_.merged += std::count(kept.begin(), kept.end(), 0);
       std::vector<float> part(static_cast<size_t>(bt) * hd);
+      std::vector<int> written;  // receivers whose new value is stored
       for (int r : changed) {
         const int slot = d.slots[r], b = slot / bt;
         ts.mass[slot] = d.mass[r];
         if (!MakePrivate(t, b)) continue;  // no room to copy a shared block: the value stays
+        written.push_back(r);
         const BlockKind& kind = store_.kind(t.sealed[b]);
         uint8_t* vpart = store_.Data(t.sealed[b], t.ids[b]) + kind.v_offset;
         if (CanEncodeByToken(kind.v)) {
@@ -278,6 +301,7 @@ void KvCache::CutBlocks(Sequence& s, std::span<const int> sts, std::span<ViewDat
           if (t.sealed[b]) evict_stats_.sealed_reencoded += t.fill[b];
         }
       }
+      RescoreMerged(t, st, d.slots, written, d.keys, v, ts);
     }
     // Later blocks first, so erasing one does not move the others.
     for (auto c = mine.rbegin(); c != mine.rend(); ++c) {

@@ -323,5 +323,41 @@ TEST(EvictionTest, MergeChangesKeptValues) {
   EXPECT_GT(d.cache->eviction_stats().merged, 0);
 }
 
+// `expected` weighs a token by |v|, remembered at append: a receiver of `:merge` has a
+// new value, and its |v| follows it (token-level compaction at the prompt's end, block
+// cuts after), on a plain and a rotated value format.
+TEST(EvictionTest, MergedValuesAreScoredAgain) {
+  for (const char* vformat : {"f32", "f32:rot"}) {
+    SCOPED_TRACE(vformat);
+    KvConfig config = Config("fp32");
+    config.v = *ParseFormat(vformat, false);
+    Driver d(Spec(true), config, "expected:merge", 32);
+    auto check = [&](const char* when) {
+      for (int l = 0; l < kLayers; ++l)
+        for (int h = 0; h < kHeads; ++h) {
+          const int n = d.cache->Slots(d.seq, l, h);
+          std::vector<float> k(n * kHd), v(n * kHd);
+          ASSERT_TRUE(d.cache->ReadTokens(d.seq, l, h, 0, n, k.data(), v.data(), true).ok());
+          const std::vector<float> score = d.cache->HeldScores(d.seq, l, h);
+          ASSERT_EQ(static_cast<int>(score.size()), n);
+          for (int t = 0; t < n; ++t) {
+            double norm = 0;
+            for (int x = 0; x < kHd; ++x) norm += static_cast<double>(v[t * kHd + x]) * v[t * kHd + x];
+            ASSERT_NEAR(score[t], std::sqrt(norm), 1e-4 * (1 + std::sqrt(norm)))
+                << when << ", layer " << l << " head " << h << " token " << t;
+          }
+        }
+    };
+    d.Step(100, false, 0);
+    d.cache->Compress(d.seq);
+    ASSERT_GT(d.cache->eviction_stats().merged, 0);
+    check("after the prompt");
+    const int64_t merged = d.cache->eviction_stats().merged;
+    for (int i = 0; i < 100; ++i) d.Step(1, false, 0);
+    ASSERT_GT(d.cache->eviction_stats().merged, merged);
+    check("after decoding");
+  }
+}
+
 }  // namespace
 }  // namespace slimkv::kv

@@ -126,6 +126,7 @@ class ExpectedPolicy : public EvictionPolicy {
     for (int d = 0; d < hd; ++d) norm += static_cast<double>(value[d]) * value[d];
     return static_cast<float>(std::sqrt(norm));
   }
+  bool scores_value() const override { return true; }
   void ObserveQueries(TokenStats& s, const float* q, int64_t ldq, int n_tokens, int group,
                       int hd) const override {
     // Exponential moving moments, a short memory: future queries resemble recent ones.

@@ -53,6 +53,9 @@ class EvictionPolicy {
   // Hooks. A token's key (after RoPE, unrotated) and value arrive: what to remember in
   // TokenStats::score.
   virtual float OnAppend(const float* key, const float* value, int head_dim) const { return 0.0f; }
+  // Whether OnAppend reads the value: then a token whose value merging changed
+  // (`:merge`) is scored again.
+  virtual bool scores_value() const { return false; }
   // The step's attention over the stream's slots: `weights` summed over the
   // observed query rows, `newest` of the newest token (query heads averaged);
   // both [slots].
