@@ -14,7 +14,8 @@
 #              token does), PPL_CHUNKS windows, PPL_POLICIES x budgets 10/25/50% with fp16,
 #              PPL_INT4_POLICIES with --kv int4; delta against the full cache in the same format
 #   needle4k   needle accuracy at a 4K context, NEEDLE_DEPTHS, NEEDLE_POLICIES x budget
-#              fractions (fp16), NEEDLE_INT4_POLICIES at NEEDLE_INT4_FRACTIONS with --kv int4
+#              fractions (fp16), NEEDLE_INT4_POLICIES at NEEDLE_INT4_FRACTIONS with --kv int4;
+#              NEEDLE_PROMPT=plain for a base model (needle --prompt plain)
 #   heatmap    depth x context heat maps (1K-8K) to docs/figures/needle_*.svg: the full cache
 #              and HEATMAP_GRID entries POLICY@FRACTION
 #
@@ -54,6 +55,7 @@ NEEDLE_DEPTHS=${NEEDLE_DEPTHS:-0,25,50,75,100}
 NEEDLE_POLICIES=${NEEDLE_POLICIES:-"snapkv adakv:snapkv h2o tova sinks"}
 NEEDLE_INT4_POLICIES=${NEEDLE_INT4_POLICIES:-"snapkv h2o"}
 NEEDLE_INT4_FRACTIONS=${NEEDLE_INT4_FRACTIONS:-"0.5"}
+NEEDLE_PROMPT=${NEEDLE_PROMPT:-chat}
 HEATMAP_CONTEXTS=${HEATMAP_CONTEXTS:-1024,2048,4096,8192}
 HEATMAP_DEPTHS=${HEATMAP_DEPTHS:-0,25,50,75,100}
 HEATMAP_GRID=${HEATMAP_GRID:-"snapkv@0.5"}
@@ -233,16 +235,17 @@ for phase in $PHASES; do
       fi
       ;;
     needle4k)
-      echo; echo "## needle4k: needle --contexts $NEEDLE_CTX --depths $NEEDLE_DEPTHS"
+      echo; echo "## needle4k: needle --contexts $NEEDLE_CTX --depths $NEEDLE_DEPTHS --prompt $NEEDLE_PROMPT"
       for kv in $(ppl_kvs); do
-        run "needle4k_${kv}_full" needle --contexts "$NEEDLE_CTX" --depths "$NEEDLE_DEPTHS" --kv "$kv" --outputs
+        run "needle4k_${kv}_full" needle --contexts "$NEEDLE_CTX" --depths "$NEEDLE_DEPTHS" --kv "$kv" --outputs \
+          --prompt "$NEEDLE_PROMPT"
       done
       for f in $(desc $FRACTIONS); do
         for kv in $(ppl_kvs); do
           needle_at "$kv" "$f" || continue
           for p in $(needle_pols "$kv"); do
             run "needle4k_${kv}_$(safe "$p")_$f" needle --contexts "$NEEDLE_CTX" --depths "$NEEDLE_DEPTHS" --kv "$kv" \
-              --kv-policy "$p" --budget-fraction "$f" --outputs
+              --kv-policy "$p" --budget-fraction "$f" --outputs --prompt "$NEEDLE_PROMPT"
           done
         done
       done

@@ -23,6 +23,7 @@ struct NeedleFlags {
   std::string svg;
   bool outputs = false;
   std::string json;
+  std::string prompt = "chat";
 };
 
 int NeedleMain(NeedleFlags f) {
@@ -41,6 +42,7 @@ int NeedleMain(NeedleFlags f) {
   o.depths = f.depths;
   o.max_new_tokens = f.max_new;
   o.budget_fraction = f.budget_fraction;
+  o.plain = f.prompt == "plain";
   int max_ctx = 0;
   for (int c : f.contexts) max_ctx = std::max(max_ctx, c);
   // RunNeedle sets the policy per context; the engine is built with it at the longest one.
@@ -59,6 +61,7 @@ int NeedleMain(NeedleFlags f) {
             (f.budget_fraction > 0 ? fmt::format(" at {:.0f}% of the context", 100 * f.budget_fraction)
                                    : fmt::format(" budget {}", o.policy.budget));
   }
+  if (o.plain) what += ", plain prompt";
   std::printf("needle in a haystack: %s; %s\n\n", eng.model().config().name.c_str(), what.c_str());
   std::fputs(eval::FormatNeedleTable(*r).c_str(), stdout);
   if (f.outputs) {
@@ -91,6 +94,12 @@ CommandMain AddNeedleCommand(CLI::App& app) {
   cmd->add_option("--max-new", f->max_new, "answer tokens at most")->check(CLI::Range(1, 4096));
   cmd->add_option("--svg", f->svg, "write the heat map to this SVG file");
   cmd->add_flag("--outputs", f->outputs, "print every generated answer");
+  cmd->add_option("--prompt", f->prompt,
+                  "how the question is put: chat (the model's chat template, with the package's system "
+                  "message and instruction) or plain (the document, then 'Question: ...' and 'Answer:' to "
+                  "continue: for base models such as Gemma-3-270M)")
+      ->check(CLI::IsMember({"chat", "plain"}))
+      ->default_str("chat");
   cmd->add_option("--json", f->json, "also write the results to this JSON file");
   return [f] { return NeedleMain(*f); };
 }

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -46,14 +47,33 @@ std::string NormalizeAnswer(const std::string& s) {
   return out;
 }
 
+std::vector<int32_t> NeedlePrompt(const tokenizer::Tokenizer& tok, const NeedleSpec& spec,
+                                  const std::string& document, std::optional<tokenizer::ChatStyle> style) {
+  std::vector<int32_t> ids;
+  if (!style) {
+    ids = tok.Encode(document + "\n\nQuestion: " + spec.question + "\nAnswer:", tok.add_bos_default(), false);
+  } else {
+    const std::vector<tokenizer::ChatMessage> msgs = {
+        {"system", spec.system}, {"user", document}, {"user", spec.question + " " + spec.instruction}};
+    const std::string prompt = tokenizer::ApplyChatTemplate(*style, tok.chat_template(), msgs, true);
+    ids = tok.Encode(prompt, tok.add_bos_default(), true);
+  }
+  if (ids.size() >= 2 && ids[0] == tok.bos() && ids[1] == tok.bos()) ids.erase(ids.begin());
+  return ids;
+}
+
 Result<NeedleResult> RunNeedle(engine::Engine& engine, const std::string& haystack, const NeedleSpec& spec,
                                const NeedleOptions& o) {
   const auto& tok = engine.tokenizer();
   const std::vector<int32_t> hay = tok.Encode(haystack, false, false);
   const std::vector<int32_t> needle = tok.Encode(spec.needle, false, false);
   const std::vector<int32_t> period = tok.Encode(".", false, false);
-  auto style = tokenizer::DetectChatStyle(tok);
-  RETURN_IF_ERROR(style.status());
+  std::optional<tokenizer::ChatStyle> style;
+  if (!o.plain) {
+    auto detected = tokenizer::DetectChatStyle(tok);
+    RETURN_IF_ERROR(detected.status());
+    style = *detected;
+  }
   const std::string want = NormalizeAnswer(spec.answer);
   NeedleResult r;
   Progress progress("needle", static_cast<int64_t>(o.contexts.size() * o.depths.size()), "cells", false);
@@ -79,12 +99,7 @@ Result<NeedleResult> RunNeedle(engine::Engine& engine, const std::string& haysta
         at = context.size();
       }
       context.insert(context.begin() + static_cast<int64_t>(at), needle.begin(), needle.end());
-      const std::string context_text = tok.Decode(context);
-      const std::vector<tokenizer::ChatMessage> msgs = {
-          {"system", spec.system}, {"user", context_text}, {"user", spec.question + " " + spec.instruction}};
-      const std::string prompt = tokenizer::ApplyChatTemplate(*style, tok.chat_template(), msgs, true);
-      std::vector<int32_t> ids = tok.Encode(prompt, tok.add_bos_default(), true);
-      if (ids.size() >= 2 && ids[0] == tok.bos() && ids[1] == tok.bos()) ids.erase(ids.begin());
+      const std::vector<int32_t> ids = NeedlePrompt(tok, spec, tok.Decode(context), style);
       engine::GenerateOptions go;
       go.max_tokens = o.max_new_tokens;
       go.sampling.temperature = 0;

@@ -1,17 +1,19 @@
 // Needle in a haystack, as the PyPI package needlehaystack runs it: a fact (the needle) is
 // inserted at a depth of 0-100 % into a context of N tokens of essays (at a sentence break),
-// the model is asked the retrieval question through its chat template, and the answer is
-// scored by exact match: the normalised answer the needle states must appear in the
+// the model is asked the retrieval question through its chat template (or, for a base model,
+// in a plain "Question: ... Answer:" completion), and the answer is scored by exact match: the normalised answer the needle states must appear in the
 // normalised generation (data/needle.json, written by tools/make_eval_text.py from the
 // package's own defaults).
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "base/status.h"
 #include "engine/engine.h"
 #include "kv/policy.h"
+#include "tokenizer/chat_template.h"
 
 namespace slimkv::eval {
 
@@ -25,12 +27,23 @@ struct NeedleOptions {
   std::vector<int> depths = {0, 25, 50, 75, 100};        // percent
   int max_new_tokens = 32;
   int buffer = 150;  // tokens left for the template, question and answer (the package's)
+  // How the question is put: through the model's chat template (system message, document,
+  // question and the package's instruction), or plain — the document, then "Question: ..."
+  // and "Answer:" for the model to continue, which a base model (no instruction tuning)
+  // answers where it cannot follow a chat.
+  bool plain = false;
   // Eviction: the policy, with its budget a fraction of each context (0: the policy's own
   // budget).
   kv::PolicySpec policy;
   double budget_fraction = 0;
   bool progress = true;
 };
+
+// The prompt of one cell: `document` (the haystack with its needle) and the spec's question,
+// through the chat template in `style`, or plain without one (nullopt; NeedleOptions::plain).
+// A plain prompt reads no special tokens from the document.
+std::vector<int32_t> NeedlePrompt(const tokenizer::Tokenizer& tok, const NeedleSpec& spec,
+                                  const std::string& document, std::optional<tokenizer::ChatStyle> style);
 
 struct NeedleCell {
   int context = 0, depth = 0;
