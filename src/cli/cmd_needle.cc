@@ -23,7 +23,7 @@ struct NeedleFlags {
   std::string svg;
   bool outputs = false;
   std::string json;
-  std::string prompt = "chat";
+  std::string prompt = "auto";
 };
 
 int NeedleMain(NeedleFlags f) {
@@ -42,7 +42,9 @@ int NeedleMain(NeedleFlags f) {
   o.depths = f.depths;
   o.max_new_tokens = f.max_new;
   o.budget_fraction = f.budget_fraction;
-  o.plain = f.prompt == "plain";
+  o.prompt = f.prompt == "plain"  ? eval::NeedleOptions::Prompt::kPlain
+             : f.prompt == "chat" ? eval::NeedleOptions::Prompt::kChat
+                                  : eval::NeedleOptions::Prompt::kAuto;
   int max_ctx = 0;
   for (int c : f.contexts) max_ctx = std::max(max_ctx, c);
   // RunNeedle sets the policy per context; the engine is built with it at the longest one.
@@ -61,7 +63,7 @@ int NeedleMain(NeedleFlags f) {
             (f.budget_fraction > 0 ? fmt::format(" at {:.0f}% of the context", 100 * f.budget_fraction)
                                    : fmt::format(" budget {}", o.policy.budget));
   }
-  if (o.plain) what += ", plain prompt";
+  if (r->plain) what += ", plain prompt";
   std::printf("needle in a haystack: %s; %s\n\n", eng.model().config().name.c_str(), what.c_str());
   std::fputs(eval::FormatNeedleTable(*r).c_str(), stdout);
   if (f.outputs) {
@@ -96,10 +98,11 @@ CommandMain AddNeedleCommand(CLI::App& app) {
   cmd->add_flag("--outputs", f->outputs, "print every generated answer");
   cmd->add_option("--prompt", f->prompt,
                   "how the question is put: chat (the model's chat template, with the package's system "
-                  "message and instruction) or plain (the document, then 'Question: ...' and 'Answer:' to "
-                  "continue: for base models such as Gemma-3-270M)")
-      ->check(CLI::IsMember({"chat", "plain"}))
-      ->default_str("chat");
+                  "message and instruction), plain (the document, then 'Question: ...' and 'Answer:' to "
+                  "continue: for base models such as Gemma-3-270M), or auto: plain when the model file has "
+                  "no chat template, chat otherwise")
+      ->check(CLI::IsMember({"auto", "chat", "plain"}))
+      ->default_str("auto");
   cmd->add_option("--json", f->json, "also write the results to this JSON file");
   return [f] { return NeedleMain(*f); };
 }

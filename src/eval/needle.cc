@@ -68,14 +68,16 @@ Result<NeedleResult> RunNeedle(engine::Engine& engine, const std::string& haysta
   const std::vector<int32_t> hay = tok.Encode(haystack, false, false);
   const std::vector<int32_t> needle = tok.Encode(spec.needle, false, false);
   const std::vector<int32_t> period = tok.Encode(".", false, false);
+  NeedleResult r;
+  r.plain = o.prompt == NeedleOptions::Prompt::kPlain ||
+            (o.prompt == NeedleOptions::Prompt::kAuto && tok.chat_template().empty());
   std::optional<tokenizer::ChatStyle> style;
-  if (!o.plain) {
+  if (!r.plain) {
     auto detected = tokenizer::DetectChatStyle(tok);
     RETURN_IF_ERROR(detected.status());
     style = *detected;
   }
   const std::string want = NormalizeAnswer(spec.answer);
-  NeedleResult r;
   Progress progress("needle", static_cast<int64_t>(o.contexts.size() * o.depths.size()), "cells", false);
   int done = 0, found = 0;
   for (int ctx : o.contexts) {

@@ -30,8 +30,10 @@ struct NeedleOptions {
   // How the question is put: through the model's chat template (system message, document,
   // question and the package's instruction), or plain — the document, then "Question: ..."
   // and "Answer:" for the model to continue, which a base model (no instruction tuning)
-  // answers where it cannot follow a chat.
-  bool plain = false;
+  // answers where it cannot follow a chat. kAuto: plain when the model file carries no chat
+  // template (base models ship none: Gemma-3-270M), chat otherwise.
+  enum class Prompt { kAuto, kChat, kPlain };
+  Prompt prompt = Prompt::kAuto;
   // Eviction: the policy, with its budget a fraction of each context (0: the policy's own
   // budget).
   kv::PolicySpec policy;
@@ -53,6 +55,7 @@ struct NeedleCell {
 
 struct NeedleResult {
   std::vector<NeedleCell> cells;  // depth-major within context
+  bool plain = false;             // the prompts were plain (NeedleOptions::prompt)
   double accuracy = 0;            // share of cells found
 };
 

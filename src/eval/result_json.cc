@@ -53,7 +53,10 @@ nlohmann::json ToJson(const NeedleResult& r) {
   }
   for (const auto& [ctx, f] : found)
     by_context[std::to_string(ctx)] = static_cast<double>(f.first) / f.second;
-  return {{"accuracy", r.accuracy}, {"accuracy_by_context", by_context}, {"cells", cells}};
+  return {{"accuracy", r.accuracy},
+          {"accuracy_by_context", by_context},
+          {"prompt", r.plain ? "plain" : "chat"},
+          {"cells", cells}};
 }
 
 nlohmann::json ToJson(const RulerResult& r) {
