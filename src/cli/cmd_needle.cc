@@ -42,9 +42,7 @@ int NeedleMain(NeedleFlags f) {
   o.depths = f.depths;
   o.max_new_tokens = f.max_new;
   o.budget_fraction = f.budget_fraction;
-  o.prompt = f.prompt == "plain"  ? eval::NeedleOptions::Prompt::kPlain
-             : f.prompt == "chat" ? eval::NeedleOptions::Prompt::kChat
-                                  : eval::NeedleOptions::Prompt::kAuto;
+  o.prompt = eval::ParsePromptStyle(f.prompt);
   int max_ctx = 0;
   for (int c : f.contexts) max_ctx = std::max(max_ctx, c);
   // RunNeedle sets the policy per context; the engine is built with it at the longest one.
@@ -96,13 +94,7 @@ CommandMain AddNeedleCommand(CLI::App& app) {
   cmd->add_option("--max-new", f->max_new, "answer tokens at most")->check(CLI::Range(1, 4096));
   cmd->add_option("--svg", f->svg, "write the heat map to this SVG file");
   cmd->add_flag("--outputs", f->outputs, "print every generated answer");
-  cmd->add_option("--prompt", f->prompt,
-                  "how the question is put: chat (the model's chat template, with the package's system "
-                  "message and instruction), plain (the document, then 'Question: ...' and 'Answer:' to "
-                  "continue: for base models such as Gemma-3-270M), or auto: plain when the model file has "
-                  "no chat template, chat otherwise")
-      ->check(CLI::IsMember({"auto", "chat", "plain"}))
-      ->default_str("auto");
+  AddPromptOption(cmd, &f->prompt);
   cmd->add_option("--json", f->json, "also write the results to this JSON file");
   return [f] { return NeedleMain(*f); };
 }

@@ -24,6 +24,7 @@ struct RulerFlags {
   double budget_fraction = 0;
   bool outputs = false;
   std::string json;
+  std::string prompt = "auto";
 };
 
 int RulerMain(const RulerFlags& f) {
@@ -40,6 +41,7 @@ int RulerMain(const RulerFlags& f) {
   o.samples = f.samples;
   o.seed = f.seed;
   o.budget_fraction = f.budget_fraction;
+  o.prompt = eval::ParsePromptStyle(f.prompt);
   int max_ctx = 0;
   for (int c : f.contexts) max_ctx = std::max(max_ctx, c);
   // As `needle`: RunRuler sets the policy per context.
@@ -58,6 +60,7 @@ int RulerMain(const RulerFlags& f) {
             (f.budget_fraction > 0 ? fmt::format(" at {:.0f}% of the context", 100 * f.budget_fraction)
                                    : fmt::format(" budget {}", o.policy.budget));
   }
+  if (r->plain) what += ", plain prompt";
   std::printf("RULER-style tasks: %s; %s; %d samples per cell, seed %llu\n\n",
               eng.model().config().name.c_str(), what.c_str(), f.samples,
               static_cast<unsigned long long>(f.seed));
@@ -93,6 +96,7 @@ CommandMain AddRulerCommand(CLI::App& app) {
                   "with --kv-policy: budget as a fraction of each context "
                   "(instead of --kv-budget)");
   cmd->add_flag("--outputs", f->outputs, "print every generated answer");
+  AddPromptOption(cmd, &f->prompt);
   cmd->add_option("--json", f->json, "also write the results to this JSON file");
   return [f] { return RulerMain(*f); };
 }

@@ -159,6 +159,15 @@ std::string ResolveDataFile(const std::string& path) {
   return path;
 }
 
+void AddPromptOption(CLI::App* cmd, std::string* style) {
+  cmd->add_option("--prompt", *style,
+                  "how the question is put: chat (the model's chat template), plain (the text, then "
+                  "'Answer:' to continue: for base models such as Gemma-3-270M), or auto: plain when the "
+                  "model file has no chat template, chat otherwise")
+      ->check(CLI::IsMember({"auto", "chat", "plain"}))
+      ->default_str("auto");
+}
+
 Result<kv::PolicySpec> PerContextPolicy(CommonFlags* f, double fraction, int max_ctx) {
   if (!(fraction >= 0 && fraction <= 1)) return InvalidArgument("--budget-fraction {} is not in [0, 1]", fraction);
   if (f->kv_policy.empty()) return kv::PolicySpec{};

@@ -65,6 +65,8 @@ Result<std::unique_ptr<engine::Engine>> MakeEngine(const CommonFlags& f, int def
 // exceed what the context needs without it (h2o stages up to twice its budget at 16 bits
 // before it evicts). An inactive PolicySpec without --kv-policy.
 Result<kv::PolicySpec> PerContextPolicy(CommonFlags* f, double fraction, int max_ctx);
+// The eval tasks' --prompt auto|chat|plain (eval/prompt.h), into `style` ("auto" by default).
+void AddPromptOption(CLI::App* cmd, std::string* style);
 // Engine::Create with a line on stderr before (the file) and after (what loaded, how long).
 Result<std::unique_ptr<engine::Engine>> LoadEngine(const engine::EngineOptions& o);
 // The engine's KV cache in words: the formats, and the layers that share a cache.

@@ -69,8 +69,7 @@ Result<NeedleResult> RunNeedle(engine::Engine& engine, const std::string& haysta
   const std::vector<int32_t> needle = tok.Encode(spec.needle, false, false);
   const std::vector<int32_t> period = tok.Encode(".", false, false);
   NeedleResult r;
-  r.plain = o.prompt == NeedleOptions::Prompt::kPlain ||
-            (o.prompt == NeedleOptions::Prompt::kAuto && tok.chat_template().empty());
+  r.plain = PlainPrompt(o.prompt, tok);
   std::optional<tokenizer::ChatStyle> style;
   if (!r.plain) {
     auto detected = tokenizer::DetectChatStyle(tok);

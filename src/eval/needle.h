@@ -12,6 +12,7 @@
 
 #include "base/status.h"
 #include "engine/engine.h"
+#include "eval/prompt.h"
 #include "kv/policy.h"
 #include "tokenizer/chat_template.h"
 
@@ -27,13 +28,10 @@ struct NeedleOptions {
   std::vector<int> depths = {0, 25, 50, 75, 100};        // percent
   int max_new_tokens = 32;
   int buffer = 150;  // tokens left for the template, question and answer (the package's)
-  // How the question is put: through the model's chat template (system message, document,
-  // question and the package's instruction), or plain — the document, then "Question: ..."
-  // and "Answer:" for the model to continue, which a base model (no instruction tuning)
-  // answers where it cannot follow a chat. kAuto: plain when the model file carries no chat
-  // template (base models ship none: Gemma-3-270M), chat otherwise.
-  enum class Prompt { kAuto, kChat, kPlain };
-  Prompt prompt = Prompt::kAuto;
+  // How the question is put (eval/prompt.h): through the model's chat template (system
+  // message, document, question and the package's instruction), or plain — the document,
+  // then "Question: ..." and "Answer:".
+  PromptStyle prompt = PromptStyle::kAuto;
   // Eviction: the policy, with its budget a fraction of each context (0: the policy's own
   // budget).
   kv::PolicySpec policy;

@@ -80,7 +80,11 @@ nlohmann::json ToJson(const RulerResult& r) {
     ++sums[c.task].second;
   }
   for (const auto& [task, s] : sums) task_scores[task] = s.first / s.second;
-  return {{"mean_score", r.Mean()}, {"scores", scores}, {"task_scores", task_scores}, {"cells", cells}};
+  return {{"mean_score", r.Mean()},
+          {"scores", scores},
+          {"task_scores", task_scores},
+          {"prompt", r.plain ? "plain" : "chat"},
+          {"cells", cells}};
 }
 
 nlohmann::json ToJson(const BenchResult& r) {

@@ -281,11 +281,15 @@ double RulerResult::Mean() const {
 
 Result<RulerResult> RunRuler(engine::Engine& engine, const std::string& text, const RulerOptions& o) {
   const auto& tok = engine.tokenizer();
-  ASSIGN_OR_RETURN(tokenizer::ChatStyle style, tokenizer::DetectChatStyle(tok));
+  RulerResult r;
+  r.plain = PlainPrompt(o.prompt, tok);
+  tokenizer::ChatStyle style{};
+  if (!r.plain) {
+    ASSIGN_OR_RETURN(style, tokenizer::DetectChatStyle(tok));
+  }
   for (const auto& t : o.tasks) RETURN_IF_ERROR(FindRulerTask(t).status());
   if (o.samples < 1) return InvalidArgument("RULER needs at least one sample per task, got {}", o.samples);
   RulerGenerator gen(tok, text, o.sizes);
-  RulerResult r;
   Progress progress("ruler", static_cast<int64_t>(o.tasks.size() * o.contexts.size()) * o.samples, "samples");
   int64_t done = 0;
   double score_sum = 0;
@@ -302,10 +306,12 @@ Result<RulerResult> RunRuler(engine::Engine& engine, const std::string& text, co
       const RulerTaskSpec spec = *FindRulerTask(task);
       for (int i = 0; i < o.samples; ++i) {
         ASSIGN_OR_RETURN(RulerSample s, gen.Make(task, ctx, SampleSeed(o.seed, task, ctx, i)));
-        const std::string prompt =
-            tokenizer::ApplyChatTemplate(style, tok.chat_template(), {{"user", s.user}}, true) +
-            s.answer_prefix;
-        std::vector<int32_t> ids = tok.Encode(prompt, tok.add_bos_default(), true);
+        // Plain: no special tokens are read from the essays.
+        std::vector<int32_t> ids =
+            r.plain ? tok.Encode(s.user + "\nAnswer:" + s.answer_prefix, tok.add_bos_default(), false)
+                    : tok.Encode(tokenizer::ApplyChatTemplate(style, tok.chat_template(), {{"user", s.user}}, true) +
+                                     s.answer_prefix,
+                                 tok.add_bos_default(), true);
         if (ids.size() >= 2 && ids[0] == tok.bos() && ids[1] == tok.bos()) ids.erase(ids.begin());
         engine::GenerateOptions go;
         go.max_tokens = spec.max_new_tokens;

@@ -29,6 +29,7 @@
 
 #include "base/status.h"
 #include "engine/engine.h"
+#include "eval/prompt.h"
 #include "kv/policy.h"
 #include "tokenizer/tokenizer.h"
 
@@ -97,6 +98,9 @@ struct RulerOptions {
   RulerSizes sizes;
   kv::PolicySpec policy;       // eviction; budget a fraction of each context when
   double budget_fraction = 0;  // budget_fraction > 0
+  // Through the chat template, the answer prefix after the assistant's header; plain: the
+  // task text, then "Answer:" and the answer prefix (eval/prompt.h).
+  PromptStyle prompt = PromptStyle::kAuto;
   bool progress = true;
 };
 
@@ -112,6 +116,7 @@ struct RulerCell {
 
 struct RulerResult {
   std::vector<RulerCell> cells;  // task-major, then context, then sample
+  bool plain = false;             // the prompts were plain (RulerOptions::prompt)
   // Mean score of a task over its samples at one context (NaN when it has
   // none).
   double Score(const std::string& task, int context) const;
