@@ -1,4 +1,5 @@
-// A heap buffer aligned for SIMD loads (64 bytes: one cache line, one AVX-512 vector).
+// A heap buffer aligned for SIMD loads (64 bytes: one cache line, one AVX-512 vector); one of
+// 8 MiB or more starts on a huge page and asks for huge pages (base/huge_pages.h).
 #pragma once
 
 #include <cstddef>
@@ -8,9 +9,12 @@
 #include <new>
 #include <type_traits>
 
+#include "base/huge_pages.h"
+
 namespace slimkv {
 
 inline constexpr size_t kAlignment = 64;
+inline constexpr size_t kHugeBufferBytes = 4 * kHugePageBytes;
 
 template <typename T>
 class AlignedBuffer {
@@ -34,9 +38,14 @@ class AlignedBuffer {
       p_.reset();
       return;
     }
-    const size_t bytes = (count * sizeof(T) + kAlignment - 1) / kAlignment * kAlignment;
-    void* p = std::aligned_alloc(kAlignment, bytes);
+    // Buffers of several huge pages (weight matrices the decode streams) start on one and
+    // are advised to take them (base/huge_pages.h).
+    const bool huge = count * sizeof(T) >= kHugeBufferBytes;
+    const size_t align = huge ? kHugePageBytes : kAlignment;
+    const size_t bytes = (count * sizeof(T) + align - 1) / align * align;
+    void* p = std::aligned_alloc(align, bytes);
     if (!p) throw std::bad_alloc();
+    if (huge) AdviseHugePages(p, bytes);
     std::memset(p, 0, bytes);
     p_.reset(static_cast<T*>(p));
   }

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "base/check.h"
+#include "base/huge_pages.h"
 
 namespace slimkv::kv {
 
@@ -26,13 +27,20 @@ Result<BlockPool> BlockPool::Create(size_t block_bytes, size_t budget_bytes, Byt
   p.shared_ = shared;
   p.block_bytes_ = block_bytes;
   p.arena_bytes_ = n * block_bytes;
-  void* mem = ::mmap(nullptr, p.arena_bytes_, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  // The arena starts on a huge page and asks for huge pages (base/huge_pages.h): attention
+  // streams every block of a sequence per step, scattered over the arena.
+  const bool huge = p.arena_bytes_ >= kHugePageBytes;
+  p.map_bytes_ = p.arena_bytes_ + (huge ? kHugePageBytes : 0);
+  void* mem = ::mmap(nullptr, p.map_bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                     -1, 0);
   if (mem == MAP_FAILED) {
     return ResourceExhausted("cannot reserve {} bytes for the KV pool: {}", p.arena_bytes_,
                              std::strerror(errno));
   }
-  p.arena_ = static_cast<uint8_t*>(mem);
+  p.map_ = mem;
+  const uintptr_t start = reinterpret_cast<uintptr_t>(mem);
+  p.arena_ = reinterpret_cast<uint8_t*>(huge ? (start + kHugePageBytes - 1) & ~(kHugePageBytes - 1) : start);
+  if (huge) AdviseHugePages(p.arena_, p.arena_bytes_);
   p.refcount_.assign(n, 0);
   p.free_.resize(n);
   for (size_t i = 0; i < n; ++i) p.free_[i] = static_cast<BlockId>(n - 1 - i);
@@ -43,8 +51,10 @@ BlockPool::BlockPool(BlockPool&& o) noexcept { *this = std::move(o); }
 
 BlockPool& BlockPool::operator=(BlockPool&& o) noexcept {
   if (this != &o) {
-    if (arena_) ::munmap(arena_, arena_bytes_);
+    if (map_) ::munmap(map_, map_bytes_);
     shared_ = o.shared_;
+    map_ = std::exchange(o.map_, nullptr);
+    map_bytes_ = std::exchange(o.map_bytes_, 0);
     arena_ = std::exchange(o.arena_, nullptr);
     arena_bytes_ = std::exchange(o.arena_bytes_, 0);
     block_bytes_ = o.block_bytes_;
@@ -55,7 +65,7 @@ BlockPool& BlockPool::operator=(BlockPool&& o) noexcept {
 }
 
 BlockPool::~BlockPool() {
-  if (arena_) ::munmap(arena_, arena_bytes_);
+  if (map_) ::munmap(map_, map_bytes_);
 }
 
 Status BlockPool::Allocate(int n, std::vector<BlockId>* out) {

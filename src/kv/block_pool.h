@@ -54,6 +54,8 @@ class BlockPool {
 
  private:
   ByteBudget* shared_ = nullptr;
+  void* map_ = nullptr;  // the mapping; the arena starts in it on a huge page boundary
+  size_t map_bytes_ = 0;
   uint8_t* arena_ = nullptr;
   size_t arena_bytes_ = 0;
   size_t block_bytes_ = 0;
