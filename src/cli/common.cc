@@ -162,8 +162,8 @@ std::string ResolveDataFile(const std::string& path) {
 void AddPromptOption(CLI::App* cmd, std::string* style) {
   cmd->add_option("--prompt", *style,
                   "how the question is put: chat (the model's chat template), plain (the text, then "
-                  "'Answer:' to continue: for base models such as Gemma-3-270M), or auto: plain when the "
-                  "model file has no chat template, chat otherwise")
+                  "'Answer:' to continue: for base models such as Gemma-3-270M) or auto (default auto: "
+                  "plain when the model file has no chat template, chat otherwise)")
       ->check(CLI::IsMember({"auto", "chat", "plain"}))
       ->default_str("auto");
 }
