@@ -260,12 +260,11 @@ class KvCache {
   // ([n][head_dim]).
   void AttentionKeys(const BlockTable& t, int st, std::span<const int> slots, float* keys) const;
   void DecodeSlot(const BlockTable& t, int slot, float* k, float* v) const;
-  // After merging: the policy's score of the stream's tokens `rows` (indexes into
-  // `slots`) whose values changed, from their keys as attention sees them (`keys`,
-  // or read from the table when empty) and their values as stored (`values`,
-  // [slots.size()][head_dim]).
-  void RescoreMerged(const BlockTable& t, int st, std::span<const int> slots, std::span<const int> rows,
-                     std::span<const float> keys, std::span<const float> values, TokenStats& ts) const;
+  // After merging: the policy's score of the view tokens first + r (r in `rows`) whose
+  // values changed, from their keys as attention sees them (d.keys) and their values as
+  // stored (values[r]: [rows of the region][head_dim]).
+  void RescoreMerged(int st, const ViewData& d, int first, std::span<const int> rows,
+                     std::span<const float> values, TokenStats& ts) const;
   // Makes block b of a stream the sequence's alone (copy on write) before its
   // bytes change.
   bool MakePrivate(BlockTable& t, int b);

@@ -25,20 +25,16 @@ void KvCache::DecodeSlot(const BlockTable& t, int slot, float* k, float* v) cons
   if (v) DecodeV(kind.v, bt, hd, slot % bt, block + kind.v_offset, v);
 }
 
-void KvCache::RescoreMerged(const BlockTable& t, int st, std::span<const int> slots, std::span<const int> rows,
-                            std::span<const float> keys, std::span<const float> values, TokenStats& ts) const {
+void KvCache::RescoreMerged(int st, const ViewData& d, int first, std::span<const int> rows,
+                            std::span<const float> values, TokenStats& ts) const {
   if (!evictor_->scores_value()) return;
-  const int hd = spec_.head_dim;
-  std::vector<float> k(hd), v(hd);
+  const size_t hd = spec_.head_dim;
+  DCHECK(d.keys.size() == d.slots.size() * hd);  // Evict reads them for such a policy
+  std::vector<float> v(hd);
   for (int r : rows) {
-    if (keys.empty()) {
-      AttentionKeys(t, st, slots.subspan(r, 1), k.data());
-    } else {
-      std::copy_n(keys.begin() + static_cast<size_t>(r) * hd, hd, k.begin());
-    }
-    std::copy_n(values.begin() + static_cast<size_t>(r) * hd, hd, v.begin());
+    std::copy_n(values.begin() + r * hd, hd, v.begin());
     if (config_.v.rotate) v_rot_[st].Inverse(v.data());  // OnAppend sees values unrotated
-    ts.score[slots[r]] = evictor_->OnAppend(k.data(), v.data(), hd);
+    ts.score[d.slots[first + r]] = evictor_->OnAppend(&d.keys[(first + r) * hd], v.data(), static_cast<int>(hd));
   }
 }
 
@@ -100,7 +96,9 @@ void KvCache::MakeView(const Sequence& s, int st, bool with_keys, ViewData* d) c
 void KvCache::Evict(Sequence& s, bool at_prompt_end) {
   const int bt = config_.block_tokens, H = spec_.n_kv_heads, L = spec_.n_layers;
   const bool token_level = s.prompt_open || at_prompt_end;
-  const bool keys = evictor_->wants_keys() || (policy_.merge && !token_level);
+  // Keys as attention sees them: for the policy, for merging's similarity at block level, and
+  // to score a merge receiver again under a policy that scores values (RescoreMerged).
+  const bool keys = evictor_->wants_keys() || (policy_.merge && (!token_level || evictor_->scores_value()));
   std::vector<int> sts(H);
   std::vector<ViewData> views(H);
   std::vector<std::vector<int>> keeps;
@@ -191,10 +189,7 @@ void KvCache::CompactTokens(Sequence& s, std::span<const int> sts, std::span<Vie
     if (policy_.merge) {
       merged = static_cast<int>(std::count(rkept.begin(), rkept.end(), 0));
       const std::vector<int> changed = MergeEvicted(hd, k, v, mass, rkept, rkept);
-      // Before the region's blocks are released: keys may be read from them.
-      const std::span<const float> rkeys =
-          d.keys.empty() ? std::span<const float>() : std::span<const float>(d.keys).subspan(r0 * hd);
-      RescoreMerged(t, st, std::span<const int>(d.slots).subspan(r0), changed, rkeys, v, ts);
+      RescoreMerged(st, d, r0, changed, v, ts);
     }
     // Kept tokens go densely, in their order.
     std::vector<int> dst(rn, -1);
@@ -301,7 +296,7 @@ void KvCache::CutBlocks(Sequence& s, std::span<const int> sts, std::span<ViewDat
           if (t.sealed[b]) evict_stats_.sealed_reencoded += t.fill[b];
         }
       }
-      RescoreMerged(t, st, d.slots, written, d.keys, v, ts);
+      RescoreMerged(st, d, 0, written, v, ts);
     }
     // Later blocks first, so erasing one does not move the others.
     for (auto c = mine.rbegin(); c != mine.rend(); ++c) {
