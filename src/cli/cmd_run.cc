@@ -57,12 +57,10 @@ int RunMain(const RunFlags& f) {
     msgs.push_back({"user", prompt});
     const std::string text = tokenizer::ApplyChatTemplate(*style, tmpl_text, msgs, true);
     if (f.common.verbose) std::fprintf(stderr, "chat template: %s\n", tokenizer::ChatStyleName(*style));
-    ids = tok.Encode(text, tok.add_bos_default(), /*parse_special=*/true);
+    ids = tokenizer::EncodePrompt(tok, text, /*chat=*/true);
   } else {
-    ids = tok.Encode(prompt, tok.add_bos_default(), /*parse_special=*/false);
+    ids = tokenizer::EncodePrompt(tok, prompt, /*chat=*/false);
   }
-  // A template that already starts with BOS must not get a second one.
-  if (ids.size() >= 2 && ids[0] == tok.bos() && ids[1] == tok.bos()) ids.erase(ids.begin());
 
   const auto& mc = eng.model().config();
   const kv::KvCache& kv = eng.kv();

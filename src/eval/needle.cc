@@ -49,17 +49,10 @@ std::string NormalizeAnswer(const std::string& s) {
 
 std::vector<int32_t> NeedlePrompt(const tokenizer::Tokenizer& tok, const NeedleSpec& spec,
                                   const std::string& document, std::optional<tokenizer::ChatStyle> style) {
-  std::vector<int32_t> ids;
-  if (!style) {
-    ids = tok.Encode(document + "\n\nQuestion: " + spec.question + "\nAnswer:", tok.add_bos_default(), false);
-  } else {
-    const std::vector<tokenizer::ChatMessage> msgs = {
-        {"system", spec.system}, {"user", document}, {"user", spec.question + " " + spec.instruction}};
-    const std::string prompt = tokenizer::ApplyChatTemplate(*style, tok.chat_template(), msgs, true);
-    ids = tok.Encode(prompt, tok.add_bos_default(), true);
-  }
-  if (ids.size() >= 2 && ids[0] == tok.bos() && ids[1] == tok.bos()) ids.erase(ids.begin());
-  return ids;
+  if (!style) return tokenizer::EncodePrompt(tok, document + "\n\nQuestion: " + spec.question + "\nAnswer:", false);
+  const std::vector<tokenizer::ChatMessage> msgs = {
+      {"system", spec.system}, {"user", document}, {"user", spec.question + " " + spec.instruction}};
+  return tokenizer::EncodePrompt(tok, tokenizer::ApplyChatTemplate(*style, tok.chat_template(), msgs, true), true);
 }
 
 Result<NeedleResult> RunNeedle(engine::Engine& engine, const std::string& haystack, const NeedleSpec& spec,

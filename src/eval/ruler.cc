@@ -306,13 +306,12 @@ Result<RulerResult> RunRuler(engine::Engine& engine, const std::string& text, co
       const RulerTaskSpec spec = *FindRulerTask(task);
       for (int i = 0; i < o.samples; ++i) {
         ASSIGN_OR_RETURN(RulerSample s, gen.Make(task, ctx, SampleSeed(o.seed, task, ctx, i)));
-        // Plain: no special tokens are read from the essays.
-        std::vector<int32_t> ids =
-            r.plain ? tok.Encode(s.user + "\nAnswer:" + s.answer_prefix, tok.add_bos_default(), false)
-                    : tok.Encode(tokenizer::ApplyChatTemplate(style, tok.chat_template(), {{"user", s.user}}, true) +
-                                     s.answer_prefix,
-                                 tok.add_bos_default(), true);
-        if (ids.size() >= 2 && ids[0] == tok.bos() && ids[1] == tok.bos()) ids.erase(ids.begin());
+        const std::vector<int32_t> ids =
+            r.plain ? tokenizer::EncodePrompt(tok, s.user + "\nAnswer:" + s.answer_prefix, false)
+                    : tokenizer::EncodePrompt(tok,
+                                   tokenizer::ApplyChatTemplate(style, tok.chat_template(), {{"user", s.user}}, true) +
+                                       s.answer_prefix,
+                                   true);
         engine::GenerateOptions go;
         go.max_tokens = spec.max_new_tokens;
         go.sampling.temperature = 0;

@@ -340,4 +340,10 @@ std::string ApplyChatTemplate(ChatStyle style, const std::string& tmpl,
   return {};
 }
 
+std::vector<int32_t> EncodePrompt(const Tokenizer& tok, const std::string& text, bool chat) {
+  std::vector<int32_t> ids = tok.Encode(text, tok.add_bos_default(), /*parse_special=*/chat);
+  if (ids.size() >= 2 && ids[0] == tok.bos() && ids[1] == tok.bos()) ids.erase(ids.begin());
+  return ids;
+}
+
 }  // namespace slimkv::tokenizer

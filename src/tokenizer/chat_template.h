@@ -4,10 +4,11 @@
 // llama.cpp's built-in rendering, the Jinja template wins; docs/TOKENIZER.md lists where).
 //
 // The rendered text never starts with the BOS token text, even where the Jinja template
-// prints {{ bos_token }} (Gemma, Llama-3): encode it with
-// Encode(text, tok.add_bos_default(), /*parse_special=*/true) to get the model's prompt.
+// prints {{ bos_token }} (Gemma, Llama-3): EncodePrompt(tok, text, /*chat=*/true) gives the
+// model's prompt.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -53,5 +54,10 @@ Result<ChatStyle> DetectChatStyle(const Tokenizer& tok);
 // (Gemma's Jinja template raises on that; here the turns are rendered as given).
 std::string ApplyChatTemplate(ChatStyle style, const std::string& template_text,
                               const std::vector<ChatMessage>& messages, bool add_generation_prompt);
+
+// A prompt's ids with the BOS the model wants (add_bos_default): a rendered chat (`chat`) has
+// its special tokens read and a BOS of its own is not doubled; plain text reads none (a
+// user's or an eval's text is text, whatever it holds).
+std::vector<int32_t> EncodePrompt(const Tokenizer& tok, const std::string& text, bool chat);
 
 }  // namespace slimkv::tokenizer
