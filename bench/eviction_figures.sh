@@ -15,7 +15,7 @@
 #              PPL_INT4_POLICIES with --kv int4; delta against the full cache in the same format
 #   needle4k   needle accuracy at a 4K context, NEEDLE_DEPTHS, NEEDLE_POLICIES x budget
 #              fractions (fp16), NEEDLE_INT4_POLICIES at NEEDLE_INT4_FRACTIONS with --kv int4;
-#              NEEDLE_PROMPT=plain for a base model (needle --prompt plain)
+#              NEEDLE_PROMPT (needle --prompt: auto, the default, asks a base model plainly)
 #   heatmap    depth x context heat maps (1K-8K) to docs/figures/needle_*.svg: the full cache
 #              and HEATMAP_GRID entries POLICY@FRACTION
 #
@@ -55,7 +55,7 @@ NEEDLE_DEPTHS=${NEEDLE_DEPTHS:-0,25,50,75,100}
 NEEDLE_POLICIES=${NEEDLE_POLICIES:-"snapkv adakv:snapkv h2o tova sinks"}
 NEEDLE_INT4_POLICIES=${NEEDLE_INT4_POLICIES:-"snapkv h2o"}
 NEEDLE_INT4_FRACTIONS=${NEEDLE_INT4_FRACTIONS:-"0.5"}
-NEEDLE_PROMPT=${NEEDLE_PROMPT:-chat}
+NEEDLE_PROMPT=${NEEDLE_PROMPT:-auto}
 HEATMAP_CONTEXTS=${HEATMAP_CONTEXTS:-1024,2048,4096,8192}
 HEATMAP_DEPTHS=${HEATMAP_DEPTHS:-0,25,50,75,100}
 HEATMAP_GRID=${HEATMAP_GRID:-"snapkv@0.5"}
