@@ -70,6 +70,7 @@ Result<NeedleResult> RunNeedle(engine::Engine& engine, const std::string& haysta
     style = *detected;
   }
   const std::string want = NormalizeAnswer(spec.answer);
+  const kv::EvictionStats before = engine.kv().eviction_stats();
   Progress progress("needle", static_cast<int64_t>(o.contexts.size() * o.depths.size()), "cells", false);
   int done = 0, found = 0;
   for (int ctx : o.contexts) {
@@ -113,6 +114,7 @@ Result<NeedleResult> RunNeedle(engine::Engine& engine, const std::string& haysta
   }
   progress.Finish();
   r.accuracy = r.cells.empty() ? 0 : static_cast<double>(found) / r.cells.size();
+  if (o.policy.recall) r.recall = engine.kv().eviction_stats().Since(before);
   return r;
 }
 
@@ -164,6 +166,7 @@ std::string FormatNeedleTable(const NeedleResult& r) {
     s += "\n";
   }
   s += fmt::format("\naccuracy {:.1f}% ({} cells)\n", 100 * r.accuracy, r.cells.size());
+  if (r.recall) s += kv::RecallSummary(*r.recall) + "\n";
   return s;
 }
 

@@ -55,6 +55,7 @@ struct NeedleResult {
   std::vector<NeedleCell> cells;  // depth-major within context
   bool plain = false;             // the prompts were plain (NeedleOptions::prompt)
   double accuracy = 0;            // share of cells found
+  std::optional<kv::EvictionStats> recall;  // with `:recall`: the cache's traffic over the run
 };
 
 // Builds each prompt from `haystack` (text) and runs it greedily.

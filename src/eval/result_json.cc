@@ -53,10 +53,17 @@ nlohmann::json ToJson(const NeedleResult& r) {
   }
   for (const auto& [ctx, f] : found)
     by_context[std::to_string(ctx)] = static_cast<double>(f.first) / f.second;
-  return {{"accuracy", r.accuracy},
-          {"accuracy_by_context", by_context},
-          {"prompt", r.plain ? "plain" : "chat"},
-          {"cells", cells}};
+  nlohmann::json j = {{"accuracy", r.accuracy},
+                      {"accuracy_by_context", by_context},
+                      {"prompt", r.plain ? "plain" : "chat"},
+                      {"cells", cells}};
+  if (r.recall) {
+    const kv::EvictionStats& e = *r.recall;
+    j["recall"] = {{"offloaded", e.offloaded}, {"offload_lost_tokens", e.offload_lost},
+                   {"fetched", e.fetched},     {"fetch_used", e.fetch_used},
+                   {"fetch_missed", e.fetch_missed}, {"fetch_hit_rate", e.fetch_hit_rate()}};
+  }
+  return j;
 }
 
 nlohmann::json ToJson(const RulerResult& r) {

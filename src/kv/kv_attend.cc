@@ -103,6 +103,14 @@ void KvCache::Attend(ThreadPool& pool, int layer, std::span<const StepChunk> chu
     }
   }
 
+  if (policy_layer && policy_.recall) {  // the newest query ranks the blocks the next step holds
+    for (const StepChunk& c : chunks) {
+      Sequence& s = Seq(c.seq);
+      const float* newest = q + (c.row + c.n_tokens - 1) * ldq;
+      for (int h = 0; h < H; ++h) s.recall[layer * H + h].query.assign(newest + h * G * hd, newest + (h + 1) * G * hd);
+    }
+  }
+
   // Block pointers and runs of every (chunk, head) stream.
   scratch_blocks_.clear();
   std::vector<size_t> stream_begin;

@@ -123,6 +123,7 @@ SeqId KvCache::AddSequence() {
   s.prompt_open = policy_.active();
   s.tables.resize(streams());
   s.stats.resize(streams());
+  if (policy_.recall) s.recall.resize(streams());
   size_t i = 0;
   while (i < seqs_.size() && seqs_[i].live) ++i;
   if (i == seqs_.size()) seqs_.emplace_back();
@@ -148,6 +149,8 @@ void KvCache::RemoveSequence(SeqId id) {
   for (BlockTable& t : s.tables) {
     for (int b = t.first_live; b < t.n_blocks(); ++b) store_.Release(t.sealed[b], t.ids[b]);
   }
+  for (const RecallStream& r : s.recall)
+    for (const ColdBlock& c : r.cold) evict_stats_.host_bytes -= static_cast<int64_t>(c.HostBytes());
   s = Sequence{};
 }
 
@@ -332,6 +335,7 @@ void KvCache::EndStep(std::span<const StepChunk> chunks) {
     DropOutOfWindow(s);
     if (policy_.active() && !s.prompt_open) Evict(s, /*at_prompt_end=*/false);
     if (!staged_only()) Seal(s);
+    Recall(s);
   }
 }
 

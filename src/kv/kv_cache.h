@@ -36,6 +36,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "base/status.h"
@@ -77,7 +78,22 @@ struct EvictionStats {
   int64_t merged = 0;            // evicted tokens whose value was merged into a kept one
   int64_t sealed_reencoded = 0;  // sealed tokens whose bytes were written again (merging into a
                                  // value format that cannot encode a single token)
+  // Recall (`:recall`): blocks moved between the pool and host memory, in their final format.
+  int64_t offloaded = 0;      // evicted blocks kept in host memory
+  int64_t offload_lost = 0;   // evicted tokens that did not fill a block to offload (prompt eviction)
+  int64_t fetched = 0;        // host blocks fetched back, predicted from the step before
+  int64_t fetch_used = 0;     // fetched blocks the next step's queries ranked among the blocks to hold
+  int64_t fetch_missed = 0;   // blocks a step's queries ranked among those to hold while in host memory
+  int64_t host_bytes = 0;     // host memory the offloaded blocks of live sequences take now
+  // Share of the blocks a step wanted and did not already hold that were fetched ahead for it.
+  double fetch_hit_rate() const {
+    return fetch_used + fetch_missed > 0 ? static_cast<double>(fetch_used) / (fetch_used + fetch_missed) : 0.0;
+  }
+  // The counters since `before` (host_bytes: now).
+  EvictionStats Since(const EvictionStats& before) const;
 };
+// One line on recall's traffic and hit rate (kv_recall.cc).
+std::string RecallSummary(const EvictionStats& s);
 
 class KvCache {
  public:
@@ -209,6 +225,24 @@ class KvCache {
   void CheckInvariants() const;
 
  private:
+  // Recall (`:recall`, kv_recall.cc). An evicted block in host memory: its bytes in the final
+  // format (never quantized again), the digest of its keys and its tokens' statistics.
+  struct ColdBlock {
+    std::vector<uint8_t> bytes;
+    std::vector<float> digest;  // [2 * head_dim] (policies/recall.h)
+    std::vector<int32_t> pos;   // [block_tokens] ... as TokenStats holds them
+    std::vector<float> mass, last_mass, score;
+    size_t HostBytes() const {
+      return bytes.size() + (digest.size() + mass.size() * 3) * sizeof(float) + pos.size() * sizeof(int32_t);
+    }
+  };
+  struct RecallStream {
+    std::vector<ColdBlock> cold;
+    std::vector<float> digest;    // [table block][2 * head_dim]: digests of the resident blocks
+    std::vector<uint8_t> state;   // [table block] kNoDigest, kDigest or kFetched (fetched last step)
+    std::vector<float> query;     // [group][head_dim] the newest query of the last step (after RoPE)
+  };
+  static constexpr uint8_t kNoDigest = 0, kDigest = 1, kFetched = 2;
   struct Sequence {
     bool live = false;
     int length = 0;                  // tokens committed over the sequence's life
@@ -222,6 +256,7 @@ class KvCache {
                                      // over bounds)
     std::vector<BlockTable> tables;  // [stream]
     std::vector<TokenStats> stats;   // [stream] of policy layers (others empty)
+    std::vector<RecallStream> recall;  // [stream] with `:recall` (kv_recall.cc)
   };
   KvCache(const KvSpec& spec, const KvConfig& config);
   int streams() const { return spec_.n_layers * spec_.n_kv_heads; }
@@ -265,6 +300,20 @@ class KvCache {
   // stored (values[r]: [rows of the region][head_dim]).
   void RescoreMerged(int st, const ViewData& d, int first, std::span<const int> rows,
                      std::span<const float> values, TokenStats& ts) const;
+  // Recall (kv_recall.cc). Offloads the evicted tokens of a staging region (k, v: decoded as
+  // stored; whole blocks of them, in order) and a table block about to be dropped (a full one).
+  void OffloadTokens(Sequence& s, int st, std::span<const int> rows, const float* k, const float* v,
+                     std::span<const int32_t> pos, std::span<const float> mass, std::span<const float> last,
+                     std::span<const float> score);
+  void OffloadBlock(Sequence& s, int st, int b);
+  // After a step: ranks held and offloaded blocks by the step's queries and swaps.
+  void Recall(Sequence& s);
+  void AddCold(Sequence& s, int st, ColdBlock&& c);
+  // The digest of table block b (from its keys as attention sees them), computed once.
+  const float* HeldDigest(Sequence& s, int st, int b);
+  // Inserts a host block at its place by position; false when it belongs after a staging block.
+  bool InsertCold(Sequence& s, int st, ColdBlock& c);
+  void EraseBlock(Sequence& s, int st, int b);  // drops table block b (already released)
   // Makes block b of a stream the sequence's alone (copy on write) before its
   // bytes change.
   bool MakePrivate(BlockTable& t, int b);

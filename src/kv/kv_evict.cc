@@ -224,11 +224,22 @@ void KvCache::CompactTokens(Sequence& s, std::span<const int> sts, std::span<Vie
       const int src = d.slots[r0 + r];
       rpos[r] = ts.pos[src], rlast[r] = ts.last_mass[src], rscore[r] = ts.score[src];
     }
+    if (policy_.recall) {  // the evicted tokens go to host memory, whole blocks of them
+      std::vector<int> gone;
+      for (int r = 0; r < rn; ++r)
+        if (!rkept[r]) gone.push_back(r);
+      OffloadTokens(s, st, gone, k.data(), v.data(), rpos, mass, rlast, rscore);
+    }
     ts.Truncate(rb * bt);
     ts.Grow(next);
     t.ids.resize(rb);
     t.sealed.resize(rb);
     t.fill.resize(rb);
+    if (!s.recall.empty()) {  // the digests of the rewritten blocks are stale
+      RecallStream& rs = s.recall[st];
+      rs.state.resize(std::min<size_t>(rs.state.size(), rb));
+      rs.digest.resize(rs.state.size() * 2 * hd);
+    }
     for (int b = 0; b < nb; ++b) t.Push(fresh[b], false);
     for (int r = 0; r < rn; ++r) {
       if (dst[r] < 0) continue;
@@ -304,12 +315,9 @@ void KvCache::CutBlocks(Sequence& s, std::span<const int> sts, std::span<ViewDat
       s.plain = std::min(s.plain, b * bt);
       if (c->keep == 0) {
         evict_stats_.tokens_evicted += t.fill[b];
+        if (policy_.recall) OffloadBlock(s, st, b);
         store_.Release(t.sealed[b], t.ids[b]);
-        t.ids.erase(t.ids.begin() + b);
-        t.sealed.erase(t.sealed.begin() + b);
-        t.fill.erase(t.fill.begin() + b);
-        ts.Erase(b * bt, bt);
-        t.slots -= bt;
+        EraseBlock(s, st, b);
         ++evict_stats_.blocks_dropped;
       } else {
         evict_stats_.tokens_evicted += t.fill[b] - c->keep;

@@ -51,10 +51,11 @@ void KvCache::CheckInvariants() const {
               ts.pos.size(), t.slots);
         CHECK(t.pinned <= n && t.pinned * bt <= s.attached, "stream {}: {} pinned blocks, {} tokens attached",
               st, t.pinned, s.attached);
-        // Kept tokens keep their order and original positions; pinned ones sit
-        // at their slots.
+        // Kept tokens keep their order and original positions (with recall, within each block:
+        // a fetched block's may interleave with a held one's); pinned ones sit at their slots.
         int32_t last = -1;
         for (int b = t.first_live; b < committed; ++b) {
+          if (policy_.recall && b >= t.pinned) last = -1;
           CHECK(b >= t.pinned || t.fill[b] == bt, "stream {}: pinned block {} not full", st, b);
           CHECK(!(s.prompt_open && t.sealed[b] && b >= t.pinned), "stream {}: block {} sealed in the prompt",
                 st, b);

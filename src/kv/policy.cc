@@ -43,7 +43,7 @@ bool ParseNumber(std::string_view s, T* out) {
 std::string PolicyList() {
   std::string s;
   for (const auto& n : kPolicies) s += std::string(s.empty() ? "" : ", ") + std::string(n.name);
-  return s + ", adakv:BASE (options :merge :pyramid :sinks=N :heavy=F :recent=N :obs=N :pool=N)";
+  return s + ", adakv:BASE (options :merge :pyramid :recall :fetch=N :sinks=N :heavy=F :recent=N :obs=N :pool=N)";
 }
 
 std::string PolicyName(const PolicySpec& p) {
@@ -55,6 +55,8 @@ std::string PolicyName(const PolicySpec& p) {
   if (p.kind == PolicyKind::kSinks) s += ":sinks=" + std::to_string(p.sinks);
   if (p.pyramid) s += ":pyramid";
   if (p.merge) s += ":merge";
+  if (p.recall) s += ":recall";
+  if (p.recall && p.fetch != PolicySpec{}.fetch) s += ":fetch=" + std::to_string(p.fetch);
   return s;
 }
 
@@ -104,6 +106,10 @@ Result<PolicySpec> ParsePolicy(std::string_view spec, int budget) {
       p.merge = true;
     } else if (o == "pyramid") {
       p.pyramid = true;
+    } else if (o == "recall") {
+      p.recall = true;
+    } else if (key == "fetch") {
+      ok = ParseNumber(val, &p.fetch) && p.fetch > 0;
     } else if (key == "sinks") {
       ok = ParseNumber(val, &p.sinks) && p.sinks >= 0;
     } else if (key == "heavy") {
@@ -132,6 +138,12 @@ Result<PolicySpec> ParsePolicy(std::string_view spec, int budget) {
     return InvalidArgument("--kv-budget {} is not larger than the {} recent tokens policy {} always keeps",
                            budget, p.recent, PolicyName(p));
   }
+  if (p.recall && p.reindexes())
+    return InvalidArgument("policy '{}': recall needs a policy that keeps original positions (not window or sinks)",
+                           spec);
+  if (p.recall && p.merge)
+    return InvalidArgument("policy '{}': recall and merge exclude each other (a merged value was already folded in)",
+                           spec);
   if (p.pyramid && budget < 2) return InvalidArgument("pyramid budgets need --kv-budget of at least 2");
   return p;
 }

@@ -26,7 +26,12 @@
 // Options: `pyramid` gives lower layers larger budgets (PyramidKV), `merge`
 // folds each evicted token's value into its most similar kept neighbour (by key
 // cosine), weighted by attention mass (the value merging of CaM) instead of
-// dropping it.
+// dropping it. `recall` offloads evicted blocks to host memory below the pool
+// instead of dropping them, each with a digest of its keys (per-channel min and
+// max, Quest), and after every step swaps back the blocks the step's queries
+// bound highest for the resident ones they bound lowest (at most `fetch=N` per
+// stream and step): what the next step attends is fetched ahead, predicted from
+// the last one (ArkVale's recallable eviction).
 //
 // window and sinks re-index positions (the kept tokens are attended as if
 // contiguous, the sinks right before the window), so generation continues past
@@ -56,6 +61,8 @@ struct PolicySpec {
   bool head_adaptive = false;  // adakv
   bool pyramid = false;        // layer-wise budgets
   bool merge = false;          // merge evicted values instead of dropping them
+  bool recall = false;         // evicted blocks go to host memory and come back when queries want them
+  int fetch = 4;               // recall: blocks a stream may fetch back per step
 
   bool active() const { return kind != PolicyKind::kNone; }
   bool reindexes() const { return kind == PolicyKind::kWindow || kind == PolicyKind::kSinks; }
@@ -64,8 +71,8 @@ struct PolicySpec {
   int LayerBudget(int layer, int n_layers) const;
 };
 
-// Parses NAME[:OPTION...] (options: merge, pyramid, sinks=N, heavy=F, recent=N,
-// obs=N, pool=N; adakv:BASE). Errors list the policies, and a budget that
+// Parses NAME[:OPTION...] (options: merge, pyramid, recall, fetch=N, sinks=N,
+// heavy=F, recent=N, obs=N, pool=N; adakv:BASE). Errors list the policies, and a budget that
 // cannot hold what the policy always keeps (sinks + 1, recent + 1) is rejected
 // with both numbers.
 Result<PolicySpec> ParsePolicy(std::string_view spec, int budget);

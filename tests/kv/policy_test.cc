@@ -11,6 +11,7 @@
 
 #include "kv/policies/eviction_policy.h"
 #include "kv/policies/merge.h"
+#include "kv/policies/recall.h"
 #include "kv/policies/select.h"
 
 namespace slimkv::kv {
@@ -51,6 +52,17 @@ TEST(PolicyTest, BadSpecsAreClearErrors) {
   EXPECT_TRUE(ok->head_adaptive && ok->merge && ok->pyramid);
   EXPECT_EQ(PolicyName(*ok), "adakv:snapkv:pyramid:merge");
   EXPECT_EQ(EvictionPolicy::Create(*ParsePolicy("none", 0)), nullptr);
+  // Recall needs original positions and no merging.
+  const auto recall = ParsePolicy("h2o:recall:fetch=8", 64);
+  ASSERT_TRUE(recall.ok()) << recall.status().ToString();
+  EXPECT_TRUE(recall->recall);
+  EXPECT_EQ(recall->fetch, 8);
+  EXPECT_EQ(PolicyName(*recall), "h2o:recall:fetch=8");
+  EXPECT_EQ(PolicyName(*ParsePolicy("snapkv:recall", 64)), "snapkv:recall");
+  EXPECT_FALSE(ParsePolicy("sinks:recall", 64).ok());
+  EXPECT_FALSE(ParsePolicy("window:recall", 64).ok());
+  EXPECT_FALSE(ParsePolicy("h2o:merge:recall", 64).ok());
+  EXPECT_FALSE(ParsePolicy("h2o:recall:fetch=0", 64).ok());
 }
 
 TEST(PolicyTest, EachPolicyKeepsWhatItPromises) {
@@ -269,6 +281,32 @@ TEST(PolicyTest, MergeMath) {
   // (0, 8) at 3 of 7.
   EXPECT_FLOAT_EQ(values[0], (4 * (7.0f / 4) + 3 * 0) / 7);
   EXPECT_FLOAT_EQ(values[1], (4 * (3.0f / 4) + 3 * 8) / 7);
+}
+
+// Recall's digest bounds every score of its block from above and is exact for one token.
+TEST(PolicyTest, RecallDigestBoundsTheBlocksScores) {
+  constexpr int hd = 64, group = 3;
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd;
+  for (int n : {1, 5, 16}) {
+    std::vector<float> keys(n * hd), q(group * hd), lohi(2 * hd);
+    for (int trial = 0; trial < 50; ++trial) {
+      for (auto& x : keys) x = nd(rng) * 2;
+      for (auto& x : q) x = nd(rng);
+      KeyDigest(keys.data(), n, hd, lohi.data());
+      float best = -1e30f;
+      for (int g = 0; g < group; ++g) {
+        for (int t = 0; t < n; ++t) {
+          float dot = 0;
+          for (int c = 0; c < hd; ++c) dot += q[g * hd + c] * keys[t * hd + c];
+          best = std::max(best, dot);
+        }
+      }
+      const float bound = DigestBound(q.data(), group, hd, lohi.data());
+      EXPECT_GE(bound, best - 1e-4f * (1 + std::fabs(best)));
+      if (n == 1) EXPECT_NEAR(bound, best, 1e-4f * (1 + std::fabs(best)));
+    }
+  }
 }
 
 }  // namespace

@@ -1,0 +1,282 @@
+// Recall (`:recall`, kv/policy.h): the blocks a policy evicts go to host memory
+// in their final format instead of being dropped, and come back when a step's
+// queries say the next step will want them.
+//
+// After every step the cache ranks, per policy stream, the blocks it may swap
+// (full blocks in the final format, outside the policy's sinks and recent
+// tokens) together with the stream's host blocks by the bound their key
+// digests put on the step's newest queries (policies/recall.h). The top of
+// that ranking, as many blocks as the stream may swap, is what the next step
+// should hold: up to `fetch` host blocks of it come back, each in place of the
+// lowest-ranked held block, which goes to host memory. A fetched block is the
+// prediction; the next step's ranking is its check: a fetched block it ranks
+// among those to hold was fetched ahead (fetch_used), a block it ranks there
+// while still in host memory was missed (fetch_missed).
+//
+// A block keeps its bytes across the moves (a token is quantized once) and its
+// tokens' statistics travel with it. It returns to the place its positions
+// sort to among the sealed blocks, before the staging ones, so a stream's slot
+// order is its tokens' order except where a returned block's positions
+// interleave with a held one's (tokens evicted in the prompt are packed into
+// blocks in order, so theirs may).
+#include <algorithm>
+#include <cstring>
+#include <numeric>
+
+#include <fmt/format.h>
+
+#include "base/check.h"
+#include "kv/codec.h"
+#include "kv/kv_cache.h"
+#include "kv/policies/recall.h"
+
+namespace slimkv::kv {
+namespace {
+
+// The digest of a final-format block's first `n` tokens, keys unrotated.
+void DigestOf(const BlockKind& kind, const Rotation* rot, int bt, int hd, const uint8_t* block, int n,
+              float* digest) {
+  std::vector<float> keys(static_cast<size_t>(n) * hd);
+  for (int i = 0; i < n; ++i) {
+    float* k = &keys[static_cast<size_t>(i) * hd];
+    DecodeK(kind.k, bt, hd, i, block, k);
+    if (rot) rot->Inverse(k);
+  }
+  KeyDigest(keys.data(), n, hd, digest);
+}
+
+}  // namespace
+
+EvictionStats EvictionStats::Since(const EvictionStats& b) const {
+  EvictionStats d = *this;
+  d.compactions -= b.compactions, d.tokens_moved -= b.tokens_moved, d.block_passes -= b.block_passes;
+  d.blocks_dropped -= b.blocks_dropped, d.blocks_shortened -= b.blocks_shortened;
+  d.tokens_evicted -= b.tokens_evicted, d.merged -= b.merged, d.sealed_reencoded -= b.sealed_reencoded;
+  d.offloaded -= b.offloaded, d.offload_lost -= b.offload_lost, d.fetched -= b.fetched;
+  d.fetch_used -= b.fetch_used, d.fetch_missed -= b.fetch_missed;
+  return d;
+}
+
+std::string RecallSummary(const EvictionStats& s) {
+  return fmt::format(
+      "recall: {} blocks offloaded ({} evicted tokens short of a block lost), {} fetched back; fetch-ahead hit "
+      "rate {:.1f}% ({} fetched blocks the next step wanted, {} wanted blocks still in host memory)",
+      s.offloaded, s.offload_lost, s.fetched, 100 * s.fetch_hit_rate(), s.fetch_used, s.fetch_missed);
+}
+
+void KvCache::AddCold(Sequence& s, int st, ColdBlock&& c) {
+  evict_stats_.host_bytes += static_cast<int64_t>(c.HostBytes());
+  ++evict_stats_.offloaded;
+  s.recall[st].cold.push_back(std::move(c));
+}
+
+void KvCache::OffloadTokens(Sequence& s, int st, std::span<const int> rows, const float* k, const float* v,
+                            std::span<const int32_t> pos, std::span<const float> mass,
+                            std::span<const float> last, std::span<const float> score) {
+  const int bt = config_.block_tokens, hd = spec_.head_dim;
+  const BlockKind& kind = store_.kind(true);
+  const size_t block_bytes = store_.pool(true).block_bytes();
+  std::vector<float> kb(static_cast<size_t>(bt) * hd), vb(kb.size());
+  const int whole = static_cast<int>(rows.size()) / bt * bt;
+  evict_stats_.offload_lost += static_cast<int64_t>(rows.size()) - whole;
+  for (int first = 0; first < whole; first += bt) {
+    ColdBlock c;
+    c.bytes.assign(block_bytes, 0);
+    c.pos.resize(bt);
+    c.mass.resize(bt);
+    c.last_mass.resize(bt);
+    c.score.resize(bt);
+    for (int j = 0; j < bt; ++j) {
+      const int r = rows[first + j];
+      std::copy_n(k + static_cast<size_t>(r) * hd, hd, &kb[static_cast<size_t>(j) * hd]);
+      std::copy_n(v + static_cast<size_t>(r) * hd, hd, &vb[static_cast<size_t>(j) * hd]);
+      c.pos[j] = pos[r], c.mass[j] = mass[r], c.last_mass[j] = last[r], c.score[j] = score[r];
+    }
+    EncodeKPart(kind.k, bt, hd, kb.data(), bt, c.bytes.data());
+    EncodeVPart(kind.v, bt, hd, vb.data(), bt, c.bytes.data() + kind.v_offset);
+    c.digest.resize(2 * static_cast<size_t>(hd));
+    DigestOf(kind, config_.k.rotate ? &k_rot_[st] : nullptr, bt, hd, c.bytes.data(), bt, c.digest.data());
+    AddCold(s, st, std::move(c));
+  }
+}
+
+const float* KvCache::HeldDigest(Sequence& s, int st, int b) {
+  RecallStream& r = s.recall[st];
+  const int hd = spec_.head_dim;
+  const BlockTable& t = s.tables[st];
+  float* d = &r.digest[static_cast<size_t>(b) * 2 * hd];
+  if (r.state[b] == kNoDigest) {
+    DigestOf(store_.kind(t.sealed[b]), config_.k.rotate ? &k_rot_[st] : nullptr, config_.block_tokens, hd,
+             BlockData(t, b), t.fill[b], d);
+    r.state[b] = kDigest;
+  }
+  return d;
+}
+
+void KvCache::OffloadBlock(Sequence& s, int st, int b) {
+  const int bt = config_.block_tokens, hd = spec_.head_dim;
+  BlockTable& t = s.tables[st];
+  const TokenStats& ts = s.stats[st];
+  if (t.fill[b] != bt) return;  // a shortened block's tokens leave for good
+  ColdBlock c;
+  const size_t block_bytes = store_.pool(true).block_bytes();
+  c.bytes.resize(block_bytes);
+  if (t.sealed[b] || staged_only()) {
+    std::memcpy(c.bytes.data(), BlockData(t, b), block_bytes);
+  } else {  // a staging block: sealed on its way out, as Seal would
+    const BlockKind &staged = store_.kind(false), &sealed = store_.kind(true);
+    std::vector<float> k(static_cast<size_t>(bt) * hd), v(k.size());
+    const uint8_t* src = BlockData(t, b);
+    for (int i = 0; i < bt; ++i) {
+      DecodeK(staged.k, bt, hd, i, src, &k[static_cast<size_t>(i) * hd]);
+      DecodeV(staged.v, bt, hd, i, src + staged.v_offset, &v[static_cast<size_t>(i) * hd]);
+    }
+    EncodeKPart(sealed.k, bt, hd, k.data(), bt, c.bytes.data());
+    EncodeVPart(sealed.v, bt, hd, v.data(), bt, c.bytes.data() + sealed.v_offset);
+  }
+  c.digest.resize(2 * static_cast<size_t>(hd));
+  RecallStream& r = s.recall[st];
+  if (t.sealed[b] || staged_only()) {
+    if (static_cast<int>(r.state.size()) <= b) {
+      r.state.resize(t.n_blocks(), kNoDigest);
+      r.digest.resize(r.state.size() * 2 * hd);
+    }
+    std::copy_n(HeldDigest(s, st, b), 2 * hd, c.digest.begin());
+  } else {
+    DigestOf(store_.kind(true), config_.k.rotate ? &k_rot_[st] : nullptr, bt, hd, c.bytes.data(), bt,
+             c.digest.data());
+  }
+  c.pos.assign(ts.pos.begin() + b * bt, ts.pos.begin() + (b + 1) * bt);
+  c.mass.assign(ts.mass.begin() + b * bt, ts.mass.begin() + (b + 1) * bt);
+  c.last_mass.assign(ts.last_mass.begin() + b * bt, ts.last_mass.begin() + (b + 1) * bt);
+  c.score.assign(ts.score.begin() + b * bt, ts.score.begin() + (b + 1) * bt);
+  AddCold(s, st, std::move(c));
+}
+
+void KvCache::EraseBlock(Sequence& s, int st, int b) {
+  const int bt = config_.block_tokens;
+  BlockTable& t = s.tables[st];
+  t.ids.erase(t.ids.begin() + b);
+  t.sealed.erase(t.sealed.begin() + b);
+  t.fill.erase(t.fill.begin() + b);
+  s.stats[st].Erase(b * bt, bt);
+  t.slots -= bt;
+  s.plain = std::min(s.plain, b * bt);
+  if (!s.recall.empty()) {
+    RecallStream& r = s.recall[st];
+    if (b < static_cast<int>(r.state.size())) {
+      const size_t w = 2 * static_cast<size_t>(spec_.head_dim);
+      r.state.erase(r.state.begin() + b);
+      r.digest.erase(r.digest.begin() + b * w, r.digest.begin() + (b + 1) * w);
+    }
+  }
+}
+
+bool KvCache::InsertCold(Sequence& s, int st, ColdBlock& c) {
+  const int bt = config_.block_tokens, hd = spec_.head_dim;
+  BlockTable& t = s.tables[st];
+  TokenStats& ts = s.stats[st];
+  const int lo = std::max(t.first_live, t.pinned), n = t.n_blocks();
+  // Before the first block not in the final format (the staging blocks, or the open block when
+  // nothing is staged), and before the first block whose tokens are newer.
+  int b = lo;
+  while (b < n && (t.sealed[b] || (staged_only() && t.fill[b] == bt)) &&
+         !(t.fill[b] > 0 && ts.pos[b * bt] > c.pos[0]))
+    ++b;
+  if (b == n && t.slots != n * bt) return false;  // after a shortened last block: no slot for it
+  std::vector<BlockId> fresh;
+  if (!AllocateEvicting(true, 1, &fresh).ok()) return false;
+  std::memcpy(store_.Data(true, fresh[0]), c.bytes.data(), c.bytes.size());
+  t.ids.insert(t.ids.begin() + b, fresh[0]);
+  t.sealed.insert(t.sealed.begin() + b, staged_only() ? 0 : 1);
+  t.fill.insert(t.fill.begin() + b, static_cast<int16_t>(bt));
+  t.slots += bt;
+  auto put = [&](auto& a, const auto& from) { a.insert(a.begin() + b * bt, from.begin(), from.end()); };
+  ts.Grow(t.slots - bt);  // statistics cover the slots before the insertion
+  put(ts.pos, c.pos);
+  put(ts.mass, c.mass);
+  put(ts.last_mass, c.last_mass);
+  put(ts.score, c.score);
+  RecallStream& r = s.recall[st];
+  const size_t w = 2 * static_cast<size_t>(hd);
+  r.state.insert(r.state.begin() + b, kFetched);
+  r.digest.insert(r.digest.begin() + b * w, c.digest.begin(), c.digest.end());
+  s.plain = std::min(s.plain, b * bt);
+  return true;
+}
+
+void KvCache::Recall(Sequence& s) {
+  if (!policy_.recall || s.prompt_open) return;
+  const int bt = config_.block_tokens, hd = spec_.head_dim, H = spec_.n_kv_heads, G = spec_.group_size();
+  for (int st = 0; st < streams(); ++st) {
+    if (!PolicyStream(st)) continue;
+    RecallStream& r = s.recall[st];
+    BlockTable& t = s.tables[st];
+    if (r.query.empty()) continue;
+    r.state.resize(t.n_blocks(), kNoDigest);
+    r.digest.resize(r.state.size() * 2 * hd);
+    // The blocks that may swap: full, in the final format, after the sinks and before the recent
+    // tokens the policy always keeps.
+    const int budget = policy_.LayerBudget(st / H, spec_.n_layers);
+    const int keep_first = evictor_->sinks(), keep_last = std::max(1, evictor_->recent(budget));
+    const int lo = std::max(t.first_live, t.pinned);
+    std::vector<int> held;
+    int before = 0, after = t.HeldFrom(lo);
+    for (int b = lo; b < t.n_blocks(); ++b) {
+      after -= t.fill[b];
+      const bool final_kind = t.sealed[b] || (staged_only() && b + 1 < t.n_blocks());
+      if (final_kind && t.fill[b] == bt && before >= keep_first && after >= keep_last) held.push_back(b);
+      before += t.fill[b];
+    }
+    if (held.empty() && r.cold.empty()) continue;
+    // Rank held (index i < held) and host blocks (held + j) by their bound on the step's queries.
+    const int nh = static_cast<int>(held.size()), nc = static_cast<int>(r.cold.size());
+    std::vector<float> bound(nh + nc);
+    for (int i = 0; i < nh; ++i) bound[i] = DigestBound(r.query.data(), G, hd, HeldDigest(s, st, held[i]));
+    for (int j = 0; j < nc; ++j) bound[nh + j] = DigestBound(r.query.data(), G, hd, r.cold[j].digest.data());
+    std::vector<int> order(nh + nc);
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return bound[a] > bound[b]; });
+    std::vector<int> wanted, victims;  // host blocks to fetch (best first), held blocks to let go (worst first)
+    for (int i = 0; i < nh + nc; ++i) {
+      const int x = order[i];
+      if (i < nh) {
+        if (x >= nh) wanted.push_back(x - nh);
+        else if (r.state[held[x]] == kFetched) ++evict_stats_.fetch_used;
+      } else if (x < nh) {
+        victims.push_back(held[x]);
+      }
+    }
+    evict_stats_.fetch_missed += static_cast<int64_t>(wanted.size());
+    for (uint8_t& state : r.state)
+      if (state == kFetched) state = kDigest;
+    std::reverse(victims.begin(), victims.end());
+    const int swaps = std::min({policy_.fetch, static_cast<int>(wanted.size()), static_cast<int>(victims.size())});
+    if (swaps == 0) continue;
+    // Fetch first (the host blocks leave the host list), then let the victims go, later blocks
+    // first so erasing one does not move the others.
+    std::vector<ColdBlock> fetch;
+    wanted.resize(swaps);
+    for (int j : wanted) fetch.push_back(std::move(r.cold[j]));
+    std::sort(wanted.rbegin(), wanted.rend());
+    for (int j : wanted) r.cold.erase(r.cold.begin() + j);
+    victims.resize(swaps);
+    std::sort(victims.rbegin(), victims.rend());
+    for (int b : victims) {
+      OffloadBlock(s, st, b);
+      store_.Release(t.sealed[b], t.ids[b]);
+      EraseBlock(s, st, b);
+    }
+    for (ColdBlock& c : fetch) {
+      const int64_t bytes = static_cast<int64_t>(c.HostBytes());
+      if (InsertCold(s, st, c)) {
+        evict_stats_.host_bytes -= bytes;
+        ++evict_stats_.fetched;
+      } else {
+        r.cold.push_back(std::move(c));  // no room or no place: it stays in host memory
+      }
+    }
+  }
+}
+
+}  // namespace slimkv::kv

@@ -1,0 +1,21 @@
+// Recall's arithmetic (`:recall`, kv/policy.h): the digest of a block's keys and
+// the bound it gives on a query's scores, from which the cache predicts the
+// blocks the next step attends most (kv_recall.cc).
+//
+// A digest is the per-channel minimum and maximum of the block's keys as
+// attention sees them (after RoPE, unrotated): lohi[0, hd) the minima,
+// lohi[hd, 2 hd) the maxima (Quest). For any key k of the block and a query q,
+// q.k <= sum_c max(q_c lo_c, q_c hi_c), so a block whose bound is low cannot
+// hold a key the query favours; the bound is tight for a block of one token.
+#pragma once
+
+#include <span>
+
+namespace slimkv::kv {
+
+// keys[n][head_dim] -> lohi[2 * head_dim]; n > 0.
+void KeyDigest(const float* keys, int n, int head_dim, float* lohi);
+// The largest bound over the `group` queries q[group][head_dim].
+float DigestBound(const float* q, int group, int head_dim, const float* lohi);
+
+}  // namespace slimkv::kv
