@@ -813,6 +813,8 @@ void Scheduler::UpdateStats(double now) {
         stats_.prefix = p;
       }
       stats_.swap = kv.swap_cost().stats();  // the tiers' own counters are read by Stats()
+      stats_.recall = kv.policy().recall;
+      stats_.eviction = kv.eviction_stats();
       slow_stats_time_ = now;
     }
     rate_window_.push_back({now, {stats_.generated_tokens, stats_.computed_tokens}});

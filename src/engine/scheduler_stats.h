@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "engine/request.h"
+#include "kv/kv_cache.h"
 #include "kv/prefix_cache.h"
 #include "kv/swap_cost.h"
 #include "kv/tiers/tier_stack.h"
@@ -103,6 +104,9 @@ struct SchedulerStats {
   kv::tiers::TierStackStats tier_stack;
   std::vector<std::pair<std::string, kv::tiers::TierStats>> tiers;
   kv::SwapCostStats swap;
+  // Eviction under `:recall` (kv/kv_cache.h): blocks moved to and from host memory.
+  bool recall = false;
+  kv::EvictionStats eviction;
   // KV pool.
   size_t kv_budget_bytes = 0, kv_bytes_used = 0;
   int64_t kv_blocks_used = 0, kv_blocks_free = 0;  // free: in blocks of the final format

@@ -3,15 +3,16 @@
 // queries say the next step will want them.
 //
 // After every step the cache ranks, per policy stream, the blocks it may swap
-// (full blocks in the final format, outside the policy's sinks and recent
-// tokens) together with the stream's host blocks by the bound their key
-// digests put on the step's newest queries (policies/recall.h). The top of
-// that ranking, as many blocks as the stream may swap, is what the next step
-// should hold: up to `fetch` host blocks of it come back, each in place of the
-// lowest-ranked held block, which goes to host memory. A fetched block is the
-// prediction; the next step's ranking is its check: a fetched block it ranks
-// among those to hold was fetched ahead (fetch_used), a block it ranks there
-// while still in host memory was missed (fetch_missed).
+// (full blocks in the final format that only this sequence holds, outside the
+// policy's sinks and recent tokens, so that a swap frees the block it fills)
+// together with the stream's host blocks by the bound their key digests put on
+// the step's newest queries (policies/recall.h). The top of that ranking, as
+// many blocks as the stream may swap, is what the next step should hold: up to
+// `fetch` host blocks of it come back, each in place of the lowest-ranked held
+// block, which goes to host memory. A fetched block is the prediction; the next
+// step's ranking is its check: a fetched block it ranks among those to hold was
+// fetched ahead (fetch_used), a block it ranks there while still in host memory
+// was missed (fetch_missed).
 //
 // A block keeps its bytes across the moves (a token is quantized once) and its
 // tokens' statistics travel with it. It returns to the place its positions
@@ -19,11 +20,11 @@
 // order is its tokens' order except where a returned block's positions
 // interleave with a held one's (tokens evicted in the prompt are packed into
 // blocks in order, so theirs may).
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cstring>
 #include <numeric>
-
-#include <fmt/format.h>
 
 #include "base/check.h"
 #include "kv/codec.h"
@@ -59,7 +60,8 @@ EvictionStats EvictionStats::Since(const EvictionStats& b) const {
 
 std::string RecallSummary(const EvictionStats& s) {
   return fmt::format(
-      "recall: {} blocks offloaded ({} evicted tokens short of a block lost), {} fetched back; fetch-ahead hit "
+      "recall: {} blocks offloaded ({} evicted tokens short of a block lost), {} fetched back; fetch-ahead "
+      "hit "
       "rate {:.1f}% ({} fetched blocks the next step wanted, {} wanted blocks still in host memory)",
       s.offloaded, s.offload_lost, s.fetched, 100 * s.fetch_hit_rate(), s.fetch_used, s.fetch_missed);
 }
@@ -225,7 +227,10 @@ void KvCache::Recall(Sequence& s) {
     for (int b = lo; b < t.n_blocks(); ++b) {
       after -= t.fill[b];
       const bool final_kind = t.sealed[b] || (staged_only() && b + 1 < t.n_blocks());
-      if (final_kind && t.fill[b] == bt && before >= keep_first && after >= keep_last) held.push_back(b);
+      // A block another owner holds (a published prefix) would free nothing by leaving.
+      if (final_kind && t.fill[b] == bt && before >= keep_first && after >= keep_last &&
+          store_.RefCount(t.sealed[b], t.ids[b]) == 1)
+        held.push_back(b);
       before += t.fill[b];
     }
     if (held.empty() && r.cold.empty()) continue;
@@ -237,12 +242,15 @@ void KvCache::Recall(Sequence& s) {
     std::vector<int> order(nh + nc);
     std::iota(order.begin(), order.end(), 0);
     std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return bound[a] > bound[b]; });
-    std::vector<int> wanted, victims;  // host blocks to fetch (best first), held blocks to let go (worst first)
+    std::vector<int> wanted,
+        victims;  // host blocks to fetch (best first), held blocks to let go (worst first)
     for (int i = 0; i < nh + nc; ++i) {
       const int x = order[i];
       if (i < nh) {
-        if (x >= nh) wanted.push_back(x - nh);
-        else if (r.state[held[x]] == kFetched) ++evict_stats_.fetch_used;
+        if (x >= nh)
+          wanted.push_back(x - nh);
+        else if (r.state[held[x]] == kFetched)
+          ++evict_stats_.fetch_used;
       } else if (x < nh) {
         victims.push_back(held[x]);
       }
@@ -251,7 +259,8 @@ void KvCache::Recall(Sequence& s) {
     for (uint8_t& state : r.state)
       if (state == kFetched) state = kDigest;
     std::reverse(victims.begin(), victims.end());
-    const int swaps = std::min({policy_.fetch, static_cast<int>(wanted.size()), static_cast<int>(victims.size())});
+    const int swaps =
+        std::min({policy_.fetch, static_cast<int>(wanted.size()), static_cast<int>(victims.size())});
     if (swaps == 0) continue;
     // Fetch first (the host blocks leave the host list), then let the victims go, later blocks
     // first so erasing one does not move the others.

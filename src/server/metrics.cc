@@ -238,6 +238,20 @@ std::string PrometheusText(const engine::SchedulerStats& s, const std::string& m
            static_cast<double>(s.kv_block_bytes));
   w.Metric("slimkv_kv_bytes_per_token", "gauge",
            "KV bytes per token of the active format (data and metadata, all layers).", s.kv_bytes_per_token);
+  if (s.recall) {
+    const kv::EvictionStats& e = s.eviction;
+    w.Header("slimkv_kv_recall_blocks_total", "counter",
+             "Blocks an eviction policy with :recall moved to host memory (offloaded) or fetched back.");
+    w.Sample("slimkv_kv_recall_blocks_total{move=\"offloaded\"}", static_cast<double>(e.offloaded));
+    w.Sample("slimkv_kv_recall_blocks_total{move=\"fetched\"}", static_cast<double>(e.fetched));
+    w.Header("slimkv_kv_recall_fetch_ahead_total", "counter",
+             "Blocks a step's queries ranked among those to hold: fetched ahead by the step before (used), or "
+             "still in host memory (missed).");
+    w.Sample("slimkv_kv_recall_fetch_ahead_total{outcome=\"used\"}", static_cast<double>(e.fetch_used));
+    w.Sample("slimkv_kv_recall_fetch_ahead_total{outcome=\"missed\"}", static_cast<double>(e.fetch_missed));
+    w.Metric("slimkv_kv_recall_host_bytes", "gauge", "Host memory the offloaded blocks of live sequences take.",
+             static_cast<double>(e.host_bytes));
+  }
   w.Metric("slimkv_prefix_cache_entries", "gauge", "Block positions held by the prefix cache.",
            static_cast<double>(s.prefix_cache_entries));
   w.Metric("slimkv_prefix_cache_lookups_total", "counter", "Requests that looked up the prefix cache.",

@@ -451,6 +451,26 @@ TEST(MetricsTest, KvTierSeries) {
   // Without prefix sharing or tiers: no tier series at all.
   const std::string none = PrometheusText(engine::SchedulerStats{}, "model");
   EXPECT_EQ(none.find("slimkv_kv_tier_"), std::string::npos);
+  EXPECT_EQ(none.find("slimkv_kv_recall_"), std::string::npos);  // only under a :recall policy
+}
+
+// Under a :recall policy /metrics shows the blocks moved and the fetch-ahead outcomes.
+TEST(MetricsTest, RecallSeries) {
+  engine::SchedulerStats s;
+  s.recall = true;
+  s.eviction.offloaded = 40;
+  s.eviction.fetched = 12;
+  s.eviction.fetch_used = 9;
+  s.eviction.fetch_missed = 3;
+  s.eviction.host_bytes = 4096;
+  const std::string text = PrometheusText(s, "model");
+  for (const char* line : {R"(slimkv_kv_recall_blocks_total{move="offloaded"} 40)",
+                           R"(slimkv_kv_recall_blocks_total{move="fetched"} 12)",
+                           R"(slimkv_kv_recall_fetch_ahead_total{outcome="used"} 9)",
+                           R"(slimkv_kv_recall_fetch_ahead_total{outcome="missed"} 3)",
+                           "slimkv_kv_recall_host_bytes 4096"}) {
+    EXPECT_NE(text.find(std::string(line) + "\n"), std::string::npos) << line;
+  }
 }
 
 // The dashboard's quantiles are quantiles, interpolated inside the bucket as Prometheus'

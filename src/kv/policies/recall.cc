@@ -1,8 +1,8 @@
 #include "kv/policies/recall.h"
 
 #include <algorithm>
-#include <limits>
 #include <cstdlib>
+#include <limits>
 
 namespace slimkv::kv {
 
