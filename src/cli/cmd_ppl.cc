@@ -22,6 +22,17 @@ struct PplFlags {
   std::string json;
 };
 
+// With `:recall`: recall's traffic over the run, printed (j null) or put in --json.
+void ReportRecall(engine::Engine& eng, nlohmann::json* j) {
+  if (!eng.kv().policy().recall) return;
+  const kv::EvictionStats e = eng.kv().eviction_stats();
+  if (j) {
+    (*j)["recall"] = eval::RecallJson(e);
+  } else {
+    std::printf("%s\n", kv::RecallSummary(e).c_str());
+  }
+}
+
 // The run's identity beside its numbers in --json.
 nlohmann::json Header(engine::Engine& eng, int n_ctx) {
   return {{"model", eng.model().config().name},
@@ -63,9 +74,11 @@ int PplMain(const PplFlags& f) {
                 HumanBytes(r->kv_bytes_end).c_str(), HumanBytes(r->kv_bytes_max).c_str(),
                 r->scored_tokens / std::max(1e-9, r->seconds));
     for (const auto& [n, p] : r->curve) std::fprintf(stderr, "  after %lld tokens: ppl %.4f\n", static_cast<long long>(n), p);
+    ReportRecall(eng, nullptr);
     if (!f.json.empty()) {
       nlohmann::json j = Header(eng, n_ctx);
       j.update(eval::ToJson(*r));
+      ReportRecall(eng, &j);
       if (Status st = eval::WriteJsonFile(f.json, j); !st.ok()) return Fail(st);
     }
     return 0;
@@ -108,11 +121,13 @@ int PplMain(const PplFlags& f) {
   }
   std::fprintf(stderr, "%.1f s, %.1f tokens/s\n", r->seconds,
                static_cast<double>(r->chunks) * n_ctx / std::max(1e-9, r->seconds));
+  ReportRecall(eng, nullptr);
   if (!f.json.empty()) {
     nlohmann::json j = Header(eng, n_ctx);
     j["bytes_per_token"] = eng.kv().DataBytesPerToken() + eng.kv().MetaBytesPerToken();
     if (po.kl_base) j["kl_base"] = f.kl_base;
     j.update(eval::ToJson(*r));
+    ReportRecall(eng, &j);
     if (Status st = eval::WriteJsonFile(f.json, j); !st.ok()) return Fail(st);
   }
   return 0;

@@ -57,13 +57,14 @@ nlohmann::json ToJson(const NeedleResult& r) {
                       {"accuracy_by_context", by_context},
                       {"prompt", r.plain ? "plain" : "chat"},
                       {"cells", cells}};
-  if (r.recall) {
-    const kv::EvictionStats& e = *r.recall;
-    j["recall"] = {{"offloaded", e.offloaded}, {"offload_lost_tokens", e.offload_lost},
-                   {"fetched", e.fetched},     {"fetch_used", e.fetch_used},
-                   {"fetch_missed", e.fetch_missed}, {"fetch_hit_rate", e.fetch_hit_rate()}};
-  }
+  if (r.recall) j["recall"] = RecallJson(*r.recall);
   return j;
+}
+
+nlohmann::json RecallJson(const kv::EvictionStats& e) {
+  return {{"offloaded", e.offloaded},       {"offload_lost_tokens", e.offload_lost},
+          {"fetched", e.fetched},           {"fetch_used", e.fetch_used},
+          {"fetch_missed", e.fetch_missed}, {"fetch_hit_rate", e.fetch_hit_rate()}};
 }
 
 nlohmann::json ToJson(const RulerResult& r) {

@@ -20,6 +20,8 @@ nlohmann::json ToJson(const StreamResult& r);
 nlohmann::json ToJson(const NeedleResult& r);
 nlohmann::json ToJson(const RulerResult& r);
 nlohmann::json ToJson(const BenchResult& r);
+// Recall's counters (`:recall`, kv/kv_cache.h).
+nlohmann::json RecallJson(const kv::EvictionStats& e);
 // The plan: memory, contexts, and per format the bytes per token and users per
 // context.
 nlohmann::json PlanJson(const Plan& plan);

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# `:recall` end to end on the default model: needle and ppl run under a recalling policy, the
+# evicted blocks go to host memory and some come back, and both commands report the traffic
+# and the fetch-ahead hit rate (printed and in --json). About 20 s.
+set -u
+BIN=${SLIMKV_BIN:?set SLIMKV_BIN to the slimkv binary}
+SRC=${SLIMKV_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
+export SLIMKV_MODEL_DIR=${SLIMKV_MODEL_DIR:-$SRC/models}
+cd "$SRC"
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["recall"][sys.argv[2]])' "$1" "$2"; }
+
+"$BIN" needle --contexts 1024 --depths 50 --kv int4 --kv-policy snapkv:recall --budget-fraction 0.25 -t 2 \
+  --json "$T/needle.json" > "$T/needle.out" 2>&1 || fail "needle: $(tail -3 "$T/needle.out")"
+grep -q "fetch-ahead hit rate" "$T/needle.out" || fail "needle does not report recall: $(tail -3 "$T/needle.out")"
+[[ $(field "$T/needle.json" offloaded) -gt 0 ]] || fail "needle: nothing offloaded"
+[[ $(field "$T/needle.json" fetched) -gt 0 ]] || fail "needle: nothing fetched back"
+
+"$BIN" ppl -f data/pg_essays.txt -c 512 --chunks 1 --step 1 --kv int4 --kv-policy h2o:recall --kv-budget 128 \
+  --kl-base none -t 2 --json "$T/ppl.json" > "$T/ppl.out" 2>&1 || fail "ppl: $(tail -3 "$T/ppl.out")"
+grep -q "fetch-ahead hit rate" "$T/ppl.out" || fail "ppl does not report recall: $(tail -3 "$T/ppl.out")"
+[[ $(field "$T/ppl.json" fetched) -gt 0 ]] || fail "ppl: nothing fetched back"
+hit=$(field "$T/ppl.json" fetch_hit_rate)
+python3 -c "import sys; h=float(sys.argv[1]); sys.exit(0 if 0 < h <= 1 else 1)" "$hit" || fail "ppl: hit rate $hit"
+
+# Without :recall nothing is reported.
+"$BIN" ppl -f data/pg_essays.txt -c 512 --chunks 1 --step 1 --kv int4 --kv-policy h2o --kv-budget 128 \
+  --kl-base none -t 2 > "$T/plain.out" 2>&1 || fail "ppl h2o: $(tail -3 "$T/plain.out")"
+if grep -q "recall:" "$T/plain.out"; then fail "recall reported without :recall"; fi
+echo "ok"
