@@ -348,9 +348,24 @@ void KvCache::Compress(SeqId id) {
   if (!staged_only()) Seal(s);
 }
 
+void KvCache::DecodeStaged(const uint8_t* block, int n, float* k, float* v) const {
+  const int bt = config_.block_tokens, hd = spec_.head_dim;
+  const BlockKind& staged = store_.kind(false);
+  for (int i = 0; i < n; ++i) {
+    DecodeK(staged.k, bt, hd, i, block, k + static_cast<size_t>(i) * hd);
+    DecodeV(staged.v, bt, hd, i, block + staged.v_offset, v + static_cast<size_t>(i) * hd);
+  }
+}
+
+void KvCache::EncodeFinal(const float* k, const float* v, int n, uint8_t* block) const {
+  const int bt = config_.block_tokens, hd = spec_.head_dim;
+  const BlockKind& sealed = store_.kind(true);
+  EncodeKPart(sealed.k, bt, hd, k, n, block);
+  EncodeVPart(sealed.v, bt, hd, v, n, block + sealed.v_offset);
+}
+
 void KvCache::Seal(Sequence& s) {
   const int bt = config_.block_tokens, hd = spec_.head_dim;
-  const BlockKind &staged = store_.kind(false), &sealed = store_.kind(true);
   std::vector<float> k(static_cast<size_t>(bt) * hd), v(static_cast<size_t>(bt) * hd);
   std::vector<BlockId> fresh;
   for (int st = 0; st < streams(); ++st) {
@@ -364,11 +379,7 @@ void KvCache::Seal(Sequence& s) {
       const bool closed = t.fill[b] == bt || (b + 1 < t.n_blocks() && t.fill[b] > 0);
       if (!closed || b * bt + t.fill[b] > t.slots - config_.residual) break;
       const int n = t.fill[b];
-      const uint8_t* src = store_.Data(false, t.ids[b]);
-      for (int i = 0; i < n; ++i) {
-        DecodeK(staged.k, bt, hd, i, src, &k[static_cast<size_t>(i) * hd]);
-        DecodeV(staged.v, bt, hd, i, src + staged.v_offset, &v[static_cast<size_t>(i) * hd]);
-      }
+      DecodeStaged(store_.Data(false, t.ids[b]), n, k.data(), v.data());
       // A sealed block is smaller than a staging block, so sealing returns
       // budget; it needs one block of headroom only while both exist (and when
       // the staging block is shared, it returns nothing). Without room, the
@@ -376,9 +387,7 @@ void KvCache::Seal(Sequence& s) {
       fresh.clear();
       if (!AllocateEvicting(true, 1, &fresh).ok()) return;
       store_.Release(false, t.ids[b]);
-      uint8_t* dst = store_.Data(true, fresh[0]);
-      EncodeKPart(sealed.k, bt, hd, k.data(), n, dst);
-      EncodeVPart(sealed.v, bt, hd, v.data(), n, dst + sealed.v_offset);
+      EncodeFinal(k.data(), v.data(), n, store_.Data(true, fresh[0]));
       t.ids[b] = fresh[0];
       t.sealed[b] = 1;
     }

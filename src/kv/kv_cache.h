@@ -269,6 +269,10 @@ class KvCache {
   // needs it.
   Status AllocateEvicting(bool sealed, int n, std::vector<BlockId>* out);
   void Seal(Sequence& s);             // seals blocks that left the residual window
+  // A staging block's first n tokens, decoded (k, v: [n][head_dim]); n tokens encoded into a
+  // block of the final format (the sealed pool's kind).
+  void DecodeStaged(const uint8_t* block, int n, float* k, float* v) const;
+  void EncodeFinal(const float* k, const float* v, int n, uint8_t* block) const;
   void DropOutOfWindow(Sequence& s);  // frees the blocks of window layers no token can see
   Status ReadHeld(const BlockTable& t, int first, int n, float* k, float* v) const;
 

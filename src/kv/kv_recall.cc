@@ -60,9 +60,8 @@ EvictionStats EvictionStats::Since(const EvictionStats& b) const {
 
 std::string RecallSummary(const EvictionStats& s) {
   return fmt::format(
-      "recall: {} blocks offloaded ({} evicted tokens short of a block lost), {} fetched back; fetch-ahead "
-      "hit "
-      "rate {:.1f}% ({} fetched blocks the next step wanted, {} wanted blocks still in host memory)",
+      "recall: {} blocks offloaded ({} evicted tokens short of a block lost), {} fetched back; "
+      "fetch-ahead hit rate {:.1f}% ({} fetched blocks the next step wanted, {} wanted blocks still in host memory)",
       s.offloaded, s.offload_lost, s.fetched, 100 * s.fetch_hit_rate(), s.fetch_used, s.fetch_missed);
 }
 
@@ -94,8 +93,7 @@ void KvCache::OffloadTokens(Sequence& s, int st, std::span<const int> rows, cons
       std::copy_n(v + static_cast<size_t>(r) * hd, hd, &vb[static_cast<size_t>(j) * hd]);
       c.pos[j] = pos[r], c.mass[j] = mass[r], c.last_mass[j] = last[r], c.score[j] = score[r];
     }
-    EncodeKPart(kind.k, bt, hd, kb.data(), bt, c.bytes.data());
-    EncodeVPart(kind.v, bt, hd, vb.data(), bt, c.bytes.data() + kind.v_offset);
+    EncodeFinal(kb.data(), vb.data(), bt, c.bytes.data());
     c.digest.resize(2 * static_cast<size_t>(hd));
     DigestOf(kind, config_.k.rotate ? &k_rot_[st] : nullptr, bt, hd, c.bytes.data(), bt, c.digest.data());
     AddCold(s, st, std::move(c));
@@ -126,15 +124,9 @@ void KvCache::OffloadBlock(Sequence& s, int st, int b) {
   if (t.sealed[b] || staged_only()) {
     std::memcpy(c.bytes.data(), BlockData(t, b), block_bytes);
   } else {  // a staging block: sealed on its way out, as Seal would
-    const BlockKind &staged = store_.kind(false), &sealed = store_.kind(true);
     std::vector<float> k(static_cast<size_t>(bt) * hd), v(k.size());
-    const uint8_t* src = BlockData(t, b);
-    for (int i = 0; i < bt; ++i) {
-      DecodeK(staged.k, bt, hd, i, src, &k[static_cast<size_t>(i) * hd]);
-      DecodeV(staged.v, bt, hd, i, src + staged.v_offset, &v[static_cast<size_t>(i) * hd]);
-    }
-    EncodeKPart(sealed.k, bt, hd, k.data(), bt, c.bytes.data());
-    EncodeVPart(sealed.v, bt, hd, v.data(), bt, c.bytes.data() + sealed.v_offset);
+    DecodeStaged(BlockData(t, b), bt, k.data(), v.data());
+    EncodeFinal(k.data(), v.data(), bt, c.bytes.data());
   }
   c.digest.resize(2 * static_cast<size_t>(hd));
   RecallStream& r = s.recall[st];
