@@ -106,7 +106,8 @@ TEST(PolicyTest, ExpectedKeepsTheSinksWhateverTheQueriesExpect) {
   std::vector<int32_t> pos(n);
   std::iota(pos.begin(), pos.end(), 0);
   std::vector<float> none(n, 0.0f), keys(static_cast<size_t>(n) * hd, 0.0f);
-  for (int t = 0; t < n; ++t) keys[static_cast<size_t>(t) * hd] = t < 4 ? -3.0f : 1.0f;  // the first 4: against the mean query
+  for (int t = 0; t < n; ++t)
+    keys[static_cast<size_t>(t) * hd] = t < 4 ? -3.0f : 1.0f;  // the first 4: against the mean query
   TokenStats stats;
   stats.q_mean = {1, 0, 0, 0};
   stats.q_sq = {1, 0, 0, 0};
@@ -136,7 +137,8 @@ TEST(PolicyTest, ExpectedScoresEachQueryHeadByItsOwnMoments) {
   std::iota(pos.begin(), pos.end(), 0);
   std::vector<float> none(n, 0.0f), vnorm(n, 1.0f), keys(static_cast<size_t>(n) * hd, 0.0f);
   for (int t = 0; t < n; ++t) keys[static_cast<size_t>(t) * hd + 1] = 1.0f;  // where head 1 looks
-  for (int t = 10; t < 15; ++t) keys[static_cast<size_t>(t) * hd] = 1.0f, keys[t * hd + 1] = 0.0f;  // head 0's
+  for (int t = 10; t < 15; ++t)
+    keys[static_cast<size_t>(t) * hd] = 1.0f, keys[t * hd + 1] = 0.0f;  // head 0's
   TokenStats stats;
   stats.q_mean = {4, 0, 0, 20};  // [head][dim], no variance
   stats.q_sq = {16, 0, 0, 400};
@@ -285,26 +287,32 @@ TEST(PolicyTest, MergeMath) {
 
 // Recall's digest bounds every score of its block from above and is exact for one token.
 TEST(PolicyTest, RecallDigestBoundsTheBlocksScores) {
-  constexpr int hd = 64, group = 3;
-  std::mt19937 rng(5);
-  std::normal_distribution<float> nd;
-  for (int n : {1, 5, 16}) {
-    std::vector<float> keys(n * hd), q(group * hd), lohi(2 * hd);
-    for (int trial = 0; trial < 50; ++trial) {
-      for (auto& x : keys) x = nd(rng) * 2;
-      for (auto& x : q) x = nd(rng);
-      KeyDigest(keys.data(), n, hd, lohi.data());
-      float best = -1e30f;
-      for (int g = 0; g < group; ++g) {
-        for (int t = 0; t < n; ++t) {
-          float dot = 0;
-          for (int c = 0; c < hd; ++c) dot += q[g * hd + c] * keys[t * hd + c];
-          best = std::max(best, dot);
+  for (int hd : {64, 68, 256}) {
+    constexpr int group = 3;
+    std::mt19937 rng(5);
+    std::normal_distribution<float> nd;
+    for (int n : {1, 5, 16}) {
+      std::vector<float> keys(n * hd), q(group * hd), lohi(2 * hd);
+      for (int trial = 0; trial < 50; ++trial) {
+        for (auto& x : keys) x = nd(rng) * 2;
+        for (auto& x : q) x = nd(rng);
+        KeyDigest(keys.data(), n, hd, lohi.data());
+        float best = -1e30f;
+        for (int g = 0; g < group; ++g) {
+          for (int t = 0; t < n; ++t) {
+            float dot = 0;
+            for (int c = 0; c < hd; ++c) dot += q[g * hd + c] * keys[t * hd + c];
+            best = std::max(best, dot);
+          }
         }
+        const float bound = DigestBound(q.data(), group, hd, lohi.data());
+        // The vectorized float sum against the double-precision reference: the rounding of
+        // head_dim float additions, each within 2^-24 of sums a few times |ref|.
+        const float ref = DigestBoundReference(q.data(), group, hd, lohi.data());
+        EXPECT_NEAR(bound, ref, 1e-5f * hd * (1 + std::fabs(ref)));
+        EXPECT_GE(ref, best - 1e-4f * (1 + std::fabs(best)));
+        if (n == 1) EXPECT_NEAR(ref, best, 1e-4f * (1 + std::fabs(best)));
       }
-      const float bound = DigestBound(q.data(), group, hd, lohi.data());
-      EXPECT_GE(bound, best - 1e-4f * (1 + std::fabs(best)));
-      if (n == 1) EXPECT_NEAR(bound, best, 1e-4f * (1 + std::fabs(best)));
     }
   }
 }

@@ -17,5 +17,7 @@ namespace slimkv::kv {
 void KeyDigest(const float* keys, int n, int head_dim, float* lohi);
 // The largest bound over the `group` queries q[group][head_dim].
 float DigestBound(const float* q, int group, int head_dim, const float* lohi);
+// The same in double precision, one channel at a time (the tests' reference).
+float DigestBoundReference(const float* q, int group, int head_dim, const float* lohi);
 
 }  // namespace slimkv::kv
