@@ -72,6 +72,7 @@ Result<BenchResult> RunDecodeOnOneContext(engine::Engine& engine, const BenchCas
   kv::KvCache& kv = engine.kv();
   const kv::SeqId seq = kv.AddSequence();
   Status st = c.prompt_tokens > 0 ? engine.Prefill(seq, prompt, -1, &logits) : Status::Ok();
+  if (st.ok()) kv.Compress(seq);  // the prompt ends: an eviction policy cuts to its budget, as in serving
   std::vector<double> rates;
   int32_t next = tok(rng);
   for (int rep = 0; st.ok() && rep < reps + 1; ++rep) {  // the first decodes untimed: warm-up
@@ -130,6 +131,7 @@ Result<BenchResult> RunBench(engine::Engine& engine, const BenchCase& c, int rep
       if (st.ok() && rep > 0) rates.push_back(c.prompt_tokens / dt);
     } else {
       if (c.prompt_tokens > 0) st = engine.Prefill(seq, prompt, -1, &logits);
+      if (st.ok()) kv.Compress(seq);  // as above
       int32_t next = tok(rng);
       const double t0 = NowSeconds();
       for (int i = 0; st.ok() && i < c.gen_tokens; ++i) {

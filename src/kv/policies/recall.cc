@@ -19,11 +19,14 @@ void KeyDigest(const float* keys, int n, int head_dim, float* lohi) {
   }
 }
 
-float DigestBound(const float* q, int group, int head_dim, const float* lohi) {
-  // Eight running sums (two SSE registers, one AVX register), so the compiler vectorizes the
-  // channel loop: a single sum is a chain of dependent adds, and the cache ranks ~100 blocks
-  // per stream and step with it.
-  constexpr int kLanes = 8;
+// Compiled for AVX-512, AVX2 and the baseline, chosen at load time (as bandwidth.cc's probe).
+__attribute__((target_clones("avx512f", "avx2", "default"))) float DigestBound(const float* q, int group,
+                                                                               int head_dim,
+                                                                               const float* lohi) {
+  // Sixteen running sums (one AVX-512 register), so the compiler vectorizes the channel loop:
+  // a single sum is a chain of dependent adds, and the cache ranks ~100 blocks per stream and
+  // step with it.
+  constexpr int kLanes = 16;
   const float* lo = lohi;
   const float* hi = lohi + head_dim;
   float best = -std::numeric_limits<float>::infinity();
@@ -37,7 +40,8 @@ float DigestBound(const float* q, int group, int head_dim, const float* lohi) {
         acc[j] += a > b ? a : b;
       }
     }
-    float sum = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    float sum = 0;
+    for (int j = 0; j < kLanes; ++j) sum += acc[j];
     for (; c < head_dim; ++c) sum += std::max(qg[c] * lo[c], qg[c] * hi[c]);
     best = std::max(best, sum);
   }
