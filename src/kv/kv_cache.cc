@@ -337,6 +337,7 @@ void KvCache::EndStep(std::span<const StepChunk> chunks) {
     if (!staged_only()) Seal(s);
     Recall(s);
   }
+  step_pool_ = nullptr;
 }
 
 void KvCache::Compress(SeqId id) {

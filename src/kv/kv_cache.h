@@ -237,12 +237,17 @@ class KvCache {
     }
   };
   struct RecallStream {
-    std::vector<ColdBlock> cold;
+    std::vector<ColdBlock> cold;  // unordered (a fetched block's place takes the last one)
+    // The digest of every kColdGroup consecutive host blocks (the union of their ranges): one
+    // bound per group rules out the whole group when no member can outrank a held block.
+    std::vector<float> group_digest;  // [group][2 * head_dim]
+    std::vector<uint8_t> group_valid;  // [group]
     std::vector<float> digest;    // [table block][2 * head_dim]: digests of the resident blocks
     std::vector<uint8_t> state;   // [table block] kNoDigest, kDigest or kFetched (fetched last step)
     std::vector<float> query;     // [group][head_dim] the newest query of the last step (after RoPE)
   };
   static constexpr uint8_t kNoDigest = 0, kDigest = 1, kFetched = 2;
+  static constexpr int kColdGroup = 8;
   struct Sequence {
     bool live = false;
     int length = 0;                  // tokens committed over the sequence's life
@@ -312,9 +317,22 @@ class KvCache {
   void OffloadBlock(Sequence& s, int st, int b);
   // After a step: ranks held and offloaded blocks by the step's queries and swaps.
   void Recall(Sequence& s);
+  // One stream's part of a recall: the swappable held blocks, the host blocks to fetch (best
+  // first), the held blocks to let go (one per fetched block) and the fetched blocks held
+  // again (hits). Touches only the stream's own recall state.
+  struct RecallPlan {
+    std::vector<int> held, wanted, victims;
+    int64_t used = 0;
+  };
+  void PlanRecall(Sequence& s, int st, RecallPlan* plan);
   void AddCold(Sequence& s, int st, ColdBlock&& c);
   // The digest of table block b (from its keys as attention sees them), computed once.
   const float* HeldDigest(Sequence& s, int st, int b);
+  // The host-block groups: host block j changed (added, replaced or removed); host block j leaves
+  // (the last takes its place); group g's digest, made again if a member changed.
+  void ColdChanged(RecallStream& r, int j);
+  void RemoveCold(RecallStream& r, int j);
+  const float* GroupDigest(RecallStream& r, int g);
   // Inserts a host block at its place by position; false when it belongs after a staging block.
   bool InsertCold(Sequence& s, int st, ColdBlock& c);
   void EraseBlock(Sequence& s, int st, int b);  // drops table block b (already released)
@@ -364,6 +382,8 @@ class KvCache {
   // thread), made on the first task that thread runs: only threads that attend
   // pay for it.
   std::vector<std::unique_ptr<AttnScratch>> attn_scratch_;
+  // The pool of the step's Attend calls, for EndStep's recall plans (nullptr outside a step).
+  ThreadPool* step_pool_ = nullptr;
 };
 
 }  // namespace slimkv::kv

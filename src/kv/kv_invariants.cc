@@ -100,6 +100,23 @@ void KvCache::CheckInvariants() const {
               "sequence {} layer {}: {} tokens over the bound {}", i, l, total, limit * H);
       }
     }
+    // Recall's host-block groups: a group digest that claims to be current bounds its members'.
+    const int hd = spec_.head_dim;
+    for (int st = 0; st < static_cast<int>(s.recall.size()); ++st) {
+      const RecallStream& r = s.recall[st];
+      const size_t groups = (r.cold.size() + kColdGroup - 1) / kColdGroup;
+      CHECK(r.group_valid.size() == groups && r.group_digest.size() == groups * 2 * hd,
+            "sequence {} stream {}: {} host-block groups for {} host blocks", i, st, r.group_valid.size(),
+            r.cold.size());
+      for (size_t j = 0; j < r.cold.size(); ++j) {
+        if (!r.group_valid[j / kColdGroup]) continue;
+        const float* g = &r.group_digest[j / kColdGroup * 2 * hd];
+        const float* x = r.cold[j].digest.data();
+        for (int c = 0; c < hd; ++c)
+          CHECK(g[c] <= x[c] && g[hd + c] >= x[hd + c],
+                "sequence {} stream {}: host block {} outside its group's digest at channel {}", i, st, j, c);
+      }
+    }
     if (!at_rule || any_policy) continue;
     const KvUsage got = SequenceUsage(static_cast<SeqId>(i));
     const KvUsage want = SequenceFootprint(spec_, config_, s.length + s.pending, s.pending);

@@ -8,8 +8,9 @@
 // together with the stream's host blocks by the bound their key digests put on
 // the step's newest queries (policies/recall.h). The top of that ranking, as
 // many blocks as the stream may swap, is what the next step should hold: up to
-// `fetch` host blocks of it come back, each in place of the lowest-ranked held
-// block, which goes to host memory. A fetched block is the prediction; the next
+// `fetch` host blocks of it come back, each in place of the held block that the
+// policy values least among those bounded below it (ChooseVictims), which goes
+// to host memory. A fetched block is the prediction; the next
 // step's ranking is its check: a fetched block it ranks among those to hold was
 // fetched ahead (fetch_used), a block it ranks there while still in host memory
 // was missed (fetch_missed).
@@ -24,6 +25,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 #include <numeric>
 
 #include "base/check.h"
@@ -68,7 +70,42 @@ std::string RecallSummary(const EvictionStats& s) {
 void KvCache::AddCold(Sequence& s, int st, ColdBlock&& c) {
   evict_stats_.host_bytes += static_cast<int64_t>(c.HostBytes());
   ++evict_stats_.offloaded;
-  s.recall[st].cold.push_back(std::move(c));
+  RecallStream& r = s.recall[st];
+  r.cold.push_back(std::move(c));
+  ColdChanged(r, static_cast<int>(r.cold.size()) - 1);
+}
+
+void KvCache::ColdChanged(RecallStream& r, int j) {
+  const size_t groups = (r.cold.size() + kColdGroup - 1) / kColdGroup;
+  r.group_valid.resize(groups, 0);
+  r.group_digest.resize(groups * 2 * spec_.head_dim);
+  if (j / kColdGroup < static_cast<int>(groups)) r.group_valid[j / kColdGroup] = 0;
+}
+
+void KvCache::RemoveCold(RecallStream& r, int j) {
+  const int last = static_cast<int>(r.cold.size()) - 1;
+  if (j != last) r.cold[j] = std::move(r.cold[last]);
+  r.cold.pop_back();
+  ColdChanged(r, j);
+  ColdChanged(r, last);
+}
+
+const float* KvCache::GroupDigest(RecallStream& r, int g) {
+  const int hd = spec_.head_dim;
+  float* d = &r.group_digest[static_cast<size_t>(g) * 2 * hd];
+  if (!r.group_valid[g]) {
+    const int end = std::min<int>(static_cast<int>(r.cold.size()), (g + 1) * kColdGroup);
+    std::copy_n(r.cold[g * kColdGroup].digest.begin(), 2 * hd, d);
+    for (int j = g * kColdGroup + 1; j < end; ++j) {
+      const float* x = r.cold[j].digest.data();
+      for (int c = 0; c < hd; ++c) {
+        d[c] = std::min(d[c], x[c]);
+        d[hd + c] = std::max(d[hd + c], x[hd + c]);
+      }
+    }
+    r.group_valid[g] = 1;
+  }
+  return d;
 }
 
 void KvCache::OffloadTokens(Sequence& s, int st, std::span<const int> rows, const float* k, const float* v,
@@ -199,69 +236,102 @@ bool KvCache::InsertCold(Sequence& s, int st, ColdBlock& c) {
   return true;
 }
 
+void KvCache::PlanRecall(Sequence& s, int st, RecallPlan* plan) {
+  const int bt = config_.block_tokens, hd = spec_.head_dim, H = spec_.n_kv_heads, G = spec_.group_size();
+  RecallStream& r = s.recall[st];
+  const BlockTable& t = s.tables[st];
+  r.state.resize(t.n_blocks(), kNoDigest);
+  r.digest.resize(r.state.size() * 2 * hd);
+  // The blocks that may swap: full, in the final format, after the sinks and before the recent
+  // tokens the policy always keeps.
+  const int budget = policy_.LayerBudget(st / H, spec_.n_layers);
+  const int keep_first = evictor_->sinks(), keep_last = std::max(1, evictor_->recent(budget));
+  const int lo = std::max(t.first_live, t.pinned);
+  std::vector<int>& held = plan->held;
+  int before = 0, after = t.HeldFrom(lo);
+  for (int b = lo; b < t.n_blocks(); ++b) {
+    after -= t.fill[b];
+    const bool final_kind = t.sealed[b] || (staged_only() && b + 1 < t.n_blocks());
+    // A block another owner holds (a published prefix) would free nothing by leaving.
+    if (final_kind && t.fill[b] == bt && before >= keep_first && after >= keep_last &&
+        store_.RefCount(t.sealed[b], t.ids[b]) == 1)
+      held.push_back(b);
+    before += t.fill[b];
+  }
+  // Rank held (index i < held) and host blocks (held + j) by their bound on the step's queries.
+  // A host block bounded no higher than every held block ranks after them all (held blocks come
+  // first among equals), so a group whose own bound is that low is not looked into.
+  const int nh = static_cast<int>(held.size()), nc = static_cast<int>(r.cold.size());
+  std::vector<float> bound(nh + nc, -std::numeric_limits<float>::infinity());
+  for (int i = 0; i < nh; ++i) bound[i] = DigestBound(r.query.data(), G, hd, HeldDigest(s, st, held[i]));
+  const float floor = nh > 0 ? *std::min_element(bound.begin(), bound.begin() + nh) : 0.0f;
+  for (int g = 0; nh > 0 && g * kColdGroup < nc; ++g) {
+    if (DigestBound(r.query.data(), G, hd, GroupDigest(r, g)) <= floor) continue;
+    for (int j = g * kColdGroup; j < std::min(nc, (g + 1) * kColdGroup); ++j)
+      bound[nh + j] = DigestBound(r.query.data(), G, hd, r.cold[j].digest.data());
+  }
+  std::vector<int> order(nh + nc);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return bound[a] > bound[b]; });
+  std::vector<int>& wanted = plan->wanted;  // host blocks to fetch, best first
+  for (int i = 0; i < nh; ++i) {
+    const int x = order[i];
+    if (x >= nh)
+      wanted.push_back(x - nh);
+    else if (r.state[held[x]] == kFetched)
+      ++plan->used;
+  }
+  for (uint8_t& state : r.state)
+    if (state == kFetched) state = kDigest;
+  if (wanted.empty()) return;
+  // The policy's value of each held block (its tokens' scores summed, as when it cuts blocks).
+  std::vector<float> value(nh, 0.0f);
+  {
+    ViewData d;
+    MakeView(s, st, evictor_->wants_keys(), &d);
+    std::vector<float> score;
+    evictor_->Score(d.view, &score);
+    for (int i = 0, vb = 0; i < nh; ++i) {
+      while (d.block_of[vb] != held[i]) ++vb;
+      for (int j = 0; j < d.blocks[vb].n; ++j) value[i] += score[d.blocks[vb].first + j];
+    }
+  }
+  std::vector<float> pairs(bound.begin(), bound.begin() + nh);  // held, then wanted best first
+  for (int j : wanted) pairs.push_back(bound[nh + j]);
+  plan->victims = ChooseVictims(pairs, value, policy_.fetch, static_cast<int>(wanted.size()));
+  for (int& v : plan->victims) v = held[v];
+}
+
 void KvCache::Recall(Sequence& s) {
   if (!policy_.recall || s.prompt_open) return;
-  const int bt = config_.block_tokens, hd = spec_.head_dim, H = spec_.n_kv_heads, G = spec_.group_size();
-  for (int st = 0; st < streams(); ++st) {
-    if (!PolicyStream(st)) continue;
+  // The plans read only their own stream (and the pool's reference counts), so streams plan in
+  // parallel on the step's pool; the moves, which allocate and release blocks, run in order.
+  std::vector<int> sts;
+  for (int st = 0; st < streams(); ++st)
+    if (PolicyStream(st) && !s.recall[st].query.empty()) sts.push_back(st);
+  std::vector<RecallPlan> plans(sts.size());
+  if (step_pool_) {
+    step_pool_->Run(static_cast<int>(sts.size()), [&](int i, int) { PlanRecall(s, sts[i], &plans[i]); });
+  } else {
+    for (size_t i = 0; i < sts.size(); ++i) PlanRecall(s, sts[i], &plans[i]);
+  }
+  for (size_t i = 0; i < sts.size(); ++i) {
+    const int st = sts[i];
     RecallStream& r = s.recall[st];
     BlockTable& t = s.tables[st];
-    if (r.query.empty()) continue;
-    r.state.resize(t.n_blocks(), kNoDigest);
-    r.digest.resize(r.state.size() * 2 * hd);
-    // The blocks that may swap: full, in the final format, after the sinks and before the recent
-    // tokens the policy always keeps.
-    const int budget = policy_.LayerBudget(st / H, spec_.n_layers);
-    const int keep_first = evictor_->sinks(), keep_last = std::max(1, evictor_->recent(budget));
-    const int lo = std::max(t.first_live, t.pinned);
-    std::vector<int> held;
-    int before = 0, after = t.HeldFrom(lo);
-    for (int b = lo; b < t.n_blocks(); ++b) {
-      after -= t.fill[b];
-      const bool final_kind = t.sealed[b] || (staged_only() && b + 1 < t.n_blocks());
-      // A block another owner holds (a published prefix) would free nothing by leaving.
-      if (final_kind && t.fill[b] == bt && before >= keep_first && after >= keep_last &&
-          store_.RefCount(t.sealed[b], t.ids[b]) == 1)
-        held.push_back(b);
-      before += t.fill[b];
-    }
-    if (held.empty() && r.cold.empty()) continue;
-    // Rank held (index i < held) and host blocks (held + j) by their bound on the step's queries.
-    const int nh = static_cast<int>(held.size()), nc = static_cast<int>(r.cold.size());
-    std::vector<float> bound(nh + nc);
-    for (int i = 0; i < nh; ++i) bound[i] = DigestBound(r.query.data(), G, hd, HeldDigest(s, st, held[i]));
-    for (int j = 0; j < nc; ++j) bound[nh + j] = DigestBound(r.query.data(), G, hd, r.cold[j].digest.data());
-    std::vector<int> order(nh + nc);
-    std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return bound[a] > bound[b]; });
-    std::vector<int> wanted,
-        victims;  // host blocks to fetch (best first), held blocks to let go (worst first)
-    for (int i = 0; i < nh + nc; ++i) {
-      const int x = order[i];
-      if (i < nh) {
-        if (x >= nh)
-          wanted.push_back(x - nh);
-        else if (r.state[held[x]] == kFetched)
-          ++evict_stats_.fetch_used;
-      } else if (x < nh) {
-        victims.push_back(held[x]);
-      }
-    }
+    std::vector<int>& wanted = plans[i].wanted;
+    std::vector<int>& victims = plans[i].victims;
+    evict_stats_.fetch_used += plans[i].used;
     evict_stats_.fetch_missed += static_cast<int64_t>(wanted.size());
-    for (uint8_t& state : r.state)
-      if (state == kFetched) state = kDigest;
-    std::reverse(victims.begin(), victims.end());
-    const int swaps =
-        std::min({policy_.fetch, static_cast<int>(wanted.size()), static_cast<int>(victims.size())});
+    const int swaps = static_cast<int>(victims.size());
     if (swaps == 0) continue;
     // Fetch first (the host blocks leave the host list), then let the victims go, later blocks
     // first so erasing one does not move the others.
     std::vector<ColdBlock> fetch;
     wanted.resize(swaps);
     for (int j : wanted) fetch.push_back(std::move(r.cold[j]));
-    std::sort(wanted.rbegin(), wanted.rend());
-    for (int j : wanted) r.cold.erase(r.cold.begin() + j);
-    victims.resize(swaps);
+    std::sort(wanted.rbegin(), wanted.rend());  // the last host blocks first: none moves twice
+    for (int j : wanted) RemoveCold(r, j);
     std::sort(victims.rbegin(), victims.rend());
     for (int b : victims) {
       OffloadBlock(s, st, b);
@@ -275,6 +345,7 @@ void KvCache::Recall(Sequence& s) {
         ++evict_stats_.fetched;
       } else {
         r.cold.push_back(std::move(c));  // no room or no place: it stays in host memory
+        ColdChanged(r, static_cast<int>(r.cold.size()) - 1);
       }
     }
   }

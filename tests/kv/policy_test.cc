@@ -311,10 +311,29 @@ TEST(PolicyTest, RecallDigestBoundsTheBlocksScores) {
         const float ref = DigestBoundReference(q.data(), group, hd, lohi.data());
         EXPECT_NEAR(bound, ref, 1e-5f * hd * (1 + std::fabs(ref)));
         EXPECT_GE(ref, best - 1e-4f * (1 + std::fabs(best)));
-        if (n == 1) EXPECT_NEAR(ref, best, 1e-4f * (1 + std::fabs(best)));
+        if (n == 1) {
+          EXPECT_NEAR(ref, best, 1e-4f * (1 + std::fabs(best)));
+        }
       }
     }
   }
+}
+
+// A held block leaves for a wanted host block only when the query bounds it lower, and
+// among those the policy's least valued one goes, not the one the bound ranks lowest.
+TEST(PolicyTest, RecallSwapsOutWhatThePolicyValuesLeast) {
+  // Held blocks 0..3 (bound, value), then the wanted host blocks' bounds, best first.
+  const std::vector<float> value = {0.1f, 9.0f, 5.0f, 4.0f};
+  const std::vector<float> bound = {5.0f, 1.0f, 3.0f, 2.0f, /*wanted*/ 4.0f, 2.5f, 0.5f};
+  // Block 0 is valued least but bounded above every wanted block: it stays. For 4.0, block 3
+  // (value 4) goes; for 2.5, block 2 is bounded above it (3.0) and block 1 (value 9) below it;
+  // 0.5 bounds no held block higher: nothing more leaves.
+  EXPECT_EQ(ChooseVictims(bound, value, 4, 3), (std::vector<int>{3, 1}));
+  EXPECT_EQ(ChooseVictims(bound, value, 1, 3), (std::vector<int>{3}));  // `fetch` caps the swaps
+  EXPECT_EQ(ChooseVictims(bound, value, 4, 0), (std::vector<int>{}));
+  // Equal values keep the held order; equal bounds do not swap.
+  EXPECT_EQ(ChooseVictims(std::vector<float>{1, 1, 2}, std::vector<float>{3, 3}, 4, 1), (std::vector<int>{0}));
+  EXPECT_EQ(ChooseVictims(std::vector<float>{2, 2, 2}, std::vector<float>{3, 3}, 4, 1), (std::vector<int>{}));
 }
 
 }  // namespace

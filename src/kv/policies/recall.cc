@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <numeric>
 
 namespace slimkv::kv {
 
@@ -59,6 +60,22 @@ float DigestBoundReference(const float* q, int group, int head_dim, const float*
     best = std::max(best, sum);
   }
   return static_cast<float>(best);
+}
+
+std::vector<int> ChooseVictims(std::span<const float> bound, std::span<const float> value, int fetch,
+                               int n_wanted) {
+  const int nh = static_cast<int>(value.size());
+  std::vector<int> least(nh);
+  std::iota(least.begin(), least.end(), 0);
+  std::stable_sort(least.begin(), least.end(), [&](int a, int b) { return value[a] < value[b]; });
+  std::vector<int> victims;
+  // Wanted blocks come best first, so a held block skipped for one is skipped for the rest.
+  for (int i = 0, c = 0; i < std::min(fetch, n_wanted); ++i) {
+    while (c < nh && bound[least[c]] >= bound[nh + i]) ++c;
+    if (c == nh) break;
+    victims.push_back(least[c++]);
+  }
+  return victims;
 }
 
 }  // namespace slimkv::kv

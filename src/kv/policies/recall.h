@@ -10,6 +10,7 @@
 #pragma once
 
 #include <span>
+#include <vector>
 
 namespace slimkv::kv {
 
@@ -19,5 +20,17 @@ void KeyDigest(const float* keys, int n, int head_dim, float* lohi);
 float DigestBound(const float* q, int group, int head_dim, const float* lohi);
 // The same in double precision, one channel at a time (the tests' reference).
 float DigestBoundReference(const float* q, int group, int head_dim, const float* lohi);
+
+// Which held blocks leave for the host blocks a step wants. `bound` holds the
+// step's bounds of the held blocks [0, nh) and then of the wanted host blocks,
+// best first [nh, nh + n_wanted); `value` the policy's value of each held block
+// (value.size() == nh). The i-th wanted block (i < fetch) comes back in place of
+// the held block the policy values least among those whose bound is below its
+// own: one query's bound says what the next step may read, the policy's evidence
+// what the sequence goes on needing, and a block the query bounds higher than the
+// wanted one never leaves for it. Returns held indices, in the wanted blocks'
+// order; shorter than min(fetch, n_wanted) when no held block qualifies.
+std::vector<int> ChooseVictims(std::span<const float> bound, std::span<const float> value, int fetch,
+                               int n_wanted);
 
 }  // namespace slimkv::kv
