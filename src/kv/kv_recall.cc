@@ -240,6 +240,7 @@ void KvCache::PlanRecall(Sequence& s, int st, RecallPlan* plan) {
   const int bt = config_.block_tokens, hd = spec_.head_dim, H = spec_.n_kv_heads, G = spec_.group_size();
   RecallStream& r = s.recall[st];
   const BlockTable& t = s.tables[st];
+  if (r.value_age < std::numeric_limits<int>::max()) ++r.value_age;
   r.state.resize(t.n_blocks(), kNoDigest);
   r.digest.resize(r.state.size() * 2 * hd);
   // The blocks that may swap: full, in the final format, after the sinks and before the recent
@@ -286,14 +287,27 @@ void KvCache::PlanRecall(Sequence& s, int st, RecallPlan* plan) {
   if (wanted.empty()) return;
   // The policy's value of each held block (its tokens' scores summed, as when it cuts blocks).
   std::vector<float> value(nh, 0.0f);
-  {
+  const bool keys = evictor_->wants_keys();
+  const std::vector<int32_t>& pos = s.stats[st].pos;
+  if (!keys || r.value_age >= bt) {
     ViewData d;
-    MakeView(s, st, evictor_->wants_keys(), &d);
+    MakeView(s, st, keys, &d);
     std::vector<float> score;
     evictor_->Score(d.view, &score);
     for (int i = 0, vb = 0; i < nh; ++i) {
       while (d.block_of[vb] != held[i]) ++vb;
       for (int j = 0; j < d.blocks[vb].n; ++j) value[i] += score[d.blocks[vb].first + j];
+    }
+    if (keys) {
+      r.value_at.clear();
+      for (int i = 0; i < nh; ++i) r.value_at[pos[static_cast<size_t>(held[i]) * bt]] = value[i];
+      r.value_age = 0;
+    }
+  } else {
+    // A block sealed or fetched since has no value yet: it leaves last.
+    for (int i = 0; i < nh; ++i) {
+      const auto it = r.value_at.find(pos[static_cast<size_t>(held[i]) * bt]);
+      value[i] = it == r.value_at.end() ? std::numeric_limits<float>::infinity() : it->second;
     }
   }
   std::vector<float> pairs(bound.begin(), bound.begin() + nh);  // held, then wanted best first
