@@ -37,7 +37,7 @@ def main():
     args = ap.parse_args()
     sets, policies, fractions = args.sets.split(","), args.policies.split(","), args.fractions.split(",")
 
-    print("| set | policy | budget | full cache | policy | with :recall | fetch-ahead hit rate | blocks fetched / offloaded |")
+    print("| set | policy | budget | full cache | policy alone | with :recall | fetch-ahead hit rate | blocks fetched / offloaded |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     groups = []  # (label, full, base, recall)
     for s in sets:
@@ -53,7 +53,7 @@ def main():
                 groups.append((f"{s} {p} {100 * float(f):.0f}%", full, base, rec))
     if not args.svg:
         return
-    w, h, ml, mr, mt, mb = max(720, 60 * len(groups) + 120), 380, 60, 20, 50, 90
+    w, h, ml, mr, mt, mb = max(720, 60 * len(groups) + 120), 420, 120, 20, 50, 130
     gw = (w - ml - mr) / len(groups)
     Y = lambda y: h - mb - y * (h - mt - mb)  # noqa: E731
     series = [("policy", 2, "#1f77b4"), ("with :recall", 3, "#d62728")]
