@@ -88,7 +88,6 @@ void KvCache::StreamRuns(const Sequence& s, int st, int extra, std::vector<Run>*
 
 void KvCache::Attend(ThreadPool& pool, int layer, std::span<const StepChunk> chunks, const float* q,
                      int64_t ldq, float* out, int64_t ldo, float scale) {
-  step_pool_ = &pool;
   const int H = spec_.n_kv_heads, G = spec_.group_size(), hd = spec_.head_dim;
   const int bt = config_.block_tokens;
   const int window = spec_.window(layer);

@@ -321,7 +321,7 @@ void KvCache::Append(int layer, std::span<const StepChunk> chunks, const float* 
   }
 }
 
-void KvCache::EndStep(std::span<const StepChunk> chunks) {
+void KvCache::EndStep(std::span<const StepChunk> chunks, ThreadPool* pool) {
   const int bt = config_.block_tokens;
   for (const StepChunk& c : chunks) {
     Sequence& s = Seq(c.seq);
@@ -335,9 +335,8 @@ void KvCache::EndStep(std::span<const StepChunk> chunks) {
     DropOutOfWindow(s);
     if (policy_.active() && !s.prompt_open) Evict(s, /*at_prompt_end=*/false);
     if (!staged_only()) Seal(s);
-    Recall(s);
+    Recall(s, pool);
   }
-  step_pool_ = nullptr;
 }
 
 void KvCache::Compress(SeqId id) {

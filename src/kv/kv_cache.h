@@ -151,8 +151,9 @@ class KvCache {
   void Attend(ThreadPool& pool, int layer, std::span<const StepChunk> chunks, const float* q, int64_t ldq,
               float* out, int64_t ldo, float scale);
   // Commits the step's tokens, applies the policy, seals blocks that left the
-  // residual window and frees blocks that left every window.
-  void EndStep(std::span<const StepChunk> chunks);
+  // residual window and frees blocks that left every window. `pool`: the step's
+  // threads, on which `:recall` ranks the streams' blocks (nullptr: inline).
+  void EndStep(std::span<const StepChunk> chunks, ThreadPool* pool = nullptr);
 
   // Prefix sharing (prefix_cache.h). AttachPrefix gives an empty sequence the
   // longest run of cached full blocks matching a prefix of `tokens` under the
@@ -322,8 +323,9 @@ class KvCache {
                      std::span<const int32_t> pos, std::span<const float> mass, std::span<const float> last,
                      std::span<const float> score);
   void OffloadBlock(Sequence& s, int st, int b);
-  // After a step: ranks held and offloaded blocks by the step's queries and swaps.
-  void Recall(Sequence& s);
+  // After a step: ranks held and offloaded blocks by the step's queries (the streams in
+  // parallel on `pool` when given) and swaps.
+  void Recall(Sequence& s, ThreadPool* pool);
   // One stream's part of a recall: the swappable held blocks, the host blocks to fetch (best
   // first), the held blocks to let go (one per fetched block) and the fetched blocks held
   // again (hits). Touches only the stream's own recall state.
@@ -333,6 +335,7 @@ class KvCache {
   };
   void PlanRecall(Sequence& s, int st, RecallPlan* plan);
   void AddCold(Sequence& s, int st, ColdBlock&& c);
+  void PushCold(RecallStream& r, ColdBlock&& c);  // appends a host block (its group changes)
   // The digest of table block b (from its keys as attention sees them), computed once.
   const float* HeldDigest(Sequence& s, int st, int b);
   // The host-block groups: host block j changed (added, replaced or removed); host block j leaves
@@ -389,8 +392,6 @@ class KvCache {
   // thread), made on the first task that thread runs: only threads that attend
   // pay for it.
   std::vector<std::unique_ptr<AttnScratch>> attn_scratch_;
-  // The pool of the step's Attend calls, for EndStep's recall plans (nullptr outside a step).
-  ThreadPool* step_pool_ = nullptr;
 };
 
 }  // namespace slimkv::kv

@@ -70,7 +70,10 @@ std::string RecallSummary(const EvictionStats& s) {
 void KvCache::AddCold(Sequence& s, int st, ColdBlock&& c) {
   evict_stats_.host_bytes += static_cast<int64_t>(c.HostBytes());
   ++evict_stats_.offloaded;
-  RecallStream& r = s.recall[st];
+  PushCold(s.recall[st], std::move(c));
+}
+
+void KvCache::PushCold(RecallStream& r, ColdBlock&& c) {
   r.cold.push_back(std::move(c));
   ColdChanged(r, static_cast<int>(r.cold.size()) - 1);
 }
@@ -316,16 +319,16 @@ void KvCache::PlanRecall(Sequence& s, int st, RecallPlan* plan) {
   for (int& v : plan->victims) v = held[v];
 }
 
-void KvCache::Recall(Sequence& s) {
+void KvCache::Recall(Sequence& s, ThreadPool* pool) {
   if (!policy_.recall || s.prompt_open) return;
   // The plans read only their own stream (and the pool's reference counts), so streams plan in
-  // parallel on the step's pool; the moves, which allocate and release blocks, run in order.
+  // parallel; the moves, which allocate and release blocks, run in order.
   std::vector<int> sts;
   for (int st = 0; st < streams(); ++st)
     if (PolicyStream(st) && !s.recall[st].query.empty()) sts.push_back(st);
   std::vector<RecallPlan> plans(sts.size());
-  if (step_pool_) {
-    step_pool_->Run(static_cast<int>(sts.size()), [&](int i, int) { PlanRecall(s, sts[i], &plans[i]); });
+  if (pool) {
+    pool->Run(static_cast<int>(sts.size()), [&](int i, int) { PlanRecall(s, sts[i], &plans[i]); });
   } else {
     for (size_t i = 0; i < sts.size(); ++i) PlanRecall(s, sts[i], &plans[i]);
   }
@@ -358,8 +361,7 @@ void KvCache::Recall(Sequence& s) {
         evict_stats_.host_bytes -= bytes;
         ++evict_stats_.fetched;
       } else {
-        r.cold.push_back(std::move(c));  // no room or no place: it stays in host memory
-        ColdChanged(r, static_cast<int>(r.cold.size()) - 1);
+        PushCold(r, std::move(c));  // no room or no place: it stays in host memory
       }
     }
   }

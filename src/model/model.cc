@@ -277,7 +277,7 @@ Status Model::Forward(ThreadPool& pool, kv::KvCache& kv, std::span<const BatchEn
     }
   }
   for (int l = 0; l < c.n_layers; ++l) Layer(pool, kv, l, rows);
-  kv.EndStep(ws_.chunks);
+  kv.EndStep(ws_.chunks, &pool);
 
   // Output norm and projection for the rows that want logits (gathered into xn).
   int64_t out_row = 0;

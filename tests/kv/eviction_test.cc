@@ -112,7 +112,7 @@ struct Driver {
         }
       }
     }
-    cache->EndStep(ch);
+    cache->EndStep(ch, &pool);
     cache->CheckInvariants();
     ++steps;
   }
@@ -408,7 +408,7 @@ TEST(EvictionTest, RecallFetchesTheBlockTheQueryWants) {
           cache.Append(l, ch, k.data(), width, v.data(), width);
           cache.Attend(pool, l, ch, q.data(), qwidth, out.data(), qwidth, 0.125f);
         }
-        cache.EndStep(ch);
+        cache.EndStep(ch, &pool);
         cache.CheckInvariants();
       };
       auto holds_needle = [&](int layer, int head) {
