@@ -813,6 +813,7 @@ void Scheduler::UpdateStats(double now) {
         stats_.prefix = p;
       }
       stats_.swap = kv.swap_cost().stats();  // the tiers' own counters are read by Stats()
+      stats_.evicting = kv.policy().active();
       stats_.recall = kv.policy().recall;
       stats_.eviction = kv.eviction_stats();
       slow_stats_time_ = now;

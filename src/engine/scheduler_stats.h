@@ -104,8 +104,9 @@ struct SchedulerStats {
   kv::tiers::TierStackStats tier_stack;
   std::vector<std::pair<std::string, kv::tiers::TierStats>> tiers;
   kv::SwapCostStats swap;
-  // Eviction under `:recall` (kv/kv_cache.h): blocks moved to and from host memory.
-  bool recall = false;
+  // Eviction (kv/kv_cache.h): what the policy did to the streams (with an eviction policy), and under
+  // `:recall` the blocks moved to and from host memory.
+  bool evicting = false, recall = false;
   kv::EvictionStats eviction;
   // KV pool.
   size_t kv_budget_bytes = 0, kv_bytes_used = 0;

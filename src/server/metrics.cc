@@ -238,8 +238,32 @@ std::string PrometheusText(const engine::SchedulerStats& s, const std::string& m
            static_cast<double>(s.kv_block_bytes));
   w.Metric("slimkv_kv_bytes_per_token", "gauge",
            "KV bytes per token of the active format (data and metadata, all layers).", s.kv_bytes_per_token);
+  const kv::EvictionStats& e = s.eviction;
+  if (s.evicting) {  // counted per stream (a layer's KV head)
+    w.Metric("slimkv_kv_evicted_tokens_total", "counter",
+             "Tokens the eviction policy removed, counted per stream (a layer's KV head: a token evicted "
+             "from every stream counts layers x KV heads times).",
+             static_cast<double>(e.tokens_evicted));
+    w.Header("slimkv_kv_eviction_passes_total", "counter",
+             "Eviction passes over a stream: token-level rewrites of its own tokens (in the prompt) or "
+             "block-level passes (after the prompt).");
+    w.Sample("slimkv_kv_eviction_passes_total{level=\"token\"}", static_cast<double>(e.compactions));
+    w.Sample("slimkv_kv_eviction_passes_total{level=\"block\"}", static_cast<double>(e.block_passes));
+    w.Header("slimkv_kv_evicted_blocks_total", "counter",
+             "Blocks block-level passes released by reference (dropped) or cut short (shortened: the sinks' "
+             "block).");
+    w.Sample("slimkv_kv_evicted_blocks_total{how=\"dropped\"}", static_cast<double>(e.blocks_dropped));
+    w.Sample("slimkv_kv_evicted_blocks_total{how=\"shortened\"}", static_cast<double>(e.blocks_shortened));
+    w.Metric("slimkv_kv_merged_tokens_total", "counter",
+             "Evicted tokens whose value was merged into a kept token (:merge, :pyramid).",
+             static_cast<double>(e.merged));
+    w.Header("slimkv_kv_rewritten_tokens_total", "counter",
+             "Tokens whose bytes eviction wrote again: staging tokens a token-level pass copied "
+             "(losslessly), or sealed tokens re-encoded to merge into them.");
+    w.Sample("slimkv_kv_rewritten_tokens_total{why=\"compaction\"}", static_cast<double>(e.tokens_moved));
+    w.Sample("slimkv_kv_rewritten_tokens_total{why=\"merge\"}", static_cast<double>(e.sealed_reencoded));
+  }
   if (s.recall) {
-    const kv::EvictionStats& e = s.eviction;
     w.Header("slimkv_kv_recall_blocks_total", "counter",
              "Blocks an eviction policy with :recall moved to host memory (offloaded) or fetched back.");
     w.Sample("slimkv_kv_recall_blocks_total{move=\"offloaded\"}", static_cast<double>(e.offloaded));

@@ -85,6 +85,13 @@ TEST(SchedulerFakeTest, CompressAtTheEndOfThePrompt) {
   rig.RunUntilIdle();
   EXPECT_TRUE(checked);
   EXPECT_EQ(out.tokens.size(), 5u);
+  // What /metrics exports: the policy's counters, refreshed when the scheduler goes idle.
+  const SchedulerStats st = rig.sched->Stats();
+  EXPECT_TRUE(st.evicting);
+  EXPECT_FALSE(st.recall);
+  EXPECT_EQ(st.eviction.compactions, FakeModel::kLayers * FakeModel::kKvHeads);
+  EXPECT_EQ(st.eviction.tokens_evicted, rig.kv->eviction_stats().tokens_evicted);
+  EXPECT_GE(st.eviction.tokens_evicted, int64_t{FakeModel::kLayers * FakeModel::kKvHeads * (200 - 32)});
 }
 
 // Slots are reserved before the forward pass: under a budget for about two sequences the scheduler defers and
@@ -97,6 +104,7 @@ TEST(SchedulerFakeTest, ReservesSlotsBeforeTheForwardPass) {
   for (int i = 0; i < 6; ++i) ASSERT_TRUE(rig.sched->Submit(Greedy(RandomPrompt(40, 10 + i), 48, &outs[i])).ok());
   rig.RunUntilIdle();
   const SchedulerStats st = rig.sched->Stats();
+  EXPECT_FALSE(st.evicting);
   EXPECT_GT(st.preemptions, 0u);
   EXPECT_EQ(st.failed, 0u);
   // Every forward pass ran a reserved batch (the fake model checks) and counted as a step.

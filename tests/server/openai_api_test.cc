@@ -473,6 +473,31 @@ TEST(MetricsTest, RecallSeries) {
   }
 }
 
+// With an eviction policy /metrics exports what it did; without one, none of these series.
+TEST(MetricsTest, EvictionSeries) {
+  engine::SchedulerStats s;
+  s.eviction.tokens_evicted = 700;
+  s.eviction.compactions = 6;
+  s.eviction.block_passes = 20;
+  s.eviction.blocks_dropped = 30;
+  s.eviction.blocks_shortened = 2;
+  s.eviction.merged = 5;
+  s.eviction.tokens_moved = 64;
+  s.eviction.sealed_reencoded = 16;
+  EXPECT_EQ(PrometheusText(s, "model").find("slimkv_kv_evicted"), std::string::npos);
+  s.evicting = true;
+  const std::string text = PrometheusText(s, "model");
+  for (const char* line :
+       {"slimkv_kv_evicted_tokens_total 700", R"(slimkv_kv_eviction_passes_total{level="token"} 6)",
+        R"(slimkv_kv_eviction_passes_total{level="block"} 20)", R"(slimkv_kv_evicted_blocks_total{how="dropped"} 30)",
+        R"(slimkv_kv_evicted_blocks_total{how="shortened"} 2)", "slimkv_kv_merged_tokens_total 5",
+        R"(slimkv_kv_rewritten_tokens_total{why="compaction"} 64)",
+        R"(slimkv_kv_rewritten_tokens_total{why="merge"} 16)"}) {
+    EXPECT_NE(text.find(std::string(line) + "\n"), std::string::npos) << line;
+  }
+  EXPECT_EQ(text.find("slimkv_kv_recall"), std::string::npos);  // recall's series only under :recall
+}
+
 // The dashboard's quantiles are quantiles, interpolated inside the bucket as Prometheus'
 // histogram_quantile does, not the bucket's upper bound (which read 100 ms for any p50
 // between 50 and 100 ms).
