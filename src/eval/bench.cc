@@ -54,6 +54,13 @@ void Summarize(const std::vector<double>& rates, BenchResult* r) {
   r->stddev = std::sqrt(var);
 }
 
+// KV bytes a decode step reads: what the sequence holds (data, metadata and high-precision staging) by the
+// cache's own accounting, which follows the footprint rule or, under an eviction policy, the policy's bounds.
+double HeldKvBytes(const kv::KvCache& kv, kv::SeqId seq) {
+  const kv::KvUsage u = kv.SequenceUsage(seq);
+  return static_cast<double>(u.bytes_data + u.bytes_meta + u.bytes_residual);
+}
+
 // tgN@dD with the context built once: the warm-up and the timed repetitions
 // decode N tokens each, one after another on the same sequence.
 Result<BenchResult> RunDecodeOnOneContext(engine::Engine& engine, const BenchCase& c, int reps,
@@ -74,8 +81,10 @@ Result<BenchResult> RunDecodeOnOneContext(engine::Engine& engine, const BenchCas
   Status st = c.prompt_tokens > 0 ? engine.Prefill(seq, prompt, -1, &logits) : Status::Ok();
   if (st.ok()) kv.Compress(seq);  // the prompt ends: an eviction policy cuts to its budget, as in serving
   std::vector<double> rates;
+  double held_first = 0;  // KV bytes held when the timed steps start
   int32_t next = tok(rng);
   for (int rep = 0; st.ok() && rep < reps + 1; ++rep) {  // the first decodes untimed: warm-up
+    if (rep == 1) held_first = HeldKvBytes(kv, seq);
     const double t0 = NowSeconds();
     for (int i = 0; st.ok() && i < c.gen_tokens; ++i) {
       const model::BatchEntry e{seq, {&next, 1}};
@@ -84,17 +93,16 @@ Result<BenchResult> RunDecodeOnOneContext(engine::Engine& engine, const BenchCas
     }
     if (st.ok() && rep > 0) rates.push_back(c.gen_tokens / (NowSeconds() - t0));
   }
+  const double held_last = st.ok() ? HeldKvBytes(kv, seq) : 0;
   kv.RemoveSequence(seq);
   RETURN_IF_ERROR(st);
   BenchResult r;
   r.c = c;
   Summarize(rates, &r);
-  const double mean = r.tokens_per_s;
-  // The timed steps run at depths D + N .. D + N (reps + 1).
-  const double depth = c.prompt_tokens + c.gen_tokens * (1 + reps / 2.0);
-  r.bytes_per_step = static_cast<double>(engine.model().WeightBytesPerToken()) +
-                     depth * (kv.DataBytesPerToken() + kv.MetaBytesPerToken());
-  r.gbps = r.bytes_per_step * mean / 1e9;
+  // The timed steps run at depths D + N .. D + N (reps + 1): the KV bytes held midway.
+  r.bytes_per_step =
+      static_cast<double>(engine.model().WeightBytesPerToken()) + (held_first + held_last) / 2;
+  r.gbps = r.bytes_per_step * r.tokens_per_s / 1e9;
   return r;
 }
 
@@ -115,6 +123,7 @@ Result<BenchResult> RunBench(engine::Engine& engine, const BenchCase& c, int rep
   std::vector<int32_t> prompt(std::max(1, c.prompt_tokens));
   std::vector<float> logits;
   std::vector<double> rates;
+  double held = 0;  // KV bytes held at the start and end of the timed repetitions' steps, summed
   BenchResult r;
   r.c = c;
   kv::KvCache& kv = engine.kv();
@@ -132,6 +141,7 @@ Result<BenchResult> RunBench(engine::Engine& engine, const BenchCase& c, int rep
     } else {
       if (c.prompt_tokens > 0) st = engine.Prefill(seq, prompt, -1, &logits);
       if (st.ok()) kv.Compress(seq);  // as above
+      const double held_first = HeldKvBytes(kv, seq);
       int32_t next = tok(rng);
       const double t0 = NowSeconds();
       for (int i = 0; st.ok() && i < c.gen_tokens; ++i) {
@@ -140,7 +150,10 @@ Result<BenchResult> RunBench(engine::Engine& engine, const BenchCase& c, int rep
         next = tok(rng);
       }
       dt = NowSeconds() - t0;
-      if (st.ok() && rep > 0) rates.push_back(c.gen_tokens / dt);
+      if (st.ok() && rep > 0) {
+        rates.push_back(c.gen_tokens / dt);
+        held += held_first + HeldKvBytes(kv, seq);
+      }
     }
     kv.RemoveSequence(seq);
     RETURN_IF_ERROR(st);
@@ -148,13 +161,10 @@ Result<BenchResult> RunBench(engine::Engine& engine, const BenchCase& c, int rep
   }
   progress.Finish();
   Summarize(rates, &r);
-  const double mean = r.tokens_per_s;
-  if (c.gen_tokens > 0) {
-    const double depth = c.prompt_tokens + c.gen_tokens / 2.0;
-    const kv::KvUsage held = kv::SequenceFootprint(kv.spec(), kv.config(), static_cast<int64_t>(depth));
-    r.bytes_per_step = static_cast<double>(engine.model().WeightBytesPerToken()) + held.bytes_data +
-                       held.bytes_meta + held.bytes_residual;
-    r.gbps = r.bytes_per_step * mean / 1e9;
+  if (c.gen_tokens > 0 && !rates.empty()) {  // the KV bytes held midway through the steps
+    r.bytes_per_step = static_cast<double>(engine.model().WeightBytesPerToken()) +
+                       held / (2.0 * static_cast<double>(rates.size()));
+    r.gbps = r.bytes_per_step * r.tokens_per_s / 1e9;
   }
   return r;
 }

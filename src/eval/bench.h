@@ -21,8 +21,8 @@ struct BenchResult {
   BenchCase c;
   double tokens_per_s = 0;  // mean over repetitions
   double stddev = 0;
-  // Decode only: bytes one decode step reads (weights + KV at the mean depth)
-  // and the rate.
+  // Decode only: bytes one decode step reads (weights + the KV the sequence holds midway through the
+  // timed steps, by the cache's accounting: an eviction policy's budget, not the context) and the rate.
   double bytes_per_step = 0;
   double gbps = 0;
 };
