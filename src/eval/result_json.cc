@@ -64,7 +64,8 @@ nlohmann::json ToJson(const NeedleResult& r) {
 nlohmann::json RecallJson(const kv::EvictionStats& e) {
   return {{"offloaded", e.offloaded},       {"offload_lost_tokens", e.offload_lost},
           {"fetched", e.fetched},           {"fetch_used", e.fetch_used},
-          {"fetch_missed", e.fetch_missed}, {"fetch_hit_rate", e.fetch_hit_rate()}};
+          {"fetch_missed", e.fetch_missed}, {"fetch_hit_rate", e.fetch_hit_rate()},
+          {"host_dropped", e.host_dropped}};
 }
 
 nlohmann::json ToJson(const RulerResult& r) {

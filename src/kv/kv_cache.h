@@ -86,6 +86,7 @@ struct EvictionStats {
   int64_t fetched = 0;        // host blocks fetched back, predicted from the step before
   int64_t fetch_used = 0;     // fetched blocks the next step's queries ranked among the blocks to hold
   int64_t fetch_missed = 0;   // blocks a step's queries ranked among those to hold while in host memory
+  int64_t host_dropped = 0;   // host blocks dropped for good to keep a stream within `host=N`
   int64_t host_bytes = 0;     // host memory the offloaded blocks of live sequences take now
   // Share of the blocks a step wanted and did not already hold that were fetched ahead for it.
   double fetch_hit_rate() const {
@@ -334,7 +335,10 @@ class KvCache {
     int64_t used = 0;
   };
   void PlanRecall(Sequence& s, int st, RecallPlan* plan);
+  // A block the policy evicted goes to host memory; past `host=N` blocks the stream's lowest-bounded
+  // host block is dropped.
   void AddCold(Sequence& s, int st, ColdBlock&& c);
+  void BoundHost(RecallStream& r);  // drops host blocks past `host=N`, the lowest-bounded first
   void PushCold(RecallStream& r, ColdBlock&& c);  // appends a host block (its group changes)
   // The digest of table block b (from its keys as attention sees them), computed once.
   const float* HeldDigest(Sequence& s, int st, int b);

@@ -104,6 +104,8 @@ void KvCache::CheckInvariants() const {
     const int hd = spec_.head_dim;
     for (int st = 0; st < static_cast<int>(s.recall.size()); ++st) {
       const RecallStream& r = s.recall[st];
+      CHECK(policy_.host <= 0 || static_cast<int>(r.cold.size()) <= policy_.host,
+            "sequence {} stream {}: {} host blocks over the bound host={}", i, st, r.cold.size(), policy_.host);
       const size_t groups = (r.cold.size() + kColdGroup - 1) / kColdGroup;
       CHECK(r.group_valid.size() == groups && r.group_digest.size() == groups * 2 * hd,
             "sequence {} stream {}: {} host-block groups for {} host blocks", i, st, r.group_valid.size(),

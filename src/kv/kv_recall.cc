@@ -56,21 +56,45 @@ EvictionStats EvictionStats::Since(const EvictionStats& b) const {
   d.blocks_dropped -= b.blocks_dropped, d.blocks_shortened -= b.blocks_shortened;
   d.tokens_evicted -= b.tokens_evicted, d.merged -= b.merged, d.sealed_reencoded -= b.sealed_reencoded;
   d.offloaded -= b.offloaded, d.offload_lost -= b.offload_lost, d.fetched -= b.fetched;
-  d.fetch_used -= b.fetch_used, d.fetch_missed -= b.fetch_missed;
+  d.fetch_used -= b.fetch_used, d.fetch_missed -= b.fetch_missed, d.host_dropped -= b.host_dropped;
   return d;
 }
 
 std::string RecallSummary(const EvictionStats& s) {
   return fmt::format(
-      "recall: {} blocks offloaded ({} evicted tokens short of a block lost), {} fetched back; "
+      "recall: {} blocks offloaded ({} evicted tokens short of a block lost{}), {} fetched back; "
       "fetch-ahead hit rate {:.1f}% ({} fetched blocks the next step wanted, {} wanted blocks still in host memory)",
-      s.offloaded, s.offload_lost, s.fetched, 100 * s.fetch_hit_rate(), s.fetch_used, s.fetch_missed);
+      s.offloaded, s.offload_lost,
+      s.host_dropped > 0 ? fmt::format(", {} dropped for the host bound", s.host_dropped) : "", s.fetched,
+      100 * s.fetch_hit_rate(), s.fetch_used, s.fetch_missed);
 }
 
 void KvCache::AddCold(Sequence& s, int st, ColdBlock&& c) {
   evict_stats_.host_bytes += static_cast<int64_t>(c.HostBytes());
   ++evict_stats_.offloaded;
   PushCold(s.recall[st], std::move(c));
+  BoundHost(s.recall[st]);
+}
+
+void KvCache::BoundHost(RecallStream& r) {
+  const int hd = spec_.head_dim;
+  while (policy_.host > 0 && static_cast<int>(r.cold.size()) > policy_.host) {
+    // The host block the stream's newest query bounds lowest leaves for good (the one the ranking
+    // would fetch last). Before any query has run, the block added last goes.
+    const int n = static_cast<int>(r.cold.size());
+    int drop = n - 1;
+    if (!r.query.empty()) {
+      const int G = static_cast<int>(r.query.size()) / hd;
+      float lowest = std::numeric_limits<float>::infinity();
+      for (int j = 0; j < n; ++j) {
+        const float b = DigestBound(r.query.data(), G, hd, r.cold[j].digest.data());
+        if (b < lowest) lowest = b, drop = j;
+      }
+    }
+    evict_stats_.host_bytes -= static_cast<int64_t>(r.cold[drop].HostBytes());
+    ++evict_stats_.host_dropped;
+    RemoveCold(r, drop);
+  }
 }
 
 void KvCache::PushCold(RecallStream& r, ColdBlock&& c) {
@@ -364,6 +388,7 @@ void KvCache::Recall(Sequence& s, ThreadPool* pool) {
         PushCold(r, std::move(c));  // no room or no place: it stays in host memory
       }
     }
+    BoundHost(r);  // the victims went to host memory, and a fetch that found no room stayed there
   }
 }
 

@@ -43,7 +43,7 @@ bool ParseNumber(std::string_view s, T* out) {
 std::string PolicyList() {
   std::string s;
   for (const auto& n : kPolicies) s += std::string(s.empty() ? "" : ", ") + std::string(n.name);
-  return s + ", adakv:BASE (options :merge :pyramid :recall :fetch=N :sinks=N :heavy=F :recent=N :obs=N :pool=N)";
+  return s + ", adakv:BASE (options :merge :pyramid :recall :fetch=N :host=N :sinks=N :heavy=F :recent=N :obs=N :pool=N)";
 }
 
 std::string PolicyName(const PolicySpec& p) {
@@ -57,6 +57,7 @@ std::string PolicyName(const PolicySpec& p) {
   if (p.merge) s += ":merge";
   if (p.recall) s += ":recall";
   if (p.recall && p.fetch != PolicySpec{}.fetch) s += ":fetch=" + std::to_string(p.fetch);
+  if (p.recall && p.host > 0) s += ":host=" + std::to_string(p.host);
   return s;
 }
 
@@ -110,6 +111,8 @@ Result<PolicySpec> ParsePolicy(std::string_view spec, int budget) {
       p.recall = true;
     } else if (key == "fetch") {
       ok = ParseNumber(val, &p.fetch) && p.fetch > 0;
+    } else if (key == "host") {
+      ok = ParseNumber(val, &p.host) && p.host > 0;
     } else if (key == "sinks") {
       ok = ParseNumber(val, &p.sinks) && p.sinks >= 0;
     } else if (key == "heavy") {
@@ -141,6 +144,8 @@ Result<PolicySpec> ParsePolicy(std::string_view spec, int budget) {
   if (p.recall && p.reindexes())
     return InvalidArgument("policy '{}': recall needs a policy that keeps original positions (not window or sinks)",
                            spec);
+  if ((p.fetch != PolicySpec{}.fetch || p.host > 0) && !p.recall)
+    return InvalidArgument("policy '{}': fetch= and host= are options of :recall", spec);
   if (p.recall && p.merge)
     return InvalidArgument("policy '{}': recall and merge exclude each other (a merged value was already folded in)",
                            spec);

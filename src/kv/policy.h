@@ -31,7 +31,9 @@
 // max, Quest), and after every step swaps back the blocks the step's queries
 // bound highest for the resident ones they bound lowest (at most `fetch=N` per
 // stream and step): what the next step attends is fetched ahead, predicted from
-// the last one (ArkVale's recallable eviction).
+// the last one (ArkVale's recallable eviction). `host=N` bounds host memory to N
+// blocks per stream: past it the host block the newest query bounds lowest (the
+// one least likely to be fetched) is dropped.
 //
 // window and sinks re-index positions (the kept tokens are attended as if
 // contiguous, the sinks right before the window), so generation continues past
@@ -63,6 +65,8 @@ struct PolicySpec {
   bool merge = false;          // merge evicted values instead of dropping them
   bool recall = false;         // evicted blocks go to host memory and come back when queries want them
   int fetch = 4;               // recall: blocks a stream may fetch back per step
+  int host = 0;                // recall: host blocks a stream keeps at most (0: no bound); past it the
+                               // host block the newest query bounds lowest is dropped for good
 
   bool active() const { return kind != PolicyKind::kNone; }
   bool reindexes() const { return kind == PolicyKind::kWindow || kind == PolicyKind::kSinks; }

@@ -265,9 +265,11 @@ std::string PrometheusText(const engine::SchedulerStats& s, const std::string& m
   }
   if (s.recall) {
     w.Header("slimkv_kv_recall_blocks_total", "counter",
-             "Blocks an eviction policy with :recall moved to host memory (offloaded) or fetched back.");
+             "Blocks an eviction policy with :recall moved to host memory (offloaded), fetched back, or dropped "
+             "from host memory for the host=N bound.");
     w.Sample("slimkv_kv_recall_blocks_total{move=\"offloaded\"}", static_cast<double>(e.offloaded));
     w.Sample("slimkv_kv_recall_blocks_total{move=\"fetched\"}", static_cast<double>(e.fetched));
+    w.Sample("slimkv_kv_recall_blocks_total{move=\"dropped\"}", static_cast<double>(e.host_dropped));
     w.Header("slimkv_kv_recall_fetch_ahead_total", "counter",
              "Blocks a step's queries ranked among those to hold: fetched ahead by the step before (used), or "
              "still in host memory (missed).");

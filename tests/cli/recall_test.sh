@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `:recall` end to end on the default model: needle and ppl run under a recalling policy, the
 # evicted blocks go to host memory and some come back, and both commands report the traffic
-# and the fetch-ahead hit rate (printed and in --json). About 20 s.
+# and the fetch-ahead hit rate (printed and in --json), and host=N drops past its bound. About 25 s.
 set -u
 BIN=${SLIMKV_BIN:?set SLIMKV_BIN to the slimkv binary}
 SRC=${SLIMKV_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
@@ -24,6 +24,13 @@ grep -q "fetch-ahead hit rate" "$T/ppl.out" || fail "ppl does not report recall:
 [[ $(field "$T/ppl.json" fetched) -gt 0 ]] || fail "ppl: nothing fetched back"
 hit=$(field "$T/ppl.json" fetch_hit_rate)
 python3 -c "import sys; h=float(sys.argv[1]); sys.exit(0 if 0 < h <= 1 else 1)" "$hit" || fail "ppl: hit rate $hit"
+
+# host=N bounds the host blocks per layer and KV head: the rest are dropped, and reported.
+"$BIN" ppl -f data/pg_essays.txt -c 512 --chunks 1 --step 1 --kv int4 --kv-policy h2o:recall:host=2 --kv-budget 128 \
+  --kl-base none -t 2 --json "$T/host.json" > "$T/host.out" 2>&1 || fail "ppl host=2: $(tail -3 "$T/host.out")"
+grep -q "dropped for the host bound" "$T/host.out" || fail "ppl host=2 does not report drops: $(tail -3 "$T/host.out")"
+[[ $(field "$T/host.json" host_dropped) -gt 0 ]] || fail "ppl host=2: nothing dropped"
+[[ $(field "$T/ppl.json" host_dropped) -eq 0 ]] || fail "ppl: dropped without a host bound"
 
 # Without :recall nothing is reported.
 "$BIN" ppl -f data/pg_essays.txt -c 512 --chunks 1 --step 1 --kv int4 --kv-policy h2o --kv-budget 128 \

@@ -373,16 +373,21 @@ TEST(EvictionTest, MergedValuesAreScoredAgain) {
 // (a block-aligned run of large keys along one direction) leaves in the prompt;
 // decode queries along that direction fetch it back at the first step, the bytes
 // unchanged; the next step with the same query finds it fetched (a hit). Without
-// recall it stays gone.
+// recall it stays gone. With host memory bounded to two blocks per stream
+// (`host=2`) and the prompt's queries along the needle's direction, the host
+// blocks each stream keeps are the two the needle's tokens were packed into: the
+// others, bounded lower by the newest query, are dropped.
 TEST(EvictionTest, RecallFetchesTheBlockTheQueryWants) {
   constexpr int kPrompt = 256, kNeedle = 64, kBudget = 64;
   for (const char* preset : {"fp32", "int4", "tq4"}) {
-    for (bool recall : {false, true}) {
-      SCOPED_TRACE(std::string(preset) + (recall ? " knorm:recall" : " knorm"));
+    for (const char* policy : {"knorm", "knorm:recall:fetch=2", "knorm:recall:fetch=2:host=2"}) {
+      SCOPED_TRACE(std::string(preset) + " " + policy);
+      const bool recall = std::string(policy).find(":recall") != std::string::npos;
+      const bool bounded = std::string(policy).ends_with(":host=2");
       auto c = KvCache::Create(Spec(false), Config(preset), 64 << 20);
       ASSERT_TRUE(c.ok());
       KvCache& cache = **c;
-      ASSERT_TRUE(cache.SetPolicy(*ParsePolicy(recall ? "knorm:recall:fetch=2" : "knorm", kBudget)).ok());
+      ASSERT_TRUE(cache.SetPolicy(*ParsePolicy(policy, kBudget)).ok());
       const SeqId seq = cache.AddSequence();
       ThreadPool pool(2);
       std::mt19937 rng(3);
@@ -415,9 +420,14 @@ TEST(EvictionTest, RecallFetchesTheBlockTheQueryWants) {
         const std::vector<int32_t> pos = cache.HeldPositions(seq, layer, head);
         return std::count_if(pos.begin(), pos.end(), [](int32_t p) { return p >= kNeedle && p < kNeedle + 16; });
       };
-      step(kPrompt, 0, false);
+      step(kPrompt, 0, bounded);
       cache.Compress(seq);
       EXPECT_EQ(holds_needle(1, 1), 0) << "knorm keeps the needle";
+      if (bounded) {  // two host blocks per stream are left
+        const EvictionStats e = cache.eviction_stats();
+        EXPECT_GT(e.host_dropped, 0);
+        EXPECT_EQ(e.offloaded - e.host_dropped - e.fetched, 2 * kLayers * kHeads);
+      }
       step(1, kPrompt, true);
       if (!recall) {
         EXPECT_EQ(holds_needle(1, 1), 0);
@@ -454,6 +464,10 @@ TEST(EvictionTest, RecallFetchesTheBlockTheQueryWants) {
       step(1, kPrompt + 1, true);
       const EvictionStats second = cache.eviction_stats().Since(first);
       EXPECT_GE(second.fetch_used, kLayers * kHeads);  // the prediction held: a hit per stream
+      if (bounded) {
+        const EvictionStats e = cache.eviction_stats();
+        EXPECT_LE(e.offloaded - e.host_dropped - e.fetched, 2 * kLayers * kHeads);
+      }
       EXPECT_EQ(needle_tokens(), fetched);              // the same bytes, not quantized again
       cache.RemoveSequence(seq);
       EXPECT_EQ(cache.eviction_stats().host_bytes, 0);

@@ -63,6 +63,15 @@ TEST(PolicyTest, BadSpecsAreClearErrors) {
   EXPECT_FALSE(ParsePolicy("window:recall", 64).ok());
   EXPECT_FALSE(ParsePolicy("h2o:merge:recall", 64).ok());
   EXPECT_FALSE(ParsePolicy("h2o:recall:fetch=0", 64).ok());
+  // host=N bounds recall's host blocks per stream; fetch= and host= need :recall.
+  const auto host = ParsePolicy("h2o:recall:host=16", 64);
+  ASSERT_TRUE(host.ok()) << host.status().ToString();
+  EXPECT_EQ(host->host, 16);
+  EXPECT_EQ(PolicyName(*host), "h2o:recall:host=16");
+  EXPECT_EQ(PolicyName(*ParsePolicy(PolicyName(*host), 64)), "h2o:recall:host=16");
+  EXPECT_FALSE(ParsePolicy("h2o:recall:host=0", 64).ok());
+  EXPECT_FALSE(ParsePolicy("h2o:host=16", 64).ok());
+  EXPECT_FALSE(ParsePolicy("h2o:fetch=2", 64).ok());
 }
 
 TEST(PolicyTest, EachPolicyKeepsWhatItPromises) {

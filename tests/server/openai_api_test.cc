@@ -463,9 +463,11 @@ TEST(MetricsTest, RecallSeries) {
   s.eviction.fetch_used = 9;
   s.eviction.fetch_missed = 3;
   s.eviction.host_bytes = 4096;
+  s.eviction.host_dropped = 5;
   const std::string text = PrometheusText(s, "model");
   for (const char* line : {R"(slimkv_kv_recall_blocks_total{move="offloaded"} 40)",
                            R"(slimkv_kv_recall_blocks_total{move="fetched"} 12)",
+                           R"(slimkv_kv_recall_blocks_total{move="dropped"} 5)",
                            R"(slimkv_kv_recall_fetch_ahead_total{outcome="used"} 9)",
                            R"(slimkv_kv_recall_fetch_ahead_total{outcome="missed"} 3)",
                            "slimkv_kv_recall_host_bytes 4096"}) {
