@@ -75,7 +75,7 @@ struct PolicySpec {
   int LayerBudget(int layer, int n_layers) const;
 };
 
-// Parses NAME[:OPTION...] (options: merge, pyramid, recall, fetch=N, sinks=N,
+// Parses NAME[:OPTION...] (options: merge, pyramid, recall, fetch=N, host=N, sinks=N,
 // heavy=F, recent=N, obs=N, pool=N; adakv:BASE). Errors list the policies, and a budget that
 // cannot hold what the policy always keeps (sinks + 1, recent + 1) is rejected
 // with both numbers.
