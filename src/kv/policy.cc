@@ -98,6 +98,7 @@ Result<PolicySpec> ParsePolicy(std::string_view spec, int budget) {
     return InvalidArgument("policy '{}': adakv needs a scoring policy (h2o, tova, snapkv, knorm, expected)",
                            spec);
   }
+  bool recall_option = false;  // fetch= or host= given
   for (++i; i < parts.size(); ++i) {
     const std::string_view o = parts[i];
     const size_t eq = o.find('=');
@@ -111,8 +112,10 @@ Result<PolicySpec> ParsePolicy(std::string_view spec, int budget) {
       p.recall = true;
     } else if (key == "fetch") {
       ok = ParseNumber(val, &p.fetch) && p.fetch > 0;
+      recall_option = true;
     } else if (key == "host") {
       ok = ParseNumber(val, &p.host) && p.host > 0;
+      recall_option = true;
     } else if (key == "sinks") {
       ok = ParseNumber(val, &p.sinks) && p.sinks >= 0;
     } else if (key == "heavy") {
@@ -144,7 +147,7 @@ Result<PolicySpec> ParsePolicy(std::string_view spec, int budget) {
   if (p.recall && p.reindexes())
     return InvalidArgument("policy '{}': recall needs a policy that keeps original positions (not window or sinks)",
                            spec);
-  if ((p.fetch != PolicySpec{}.fetch || p.host > 0) && !p.recall)
+  if (recall_option && !p.recall)
     return InvalidArgument("policy '{}': fetch= and host= are options of :recall", spec);
   if (p.recall && p.merge)
     return InvalidArgument("policy '{}': recall and merge exclude each other (a merged value was already folded in)",

@@ -72,6 +72,7 @@ TEST(PolicyTest, BadSpecsAreClearErrors) {
   EXPECT_FALSE(ParsePolicy("h2o:recall:host=0", 64).ok());
   EXPECT_FALSE(ParsePolicy("h2o:host=16", 64).ok());
   EXPECT_FALSE(ParsePolicy("h2o:fetch=2", 64).ok());
+  EXPECT_FALSE(ParsePolicy("h2o:fetch=4", 64).ok());  // the default value written out, too
 }
 
 TEST(PolicyTest, EachPolicyKeepsWhatItPromises) {
