@@ -3,7 +3,8 @@ tools/oracle/make_model.py), served with a quantized KV preset and an eviction p
 a chat completion through the model's own chat template and a streamed completion.
 
 The text of a random model means nothing; what is checked is that each request completes
-through the template, the quantized cache and the policy, with the usage the server reports.
+through the template, the quantized cache and the policy, with the usage the server reports,
+and that /metrics counts the policy's evictions once a completion runs past its budget.
 """
 import os
 import subprocess
@@ -13,7 +14,7 @@ import tempfile
 import openai
 
 import serve_util
-from serve_util import Checks, Server
+from serve_util import Checks, Server, metrics, wait_for
 
 ARCHS = ["llama3", "llama-yarn", "qwen2", "qwen3", "mistral", "phi3"]
 
@@ -37,12 +38,17 @@ def main():
                     assert r.choices[0].finish_reason in ("stop", "length"), r
                     assert r.usage.prompt_tokens > 5 and r.usage.completion_tokens > 0, r.usage
                     text, finish = "", None
-                    for chunk in c.completions.create(model="any", prompt="The quick brown fox", max_tokens=80,
+                    for chunk in c.completions.create(model="any", prompt="The quick brown fox", max_tokens=160,
                                                       temperature=0, stream=True):
                         if chunk.choices:
                             text += chunk.choices[0].text or ""
                             finish = chunk.choices[0].finish_reason or finish
                     assert finish in ("stop", "length"), finish
+                    # /metrics says what the policy did: 160 tokens pass the budget (64) and the block it may run over.
+                    assert "slimkv_kv_evicted_tokens_total" in metrics(srv.url)
+                    if finish == "length":
+                        wait_for(lambda: metrics(srv.url)["slimkv_kv_evicted_tokens_total"] > 0, timeout=10,
+                                 what="evicted tokens in /metrics")
                     srv.terminate()
 
             checks.run(f"serve {arch} (int4 KV, sinks)", serve_arch)
