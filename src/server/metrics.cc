@@ -2,7 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <initializer_list>
 #include <optional>
+#include <utility>
 #include <vector>
 
 namespace slimkv::server {
@@ -19,6 +21,12 @@ class Writer {
   }
   void Sample(const std::string& name_and_labels, double value) {
     out_ += fmt::format("{} {}\n", name_and_labels, value);
+  }
+  // One series per value of one label: name{key="value"} for each (value, sample).
+  void Labelled(const char* name, const char* type, const char* help, const char* key,
+                std::initializer_list<std::pair<const char*, double>> samples) {
+    Header(name, type, help);
+    for (const auto& [value, x] : samples) out_ += fmt::format("{}{{{}=\"{}\"}} {}\n", name, key, value, x);
   }
   // `labels`: "" or `name="value",...` added to every sample.
   void Histogram(const char* name, const char* help, const engine::LatencyHistogram& h,
@@ -244,39 +252,33 @@ std::string PrometheusText(const engine::SchedulerStats& s, const std::string& m
              "Tokens the eviction policy removed, counted per stream (a layer's KV head: a token evicted "
              "from every stream counts layers x KV heads times).",
              static_cast<double>(e.tokens_evicted));
-    w.Header("slimkv_kv_eviction_passes_total", "counter",
-             "Eviction passes over a stream: token-level rewrites of its own tokens (in the prompt) or "
-             "block-level passes (after the prompt).");
-    w.Sample("slimkv_kv_eviction_passes_total{level=\"token\"}", static_cast<double>(e.compactions));
-    w.Sample("slimkv_kv_eviction_passes_total{level=\"block\"}", static_cast<double>(e.block_passes));
-    w.Header("slimkv_kv_evicted_blocks_total", "counter",
-             "Blocks block-level passes released by reference (dropped) or cut short (shortened: the sinks' "
-             "block).");
-    w.Sample("slimkv_kv_evicted_blocks_total{how=\"dropped\"}", static_cast<double>(e.blocks_dropped));
-    w.Sample("slimkv_kv_evicted_blocks_total{how=\"shortened\"}", static_cast<double>(e.blocks_shortened));
+    w.Labelled("slimkv_kv_eviction_passes_total", "counter",
+               "Eviction passes over a stream: token-level rewrites of its own tokens (in the prompt) or "
+               "block-level passes (after the prompt).",
+               "level", {{"token", e.compactions}, {"block", e.block_passes}});
+    w.Labelled("slimkv_kv_evicted_blocks_total", "counter",
+               "Blocks block-level passes released by reference (dropped) or cut short (shortened: the "
+               "sinks' block).",
+               "how", {{"dropped", e.blocks_dropped}, {"shortened", e.blocks_shortened}});
     w.Metric("slimkv_kv_merged_tokens_total", "counter",
              "Evicted tokens whose value was merged into a kept token (:merge, :pyramid).",
              static_cast<double>(e.merged));
-    w.Header("slimkv_kv_rewritten_tokens_total", "counter",
-             "Tokens whose bytes eviction wrote again: staging tokens a token-level pass copied "
-             "(losslessly), or sealed tokens re-encoded to merge into them.");
-    w.Sample("slimkv_kv_rewritten_tokens_total{why=\"compaction\"}", static_cast<double>(e.tokens_moved));
-    w.Sample("slimkv_kv_rewritten_tokens_total{why=\"merge\"}", static_cast<double>(e.sealed_reencoded));
+    w.Labelled("slimkv_kv_rewritten_tokens_total", "counter",
+               "Tokens whose bytes eviction wrote again: staging tokens a token-level pass copied "
+               "(losslessly), or sealed tokens re-encoded to merge into them.",
+               "why", {{"compaction", e.tokens_moved}, {"merge", e.sealed_reencoded}});
   }
   if (s.recall) {
-    w.Header("slimkv_kv_recall_blocks_total", "counter",
-             "Blocks an eviction policy with :recall moved to host memory (offloaded), fetched back, or dropped "
-             "from host memory for the host=N bound.");
-    w.Sample("slimkv_kv_recall_blocks_total{move=\"offloaded\"}", static_cast<double>(e.offloaded));
-    w.Sample("slimkv_kv_recall_blocks_total{move=\"fetched\"}", static_cast<double>(e.fetched));
-    w.Sample("slimkv_kv_recall_blocks_total{move=\"dropped\"}", static_cast<double>(e.host_dropped));
-    w.Header("slimkv_kv_recall_fetch_ahead_total", "counter",
-             "Blocks a step's queries ranked among those to hold: fetched ahead by the step before (used), or "
-             "still in host memory (missed).");
-    w.Sample("slimkv_kv_recall_fetch_ahead_total{outcome=\"used\"}", static_cast<double>(e.fetch_used));
-    w.Sample("slimkv_kv_recall_fetch_ahead_total{outcome=\"missed\"}", static_cast<double>(e.fetch_missed));
-    w.Metric("slimkv_kv_recall_host_bytes", "gauge", "Host memory the offloaded blocks of live sequences take.",
-             static_cast<double>(e.host_bytes));
+    w.Labelled("slimkv_kv_recall_blocks_total", "counter",
+               "Blocks an eviction policy with :recall moved to host memory (offloaded), fetched back, or "
+               "dropped from host memory for the host=N bound.",
+               "move", {{"offloaded", e.offloaded}, {"fetched", e.fetched}, {"dropped", e.host_dropped}});
+    w.Labelled("slimkv_kv_recall_fetch_ahead_total", "counter",
+               "Blocks a step's queries ranked among those to hold: fetched ahead by the step before (used), "
+               "or still in host memory (missed).",
+               "outcome", {{"used", e.fetch_used}, {"missed", e.fetch_missed}});
+    w.Metric("slimkv_kv_recall_host_bytes", "gauge",
+             "Host memory the offloaded blocks of live sequences take.", static_cast<double>(e.host_bytes));
   }
   w.Metric("slimkv_prefix_cache_entries", "gauge", "Block positions held by the prefix cache.",
            static_cast<double>(s.prefix_cache_entries));

@@ -292,6 +292,11 @@ TEST_F(OpenAiApiTest, ResponsesAndChunks) {
   EXPECT_NO_THROW(Dump(json{{"text", std::string("\xff\xfe")}}));
 }
 
+// Each of `lines` is a whole line of the exposition `text`.
+void ExpectSamples(const std::string& text, std::initializer_list<const char*> lines) {
+  for (const char* line : lines) EXPECT_NE(text.find(std::string(line) + "\n"), std::string::npos) << line;
+}
+
 TEST(ApiErrorTest, StatusesMapToHttpCodes) {
   EXPECT_EQ(FromStatus(InvalidArgument("x")).http_status, 400);
   EXPECT_EQ(FromStatus(OutOfRange("x")).http_status, 400);
@@ -418,33 +423,31 @@ TEST(MetricsTest, KvTierSeries) {
   s.preempted_tokens_swapped = 64;
   s.preempted_tokens_recomputed = 16;
   const std::string text = PrometheusText(s, "model");
-  for (const char* line : {R"(slimkv_kv_tier_hits_total{tier="ram"} 12)",
-                           R"(slimkv_kv_tier_hits_total{tier="disk"} 3)",
-                           R"(slimkv_kv_tier_hits_total{tier="redis"} 0)",
-                           R"(slimkv_kv_tier_misses_total{tier="ram"} 5)",
-                           R"(slimkv_kv_tier_misses_total{tier="disk"} 2)",
-                           R"(slimkv_kv_tier_blocks{tier="ram"} 9)",
-                           R"(slimkv_kv_tier_blocks{tier="disk"} 7)",
-                           R"(slimkv_kv_tier_bytes{tier="ram"} 4096)",
-                           R"(slimkv_kv_tier_bytes{tier="disk"} 7000)",
-                           R"(slimkv_kv_tier_read_bytes_total{tier="disk"} 3000)",
-                           R"(slimkv_kv_tier_corrupt_total{tier="disk"} 1)",
-                           R"(slimkv_kv_tier_fast_failures_total{tier="redis"} 2)",
-                           R"(slimkv_kv_tier_state{tier="disk",state="full"} 1)",
-                           R"(slimkv_kv_tier_state{tier="disk",state="ok"} 0)",
-                           R"(slimkv_kv_tier_state{tier="redis",state="unreachable"} 1)",
-                           "slimkv_kv_tier_records_loaded_total 3",
-                           "slimkv_kv_tier_blocks_fetched_total 3",
-                           "slimkv_kv_tier_read_aheads_total 2",
-                           R"(slimkv_kv_tier_read_ahead_records_total{outcome="hit"} 3)",
-                           R"(slimkv_kv_tier_read_ahead_records_total{outcome="unused"} 1)",
-                           R"(slimkv_kv_tier_fetch_decisions_total{decision="fetch"} 4)",
-                           R"(slimkv_kv_tier_fetch_decisions_total{decision="recompute"} 1)",
-                           "slimkv_kv_tier_fetch_probes_total 1",
-                           R"(slimkv_preempted_tokens_total{path="swap"} 64)",
-                           R"(slimkv_preempted_tokens_total{path="recompute"} 16)"}) {
-    EXPECT_NE(text.find(std::string(line) + "\n"), std::string::npos) << line;
-  }
+  ExpectSamples(text, {R"(slimkv_kv_tier_hits_total{tier="ram"} 12)",
+                       R"(slimkv_kv_tier_hits_total{tier="disk"} 3)",
+                       R"(slimkv_kv_tier_hits_total{tier="redis"} 0)",
+                       R"(slimkv_kv_tier_misses_total{tier="ram"} 5)",
+                       R"(slimkv_kv_tier_misses_total{tier="disk"} 2)",
+                       R"(slimkv_kv_tier_blocks{tier="ram"} 9)",
+                       R"(slimkv_kv_tier_blocks{tier="disk"} 7)",
+                       R"(slimkv_kv_tier_bytes{tier="ram"} 4096)",
+                       R"(slimkv_kv_tier_bytes{tier="disk"} 7000)",
+                       R"(slimkv_kv_tier_read_bytes_total{tier="disk"} 3000)",
+                       R"(slimkv_kv_tier_corrupt_total{tier="disk"} 1)",
+                       R"(slimkv_kv_tier_fast_failures_total{tier="redis"} 2)",
+                       R"(slimkv_kv_tier_state{tier="disk",state="full"} 1)",
+                       R"(slimkv_kv_tier_state{tier="disk",state="ok"} 0)",
+                       R"(slimkv_kv_tier_state{tier="redis",state="unreachable"} 1)",
+                       "slimkv_kv_tier_records_loaded_total 3",
+                       "slimkv_kv_tier_blocks_fetched_total 3",
+                       "slimkv_kv_tier_read_aheads_total 2",
+                       R"(slimkv_kv_tier_read_ahead_records_total{outcome="hit"} 3)",
+                       R"(slimkv_kv_tier_read_ahead_records_total{outcome="unused"} 1)",
+                       R"(slimkv_kv_tier_fetch_decisions_total{decision="fetch"} 4)",
+                       R"(slimkv_kv_tier_fetch_decisions_total{decision="recompute"} 1)",
+                       "slimkv_kv_tier_fetch_probes_total 1",
+                       R"(slimkv_preempted_tokens_total{path="swap"} 64)",
+                       R"(slimkv_preempted_tokens_total{path="recompute"} 16)"});
   EXPECT_EQ(text.find(R"(slimkv_kv_tier_blocks{tier="redis"})"), std::string::npos);
   EXPECT_EQ(text.find("# TYPE slimkv_kv_tier_hits_total counter\n"),
             text.rfind("# TYPE slimkv_kv_tier_hits_total"));
@@ -465,14 +468,12 @@ TEST(MetricsTest, RecallSeries) {
   s.eviction.host_bytes = 4096;
   s.eviction.host_dropped = 5;
   const std::string text = PrometheusText(s, "model");
-  for (const char* line : {R"(slimkv_kv_recall_blocks_total{move="offloaded"} 40)",
-                           R"(slimkv_kv_recall_blocks_total{move="fetched"} 12)",
-                           R"(slimkv_kv_recall_blocks_total{move="dropped"} 5)",
-                           R"(slimkv_kv_recall_fetch_ahead_total{outcome="used"} 9)",
-                           R"(slimkv_kv_recall_fetch_ahead_total{outcome="missed"} 3)",
-                           "slimkv_kv_recall_host_bytes 4096"}) {
-    EXPECT_NE(text.find(std::string(line) + "\n"), std::string::npos) << line;
-  }
+  ExpectSamples(text, {R"(slimkv_kv_recall_blocks_total{move="offloaded"} 40)",
+                       R"(slimkv_kv_recall_blocks_total{move="fetched"} 12)",
+                       R"(slimkv_kv_recall_blocks_total{move="dropped"} 5)",
+                       R"(slimkv_kv_recall_fetch_ahead_total{outcome="used"} 9)",
+                       R"(slimkv_kv_recall_fetch_ahead_total{outcome="missed"} 3)",
+                       "slimkv_kv_recall_host_bytes 4096"});
 }
 
 // With an eviction policy /metrics exports what it did; without one, none of these series.
@@ -489,14 +490,13 @@ TEST(MetricsTest, EvictionSeries) {
   EXPECT_EQ(PrometheusText(s, "model").find("slimkv_kv_evicted"), std::string::npos);
   s.evicting = true;
   const std::string text = PrometheusText(s, "model");
-  for (const char* line :
-       {"slimkv_kv_evicted_tokens_total 700", R"(slimkv_kv_eviction_passes_total{level="token"} 6)",
-        R"(slimkv_kv_eviction_passes_total{level="block"} 20)", R"(slimkv_kv_evicted_blocks_total{how="dropped"} 30)",
-        R"(slimkv_kv_evicted_blocks_total{how="shortened"} 2)", "slimkv_kv_merged_tokens_total 5",
-        R"(slimkv_kv_rewritten_tokens_total{why="compaction"} 64)",
-        R"(slimkv_kv_rewritten_tokens_total{why="merge"} 16)"}) {
-    EXPECT_NE(text.find(std::string(line) + "\n"), std::string::npos) << line;
-  }
+  ExpectSamples(text,
+                {"slimkv_kv_evicted_tokens_total 700", R"(slimkv_kv_eviction_passes_total{level="token"} 6)",
+                 R"(slimkv_kv_eviction_passes_total{level="block"} 20)",
+                 R"(slimkv_kv_evicted_blocks_total{how="dropped"} 30)",
+                 R"(slimkv_kv_evicted_blocks_total{how="shortened"} 2)", "slimkv_kv_merged_tokens_total 5",
+                 R"(slimkv_kv_rewritten_tokens_total{why="compaction"} 64)",
+                 R"(slimkv_kv_rewritten_tokens_total{why="merge"} 16)"});
   EXPECT_EQ(text.find("slimkv_kv_recall"), std::string::npos);  // recall's series only under :recall
 }
 
