@@ -382,7 +382,7 @@ int main(int argc, char** argv) {
         const double t0 = NowSeconds();
         Fill(r, sh, o.chunk);
         const KvUsage u = r.cache->LayerUsage(r.seq, 0);
-        r.bytes_per_step = static_cast<double>(u.bytes_data + u.bytes_meta + u.bytes_residual);
+        r.bytes_per_step = static_cast<double>(u.bytes_held());
         r.bytes_per_token = static_cast<double>(r.cache->DataBytesPerToken() + r.cache->MetaBytesPerToken()) / r.layers;
         std::fprintf(stderr, "%s %d tokens %s: %d layers, %.2f MB per layer, filled in %.1f s\n", sh.name.c_str(),
                      n_tok, p.c_str(), r.layers, r.bytes_per_step / 1e6, NowSeconds() - t0);

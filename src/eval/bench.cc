@@ -57,8 +57,7 @@ void Summarize(const std::vector<double>& rates, BenchResult* r) {
 // KV bytes a decode step reads: what the sequence holds (data, metadata and high-precision staging) by the
 // cache's own accounting, which follows the footprint rule or, under an eviction policy, the policy's bounds.
 double HeldKvBytes(const kv::KvCache& kv, kv::SeqId seq) {
-  const kv::KvUsage u = kv.SequenceUsage(seq);
-  return static_cast<double>(u.bytes_data + u.bytes_meta + u.bytes_residual);
+  return static_cast<double>(kv.SequenceUsage(seq).bytes_held());
 }
 
 // tgN@dD with the context built once: the warm-up and the timed repetitions

@@ -41,6 +41,8 @@ struct KvUsage {
   size_t bytes_allocated = 0;  // blocks x block bytes
   int64_t blocks = 0;
 
+  // The bytes of the tokens held, what an attention step reads: data, metadata and staging.
+  size_t bytes_held() const { return bytes_data + bytes_meta + bytes_residual; }
   KvUsage& operator+=(const KvUsage& o);  // tokens: the larger; the rest add up
 };
 

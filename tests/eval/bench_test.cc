@@ -45,8 +45,8 @@ TEST(BenchTest, BytesPerStepAreTheWeightsAndTheKvHeld) {
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   const double weights = static_cast<double>(full->model().WeightBytesPerToken());
   auto held = [&](int tokens) {
-    const kv::KvUsage u = kv::SequenceFootprint(full->kv().spec(), full->kv().config(), tokens);
-    return static_cast<double>(u.bytes_data + u.bytes_meta + u.bytes_residual);
+    return static_cast<double>(
+        kv::SequenceFootprint(full->kv().spec(), full->kv().config(), tokens).bytes_held());
   };
   const double expect_full = weights + (held(kDepth) + held(kDepth + kGen)) / 2;
   EXPECT_NEAR(r->bytes_per_step, expect_full, 1e-9 * expect_full);
