@@ -96,6 +96,11 @@ int BenchMain(BenchFlags f) {
     if (c.gen_tokens > 0 && bw > 0) t["bandwidth_share"] = r->gbps / bw;
     out["tests"].push_back(t);
   }
+  if (!cases.empty() && eng.kv().policy().recall) {  // recall's traffic over every test (warm-ups too)
+    const kv::EvictionStats e = eng.kv().eviction_stats();
+    std::printf("%s\n", kv::RecallSummary(e).c_str());
+    out["recall"] = eval::RecallJson(e);
+  }
   if (load) {
     auto r = eval::RunLoad(eng, f.load);
     if (!r.ok()) return Fail(r.status());

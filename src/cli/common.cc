@@ -124,7 +124,8 @@ void CommonFlags::Add(CLI::App* app, bool with_model_flag) {
                   "pick N layers on the eval text");
   app->add_option("--kv-disk", kv_disk,
                   "directory of the prefix cache's disk tier: prefix blocks are kept there in their stored "
-                  "format and survive restarts (one process per directory; default: none)");
+                  "format and survive restarts (one process per directory; default: none); a :recall "
+                  "policy with :host=N also spills its host blocks past N there");
   app->add_option("--kv-disk-mem", kv_disk_gib, "budget of --kv-disk in GiB (least recently used blocks go first)")
       ->check(CLI::Range(0.001, 1048576.0));
   app->add_option("--kv-redis", kv_redis,

@@ -65,7 +65,8 @@ nlohmann::json RecallJson(const kv::EvictionStats& e) {
   return {{"offloaded", e.offloaded},       {"offload_lost_tokens", e.offload_lost},
           {"fetched", e.fetched},           {"fetch_used", e.fetch_used},
           {"fetch_missed", e.fetch_missed}, {"fetch_hit_rate", e.fetch_hit_rate()},
-          {"host_dropped", e.host_dropped}};
+          {"host_dropped", e.host_dropped}, {"spilled", e.spilled},
+          {"spill_read", e.spill_read},     {"spill_lost", e.spill_lost}};
 }
 
 nlohmann::json ToJson(const RulerResult& r) {

@@ -151,6 +151,7 @@ void KvCache::RemoveSequence(SeqId id) {
   }
   for (const RecallStream& r : s.recall)
     for (const ColdBlock& c : r.cold) evict_stats_.host_bytes -= static_cast<int64_t>(c.HostBytes());
+  if (spill_fp_) ForgetSpilled(s);
   s = Sequence{};
 }
 

@@ -36,6 +36,7 @@
 #include <cstdint>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <unordered_map>
@@ -87,6 +88,11 @@ struct EvictionStats {
   int64_t fetch_used = 0;     // fetched blocks the next step's queries ranked among the blocks to hold
   int64_t fetch_missed = 0;   // blocks a step's queries ranked among those to hold while in host memory
   int64_t host_dropped = 0;   // host blocks dropped for good to keep a stream within `host=N`
+  // With a local tier (--kv-disk), host blocks past `host=N` are spilled there instead of dropped.
+  int64_t spilled = 0;     // host blocks written to the local tier
+  int64_t spill_read = 0;  // spilled blocks read back into host memory (asynchronously, a step later)
+  int64_t spill_lost = 0;  // spilled blocks wanted back whose record was gone (evicted from the tier,
+                           // failed its checks, never written): dropped for good
   int64_t host_bytes = 0;     // host memory the offloaded blocks of live sequences take now
   // Share of the blocks a step wanted and did not already hold that were fetched ahead for it.
   double fetch_hit_rate() const {
@@ -236,12 +242,17 @@ class KvCache {
     std::vector<float> digest;  // [2 * head_dim] (policies/recall.h)
     std::vector<int32_t> pos;   // [block_tokens] ... as TokenStats holds them
     std::vector<float> mass, last_mass, score;
+    // Spilled (`host=N` with a local tier): the bytes are on that tier under this key (`bytes`
+    // is empty); `read`, when not 0, is the tier read that is bringing them back.
+    uint64_t spill = 0;
+    uint64_t read = 0;
     size_t HostBytes() const {
       return bytes.size() + (digest.size() + mass.size() * 3) * sizeof(float) + pos.size() * sizeof(int32_t);
     }
   };
   struct RecallStream {
     std::vector<ColdBlock> cold;  // unordered (a fetched block's place takes the last one)
+    int spilled = 0;              // of them on the local tier (`host=N` bounds the others)
     // The digest of every kColdGroup consecutive host blocks (the union of their ranges): one
     // bound per group rules out the whole group when no member can outrank a held block.
     std::vector<float> group_digest;  // [group][2 * head_dim]
@@ -338,7 +349,18 @@ class KvCache {
   // A block the policy evicted goes to host memory; past `host=N` blocks the stream's lowest-bounded
   // host block is dropped.
   void AddCold(Sequence& s, int st, ColdBlock&& c);
-  void BoundHost(RecallStream& r);  // drops host blocks past `host=N`, the lowest-bounded first
+  // Past `host=N` host blocks in memory, the lowest-bounded is spilled to the local tier, or
+  // dropped when there is none (or it does not take it).
+  void BoundHost(RecallStream& r);
+  bool SpillCold(ColdBlock& c);  // writes a host block's bytes to the local tier and frees them
+  // Takes the spilled blocks the tier has read back into host memory; drops those it could not.
+  void TakeSpilled(Sequence& s);
+  // The blocks of a recall plan (wanted[i] replacing victims[i]) that are spilled: asks the
+  // tier for their bytes and takes them out of this step's swaps (they come at a later one).
+  void ReadSpilled(Sequence& s, std::span<const int> sts, std::span<RecallPlan> plans);
+  // Erases a sequence's spilled records and stops their reads.
+  void ForgetSpilled(Sequence& s);
+  const tiers::Fingerprint& SpillFingerprint();
   void PushCold(RecallStream& r, ColdBlock&& c);  // appends a host block (its group changes)
   // The digest of table block b (from its keys as attention sees them), computed once.
   const float* HeldDigest(Sequence& s, int st, int b);
@@ -396,6 +418,10 @@ class KvCache {
   // thread), made on the first task that thread runs: only threads that attend
   // pay for it.
   std::vector<std::unique_ptr<AttnScratch>> attn_scratch_;
+  // Recall's spilled blocks: their fingerprint (this cache's, under a salt no tenant uses) and
+  // keys (a random start, then counting), so no two processes' records meet in one directory.
+  std::optional<tiers::Fingerprint> spill_fp_;
+  uint64_t spill_key_ = 0;
 };
 
 }  // namespace slimkv::kv

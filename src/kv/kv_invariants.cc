@@ -104,8 +104,18 @@ void KvCache::CheckInvariants() const {
     const int hd = spec_.head_dim;
     for (int st = 0; st < static_cast<int>(s.recall.size()); ++st) {
       const RecallStream& r = s.recall[st];
-      CHECK(policy_.host <= 0 || static_cast<int>(r.cold.size()) <= policy_.host,
-            "sequence {} stream {}: {} host blocks over the bound host={}", i, st, r.cold.size(), policy_.host);
+      int spilled = 0;
+      for (const ColdBlock& c : r.cold) {
+        // In memory, a block's bytes; spilled, a key and no bytes.
+        CHECK(c.spill ? c.bytes.empty() : c.bytes.size() == sealed_block_bytes() && c.read == 0,
+              "sequence {} stream {}: a host block of {} bytes, spilled under key {}", i, st, c.bytes.size(), c.spill);
+        spilled += c.spill != 0;
+      }
+      CHECK(spilled == r.spilled, "sequence {} stream {}: {} spilled host blocks counted as {}", i, st, spilled,
+            r.spilled);
+      CHECK(policy_.host <= 0 || static_cast<int>(r.cold.size()) - spilled <= policy_.host,
+            "sequence {} stream {}: {} host blocks in memory over the bound host={}", i, st,
+            r.cold.size() - spilled, policy_.host);
       const size_t groups = (r.cold.size() + kColdGroup - 1) / kColdGroup;
       CHECK(r.group_valid.size() == groups && r.group_digest.size() == groups * 2 * hd,
             "sequence {} stream {}: {} host-block groups for {} host blocks", i, st, r.group_valid.size(),

@@ -21,17 +21,28 @@
 // order is its tokens' order except where a returned block's positions
 // interleave with a held one's (tokens evicted in the prompt are packed into
 // blocks in order, so theirs may).
+//
+// Spill (`host=N` with a local tier, --kv-disk): past N host blocks in memory, the one the
+// newest query bounds lowest goes to the tier as a block record (block_record.h: its bytes,
+// positions, fingerprint and checksum) and only its digest and statistics stay in memory, so
+// it still ranks. A spilled block the ranking wants is read back asynchronously: the step that
+// wants it asks the tier (its swap waits), a later step takes the bytes the reader has brought
+// into host memory and the ranking fetches them as any host block. A record that is gone or
+// fails its checks is dropped (spill_lost); without a tier, or when it does not take the
+// record, the block is dropped as before.
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <cstring>
 #include <limits>
 #include <numeric>
+#include <random>
 
 #include "base/check.h"
 #include "kv/codec.h"
 #include "kv/kv_cache.h"
 #include "kv/policies/recall.h"
+#include "kv/tiers/block_record.h"
 
 namespace slimkv::kv {
 namespace {
@@ -57,15 +68,20 @@ EvictionStats EvictionStats::Since(const EvictionStats& b) const {
   d.tokens_evicted -= b.tokens_evicted, d.merged -= b.merged, d.sealed_reencoded -= b.sealed_reencoded;
   d.offloaded -= b.offloaded, d.offload_lost -= b.offload_lost, d.fetched -= b.fetched;
   d.fetch_used -= b.fetch_used, d.fetch_missed -= b.fetch_missed, d.host_dropped -= b.host_dropped;
+  d.spilled -= b.spilled, d.spill_read -= b.spill_read, d.spill_lost -= b.spill_lost;
   return d;
 }
 
 std::string RecallSummary(const EvictionStats& s) {
   return fmt::format(
-      "recall: {} blocks offloaded ({} evicted tokens short of a block lost{}), {} fetched back; "
+      "recall: {} blocks offloaded ({} evicted tokens short of a block lost{}{}), {} fetched back; "
       "fetch-ahead hit rate {:.1f}% ({} fetched blocks the next step wanted, {} wanted blocks still in host memory)",
       s.offloaded, s.offload_lost,
-      s.host_dropped > 0 ? fmt::format(", {} dropped for the host bound", s.host_dropped) : "", s.fetched,
+      s.host_dropped > 0 ? fmt::format(", {} dropped for the host bound", s.host_dropped) : "",
+      s.spilled > 0 ? fmt::format(", {} spilled to disk, {} read back, {} lost there", s.spilled, s.spill_read,
+                                  s.spill_lost)
+                    : "",
+      s.fetched,
       100 * s.fetch_hit_rate(), s.fetch_used, s.fetch_missed);
 }
 
@@ -78,23 +94,146 @@ void KvCache::AddCold(Sequence& s, int st, ColdBlock&& c) {
 
 void KvCache::BoundHost(RecallStream& r) {
   const int hd = spec_.head_dim;
-  while (policy_.host > 0 && static_cast<int>(r.cold.size()) > policy_.host) {
-    // The host block the stream's newest query bounds lowest leaves for good (the one the ranking
-    // would fetch last). Before any query has run, the block added last goes.
+  while (policy_.host > 0 && static_cast<int>(r.cold.size()) - r.spilled > policy_.host) {
+    // The host block in memory the stream's newest query bounds lowest leaves (the one the
+    // ranking would fetch last). Before any query has run, the last one added goes.
     const int n = static_cast<int>(r.cold.size());
-    int drop = n - 1;
-    if (!r.query.empty()) {
-      const int G = static_cast<int>(r.query.size()) / hd;
-      float lowest = std::numeric_limits<float>::infinity();
-      for (int j = 0; j < n; ++j) {
-        const float b = DigestBound(r.query.data(), G, hd, r.cold[j].digest.data());
-        if (b < lowest) lowest = b, drop = j;
+    int drop = -1;
+    float lowest = std::numeric_limits<float>::infinity();
+    const int G = static_cast<int>(r.query.size()) / hd;
+    for (int j = n - 1; j >= 0; --j) {
+      if (r.cold[j].bytes.empty()) continue;  // spilled
+      if (G == 0) {
+        drop = j;
+        break;
       }
+      const float b = DigestBound(r.query.data(), G, hd, r.cold[j].digest.data());
+      if (drop < 0 || b < lowest) lowest = b, drop = j;
+    }
+    const int64_t bytes = static_cast<int64_t>(r.cold[drop].bytes.size());
+    if (SpillCold(r.cold[drop])) {
+      evict_stats_.host_bytes -= bytes;
+      ++evict_stats_.spilled;
+      ++r.spilled;
+      continue;
     }
     evict_stats_.host_bytes -= static_cast<int64_t>(r.cold[drop].HostBytes());
     ++evict_stats_.host_dropped;
     RemoveCold(r, drop);
   }
+}
+
+const tiers::Fingerprint& KvCache::SpillFingerprint() {
+  if (!spill_fp_) {
+    // A salt no tenant's cache_salt hashes to in practice, drawn per cache; the keys count on
+    // from a random start as well.
+    std::random_device rd;
+    const uint64_t salt = (static_cast<uint64_t>(rd()) << 32 | rd()) | 1;
+    spill_key_ = static_cast<uint64_t>(rd()) << 32 | rd();
+    spill_fp_ = tiers()->For(salt);
+  }
+  return *spill_fp_;
+}
+
+bool KvCache::SpillCold(ColdBlock& c) {
+  tiers::TierStack* t = tiers();
+  if (!t || !t->can_spill()) return false;
+  const tiers::StreamKind kind = tiers::StreamKind::kSealed;
+  const uint8_t* block = c.bytes.data();
+  tiers::RecordSource src;
+  src.header.fingerprint = SpillFingerprint();
+  src.header.key = ++spill_key_;
+  src.header.n_tokens = static_cast<uint32_t>(c.pos.size());
+  src.header.n_streams = 1;
+  src.header.staged_bytes = static_cast<uint32_t>(staged_block_bytes());
+  src.header.sealed_bytes = static_cast<uint32_t>(c.bytes.size());
+  src.tokens = c.pos;
+  src.kinds = std::span(&kind, 1);
+  src.blocks = std::span(&block, 1);
+  if (!t->Spill(src.header.fingerprint, src.header.key, tiers::EncodeRecord(src))) return false;
+  c.spill = src.header.key;
+  c.bytes = std::vector<uint8_t>();
+  return true;
+}
+
+void KvCache::TakeSpilled(Sequence& s) {
+  tiers::TierStack* t = tiers();
+  for (RecallStream& r : s.recall) {
+    for (int j = static_cast<int>(r.cold.size()) - 1; r.spilled > 0 && j >= 0; --j) {
+      ColdBlock& c = r.cold[j];
+      if (c.read == 0) continue;
+      // Done first: the reader files every record of a read before it calls the read done.
+      const bool done = t->WaitPrefetch(c.read, 0);
+      std::optional<std::vector<uint8_t>> rec = t->TakeRead(*spill_fp_, c.spill);
+      if (!rec && !done) continue;  // still being read
+      bool ok = false;
+      if (rec) {
+        // The tier checked fingerprint, key and checksum (a record from the write queue is the one
+        // written); what it holds must also be this block: one sealed stream of its size and
+        // positions.
+        auto view = tiers::ParseRecord(*rec, *spill_fp_, c.spill);
+        if (view.ok() && view->header().n_streams == 1 && view->Kind(0) == tiers::StreamKind::kSealed &&
+            view->header().sealed_bytes == sealed_block_bytes() && view->header().n_tokens == c.pos.size()) {
+          std::vector<int32_t> pos;
+          view->CopyTokens(&pos);
+          if (pos == c.pos) {
+            c.bytes.assign(view->Block(0), view->Block(0) + sealed_block_bytes());
+            ok = true;
+          }
+        }
+      }
+      t->Unspill(*spill_fp_, c.spill);
+      --r.spilled;
+      if (ok) {
+        c.spill = c.read = 0;
+        evict_stats_.host_bytes += static_cast<int64_t>(c.bytes.size());
+        ++evict_stats_.spill_read;
+      } else {
+        evict_stats_.host_bytes -= static_cast<int64_t>(c.HostBytes());
+        ++evict_stats_.spill_lost;
+        RemoveCold(r, j);
+      }
+    }
+  }
+}
+
+void KvCache::ReadSpilled(Sequence& s, std::span<const int> sts, std::span<RecallPlan> plans) {
+  std::vector<uint64_t> keys;
+  std::vector<ColdBlock*> reading;
+  for (size_t i = 0; i < sts.size(); ++i) {
+    RecallStream& r = s.recall[sts[i]];
+    if (r.spilled == 0) continue;
+    RecallPlan& p = plans[i];
+    size_t kept = 0;
+    for (size_t k = 0; k < p.victims.size(); ++k) {
+      ColdBlock& c = r.cold[p.wanted[k]];
+      if (c.bytes.empty()) {  // spilled: read it, and its victim stays for now
+        if (c.read == 0) keys.push_back(c.spill), reading.push_back(&c);
+        continue;
+      }
+      p.wanted[kept] = p.wanted[k], p.victims[kept] = p.victims[k], ++kept;
+    }
+    p.victims.resize(kept);
+  }
+  if (keys.empty()) return;
+  const uint64_t id = tiers()->ReadSpilled(*spill_fp_, std::move(keys));
+  for (ColdBlock* c : reading) c->read = id;
+}
+
+void KvCache::ForgetSpilled(Sequence& s) {
+  tiers::TierStack* t = tiers();
+  std::vector<uint64_t> reads;
+  for (const RecallStream& r : s.recall) {
+    if (r.spilled == 0) continue;
+    for (const ColdBlock& c : r.cold) {
+      if (!c.spill) continue;
+      t->Unspill(*spill_fp_, c.spill);
+      if (c.read) reads.push_back(c.read);
+    }
+  }
+  std::sort(reads.begin(), reads.end());
+  reads.erase(std::unique(reads.begin(), reads.end()), reads.end());
+  for (uint64_t id : reads) t->EndPrefetch(id);
 }
 
 void KvCache::PushCold(RecallStream& r, ColdBlock&& c) {
@@ -345,6 +484,7 @@ void KvCache::PlanRecall(Sequence& s, int st, RecallPlan* plan) {
 
 void KvCache::Recall(Sequence& s, ThreadPool* pool) {
   if (!policy_.recall || s.prompt_open) return;
+  if (spill_fp_) TakeSpilled(s);
   // The plans read only their own stream (and the pool's reference counts), so streams plan in
   // parallel; the moves, which allocate and release blocks, run in order.
   std::vector<int> sts;
@@ -356,6 +496,7 @@ void KvCache::Recall(Sequence& s, ThreadPool* pool) {
   } else {
     for (size_t i = 0; i < sts.size(); ++i) PlanRecall(s, sts[i], &plans[i]);
   }
+  if (spill_fp_) ReadSpilled(s, sts, plans);
   for (size_t i = 0; i < sts.size(); ++i) {
     const int st = sts[i];
     RecallStream& r = s.recall[st];

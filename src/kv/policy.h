@@ -33,7 +33,9 @@
 // stream and step): what the next step attends is fetched ahead, predicted from
 // the last one (ArkVale's recallable eviction). `host=N` bounds host memory to N
 // blocks per stream: past it the host block the newest query bounds lowest (the
-// one least likely to be fetched) is dropped.
+// one least likely to be fetched) is spilled to the disk tier when there is one
+// (--kv-disk; read back asynchronously when a query wants it) and dropped when
+// there is none.
 //
 // window and sinks re-index positions (the kept tokens are attended as if
 // contiguous, the sinks right before the window), so generation continues past
@@ -65,8 +67,9 @@ struct PolicySpec {
   bool merge = false;          // merge evicted values instead of dropping them
   bool recall = false;         // evicted blocks go to host memory and come back when queries want them
   int fetch = 4;               // recall: blocks a stream may fetch back per step
-  int host = 0;                // recall: host blocks a stream keeps at most (0: no bound); past it the
-                               // host block the newest query bounds lowest is dropped for good
+  int host = 0;                // recall: host blocks a stream keeps in memory at most (0: no bound); past
+                               // it the host block the newest query bounds lowest goes to the disk
+                               // tier (--kv-disk), or is dropped for good without one
 
   bool active() const { return kind != PolicyKind::kNone; }
   bool reindexes() const { return kind == PolicyKind::kWindow || kind == PolicyKind::kSinks; }

@@ -270,9 +270,16 @@ std::string PrometheusText(const engine::SchedulerStats& s, const std::string& m
   }
   if (s.recall) {
     w.Labelled("slimkv_kv_recall_blocks_total", "counter",
-               "Blocks an eviction policy with :recall moved to host memory (offloaded), fetched back, or "
-               "dropped from host memory for the host=N bound.",
-               "move", {{"offloaded", e.offloaded}, {"fetched", e.fetched}, {"dropped", e.host_dropped}});
+               "Blocks an eviction policy with :recall moved to host memory (offloaded), fetched back, "
+               "dropped from host memory for the host=N bound, spilled past it to the disk tier (--kv-disk), "
+               "read back from there, or lost there (the record was gone when wanted).",
+               "move",
+               {{"offloaded", e.offloaded},
+                {"fetched", e.fetched},
+                {"dropped", e.host_dropped},
+                {"spilled", e.spilled},
+                {"read_back", e.spill_read},
+                {"spill_lost", e.spill_lost}});
     w.Labelled("slimkv_kv_recall_fetch_ahead_total", "counter",
                "Blocks a step's queries ranked among those to hold: fetched ahead by the step before (used), "
                "or still in host memory (missed).",

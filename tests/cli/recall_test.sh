@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `:recall` end to end on the default model: needle and ppl run under a recalling policy, the
 # evicted blocks go to host memory and some come back, and both commands report the traffic
-# and the fetch-ahead hit rate (printed and in --json), and host=N drops past its bound. About 25 s.
+# and the fetch-ahead hit rate (printed and in --json), host=N drops past its bound, or spills
+# to --kv-disk. About 30 s.
 set -u
 BIN=${SLIMKV_BIN:?set SLIMKV_BIN to the slimkv binary}
 SRC=${SLIMKV_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
@@ -31,6 +32,19 @@ python3 -c "import sys; h=float(sys.argv[1]); sys.exit(0 if 0 < h <= 1 else 1)" 
 grep -q "dropped for the host bound" "$T/host.out" || fail "ppl host=2 does not report drops: $(tail -3 "$T/host.out")"
 [[ $(field "$T/host.json" host_dropped) -gt 0 ]] || fail "ppl host=2: nothing dropped"
 [[ $(field "$T/ppl.json" host_dropped) -eq 0 ]] || fail "ppl: dropped without a host bound"
+
+# With --kv-disk, host blocks past host=2 are spilled there instead of dropped, some are read back,
+# and the process leaves none of its records behind (the directory holds only the tier's lock).
+"$BIN" ppl -f data/pg_essays.txt -c 512 --chunks 1 --step 1 --kv int4 --kv-policy h2o:recall:host=2 --kv-budget 128 \
+  --kv-disk "$T/disk" --kl-base none -t 2 --json "$T/spill.json" > "$T/spill.out" 2>&1 \
+  || fail "ppl host=2 --kv-disk: $(tail -3 "$T/spill.out")"
+grep -q "spilled to disk" "$T/spill.out" || fail "ppl --kv-disk does not report spills: $(tail -3 "$T/spill.out")"
+[[ $(field "$T/spill.json" spilled) -gt 0 ]] || fail "ppl --kv-disk: nothing spilled"
+[[ $(field "$T/spill.json" spill_read) -gt 0 ]] || fail "ppl --kv-disk: nothing read back"
+[[ $(field "$T/spill.json" spill_lost) -eq 0 ]] || fail "ppl --kv-disk: spilled blocks lost"
+[[ $(field "$T/spill.json" host_dropped) -eq 0 ]] || fail "ppl --kv-disk: dropped with a disk to spill to"
+left=$(find "$T/disk" -name '*.kvb' | wc -l)
+[[ $left -eq 0 ]] || fail "ppl --kv-disk: $left records left behind"
 
 # Without :recall nothing is reported.
 "$BIN" ppl -f data/pg_essays.txt -c 512 --chunks 1 --step 1 --kv int4 --kv-policy h2o --kv-budget 128 \

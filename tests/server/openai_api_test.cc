@@ -467,10 +467,16 @@ TEST(MetricsTest, RecallSeries) {
   s.eviction.fetch_missed = 3;
   s.eviction.host_bytes = 4096;
   s.eviction.host_dropped = 5;
+  s.eviction.spilled = 7;
+  s.eviction.spill_read = 4;
+  s.eviction.spill_lost = 1;
   const std::string text = PrometheusText(s, "model");
   ExpectSamples(text, {R"(slimkv_kv_recall_blocks_total{move="offloaded"} 40)",
                        R"(slimkv_kv_recall_blocks_total{move="fetched"} 12)",
                        R"(slimkv_kv_recall_blocks_total{move="dropped"} 5)",
+                       R"(slimkv_kv_recall_blocks_total{move="spilled"} 7)",
+                       R"(slimkv_kv_recall_blocks_total{move="read_back"} 4)",
+                       R"(slimkv_kv_recall_blocks_total{move="spill_lost"} 1)",
                        R"(slimkv_kv_recall_fetch_ahead_total{outcome="used"} 9)",
                        R"(slimkv_kv_recall_fetch_ahead_total{outcome="missed"} 3)",
                        "slimkv_kv_recall_host_bytes 4096"});

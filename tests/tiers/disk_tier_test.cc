@@ -81,6 +81,27 @@ TEST(DiskTierTest, PutGetAndNamespaces) {
   EXPECT_EQ(CountFiles(dir.path(), ".kvb"), 1);  // no temporary file is left
 }
 
+// Erase (recall's spilled records, which one sequence owns): the file and its index entry go,
+// other records stay, erasing what is not there is nothing.
+TEST(DiskTierTest, EraseRemovesTheRecordAndItsFile) {
+  ScratchDir dir;
+  auto t = OpenTier(dir.path(), 1 << 20);
+  const auto a = MakeRecord(kFp, 1, 0, 11), b = MakeRecord(kFp, 2, 1, 12);
+  ASSERT_TRUE(t->Put(kFp, 1, a).ok());
+  ASSERT_TRUE(t->Put(kFp, 2, b).ok());
+  EXPECT_TRUE(t->Writable());
+  t->Erase(kFp, 1);
+  t->Erase(kFp, 3);
+  t->Erase(kOtherFp, 2);
+  t->CheckInvariants();
+  EXPECT_EQ(t->Get(kFp, 1).status().code(), StatusCode::kNotFound);
+  EXPECT_TRUE(t->Get(kFp, 2).ok());
+  EXPECT_FALSE(fs::exists(t->PathOf(kFp, 1)));
+  EXPECT_EQ(CountFiles(dir.path(), ".kvb"), 1);
+  EXPECT_EQ(t->Stats().entries, 1);
+  EXPECT_EQ(t->Stats().bytes_held, static_cast<int64_t>(b.size()));
+}
+
 TEST(DiskTierTest, EvictsLeastRecentlyUsedWithinTheBudget) {
   ScratchDir dir;
   const size_t rec_bytes = MakeRecord(kFp, 0, 0, 0).size();
@@ -234,6 +255,7 @@ TEST(DiskTierTest, AReadOnlyDirectoryStopsWritesNotReads) {
     if (!testing::RemountReadOnly(dir.path())) return "cannot remount read-only";
     if (t->Put(kFp, 2, MakeRecord(kFp, 2, 0, 2)).ok()) return "a put to a read-only disk succeeded";
     if (t->Stats().state.find("read-only") == std::string::npos) return "state: " + t->Stats().state;
+    if (t->Writable()) return "a read-only disk says it is writable";
     const int64_t fast_before = t->Stats().fast_failures;
     if (t->Put(kFp, 3, MakeRecord(kFp, 3, 0, 3)).ok()) return "second put succeeded";
     if (t->Stats().fast_failures != fast_before + 1) return "the second put was not refused at once";
@@ -246,6 +268,7 @@ TEST(DiskTierTest, AReadOnlyDirectoryStopsWritesNotReads) {
     if (t->Stats().state.find("read-only") == std::string::npos) return "reopen state: " + t->Stats().state;
     if (::mount(nullptr, dir.path().c_str(), nullptr, MS_REMOUNT, nullptr) != 0) return "remount rw failed";
     clock.now += 31;
+    if (!t->Writable()) return "not writable once its retry time has come";
     if (!t->Put(kFp, 4, MakeRecord(kFp, 4, 0, 4)).ok()) return "writes did not resume";
     if (t->Stats().state != "ok") return "state after resuming: " + t->Stats().state;
     t->CheckInvariants();

@@ -124,5 +124,62 @@ TEST(TierStackPrefetchTest, TheReadAheadIsBoundedInBytes) {
   s.stack->EndPrefetch(id);
 }
 
+// Recall's spill: records go to the local tier only, through the writer; a read of spilled
+// records tries every key (a missing one does not stop the rest) and finds a record the writer
+// has not written yet (queued, or being written); an erase is queued behind the write; a tier
+// that is not writable refuses the spill at once.
+TEST(TierStackSpillTest, ReadsWhatTheWriterHasNotWrittenYetAndEveryKey) {
+  Stack s;
+  ASSERT_TRUE(s.stack->can_spill());
+  s.tier->ClosePuts();
+  ASSERT_TRUE(s.stack->Spill(kFp, 1, Stack::Record(1)));  // the writer takes it and waits in Put
+  for (int i = 0; i < 1000 && s.tier->puts_blocked() == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  ASSERT_EQ(s.tier->puts_blocked(), 1);
+  ASSERT_TRUE(s.stack->Spill(kFp, 2, Stack::Record(2)));  // queued behind it
+  const PrefetchId id = s.stack->ReadSpilled(kFp, {1, 2, 3});      // 3 was never spilled
+  ASSERT_NE(id, 0u);
+  s.WaitRead(id);
+  EXPECT_EQ(s.stack->TakeRead(kFp, 1), Stack::Record(1));  // from the job being written
+  EXPECT_EQ(s.stack->TakeRead(kFp, 2), Stack::Record(2));  // from the queue
+  EXPECT_FALSE(s.stack->TakeRead(kFp, 3).has_value());
+  EXPECT_FALSE(s.stack->TakeRead(kFp, 1).has_value());  // taken once
+  s.stack->Unspill(kFp, 1);
+  s.tier->OpenPuts();
+  s.stack->Flush();
+  EXPECT_FALSE(s.tier->Has(kFp, 1));  // written, then erased in order
+  EXPECT_TRUE(s.tier->Has(kFp, 2));
+  // Written now: read from the tier, and a miss before it does not stop the read.
+  const PrefetchId again = s.stack->ReadSpilled(kFp, {1, 2});
+  s.WaitRead(again);
+  EXPECT_FALSE(s.stack->TakeRead(kFp, 1).has_value());
+  EXPECT_EQ(s.stack->TakeRead(kFp, 2), Stack::Record(2));
+  TierStackStats st = s.stack->Stats();
+  EXPECT_EQ(st.spilled, 2);
+  EXPECT_EQ(st.spill_reads, 3);
+  EXPECT_EQ(st.prefetched + st.prefetch_hits + st.loaded, 0);  // not counted as prefix traffic
+  s.tier->SetWritable(false);
+  EXPECT_FALSE(s.stack->Spill(kFp, 5, Stack::Record(5)));
+  s.stack->Flush();
+  EXPECT_FALSE(s.tier->Has(kFp, 5));
+}
+
+// A stack whose first tier is not local (Redis alone) has nowhere to spill.
+TEST(TierStackSpillTest, NoLocalTierNoSpill) {
+  class Remote final : public BlockTier {
+   public:
+    const char* name() const override { return "remote"; }
+    Result<std::vector<uint8_t>> Get(const Fingerprint&, uint64_t) override { return NotFound("none"); }
+    Status Put(const Fingerprint&, uint64_t, std::span<const uint8_t>) override { return Status::Ok(); }
+    TierStats Stats() const override { return {}; }
+  };
+  std::vector<std::unique_ptr<BlockTier>> tiers;
+  tiers.push_back(std::make_unique<Remote>());
+  TierStack stack(Spec(), *ParsePreset("int4"), TierStackOptions{}, std::move(tiers));
+  EXPECT_FALSE(stack.can_spill());
+  EXPECT_FALSE(stack.Spill(kFp, 1, Stack::Record(1)));
+  EXPECT_EQ(stack.ReadSpilled(kFp, {1}), 0u);
+}
+
 }  // namespace
 }  // namespace slimkv::kv::tiers

@@ -56,9 +56,50 @@ Result<std::vector<uint8_t>> GatedTier::Get(const Fingerprint &fp, uint64_t key)
 }
 
 Status GatedTier::Put(const Fingerprint &fp, uint64_t key, std::span<const uint8_t> record) {
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
+  ++puts_blocked_;
+  open_.wait(lock, [&] { return !puts_closed_; });
+  --puts_blocked_;
   records_[{fp.Hex(), key}].assign(record.begin(), record.end());
   return Status::Ok();
+}
+
+void GatedTier::Erase(const Fingerprint &fp, uint64_t key) {
+  std::lock_guard lock(mu_);
+  records_.erase({fp.Hex(), key});
+}
+
+bool GatedTier::Writable() const {
+  std::lock_guard lock(mu_);
+  return writable_;
+}
+
+void GatedTier::ClosePuts() {
+  std::lock_guard lock(mu_);
+  puts_closed_ = true;
+}
+
+void GatedTier::OpenPuts() {
+  {
+    std::lock_guard lock(mu_);
+    puts_closed_ = false;
+  }
+  open_.notify_all();
+}
+
+void GatedTier::SetWritable(bool writable) {
+  std::lock_guard lock(mu_);
+  writable_ = writable;
+}
+
+int GatedTier::puts_blocked() const {
+  std::lock_guard lock(mu_);
+  return puts_blocked_;
+}
+
+bool GatedTier::Has(const Fingerprint &fp, uint64_t key) const {
+  std::lock_guard lock(mu_);
+  return records_.count({fp.Hex(), key}) > 0;
 }
 
 TierStats GatedTier::Stats() const {

@@ -36,15 +36,24 @@ class ScratchDir {
 };
 
 // A tier in memory whose reads a test can hold up (a slow disk or network): while closed,
-// Get blocks until Open. Records are stored as given (not parsed: tests put what they like).
-class GatedTier final : public BlockTier {
+// Get blocks until Open; so can its writes (ClosePuts / OpenPuts). Records are stored as given
+// (not parsed: tests put what they like). Local (recall may spill to it), writable unless a
+// test says otherwise.
+class GatedTier final : public LocalTier {
  public:
   const char *name() const override { return "gated"; }
   Result<std::vector<uint8_t>> Get(const Fingerprint &fp, uint64_t key) override;
   Status Put(const Fingerprint &fp, uint64_t key, std::span<const uint8_t> record) override;
   TierStats Stats() const override;
+  void Erase(const Fingerprint &fp, uint64_t key) override;
+  bool Writable() const override;
   void Close();
   void Open();
+  void ClosePuts();
+  void OpenPuts();
+  void SetWritable(bool writable);
+  int puts_blocked() const;  // Put calls waiting at the gate now
+  bool Has(const Fingerprint &fp, uint64_t key) const;
   int gets() const;     // Get calls so far
   int blocked() const;  // Get calls waiting at the gate now
   size_t size() const;  // records held
@@ -52,8 +61,8 @@ class GatedTier final : public BlockTier {
  private:
   mutable std::mutex mu_;
   std::condition_variable open_;
-  bool closed_ = false;
-  int gets_ = 0, blocked_ = 0;
+  bool closed_ = false, puts_closed_ = false, writable_ = true;
+  int gets_ = 0, blocked_ = 0, puts_blocked_ = 0;
   std::map<std::pair<std::string, uint64_t>, std::vector<uint8_t>> records_;
 };
 

@@ -208,6 +208,16 @@ void DiskTier::Touch(const Id &id, bool touch_file) {
   if (touch_file) ::utimensat(AT_FDCWD, (options_.dir + "/" + FileName(id)).c_str(), nullptr, 0);
 }
 
+void DiskTier::Erase(const Fingerprint &fp, uint64_t key) {
+  std::lock_guard lock(mu_);
+  Drop(Id{fp, key}, state_ != State::kReadOnly);
+}
+
+bool DiskTier::Writable() const {
+  std::lock_guard lock(mu_);
+  return !(state_ == State::kReadOnly || state_ == State::kFailing) || Now() >= retry_at_;
+}
+
 void DiskTier::Drop(const Id &id, bool unlink_file) {
   auto it = index_.find(id);
   if (it == index_.end()) return;

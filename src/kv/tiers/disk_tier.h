@@ -46,7 +46,7 @@ struct DiskTierOptions {
   std::function<double()> clock;  // seconds; NowSeconds when empty (tests inject their own)
 };
 
-class DiskTier final : public BlockTier {
+class DiskTier final : public LocalTier {
  public:
   // Creates the directory if needed and rebuilds the index from it.
   // InvalidArgument for a zero budget; Io if the directory cannot be created or
@@ -59,6 +59,8 @@ class DiskTier final : public BlockTier {
   Result<std::vector<uint8_t>> Get(const Fingerprint &fp, uint64_t key) override;
   Status Put(const Fingerprint &fp, uint64_t key, std::span<const uint8_t> record) override;
   TierStats Stats() const override;
+  void Erase(const Fingerprint &fp, uint64_t key) override;
+  bool Writable() const override;
 
   bool Contains(const Fingerprint &fp, uint64_t key) const;
   // Index and directory agree: the byte sum and the order hold every entry

@@ -58,4 +58,16 @@ class BlockTier {
   virtual TierStats Stats() const = 0;
 };
 
+// A tier on this machine (the disk tier): besides prefix blocks it holds the blocks recall
+// spills past host memory (`:recall:host=N`, kv_recall.cc), which are one sequence's and
+// are erased when it no longer needs them.
+class LocalTier : public BlockTier {
+ public:
+  // Removes the record of (fingerprint, key) if there is one.
+  virtual void Erase(const Fingerprint &fp, uint64_t key) = 0;
+  // Whether a Put now may succeed (not read-only or failing, or its retry time has come): a
+  // spill that cannot be written is dropped at once rather than lost when read.
+  virtual bool Writable() const = 0;
+};
+
 }  // namespace slimkv::kv::tiers

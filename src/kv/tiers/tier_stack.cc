@@ -11,6 +11,7 @@ TierStack::TierStack(const KvSpec& spec, const KvConfig& config, const TierStack
                      std::vector<std::unique_ptr<BlockTier>> tiers)
     : spec_(spec), config_(config), options_(options), tiers_(std::move(tiers)) {
   CHECK(!tiers_.empty(), "a tier stack without tiers");
+  local_ = dynamic_cast<LocalTier*>(tiers_[0].get());
   writer_ = std::thread([this] { WriterLoop(); });
   reader_ = std::thread([this] { ReaderLoop(); });
 }
@@ -49,22 +50,29 @@ std::optional<std::vector<uint8_t>> TierStack::ReadThrough(const Fingerprint& fp
   return std::nullopt;
 }
 
+std::optional<std::vector<uint8_t>> TierStack::TakeAhead(const Fingerprint& fp, uint64_t key, double* seconds) {
+  auto it = ahead_.find(key);
+  if (it == ahead_.end() || !(it->second.fp == fp)) return std::nullopt;
+  ReadAhead a = std::move(it->second);
+  ahead_.erase(it);
+  ahead_bytes_ -= a.record.size();
+  // The time the read took, not the time this call took: the swap-cost rule weighs what a
+  // fetch costs, whoever paid it.
+  if (seconds) *seconds = a.seconds;
+  if (a.spilled) {
+    ++stats_.spill_reads;
+  } else {
+    ++stats_.loaded;
+    ++stats_.prefetch_hits;
+    stats_.loaded_bytes += static_cast<int64_t>(a.record.size());
+  }
+  return std::move(a.record);
+}
+
 std::optional<std::vector<uint8_t>> TierStack::Load(const Fingerprint& fp, uint64_t key, double* seconds) {
   {
     std::lock_guard lock(mu_);
-    auto it = ahead_.find(key);
-    if (it != ahead_.end() && it->second.fp == fp) {
-      ReadAhead a = std::move(it->second);
-      ahead_.erase(it);
-      ahead_bytes_ -= a.record.size();
-      // The time the read took, not the time this call took: the swap-cost rule weighs what a
-      // fetch costs, whoever paid it.
-      if (seconds) *seconds = a.seconds;
-      ++stats_.loaded;
-      ++stats_.prefetch_hits;
-      stats_.loaded_bytes += static_cast<int64_t>(a.record.size());
-      return std::move(a.record);
-    }
+    if (auto r = TakeAhead(fp, key, seconds)) return r;
   }
   const double t0 = Now();
   auto r = ReadThrough(fp, key);
@@ -125,25 +133,90 @@ void TierStack::ReaderLoop() {
     for (uint64_t key : job.keys) {
       if (stop_ || !prefetch_pending_.count(job.id)) break;  // ended by its owner
       if (ahead_.count(key)) continue;  // read ahead for another request with the same prefix
-      lock.unlock();
       const double t0 = Now();
-      auto r = ReadThrough(job.fp, key);
+      std::optional<std::vector<uint8_t>> r;
+      if (job.spilled) {
+        r = ReadSpill(lock, job.fp, key);
+      } else {
+        lock.unlock();
+        r = ReadThrough(job.fp, key);
+        lock.lock();
+      }
       const double dt = Now() - t0;
-      lock.lock();
-      if (!r) break;  // the chain ends here: the cache computes the rest
-      stats_.prefetch_seconds += dt;
+      if (!r) {
+        if (job.spilled) continue;  // gone (evicted from the tier, corrupt): the cache drops it
+        break;                      // the chain ends here: the cache computes the rest
+      }
+      if (!job.spilled) stats_.prefetch_seconds += dt;
       if (!prefetch_pending_.count(job.id) || ahead_bytes_ + r->size() > options_.prefetch_bytes) {
-        ++stats_.prefetch_unused;
+        if (!job.spilled) ++stats_.prefetch_unused;
         break;
       }
-      ++stats_.prefetched;
+      if (!job.spilled) ++stats_.prefetched;
       ahead_bytes_ += r->size();
-      ahead_[key] = ReadAhead{.fp = job.fp, .id = job.id, .record = std::move(*r), .seconds = dt};
+      ahead_[key] =
+          ReadAhead{.fp = job.fp, .id = job.id, .record = std::move(*r), .seconds = dt, .spilled = job.spilled};
     }
     prefetch_pending_.erase(job.id);
     prefetch_idle_.notify_all();  // WaitPrefetch(job.id)
   }
   prefetch_idle_.notify_all();
+}
+
+std::optional<std::vector<uint8_t>> TierStack::ReadSpill(std::unique_lock<std::mutex>& lock, const Fingerprint& fp,
+                                                         uint64_t key) {
+  // The newest queued job of the key decides: a write not done yet, or an erase.
+  for (auto it = queue_.rbegin(); it != queue_.rend(); ++it) {
+    if (it->key != key || !(it->fp == fp)) continue;
+    if (it->erase) return std::nullopt;
+    return it->record;
+  }
+  if (writing_ && current_.key == key && current_.fp == fp && !current_.erase) return current_.record;
+  lock.unlock();
+  auto r = local_->Get(fp, key);
+  lock.lock();
+  if (!r.ok()) return std::nullopt;
+  return std::move(r).value();
+}
+
+bool TierStack::Spill(const Fingerprint& fp, uint64_t key, std::vector<uint8_t> record) {
+  if (!local_ || !local_->Writable()) return false;
+  std::lock_guard lock(mu_);
+  if (stop_ || queued_bytes_ + record.size() > options_.queue_bytes) return false;
+  ++stats_.spilled;
+  queued_bytes_ += record.size();
+  queue_.push_back(Job{.fp = fp, .key = key, .record = std::move(record), .end_tier = 1});
+  wake_.notify_one();
+  return true;
+}
+
+PrefetchId TierStack::ReadSpilled(const Fingerprint& fp, std::vector<uint64_t> keys) {
+  if (keys.empty() || !local_) return 0;
+  PrefetchId id;
+  {
+    std::lock_guard lock(mu_);
+    if (stop_) return 0;
+    id = next_prefetch_++;
+    prefetch_pending_.insert(id);
+    prefetch_queue_.push_back(PrefetchJob{.id = id, .fp = fp, .keys = std::move(keys), .spilled = true});
+  }
+  prefetch_wake_.notify_one();
+  return id;
+}
+
+std::optional<std::vector<uint8_t>> TierStack::TakeRead(const Fingerprint& fp, uint64_t key) {
+  std::lock_guard lock(mu_);
+  return TakeAhead(fp, key, nullptr);
+}
+
+void TierStack::Unspill(const Fingerprint& fp, uint64_t key) {
+  if (!local_) return;
+  {
+    std::lock_guard lock(mu_);
+    if (stop_) return;
+    queue_.push_back(Job{.fp = fp, .key = key, .erase = true});
+  }
+  wake_.notify_one();
 }
 
 void TierStack::Store(const Fingerprint& fp, uint64_t key, std::vector<uint8_t> record) {
@@ -169,15 +242,21 @@ void TierStack::WriterLoop() {
   for (;;) {
     wake_.wait(lock, [&] { return stop_ || !queue_.empty(); });
     if (queue_.empty()) break;  // stopping, and everything is written
-    Job job = std::move(queue_.front());
+    current_ = std::move(queue_.front());
     queue_.pop_front();
     writing_ = true;
     lock.unlock();
     // A tier that refuses says why in its own stats and log; the next tier still gets it.
-    for (size_t i = 0; i < job.end_tier; ++i) tiers_[i]->Put(job.fp, job.key, job.record).ok();
+    // current_ does not change until the lock is taken again (ReadSpill reads it under it).
+    if (current_.erase) {
+      local_->Erase(current_.fp, current_.key);
+    } else {
+      for (size_t i = 0; i < current_.end_tier; ++i) tiers_[i]->Put(current_.fp, current_.key, current_.record).ok();
+    }
     lock.lock();
     writing_ = false;
-    queued_bytes_ -= job.record.size();
+    queued_bytes_ -= current_.record.size();
+    current_ = Job{};
     if (queue_.empty()) idle_.notify_all();
   }
   idle_.notify_all();

@@ -13,6 +13,13 @@
 // the step that admits it copies them from RAM instead of waiting on a disk or a network
 // while every running sequence waits too. Read-ahead records are held in a bounded map until
 // Load takes them or EndPrefetch drops them; they are checked by the cache like any record.
+//
+// Spill: recall (`:recall:host=N`, kv_recall.cc) keeps a sequence's evicted blocks past its
+// host memory on the local tier (the disk; never Redis: no other instance could use them),
+// through the same writer and reader threads. Its reads are asynchronous: the cache asks for
+// the blocks a step predicts and takes those read at a later step, never waiting. A spilled
+// record still queued for writing is read from the queue, so a block comes back however slow
+// the disk; the cache erases a record once it has read it back or its sequence ends.
 #pragma once
 
 #include <condition_variable>
@@ -53,6 +60,8 @@ struct TierStackStats {
   int64_t prefetch_hits = 0;     // Load calls answered from the records read ahead
   int64_t prefetch_unused = 0;   // records read ahead and dropped untaken (EndPrefetch, a full map)
   double prefetch_seconds = 0;   // time the reader spent reading them
+  int64_t spilled = 0;           // spilled records queued for the local tier
+  int64_t spill_reads = 0;       // spilled records read back (from the tier or the write queue)
 };
 
 // One chain of keys being read ahead (0: none).
@@ -85,6 +94,20 @@ class TierStack {
   void Flush();
   void CountRejected();
 
+  // Recall's spill. Whether there is a local tier to spill to.
+  bool can_spill() const { return local_ != nullptr; }
+  // Queues a spilled record for the local tier; false when that tier is not writable now or
+  // the queue is full (the caller drops the block instead).
+  bool Spill(const Fingerprint& fp, uint64_t key, std::vector<uint8_t> record);
+  // Queues reads of spilled records: every key is tried (a missing one does not stop the
+  // rest). WaitPrefetch(id, 0) says whether the reader is done with them, TakeRead takes one,
+  // EndPrefetch drops those not taken.
+  PrefetchId ReadSpilled(const Fingerprint& fp, std::vector<uint64_t> keys);
+  // The record of `key` if the reader has read it; never reads or waits itself.
+  std::optional<std::vector<uint8_t>> TakeRead(const Fingerprint& fp, uint64_t key);
+  // Queues the removal of a spilled record (after any queued write of it).
+  void Unspill(const Fingerprint& fp, uint64_t key);
+
   TierStackStats Stats() const;
   // (name, stats) of each tier.
   std::vector<std::pair<std::string, TierStats>> TierStatsList() const;
@@ -95,17 +118,20 @@ class TierStack {
     uint64_t key = 0;
     std::vector<uint8_t> record;
     size_t end_tier = 0;  // written to tiers [0, end_tier): a fetched record goes to the tiers above
+    bool erase = false;   // removes (fp, key) from the local tier instead (Unspill)
   };
   struct PrefetchJob {
     PrefetchId id = 0;
     Fingerprint fp;
     std::vector<uint64_t> keys;
+    bool spilled = false;  // spilled records: the local tier only, every key (ReadSpilled)
   };
   struct ReadAhead {
     Fingerprint fp;
     PrefetchId id = 0;
     std::vector<uint8_t> record;
     double seconds = 0;  // what reading it took
+    bool spilled = false;  // a spilled record (ReadSpilled), not a prefix block
   };
   void Enqueue(Job job);
   void WriterLoop();
@@ -113,17 +139,25 @@ class TierStack {
   // The checked record from the first tier that has one; a hit below the first tier is
   // queued for the tiers above.
   std::optional<std::vector<uint8_t>> ReadThrough(const Fingerprint& fp, uint64_t key);
+  // A spilled record: from the write queue when it is still there (under mu_, which `lock`
+  // holds), else from the local tier (without mu_).
+  std::optional<std::vector<uint8_t>> ReadSpill(std::unique_lock<std::mutex>& lock, const Fingerprint& fp,
+                                                uint64_t key);
+  // Takes a record read ahead (under mu_); counts it as a prefetch hit or a spill read.
+  std::optional<std::vector<uint8_t>> TakeAhead(const Fingerprint& fp, uint64_t key, double* seconds);
   double Now() const;
 
   KvSpec spec_;
   KvConfig config_;
   TierStackOptions options_;
   std::vector<std::unique_ptr<BlockTier>> tiers_;
+  LocalTier* local_ = nullptr;  // tiers_[0] when it is local (the disk)
   mutable std::mutex mu_;
   std::condition_variable wake_, idle_;
   std::deque<Job> queue_;
   size_t queued_bytes_ = 0;
   bool writing_ = false;
+  Job current_;  // the job the writer is writing (while writing_)
   bool stop_ = false;
   std::unordered_map<uint64_t, Fingerprint> fingerprints_;  // salt -> fingerprint
   TierStackStats stats_;
