@@ -81,25 +81,59 @@ TEST(DiskTierTest, PutGetAndNamespaces) {
   EXPECT_EQ(CountFiles(dir.path(), ".kvb"), 1);  // no temporary file is left
 }
 
-// Erase (recall's spilled records, which one sequence owns): the file and its index entry go,
-// other records stay, erasing what is not there is nothing.
-TEST(DiskTierTest, EraseRemovesTheRecordAndItsFile) {
+// Spilled records (recall's, LocalTier): slots of a slab file per record size, reused once
+// freed; never found by Get nor counted as entries; a corrupt slot is a miss and freed; they
+// count against the budget (a prefix record leaves to make room); the slab files go with the
+// tier, and a dead process's are removed at Open.
+TEST(DiskTierTest, SpilledRecordsLiveInSlotsApartFromThePrefixRecords) {
   ScratchDir dir;
+  const auto a = MakeRecord(kFp, 1, 0, 11), b = MakeRecord(kFp, 2, 0, 12), c = MakeRecord(kFp, 3, 0, 13);
+  const auto prefix = MakeRecord(kFp, 9, 0, 19);
+  {
+    auto t = OpenTier(dir.path(), 3 * a.size() + a.size() / 2);
+    ASSERT_TRUE(t->Put(kFp, 9, prefix).ok());
+    ASSERT_TRUE(t->PutSpill(kFp, 1, a).ok());
+    ASSERT_TRUE(t->PutSpill(kFp, 2, b).ok());
+    t->CheckInvariants();
+    EXPECT_EQ(t->Get(kFp, 1).status().code(), StatusCode::kNotFound);  // not a prefix record
+    EXPECT_EQ(t->GetSpill(kFp, 9).status().code(), StatusCode::kNotFound);
+    EXPECT_EQ(t->Stats().entries, 1);
+    EXPECT_EQ(t->spilled_records(), 2);
+    EXPECT_EQ(CountFiles(dir.path(), ".kvs"), 1);  // one slab for the one record size
+    EXPECT_EQ(CountFiles(dir.path(), ".kvb"), 1);
+    // Budget: a third spilled record needs the prefix record's room.
+    ASSERT_TRUE(t->PutSpill(kFp, 3, c).ok());
+    EXPECT_FALSE(t->Contains(kFp, 9));
+    EXPECT_EQ(t->Stats().bytes_held, static_cast<int64_t>(3 * a.size()));
+    EXPECT_FALSE(t->PutSpill(kFp, 4, MakeRecord(kFp, 4, 0, 14)).ok());  // nothing left to evict
+    auto got = t->GetSpill(kFp, 2);
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    EXPECT_EQ(*got, b);
+    // A freed slot is reused: the slab does not grow.
+    const auto slab = dir.path() + "/spill-" + std::to_string(a.size()) + ".kvs";
+    const auto length = fs::file_size(slab);
+    t->EraseSpill(kFp, 1);
+    t->EraseSpill(kFp, 7);  // not there: nothing
+    ASSERT_TRUE(t->PutSpill(kFp, 5, MakeRecord(kFp, 5, 0, 15)).ok());
+    EXPECT_EQ(fs::file_size(slab), length);
+    t->CheckInvariants();
+    // A corrupt slot: a miss, dropped, never returned.
+    {
+      std::fstream f(slab, std::ios::in | std::ios::out | std::ios::binary);
+      f.seekp(static_cast<std::streamoff>(a.size() + 100));  // the second slot: key 2's record
+      f.write("garbage!", 8);
+    }
+    EXPECT_EQ(t->GetSpill(kFp, 2).status().code(), StatusCode::kDataLoss);
+    EXPECT_EQ(t->GetSpill(kFp, 2).status().code(), StatusCode::kNotFound);
+    EXPECT_EQ(t->spilled_records(), 2);
+    t->CheckInvariants();
+  }
+  EXPECT_EQ(CountFiles(dir.path(), ".kvs"), 0);  // gone with the tier
+  // A slab a dead process left behind is removed at Open.
+  { std::ofstream(dir.path() + "/spill-1234.kvs") << "stale"; }
   auto t = OpenTier(dir.path(), 1 << 20);
-  const auto a = MakeRecord(kFp, 1, 0, 11), b = MakeRecord(kFp, 2, 1, 12);
-  ASSERT_TRUE(t->Put(kFp, 1, a).ok());
-  ASSERT_TRUE(t->Put(kFp, 2, b).ok());
+  EXPECT_EQ(CountFiles(dir.path(), ".kvs"), 0);
   EXPECT_TRUE(t->Writable());
-  t->Erase(kFp, 1);
-  t->Erase(kFp, 3);
-  t->Erase(kOtherFp, 2);
-  t->CheckInvariants();
-  EXPECT_EQ(t->Get(kFp, 1).status().code(), StatusCode::kNotFound);
-  EXPECT_TRUE(t->Get(kFp, 2).ok());
-  EXPECT_FALSE(fs::exists(t->PathOf(kFp, 1)));
-  EXPECT_EQ(CountFiles(dir.path(), ".kvb"), 1);
-  EXPECT_EQ(t->Stats().entries, 1);
-  EXPECT_EQ(t->Stats().bytes_held, static_cast<int64_t>(b.size()));
 }
 
 TEST(DiskTierTest, EvictsLeastRecentlyUsedWithinTheBudget) {

@@ -114,13 +114,16 @@ NeedleRun Needle(const char* preset, const char* policy, Tier tier, int max_step
   EXPECT_EQ(needle_held(1, 1), 0) << "knorm keeps the needle";
   if (stack) stack->Flush();
   if (tier == Tier::kCorrupt) {
-    int corrupted = 0;
+    int corrupted = 0;  // every slot of every slab (spill-<record bytes>.kvs)
     for (const auto& e : std::filesystem::directory_iterator(dir.path())) {
-      if (e.path().extension() != ".kvb") continue;
+      const std::string name = e.path().filename().string();
+      if (e.path().extension() != ".kvs") continue;
+      const uint64_t bytes = std::stoull(name.substr(6));
       std::fstream f(e.path(), std::ios::in | std::ios::out | std::ios::binary);
-      f.seekp(100);
-      f.write("garbage!", 8);
-      ++corrupted;
+      for (uint64_t at = 100; at + 8 <= std::filesystem::file_size(e.path()); at += bytes, ++corrupted) {
+        f.seekp(static_cast<std::streamoff>(at));
+        f.write("garbage!", 8);
+      }
     }
     EXPECT_GT(corrupted, 0);
   }
@@ -146,7 +149,7 @@ NeedleRun Needle(const char* preset, const char* policy, Tier tier, int max_step
   cache.CheckInvariants();
   if (stack) {
     stack->Flush();
-    out.records_left = disk->Stats().entries;
+    out.records_left = disk->spilled_records();
   }
   return out;
 }

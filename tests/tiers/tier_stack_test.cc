@@ -147,8 +147,8 @@ TEST(TierStackSpillTest, ReadsWhatTheWriterHasNotWrittenYetAndEveryKey) {
   s.stack->Unspill(kFp, 1);
   s.tier->OpenPuts();
   s.stack->Flush();
-  EXPECT_FALSE(s.tier->Has(kFp, 1));  // written, then erased in order
-  EXPECT_TRUE(s.tier->Has(kFp, 2));
+  EXPECT_FALSE(s.tier->HasSpill(kFp, 1));  // written, then erased in order
+  EXPECT_TRUE(s.tier->HasSpill(kFp, 2));
   // Written now: read from the tier, and a miss before it does not stop the read.
   const PrefetchId again = s.stack->ReadSpilled(kFp, {1, 2});
   s.WaitRead(again);
@@ -158,10 +158,11 @@ TEST(TierStackSpillTest, ReadsWhatTheWriterHasNotWrittenYetAndEveryKey) {
   EXPECT_EQ(st.spilled, 2);
   EXPECT_EQ(st.spill_reads, 3);
   EXPECT_EQ(st.prefetched + st.prefetch_hits + st.loaded, 0);  // not counted as prefix traffic
+  EXPECT_EQ(s.tier->size(), 0u);  // not among the prefix records either
   s.tier->SetWritable(false);
   EXPECT_FALSE(s.stack->Spill(kFp, 5, Stack::Record(5)));
   s.stack->Flush();
-  EXPECT_FALSE(s.tier->Has(kFp, 5));
+  EXPECT_FALSE(s.tier->HasSpill(kFp, 5));
 }
 
 // A stack whose first tier is not local (Redis alone) has nowhere to spill.

@@ -64,9 +64,29 @@ Status GatedTier::Put(const Fingerprint &fp, uint64_t key, std::span<const uint8
   return Status::Ok();
 }
 
-void GatedTier::Erase(const Fingerprint &fp, uint64_t key) {
+Status GatedTier::PutSpill(const Fingerprint &fp, uint64_t key, std::span<const uint8_t> record) {
+  std::unique_lock lock(mu_);
+  ++puts_blocked_;
+  open_.wait(lock, [&] { return !puts_closed_; });
+  --puts_blocked_;
+  spills_[{fp.Hex(), key}].assign(record.begin(), record.end());
+  return Status::Ok();
+}
+
+Result<std::vector<uint8_t>> GatedTier::GetSpill(const Fingerprint &fp, uint64_t key) {
+  std::unique_lock lock(mu_);
+  ++gets_;
+  ++blocked_;
+  open_.wait(lock, [&] { return !closed_; });
+  --blocked_;
+  auto it = spills_.find({fp.Hex(), key});
+  if (it == spills_.end()) return NotFound("no spilled record {}", key);
+  return it->second;
+}
+
+void GatedTier::EraseSpill(const Fingerprint &fp, uint64_t key) {
   std::lock_guard lock(mu_);
-  records_.erase({fp.Hex(), key});
+  spills_.erase({fp.Hex(), key});
 }
 
 bool GatedTier::Writable() const {
@@ -97,9 +117,9 @@ int GatedTier::puts_blocked() const {
   return puts_blocked_;
 }
 
-bool GatedTier::Has(const Fingerprint &fp, uint64_t key) const {
+bool GatedTier::HasSpill(const Fingerprint &fp, uint64_t key) const {
   std::lock_guard lock(mu_);
-  return records_.count({fp.Hex(), key}) > 0;
+  return spills_.count({fp.Hex(), key}) > 0;
 }
 
 TierStats GatedTier::Stats() const {

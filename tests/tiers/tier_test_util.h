@@ -45,7 +45,9 @@ class GatedTier final : public LocalTier {
   Result<std::vector<uint8_t>> Get(const Fingerprint &fp, uint64_t key) override;
   Status Put(const Fingerprint &fp, uint64_t key, std::span<const uint8_t> record) override;
   TierStats Stats() const override;
-  void Erase(const Fingerprint &fp, uint64_t key) override;
+  Status PutSpill(const Fingerprint &fp, uint64_t key, std::span<const uint8_t> record) override;
+  Result<std::vector<uint8_t>> GetSpill(const Fingerprint &fp, uint64_t key) override;
+  void EraseSpill(const Fingerprint &fp, uint64_t key) override;
   bool Writable() const override;
   void Close();
   void Open();
@@ -53,7 +55,7 @@ class GatedTier final : public LocalTier {
   void OpenPuts();
   void SetWritable(bool writable);
   int puts_blocked() const;  // Put calls waiting at the gate now
-  bool Has(const Fingerprint &fp, uint64_t key) const;
+  bool HasSpill(const Fingerprint &fp, uint64_t key) const;  // a spilled record
   int gets() const;     // Get calls so far
   int blocked() const;  // Get calls waiting at the gate now
   size_t size() const;  // records held
@@ -63,7 +65,7 @@ class GatedTier final : public LocalTier {
   std::condition_variable open_;
   bool closed_ = false, puts_closed_ = false, writable_ = true;
   int gets_ = 0, blocked_ = 0, puts_blocked_ = 0;
-  std::map<std::pair<std::string, uint64_t>, std::vector<uint8_t>> records_;
+  std::map<std::pair<std::string, uint64_t>, std::vector<uint8_t>> records_, spills_;
 };
 
 // A clock the test advances.

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <set>
 #include <tuple>
 
 #include "base/check.h"
@@ -89,11 +90,19 @@ int WriteNewFile(const std::string &path, std::span<const uint8_t> bytes) {
   return err;
 }
 
+std::string SlabPath(const std::string &dir, uint64_t record_bytes) {
+  return fmt::format("{}/spill-{}.kvs", dir, record_bytes);
+}
+
 }  // namespace
 
 DiskTier::DiskTier(const DiskTierOptions &options) : options_(options), cap_bytes_(options.budget_bytes) {}
 
 DiskTier::~DiskTier() {
+  for (auto &[bytes, slab] : slabs_) {
+    ::close(slab.fd);
+    ::unlink(SlabPath(options_.dir, bytes).c_str());
+  }
   if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
 }
 
@@ -147,7 +156,8 @@ Status DiskTier::Scan() {
     if (ec) return IoError("--kv-disk {}: cannot list: {}", options_.dir, ec.message());
     const std::string name = it->path().filename().string();
     const std::string path = it->path().string();
-    if (name.rfind(".tmp-", 0) == 0) {  // a write a crash interrupted
+    if (name.rfind(".tmp-", 0) == 0 ||  // a write a crash interrupted
+        (name.rfind("spill-", 0) == 0 && name.ends_with(".kvs"))) {  // a dead process's spilled records
       if (writable) ::unlink(path.c_str());
       continue;
     }
@@ -208,14 +218,123 @@ void DiskTier::Touch(const Id &id, bool touch_file) {
   if (touch_file) ::utimensat(AT_FDCWD, (options_.dir + "/" + FileName(id)).c_str(), nullptr, 0);
 }
 
-void DiskTier::Erase(const Fingerprint &fp, uint64_t key) {
-  std::lock_guard lock(mu_);
-  Drop(Id{fp, key}, state_ != State::kReadOnly);
-}
-
 bool DiskTier::Writable() const {
   std::lock_guard lock(mu_);
   return !(state_ == State::kReadOnly || state_ == State::kFailing) || Now() >= retry_at_;
+}
+
+bool DiskTier::Resume() {
+  if (state_ != State::kOk && Now() >= retry_at_) {  // try growing again
+    state_ = State::kOk;
+    cap_bytes_ = options_.budget_bytes;
+  }
+  if (state_ == State::kReadOnly || state_ == State::kFailing) {
+    ++stats_.fast_failures;
+    ++stats_.put_failures;
+    return false;
+  }
+  return true;
+}
+
+void DiskTier::Fail(int err) {
+  ++stats_.put_failures;
+  const bool full = err == ENOSPC || err == EDQUOT;
+  const bool read_only = err == EROFS || err == EACCES || err == EPERM;
+  Stop(full ? State::kFull : read_only ? State::kReadOnly : State::kFailing, err);
+}
+
+Status DiskTier::PutSpill(const Fingerprint &fp, uint64_t key, std::span<const uint8_t> record) {
+  const Id id{fp, key};
+  const uint64_t size = record.size();
+  std::lock_guard lock(mu_);
+  FreeSpill(id);  // a key spilled again replaces its record
+  if (!Resume()) return ResourceExhausted("KV disk tier {} is {}", options_.dir, state_reason_);
+  if (!EvictFor(size)) {
+    ++stats_.put_failures;
+    return ResourceExhausted("KV disk tier {}: a spilled record of {} bytes does not fit in {} bytes",
+                             options_.dir, size, cap_bytes_);
+  }
+  Slab &slab = slabs_[size];
+  if (slab.fd < 0) {
+    slab.fd = ::open(SlabPath(options_.dir, size).c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (slab.fd < 0) {
+      const int err = errno;
+      slabs_.erase(size);
+      Fail(err);
+      return IoError("KV disk tier: cannot create {}: {}", SlabPath(options_.dir, size), std::strerror(err));
+    }
+  }
+  uint64_t slot = slab.slots;
+  if (!slab.free.empty()) {
+    slot = slab.free.back();
+    slab.free.pop_back();
+  } else {
+    ++slab.slots;
+  }
+  const double t0 = Now();
+  size_t done = 0;
+  int err = 0;
+  while (done < size) {
+    const ssize_t n = ::pwrite(slab.fd, record.data() + done, size - done, static_cast<off_t>(slot * size + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      err = errno;
+      break;
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (err != 0) {
+    slab.free.push_back(slot);
+    Fail(err);
+    return IoError("KV disk tier: cannot write {}: {}", SlabPath(options_.dir, size), std::strerror(err));
+  }
+  stats_.bytes_written += static_cast<int64_t>(size);
+  stats_.write_seconds += Now() - t0;
+  spills_[id] = SpillSlot{.bytes = size, .slot = slot};
+  spill_bytes_ += size;
+  return Status::Ok();
+}
+
+Result<std::vector<uint8_t>> DiskTier::GetSpill(const Fingerprint &fp, uint64_t key) {
+  const Id id{fp, key};
+  std::lock_guard lock(mu_);
+  auto it = spills_.find(id);
+  if (it == spills_.end()) return NotFound("KV disk tier: no spilled record {:016x}", key);
+  const SpillSlot s = it->second;
+  std::vector<uint8_t> bytes(s.bytes);
+  const double t0 = Now();
+  const ssize_t n = ::pread(slabs_[s.bytes].fd, bytes.data(), s.bytes, static_cast<off_t>(s.slot * s.bytes));
+  if (n != static_cast<ssize_t>(s.bytes)) {
+    FreeSpill(id);
+    return IoError("KV disk tier: cannot read spilled record {:016x}: {}", key,
+                   n < 0 ? std::strerror(errno) : "short read");
+  }
+  if (auto view = ParseRecord(bytes, fp, key); !view.ok()) {
+    ++stats_.corrupt;
+    FreeSpill(id);
+    return view.status();
+  }
+  stats_.bytes_read += static_cast<int64_t>(s.bytes);
+  stats_.read_seconds += Now() - t0;
+  return bytes;
+}
+
+void DiskTier::EraseSpill(const Fingerprint &fp, uint64_t key) {
+  std::lock_guard lock(mu_);
+  FreeSpill(Id{fp, key});
+}
+
+void DiskTier::FreeSpill(const Id &id) {
+  auto it = spills_.find(id);
+  if (it == spills_.end()) return;
+  slabs_[it->second.bytes].free.push_back(it->second.slot);
+  spill_bytes_ -= it->second.bytes;
+  spills_.erase(it);
+}
+
+int64_t DiskTier::spilled_records() const {
+  std::lock_guard lock(mu_);
+  return static_cast<int64_t>(spills_.size());
 }
 
 void DiskTier::Drop(const Id &id, bool unlink_file) {
@@ -229,12 +348,12 @@ void DiskTier::Drop(const Id &id, bool unlink_file) {
 
 bool DiskTier::EvictFor(uint64_t bytes) {
   if (bytes > cap_bytes_) return false;
-  while (bytes_held_ + bytes > cap_bytes_ && !order_.empty()) {
+  while (bytes_held_ + spill_bytes_ + bytes > cap_bytes_ && !order_.empty()) {
     const Id victim = order_.begin()->second;  // a copy: Drop erases the entry it refers to
     Drop(victim, true);
     ++stats_.evicted;
   }
-  return bytes_held_ + bytes <= cap_bytes_;
+  return bytes_held_ + spill_bytes_ + bytes <= cap_bytes_;
 }
 
 void DiskTier::Stop(State state, int err) {
@@ -303,15 +422,7 @@ Status DiskTier::Put(const Fingerprint &fp, uint64_t key, std::span<const uint8_
       }
       Drop(id, /*unlink_file=*/false);  // the write below renames over the file
     }
-    if (state_ != State::kOk && Now() >= retry_at_) {  // try growing again
-      state_ = State::kOk;
-      cap_bytes_ = options_.budget_bytes;
-    }
-    if (state_ == State::kReadOnly || state_ == State::kFailing) {
-      ++stats_.fast_failures;
-      ++stats_.put_failures;
-      return ResourceExhausted("KV disk tier {} is {}", options_.dir, state_reason_);
-    }
+    if (!Resume()) return ResourceExhausted("KV disk tier {} is {}", options_.dir, state_reason_);
     if (!EvictFor(size)) {
       ++stats_.put_failures;
       return ResourceExhausted("KV disk tier {}: a record of {} bytes does not fit in {} bytes{}",
@@ -330,10 +441,7 @@ Status DiskTier::Put(const Fingerprint &fp, uint64_t key, std::span<const uint8_
   std::lock_guard lock(mu_);
   bytes_held_ -= size;
   if (err != 0) {
-    ++stats_.put_failures;
-    const bool full = err == ENOSPC || err == EDQUOT;
-    const bool read_only = err == EROFS || err == EACCES || err == EPERM;
-    Stop(full ? State::kFull : read_only ? State::kReadOnly : State::kFailing, err);
+    Fail(err);
     return IoError("KV disk tier: cannot write {}: {}", path, std::strerror(err));
   }
   stats_.bytes_written += static_cast<int64_t>(size);
@@ -351,7 +459,7 @@ TierStats DiskTier::Stats() const {
   std::lock_guard lock(mu_);
   TierStats s = stats_;
   s.entries = static_cast<int64_t>(index_.size());
-  s.bytes_held = static_cast<int64_t>(bytes_held_);
+  s.bytes_held = static_cast<int64_t>(bytes_held_ + spill_bytes_);
   s.state = state_ == State::kOk ? "ok" : state_reason_;
   s.condition = state_ == State::kOk         ? "ok"
                 : state_ == State::kFull     ? "full"
@@ -371,8 +479,25 @@ void DiskTier::CheckInvariants() const {
     CHECK(o != order_.end() && o->second == id, "disk tier: record {:016x} missing from the order", id.key);
   }
   CHECK(sum == bytes_held_, "disk tier: index holds {} bytes, the counter says {}", sum, bytes_held_);
-  CHECK(state_ == State::kFull || bytes_held_ <= cap_bytes_, "disk tier: {} bytes held over the cap {}",
-        bytes_held_, cap_bytes_);
+  CHECK(state_ == State::kFull || bytes_held_ + spill_bytes_ <= cap_bytes_,
+        "disk tier: {} bytes held ({} spilled) over the cap {}", bytes_held_ + spill_bytes_, spill_bytes_, cap_bytes_);
+  uint64_t spilled = 0;
+  std::map<uint64_t, std::set<uint64_t>> used;  // record bytes -> slots in use
+  for (const auto &[id, s] : spills_) {
+    spilled += s.bytes;
+    auto slab = slabs_.find(s.bytes);
+    CHECK(slab != slabs_.end() && s.slot < slab->second.slots, "disk tier: spilled record {:016x} outside its slab",
+          id.key);
+    CHECK(used[s.bytes].insert(s.slot).second, "disk tier: two spilled records in slot {}", s.slot);
+  }
+  CHECK(spilled == spill_bytes_, "disk tier: spilled records hold {} bytes, the counter says {}", spilled,
+        spill_bytes_);
+  for (const auto &[bytes, slab] : slabs_) {
+    for (uint64_t f : slab.free)
+      CHECK(f < slab.slots && used[bytes].insert(f).second, "disk tier: free slot {} in use or listed twice", f);
+    CHECK(used[bytes].size() == slab.slots, "disk tier: {} of {} slots accounted for", used[bytes].size(),
+          slab.slots);
+  }
 }
 
 }  // namespace slimkv::kv::tiers

@@ -59,13 +59,20 @@ class BlockTier {
 };
 
 // A tier on this machine (the disk tier): besides prefix blocks it holds the blocks recall
-// spills past host memory (`:recall:host=N`, kv_recall.cc), which are one sequence's and
-// are erased when it no longer needs them.
+// spills past host memory (`:recall:host=N`, kv_recall.cc). Those are one sequence's, written
+// and erased at the pace of decode steps and useless to any other process, so they are kept
+// apart from the prefix records: never listed with them, never found by Get, gone at a
+// restart. The same rules hold otherwise: a spilled record that fails its checks is a miss.
 class LocalTier : public BlockTier {
  public:
-  // Removes the record of (fingerprint, key) if there is one.
-  virtual void Erase(const Fingerprint &fp, uint64_t key) = 0;
-  // Whether a Put now may succeed (not read-only or failing, or its retry time has come): a
+  // Stores a spilled record (EncodeRecord) under (fingerprint, key); errors say why not.
+  virtual Status PutSpill(const Fingerprint &fp, uint64_t key, std::span<const uint8_t> record) = 0;
+  // The spilled record of (fingerprint, key), checked (ParseRecord); NotFound, DataLoss (now
+  // dropped) or Io as Get.
+  virtual Result<std::vector<uint8_t>> GetSpill(const Fingerprint &fp, uint64_t key) = 0;
+  // Drops the spilled record of (fingerprint, key) if there is one.
+  virtual void EraseSpill(const Fingerprint &fp, uint64_t key) = 0;
+  // Whether a put now may succeed (not read-only or failing, or its retry time has come): a
   // spill that cannot be written is dropped at once rather than lost when read.
   virtual bool Writable() const = 0;
 };

@@ -167,13 +167,13 @@ std::optional<std::vector<uint8_t>> TierStack::ReadSpill(std::unique_lock<std::m
                                                          uint64_t key) {
   // The newest queued job of the key decides: a write not done yet, or an erase.
   for (auto it = queue_.rbegin(); it != queue_.rend(); ++it) {
-    if (it->key != key || !(it->fp == fp)) continue;
+    if (!(it->spill || it->erase) || it->key != key || !(it->fp == fp)) continue;
     if (it->erase) return std::nullopt;
     return it->record;
   }
-  if (writing_ && current_.key == key && current_.fp == fp && !current_.erase) return current_.record;
+  if (writing_ && current_.spill && current_.key == key && current_.fp == fp) return current_.record;
   lock.unlock();
-  auto r = local_->Get(fp, key);
+  auto r = local_->GetSpill(fp, key);
   lock.lock();
   if (!r.ok()) return std::nullopt;
   return std::move(r).value();
@@ -185,7 +185,7 @@ bool TierStack::Spill(const Fingerprint& fp, uint64_t key, std::vector<uint8_t> 
   if (stop_ || queued_bytes_ + record.size() > options_.queue_bytes) return false;
   ++stats_.spilled;
   queued_bytes_ += record.size();
-  queue_.push_back(Job{.fp = fp, .key = key, .record = std::move(record), .end_tier = 1});
+  queue_.push_back(Job{.fp = fp, .key = key, .record = std::move(record), .end_tier = 1, .spill = true});
   wake_.notify_one();
   return true;
 }
@@ -249,7 +249,9 @@ void TierStack::WriterLoop() {
     // A tier that refuses says why in its own stats and log; the next tier still gets it.
     // current_ does not change until the lock is taken again (ReadSpill reads it under it).
     if (current_.erase) {
-      local_->Erase(current_.fp, current_.key);
+      local_->EraseSpill(current_.fp, current_.key);
+    } else if (current_.spill) {
+      local_->PutSpill(current_.fp, current_.key, current_.record).ok();
     } else {
       for (size_t i = 0; i < current_.end_tier; ++i) tiers_[i]->Put(current_.fp, current_.key, current_.record).ok();
     }

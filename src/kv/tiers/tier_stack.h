@@ -118,7 +118,8 @@ class TierStack {
     uint64_t key = 0;
     std::vector<uint8_t> record;
     size_t end_tier = 0;  // written to tiers [0, end_tier): a fetched record goes to the tiers above
-    bool erase = false;   // removes (fp, key) from the local tier instead (Unspill)
+    bool spill = false;   // a spilled record: PutSpill on the local tier (Spill)
+    bool erase = false;   // EraseSpill of (fp, key) on the local tier instead (Unspill)
   };
   struct PrefetchJob {
     PrefetchId id = 0;
