@@ -11,6 +11,7 @@
 #include <random>
 
 #include "kv/kv_cache.h"
+#include "recall_needle.h"
 
 namespace slimkv::kv {
 namespace {
@@ -378,7 +379,10 @@ TEST(EvictionTest, MergedValuesAreScoredAgain) {
 // blocks each stream keeps are the two the needle's tokens were packed into: the
 // others, bounded lower by the newest query, are dropped.
 TEST(EvictionTest, RecallFetchesTheBlockTheQueryWants) {
-  constexpr int kPrompt = 256, kNeedle = 64, kBudget = 64;
+  using Needle = testing::RecallNeedle;
+  constexpr int kPrompt = 256, kBudget = 64;
+  static_assert(Needle::kHd == kHd && Needle::kHeads == kHeads && Needle::kGroup == kGroup &&
+                Needle::kLayers == kLayers);
   for (const char* preset : {"fp32", "int4", "tq4"}) {
     for (const char* policy : {"knorm", "knorm:recall:fetch=2", "knorm:recall:fetch=2:host=2"}) {
       SCOPED_TRACE(std::string(preset) + " " + policy);
@@ -389,86 +393,43 @@ TEST(EvictionTest, RecallFetchesTheBlockTheQueryWants) {
       KvCache& cache = **c;
       ASSERT_TRUE(cache.SetPolicy(*ParsePolicy(policy, kBudget)).ok());
       const SeqId seq = cache.AddSequence();
-      ThreadPool pool(2);
-      std::mt19937 rng(3);
-      std::normal_distribution<float> nd;
-      std::vector<float> dir(kHd);
-      for (auto& x : dir) x = nd(rng);
-      const int width = kHeads * kHd, qwidth = kHeads * kGroup * kHd;
-      auto step = [&](int n, int pos0, bool query_dir) {
-        std::vector<float> k(n * width), v(n * width), q(n * qwidth), out(n * qwidth);
-        for (auto* x : {&k, &v, &q})
-          for (auto& e : *x) e = 0.3f * nd(rng);
-        for (int i = 0; i < n; ++i) {
-          if (pos0 + i >= kNeedle && pos0 + i < kNeedle + 16)  // the needle: 16 large keys along dir
-            for (int r = 0; r < kHeads; ++r)
-              for (int d = 0; d < kHd; ++d) k[(i * kHeads + r) * kHd + d] += 2 * dir[d];
-          if (query_dir)
-            for (int r = 0; r < kHeads * kGroup; ++r)
-              for (int d = 0; d < kHd; ++d) q[(i * kHeads * kGroup + r) * kHd + d] = 2 * dir[d];
-        }
-        const StepChunk ch[] = {{seq, n, 0}};
-        ASSERT_TRUE(cache.BeginStep(ch).ok());
-        for (int l = 0; l < kLayers; ++l) {
-          cache.Append(l, ch, k.data(), width, v.data(), width);
-          cache.Attend(pool, l, ch, q.data(), qwidth, out.data(), qwidth, 0.125f);
-        }
-        cache.EndStep(ch, &pool);
-        cache.CheckInvariants();
-      };
-      auto holds_needle = [&](int layer, int head) {
-        const std::vector<int32_t> pos = cache.HeldPositions(seq, layer, head);
-        return std::count_if(pos.begin(), pos.end(), [](int32_t p) { return p >= kNeedle && p < kNeedle + 16; });
-      };
-      step(kPrompt, 0, bounded);
+      Needle needle(cache, seq);
+      needle.Step(kPrompt, 0, bounded ? 1 : 0);
       cache.Compress(seq);
-      EXPECT_EQ(holds_needle(1, 1), 0) << "knorm keeps the needle";
+      EXPECT_EQ(needle.Held(1, 1), 0) << "knorm keeps the needle";
       if (bounded) {  // two host blocks per stream are left
         const EvictionStats e = cache.eviction_stats();
         EXPECT_GT(e.host_dropped, 0);
         EXPECT_EQ(e.offloaded - e.host_dropped - e.fetched, 2 * kLayers * kHeads);
       }
-      step(1, kPrompt, true);
+      needle.Step(1, kPrompt, 1);
       if (!recall) {
-        EXPECT_EQ(holds_needle(1, 1), 0);
+        EXPECT_EQ(needle.Held(1, 1), 0);
         continue;
       }
-      EXPECT_EQ(holds_needle(1, 1), 16);
+      EXPECT_EQ(needle.Held(1, 1), 16);
       const EvictionStats first = cache.eviction_stats();
       EXPECT_GE(first.offloaded, kLayers * kHeads * 8);
       EXPECT_GE(first.fetched, kLayers * kHeads);
       EXPECT_GE(first.fetch_missed, kLayers * kHeads);  // wanted at the first step, still in host memory
       EXPECT_GT(first.host_bytes, 0);
       // The fetched blocks hold the needle's keys as the format stored them (position -> key, value).
-      auto needle_tokens = [&] {
-        const std::vector<int32_t> pos = cache.HeldPositions(seq, 1, 1);
-        const int n = static_cast<int>(pos.size());
-        std::vector<float> k(n * kHd), v(n * kHd);
-        EXPECT_TRUE(cache.ReadTokens(seq, 1, 1, 0, n, k.data(), v.data(), true).ok());
-        std::map<int32_t, std::vector<float>> m;
-        for (int t = 0; t < n; ++t) {
-          if (pos[t] < kNeedle || pos[t] >= kNeedle + 16) continue;
-          std::vector<float>& x = m[pos[t]];
-          x.assign(k.begin() + t * kHd, k.begin() + (t + 1) * kHd);
-          x.insert(x.end(), v.begin() + t * kHd, v.begin() + (t + 1) * kHd);
-        }
-        return m;
-      };
-      const auto fetched = needle_tokens();
+      const auto fetched = needle.Tokens(1, 1);
       ASSERT_EQ(fetched.size(), 16u);
+      const std::vector<float>& dir = needle.dir();
       for (const auto& [p, x] : fetched) {
         double dot = 0, nk = 0, nn = 0;
         for (int d = 0; d < kHd; ++d) dot += x[d] * dir[d], nk += x[d] * x[d], nn += dir[d] * dir[d];
         EXPECT_GT(dot / std::sqrt(nk * nn), 0.9) << "position " << p;
       }
-      step(1, kPrompt + 1, true);
+      needle.Step(1, kPrompt + 1, 1);
       const EvictionStats second = cache.eviction_stats().Since(first);
       EXPECT_GE(second.fetch_used, kLayers * kHeads);  // the prediction held: a hit per stream
       if (bounded) {
         const EvictionStats e = cache.eviction_stats();
         EXPECT_LE(e.offloaded - e.host_dropped - e.fetched, 2 * kLayers * kHeads);
       }
-      EXPECT_EQ(needle_tokens(), fetched);              // the same bytes, not quantized again
+      EXPECT_EQ(needle.Tokens(1, 1), fetched);  // the same bytes, not quantized again
       cache.RemoveSequence(seq);
       EXPECT_EQ(cache.eviction_stats().host_bytes, 0);
       cache.CheckInvariants();

@@ -44,44 +44,38 @@ std::vector<uint8_t> MakeRecord(const Fingerprint &fp, uint64_t key, uint64_t pa
   return EncodeRecord(src);
 }
 
-Result<std::vector<uint8_t>> GatedTier::Get(const Fingerprint &fp, uint64_t key) {
+Result<std::vector<uint8_t>> GatedTier::GateGet(const Records &records, const Fingerprint &fp, uint64_t key) {
   std::unique_lock lock(mu_);
   ++gets_;
   ++blocked_;
   open_.wait(lock, [&] { return !closed_; });
   --blocked_;
-  auto it = records_.find({fp.Hex(), key});
-  if (it == records_.end()) return NotFound("no record {}", key);
+  auto it = records.find({fp.Hex(), key});
+  if (it == records.end()) return NotFound("no record {}", key);
   return it->second;
 }
 
-Status GatedTier::Put(const Fingerprint &fp, uint64_t key, std::span<const uint8_t> record) {
+Status GatedTier::GatePut(Records &records, const Fingerprint &fp, uint64_t key, std::span<const uint8_t> record) {
   std::unique_lock lock(mu_);
   ++puts_blocked_;
   open_.wait(lock, [&] { return !puts_closed_; });
   --puts_blocked_;
-  records_[{fp.Hex(), key}].assign(record.begin(), record.end());
+  records[{fp.Hex(), key}].assign(record.begin(), record.end());
   return Status::Ok();
 }
 
-Status GatedTier::PutSpill(const Fingerprint &fp, uint64_t key, std::span<const uint8_t> record) {
-  std::unique_lock lock(mu_);
-  ++puts_blocked_;
-  open_.wait(lock, [&] { return !puts_closed_; });
-  --puts_blocked_;
-  spills_[{fp.Hex(), key}].assign(record.begin(), record.end());
-  return Status::Ok();
+Result<std::vector<uint8_t>> GatedTier::Get(const Fingerprint &fp, uint64_t key) { return GateGet(records_, fp, key); }
+
+Status GatedTier::Put(const Fingerprint &fp, uint64_t key, std::span<const uint8_t> record) {
+  return GatePut(records_, fp, key, record);
 }
 
 Result<std::vector<uint8_t>> GatedTier::GetSpill(const Fingerprint &fp, uint64_t key) {
-  std::unique_lock lock(mu_);
-  ++gets_;
-  ++blocked_;
-  open_.wait(lock, [&] { return !closed_; });
-  --blocked_;
-  auto it = spills_.find({fp.Hex(), key});
-  if (it == spills_.end()) return NotFound("no spilled record {}", key);
-  return it->second;
+  return GateGet(spills_, fp, key);
+}
+
+Status GatedTier::PutSpill(const Fingerprint &fp, uint64_t key, std::span<const uint8_t> record) {
+  return GatePut(spills_, fp, key, record);
 }
 
 void GatedTier::EraseSpill(const Fingerprint &fp, uint64_t key) {

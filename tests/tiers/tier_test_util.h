@@ -65,7 +65,10 @@ class GatedTier final : public LocalTier {
   std::condition_variable open_;
   bool closed_ = false, puts_closed_ = false, writable_ = true;
   int gets_ = 0, blocked_ = 0, puts_blocked_ = 0;
-  std::map<std::pair<std::string, uint64_t>, std::vector<uint8_t>> records_, spills_;
+  using Records = std::map<std::pair<std::string, uint64_t>, std::vector<uint8_t>>;
+  Result<std::vector<uint8_t>> GateGet(const Records &records, const Fingerprint &fp, uint64_t key);
+  Status GatePut(Records &records, const Fingerprint &fp, uint64_t key, std::span<const uint8_t> record);
+  Records records_, spills_;
 };
 
 // A clock the test advances.
