@@ -280,6 +280,32 @@ TEST(DiskTierTest, AFullDiskStopsGrowthNotService) {
 
 // A read-only directory: writes fail fast, reads go on; after retry_seconds
 // writes resume when the directory is writable again.
+// Spilled records on a disk that fills: the spill that meets ENOSPC fails and caps the tier at
+// what it holds; those held still read; a freed slot takes a new record (written in place).
+TEST(DiskTierTest, SpilledRecordsOnAFullDisk) {
+  ScratchDir dir;
+  const std::string err = testing::InTmpfs(dir.path(), 64 * 1024, [&]() -> std::string {
+    FakeClock clock;
+    auto t = OpenTier(dir.path(), 100 << 20, &clock);
+    if (!t) return "open failed";
+    uint64_t k = 1;
+    for (; k <= 200; ++k)
+      if (!t->PutSpill(kFp, k, MakeRecord(kFp, k, 0, k, 16, 20, 512, 256)).ok()) break;
+    if (k > 200) return "the 64 KiB tmpfs never filled";
+    if (t->Stats().state.find("full") == std::string::npos) return "state after ENOSPC: " + t->Stats().state;
+    if (t->spilled_records() != static_cast<int64_t>(k - 1)) return "a failed spill was counted";
+    if (!t->GetSpill(kFp, 1).ok()) return "read after ENOSPC failed";
+    t->EraseSpill(kFp, 2);
+    if (!t->PutSpill(kFp, 1000, MakeRecord(kFp, 1000, 0, 1000, 16, 20, 512, 256)).ok())
+      return "a freed slot did not take a new record";
+    auto got = t->GetSpill(kFp, 1000);
+    if (!got.ok() || *got != MakeRecord(kFp, 1000, 0, 1000, 16, 20, 512, 256)) return "the new record reads wrong";
+    t->CheckInvariants();
+    return "";
+  });
+  EXPECT_EQ(err, "");
+}
+
 TEST(DiskTierTest, AReadOnlyDirectoryStopsWritesNotReads) {
   ScratchDir dir;
   const std::string err = testing::InTmpfs(dir.path(), 1 << 20, [&]() -> std::string {

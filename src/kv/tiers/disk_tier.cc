@@ -368,7 +368,7 @@ void DiskTier::Stop(State state, int err) {
   state_ = state;
   state_reason_ = reason;
   retry_at_ = Now() + options_.retry_seconds;
-  if (state == State::kFull) cap_bytes_ = std::min(cap_bytes_, bytes_held_);
+  if (state == State::kFull) cap_bytes_ = std::min(cap_bytes_, bytes_held_ + spill_bytes_);
 }
 
 Result<std::vector<uint8_t>> DiskTier::Get(const Fingerprint &fp, uint64_t key) {
