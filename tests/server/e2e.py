@@ -231,6 +231,25 @@ def main():
                 assert after['slimkv_kv_tier_fetch_decisions_total{decision="fetch"}'] >= 1
             checks.run("tier metrics: disk hit after restart", disk_hit_after_restart)
 
+    # Recall past its host bound through serve: with --kv-disk the host blocks past :host=2 are
+    # spilled to the disk tier and read back when a query wants them, none lost, none dropped,
+    # and once the request has ended no host memory is left to it.
+    with tempfile.TemporaryDirectory() as disk:
+        # A budget above int4's fp16 window (128 tokens): recall swaps only sealed blocks.
+        with Server("-c", "2048", "--kv", "int4", "--kv-policy", "h2o:recall:host=2", "--kv-budget", "256",
+                    "--kv-disk", disk, "--kv-disk-mem", "0.25") as srv:
+            def recall_spill():
+                r = client(srv).completions.create(model="m", prompt=SYSTEM * 6 + "Say something about the sea.",
+                                                   max_tokens=48, temperature=0)
+                assert r.usage.prompt_tokens > 800 and r.choices[0].text, r
+                m = settled(srv.url)
+                move = 'slimkv_kv_recall_blocks_total{{move="{}"}}'.format
+                assert m[move("spilled")] > 0, m[move("spilled")]
+                assert m[move("read_back")] > 0, m[move("read_back")]
+                assert m[move("spill_lost")] == 0 and m[move("dropped")] == 0, m
+                assert m["slimkv_kv_recall_host_bytes"] == 0, m["slimkv_kv_recall_host_bytes"]
+            checks.run("recall spills to the disk tier", recall_spill)
+
     # Authentication and a full queue, on a server with one running and one waiting slot.
     with Server("-c", "256", "--kv-mem", "32", "--api-key", "sekret", "--max-running", "1",
                 "--max-waiting", "1") as srv:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `slimkv serve` end to end with the official openai Python client (tests/server/e2e.py):
 # completions, chat, streaming with usage, errors, 401/404/413/429, metrics, prefix-cache
-# hits, disconnect -> cancel, SIGTERM drain. Loopback only. ~30 s release on 2 cores.
+# hits, disk tier, recall spilling to the disk tier, disconnect -> cancel, SIGTERM drain. Loopback
+# only. ~30 s release on 2 cores.
 set -eu
 SRC=${SLIMKV_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 PYTHON=${SLIMKV_VENV_PYTHON:-$SRC/.venv/bin/python}
