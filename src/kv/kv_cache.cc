@@ -346,6 +346,7 @@ void KvCache::Compress(SeqId id) {
   CHECK(s.pending == 0, "Compress during a step of sequence {}", id);
   s.prompt_open = false;
   Evict(s, /*at_prompt_end=*/true);
+  DropCarry(s);
   if (!staged_only()) Seal(s);
 }
 

@@ -83,7 +83,7 @@ struct EvictionStats {
                                  // value format that cannot encode a single token)
   // Recall (`:recall`): blocks moved between the pool and host memory, in their final format.
   int64_t offloaded = 0;      // evicted blocks kept in host memory
-  int64_t offload_lost = 0;   // evicted tokens that did not fill a block to offload (prompt eviction)
+  int64_t offload_lost = 0;   // evicted prompt tokens left short of a block when the prompt ended
   int64_t fetched = 0;        // host blocks fetched back, predicted from the step before
   int64_t fetch_used = 0;     // fetched blocks the next step's queries ranked among the blocks to hold
   int64_t fetch_missed = 0;   // blocks a step's queries ranked among those to hold while in host memory
@@ -253,6 +253,14 @@ class KvCache {
   struct RecallStream {
     std::vector<ColdBlock> cold;  // unordered (a fetched block's place takes the last one)
     int spilled = 0;              // of them on the local tier (`host=N` bounds the others)
+    // Tokens a prompt's token-level pass evicted short of a whole block, decoded as stored
+    // (k, v: [n][head_dim]) with their statistics: the next pass completes a block with them;
+    // what is left when the prompt ends is lost (offload_lost).
+    struct Carry {
+      std::vector<float> k, v;
+      std::vector<int32_t> pos;
+      std::vector<float> mass, last, score;
+    } carry;
     // The digest of every kColdGroup consecutive host blocks (the union of their ranges): one
     // bound per group rules out the whole group when no member can outrank a held block.
     std::vector<float> group_digest;  // [group][2 * head_dim]
@@ -330,11 +338,13 @@ class KvCache {
   void RescoreMerged(int st, const ViewData& d, int first, std::span<const int> rows,
                      std::span<const float> values, TokenStats& ts) const;
   // Recall (kv_recall.cc). Offloads the evicted tokens of a staging region (k, v: decoded as
-  // stored; whole blocks of them, in order) and a table block about to be dropped (a full one).
+  // stored; whole blocks of them, in order, after the stream's carry from earlier passes; the
+  // rest becomes its carry) and a table block about to be dropped (a full one).
   void OffloadTokens(Sequence& s, int st, std::span<const int> rows, const float* k, const float* v,
                      std::span<const int32_t> pos, std::span<const float> mass, std::span<const float> last,
                      std::span<const float> score);
   void OffloadBlock(Sequence& s, int st, int b);
+  void DropCarry(Sequence& s);  // the prompt ended: the carried tokens are lost
   // After a step: ranks held and offloaded blocks by the step's queries (the streams in
   // parallel on `pool` when given) and swaps.
   void Recall(Sequence& s, ThreadPool* pool);

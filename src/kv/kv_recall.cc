@@ -280,26 +280,45 @@ void KvCache::OffloadTokens(Sequence& s, int st, std::span<const int> rows, cons
   const int bt = config_.block_tokens, hd = spec_.head_dim;
   const BlockKind& kind = store_.kind(true);
   const size_t block_bytes = store_.pool(true).block_bytes();
-  std::vector<float> kb(static_cast<size_t>(bt) * hd), vb(kb.size());
-  const int whole = static_cast<int>(rows.size()) / bt * bt;
-  evict_stats_.offload_lost += static_cast<int64_t>(rows.size()) - whole;
+  // The carry from earlier passes first, then this pass's tokens.
+  RecallStream::Carry& a = s.recall[st].carry;
+  for (int r : rows) {
+    a.k.insert(a.k.end(), k + static_cast<size_t>(r) * hd, k + static_cast<size_t>(r + 1) * hd);
+    a.v.insert(a.v.end(), v + static_cast<size_t>(r) * hd, v + static_cast<size_t>(r + 1) * hd);
+    a.pos.push_back(pos[r]), a.mass.push_back(mass[r]), a.last.push_back(last[r]), a.score.push_back(score[r]);
+  }
+  const int n = static_cast<int>(a.pos.size()), whole = n / bt * bt;
+  // In position order: a block's tokens are (a later pass may evict tokens older than the carry's).
+  std::vector<int> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](int x, int y) { return a.pos[x] < a.pos[y]; });
+  auto permute = [&](auto& x, size_t width) {
+    auto y = x;
+    for (int i = 0; i < n; ++i)
+      std::copy_n(y.begin() + static_cast<size_t>(order[i]) * width, width, x.begin() + static_cast<size_t>(i) * width);
+  };
+  permute(a.k, hd), permute(a.v, hd), permute(a.pos, 1), permute(a.mass, 1), permute(a.last, 1), permute(a.score, 1);
   for (int first = 0; first < whole; first += bt) {
     ColdBlock c;
     c.bytes.assign(block_bytes, 0);
-    c.pos.resize(bt);
-    c.mass.resize(bt);
-    c.last_mass.resize(bt);
-    c.score.resize(bt);
-    for (int j = 0; j < bt; ++j) {
-      const int r = rows[first + j];
-      std::copy_n(k + static_cast<size_t>(r) * hd, hd, &kb[static_cast<size_t>(j) * hd]);
-      std::copy_n(v + static_cast<size_t>(r) * hd, hd, &vb[static_cast<size_t>(j) * hd]);
-      c.pos[j] = pos[r], c.mass[j] = mass[r], c.last_mass[j] = last[r], c.score[j] = score[r];
-    }
-    EncodeFinal(kb.data(), vb.data(), bt, c.bytes.data());
+    c.pos.assign(a.pos.begin() + first, a.pos.begin() + first + bt);
+    c.mass.assign(a.mass.begin() + first, a.mass.begin() + first + bt);
+    c.last_mass.assign(a.last.begin() + first, a.last.begin() + first + bt);
+    c.score.assign(a.score.begin() + first, a.score.begin() + first + bt);
+    EncodeFinal(&a.k[static_cast<size_t>(first) * hd], &a.v[static_cast<size_t>(first) * hd], bt, c.bytes.data());
     c.digest.resize(2 * static_cast<size_t>(hd));
     DigestOf(kind, config_.k.rotate ? &k_rot_[st] : nullptr, bt, hd, c.bytes.data(), bt, c.digest.data());
     AddCold(s, st, std::move(c));
+  }
+  auto keep_rest = [&](auto& x, size_t width) { x.erase(x.begin(), x.begin() + static_cast<size_t>(whole) * width); };
+  keep_rest(a.k, hd), keep_rest(a.v, hd), keep_rest(a.pos, 1), keep_rest(a.mass, 1), keep_rest(a.last, 1),
+      keep_rest(a.score, 1);
+}
+
+void KvCache::DropCarry(Sequence& s) {
+  for (RecallStream& r : s.recall) {
+    evict_stats_.offload_lost += static_cast<int64_t>(r.carry.pos.size());
+    r.carry = RecallStream::Carry{};
   }
 }
 

@@ -437,5 +437,24 @@ TEST(EvictionTest, RecallFetchesTheBlockTheQueryWants) {
   }
 }
 
+// Recall in a prompt evicted over several token-level passes (chunks of 23 against a bound of
+// twice the budget): a pass's evicted tokens short of a block wait for the next pass instead of
+// being lost, so every evicted token is offloaded but for fewer than a block per stream when the
+// prompt ends.
+TEST(EvictionTest, RecallCarriesAPassRemainderToTheNextPass) {
+  constexpr int kStreams = kLayers * kHeads, kBlock = 16;
+  for (const char* preset : {"fp32", "int4"}) {
+    SCOPED_TRACE(preset);
+    Driver d(Spec(false), Config(preset, kBlock), "h2o:recall", 64);
+    for (int i = 0; i < 22; ++i) d.Step(23, false, 0);
+    d.cache->Compress(d.seq);
+    d.cache->CheckInvariants();
+    const EvictionStats e = d.cache->eviction_stats();
+    EXPECT_GE(e.compactions, 3 * kStreams) << "the prompt was not evicted over several passes";
+    EXPECT_EQ(e.offloaded * kBlock + e.offload_lost, e.tokens_evicted);
+    EXPECT_LT(e.offload_lost, kBlock * kStreams);
+  }
+}
+
 }  // namespace
 }  // namespace slimkv::kv
