@@ -87,15 +87,19 @@ std::optional<std::vector<uint8_t>> TierStack::Load(const Fingerprint& fp, uint6
 }
 
 PrefetchId TierStack::Prefetch(const Fingerprint& fp, std::vector<uint64_t> keys) {
-  if (keys.empty()) return 0;
+  return QueueRead(PrefetchJob{.fp = fp, .keys = std::move(keys)});
+}
+
+PrefetchId TierStack::QueueRead(PrefetchJob job) {
+  if (job.keys.empty()) return 0;
   PrefetchId id;
   {
     std::lock_guard lock(mu_);
     if (stop_) return 0;
-    id = next_prefetch_++;
-    ++stats_.prefetches;
+    id = job.id = next_prefetch_++;
+    if (!job.spilled) ++stats_.prefetches;
     prefetch_pending_.insert(id);
-    prefetch_queue_.push_back(PrefetchJob{.id = id, .fp = fp, .keys = std::move(keys)});
+    prefetch_queue_.push_back(std::move(job));
   }
   prefetch_wake_.notify_one();
   return id;
@@ -181,27 +185,12 @@ std::optional<std::vector<uint8_t>> TierStack::ReadSpill(std::unique_lock<std::m
 
 bool TierStack::Spill(const Fingerprint& fp, uint64_t key, std::vector<uint8_t> record) {
   if (!local_ || !local_->Writable()) return false;
-  std::lock_guard lock(mu_);
-  if (stop_ || queued_bytes_ + record.size() > options_.queue_bytes) return false;
-  ++stats_.spilled;
-  queued_bytes_ += record.size();
-  queue_.push_back(Job{.fp = fp, .key = key, .record = std::move(record), .end_tier = 1, .spill = true});
-  wake_.notify_one();
-  return true;
+  return Enqueue(Job{.fp = fp, .key = key, .record = std::move(record), .end_tier = 1, .spill = true});
 }
 
 PrefetchId TierStack::ReadSpilled(const Fingerprint& fp, std::vector<uint64_t> keys) {
-  if (keys.empty() || !local_) return 0;
-  PrefetchId id;
-  {
-    std::lock_guard lock(mu_);
-    if (stop_) return 0;
-    id = next_prefetch_++;
-    prefetch_pending_.insert(id);
-    prefetch_queue_.push_back(PrefetchJob{.id = id, .fp = fp, .keys = std::move(keys), .spilled = true});
-  }
-  prefetch_wake_.notify_one();
-  return id;
+  if (!local_) return 0;
+  return QueueRead(PrefetchJob{.fp = fp, .keys = std::move(keys), .spilled = true});
 }
 
 std::optional<std::vector<uint8_t>> TierStack::TakeRead(const Fingerprint& fp, uint64_t key) {
@@ -210,31 +199,30 @@ std::optional<std::vector<uint8_t>> TierStack::TakeRead(const Fingerprint& fp, u
 }
 
 void TierStack::Unspill(const Fingerprint& fp, uint64_t key) {
-  if (!local_) return;
-  {
-    std::lock_guard lock(mu_);
-    if (stop_) return;
-    queue_.push_back(Job{.fp = fp, .key = key, .erase = true});
-  }
-  wake_.notify_one();
+  if (local_) Enqueue(Job{.fp = fp, .key = key, .erase = true});
 }
 
 void TierStack::Store(const Fingerprint& fp, uint64_t key, std::vector<uint8_t> record) {
   Enqueue(Job{.fp = fp, .key = key, .record = std::move(record), .end_tier = tiers_.size()});
 }
 
-void TierStack::Enqueue(Job job) {
+bool TierStack::Enqueue(Job job) {
   {
     std::lock_guard lock(mu_);
     if (queued_bytes_ + job.record.size() > options_.queue_bytes) {
-      ++stats_.dropped;
-      return;
+      if (!job.spill) ++stats_.dropped;  // a refused spill is the caller's to count (it drops the block)
+      return false;
     }
-    ++stats_.stored;
+    if (job.spill) {
+      ++stats_.spilled;
+    } else if (!job.erase) {
+      ++stats_.stored;
+    }
     queued_bytes_ += job.record.size();
     queue_.push_back(std::move(job));
   }
   wake_.notify_one();
+  return true;
 }
 
 void TierStack::WriterLoop() {

@@ -134,7 +134,10 @@ class TierStack {
     double seconds = 0;  // what reading it took
     bool spilled = false;  // a spilled record (ReadSpilled), not a prefix block
   };
-  void Enqueue(Job job);
+  // Queues a write (or a spill's erase); false when the queue's bytes are full.
+  bool Enqueue(Job job);
+  // Queues a read for the reader thread: its id, 0 when stopping or there are no keys.
+  PrefetchId QueueRead(PrefetchJob job);
   void WriterLoop();
   void ReaderLoop();
   // The checked record from the first tier that has one; a hit below the first tier is
