@@ -72,20 +72,22 @@ std::vector<uint8_t> ReadFile(const std::string &path, int *err) {
 }
 
 // Writes `bytes` to a new file `path`; the errno of the first failure, or 0.
+// Writes all of `bytes` at `offset`; 0 or the errno that stopped it.
+int WriteAll(int fd, std::span<const uint8_t> bytes, uint64_t offset) {
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::pwrite(fd, bytes.data() + done, bytes.size() - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return errno;
+    done += static_cast<size_t>(n);
+  }
+  return 0;
+}
+
 int WriteNewFile(const std::string &path, std::span<const uint8_t> bytes) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) return errno;
-  size_t done = 0;
-  int err = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      err = errno;
-      break;
-    }
-    done += static_cast<size_t>(n);
-  }
+  int err = WriteAll(fd, bytes, 0);
   if (::close(fd) != 0 && err == 0) err = errno;
   return err;
 }
@@ -272,18 +274,7 @@ Status DiskTier::PutSpill(const Fingerprint &fp, uint64_t key, std::span<const u
     ++slab.slots;
   }
   const double t0 = Now();
-  size_t done = 0;
-  int err = 0;
-  while (done < size) {
-    const ssize_t n = ::pwrite(slab.fd, record.data() + done, size - done, static_cast<off_t>(slot * size + done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      err = errno;
-      break;
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (err != 0) {
+  if (const int err = WriteAll(slab.fd, record, slot * size); err != 0) {
     slab.free.push_back(slot);
     Fail(err);
     return IoError("KV disk tier: cannot write {}: {}", SlabPath(options_.dir, size), std::strerror(err));
