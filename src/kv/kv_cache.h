@@ -245,7 +245,7 @@ class KvCache {
     // Spilled (`host=N` with a local tier): the bytes are on that tier under this key (`bytes`
     // is empty); `read`, when not 0, is the tier read that is bringing them back.
     uint64_t spill = 0;
-    uint64_t read = 0;
+    tiers::PrefetchId read = 0;
     size_t HostBytes() const {
       return bytes.size() + (digest.size() + mass.size() * 3) * sizeof(float) + pos.size() * sizeof(int32_t);
     }
@@ -253,6 +253,7 @@ class KvCache {
   struct RecallStream {
     std::vector<ColdBlock> cold;  // unordered (a fetched block's place takes the last one)
     int spilled = 0;              // of them on the local tier (`host=N` bounds the others)
+    int reading = 0;              // of those, being read back (`read` set): TakeSpilled looks no further
     // Tokens a prompt's token-level pass evicted short of a whole block, decoded as stored
     // (k, v: [n][head_dim]) with their statistics: the next pass completes a block with them;
     // what is left when the prompt ends is lost (offload_lost).
@@ -260,6 +261,10 @@ class KvCache {
       std::vector<float> k, v;
       std::vector<int32_t> pos;
       std::vector<float> mass, last, score;
+      void Push(const float* tk, const float* tv, int hd, int32_t p, float m, float l, float s) {
+        k.insert(k.end(), tk, tk + hd), v.insert(v.end(), tv, tv + hd);
+        pos.push_back(p), mass.push_back(m), last.push_back(l), score.push_back(s);
+      }
     } carry;
     // The digest of every kColdGroup consecutive host blocks (the union of their ranges): one
     // bound per group rules out the whole group when no member can outrank a held block.

@@ -104,15 +104,16 @@ void KvCache::CheckInvariants() const {
     const int hd = spec_.head_dim;
     for (int st = 0; st < static_cast<int>(s.recall.size()); ++st) {
       const RecallStream& r = s.recall[st];
-      int spilled = 0;
+      int spilled = 0, reading = 0;
       for (const ColdBlock& c : r.cold) {
         // In memory, a block's bytes; spilled, a key and no bytes.
         CHECK(c.spill ? c.bytes.empty() : c.bytes.size() == sealed_block_bytes() && c.read == 0,
               "sequence {} stream {}: a host block of {} bytes, spilled under key {}", i, st, c.bytes.size(), c.spill);
-        spilled += c.spill != 0;
+        spilled += c.spill != 0, reading += c.read != 0;
       }
-      CHECK(spilled == r.spilled, "sequence {} stream {}: {} spilled host blocks counted as {}", i, st, spilled,
-            r.spilled);
+      CHECK(spilled == r.spilled && reading == r.reading,
+            "sequence {} stream {}: {} spilled host blocks ({} being read) counted as {} ({})", i, st, spilled,
+            reading, r.spilled, r.reading);
       CHECK(policy_.host <= 0 || static_cast<int>(r.cold.size()) - spilled <= policy_.host,
             "sequence {} stream {}: {} host blocks in memory over the bound host={}", i, st,
             r.cold.size() - spilled, policy_.host);

@@ -159,7 +159,7 @@ bool KvCache::SpillCold(ColdBlock& c) {
 void KvCache::TakeSpilled(Sequence& s) {
   tiers::TierStack* t = tiers();
   for (RecallStream& r : s.recall) {
-    for (int j = static_cast<int>(r.cold.size()) - 1; r.spilled > 0 && j >= 0; --j) {
+    for (int j = static_cast<int>(r.cold.size()) - 1; r.reading > 0 && j >= 0; --j) {
       ColdBlock& c = r.cold[j];
       if (c.read == 0) continue;
       // Done first: the reader files every record of a read before it calls the read done.
@@ -183,7 +183,7 @@ void KvCache::TakeSpilled(Sequence& s) {
         }
       }
       t->Unspill(*spill_fp_, c.spill);
-      --r.spilled;
+      --r.spilled, --r.reading;
       if (ok) {
         c.spill = c.read = 0;
         evict_stats_.host_bytes += static_cast<int64_t>(c.bytes.size());
@@ -199,7 +199,7 @@ void KvCache::TakeSpilled(Sequence& s) {
 
 void KvCache::ReadSpilled(Sequence& s, std::span<const int> sts, std::span<RecallPlan> plans) {
   std::vector<uint64_t> keys;
-  std::vector<ColdBlock*> reading;
+  std::vector<std::pair<RecallStream*, ColdBlock*>> reading;
   for (size_t i = 0; i < sts.size(); ++i) {
     RecallStream& r = s.recall[sts[i]];
     if (r.spilled == 0) continue;
@@ -208,7 +208,7 @@ void KvCache::ReadSpilled(Sequence& s, std::span<const int> sts, std::span<Recal
     for (size_t k = 0; k < p.victims.size(); ++k) {
       ColdBlock& c = r.cold[p.wanted[k]];
       if (c.bytes.empty()) {  // spilled: read it, and its victim stays for now
-        if (c.read == 0) keys.push_back(c.spill), reading.push_back(&c);
+        if (c.read == 0) keys.push_back(c.spill), reading.emplace_back(&r, &c);
         continue;
       }
       p.wanted[kept] = p.wanted[k], p.victims[kept] = p.victims[k], ++kept;
@@ -216,8 +216,9 @@ void KvCache::ReadSpilled(Sequence& s, std::span<const int> sts, std::span<Recal
     p.victims.resize(kept);
   }
   if (keys.empty()) return;
-  const uint64_t id = tiers()->ReadSpilled(*spill_fp_, std::move(keys));
-  for (ColdBlock* c : reading) c->read = id;
+  const tiers::PrefetchId id = tiers()->ReadSpilled(*spill_fp_, std::move(keys));
+  if (id == 0) return;  // the tier is stopping: asked again at the next step
+  for (auto [r, c] : reading) c->read = id, ++r->reading;
 }
 
 void KvCache::ForgetSpilled(Sequence& s) {
@@ -280,39 +281,41 @@ void KvCache::OffloadTokens(Sequence& s, int st, std::span<const int> rows, cons
   const int bt = config_.block_tokens, hd = spec_.head_dim;
   const BlockKind& kind = store_.kind(true);
   const size_t block_bytes = store_.pool(true).block_bytes();
-  // The carry from earlier passes first, then this pass's tokens.
+  // The carry from earlier passes, then this pass's tokens, taken in position order (a later
+  // pass may evict tokens older than the carry's): whole blocks of them, the rest carried on.
   RecallStream::Carry& a = s.recall[st].carry;
-  for (int r : rows) {
-    a.k.insert(a.k.end(), k + static_cast<size_t>(r) * hd, k + static_cast<size_t>(r + 1) * hd);
-    a.v.insert(a.v.end(), v + static_cast<size_t>(r) * hd, v + static_cast<size_t>(r + 1) * hd);
-    a.pos.push_back(pos[r]), a.mass.push_back(mass[r]), a.last.push_back(last[r]), a.score.push_back(score[r]);
-  }
+  for (int r : rows)
+    a.Push(k + static_cast<size_t>(r) * hd, v + static_cast<size_t>(r) * hd, hd, pos[r], mass[r], last[r], score[r]);
   const int n = static_cast<int>(a.pos.size()), whole = n / bt * bt;
-  // In position order: a block's tokens are (a later pass may evict tokens older than the carry's).
   std::vector<int> order(n);
   std::iota(order.begin(), order.end(), 0);
   std::sort(order.begin(), order.end(), [&](int x, int y) { return a.pos[x] < a.pos[y]; });
-  auto permute = [&](auto& x, size_t width) {
-    auto y = x;
-    for (int i = 0; i < n; ++i)
-      std::copy_n(y.begin() + static_cast<size_t>(order[i]) * width, width, x.begin() + static_cast<size_t>(i) * width);
-  };
-  permute(a.k, hd), permute(a.v, hd), permute(a.pos, 1), permute(a.mass, 1), permute(a.last, 1), permute(a.score, 1);
+  std::vector<float> kb(static_cast<size_t>(bt) * hd), vb(kb.size());
   for (int first = 0; first < whole; first += bt) {
     ColdBlock c;
     c.bytes.assign(block_bytes, 0);
-    c.pos.assign(a.pos.begin() + first, a.pos.begin() + first + bt);
-    c.mass.assign(a.mass.begin() + first, a.mass.begin() + first + bt);
-    c.last_mass.assign(a.last.begin() + first, a.last.begin() + first + bt);
-    c.score.assign(a.score.begin() + first, a.score.begin() + first + bt);
-    EncodeFinal(&a.k[static_cast<size_t>(first) * hd], &a.v[static_cast<size_t>(first) * hd], bt, c.bytes.data());
+    c.pos.resize(bt);
+    c.mass.resize(bt);
+    c.last_mass.resize(bt);
+    c.score.resize(bt);
+    for (int j = 0; j < bt; ++j) {
+      const int r = order[first + j];
+      std::copy_n(&a.k[static_cast<size_t>(r) * hd], hd, &kb[static_cast<size_t>(j) * hd]);
+      std::copy_n(&a.v[static_cast<size_t>(r) * hd], hd, &vb[static_cast<size_t>(j) * hd]);
+      c.pos[j] = a.pos[r], c.mass[j] = a.mass[r], c.last_mass[j] = a.last[r], c.score[j] = a.score[r];
+    }
+    EncodeFinal(kb.data(), vb.data(), bt, c.bytes.data());
     c.digest.resize(2 * static_cast<size_t>(hd));
     DigestOf(kind, config_.k.rotate ? &k_rot_[st] : nullptr, bt, hd, c.bytes.data(), bt, c.digest.data());
     AddCold(s, st, std::move(c));
   }
-  auto keep_rest = [&](auto& x, size_t width) { x.erase(x.begin(), x.begin() + static_cast<size_t>(whole) * width); };
-  keep_rest(a.k, hd), keep_rest(a.v, hd), keep_rest(a.pos, 1), keep_rest(a.mass, 1), keep_rest(a.last, 1),
-      keep_rest(a.score, 1);
+  RecallStream::Carry rest;
+  for (int i = whole; i < n; ++i) {
+    const int r = order[i];
+    rest.Push(&a.k[static_cast<size_t>(r) * hd], &a.v[static_cast<size_t>(r) * hd], hd, a.pos[r], a.mass[r],
+              a.last[r], a.score[r]);
+  }
+  a = std::move(rest);
 }
 
 void KvCache::DropCarry(Sequence& s) {
