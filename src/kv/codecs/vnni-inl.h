@@ -203,21 +203,19 @@ SLIMKV_KV_ATTR HWY_INLINE void KeyDots(const uint8_t* codes, int width, int slab
   acc.Finish(out);
 }
 
-// Codes of 4 tokens [t, t + 4) and 32 channels [d0, d0 + 32) of a V code array of `width`
-// channels as [channel][4 tokens] bytes: c[j] holds channels d0 + 16 j + lane (t % 4 == 0,
-// d0 % 32 == 0, width % 32 == 0: the two tiles share a unit below 8 bits).
-template <int kBits>
-SLIMKV_KV_ATTR HWY_INLINE void ValueQuad(const uint8_t* codes, int width, int t, int d0, __m512i c[2]) {
+// Codes of 4 tokens [t, t + 4) and 16 kVecs channels [d0, d0 + 16 kVecs) of a V code array
+// of `width` channels as [channel][4 tokens] bytes: c[j] holds channels d0 + 16 j + lane
+// (t % 4 == 0, d0 and width multiples of 16 kVecs: the tiles of a unit are loaded once).
+template <int kBits, int kVecs>
+SLIMKV_KV_ATTR HWY_INLINE void ValueQuad(const uint8_t* codes, int width, int t, int d0, __m512i c[kVecs]) {
   constexpr int kS = SlicesPerUnit(kBits), kUnit = UnitBytes(kBits);
-  const int tile = (t / 4) * (width / 16) + d0 / 16;
-  if constexpr (kBits == 8) {
-    c[0] = _mm512_loadu_si512(codes + static_cast<size_t>(tile) * 64);
-    c[1] = _mm512_loadu_si512(codes + static_cast<size_t>(tile) * 64 + 64);
-  } else {
+  constexpr int kPer = kVecs < kS ? kVecs : kS;  // tiles taken from one unit
+  const int tile0 = (t / 4) * (width / 16) + d0 / 16;
+  for (int u = 0; u < kVecs / kPer; ++u) {
+    const int tile = tile0 + u * kPer;
     const uint8_t* unit = codes + static_cast<size_t>(tile / kS) * kUnit;
     const __m512i z = _mm512_loadu_si512(unit);
-    c[0] = Slice<kBits>(z, unit, tile % kS);
-    c[1] = Slice<kBits>(z, unit, tile % kS + 1);
+    for (int j = 0; j < kPer; ++j) c[u * kPer + j] = Slice<kBits>(z, unit, tile % kS + j);
   }
 }
 
@@ -234,21 +232,24 @@ struct ValueWeights {
 // codes at byte `codes` of each block's part, a V array of `width` channels in
 // groups of g; acc rows lda apart). TurboLut (tq values): codes index the bytes of `lut`
 // (128 + the level's grid value) and the accumulators start at w.off (minus 128 times each
-// byte pass's weight sum), which leaves sum_t w[r][t] level[t][:] exactly.
+// byte pass's weight sum), which leaves sum_t w[r][t] level[t][:] exactly. Rows [row0, row0 +
+// kRows), 16 kVecs channels per pass (width a multiple of 16 kVecs).
 struct NoLut {};
 struct TurboLut {
   const ByteIndex* table;
 };
-template <int kBits, int kRows, class Lut>
+template <int kBits, int kRows, int kVecs, class Lut>
 SLIMKV_KV_ATTR HWY_INLINE void AccumValueVnniRows(const ChunkView& c, size_t codes, int bt, int width, int g,
                                                   const ValueWeights& w, int row0, float* acc, int lda,
                                                   Lut lut) {
   constexpr bool kTurbo = std::is_same_v<Lut, TurboLut>;
-  constexpr int kVecs = 2;
+  constexpr int kRow = ValueWeights::kRow;
   const int groups = width / g, tpc = 32 / groups;
   const int log_tpc = __builtin_ctz(tpc);
   __m512i table = _mm512_setzero_si512();
   if constexpr (kTurbo) table = LoadIndex(*lut.table);
+  // Row r's weights start kRow bytes after row r - 1's: one pointer serves every row.
+  const int8_t* const rows = w.bytes + static_cast<size_t>(row0) * kRow;
   for (int d0 = 0; d0 < width; d0 += 16 * kVecs) {
     __m512i ah[kRows][kVecs], al[kRows][kVecs];
     for (int r = 0; r < kRows; ++r) {
@@ -263,31 +264,27 @@ SLIMKV_KV_ATTR HWY_INLINE void AccumValueVnniRows(const ChunkView& c, size_t cod
     }
     int goff[kVecs];
     for (int j = 0; j < kVecs; ++j) goff[j] = (d0 + 16 * j) / g * tpc;
-    const bool same_group = goff[0] == goff[kVecs - 1];
     for (int b = 0; b < c.n_blocks; ++b) {
       const int n = BlockShare(b, bt, c.n_tok);
       const uint8_t* part = c.blocks[b] + codes;
       for (int t = 0; t < n; t += 4) {
         __m512i cv[kVecs];
-        ValueQuad<kBits>(part, width, t, d0, cv);
+        ValueQuad<kBits, kVecs>(part, width, t, d0, cv);
         if constexpr (kTurbo)
           for (int j = 0; j < kVecs; ++j) cv[j] = _mm512_permutexvar_epi8(cv[j], table);
         const int tc = b * bt + t;  // token of the chunk
-        const int base = ((tc >> log_tpc) << 6) + (tc & (tpc - 1));
+        const int8_t* lo = rows + ((tc >> log_tpc) << 6) + (tc & (tpc - 1));
         for (int r = 0; r < kRows; ++r) {
-          const int8_t* lo = w.bytes + (row0 + r) * ValueWeights::kRow + base;
-          const int8_t* hi = lo + 32;
-          if (same_group) {  // both vectors of channels weigh a token alike
-            const __m512i wh = Broadcast4(hi + goff[0]), wl = Broadcast4(lo + goff[0]);
-            for (int j = 0; j < kVecs; ++j) {
-              Dpbusd(ah[r][j], cv[j], wh);
-              Dpbusd(al[r][j], cv[j], wl);
+          const int8_t* lr = lo + r * kRow;
+          // Vectors of channels in the same group weigh a token alike: one broadcast each.
+          __m512i wh = _mm512_setzero_si512(), wl = wh;
+          for (int j = 0; j < kVecs; ++j) {
+            if (j == 0 || goff[j] != goff[j - 1]) {
+              wh = Broadcast4(lr + 32 + goff[j]);
+              wl = Broadcast4(lr + goff[j]);
             }
-          } else {
-            for (int j = 0; j < kVecs; ++j) {
-              Dpbusd(ah[r][j], cv[j], Broadcast4(hi + goff[j]));
-              Dpbusd(al[r][j], cv[j], Broadcast4(lo + goff[j]));
-            }
+            Dpbusd(ah[r][j], cv[j], wh);
+            Dpbusd(al[r][j], cv[j], wl);
           }
         }
       }
@@ -303,17 +300,28 @@ SLIMKV_KV_ATTR HWY_INLINE void AccumValueVnniRows(const ChunkView& c, size_t cod
   }
 }
 
-// Every row, in tiles of 4 or 3 rows (16 or 12 accumulator pairs), then 2 or 1.
+// Every row in tiles. 64 channels per pass when the width allows, which gives a token quad's
+// address, codes and weights twice the multiplies: tiles of 3 rows (24 accumulator pairs),
+// else of 2 and a last 1 — with 4 or more rows only for 4- and 8-bit codes, cheap enough to
+// unpack once per 2 rows (2- and 3-bit codes lost ~5-10 % that way, BENCHMARKS). Otherwise 32
+// channels per pass in tiles of 4 or 3 rows (16 or 12 pairs), then 2 or 1.
 template <int kBits, class Lut = NoLut>
 SLIMKV_KV_ATTR HWY_NOINLINE void AccumValueVnni(const ChunkView& c, size_t codes, int bt, int width, int g,
                                                 int rows, const ValueWeights& w, float* acc, int lda,
                                                 Lut lut = {}) {
   int r = 0;
+  if (width % 64 == 0 && (rows % 3 == 0 || rows < 4 || kBits >= 4)) {
+    if (rows % 3 == 0)
+      for (; r < rows; r += 3) AccumValueVnniRows<kBits, 3, 4>(c, codes, bt, width, g, w, r, acc, lda, lut);
+    for (; r + 2 <= rows; r += 2) AccumValueVnniRows<kBits, 2, 4>(c, codes, bt, width, g, w, r, acc, lda, lut);
+    if (r < rows) AccumValueVnniRows<kBits, 1, 4>(c, codes, bt, width, g, w, r, acc, lda, lut);
+    return;
+  }
   if (rows % 3 != 0)
-    for (; r + 4 <= rows; r += 4) AccumValueVnniRows<kBits, 4>(c, codes, bt, width, g, w, r, acc, lda, lut);
-  for (; r + 3 <= rows; r += 3) AccumValueVnniRows<kBits, 3>(c, codes, bt, width, g, w, r, acc, lda, lut);
-  if (rows - r == 2) AccumValueVnniRows<kBits, 2>(c, codes, bt, width, g, w, r, acc, lda, lut);
-  if (rows - r == 1) AccumValueVnniRows<kBits, 1>(c, codes, bt, width, g, w, r, acc, lda, lut);
+    for (; r + 4 <= rows; r += 4) AccumValueVnniRows<kBits, 4, 2>(c, codes, bt, width, g, w, r, acc, lda, lut);
+  for (; r + 3 <= rows; r += 3) AccumValueVnniRows<kBits, 3, 2>(c, codes, bt, width, g, w, r, acc, lda, lut);
+  if (rows - r == 2) AccumValueVnniRows<kBits, 2, 2>(c, codes, bt, width, g, w, r, acc, lda, lut);
+  if (rows - r == 1) AccumValueVnniRows<kBits, 1, 2>(c, codes, bt, width, g, w, r, acc, lda, lut);
 }
 
 #endif  // SLIMKV_KV_VNNI
