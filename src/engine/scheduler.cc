@@ -51,6 +51,7 @@ struct Scheduler::Seq {
   bool compressed = false;  // its prompt's end went through KvCache::Compress
   int preemptions = 0;
   int preempted_computed = 0;  // tokens it had computed when last preempted, until readmitted
+  double admitted_time = -1;  // first admission into a step (the end of its queue time)
   double first_token_time = -1, last_token_time = -1;
   std::vector<TokenLogprob> prompt_logprobs;  // filled while the prompt is computed
   bool prompt_logprobs_sent = false;
@@ -427,7 +428,9 @@ void Scheduler::Admit(int* tokens_left, std::vector<Chunk>* batch) {
     if (!s->admitted_before) {
       s->admitted_before = true;
       s->cached_tokens = s->n_computed;
+      s->admitted_time = Now();
       std::lock_guard<std::mutex> stats_lock(stats_mu_);
+      stats_.queue.Observe(s->admitted_time - s->arrival);
       stats_.prompt_tokens += s->n_prompt;
       stats_.prompt_tokens_cached += s->cached_tokens;
       if (options_.prefix_sharing) {
@@ -584,6 +587,7 @@ void Scheduler::OnToken(Seq* s, TokenId token, double now) {
     ++stats_.generated_tokens;
     if (s->first_token_time < 0) {
       stats_.ttft.Observe(now - s->arrival);
+      stats_.prefill.Observe(now - s->admitted_time);
     } else {
       stats_.itl.Observe(now - s->last_token_time);
     }
@@ -638,7 +642,10 @@ void Scheduler::Finish(Seq* s, FinishReason reason, Status error) {
         ++stats_.finished;
         break;
     }
-    stats_.e2e.Observe(Now() - s->arrival);
+    const double end = Now();
+    stats_.e2e.Observe(end - s->arrival);
+    if (s->admitted_time >= 0) stats_.inference.Observe(end - s->admitted_time);
+    if (s->first_token_time >= 0) stats_.decode.Observe(end - s->first_token_time);
   }
   if (s->params.on_output) s->params.on_output(out);
 }

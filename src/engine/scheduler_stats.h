@@ -118,6 +118,11 @@ struct SchedulerStats {
   uint64_t steps = 0;
   int last_batch_tokens = 0, last_batch_sequences = 0;
   LatencyHistogram ttft, itl, e2e;  // seconds: first token, between tokens, whole request
+  // The phases of a request (vLLM's): queue = arrival to its first admission into a step, prefill =
+  // admission to the first token (ttft = queue + prefill), decode = first token to the end (any
+  // preemption after the first token included), inference = admission to the end (e2e = queue +
+  // inference). A request that ends before a phase starts is not counted in it.
+  LatencyHistogram queue, prefill, decode, inference;
   std::vector<SequenceStats> sequences;
 };
 

@@ -100,6 +100,14 @@ void VllmMetrics(Writer& w, const engine::SchedulerStats& s, const std::string& 
               label);
   w.Histogram("vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.", s.e2e,
               label);
+  w.Histogram("vllm:request_queue_time_seconds", "Histogram of time spent in WAITING phase for request.",
+              s.queue, label);
+  w.Histogram("vllm:request_prefill_time_seconds", "Histogram of time spent in PREFILL phase for request.",
+              s.prefill, label);
+  w.Histogram("vllm:request_decode_time_seconds", "Histogram of time spent in DECODE phase for request.",
+              s.decode, label);
+  w.Histogram("vllm:request_inference_time_seconds", "Histogram of time spent in RUNNING phase for request.",
+              s.inference, label);
 }
 
 // The KV tiers, one label value per tier: "ram" (the prefix cache in the block pool), then the

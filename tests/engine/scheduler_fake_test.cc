@@ -112,6 +112,24 @@ TEST(SchedulerFakeTest, ReservesSlotsBeforeTheForwardPass) {
   for (const Out &o : outs) EXPECT_EQ(o.tokens.size(), 48u);
 }
 
+// The phases of a request add up as vLLM's do: ttft = queue + prefill, e2e = queue + inference,
+// inference = prefill + decode, each counted once per request; with two running at a time the later
+// requests wait for the first ones' 48 tokens, so queueing dominates the time to the first token.
+TEST(SchedulerFakeTest, RequestPhasesAddUp) {
+  Rig rig("fp16", nullptr, 0, 4096, 8 << 20, {.max_running = 2, .prefix_sharing = false});
+  std::vector<Out> outs(6);
+  for (int i = 0; i < 6; ++i) ASSERT_TRUE(rig.sched->Submit(Greedy(RandomPrompt(40, 30 + i), 48, &outs[i])).ok());
+  rig.RunUntilIdle();
+  const SchedulerStats st = rig.sched->Stats();
+  for (const LatencyHistogram *h : {&st.ttft, &st.e2e, &st.queue, &st.prefill, &st.decode, &st.inference})
+    EXPECT_EQ(h->count(), 6u);
+  EXPECT_NEAR(st.ttft.sum(), st.queue.sum() + st.prefill.sum(), 1e-9);
+  EXPECT_NEAR(st.e2e.sum(), st.queue.sum() + st.inference.sum(), 1e-9);
+  EXPECT_NEAR(st.inference.sum(), st.prefill.sum() + st.decode.sum(), 1e-9);
+  EXPECT_GT(st.queue.sum(), st.prefill.sum());
+  EXPECT_GT(st.decode.sum(), 0.0);
+}
+
 // response_format json_object needs the tokenizer's bytes of each token: without one (this rig has none)
 // the request is refused at Submit, naming json_object, and nothing runs.
 TEST(SchedulerFakeTest, JsonObjectNeedsATokenizer) {

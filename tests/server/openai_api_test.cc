@@ -374,6 +374,10 @@ TEST(MetricsTest, VllmNamesBesideOurs) {
   s.prompt_tokens_cached = 64;
   s.itl.Observe(0.02);
   s.ttft.Observe(0.3);
+  s.queue.Observe(0.004);
+  s.prefill.Observe(0.2);
+  s.decode.Observe(2.0);
+  s.inference.Observe(2.2);
   const HttpStats http{.open = 7, .accepted = 9, .refused = 1, .timed_out = 2, .rejected = 3};
   const std::string text = PrometheusText(s, "my \"model\"", &http);
   const std::string label = R"(model_name="my \"model\"")";
@@ -384,6 +388,13 @@ TEST(MetricsTest, VllmNamesBesideOurs) {
         "vllm:time_to_first_token_seconds_bucket{le=\"0.5\"," + label + "} 1",
         "vllm:time_to_first_token_seconds_count{" + label + "} 1",
         "vllm:inter_token_latency_seconds_bucket{le=\"0.025\"," + label + "} 1",
+        "vllm:request_queue_time_seconds_bucket{le=\"0.005\"," + label + "} 1",
+        "vllm:request_queue_time_seconds_bucket{le=\"0.0025\"," + label + "} 0",
+        "vllm:request_prefill_time_seconds_bucket{le=\"0.25\"," + label + "} 1",
+        "vllm:request_decode_time_seconds_bucket{le=\"1\"," + label + "} 0",
+        "vllm:request_decode_time_seconds_sum{" + label + "} 2",
+        "vllm:request_inference_time_seconds_bucket{le=\"2.5\"," + label + "} 1",
+        "vllm:request_inference_time_seconds_count{" + label + "} 1",
         std::string("slimkv_info{model=\"my \\\"model\\\"\",kv_format=\"\"} 1"),
         std::string("slimkv_http_connections 7"), std::string("slimkv_http_connections_refused_total 1"),
         std::string("slimkv_http_timeouts_total 2")}) {
