@@ -303,7 +303,7 @@ SLIMKV_KV_ATTR HWY_INLINE void AccumValueVnniRows(const ChunkView& c, size_t cod
 // Every row in tiles. 64 channels per pass when the width allows, which gives a token quad's
 // address, codes and weights twice the multiplies: tiles of 3 rows (24 accumulator pairs),
 // else of 2 and a last 1 — with 4 or more rows only for 4- and 8-bit codes, cheap enough to
-// unpack once per 2 rows (2- and 3-bit codes lost ~5-10 % that way, BENCHMARKS). Otherwise 32
+// unpack once per 2 rows (2- and 3-bit codes lost up to ~10 % that way, BENCHMARKS). Otherwise 32
 // channels per pass in tiles of 4 or 3 rows (16 or 12 pairs), then 2 or 1.
 template <int kBits, class Lut = NoLut>
 SLIMKV_KV_ATTR HWY_NOINLINE void AccumValueVnni(const ChunkView& c, size_t codes, int bt, int width, int g,
