@@ -47,11 +47,11 @@ struct Scheduler::Seq {
   std::string held;  // text not sent yet: it could be the start of a stop string
   int generated = 0;
   int cached_tokens = 0;  // from the prefix cache at the first admission
-  bool admitted_before = false;
   bool compressed = false;  // its prompt's end went through KvCache::Compress
   int preemptions = 0;
   int preempted_computed = 0;  // tokens it had computed when last preempted, until readmitted
-  double admitted_time = -1;  // first admission into a step (the end of its queue time)
+  double admitted_time = -1;  // its first admission into a step (the end of its queue time); -1: not yet
+  bool admitted_before() const { return admitted_time >= 0; }
   double first_token_time = -1, last_token_time = -1;
   std::vector<TokenLogprob> prompt_logprobs;  // filled while the prompt is computed
   bool prompt_logprobs_sent = false;
@@ -333,7 +333,7 @@ bool Scheduler::AttachArgs(const Seq& s, std::span<const TokenId>* tokens, int* 
   if (!options_.prefix_sharing || needs_prompt_logits) return false;
   // With a policy, a readmitted sequence attaches no more than it did the first time, so it replays the
   // same evictions (attached blocks are pinned).
-  *most = kv_->policy().active() && s.admitted_before ? s.cached_tokens : INT_MAX;
+  *most = kv_->policy().active() && s.admitted_before() ? s.cached_tokens : INT_MAX;
   // Attached blocks are pinned, so a streaming policy holds constant memory only if it attaches a bounded
   // prefix: a conversation that resends its history each turn would otherwise pin all of it (and attend
   // over it). It attaches at most its budget.
@@ -425,8 +425,7 @@ void Scheduler::Admit(int* tokens_left, std::vector<Chunk>* batch) {
       stats_.preempted_tokens_recomputed += s->preempted_computed - swapped;
       s->preempted_computed = 0;
     }
-    if (!s->admitted_before) {
-      s->admitted_before = true;
+    if (!s->admitted_before()) {
       s->cached_tokens = s->n_computed;
       s->admitted_time = Now();
       std::lock_guard<std::mutex> stats_lock(stats_mu_);
@@ -644,7 +643,7 @@ void Scheduler::Finish(Seq* s, FinishReason reason, Status error) {
     }
     const double end = Now();
     stats_.e2e.Observe(end - s->arrival);
-    if (s->admitted_time >= 0) stats_.inference.Observe(end - s->admitted_time);
+    if (s->admitted_before()) stats_.inference.Observe(end - s->admitted_time);
     if (s->first_token_time >= 0) stats_.decode.Observe(end - s->first_token_time);
   }
   if (s->params.on_output) s->params.on_output(out);
