@@ -54,10 +54,20 @@ HWY_INLINE VF Exp2(DF d, VF x) {
 }
 
 // Blocks are scattered in the pool and the hardware prefetchers stop at page boundaries, so
-// the driver prefetches the next chunk's blocks before it scores this one.
+// the driver prefetches the next chunk's blocks into L1 before it scores this one. A chunk
+// of a small format (256 tokens of a 64-wide head in int4 or tq3: 13-18 KB) is scored in a
+// few microseconds, less than its successor takes to arrive from memory, so for chunks of up
+// to kL2StepBytes the chunk after next also goes into L2, a chunk before its L1 step. Larger
+// chunks (fp16, Gemma-3's 256-wide heads) gained nothing from it and fp16 on SmolLM2 lost
+// ~5 % (docs/BENCHMARKS.md, "Prefetching two chunks ahead").
+inline constexpr size_t kL2StepBytes = 48 << 10;
 HWY_INLINE void PrefetchBlocks(const uint8_t* const* blocks, int n, size_t bytes) {
   for (int i = 0; i < n; ++i)
     for (size_t o = 0; o < bytes; o += 64) hwy::Prefetch(blocks[i] + o);
+}
+HWY_INLINE void PrefetchBlocksL2(const uint8_t* const* blocks, int n, size_t bytes) {
+  for (int i = 0; i < n; ++i)
+    for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(blocks[i] + o, 0, 2);  // prefetcht1 on x86
 }
 
 // The kernels of one kind of block (sealed or staged) in a task.
@@ -145,6 +155,12 @@ SLIMKV_KV_ATTR inline void AttnTaskImpl(const AttnTask& t, AttnPartial out, Bloc
     if (end <= last_block) {
       const int next_end = chunk_end(end);
       PrefetchBlocks(t.blocks + end, next_end - end, kinds[end < t.n_sealed ? 0 : 1].block_bytes);
+      if (next_end <= last_block) {
+        const int after = chunk_end(next_end);
+        const size_t bytes = kinds[next_end < t.n_sealed ? 0 : 1].block_bytes;
+        if (static_cast<size_t>(after - next_end) * bytes <= kL2StepBytes)
+          PrefetchBlocksL2(t.blocks + next_end, after - next_end, bytes);
+      }
     }
     if (n_valid <= tok_lo) {
       b = end;
