@@ -53,13 +53,18 @@ HWY_INLINE VF Exp2(DF d, VF x) {
 #endif
 }
 
-// Blocks are scattered in the pool and the hardware prefetchers stop at page boundaries, so
-// the driver prefetches the next chunk's blocks into L1 before it scores this one. A chunk
-// of a small format (256 tokens of a 64-wide head in int4 or tq3: 13-18 KB) is scored in a
-// few microseconds, less than its successor takes to arrive from memory, so for chunks of up
-// to kL2StepBytes the chunk after next also goes into L2, a chunk before its L1 step. Larger
-// chunks (fp16, Gemma-3's 256-wide heads) gained nothing from it and fp16 on SmolLM2 lost
-// ~5 % (docs/BENCHMARKS.md, "Prefetching two chunks ahead").
+// A chunk holds as many blocks of its kind as fit in kChunkBytes (at least one) when its
+// blocks take at most kSmallBlockBytes, else kChunkTokens tokens. Blocks are scattered in
+// the pool and the hardware prefetchers stop at page boundaries, so the driver prefetches
+// the next chunk's blocks into L1 before it scores this one, and for chunks of up to
+// kL2StepBytes the chunk after next into L2. With chunks of 256 tokens of small blocks
+// (13-64 KB on SmolLM2's 64-wide heads) each prefetch came as a burst the arithmetic waited
+// behind; a block or two at a time, the fetch overlaps it: the quantized formats 23-33 %
+// faster cold on SmolLM2, tq3/tq4/kivi2 5-27 % on Gemma-3. Gemma-3's int8 and int4 blocks
+// (16 KB) measured 0-13 % slower in one-block chunks, so large blocks keep long chunks
+// (docs/BENCHMARKS.md, "Smaller chunks, prefetched two ahead").
+inline constexpr size_t kChunkBytes = 4 << 10;
+inline constexpr size_t kSmallBlockBytes = 12 << 10;
 inline constexpr size_t kL2StepBytes = 48 << 10;
 HWY_INLINE void PrefetchBlocks(const uint8_t* const* blocks, int n, size_t bytes) {
   for (int i = 0; i < n; ++i)
@@ -76,6 +81,7 @@ struct KindKernels {
   ValueKernel value;
   KernelArgs args;
   size_t block_bytes = 0;
+  int chunk_blocks = 1;  // blocks per chunk
 };
 
 SLIMKV_KV_ATTR inline void AttnTaskImpl(const AttnTask& t, AttnPartial out, BlockScratch& s) {
@@ -118,6 +124,10 @@ SLIMKV_KV_ATTR inline void AttnTaskImpl(const AttnTask& t, AttnPartial out, Bloc
                          .rope = t.rope,
                          .decode_tile = kk.key.decode_tile};
     kk.block_bytes = kind.v_offset + kind.v_layout.total();
+    const int long_chunk = std::max(1, kChunkTokens / bt);
+    kk.chunk_blocks = kk.block_bytes <= kSmallBlockBytes
+                          ? std::clamp(static_cast<int>(kChunkBytes / kk.block_bytes), 1, long_chunk)
+                          : long_chunk;
     if (kk.key.prepare) kk.key.prepare(kk.args);
   }
   if (t.scores_out) {
@@ -138,11 +148,10 @@ SLIMKV_KV_ATTR inline void AttnTaskImpl(const AttnTask& t, AttnPartial out, Bloc
     return std::max(t.key_begin, t.window > 0 ? sl - t.window + 1 : 0);
   };
   auto hi_of = [&](int i) { return std::min(t.key_end, t.first_q_slot + i + 1); };
-  const int max_blocks = std::max(1, kChunkTokens / bt);
   // The chunk starting at block b ends at the next kind boundary, the range end, or the chunk size.
   auto chunk_end = [&](int b) {
     const int kind_end = b < t.n_sealed ? t.n_sealed : last_block + 1;
-    return std::min({kind_end, last_block + 1, b + max_blocks});
+    return std::min({kind_end, last_block + 1, b + kinds[b < t.n_sealed ? 0 : 1].chunk_blocks});
   };
   for (int b = first_block; b <= last_block;) {
     const int end = chunk_end(b);
