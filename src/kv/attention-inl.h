@@ -59,10 +59,10 @@ HWY_INLINE VF Exp2(DF d, VF x) {
 // the next chunk's blocks into L1 before it scores this one, and for chunks of up to
 // kL2StepBytes the chunk after next into L2. With chunks of 256 tokens of small blocks
 // (13-64 KB on SmolLM2's 64-wide heads) each prefetch came as a burst the arithmetic waited
-// behind; a block or two at a time, the fetch overlaps it: the quantized formats 23-33 %
-// faster cold on SmolLM2, tq3/tq4/kivi2 5-27 % on Gemma-3. Gemma-3's int8 and int4 blocks
-// (16 KB) measured 0-13 % slower in one-block chunks, so large blocks keep long chunks
-// (docs/BENCHMARKS.md, "Smaller chunks, prefetched two ahead").
+// behind; a block or two at a time, the fetch overlaps it: cold, SmolLM2's quantized
+// formats 14-27 % faster, fp16 9-11 %, Gemma-3's tq3 and tq4 2-19 %. Gemma-3's int8 and
+// int4 blocks (16 KB) measured 0-13 % slower in one-block chunks, so large blocks keep long
+// chunks (docs/BENCHMARKS.md, "Smaller chunks, prefetched two ahead").
 inline constexpr size_t kChunkBytes = 4 << 10;
 inline constexpr size_t kSmallBlockBytes = 12 << 10;
 inline constexpr size_t kL2StepBytes = 48 << 10;
