@@ -16,7 +16,6 @@
 #include <cmath>
 #include <limits>
 
-#include "hwy/cache_control.h"
 #include "hwy/highway.h"
 #include "kv/attention.h"
 #include "kv/attention_scratch.h"
@@ -66,13 +65,11 @@ HWY_INLINE VF Exp2(DF d, VF x) {
 inline constexpr size_t kChunkBytes = 4 << 10;
 inline constexpr size_t kSmallBlockBytes = 12 << 10;
 inline constexpr size_t kL2StepBytes = 48 << 10;
+// Every line of n blocks; kLocality 3 fills L1 (prefetcht0 on x86), 2 stops at L2 (prefetcht1).
+template <int kLocality>
 HWY_INLINE void PrefetchBlocks(const uint8_t* const* blocks, int n, size_t bytes) {
   for (int i = 0; i < n; ++i)
-    for (size_t o = 0; o < bytes; o += 64) hwy::Prefetch(blocks[i] + o);
-}
-HWY_INLINE void PrefetchBlocksL2(const uint8_t* const* blocks, int n, size_t bytes) {
-  for (int i = 0; i < n; ++i)
-    for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(blocks[i] + o, 0, 2);  // prefetcht1 on x86
+    for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(blocks[i] + o, 0, kLocality);
 }
 
 // The kernels of one kind of block (sealed or staged) in a task.
@@ -148,33 +145,29 @@ SLIMKV_KV_ATTR inline void AttnTaskImpl(const AttnTask& t, AttnPartial out, Bloc
     return std::max(t.key_begin, t.window > 0 ? sl - t.window + 1 : 0);
   };
   auto hi_of = [&](int i) { return std::min(t.key_end, t.first_q_slot + i + 1); };
-  // The chunk starting at block b ends at the next kind boundary, the range end, or the chunk size.
+  auto kind_of = [&](int b) -> const KindKernels& { return kinds[b < t.n_sealed ? 0 : 1]; };
+  // The chunk starting at block b ends at the next kind boundary, the range end, or the chunk
+  // size; past the range, at b.
   auto chunk_end = [&](int b) {
+    if (b > last_block) return b;
     const int kind_end = b < t.n_sealed ? t.n_sealed : last_block + 1;
-    return std::min({kind_end, last_block + 1, b + kinds[b < t.n_sealed ? 0 : 1].chunk_blocks});
+    return std::min({kind_end, last_block + 1, b + kind_of(b).chunk_blocks});
   };
-  for (int b = first_block; b <= last_block;) {
-    const int end = chunk_end(b);
-    const KindKernels& kk = kinds[b < t.n_sealed ? 0 : 1];
+  // Chunks [b, end) scored now, [end, next) prefetched into L1, [next, after) into L2; each
+  // boundary is found once and carried on.
+  int end = chunk_end(first_block), next = chunk_end(end), after = 0;
+  for (int b = first_block; b <= last_block; b = end, end = next, next = after) {
+    after = chunk_end(next);
+    const KindKernels& kk = kind_of(b);
     const int b0 = b * bt;
     // Tokens are sorted by slot, so the union of the rows' visible ranges in this chunk is
     // [lo(0), hi(last)) clipped to it.
     const int tok_lo = std::max(lo_of(0), b0) - b0;
     const int n_valid = std::min(hi_of(t.n_q_tokens - 1), end * bt) - b0;
-    if (end <= last_block) {
-      const int next_end = chunk_end(end);
-      PrefetchBlocks(t.blocks + end, next_end - end, kinds[end < t.n_sealed ? 0 : 1].block_bytes);
-      if (next_end <= last_block) {
-        const int after = chunk_end(next_end);
-        const size_t bytes = kinds[next_end < t.n_sealed ? 0 : 1].block_bytes;
-        if (static_cast<size_t>(after - next_end) * bytes <= kL2StepBytes)
-          PrefetchBlocksL2(t.blocks + next_end, after - next_end, bytes);
-      }
-    }
-    if (n_valid <= tok_lo) {
-      b = end;
-      continue;
-    }
+    if (end < next) PrefetchBlocks<3>(t.blocks + end, next - end, kind_of(end).block_bytes);
+    if (next < after && static_cast<size_t>(after - next) * kind_of(next).block_bytes <= kL2StepBytes)
+      PrefetchBlocks<2>(t.blocks + next, after - next, kind_of(next).block_bytes);
+    if (n_valid <= tok_lo) continue;
     const ChunkView c{.blocks = t.blocks + b,
                       .n_blocks = end - b,
                       .n_valid = n_valid,
@@ -236,7 +229,6 @@ SLIMKV_KV_ATTR inline void AttnTaskImpl(const AttnTask& t, AttnPartial out, Bloc
       }
     }
     kk.value.accumulate(kk.args, c, scores, lds, s.pmax, out.acc);
-    b = end;
   }
   for (int r = 0; r < rows; ++r) {
     out.m[r] = m[r] == kNegInf ? kNegInf : m[r] * kLn2;
