@@ -23,21 +23,21 @@ MODEL = os.path.join(MODEL_DIR, "SmolLM2-135M-Instruct.Q4_1.gguf")
 class Server:
     """`slimkv serve ARGS` on 127.0.0.1 and a free port; a context manager."""
 
-    def __init__(self, *args, startup_timeout=120, env=None):
+    def __init__(self, *args, startup_timeout=120, env=None, model=None):
         self.args = list(args)
         self.env = env
-        self.model = MODEL
+        self.model = model or MODEL
         self.startup_timeout = startup_timeout
         self.proc = None
         self.port = None
         self.stderr_path = None
 
     def __enter__(self):
-        if not os.path.exists(MODEL):
-            raise SystemExit(f"FAIL: model {MODEL} not found (run make models)")
+        if not os.path.exists(self.model):
+            raise SystemExit(f"FAIL: model {self.model} not found (run make models)")
         self.stderr_path = f"/tmp/slimkv_serve_{os.getpid()}_{id(self)}.err"
         self.stderr = open(self.stderr_path, "w+")
-        cmd = [BIN, "serve", "-m", MODEL, "--host", "127.0.0.1", "--port", "0"] + self.args
+        cmd = [BIN, "serve", "-m", self.model, "--host", "127.0.0.1", "--port", "0"] + self.args
         env = dict(os.environ, **self.env) if self.env else None
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.stderr, text=True, env=env)
         deadline = time.time() + self.startup_timeout
