@@ -16,8 +16,9 @@
 
 namespace slimkv::kv {
 
-// Tokens of one chunk: the driver scores a chunk of consecutive blocks of one kind, runs the
-// softmax over it, then accumulates its values (a multiple of 32, at least kMaxAttnBlockTokens).
+// The most tokens of one chunk: the driver scores a chunk of consecutive blocks of one kind,
+// runs the softmax over it, then accumulates its values; chunks of small blocks are shorter
+// (attention-inl.h, kChunkBytes). A multiple of 32, at least kMaxAttnBlockTokens.
 inline constexpr int kChunkTokens = 256;
 
 // Integer (VNNI) paths: queries (keys side) and weights (values side) become 16-bit integers
